@@ -1,0 +1,87 @@
+"""``fusekit.info()`` / ``fusekit info``: what this machine offers each backend, and why not."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from typing import Any
+
+from ._cpu import cpu_features
+from ._registry import AUTO_ORDER, ENV_VAR, requested_backend, unavailable_reason
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def collect() -> dict[str, Any]:
+    """Everything :func:`info` prints, as a dict."""
+    cpu = cpu_features()
+    backends = {}
+    for name in AUTO_ORDER:
+        reason = unavailable_reason(name)
+        backends[name] = {"available": reason is None, "reason": reason}
+    numba_target = "not loaded"
+    if backends["cpu"]["available"]:
+        import numba
+
+        width = "512-bit" if "-prefer-256-bit" in (numba.config.CPU_FEATURES or "") else (
+            "256-bit (default; FUSEKIT_CPU_512=1 opts in to 512-bit)"
+            if "avx512f" in cpu.flags
+            else "256-bit (AVX2)" if "avx2" in cpu.flags else "SSE"
+        )
+        numba_target = (
+            f"{numba.config.CPU_NAME or 'host'} ({cpu.llvm_name}), {width}, "
+            f"threading layer {numba.config.THREADING_LAYER}, "
+            f"{numba.get_num_threads()} threads"
+        )
+    return {
+        "fusekit": _version("fusekit"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu.llvm_name,
+        "vector_extensions": cpu.vector_extensions,
+        "numba_target": numba_target,
+        "versions": {d: _version(d) for d in ("numpy", "numba", "torch", "cupy", "opt_einsum")},
+        "backend_request": requested_backend(),
+        "env": os.environ.get(ENV_VAR),
+        "backends": backends,
+    }
+
+
+def info(file: Any = None) -> dict[str, Any]:
+    """Print the backends, whether each is available and why not, and the CPU's features.
+
+    Args:
+        file: Where to print (default ``sys.stdout``).
+
+    Returns:
+        The same facts as a dict.
+
+    Example:
+        >>> import fusekit
+        >>> facts = fusekit.info()  # doctest: +SKIP
+    """
+    facts = collect()
+    out = file or sys.stdout
+    print(f"fusekit {facts['fusekit']} on Python {facts['python']}, {facts['platform']}", file=out)
+    exts = ", ".join(facts["vector_extensions"]) or "none"
+    print(f"CPU: {facts['cpu']}; vector extensions: {exts}", file=out)
+    print(f"Numba CPU target: {facts['numba_target']}", file=out)
+    print(
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()), file=out
+    )
+    print(
+        f"Backend request: {facts['backend_request']} ({ENV_VAR}={facts['env'] or 'unset'})",
+        file=out,
+    )
+    print("Backends (auto order):", file=out)
+    for name, b in facts["backends"].items():
+        state = "available" if b["available"] else f"unavailable: {b['reason']}"
+        print(f"  {name:<10} {state}", file=out)
+    return facts

@@ -1,0 +1,33 @@
+"""The CUDA backend: Numba CUDA kernels on CuPy arrays (torch CUDA tensors via DLPack)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+
+def unavailable_reason() -> str | None:
+    """``None`` when CuPy and a CUDA device are usable, else why not and what to do."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return (
+            "NUMBA_ENABLE_CUDASIM=1 runs CUDA kernels in the simulator, which serves only "
+            "fusekit's own kernel tests; unset it to use a real GPU"
+        )
+    if importlib.util.find_spec("cupy") is None:
+        return "CuPy is not installed (pip install 'fusekit[cuda]' on a machine with a GPU)"
+    try:
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return f"no usable CUDA device: {exc}"
+    if n == 0:
+        return "no CUDA device found"
+    try:
+        from numba import cuda
+
+        if not cuda.is_available():
+            return "Numba cannot use the CUDA driver (numba.cuda.is_available() is False)"
+    except Exception as exc:
+        return f"numba.cuda failed to import: {exc!r}"
+    return None

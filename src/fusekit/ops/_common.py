@@ -1,0 +1,74 @@
+"""Input checks shared by op declarations. They raise :class:`InputError` with a fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._errors import InputError
+from .._registry import array_dtype
+
+FLOAT_DTYPES = frozenset({"float32", "float64", "bfloat16"})
+
+
+def require_ndim(op: str, name: str, a: Any, ndim: int, layout: str) -> None:
+    """Raise unless ``a`` has exactly ``ndim`` dimensions (``layout`` names them)."""
+    if a.ndim != ndim:
+        raise InputError(
+            f"{op}: {name} must have shape {layout} ({ndim} dimensions), got shape "
+            f"{tuple(a.shape)}"
+        )
+
+
+def require_same_float_dtype(op: str, arrays: dict[str, Any]) -> str:
+    """Return the one floating dtype all ``arrays`` share, or raise naming the odd one."""
+    dtypes = {name: array_dtype(a) for name, a in arrays.items()}
+    first_name, first = next(iter(dtypes.items()))
+    if first not in FLOAT_DTYPES:
+        raise InputError(
+            f"{op}: {first_name} has dtype {first}; supported are "
+            f"{', '.join(sorted(FLOAT_DTYPES))} (bfloat16 for torch tensors); cast it with "
+            ".astype(np.float32) or .float()"
+        )
+    for name, dt in dtypes.items():
+        if dt != first:
+            raise InputError(
+                f"{op}: all inputs must share one dtype, but {first_name} is {first} and "
+                f"{name} is {dt}; cast them to the same dtype first"
+            )
+    return first
+
+
+def require_finite(op: str, name: str, a: Any) -> None:
+    """Raise when ``a`` holds NaN or infinity (for ops where they are not allowed)."""
+    xp = type(a).__module__.split(".", 1)[0]
+    if xp == "torch":
+        import torch
+
+        bad = not bool(torch.isfinite(a).all())
+    else:
+        bad = not bool((a == a).all() and abs(a).max(initial=0) != float("inf"))
+    if bad:
+        raise InputError(
+            f"{op}: {name} contains NaN or infinity, which this op does not accept; "
+            "clean the input (np.nan_to_num) or find where it came from"
+        )
+
+
+def is_tensor(a: Any) -> bool:
+    """True for torch tensors, without importing torch (and traceable by torch.compile)."""
+    return type(a).__module__.startswith("torch")
+
+
+_torch_ops: dict[str, Any] = {}
+
+
+def torch_op(name: str) -> Any:
+    """``torch.ops.fusekit.<name>``, registering fusekit's torch bridge on first use."""
+    op = _torch_ops.get(name)
+    if op is None:
+        import torch
+
+        from .. import torch as _bridge  # noqa: F401  (registers torch.ops.fusekit)
+
+        op = _torch_ops[name] = getattr(torch.ops.fusekit, name)
+    return op
