@@ -22,6 +22,7 @@ from ._errors import MixedArraysError as MixedArraysError
 from ._errors import NoKernelError as NoKernelError
 from ._errors import UnknownBackendError as UnknownBackendError
 from ._info import info as info
+from ._registry import available_backends as available_backends
 from ._registry import requested_backend as requested_backend
 from ._registry import use_backend as use_backend
 from ._threads import get_num_threads as get_num_threads
@@ -36,6 +37,7 @@ __all__ = [
     "MixedArraysError",
     "NoKernelError",
     "UnknownBackendError",
+    "available_backends",
     "get_num_threads",
     "info",
     "ops",

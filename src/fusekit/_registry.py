@@ -92,6 +92,11 @@ def unavailable_reason(backend: str) -> str | None:
     return _availability[backend]
 
 
+def available_backends() -> list[str]:
+    """Names of the backends that can run on this machine, in ``auto`` order."""
+    return [b for b in AUTO_ORDER if unavailable_reason(b) is None]
+
+
 _loaded_families: set[tuple[str, str]] = set()
 
 

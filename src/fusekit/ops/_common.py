@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import InputError
+from .._arrays import common_kind
 from .._registry import array_dtype
 
 FLOAT_DTYPES = frozenset({"float32", "float64", "bfloat16"})
@@ -72,3 +73,10 @@ def torch_op(name: str) -> Any:
 
         op = _torch_ops[name] = getattr(torch.ops.fusekit, name)
     return op
+
+
+def torch_call(name: str, arrays: dict[str, Any], backend: str | None) -> Any:
+    """Call ``torch.ops.fusekit.<name>`` on ``arrays`` (all torch tensors, else an error)."""
+    if not all(is_tensor(a) for a in arrays.values()):
+        common_kind(arrays)  # raises MixedArraysError naming the odd one out
+    return torch_op(name)(*arrays.values(), backend)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge
-from ._common import is_tensor, require_ndim, require_same_float_dtype, torch_op
+from ._common import is_tensor, require_ndim, require_same_float_dtype, torch_call
 
 __all__ = [
     "kron_linear",
@@ -161,7 +161,7 @@ def kron_linear(x: Any, A: Any, B: Any, *, backend: str | None = None) -> Any:
         differentiable with respect to ``x``, ``A`` and ``B``.
     """
     if is_tensor(x):
-        return torch_op("kron_linear")(x, A, B, backend)
+        return torch_call("kron_linear", {"x": x, "A": A, "B": B}, backend)
     return kron_linear_op.run((x, A, B), {}, backend)
 
 
@@ -185,7 +185,7 @@ def kron_factor_grads(
         ``(grad_A, grad_B)`` with the shapes of ``A`` and ``B``.
     """
     if is_tensor(x):
-        return torch_op("kron_factor_grads")(x, grad_y, A, B, backend)
+        return torch_call("kron_factor_grads", {"x": x, "grad_y": grad_y, "A": A, "B": B}, backend)
     return kron_factor_grads_op.run((x, grad_y, A, B), {}, backend)
 
 

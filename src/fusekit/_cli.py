@@ -1,0 +1,97 @@
+"""The ``fusekit`` command: ``info``, ``tour`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ._timing import format_seconds, table
+
+
+def _find_benchmarks(path: str | None) -> Path:
+    candidates = [Path(path)] if path else [
+        Path.cwd() / "benchmarks",
+        Path(__file__).resolve().parents[2] / "benchmarks",  # source checkout: src/fusekit/..
+    ]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise SystemExit(
+        f"fusekit bench: no benchmarks/ folder found (looked in {tried}); run it from a clone "
+        "of the fusekit repository or pass --path"
+    )
+
+
+def comparison_rows(report: dict) -> list[list[str]]:
+    """Rows of ``group, benchmark, median, ratio to fusekit`` from a pytest-benchmark JSON."""
+    groups: dict[str, list[dict]] = {}
+    for b in report.get("benchmarks", []):
+        groups.setdefault(b.get("group") or "(no group)", []).append(b)
+    rows = []
+    for group, benches in sorted(groups.items()):
+        ours = [b for b in benches if "fusekit" in b["name"]]
+        base = min((b["stats"]["median"] for b in ours), default=None)
+        for b in sorted(benches, key=lambda b: b["stats"]["median"]):
+            med = b["stats"]["median"]
+            ratio = f"{med / base:.2f}x" if base else "-"
+            rows.append([group, b["name"].split("[")[0], format_seconds(med), ratio])
+    return rows
+
+
+def _bench(args: argparse.Namespace) -> int:
+    bench_dir = _find_benchmarks(args.path)
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = Path(tmp) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", str(bench_dir), "-q", "-p", "no:cacheprovider",
+               "--benchmark-only", f"--benchmark-json={report_path}",
+               "--benchmark-group-by=group", "--benchmark-sort=median"]
+        if args.group:
+            cmd += ["-k", args.group]
+        cmd += args.pytest_args
+        print("$ " + " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd, env={**os.environ, "FUSEKIT_BENCH": "1"})
+        if report_path.exists():
+            rows = comparison_rows(json.loads(report_path.read_text()))
+            if rows:
+                print("\nComparison (time relative to the fastest fusekit entry of each group)")
+                print(table(["group", "benchmark", "median", "vs fusekit"], rows))
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fusekit`` command."""
+    parser = argparse.ArgumentParser(prog="fusekit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="backends, their availability and why not, CPU features")
+    tour = sub.add_parser("tour", help="a short run of every domain, ending in a results table")
+    tour.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
+    bench = sub.add_parser("bench", help="run the benchmark suite (or one group of it)")
+    bench.add_argument("group", nargs="?", help="only benchmarks matching this pytest -k "
+                       "expression, e.g. kron or dispatch")
+    bench.add_argument("--path", help="the benchmarks/ folder (default: ./benchmarks or the "
+                       "checkout's)")
+    bench.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                       help="extra pytest arguments after --")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        from ._info import info
+
+        info()
+        return 0
+    if args.command == "tour":
+        from ._tour import run_tour
+
+        run_tour(quick=args.quick)
+        return 0
+    args.pytest_args = [a for a in args.pytest_args if a != "--"]
+    return _bench(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

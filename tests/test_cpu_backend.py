@@ -1,0 +1,70 @@
+"""The Numba CPU backend's shared pieces: cached njit, threads, the 512-bit opt-in."""
+
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+import fusekit
+from fusekit._cpu import cpu_features
+from fusekit.backends.cpu import _numba
+
+
+def test_njit_compiles_and_runs():
+    @_numba.njit
+    def add(a, b):
+        return a + b
+
+    assert add(2, 3) == 5
+
+
+def test_njit_falls_back_to_no_cache_when_no_location_is_writable(monkeypatch):
+    def refuse(self):
+        raise RuntimeError("cannot cache function: no locator available for file")
+
+    monkeypatch.setattr(numba.core.dispatcher.Dispatcher, "enable_caching", refuse)
+
+    @_numba.njit(fastmath=True)
+    def total(a):
+        return a.sum()
+
+    assert total(np.arange(4.0)) == 6.0
+
+
+def test_set_num_threads_round_trips_and_validates():
+    before = fusekit.get_num_threads()
+    try:
+        fusekit.set_num_threads(1)
+        assert fusekit.get_num_threads() == 1
+    finally:
+        fusekit.set_num_threads(before)
+    with pytest.raises(ValueError, match="thread count must be between 1 and"):
+        fusekit.set_num_threads(0)
+
+
+def test_threading_layer_defaults_to_workqueue():
+    code = "import fusekit.backends.cpu as c; c.unavailable_reason(); import numba; " \
+           "print(numba.config.THREADING_LAYER)"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "workqueue"
+
+
+def test_512_bit_opt_in_sets_the_numba_target_or_warns_without_avx512():
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import fusekit.backends.cpu._numba as n; n.configure(); import numba\n"
+            "print(numba.config.CPU_NAME, numba.config.CPU_FEATURES)")
+    env = {**os.environ, "FUSEKIT_CPU_512": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    cpu = cpu_features()
+    if "avx512f" in cpu.flags:
+        assert out.stdout.split()[0] == cpu.llvm_name
+        assert out.stdout.strip().endswith("-prefer-256-bit")
+    else:
+        assert "has no AVX-512F" in out.stderr
+        assert out.stdout.split()[0] == "None"

@@ -1,0 +1,54 @@
+"""Package-level promises: cheap import, info, the CLI, the tour."""
+
+import json
+import subprocess
+import sys
+
+import fusekit
+from fusekit._cli import comparison_rows, main
+
+
+def test_import_fusekit_loads_no_heavy_framework():
+    code = ("import sys, fusekit; "
+            "print(json.dumps([m for m in ('torch', 'numba', 'cupy') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_info_reports_every_backend_and_the_cpu(capsys):
+    facts = fusekit.info()
+    text = capsys.readouterr().out
+    assert set(facts["backends"]) == {"cuda", "cpu", "reference"}
+    assert facts["backends"]["reference"]["available"] is True
+    for name, b in facts["backends"].items():
+        assert name in text
+        if not b["available"]:
+            assert b["reason"] in text
+    assert "vector extensions" in text and "Numba CPU target" in text
+
+
+def test_cli_info_runs(capsys):
+    assert main(["info"]) == 0
+    assert "Backends (auto order)" in capsys.readouterr().out
+
+
+def test_cli_tour_prints_a_results_table(capsys):
+    assert main(["tour", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "Results" in out and "kron_linear" in out and "speed-up" in out
+
+
+def test_bench_comparison_rows_rank_peers_against_fusekit():
+    report = {"benchmarks": [
+        {"group": "g", "name": "test_fusekit[x]", "stats": {"median": 1e-3}},
+        {"group": "g", "name": "test_dense", "stats": {"median": 4e-3}},
+    ]}
+    rows = comparison_rows(report)
+    assert rows == [["g", "test_fusekit", "1 ms", "1.00x"], ["g", "test_dense", "4 ms", "4.00x"]]
+
+
+def test_python_dash_m_fusekit_works():
+    out = subprocess.run([sys.executable, "-m", "fusekit", "info"], capture_output=True,
+                         text=True, check=True)
+    assert "reference" in out.stdout

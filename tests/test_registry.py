@@ -1,0 +1,136 @@
+"""Backend selection order, caching, and the errors when nothing fits."""
+
+import numpy as np
+import pytest
+
+import fusekit
+from fusekit import _registry
+from fusekit._registry import Op, register_kernel
+from fusekit.ops._common import require_finite
+
+
+def args():
+    return np.ones((2, 4)), np.ones((1, 2, 2)), np.ones((1, 2, 2))
+
+
+def chosen(request=None):
+    x, _, _ = args()
+    op = _registry.get_op("kron_linear")
+    kind = fusekit._arrays.kind_of(x)
+    return op.select(kind, "float64", _registry.requested_backend(request)).backend
+
+
+def test_auto_picks_cpu_for_numpy_inputs_here():
+    assert chosen() == "cpu"
+
+
+def test_explicit_argument_beats_context_and_env(monkeypatch):
+    monkeypatch.setenv("FUSEKIT_BACKEND", "cpu")
+    with fusekit.use_backend("cpu"):
+        assert chosen("reference") == "reference"
+
+
+def test_context_beats_env(monkeypatch):
+    monkeypatch.setenv("FUSEKIT_BACKEND", "cpu")
+    with fusekit.use_backend("reference"):
+        assert chosen() == "reference"
+    assert chosen() == "cpu"
+
+
+def test_nested_contexts_restore_the_outer_choice():
+    with fusekit.use_backend("reference"):
+        with fusekit.use_backend("cpu"):
+            assert chosen() == "cpu"
+        assert chosen() == "reference"
+    assert fusekit.requested_backend() == "auto"
+
+
+def test_env_var_is_read_at_call_time(monkeypatch):
+    monkeypatch.setenv("FUSEKIT_BACKEND", "reference")
+    assert chosen() == "reference"
+    monkeypatch.setenv("FUSEKIT_BACKEND", "cpu")
+    assert chosen() == "cpu"
+
+
+def test_env_var_cuda_raises_not_available_here(monkeypatch):
+    if "cuda" in fusekit.available_backends():
+        pytest.skip("this machine has a usable CUDA backend")
+    monkeypatch.setenv("FUSEKIT_BACKEND", "cuda")
+    with pytest.raises(fusekit.BackendUnavailableError, match="'cuda' was requested .* not available"):
+        fusekit.ops.kron_linear(*args())
+
+
+def test_unknown_backend_name_lists_the_choices(monkeypatch):
+    with pytest.raises(fusekit.UnknownBackendError, match="reference, cpu, cuda, auto"):
+        fusekit.ops.kron_linear(*args(), backend="gpu")
+    with pytest.raises(fusekit.UnknownBackendError):
+        with fusekit.use_backend("numba"):
+            pass
+    monkeypatch.setenv("FUSEKIT_BACKEND", "fast")
+    with pytest.raises(fusekit.UnknownBackendError, match="FUSEKIT_BACKEND"):
+        fusekit.ops.kron_linear(*args())
+
+
+def test_selection_is_cached_per_kind_dtype_and_request():
+    _registry.clear_selection_cache()
+    fusekit.ops.kron_linear(*args(), backend="cpu")
+    fusekit.ops.kron_linear(*args(), backend="cpu")
+    fusekit.ops.kron_linear(*(a.astype(np.float32) for a in args()), backend="cpu")
+    keys = [k for k in _registry._selection_cache if k[0] == "kron_linear"]
+    assert sorted(keys) == [("kron_linear", "numpy", "cpu", "float32", "cpu"),
+                            ("kron_linear", "numpy", "cpu", "float64", "cpu")]
+
+
+def test_cached_choice_is_the_same_kernel_object():
+    op = _registry.get_op("kron_linear")
+    kind = fusekit._arrays.kind_of(np.ones(1))
+    assert op.select(kind, "float64", "cpu") is op.select(kind, "float64", "cpu")
+
+
+def test_available_backends_lists_reference_and_cpu():
+    assert {"reference", "cpu"} <= set(fusekit.available_backends())
+
+
+# A toy op declared in the test: exercises the registry without depending on a real family.
+def _check_toy(x):
+    require_finite("toy_double", "x", x)
+    return x.dtype.name
+
+
+toy = Op(name="toy_double", family="toy", array_args=("x",), check=_check_toy)
+
+
+@register_kernel(toy, backend="reference", arrays=["numpy"], dtypes=["float64"])
+def toy_double_reference(x):
+    return 2 * x
+
+
+@pytest.fixture
+def toy_family_loaded(monkeypatch):
+    # No backend package has a 'toy' module: mark the family loaded so none is imported.
+    for b in _registry.BACKEND_MODULES:
+        monkeypatch.setattr(_registry, "_loaded_families", _registry._loaded_families | {(b, "toy")})
+
+
+def test_no_kernel_error_lists_every_candidate_and_why(toy_family_loaded):
+    with pytest.raises(fusekit.NoKernelError) as err:
+        toy.run([np.ones(3, np.float32)], {}, None)
+    msg = str(err.value)
+    assert "no kernel of toy_double fits float32 numpy arrays on cpu" in msg
+    assert "cpu: no kernel registered for toy_double" in msg
+    assert "reference.toy_double_reference: dtype float32 not in float64" in msg
+    assert "cuda:" in msg
+
+
+def test_explicit_backend_without_a_fitting_kernel_raises_instead_of_falling_back(
+        toy_family_loaded):
+    with pytest.raises(fusekit.NoKernelError, match="backend request: 'cpu'"):
+        toy.run([np.ones(3)], {}, "cpu")
+
+
+def test_nan_is_rejected_where_an_op_does_not_allow_it(toy_family_loaded):
+    with pytest.raises(fusekit.InputError, match="x contains NaN or infinity"):
+        toy.run([np.array([1.0, np.nan])], {}, None)
+    with pytest.raises(fusekit.InputError, match="NaN or infinity"):
+        toy.run([np.array([np.inf])], {}, None)
+    np.testing.assert_array_equal(toy.run([np.array([1.5])], {}, None), [3.0])
