@@ -12,7 +12,8 @@ def ok():
 
 def test_wrong_x_width_names_the_expected_shape():
     x, A, B = ok()
-    with pytest.raises(fusekit.InputError, match=r"x must have shape \(\.\.\., n1\*n2\) = \(\.\.\., 12\)"):
+    expected = r"x must have shape \(\.\.\., n1\*n2\) = \(\.\.\., 12\)"
+    with pytest.raises(fusekit.InputError, match=expected):
         fusekit.ops.kron_linear(np.ones((5, 11)), A, B)
 
 
@@ -60,7 +61,8 @@ def test_grad_y_shape_mismatch_is_reported():
 def test_numpy_mixed_with_torch_is_rejected():
     torch = pytest.importorskip("torch")
     x, A, B = ok()
-    with pytest.raises(fusekit.MixedArraysError, match="x is a numpy array on cpu but A is a torch"):
+    expected = "x is a numpy array on cpu but A is a torch"
+    with pytest.raises(fusekit.MixedArraysError, match=expected):
         fusekit.ops.kron_linear(x, torch.from_numpy(A), B)
 
 

@@ -56,7 +56,8 @@ def test_env_var_cuda_raises_not_available_here(monkeypatch):
     if "cuda" in fusekit.available_backends():
         pytest.skip("this machine has a usable CUDA backend")
     monkeypatch.setenv("FUSEKIT_BACKEND", "cuda")
-    with pytest.raises(fusekit.BackendUnavailableError, match="'cuda' was requested .* not available"):
+    expected = "'cuda' was requested .* not available"
+    with pytest.raises(fusekit.BackendUnavailableError, match=expected):
         fusekit.ops.kron_linear(*args())
 
 
@@ -108,8 +109,8 @@ def toy_double_reference(x):
 @pytest.fixture
 def toy_family_loaded(monkeypatch):
     # No backend package has a 'toy' module: mark the family loaded so none is imported.
-    for b in _registry.BACKEND_MODULES:
-        monkeypatch.setattr(_registry, "_loaded_families", _registry._loaded_families | {(b, "toy")})
+    loaded = _registry._loaded_families | {(b, "toy") for b in _registry.BACKEND_MODULES}
+    monkeypatch.setattr(_registry, "_loaded_families", loaded)
 
 
 def test_no_kernel_error_lists_every_candidate_and_why(toy_family_loaded):

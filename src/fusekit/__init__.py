@@ -1,5 +1,7 @@
-"""fusekit: fast, differentiable kernels for MoE FP8 GEMV, Kronecker adapters, ion channels and
-spiking sort, behind one op registry with NumPy-reference, Numba-CPU and CUDA backends.
+"""fusekit: fast, differentiable kernels behind one op registry.
+
+Four domains: FP8 GEMV for MoE experts, Kronecker adapters, ion channels and spiking sort, each
+op with a float64 NumPy reference, a Numba CPU kernel and a CUDA kernel.
 
 Example:
     >>> import numpy as np, fusekit

@@ -40,7 +40,8 @@ def _kron_part(quick: bool, out: TextIO) -> list[list[str]]:
               f"fusekit {format_seconds(t_fusekit)}, dense {format_seconds(t_dense)}", file=out)
         rows.append([
             "peft/kron", f"kron_linear {side}x{side}, r={r}, {f}x{f} factors, {tokens} tokens",
-            f"{err:.1e}", format_seconds(t_fusekit), f"torch dense x @ W.T: {format_seconds(t_dense)}",
+            f"{err:.1e}", format_seconds(t_fusekit),
+            f"torch dense x @ W.T: {format_seconds(t_dense)}",
             f"{t_dense / t_fusekit:.1f}x",
             f"{2 * r * f * f:,} vs {side * side:,}",
         ])

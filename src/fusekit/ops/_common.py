@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import InputError
 from .._arrays import common_kind
+from .._errors import InputError
 from .._registry import array_dtype
 
 FLOAT_DTYPES = frozenset({"float32", "float64", "bfloat16"})

@@ -193,12 +193,16 @@ def kron_factor_grads(
 
 
 def kron_linear_reference(x: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Float64 NumPy oracle of :func:`kron_linear`; the result has the input dtype."""
+    """Float64 NumPy oracle of :func:`kron_linear`; the result has the input dtype.
+
+    ``Y_b = sum_k A_k X_b B_k^T``, contracted pairwise so that no ``(A kron B)``-sized
+    temporary is ever formed.
+    """
     r, m1, n1 = A.shape
     _, m2, n2 = B.shape
     X = x.reshape(-1, n1, n2).astype(np.float64)
-    Y = np.einsum("kij,bjl,kml->bim", A.astype(np.float64), X, B.astype(np.float64),
-                  optimize=True)
+    T = np.einsum("bjl,kml->bkjm", X, B.astype(np.float64), optimize=True)
+    Y = np.einsum("kij,bkjm->bim", A.astype(np.float64), T, optimize=True)
     return Y.reshape(*x.shape[:-1], m1 * m2).astype(x.dtype)
 
 
@@ -210,6 +214,8 @@ def kron_factor_grads_reference(
     _, m2, n2 = B.shape
     X = x.reshape(-1, n1, n2).astype(np.float64)
     G = grad_y.reshape(-1, m1, m2).astype(np.float64)
-    gA = np.einsum("bim,kml,bjl->kij", G, B.astype(np.float64), X, optimize=True)
-    gB = np.einsum("bim,kij,bjl->kml", G, A.astype(np.float64), X, optimize=True)
+    T = np.einsum("bjl,kml->bkjm", X, B.astype(np.float64), optimize=True)  # X_b B_k^T
+    U = np.einsum("kij,bjl->bkil", A.astype(np.float64), X, optimize=True)  # A_k X_b
+    gA = np.einsum("bim,bkjm->kij", G, T, optimize=True)
+    gB = np.einsum("bim,bkil->kml", G, U, optimize=True)
     return gA.astype(A.dtype), gB.astype(B.dtype)
