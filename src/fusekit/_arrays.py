@@ -9,6 +9,7 @@ touched when the user's arrays show it is already imported.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ._errors import InputError, MixedArraysError
@@ -62,9 +63,17 @@ def kind_of(a: Any) -> ArrayKind:
     )
 
 
-def common_kind(arrays: dict[str, Any]) -> ArrayKind:
-    """Return the one kind shared by all named arrays, or raise :class:`MixedArraysError`."""
-    kinds = {name: kind_of(a) for name, a in arrays.items()}
+def common_kind(names: Sequence[str], arrays: Sequence[Any]) -> ArrayKind:
+    """The one kind shared by all ``arrays``; else :class:`MixedArraysError` naming two."""
+    np = sys.modules.get("numpy")
+    if np is not None and all(type(a) is np.ndarray for a in arrays):
+        return _NUMPY_CPU  # the common cases, without a kind per array
+    torch = sys.modules.get("torch")
+    if torch is not None and all(
+        isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in arrays
+    ):
+        return _TORCH_CPU
+    kinds = {name: kind_of(a) for name, a in zip(names, arrays, strict=True)}
     first_name, first = next(iter(kinds.items()))
     for name, k in kinds.items():
         if k != first:
@@ -77,11 +86,17 @@ def common_kind(arrays: dict[str, Any]) -> ArrayKind:
     return first
 
 
+_dtype_names: dict[Any, str] = {}
+
+
 def dtype_name(a: Any) -> str:
     """Dtype of a NumPy/CuPy array or torch tensor as a plain name: ``"float32"``."""
     dt = a.dtype
-    name = getattr(dt, "name", None)
-    return name if name is not None else str(dt).removeprefix("torch.")
+    name = _dtype_names.get(dt)
+    if name is None:  # numpy's dtype.name is a slow Python property: look each up once
+        name = getattr(dt, "name", None) or str(dt).removeprefix("torch.")
+        _dtype_names[dt] = name
+    return name
 
 
 def to_native(a: Any, kind: ArrayKind) -> Any:
@@ -89,7 +104,10 @@ def to_native(a: Any, kind: ArrayKind) -> Any:
     if kind.framework == "torch":
         a = a.detach()
         if kind.device == "cpu":
-            return a.resolve_conj().resolve_neg().numpy()
+            try:
+                return a.numpy()
+            except RuntimeError:  # a lazily negated or conjugated view: materialise it
+                return a.resolve_conj().resolve_neg().numpy()
         import cupy
 
         return cupy.from_dlpack(a)

@@ -260,7 +260,7 @@ class Op:
 
     def run(self, arrays: Sequence[Any], params: dict[str, Any], backend: str | None) -> Any:
         """Check the inputs, pick a kernel and call it; results come back as the input kind."""
-        kind = common_kind(dict(zip(self.array_args, arrays, strict=True)))
+        kind = common_kind(self.array_args, arrays)
         dtype = self.check(*arrays, **params)
         kernel = self.select(kind, dtype, requested_backend(backend))
         if kind.framework == "numpy" or kind.framework == "cupy":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._arrays import common_kind
@@ -20,10 +21,13 @@ def require_ndim(op: str, name: str, a: Any, ndim: int, layout: str) -> None:
         )
 
 
-def require_same_float_dtype(op: str, arrays: dict[str, Any]) -> str:
+def require_same_float_dtype(op: str, names: Sequence[str], arrays: Sequence[Any]) -> str:
     """Return the one floating dtype all ``arrays`` share, or raise naming the odd one."""
-    dtypes = {name: array_dtype(a) for name, a in arrays.items()}
-    first_name, first = next(iter(dtypes.items()))
+    first = array_dtype(arrays[0])
+    if first in FLOAT_DTYPES and all(array_dtype(a) == first for a in arrays[1:]):
+        return first
+    dtypes = {name: array_dtype(a) for name, a in zip(names, arrays, strict=True)}
+    first_name = names[0]
     if first not in FLOAT_DTYPES:
         raise InputError(
             f"{op}: {first_name} has dtype {first}; supported are "
@@ -78,5 +82,5 @@ def torch_op(name: str) -> Any:
 def torch_call(name: str, arrays: dict[str, Any], backend: str | None) -> Any:
     """Call ``torch.ops.fusekit.<name>`` on ``arrays`` (all torch tensors, else an error)."""
     if not all(is_tensor(a) for a in arrays.values()):
-        common_kind(arrays)  # raises MixedArraysError naming the odd one out
+        common_kind(list(arrays), list(arrays.values()))  # raises MixedArraysError
     return torch_op(name)(*arrays.values(), backend)

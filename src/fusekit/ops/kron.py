@@ -48,7 +48,7 @@ def _check_kron_linear(x: Any, A: Any, B: Any) -> str:
             f"{op}: x must have shape (..., n1*n2) = (..., {n1 * n2}) to match A "
             f"{tuple(A.shape)} and B {tuple(B.shape)}, got x of shape {tuple(x.shape)}"
         )
-    return require_same_float_dtype(op, {"x": x, "A": A, "B": B})
+    return require_same_float_dtype(op, ("x", "A", "B"), (x, A, B))
 
 
 def _check_factor_grads(x: Any, grad_y: Any, A: Any, B: Any) -> str:
@@ -63,7 +63,7 @@ def _check_factor_grads(x: Any, grad_y: Any, A: Any, B: Any) -> str:
             f"{op}: grad_y must have shape {(*tuple(x.shape[:-1]), m1 * m2)} (x's batch shape "
             f"and m1*m2), got {tuple(grad_y.shape)}"
         )
-    return require_same_float_dtype(op, {"x": x, "grad_y": grad_y, "A": A, "B": B})
+    return require_same_float_dtype(op, ("x", "grad_y", "A", "B"), (x, grad_y, A, B))
 
 
 # ------------------------------------------------------------------ torch bridge: fake, autograd

@@ -13,6 +13,7 @@ Two strategies, picked per call by the amount of work:
 from __future__ import annotations
 
 import numpy as np
+
 from ..._registry import register_kernel
 from ...ops import kron
 from ._numba import njit
