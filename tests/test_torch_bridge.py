@@ -105,3 +105,17 @@ def test_bad_shape_raises_input_error_under_torch_compile():
     compiled = torch.compile(lambda x, A, B: fusekit.ops.kron_linear(x, A, B), fullgraph=True)
     with pytest.raises(Exception, match=r"x must have shape \(\.\.\., n1\*n2\)"):
         compiled(x[:, :-1], A, B)
+
+
+def test_bfloat16_mixed_with_float64_is_rejected():
+    x, A, B = tensors(grad=False)
+    with pytest.raises(fusekit.InputError, match="x is bfloat16 and A is float64"):
+        fusekit.ops.kron_linear(x.bfloat16(), A, B)
+
+
+def test_backend_argument_reaches_the_registry_through_torch_ops():
+    x, A, B = tensors(grad=False)
+    with pytest.raises(fusekit.UnknownBackendError, match="'nope'"):
+        torch.ops.fusekit.kron_linear(x, A, B, "nope")
+    with pytest.raises(fusekit.UnknownBackendError, match="'nope'"):
+        torch.ops.fusekit.kron_linear(x, A, B, backend="nope")

@@ -101,13 +101,13 @@ def dtype_name(a: Any) -> str:
 
 def to_native(a: Any, kind: ArrayKind) -> Any:
     """View ``a`` as the native array a kernel takes (no copy)."""
+    if kind is _TORCH_CPU:
+        try:
+            return a.numpy()
+        except RuntimeError:  # requires grad, or a lazily negated/conjugated view
+            return a.detach().resolve_conj().resolve_neg().numpy()
     if kind.framework == "torch":
         a = a.detach()
-        if kind.device == "cpu":
-            try:
-                return a.numpy()
-            except RuntimeError:  # a lazily negated or conjugated view: materialise it
-                return a.resolve_conj().resolve_neg().numpy()
         import cupy
 
         return cupy.from_dlpack(a)
@@ -117,8 +117,7 @@ def to_native(a: Any, kind: ArrayKind) -> Any:
 def from_native(out: Any, kind: ArrayKind) -> Any:
     """View a kernel's native result as an array of ``kind`` (no copy)."""
     if kind.framework == "torch":
-        import torch
-
+        torch = sys.modules["torch"]  # imported: the inputs were tensors
         if kind.device == "cpu":
             return torch.from_numpy(out)
         return torch.from_dlpack(out)

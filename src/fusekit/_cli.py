@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="backends, their availability and why not, CPU features")
     tour = sub.add_parser("tour", help="a short run of every domain, ending in a results table")
     tour.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
-    bench = sub.add_parser("bench", help="run the benchmark suite (or one group of it)")
+    bench = sub.add_parser("bench", help="run the benchmark suite (or one group of it); "
+                           "other arguments go to pytest")
     bench.add_argument("group", nargs="?", help="only benchmarks matching this pytest -k "
                        "expression, e.g. kron or dispatch")
     bench.add_argument("--path", help="the benchmarks/ folder (default: ./benchmarks or the "
                        "checkout's)")
-    bench.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                       help="extra pytest arguments after --")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "bench" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "info":
         from ._info import info
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_tour(quick=args.quick)
         return 0
-    args.pytest_args = [a for a in args.pytest_args if a != "--"]
+    args.pytest_args = [a for a in extra if a != "--"]
     return _bench(args)
 
 

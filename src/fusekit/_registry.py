@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ def use_backend(name: str) -> Iterator[None]:
         _context_backend.reset(token)
 
 
+try:  # os.environ.get costs ~1.5 us when the key is absent (a caught KeyError); its dict doesn't
+    _environ_data, _env_key = os.environ._data, os.environ.encodekey(ENV_VAR)  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - not CPython's os.environ
+    _environ_data = None
+
+
+def _read_env() -> str | None:
+    if _environ_data is None:  # pragma: no cover
+        return os.environ.get(ENV_VAR)
+    raw = _environ_data.get(_env_key)
+    return None if raw is None else os.environ.decodevalue(raw)  # type: ignore[attr-defined]
+
+
 def requested_backend(explicit: str | None = None) -> str:
     """The backend a call asks for: explicit argument, context, env var, else ``"auto"``."""
     if explicit is not None:
@@ -73,7 +87,7 @@ def requested_backend(explicit: str | None = None) -> str:
     ctx = _context_backend.get()
     if ctx is not None:
         return ctx
-    env = os.environ.get(ENV_VAR)
+    env = _read_env()
     if env:
         return _validate(env.strip().lower(), f"environment variable {ENV_VAR}")
     return "auto"
@@ -87,8 +101,12 @@ _availability: dict[str, str | None] = {}
 def unavailable_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or ``None`` when it can. Probed once, then cached."""
     if backend not in _availability:
-        module = importlib.import_module(BACKEND_MODULES[backend])
-        _availability[backend] = module.unavailable_reason()
+        try:
+            module = importlib.import_module(BACKEND_MODULES[backend])
+            reason = module.unavailable_reason()
+        except Exception as exc:  # one broken backend must not break the others
+            reason = f"its availability probe failed: {exc!r}"
+        _availability[backend] = reason
     return _availability[backend]
 
 
@@ -103,8 +121,9 @@ _loaded_families: set[tuple[str, str]] = set()
 def _load_family(backend: str, family: str) -> None:
     if (backend, family) in _loaded_families:
         return
-    if unavailable_reason(backend) is None:
-        importlib.import_module(f"{BACKEND_MODULES[backend]}.{family}")
+    module = f"{BACKEND_MODULES[backend]}.{family}"
+    if unavailable_reason(backend) is None and importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)  # a backend without this family has no kernels for it
     _loaded_families.add((backend, family))
 
 
@@ -172,7 +191,7 @@ def kernels_for(op: str) -> list[Kernel]:
 
 
 def clear_selection_cache() -> None:
-    """Forget cached kernel choices (after changing ``FUSEKIT_BACKEND`` is not needed)."""
+    """Forget cached kernel choices (only needed after registering kernels by hand)."""
     _selection_cache.clear()
 
 
@@ -202,6 +221,8 @@ class Op:
         name: Public name, also the ``torch.ops.fusekit`` name.
         family: Module name under ``fusekit.ops`` and each backend (``"kron"``).
         array_args: Names of the array arguments, in call order.
+        params: Names of the non-array parameters, in the torch schema's order after the
+            arrays (they reach checks and kernels as keyword arguments).
         check: ``check(*arrays, **params)`` raises :class:`InputError` on bad input and
             returns the dtype name the kernels will see. It runs on every call, so kernels
             never see bad input.
@@ -212,6 +233,7 @@ class Op:
     family: str
     array_args: tuple[str, ...]
     check: Callable[..., str]
+    params: tuple[str, ...] = ()
     torch: TorchBridge | None = None
 
     def __post_init__(self) -> None:
@@ -273,6 +295,10 @@ class Op:
 
 def get_op(name: str) -> Op:
     """The declared op called ``name``."""
+    if name not in _ops:
+        importlib.import_module("fusekit.ops")  # declares every op
+    if name not in _ops:
+        raise KeyError(f"no fusekit op is called {name!r}; known: {', '.join(sorted(_ops))}")
     return _ops[name]
 
 

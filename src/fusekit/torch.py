@@ -30,19 +30,20 @@ _lib = torch.library.Library("fusekit", "DEF")
 
 def _make_impl(op: Op) -> Callable[..., Any]:
     n = len(op.array_args)
+    trailing = (*op.params, "backend")  # schema order after the tensors
 
-    def impl(*args: Any, backend: str | None = None) -> Any:
-        # torch drops trailing arguments that equal their default, so backend may be absent.
+    def impl(*args: Any, **kwargs: Any) -> Any:
+        # torch may pass trailing arguments by keyword or drop those equal to their default.
         tensors = args[:n]
-        if len(args) > n:
-            backend = args[n]
-        if tensors[0].dtype == torch.bfloat16:
+        params = dict(zip(trailing, args[n:], strict=False), **kwargs)
+        backend = params.pop("backend", None)
+        if all(t.dtype == torch.bfloat16 for t in tensors):
             # No kernel takes bfloat16 directly: compute in float32 and round once at the end.
-            out = op.run([t.float() for t in tensors], {}, backend)
+            out = op.run([t.float() for t in tensors], params, backend)
             if isinstance(out, tuple):
                 return tuple(o.to(torch.bfloat16) for o in out)
             return out.to(torch.bfloat16)
-        return op.run(tensors, {}, backend)
+        return op.run(tensors, params, backend)
 
     impl.__name__ = f"{op.name}_impl"
     return impl

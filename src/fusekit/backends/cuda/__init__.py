@@ -14,7 +14,10 @@ def unavailable_reason() -> str | None:
             "fusekit's own kernel tests; unset it to use a real GPU"
         )
     if importlib.util.find_spec("cupy") is None:
-        return "CuPy is not installed (pip install 'fusekit[cuda]' on a machine with a GPU)"
+        return (
+            "CuPy is not installed (on a machine with an NVIDIA GPU: pip install -e '.[cuda]' "
+            "in a clone, or pip install 'fusekit[cuda]')"
+        )
     try:
         import cupy
 
