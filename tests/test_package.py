@@ -52,3 +52,11 @@ def test_python_dash_m_fusekit_works():
     out = subprocess.run([sys.executable, "-m", "fusekit", "info"], capture_output=True,
                          text=True, check=True)
     assert "reference" in out.stdout
+
+
+def test_cli_bench_runs_one_group_and_prints_the_comparison(capsys):
+    rc = main(["bench", "dispatch_auto or direct_cpu", "--", "--benchmark-max-time=0.01",
+               "--benchmark-min-rounds=1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Comparison" in out and "test_fusekit_dispatch_auto" in out

@@ -50,13 +50,13 @@ def _bench(args: argparse.Namespace) -> int:
         report_path = Path(tmp) / "bench.json"
         cmd = [sys.executable, "-m", "pytest", str(bench_dir), "-q", "-p", "no:cacheprovider",
                "--benchmark-only", f"--benchmark-json={report_path}",
-               "--benchmark-group-by=group", "--benchmark-sort=median"]
+               "--benchmark-group-by=group", "--benchmark-columns=min,median,mean,rounds"]
         if args.group:
             cmd += ["-k", args.group]
         cmd += args.pytest_args
         print("$ " + " ".join(cmd), flush=True)
         rc = subprocess.call(cmd, env={**os.environ, "FUSEKIT_BENCH": "1"})
-        if report_path.exists():
+        if report_path.exists() and report_path.stat().st_size:
             rows = comparison_rows(json.loads(report_path.read_text()))
             if rows:
                 print("\nComparison (time relative to the fastest fusekit entry of each group)")

@@ -1,12 +1,14 @@
-"""Thread counts of the CPU backend: Numba's parallel kernels and the BLAS that numpy uses."""
+"""Thread counts of the CPU backend: Numba's parallel kernels and torch's BLAS pool."""
 
 from __future__ import annotations
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in fusekit's CPU kernels (Numba, and BLAS via threadpoolctl).
+    """Use ``n`` threads in fusekit's CPU kernels.
 
-    Like ``numba.set_num_threads`` the Numba part applies to the calling Python thread.
+    Sets Numba's thread count (per Python thread, as ``numba.set_num_threads``) and torch's
+    intra-op thread count (process-wide, as ``torch.set_num_threads``), which the CPU kernels'
+    large matrix products run on.
 
     Args:
         n: Thread count, at least 1 and at most the number of CPUs Numba sees.
@@ -14,9 +16,9 @@ def set_num_threads(n: int) -> None:
     from .backends.cpu import _numba
 
     _numba.set_num_threads(n)
-    from threadpoolctl import threadpool_limits
+    import torch
 
-    threadpool_limits(n, user_api="blas")
+    torch.set_num_threads(n)
 
 
 def get_num_threads() -> int:
