@@ -69,9 +69,7 @@ def common_kind(names: Sequence[str], arrays: Sequence[Any]) -> ArrayKind:
     if np is not None and all(type(a) is np.ndarray for a in arrays):
         return _NUMPY_CPU  # the common cases, without a kind per array
     torch = sys.modules.get("torch")
-    if torch is not None and all(
-        isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in arrays
-    ):
+    if torch is not None and all(isinstance(a, torch.Tensor) and a.is_cpu for a in arrays):
         return _TORCH_CPU
     kinds = {name: kind_of(a) for name, a in zip(names, arrays, strict=True)}
     first_name, first = next(iter(kinds.items()))
