@@ -56,6 +56,5 @@ def test_import_time(benchmark, what):
     """``import fusekit`` must stay cheap: it imports neither torch nor Numba."""
     benchmark.group = "import time (subprocess)"
     code = "pass" if what == "python -c pass" else what
-    benchmark.name = f"test_import_time[{what}]"
     benchmark.pedantic(subprocess.run, args=([sys.executable, "-c", code],),
                        kwargs={"check": True}, rounds=5, iterations=1)

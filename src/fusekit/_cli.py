@@ -40,7 +40,7 @@ def comparison_rows(report: dict) -> list[list[str]]:
         for b in sorted(benches, key=lambda b: b["stats"]["median"]):
             med = b["stats"]["median"]
             ratio = f"{med / base:.2f}x" if base else "-"
-            rows.append([group, b["name"].split("[")[0], format_seconds(med), ratio])
+            rows.append([group, b["name"].removeprefix("test_"), format_seconds(med), ratio])
     return rows
 
 
