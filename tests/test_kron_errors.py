@@ -77,3 +77,20 @@ def test_float16_is_rejected_with_supported_dtypes_listed():
     x, A, B = ok()
     with pytest.raises(fusekit.InputError, match="supported are bfloat16, float32, float64"):
         fusekit.ops.kron_linear(*(a.astype(np.float16) for a in (x, A, B)))
+
+
+class _FakeDevice:
+    id = 0
+
+
+def _fake_cupy_array(shape):
+    """Stands in for a CuPy array (no GPU here): only what the kind check reads."""
+    cls = type("ndarray", (), {"__module__": "cupy._core.core", "device": _FakeDevice(),
+                               "shape": shape, "ndim": len(shape), "dtype": np.dtype("float64")})
+    return cls()
+
+
+def test_numpy_mixed_with_cupy_is_rejected():
+    x, A, B = ok()
+    with pytest.raises(fusekit.MixedArraysError, match="B is a cupy array on cuda:0"):
+        fusekit.ops.kron_linear(x, A, _fake_cupy_array(B.shape))
