@@ -28,6 +28,10 @@ from ._registry import Op, all_ops
 _lib = torch.library.Library("fusekit", "DEF")
 
 
+def _to_bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16) if t.dtype == torch.float32 else t
+
+
 def _make_impl(op: Op) -> Callable[..., Any]:
     n = len(op.array_args)
     trailing = (*op.params, "backend")  # schema order after the tensors
@@ -38,11 +42,12 @@ def _make_impl(op: Op) -> Callable[..., Any]:
         params = dict(zip(trailing, args[n:], strict=False), **kwargs)
         backend = params.pop("backend", None)
         if all(t.dtype == torch.bfloat16 for t in tensors):
-            # No kernel takes bfloat16 directly: compute in float32 and round once at the end.
+            # No kernel takes bfloat16 directly: compute in float32 (exact for bfloat16 inputs)
+            # and round floating results back once at the end.
             out = op.run([t.float() for t in tensors], params, backend)
             if isinstance(out, tuple):
-                return tuple(o.to(torch.bfloat16) for o in out)
-            return out.to(torch.bfloat16)
+                return tuple(_to_bf16(o) for o in out)
+            return _to_bf16(out)
         return op.run(tensors, params, backend)
 
     impl.__name__ = f"{op.name}_impl"

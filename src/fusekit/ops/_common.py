@@ -79,8 +79,8 @@ def torch_op(name: str) -> Any:
     return op
 
 
-def torch_call(name: str, arrays: dict[str, Any], backend: str | None) -> Any:
-    """Call ``torch.ops.fusekit.<name>`` on ``arrays`` (all torch tensors, else an error)."""
+def torch_call(name: str, arrays: dict[str, Any], backend: str | None, *params: Any) -> Any:
+    """Call ``torch.ops.fusekit.<name>(*arrays, *params, backend)``; all arrays must be tensors."""
     if not all(is_tensor(a) for a in arrays.values()):
         common_kind(list(arrays), list(arrays.values()))  # raises MixedArraysError
-    return torch_op(name)(*arrays.values(), backend)
+    return torch_op(name)(*arrays.values(), *params, backend)

@@ -1,0 +1,10 @@
+"""Reference kernels of the fp8 family: the table-search oracles declared with the ops."""
+
+from ..._registry import register_kernel
+from ...ops import fp8
+
+register_kernel(fp8.fp8_encode_op, backend="reference", arrays=["numpy"],
+                dtypes=("float32", "float64"))(fp8.fp8_encode_reference)
+register_kernel(fp8.fp8_decode_op, backend="reference", arrays=["numpy"], dtypes=("uint8",))(
+    fp8.fp8_decode_reference
+)
