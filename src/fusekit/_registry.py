@@ -205,12 +205,16 @@ class TorchBridge:
         fake: Shape-only kernel for tracing (checks shapes, returns empty tensors).
         setup_context: ``torch.library.register_autograd`` context function.
         backward: Backward written with other fusekit ops, or ``None`` if not differentiable.
+        bf16_outputs: For all-bfloat16 inputs (computed in float32), cast float32 results
+            back to bfloat16. ``False`` for ops whose float32 results are float32 by
+            definition (quantization scales).
     """
 
     schema: str
     fake: Callable[..., Any]
     setup_context: Callable[..., Any] | None = None
     backward: Callable[..., Any] | None = None
+    bf16_outputs: bool = True
 
 
 @dataclass

@@ -45,6 +45,8 @@ def _make_impl(op: Op) -> Callable[..., Any]:
             # No kernel takes bfloat16 directly: compute in float32 (exact for bfloat16 inputs)
             # and round floating results back once at the end.
             out = op.run([t.float() for t in tensors], params, backend)
+            if not op.torch.bf16_outputs:
+                return out
             if isinstance(out, tuple):
                 return tuple(_to_bf16(o) for o in out)
             return _to_bf16(out)

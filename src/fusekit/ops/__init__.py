@@ -1,8 +1,19 @@
 """fusekit's ops, declared once and dispatched to a backend by the registry."""
 
+from .fp8 import fp8_act_quantize as fp8_act_quantize
+from .fp8 import fp8_block_dequantize as fp8_block_dequantize
+from .fp8 import fp8_block_quantize as fp8_block_quantize
 from .fp8 import fp8_decode as fp8_decode
 from .fp8 import fp8_encode as fp8_encode
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 
-__all__ = ["fp8_decode", "fp8_encode", "kron_factor_grads", "kron_linear"]
+__all__ = [
+    "fp8_act_quantize",
+    "fp8_block_dequantize",
+    "fp8_block_quantize",
+    "fp8_decode",
+    "fp8_encode",
+    "kron_factor_grads",
+    "kron_linear",
+]

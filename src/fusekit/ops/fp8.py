@@ -31,8 +31,15 @@ from .._registry import Op, TorchBridge, array_dtype
 from ._common import is_tensor, torch_call
 
 __all__ = [
+    "FP8_BLOCK",
     "FP8_FORMATS",
     "Fp8Format",
+    "fp8_act_quantize",
+    "fp8_act_quantize_reference",
+    "fp8_block_dequantize",
+    "fp8_block_dequantize_reference",
+    "fp8_block_quantize",
+    "fp8_block_quantize_reference",
     "fp8_decode",
     "fp8_decode_reference",
     "fp8_encode",
@@ -180,6 +187,7 @@ fp8_encode_op = Op(
     torch=TorchBridge(
         schema="(Tensor x, str fmt, bool saturate=True, str? backend=None) -> Tensor",
         fake=_encode_fake,
+        bf16_outputs=False,
     ),
 )
 fp8_decode_op = Op(
@@ -308,3 +316,278 @@ def fp8_decode_reference(codes: np.ndarray, fmt: str = "e4m3fn",
     """Oracle of :func:`fp8_decode`: a lookup in the table built from the format definition."""
     table = decode_table_f32(fmt) if dtype == "float32" else decode_table(fmt)
     return table[codes]
+
+
+# ---------------------------------------------------------------------- block quantization
+#
+# DeepSeek-V3 checkpoint layout: a weight [N, K] is stored as float8_e4m3fn with one float32
+# scale per 128x128 block, ``weight_scale_inv`` [ceil(N/128), ceil(K/128)], and the real weight
+# is ``w_fp8 * weight_scale_inv`` block by block. The quantizer picks ``amax(block) / 448`` so
+# that each block uses the whole E4M3 range; an all-zero block gets scale 1.
+
+FP8_BLOCK = 128
+_E4M3_MAX = 448.0
+
+
+def _blocks(n: int, block: int) -> int:
+    return -(-n // block)
+
+
+def _check_block_quantize(w: Any, block: int = FP8_BLOCK) -> str:
+    op = "fp8_block_quantize"
+    if w.ndim != 2:
+        raise InputError(f"{op}: w must be a 2-D weight [N, K], got shape {tuple(w.shape)}")
+    if not isinstance(block, int) or block < 1:
+        raise InputError(f"{op}: block must be a positive int, got {block!r}")
+    dtype = array_dtype(w)
+    if dtype not in _ENCODE_INPUTS:
+        raise InputError(f"{op}: w has dtype {dtype}; quantize float32/float64 (or bfloat16 "
+                         "tensors)")
+    from ._common import require_finite
+
+    require_finite(op, "w", w)
+    return dtype
+
+
+def _check_block_dequantize(w_fp8: Any, weight_scale_inv: Any, dtype: str = "float32",
+                            block: int = FP8_BLOCK) -> str:
+    op = "fp8_block_dequantize"
+    check_weight_and_scales(op, w_fp8, weight_scale_inv, block)
+    if dtype not in _DECODE_OUTPUTS:
+        raise InputError(f"{op}: dtype must be float32 or float64 (or 'bfloat16' for torch "
+                         f"tensors), got {dtype!r}")
+    return "uint8"
+
+
+def check_weight_and_scales(op: str, w_fp8: Any, weight_scale_inv: Any,
+                            block: int = FP8_BLOCK) -> None:
+    """Raise unless ``w_fp8`` [N, K] uint8/e4m3fn and its block scales fit together."""
+    got = array_dtype(w_fp8)
+    if got not in ("uint8", "float8_e4m3fn"):
+        raise InputError(f"{op}: w_fp8 must hold float8_e4m3fn codes (uint8 bytes), got "
+                         f"dtype {got}")
+    if w_fp8.ndim != 2:
+        raise InputError(f"{op}: w_fp8 must be 2-D [N, K], got shape {tuple(w_fp8.shape)}")
+    n, k = w_fp8.shape
+    want = (_blocks(n, block), _blocks(k, block))
+    if tuple(weight_scale_inv.shape) != want:
+        raise InputError(
+            f"{op}: weight_scale_inv must have shape [ceil(N/{block}), ceil(K/{block})] = "
+            f"{list(want)} for w_fp8 of shape {[n, k]}, got {list(weight_scale_inv.shape)}"
+        )
+    if array_dtype(weight_scale_inv) != "float32":
+        raise InputError(f"{op}: weight_scale_inv must be float32, got "
+                         f"{array_dtype(weight_scale_inv)}")
+
+
+def _block_quantize_fake(w: Any, block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    import torch
+
+    _check_block_quantize(w, block)
+    n, k = w.shape
+    return (w.new_empty((n, k), dtype=torch.uint8),
+            w.new_empty((_blocks(n, block), _blocks(k, block)), dtype=torch.float32))
+
+
+def _block_dequantize_fake(w_fp8: Any, weight_scale_inv: Any, dtype: str = "float32",
+                           block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    import torch
+
+    _check_block_dequantize(w_fp8, weight_scale_inv, dtype, block)
+    return w_fp8.new_empty(w_fp8.shape, dtype=getattr(torch, dtype))
+
+
+fp8_block_quantize_op = Op(
+    name="fp8_block_quantize",
+    family="fp8",
+    array_args=("w",),
+    params=("block",),
+    check=_check_block_quantize,
+    torch=TorchBridge(
+        schema="(Tensor w, int block=128, str? backend=None) -> (Tensor, Tensor)",
+        fake=_block_quantize_fake,
+        bf16_outputs=False,
+    ),
+)
+fp8_block_dequantize_op = Op(
+    name="fp8_block_dequantize",
+    family="fp8",
+    array_args=("w_fp8", "weight_scale_inv"),
+    params=("dtype", "block"),
+    check=_check_block_dequantize,
+    torch=TorchBridge(
+        schema="(Tensor w_fp8, Tensor weight_scale_inv, str dtype='float32', int block=128, "
+        "str? backend=None) -> Tensor",
+        fake=_block_dequantize_fake,
+    ),
+)
+
+
+def fp8_block_quantize(w: Any, *, block: int = FP8_BLOCK,
+                       backend: str | None = None) -> tuple[Any, Any]:
+    """Quantize a weight to FP8 E4M3FN with one scale per ``block x block`` tile.
+
+    The DeepSeek-V3 checkpoint layout: ``w ~= w_fp8 * weight_scale_inv`` tile by tile, with
+    ``weight_scale_inv = amax(tile) / 448`` (1 for an all-zero tile). Edge tiles of a shape
+    that is not a multiple of ``block`` are smaller and scaled on their own.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> w = np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)
+        >>> w_fp8, scale = fusekit.ops.fp8_block_quantize(w)
+        >>> w_fp8.dtype, w_fp8.shape, scale.shape
+        (dtype('uint8'), (300, 200), (3, 2))
+
+    Args:
+        w: Weight ``[N, K]``, float32 or float64 (torch: also bfloat16); NaN and infinity are
+            rejected.
+        block: Tile side (128 in DeepSeek-V3 checkpoints).
+        backend: As for every op.
+
+    Returns:
+        ``(w_fp8, weight_scale_inv)``: codes ``[N, K]`` (``uint8``; a ``torch.float8_e4m3fn``
+        tensor for torch input) and float32 scales ``[ceil(N/block), ceil(K/block)]``.
+    """
+    if is_tensor(w):
+        import torch
+
+        codes, scale = torch_call("fp8_block_quantize", {"w": w}, backend, block)
+        return codes.view(torch.float8_e4m3fn), scale
+    return fp8_block_quantize_op.run((w,), {"block": block}, backend)
+
+
+def fp8_block_dequantize(w_fp8: Any, weight_scale_inv: Any, *, dtype: str = "float32",
+                         block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    """The weight ``w_fp8 * weight_scale_inv`` (tile by tile) as floats.
+
+    Args:
+        w_fp8: E4M3FN codes ``[N, K]``: uint8 bytes, a ``torch.float8_e4m3fn`` tensor or an
+            ``ml_dtypes`` array.
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        dtype: ``"float32"`` (default), ``"float64"``, or ``"bfloat16"`` for torch.
+        block: Tile side.
+        backend: As for every op.
+
+    Returns:
+        The weight ``[N, K]`` in ``dtype``.
+    """
+    if is_tensor(w_fp8):
+        import torch
+
+        if dtype == "bfloat16":  # scale products are rounded once, from float32
+            return fp8_block_dequantize(w_fp8, weight_scale_inv, block=block,
+                                        backend=backend).to(torch.bfloat16)
+        codes = _as_code_bytes(w_fp8, "e4m3fn")
+        return torch_call("fp8_block_dequantize", {"w_fp8": codes,
+                          "weight_scale_inv": weight_scale_inv}, backend, dtype, block)
+    return fp8_block_dequantize_op.run((_as_code_bytes(w_fp8, "e4m3fn"), weight_scale_inv),
+                                       {"dtype": dtype, "block": block}, backend)
+
+
+def tile_scales(w64: np.ndarray, rows: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scales ``amax / 448`` (1 for an all-zero tile) of ``rows x block`` tiles of ``w64``.
+
+    Returns float32 ``[ceil(N/rows), ceil(K/block)]`` and the same as float64 per element.
+    """
+    n, k = w64.shape
+    nb, kb = _blocks(n, rows), _blocks(k, block)
+    padded = np.zeros((nb * rows, kb * block))
+    padded[:n, :k] = np.abs(w64)
+    amax = padded.reshape(nb, rows, kb, block).max(axis=(1, 3))
+    scale = np.where(amax > 0, amax / _E4M3_MAX, 1.0).astype(np.float32)
+    full = np.repeat(np.repeat(scale.astype(np.float64), rows, axis=0), block, axis=1)
+    return scale, full[:n, :k]
+
+
+def expand_tiles(scale: np.ndarray, shape: tuple[int, int], block: int) -> np.ndarray:
+    """Per-element view of per-tile scales: ``[nb, kb] -> [N, K]``."""
+    return np.repeat(np.repeat(scale, block, axis=0), block, axis=1)[: shape[0], : shape[1]]
+
+
+def fp8_block_quantize_reference(w: np.ndarray, block: int = FP8_BLOCK
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle of :func:`fp8_block_quantize`: float64 division, then the encode oracle."""
+    w64 = w.astype(np.float64)
+    scale, full = tile_scales(w64, block, block)
+    return fp8_encode_reference(w64 / full, "e4m3fn", saturate=True), scale
+
+
+def fp8_block_dequantize_reference(w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                                   dtype: str = "float32", block: int = FP8_BLOCK) -> np.ndarray:
+    """Oracle of :func:`fp8_block_dequantize`: exact product in float64, rounded once."""
+    values = decode_table("e4m3fn")[w_fp8]
+    full = values * expand_tiles(weight_scale_inv.astype(np.float64), w_fp8.shape, block)
+    return full.astype(np.dtype(dtype))
+
+
+# ------------------------------------------------- activation quantization (per token, 1x128)
+
+
+def _check_act_quantize(x: Any, block: int = FP8_BLOCK) -> str:
+    op = "fp8_act_quantize"
+    if x.ndim < 1:
+        raise InputError(f"{op}: x must have at least one dimension (..., K)")
+    if not isinstance(block, int) or block < 1:
+        raise InputError(f"{op}: block must be a positive int, got {block!r}")
+    dtype = array_dtype(x)
+    if dtype not in _ENCODE_INPUTS:
+        raise InputError(f"{op}: x has dtype {dtype}; quantize float32/float64 (or bfloat16 "
+                         "tensors)")
+    from ._common import require_finite
+
+    require_finite(op, "x", x)
+    return dtype
+
+
+def _act_quantize_fake(x: Any, block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    import torch
+
+    _check_act_quantize(x, block)
+    return (x.new_empty(x.shape, dtype=torch.uint8),
+            x.new_empty((*x.shape[:-1], _blocks(x.shape[-1], block)), dtype=torch.float32))
+
+
+fp8_act_quantize_op = Op(
+    name="fp8_act_quantize",
+    family="fp8",
+    array_args=("x",),
+    params=("block",),
+    check=_check_act_quantize,
+    torch=TorchBridge(
+        schema="(Tensor x, int block=128, str? backend=None) -> (Tensor, Tensor)",
+        fake=_act_quantize_fake,
+        bf16_outputs=False,
+    ),
+)
+
+
+def fp8_act_quantize(x: Any, *, block: int = FP8_BLOCK,
+                     backend: str | None = None) -> tuple[Any, Any]:
+    """Quantize activations to E4M3FN with one scale per token and ``block`` channels.
+
+    DeepSeek-V3's ``act_quant``: ``scale = amax(group) / 448`` over each run of ``block``
+    consecutive channels of each row (1 for an all-zero group), ``x ~= x_fp8 * scale``.
+
+    Args:
+        x: Activations ``(..., K)``, float32/float64 (torch: also bfloat16), finite.
+        block: Channels per scale.
+        backend: As for every op.
+
+    Returns:
+        ``(x_fp8, scale)``: codes of ``x``'s shape and float32 scales ``(..., ceil(K/block))``.
+    """
+    if is_tensor(x):
+        import torch
+
+        codes, scale = torch_call("fp8_act_quantize", {"x": x}, backend, block)
+        return codes.view(torch.float8_e4m3fn), scale
+    return fp8_act_quantize_op.run((x,), {"block": block}, backend)
+
+
+def fp8_act_quantize_reference(x: np.ndarray, block: int = FP8_BLOCK
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle of :func:`fp8_act_quantize`: the block quantizer on rows of 1 x ``block`` tiles."""
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    scale, full = tile_scales(rows, 1, block)
+    codes = fp8_encode_reference(rows / full, "e4m3fn", saturate=True)
+    return codes.reshape(x.shape), scale.reshape(*x.shape[:-1], scale.shape[1])

@@ -94,3 +94,43 @@ def fp8_decode_cpu(codes: np.ndarray, fmt: str = "e4m3fn", dtype: str = "float32
     out = np.empty(flat.size, dtype=table.dtype)
     _decode(flat, table, out)
     return out.reshape(codes.shape)
+
+
+@njit
+def _dequantize(w, table, scale, block, out):
+    n, k = w.shape
+    for i in range(n):
+        srow = scale[i // block]
+        for j in range(k):
+            out[i, j] = table[w[i, j]] * srow[j // block]
+
+
+@register_kernel(fp8.fp8_block_quantize_op, backend="cpu", arrays=["numpy"],
+                 dtypes=_INPUT_LAYOUT)
+def fp8_block_quantize_cpu(w: np.ndarray, block: int = fp8.FP8_BLOCK
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Block-quantize a weight on the CPU (scales as the reference, Numba rounding)."""
+    w64 = w.astype(np.float64)
+    scale, full = fp8.tile_scales(w64, block, block)
+    return fp8_encode_cpu(w64 / full, "e4m3fn", True), scale
+
+
+@register_kernel(fp8.fp8_block_dequantize_op, backend="cpu", arrays=["numpy"],
+                 dtypes=("uint8",))
+def fp8_block_dequantize_cpu(w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                             dtype: str = "float32", block: int = fp8.FP8_BLOCK) -> np.ndarray:
+    """Dequantize a block-scaled weight on the CPU; each product is rounded once."""
+    table = fp8.decode_table("e4m3fn").astype(dtype)
+    out = np.empty(w_fp8.shape, dtype=dtype)
+    _dequantize(np.ascontiguousarray(w_fp8), table, weight_scale_inv.astype(dtype), block, out)
+    return out
+
+
+@register_kernel(fp8.fp8_act_quantize_op, backend="cpu", arrays=["numpy"], dtypes=_INPUT_LAYOUT)
+def fp8_act_quantize_cpu(x: np.ndarray, block: int = fp8.FP8_BLOCK
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token, per-``block``-channel activation quantization on the CPU."""
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    scale, full = fp8.tile_scales(rows, 1, block)
+    codes = fp8_encode_cpu(rows / full, "e4m3fn", True)
+    return codes.reshape(x.shape), scale.reshape(*x.shape[:-1], scale.shape[1])

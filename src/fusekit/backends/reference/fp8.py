@@ -8,3 +8,9 @@ register_kernel(fp8.fp8_encode_op, backend="reference", arrays=["numpy"],
 register_kernel(fp8.fp8_decode_op, backend="reference", arrays=["numpy"], dtypes=("uint8",))(
     fp8.fp8_decode_reference
 )
+register_kernel(fp8.fp8_block_quantize_op, backend="reference", arrays=["numpy"],
+                dtypes=("float32", "float64"))(fp8.fp8_block_quantize_reference)
+register_kernel(fp8.fp8_block_dequantize_op, backend="reference", arrays=["numpy"],
+                dtypes=("uint8",))(fp8.fp8_block_dequantize_reference)
+register_kernel(fp8.fp8_act_quantize_op, backend="reference", arrays=["numpy"],
+                dtypes=("float32", "float64"))(fp8.fp8_act_quantize_reference)
