@@ -5,6 +5,10 @@ from .fp8 import fp8_block_dequantize as fp8_block_dequantize
 from .fp8 import fp8_block_quantize as fp8_block_quantize
 from .fp8 import fp8_decode as fp8_decode
 from .fp8 import fp8_encode as fp8_encode
+from .fp8_matmul import fp8_expert as fp8_expert
+from .fp8_matmul import fp8_gemm as fp8_gemm
+from .fp8_matmul import fp8_gemv as fp8_gemv
+from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 
@@ -14,6 +18,10 @@ __all__ = [
     "fp8_block_quantize",
     "fp8_decode",
     "fp8_encode",
+    "fp8_expert",
+    "fp8_gemm",
+    "fp8_gemv",
+    "fp8_gemv_t",
     "kron_factor_grads",
     "kron_linear",
 ]

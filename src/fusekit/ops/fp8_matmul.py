@@ -1,0 +1,243 @@
+"""FP8 block-scaled matrix products: ``y = x W^T`` with W in the DeepSeek-V3 FP8 layout.
+
+W is ``[N, K]`` float8_e4m3fn codes with float32 ``weight_scale_inv`` per 128x128 tile; x has
+M rows (M = 1 is the GEMV of single-token decoding; up to 64 and beyond for prefill). Products
+accumulate in float32 (float64 for float64 input); the transposed product ``g W`` is the
+gradient with respect to x. The fused MoE expert computes ``down(silu(gate(x)) * up(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from .._registry import Op, TorchBridge, array_dtype
+from ._common import is_tensor, torch_call
+from .fp8 import FP8_BLOCK, _as_code_bytes, check_weight_and_scales, fp8_block_dequantize_reference
+
+__all__ = [
+    "fp8_expert",
+    "fp8_expert_reference",
+    "fp8_gemm",
+    "fp8_gemv",
+    "fp8_gemv_reference",
+    "fp8_gemv_t",
+    "fp8_gemv_t_reference",
+]
+
+_X_DTYPES = ("float32", "float64", "bfloat16")
+
+
+def _check_x(op: str, name: str, x: Any, k: int, what: str) -> str:
+    if x.ndim < 1 or x.shape[-1] != k:
+        raise InputError(
+            f"{op}: {name} must have shape (..., {what}) = (..., {k}) to match the weight, got "
+            f"{tuple(x.shape)}"
+        )
+    dtype = array_dtype(x)
+    if dtype not in _X_DTYPES:
+        raise InputError(f"{op}: {name} has dtype {dtype}; use float32 or bfloat16 "
+                         "activations (float64 for checks)")
+    return dtype
+
+
+def _check_gemv(x: Any, w_fp8: Any, weight_scale_inv: Any, block: int = FP8_BLOCK) -> str:
+    check_weight_and_scales("fp8_gemv", w_fp8, weight_scale_inv, block)
+    return _check_x("fp8_gemv", "x", x, w_fp8.shape[1], "K")
+
+
+def _check_gemv_t(grad_y: Any, w_fp8: Any, weight_scale_inv: Any,
+                  block: int = FP8_BLOCK) -> str:
+    check_weight_and_scales("fp8_gemv_t", w_fp8, weight_scale_inv, block)
+    return _check_x("fp8_gemv_t", "grad_y", grad_y, w_fp8.shape[0], "N")
+
+
+def _gemv_fake(x: Any, w_fp8: Any, weight_scale_inv: Any, block: int = FP8_BLOCK,
+               backend: str | None = None) -> Any:
+    _check_gemv(x, w_fp8, weight_scale_inv, block)
+    return x.new_empty((*x.shape[:-1], w_fp8.shape[0]))
+
+
+def _gemv_t_fake(grad_y: Any, w_fp8: Any, weight_scale_inv: Any, block: int = FP8_BLOCK,
+                 backend: str | None = None) -> Any:
+    _check_gemv_t(grad_y, w_fp8, weight_scale_inv, block)
+    return grad_y.new_empty((*grad_y.shape[:-1], w_fp8.shape[1]))
+
+
+def _gemv_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    x, w_fp8, weight_scale_inv, block, backend = inputs
+    ctx.save_for_backward(w_fp8, weight_scale_inv)
+    ctx.block, ctx.backend = block, backend
+
+
+def _gemv_backward(ctx: Any, grad_y: Any) -> tuple[Any, None, None, None, None]:
+    # y = x W^T  =>  dx = g W: the transposed product over the same FP8 weight.
+    w_fp8, weight_scale_inv = ctx.saved_tensors
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = fp8_gemv_t(grad_y.contiguous(), w_fp8, weight_scale_inv, block=ctx.block,
+                            backend=ctx.backend)
+    return grad_x, None, None, None, None
+
+
+def _gemv_t_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    _gemv_setup(ctx, inputs, output)
+
+
+def _gemv_t_backward(ctx: Any, grad_x: Any) -> tuple[Any, None, None, None, None]:
+    w_fp8, weight_scale_inv = ctx.saved_tensors
+    grad = None
+    if ctx.needs_input_grad[0]:
+        grad = fp8_gemv(grad_x.contiguous(), w_fp8, weight_scale_inv, block=ctx.block,
+                        backend=ctx.backend)
+    return grad, None, None, None, None
+
+
+fp8_gemv_op = Op(
+    name="fp8_gemv",
+    family="fp8_matmul",
+    array_args=("x", "w_fp8", "weight_scale_inv"),
+    params=("block",),
+    check=_check_gemv,
+    torch=TorchBridge(
+        schema="(Tensor x, Tensor w_fp8, Tensor weight_scale_inv, int block=128, "
+        "str? backend=None) -> Tensor",
+        fake=_gemv_fake,
+        setup_context=_gemv_setup,
+        backward=_gemv_backward,
+    ),
+)
+fp8_gemv_t_op = Op(
+    name="fp8_gemv_t",
+    family="fp8_matmul",
+    array_args=("grad_y", "w_fp8", "weight_scale_inv"),
+    params=("block",),
+    check=_check_gemv_t,
+    torch=TorchBridge(
+        schema="(Tensor grad_y, Tensor w_fp8, Tensor weight_scale_inv, int block=128, "
+        "str? backend=None) -> Tensor",
+        fake=_gemv_t_fake,
+        setup_context=_gemv_t_setup,
+        backward=_gemv_t_backward,
+    ),
+)
+
+
+def _run_mixed(op: Op, x: Any, w_fp8: Any, weight_scale_inv: Any, block: int,
+               backend: str | None) -> Any:
+    """Run a product whose activations may be bfloat16 while the weight is FP8 bytes."""
+    if is_tensor(x):
+        import torch
+
+        w = _as_code_bytes(w_fp8, "e4m3fn")
+        if x.dtype == torch.bfloat16:  # float32 accumulation, one rounding at the end
+            return torch_call(op.name, {"x": x.float(), "w_fp8": w,
+                              "weight_scale_inv": weight_scale_inv}, backend, block
+                              ).to(torch.bfloat16)
+        return torch_call(op.name, {"x": x, "w_fp8": w, "weight_scale_inv": weight_scale_inv},
+                          backend, block)
+    return op.run((x, _as_code_bytes(w_fp8, "e4m3fn"), weight_scale_inv), {"block": block},
+                  backend)
+
+
+def fp8_gemv(x: Any, w_fp8: Any, weight_scale_inv: Any, *, block: int = FP8_BLOCK,
+             backend: str | None = None) -> Any:
+    """``y = x W^T`` with W block-scaled FP8, without dequantizing W in memory.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> w = np.random.default_rng(0).standard_normal((256, 384)).astype(np.float32)
+        >>> w_fp8, s = fusekit.ops.fp8_block_quantize(w)
+        >>> x = np.ones((1, 384), np.float32)
+        >>> fusekit.ops.fp8_gemv(x, w_fp8, s).shape
+        (1, 256)
+
+    Args:
+        x: Activations ``(..., K)``: float32 (float64 for checks); torch also bfloat16
+            (accumulated in float32, rounded once). NaN/Inf propagate as in a matmul.
+        w_fp8: Weight codes ``[N, K]``, float8_e4m3fn (uint8 bytes, a ``torch.float8_e4m3fn``
+            tensor or an ``ml_dtypes`` array).
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        block: Scale tile side (128 in DeepSeek-V3).
+        backend: As for every op.
+
+    Returns:
+        ``y`` of shape ``(..., N)`` in ``x``'s dtype; differentiable in ``x`` for tensors.
+    """
+    return _run_mixed(fp8_gemv_op, x, w_fp8, weight_scale_inv, block, backend)
+
+
+#: ``fp8_gemm`` is the same op: M (the rows of x) may be anything from 1 up.
+fp8_gemm = fp8_gemv
+
+
+def fp8_gemv_t(grad_y: Any, w_fp8: Any, weight_scale_inv: Any, *, block: int = FP8_BLOCK,
+               backend: str | None = None) -> Any:
+    """The transposed product ``g W`` (the gradient of :func:`fp8_gemv` w.r.t. x).
+
+    Args:
+        grad_y: ``(..., N)`` float32 (torch: also bfloat16).
+        w_fp8: Weight codes ``[N, K]``.
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        block: Scale tile side.
+        backend: As for every op.
+
+    Returns:
+        ``(..., K)`` in ``grad_y``'s dtype.
+    """
+    return _run_mixed(fp8_gemv_t_op, grad_y, w_fp8, weight_scale_inv, block, backend)
+
+
+def fp8_gemv_reference(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                       block: int = FP8_BLOCK) -> np.ndarray:
+    """Float64 oracle of :func:`fp8_gemv`."""
+    w = fp8_block_dequantize_reference(w_fp8, weight_scale_inv, "float64", block)
+    return (x.astype(np.float64) @ w.T).astype(x.dtype)
+
+
+def fp8_gemv_t_reference(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                         block: int = FP8_BLOCK) -> np.ndarray:
+    """Float64 oracle of :func:`fp8_gemv_t`."""
+    w = fp8_block_dequantize_reference(w_fp8, weight_scale_inv, "float64", block)
+    return (grad_y.astype(np.float64) @ w).astype(grad_y.dtype)
+
+
+# --------------------------------------------------------------------- fused MoE expert
+
+
+def fp8_expert(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], down: tuple[Any, Any], *,
+               block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    """A DeepSeek-V3 MoE expert on FP8 weights: ``down(silu(gate(x)) * up(x))``.
+
+    Args:
+        x: ``(..., H)`` activations.
+        gate: ``(w_fp8 [I, H], weight_scale_inv)`` of ``gate_proj``.
+        up: ``(w_fp8 [I, H], weight_scale_inv)`` of ``up_proj``.
+        down: ``(w_fp8 [H, I], weight_scale_inv)`` of ``down_proj``.
+        block: Scale tile side.
+        backend: As for every op.
+
+    Returns:
+        ``(..., H)`` in ``x``'s dtype.
+    """
+    g = fp8_gemv(x, *gate, block=block, backend=backend)
+    u = fp8_gemv(x, *up, block=block, backend=backend)
+    if is_tensor(g):
+        import torch
+
+        h = torch.nn.functional.silu(g) * u
+    else:
+        h = (g / (1 + np.exp(-g.astype(np.float64)))).astype(g.dtype) * u
+    return fp8_gemv(h, *down, block=block, backend=backend)
+
+
+def fp8_expert_reference(x: np.ndarray, gate: tuple[np.ndarray, np.ndarray],
+                         up: tuple[np.ndarray, np.ndarray], down: tuple[np.ndarray, np.ndarray],
+                         block: int = FP8_BLOCK) -> np.ndarray:
+    """Float64 oracle of :func:`fp8_expert`."""
+    x64 = x.astype(np.float64)
+    g = fp8_gemv_reference(x64, *gate, block)
+    u = fp8_gemv_reference(x64, *up, block)
+    return fp8_gemv_reference(g / (1 + np.exp(-g)) * u, *down, block).astype(x.dtype)
