@@ -1,0 +1,181 @@
+"""CPU kernels of the fp8_matmul family: block-scaled FP8 products in Numba, W read once.
+
+Decoding E4M3FN needs no table: the code's magnitude bits shifted into a float32's exponent
+and mantissa fields give the value times 2^-120, and one exact multiply by 2^120 restores it.
+Both steps are plain vector integer and float operations, so LLVM vectorises the whole loop.
+(An E4M3 subnormal becomes a float32 denormal in between; see docs/benchmarks.md for what that
+costs on the machine at hand.)
+
+Rows of W are split across threads in one parallel launch. For each row and each 128-wide
+tile of K, every row of x is multiplied with the tile and the sum scaled once by the tile's
+``weight_scale_inv``: W's bytes are read once per call, whatever M is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..._registry import register_kernel
+from ...ops import fp8_matmul
+from ._numba import njit
+
+
+@njit(inline="always")
+def _e4m3_scaled(c):
+    # E4M3FN code -> its value times 2^-120, exactly, as float32: the code as a signed byte,
+    # shifted so exponent+mantissa land in bits 26..20, masked to those and the sign bit
+    # (0x87F00000).
+    return np.int32((np.int32(np.int8(c)) << 20) & np.int32(-2014314496)).view(np.float32)
+
+
+@njit(inline="always", fastmath=True)
+def _dot_fp8(x, w):
+    d = np.float32(0)
+    for j in range(x.size):
+        d += x[j] * _e4m3_scaled(w[j])
+    return d
+
+
+@njit(inline="always", fastmath=True)
+def _dot_fp8_pair(x, w0, w1, y, i):
+    # Two rows of W against one x: each load of x serves two products. Each row is summed
+    # as two halves at once so that LLVM keeps enough independent FMA chains in flight.
+    h = x.size // 2
+    d0 = d1 = e0 = e1 = np.float32(0)
+    for j in range(h):
+        xj = x[j]
+        xk = x[j + h]
+        d0 += xj * _e4m3_scaled(w0[j])
+        d1 += xj * _e4m3_scaled(w1[j])
+        e0 += xk * _e4m3_scaled(w0[j + h])
+        e1 += xk * _e4m3_scaled(w1[j + h])
+    for j in range(2 * h, x.size):
+        d0 += x[j] * _e4m3_scaled(w0[j])
+        d1 += x[j] * _e4m3_scaled(w1[j])
+    y[0, i] = d0 + e0
+    y[0, i + 1] = d1 + e1
+
+
+@njit(inline="always", fastmath=True)
+def _dot4(x0, x1, x2, x3, t, out):
+    d0 = d1 = d2 = d3 = np.float32(0)
+    for j in range(t.size):
+        tj = t[j]
+        d0 += x0[j] * tj
+        d1 += x1[j] * tj
+        d2 += x2[j] * tj
+        d3 += x3[j] * tj
+    out[0] = d0
+    out[1] = d1
+    out[2] = d2
+    out[3] = d3
+
+
+@njit(inline="always", fastmath=True)
+def _dot(x, t):
+    d = np.float32(0)
+    for j in range(x.size):
+        d += x[j] * t[j]
+    return d
+
+
+@njit(parallel=True, fastmath=True)
+def _gemv_rows(x, w, scale, block, y):
+    # x is pre-scaled by 2^120 / 2^e(row) so that x * (w 2^-120) stays well inside float32.
+    # All rows of one 128-row block of W share their tile scales: fold them into a copy of x
+    # once per block, and each row of W becomes one long dot product with no per-tile sums.
+    m_rows, k = x.shape
+    n = w.shape[0]
+    n_tiles = (k + block - 1) // block
+    for rb in prange((n + block - 1) // block):
+        xs = np.empty((m_rows, k), dtype=np.float32)
+        for m in range(m_rows):
+            for t in range(n_tiles):
+                s = scale[rb, t]
+                for j in range(t * block, min(k, (t + 1) * block)):
+                    xs[m, j] = x[m, j] * s
+        row = np.empty(k, dtype=np.float32)
+        d4 = np.empty(4, dtype=np.float32)
+        i_end = min(n, (rb + 1) * block)
+        if m_rows == 1:
+            i = rb * block
+            while i + 2 <= i_end:
+                _dot_fp8_pair(xs[0], w[i], w[i + 1], y, i)
+                i += 2
+            if i < i_end:
+                y[0, i] = _dot_fp8(xs[0], w[i])
+            continue
+        for i in range(rb * block, i_end):
+            wi = w[i]
+            for j in range(k):
+                row[j] = _e4m3_scaled(wi[j])
+            m = 0
+            while m + 4 <= m_rows:
+                _dot4(xs[m], xs[m + 1], xs[m + 2], xs[m + 3], row, d4)
+                for r in range(4):
+                    y[m + r, i] = d4[r]
+                m += 4
+            while m < m_rows:
+                y[m, i] = _dot(xs[m], row)
+                m += 1
+
+
+@njit(parallel=True, fastmath=True)
+def _gemv_t_cols(g, w, scale, block, out):
+    # out[m, :] = sum_n g[m, n] * W[n, :]: threads own column ranges of K; W read once.
+    m_rows, n = g.shape
+    k = w.shape[1]
+    chunk = block
+    for c in prange((k + chunk - 1) // chunk):
+        k0 = c * chunk
+        k1 = min(k, k0 + chunk)
+        acc = np.zeros((m_rows, k1 - k0), dtype=np.float32)
+        t = k0 // block
+        for i in range(n):
+            s = scale[i // block, t]
+            wt = w[i, k0:k1]
+            for m in range(m_rows):
+                gs = g[m, i] * s
+                am = acc[m]
+                for j in range(wt.size):
+                    am[j] += gs * _e4m3_scaled(wt[j])
+        for m in range(m_rows):
+            for j in range(k0, k1):
+                out[m, j] = acc[m, j - k0]
+
+
+def _prescaled_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``a`` times ``2^(120 - e)``, ``e`` the binary exponent of the row's max |a|.
+
+    The kernels multiply by FP8 values carried as ``value * 2^-120``; this exact power-of-two
+    scaling keeps every product in float32's normal range. Returns the rows and ``2^e``.
+    """
+    rows = a.reshape(-1, a.shape[-1])
+    amax = np.abs(rows).max(axis=1, initial=0.0).astype(np.float64)
+    _, e = np.frexp(np.where(np.isfinite(amax), amax, 1.0))
+    factor = np.ldexp(1.0, 120 - e)[:, None]
+    return (rows * factor).astype(np.float32), np.ldexp(1.0, e).astype(np.float32)
+
+
+@register_kernel(fp8_matmul.fp8_gemv_op, backend="cpu", arrays=["numpy"], dtypes=("float32",))
+def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                 block: int = 128) -> np.ndarray:
+    """``x W^T`` on the CPU with W in block-scaled FP8, float32 accumulation."""
+    xr, row_scale = _prescaled_rows(x)
+    y = np.empty((xr.shape[0], w_fp8.shape[0]), dtype=np.float32)
+    _gemv_rows(xr, np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv), block, y)
+    y *= row_scale[:, None]
+    return y.reshape(*x.shape[:-1], w_fp8.shape[0])
+
+
+@register_kernel(fp8_matmul.fp8_gemv_t_op, backend="cpu", arrays=["numpy"], dtypes=("float32",))
+def fp8_gemv_t_cpu(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                   block: int = 128) -> np.ndarray:
+    """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation."""
+    gr, row_scale = _prescaled_rows(grad_y)
+    out = np.empty((gr.shape[0], w_fp8.shape[1]), dtype=np.float32)
+    _gemv_t_cols(gr, np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv), block,
+                 out)
+    out *= row_scale[:, None]
+    return out.reshape(*grad_y.shape[:-1], w_fp8.shape[1])
