@@ -147,7 +147,8 @@ def test_torch_gemv_opcheck_and_compile():
 
 def test_activation_width_mismatch_is_reported():
     q, s = quantized(8, 16, block=8)
-    with pytest.raises(fusekit.InputError, match=r"x must have shape \(\.\.\., K\) = \(\.\.\., 16\)"):
+    expected = r"x must have shape \(\.\.\., K\) = \(\.\.\., 16\)"
+    with pytest.raises(fusekit.InputError, match=expected):
         fusekit.ops.fp8_gemv(np.ones((1, 15), np.float32), q, s, block=8)
 
 
