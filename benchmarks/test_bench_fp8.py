@@ -1,0 +1,156 @@
+"""FP8 block-scaled GEMV/GEMM on DeepSeek-V3 expert shapes, against what a user runs instead.
+
+Every group times, on the same weights and the same activations:
+* ``fusekit_fp8_gemv``: fusekit's CPU kernel on the FP8 weight (1 byte per weight);
+* ``stream_read``: ``torch.sum`` over the same FP8 bytes viewed as float32, the streaming
+  read limit for any kernel that reads the weight once (the physical bound at M=1);
+* ``torch_bf16``: ``F.linear`` with the weight dequantized to bfloat16 once at load time
+  (2 bytes per weight; what KTransformers-style CPU backends and most users run);
+* ``torch_dequant_matmul``: dequantize the FP8 weight with torch on every call, then matmul;
+* ``numpy_ml_dtypes``: ml_dtypes decode + NumPy scale + NumPy matmul on every call;
+* ``torch_scaled_mm``: ``torch._scaled_mm`` (FP8 x FP8, per-tensor scales only) where it runs.
+
+Weights rotate through six copies (about 88 MB of FP8, more than twice the 32 MB last-level
+cache here), so each call reads its weight from DRAM.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import fusekit
+from fusekit.backends.cpu.fp8_matmul import fp8_gemv_cpu
+from fusekit.ops.fp8_matmul import fp8_gemv_reference
+
+SHAPES = {"gate_up": (2048, 7168), "down": (7168, 2048)}
+COPIES = 6
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def expert(request):
+    """Six FP8 copies of one DeepSeek-V3 expert matrix, with their bf16 dequantizations."""
+    n, k = SHAPES[request.param]
+    w = (np.random.default_rng(0).standard_normal((n, k)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    copies = 1 if request.config.getoption("benchmark_disable") else COPIES
+    # Distinct memory with the same code statistics: roll the bytes of one quantized matrix.
+    qs = [np.roll(q, 7 * i, axis=1).copy() for i in range(copies)]
+    bf16 = [torch.from_numpy(fusekit.ops.fp8_block_dequantize(qi, s)).bfloat16() for qi in qs]
+    return {"name": request.param, "n": n, "k": k, "q": qs, "s": s, "bf16": bf16}
+
+
+def rotating(items):
+    it = itertools.cycle(items)
+    return lambda: next(it)
+
+
+def activations(m, k):
+    return np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
+
+
+def group(expert, m, extra=""):
+    return f"fp8 {expert['name']} {expert['n']}x{expert['k']} M={m}{extra}"
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_fusekit_fp8_gemv(benchmark, expert, m):
+    x = activations(m, expert["k"])
+    s = expert["s"]
+    y = fp8_gemv_cpu(x, expert["q"][0], s)
+    ref = fp8_gemv_reference(x.astype(np.float64), expert["q"][0], s)
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-6
+    nxt = rotating(expert["q"])
+    benchmark.group = group(expert, m)
+    benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
+    benchmark(lambda: fusekit.ops.fp8_gemv(x, nxt(), s, backend="cpu"))
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_torch_bf16(benchmark, expert, m):
+    x = torch.from_numpy(activations(m, expert["k"])).bfloat16()
+    nxt = rotating(expert["bf16"])
+    benchmark.group = group(expert, m)
+    with torch.no_grad():
+        benchmark(lambda: torch.nn.functional.linear(x, nxt()))
+
+
+@pytest.mark.parametrize("m", [1])
+def test_stream_read(benchmark, expert, m):
+    views = [torch.from_numpy(q.reshape(-1).view(np.float32)) for q in expert["q"]]
+    nxt = rotating(views)
+    benchmark.group = group(expert, m)
+    benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
+    benchmark(lambda: nxt().sum())
+
+
+@pytest.mark.parametrize("m", [1])
+def test_fusekit_fp8_gemv_one_thread(benchmark, expert, m):
+    x = activations(m, expert["k"])
+    nxt = rotating(expert["q"])
+    benchmark.group = group(expert, m)
+    before = fusekit.get_num_threads()
+    fusekit.set_num_threads(1)
+    try:
+        benchmark(lambda: fp8_gemv_cpu(x, nxt(), expert["s"]))
+    finally:
+        fusekit.set_num_threads(before)
+
+
+@pytest.mark.parametrize("m", [1])
+def test_fusekit_fp8_gemv_subnormal_heavy(benchmark, expert, m):
+    """Weights whose codes are all E4M3 subnormals or zero (exponent field 0)."""
+    rng = np.random.default_rng(1)
+    subnormal = [(q & 0x87) | (rng.integers(0, 8, q.shape, dtype=np.uint8) & 0x07)
+                 for q in expert["q"]]
+    x = activations(m, expert["k"])
+    nxt = rotating(subnormal)
+    benchmark.group = group(expert, m)
+    benchmark(lambda: fp8_gemv_cpu(x, nxt(), expert["s"]))
+
+
+@pytest.mark.parametrize("m", [1])
+def test_torch_dequant_matmul(benchmark, expert, m):
+    x = torch.from_numpy(activations(m, expert["k"]))
+    qs = [torch.from_numpy(q).view(torch.float8_e4m3fn) for q in expert["q"]]
+    s = torch.from_numpy(expert["s"])
+    n, k = expert["n"], expert["k"]
+    nxt = rotating(qs)
+
+    def dequant_matmul():
+        full = s.repeat_interleave(128, 0)[:n].repeat_interleave(128, 1)[:, :k]
+        return torch.nn.functional.linear(x, nxt().to(torch.float32) * full)
+
+    benchmark.group = group(expert, m)
+    with torch.no_grad():
+        benchmark(dequant_matmul)
+
+
+@pytest.mark.parametrize("m", [1])
+def test_numpy_ml_dtypes(benchmark, expert, m):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = activations(m, expert["k"])
+    n, k, s = expert["n"], expert["k"], expert["s"]
+    full = np.repeat(np.repeat(s, 128, 0), 128, 1)[:n, :k]
+    nxt = rotating(expert["q"])
+    benchmark.group = group(expert, m)
+    benchmark(lambda: x @ (nxt().view(ml_dtypes.float8_e4m3fn).astype(np.float32) * full).T)
+
+
+@pytest.mark.parametrize("m", [1])
+def test_torch_scaled_mm(benchmark, expert, m):
+    """FP8 x FP8 with per-tensor scales: the closest torch has to block-scaled FP8 on CPU."""
+    x = torch.from_numpy(activations(m, expert["k"]))
+    x_scale = x.abs().max() / 448
+    x8 = (x / x_scale).to(torch.float8_e4m3fn)
+    w8 = torch.from_numpy(expert["q"][0]).view(torch.float8_e4m3fn)
+    one = torch.tensor(1.0)
+    try:
+        torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32)
+    except (RuntimeError, NotImplementedError) as exc:
+        pytest.skip(f"torch._scaled_mm does not run here: {exc}")
+    benchmark.group = group(expert, m)
+    benchmark.pedantic(torch._scaled_mm, args=(x8, w8.t()),
+                       kwargs={"scale_a": x_scale, "scale_b": one, "out_dtype": torch.float32},
+                       rounds=3, iterations=1)
