@@ -1,6 +1,7 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
-Today fusekit has one op family, the Kronecker-sum product; each new domain adds its part.
+Parts today: an FP8 DeepSeek-V3 expert (moe) and the Kronecker-sum product (peft); each new
+domain adds its part.
 """
 
 from __future__ import annotations
@@ -48,6 +49,52 @@ def _kron_part(quick: bool, out: TextIO) -> list[list[str]]:
     return rows
 
 
+def _fp8_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import numpy as np
+    import torch
+
+    from . import ops
+    from .ops.fp8_matmul import fp8_expert_reference
+
+    # One DeepSeek-V3 routed expert: hidden 7168, intermediate 2048 (smaller when quick).
+    hidden, inter = (1024, 512) if quick else (7168, 2048)
+    rng = np.random.default_rng(7)
+    mats = {}
+    for name, shape in (("gate", (inter, hidden)), ("up", (inter, hidden)),
+                        ("down", (hidden, inter))):
+        w = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        mats[name] = ops.fp8_block_quantize(w, backend="cpu")
+    bf16 = {k: torch.from_numpy(ops.fp8_block_dequantize(*v, backend="cpu")).bfloat16()
+            for k, v in mats.items()}
+    rows = []
+    for tokens in (1, 16):
+        x = rng.standard_normal((tokens, hidden)).astype(np.float32)
+        xb = torch.from_numpy(x).bfloat16()
+        y = ops.fp8_expert(x, mats["gate"], mats["up"], mats["down"], backend="cpu")
+        ref = fp8_expert_reference(x.astype(np.float64), mats["gate"], mats["up"], mats["down"])
+        err = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+        def torch_expert(xb=xb):
+            with torch.no_grad():
+                g = torch.nn.functional.linear(xb, bf16["gate"])
+                u = torch.nn.functional.linear(xb, bf16["up"])
+                return torch.nn.functional.linear(torch.nn.functional.silu(g) * u, bf16["down"])
+
+        t_fusekit = median_seconds(lambda x=x: ops.fp8_expert(x, mats["gate"], mats["up"],
+                                                              mats["down"], backend="cpu"))
+        t_torch = median_seconds(torch_expert)
+        print(f"  fp8 expert {hidden}x{inter}, {tokens} tokens: fusekit {format_seconds(t_fusekit)}"
+              f", torch bf16 {format_seconds(t_torch)}", file=out)
+        rows.append([
+            "moe/fp8", f"DeepSeek-V3 expert {hidden}/{inter}, FP8 128x128 blocks, {tokens} tokens",
+            f"{err:.1e}", format_seconds(t_fusekit),
+            f"torch bf16 (dequantized at load): {format_seconds(t_torch)}",
+            f"{t_torch / t_fusekit:.1f}x", f"{3 * hidden * inter / 2**20:.0f} MiB FP8 vs "
+            f"{6 * hidden * inter / 2**20:.0f} MiB bf16",
+        ])
+    return rows
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -64,7 +111,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_kron_part]
+    parts: list[Any] = [_fp8_part, _kron_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
