@@ -6,10 +6,12 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
     python benchmarks/gpu/run_gpu_checks.py --no-timing
 
 It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
-CUDA tensors through the public API with ``backend="cuda"``, torch autograd included), then
-``kron_linear`` at LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64 factors) next to the dense
-``x @ W.T`` product and a cuBLAS reshape+matmul version written in torch. It exits 1 when any
-check fails, 2 when there is no usable GPU. About a minute on one GPU, most of it Numba
+CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
+kron and fp8 kernels, then two timing tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096
+weight as 64 x 64 factors) next to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul
+version written in torch, and ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a bf16 matmul
+on weights dequantized at load time and a dequantize-then-matmul in torch. It exits 1 when any
+check fails, 2 when there is no usable GPU. A minute or two on one GPU, most of it Numba
 compiling the kernels on first use.
 """
 
@@ -30,6 +32,16 @@ import numpy as np
 
 import fusekit
 from fusekit._registry import unavailable_reason
+from fusekit.ops.fp8 import (
+    FP8_FORMATS,
+    decode_table,
+    fp8_act_quantize_reference,
+    fp8_block_dequantize_reference,
+    fp8_block_quantize_reference,
+    fp8_decode_reference,
+    fp8_encode_reference,
+)
+from fusekit.ops.fp8_matmul import fp8_gemv_reference, fp8_gemv_t_reference
 from fusekit.ops.kron import kron_factor_grads_reference, kron_linear_reference
 
 #: (batch shape, r, m1, n1, m2, n2): odd sizes leave partial tiles on every axis.
@@ -46,6 +58,14 @@ TOL = {"float32": 1e-4, "float64": 1e-11, "bfloat16": 3e-2}
 RANKS = (1, 4, 16)
 BATCHES = (1, 16, 256)
 FACTOR = 64  # 4096 = 64 * 64 on both sides
+
+#: (N, K, block) of the FP8 weight checks: partial tiles on both axes, and a real expert.
+FP8_WEIGHT_SHAPES = [(9, 7, 4), (300, 200, 128), (257, 129, 128), (2048, 7168, 128)]
+#: Rows of x in the FP8 product checks: 100 needs two passes over the weight.
+FP8_ROWS = (1, 3, 16, 64, 100)
+#: DeepSeek-V3 expert weights [N, K]: gate_proj / up_proj, then down_proj.
+EXPERT_SHAPES = (("gate/up", 2048, 7168), ("down", 7168, 2048))
+EXPERT_ROWS = (1, 4, 16, 64)
 
 
 class Checks:
@@ -68,6 +88,28 @@ class Checks:
             print(f"  PASS {name}: rel. error {err:.1e} (tol {tol:.0e})")
         else:
             self.fail(name, f"rel. error {err:.1e} > tol {tol:.0e}")
+
+    def same(self, name: str, got: np.ndarray, ref: np.ndarray, bitwise: bool = False) -> None:
+        """Exact equality: of the bits with ``bitwise``, else of the values (NaN equals NaN)."""
+        got, ref = np.asarray(got), np.asarray(ref)
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            self.fail(name, f"{got.dtype}{got.shape}, expected {ref.dtype}{ref.shape}")
+            return
+        if bitwise:
+            uint = np.dtype(f"u{got.dtype.itemsize}")
+            bad = np.flatnonzero(got.view(uint) != ref.view(uint))
+        else:
+            diff = got != ref
+            if got.dtype.kind == "f":
+                diff &= ~(np.isnan(got) & np.isnan(ref))
+            bad = np.flatnonzero(diff)
+        if bad.size == 0:
+            self.passed += 1
+            print(f"  PASS {name}: exact")
+        else:
+            i = int(bad[0])
+            self.fail(name, f"{bad.size} of {got.size} differ, first at flat index {i}: "
+                      f"{got.reshape(-1)[i]!r} vs {ref.reshape(-1)[i]!r}")
 
     def expect(self, name: str, ok: bool, detail: str = "") -> None:
         if ok:
@@ -216,6 +258,211 @@ def check_torch(checks: Checks, torch: Any) -> None:
     checks.run("torch bfloat16", torch_bfloat16, checks, torch)
 
 
+# ---------------------------------------------------------------------- fp8 correctness
+
+
+def fp8_encode_values(dtype: str, seed: int) -> np.ndarray:
+    """Random bit patterns (NaN, inf, subnormals, huge, tiny), specials and every FP8 tie."""
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    else:
+        bits = rng.integers(0, 2**64, 200_000, dtype=np.uint64)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 448, 464, 480, 57344,
+                        61440, 2**-9, 2**-10, 2**-16, 2**-17, 3 * 2**-11], dtype=dtype)
+    pieces = [bits.view(dtype), special, rng.standard_normal(10_000).astype(dtype) * 100]
+    for fmt in FP8_FORMATS:
+        t = decode_table(fmt)
+        finite = np.sort(t[np.isfinite(t)])
+        mid = ((finite[1:] + finite[:-1]) / 2).astype(dtype)  # exact ties
+        pieces += [mid, np.nextafter(mid, mid.dtype.type(np.inf)),
+                   np.nextafter(mid, mid.dtype.type(-np.inf)), finite.astype(dtype)]
+    return np.concatenate(pieces)
+
+
+def fp8_weight(n: int, k: int, dtype: str, seed: int) -> np.ndarray:
+    """A weight whose rows span several orders of magnitude, with one all-zero tile."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)) * np.exp2(rng.integers(-12, 12, (n, 1)))
+    w[: min(n, 4), : min(k, 4)] = 0
+    return w.astype(dtype)
+
+
+def fp8_cupy_codes(checks: Checks, cupy: Any) -> None:
+    """Encode (both formats, both saturate modes) and decode (every code) on CuPy arrays."""
+    for dtype in ("float32", "float64"):
+        x = fp8_encode_values(dtype, 0)
+        xc = cupy.asarray(x)
+        for fmt in FP8_FORMATS:
+            for saturate in (True, False):
+                got = fusekit.ops.fp8_encode(xc, fmt, saturate=saturate, backend="cuda")
+                checks.same(f"fp8_encode {dtype} {fmt} saturate={saturate}", cupy.asnumpy(got),
+                            fp8_encode_reference(x, fmt, saturate))
+    codes = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for fmt in FP8_FORMATS:
+        for dtype in ("float32", "float64"):
+            got = fusekit.ops.fp8_decode(cupy.asarray(codes), fmt, dtype=dtype, backend="cuda")
+            checks.same(f"fp8_decode {fmt} -> {dtype}, every code", cupy.asnumpy(got),
+                        fp8_decode_reference(codes, fmt, dtype), bitwise=True)
+
+
+def fp8_cupy_quantize(checks: Checks, cupy: Any, n: int, k: int, block: int) -> None:
+    """Block quantize / dequantize and activation quantize, bit for bit with the references."""
+    for dtype in ("float32", "float64"):
+        name = f"{dtype} [{n}, {k}] block={block}"
+        w = fp8_weight(n, k, dtype, n + k)
+        codes, scale = fusekit.ops.fp8_block_quantize(cupy.asarray(w), block=block,
+                                                      backend="cuda")
+        ref_codes, ref_scale = fp8_block_quantize_reference(w, block)
+        checks.same(f"fp8_block_quantize codes {name}", cupy.asnumpy(codes), ref_codes)
+        checks.same(f"fp8_block_quantize scales {name}", cupy.asnumpy(scale), ref_scale,
+                    bitwise=True)
+        back = fusekit.ops.fp8_block_dequantize(codes, scale, dtype=dtype, block=block,
+                                                backend="cuda")
+        checks.same(f"fp8_block_dequantize {name}", cupy.asnumpy(back),
+                    fp8_block_dequantize_reference(ref_codes, ref_scale, dtype, block))
+        x = w[: min(n, 24) // 2 * 2].reshape(2, -1, k)  # (2, tokens, K)
+        codes, scale = fusekit.ops.fp8_act_quantize(cupy.asarray(x), block=block,
+                                                    backend="cuda")
+        ref_codes, ref_scale = fp8_act_quantize_reference(x, block)
+        checks.same(f"fp8_act_quantize codes {dtype} {x.shape}", cupy.asnumpy(codes), ref_codes)
+        checks.same(f"fp8_act_quantize scales {dtype} {x.shape}", cupy.asnumpy(scale), ref_scale,
+                    bitwise=True)
+
+
+def fp8_cupy_products(checks: Checks, cupy: Any, n: int, k: int, block: int) -> None:
+    """fp8_gemv and fp8_gemv_t against the float64 references for several M."""
+    w_fp8, scale = fp8_block_quantize_reference(fp8_weight(n, k, "float64", 7), block)
+    wc, sc = cupy.asarray(w_fp8), cupy.asarray(scale)
+    rng = np.random.default_rng(n * k)
+    for dtype in ("float32", "float64"):
+        for m in FP8_ROWS:
+            name = f"{dtype} M={m} W=[{n}, {k}] block={block}"
+            x = rng.standard_normal((m, k)).astype(dtype)
+            y = fusekit.ops.fp8_gemv(cupy.asarray(x), wc, sc, block=block, backend="cuda")
+            checks.compare(f"fp8_gemv {name}", cupy.asnumpy(y),
+                           fp8_gemv_reference(x, w_fp8, scale, block), TOL[dtype])
+            g = rng.standard_normal((m, n)).astype(dtype)
+            gx = fusekit.ops.fp8_gemv_t(cupy.asarray(g), wc, sc, block=block, backend="cuda")
+            checks.compare(f"fp8_gemv_t {name}", cupy.asnumpy(gx),
+                           fp8_gemv_t_reference(g, w_fp8, scale, block), TOL[dtype])
+    x = rng.standard_normal((2, 3, k)).astype("float32")
+    y = fusekit.ops.fp8_gemv(cupy.asarray(x), wc, sc, block=block, backend="cuda")
+    checks.compare(f"fp8_gemv (2, 3, K) batch W=[{n}, {k}]", cupy.asnumpy(y),
+                   fp8_gemv_reference(x, w_fp8, scale, block), TOL["float32"])
+
+
+def fp8_cupy_auto_picks_cuda(checks: Checks, cupy: Any) -> None:
+    """With no backend requested, CuPy inputs go to the cuda kernels of every fp8 op."""
+    from fusekit._arrays import kind_of
+    from fusekit.ops import fp8, fp8_matmul
+
+    kind = kind_of(cupy.ones(4, dtype=cupy.float32))
+    for op, dtype in ((fp8.fp8_encode_op, "float32"), (fp8.fp8_decode_op, "uint8"),
+                      (fp8.fp8_block_quantize_op, "float32"),
+                      (fp8.fp8_block_dequantize_op, "uint8"),
+                      (fp8.fp8_act_quantize_op, "float32"),
+                      (fp8_matmul.fp8_gemv_op, "float32"), (fp8_matmul.fp8_gemv_t_op, "float32")):
+        kernel = op.select(kind, dtype, "auto")
+        checks.expect(f"auto picks the cuda kernel of {op.name} for CuPy arrays",
+                      kernel.backend == "cuda", f"picked {kernel.backend}")
+
+
+def check_fp8_cupy(checks: Checks, cupy: Any) -> None:
+    print("FP8, CuPy arrays, backend='cuda':")
+    checks.run("CuPy fp8 encode/decode", fp8_cupy_codes, checks, cupy)
+    for n, k, block in FP8_WEIGHT_SHAPES:
+        checks.run(f"CuPy fp8 quantize [{n}, {k}]", fp8_cupy_quantize, checks, cupy, n, k,
+                   block)
+        checks.run(f"CuPy fp8 products [{n}, {k}]", fp8_cupy_products, checks, cupy, n, k,
+                   block)
+    checks.run("fp8 auto selection", fp8_cupy_auto_picks_cuda, checks, cupy)
+
+
+def fp8_torch_codes(checks: Checks, torch: Any) -> None:
+    """Encode and decode on torch CUDA tensors: float8 tensors out and in."""
+    x = fp8_encode_values("float32", 1)
+    xt = torch.from_numpy(x).to("cuda")
+    for fmt in FP8_FORMATS:
+        codes = fusekit.ops.fp8_encode(xt, fmt, backend="cuda")
+        want = getattr(torch, FP8_FORMATS[fmt].torch_dtype)
+        checks.expect(f"torch fp8_encode {fmt}: {want} CUDA tensor out",
+                      codes.dtype == want and codes.is_cuda, f"{codes.dtype} on {codes.device}")
+        got = codes.view(torch.uint8).cpu().numpy()
+        checks.same(f"torch fp8_encode {fmt}", got, fp8_encode_reference(x, fmt, True))
+        values = fusekit.ops.fp8_decode(codes, fmt, backend="cuda")
+        checks.same(f"torch fp8_decode {fmt}", values.cpu().numpy(),
+                    fp8_decode_reference(got, fmt), bitwise=True)
+    ours = fusekit.ops.fp8_encode(xt, "e4m3fn", backend="cuda").view(torch.uint8)
+    theirs = xt.to(torch.float8_e4m3fn).view(torch.uint8)
+    checks.same("torch fp8_encode e4m3fn equals torch's own CUDA cast", ours.cpu().numpy(),
+                theirs.cpu().numpy())
+    xb = xt[:50_000].to(torch.bfloat16)
+    got = fusekit.ops.fp8_encode(xb, backend="cuda").view(torch.uint8).cpu().numpy()
+    checks.same("torch fp8_encode bfloat16 input", got,
+                fp8_encode_reference(xb.float().cpu().numpy()))
+
+
+def fp8_torch_quantize(checks: Checks, torch: Any) -> None:
+    """Quantizers on torch CUDA tensors return float8 codes and float32 scales."""
+    w = fp8_weight(300, 200, "float32", 3)
+    wt = torch.from_numpy(w).to("cuda")
+    codes, scale = fusekit.ops.fp8_block_quantize(wt, backend="cuda")
+    ref_codes, ref_scale = fp8_block_quantize_reference(w)
+    checks.expect("torch fp8_block_quantize returns float8_e4m3fn and float32",
+                  codes.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32)
+    checks.same("torch fp8_block_quantize codes", codes.view(torch.uint8).cpu().numpy(),
+                ref_codes)
+    checks.same("torch fp8_block_quantize scales", scale.cpu().numpy(), ref_scale)
+    back = fusekit.ops.fp8_block_dequantize(codes, scale, backend="cuda")
+    checks.same("torch fp8_block_dequantize", back.cpu().numpy(),
+                fp8_block_dequantize_reference(ref_codes, ref_scale))
+    back16 = fusekit.ops.fp8_block_dequantize(codes, scale, dtype="bfloat16", backend="cuda")
+    checks.expect("torch fp8_block_dequantize bfloat16", back16.dtype == torch.bfloat16 and bool(
+        (back16 == back.to(torch.bfloat16)).all()))
+    x = w[:12].reshape(3, 4, 200)
+    codes, scale = fusekit.ops.fp8_act_quantize(torch.from_numpy(x).to("cuda"), backend="cuda")
+    ref_codes, ref_scale = fp8_act_quantize_reference(x)
+    checks.same("torch fp8_act_quantize codes", codes.view(torch.uint8).cpu().numpy(), ref_codes)
+    checks.same("torch fp8_act_quantize scales", scale.cpu().numpy(), ref_scale)
+
+
+def fp8_torch_products(checks: Checks, torch: Any) -> None:
+    """fp8_gemv / fp8_gemv_t on torch CUDA tensors (float32 and bfloat16), and autograd."""
+    n, k = 300, 260
+    w_fp8, scale = fp8_block_quantize_reference(fp8_weight(n, k, "float64", 5))
+    wt = torch.from_numpy(w_fp8).to("cuda").view(torch.float8_e4m3fn)
+    st = torch.from_numpy(scale).to("cuda")
+    rng = np.random.default_rng(11)
+    for m in (1, 5, 64):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        g = rng.standard_normal((m, n)).astype(np.float32)
+        xt = torch.from_numpy(x).to("cuda").requires_grad_(True)
+        y = fusekit.ops.fp8_gemv(xt, wt, st, backend="cuda")
+        checks.expect(f"torch fp8_gemv M={m}: CUDA tensor out", y.is_cuda and y.shape == (m, n))
+        checks.compare(f"torch fp8_gemv M={m}", y.detach().cpu().numpy(),
+                       fp8_gemv_reference(x, w_fp8, scale), TOL["float32"])
+        (y * torch.from_numpy(g).to("cuda")).sum().backward()
+        ref_dx = fp8_gemv_t_reference(g, w_fp8, scale)
+        checks.compare(f"torch autograd dx through fp8_gemv M={m}", xt.grad.cpu().numpy(),
+                       ref_dx, TOL["float32"])
+        gx = fusekit.ops.fp8_gemv_t(torch.from_numpy(g).to("cuda"), wt, st, backend="cuda")
+        checks.compare(f"torch fp8_gemv_t M={m}", gx.cpu().numpy(), ref_dx, TOL["float32"])
+        xb = torch.from_numpy(x).to("cuda", torch.bfloat16)
+        yb = fusekit.ops.fp8_gemv(xb, wt, st, backend="cuda")
+        checks.expect(f"torch bfloat16 fp8_gemv M={m} returns bfloat16", yb.dtype == torch.bfloat16)
+        checks.compare(f"torch bfloat16 fp8_gemv M={m}", yb.float().cpu().numpy(),
+                       fp8_gemv_reference(xb.float().cpu().numpy(), w_fp8, scale),
+                       TOL["bfloat16"])
+
+
+def check_fp8_torch(checks: Checks, torch: Any) -> None:
+    print("FP8, torch CUDA tensors, backend='cuda':")
+    checks.run("torch fp8 encode/decode", fp8_torch_codes, checks, torch)
+    checks.run("torch fp8 quantize", fp8_torch_quantize, checks, torch)
+    checks.run("torch fp8 products", fp8_torch_products, checks, torch)
+
+
 # ----------------------------------------------------------------------------- timing
 
 
@@ -309,6 +556,104 @@ def time_kron_linear(checks: Checks, torch: Any, cupy: Any, repeats: int) -> Non
     )
 
 
+def dequantize_matmul(x: Any, w_fp8: Any, weight_scale_inv: Any, block: int = 128) -> Any:
+    """``x @ W.T`` with W dequantized on every call in torch (the peer a user writes)."""
+    n, k = w_fp8.shape
+    scale = weight_scale_inv.repeat_interleave(block, 0)[:n].repeat_interleave(block, 1)[:, :k]
+    return x @ (w_fp8.float() * scale).to(x.dtype).T
+
+
+def torch_ms(torch: Any, fn: Callable[[], Any], repeats: int, inner: int) -> float:
+    """:func:`median_ms` with torch's CUDA events."""
+    return median_ms(fn, lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize,
+                     repeats, inner, lambda s, e: s.elapsed_time(e))
+
+
+def cupy_ms(cupy: Any, fn: Callable[[], Any], repeats: int, inner: int) -> float:
+    """:func:`median_ms` with CuPy's CUDA events."""
+    return median_ms(fn, cupy.cuda.Event, cupy.cuda.get_current_stream().synchronize, repeats,
+                     inner, cupy.cuda.get_elapsed_time)
+
+
+def time_fp8_case(
+    checks: Checks, torch: Any, cupy: Any, label: str, m: int, weights: tuple[Any, ...],
+    repeats: int,
+) -> None:
+    """One row of the fp8 table: ``m`` tokens through one expert weight, every method."""
+    w_fp8, scale, w32, w_bf16 = weights
+    n, k = w_fp8.shape
+    gen = torch.Generator(device="cuda").manual_seed(n + m)
+    x = torch.randn(m, k, device="cuda", generator=gen)
+    xb = x.to(torch.bfloat16)
+    xc = cupy.from_dlpack(x)
+    wc, sc = cupy.from_dlpack(w_fp8.view(torch.uint8)), cupy.from_dlpack(scale)
+    y_ref = (x @ w32.T).cpu().numpy()  # float32 product with the exact dequantized weight
+    name = f"{label} [{n}, {k}] M={m}"
+    checks.compare(f"fusekit fp8_gemv vs float32 matmul {name}",
+                   fusekit.ops.fp8_gemv(x, w_fp8, scale, backend="cuda").cpu().numpy(), y_ref,
+                   1e-4)
+    checks.compare(f"torch dequantize+matmul baseline {name}",
+                   dequantize_matmul(xb, w_fp8, scale).float().cpu().numpy(), y_ref,
+                   TOL["bfloat16"])
+
+    inner = 20
+    bf16 = torch_ms(torch, lambda: xb @ w_bf16.T, repeats, inner)
+    deq = torch_ms(torch, lambda: dequantize_matmul(xb, w_fp8, scale), repeats, inner)
+    fk_torch = torch_ms(torch, lambda: fusekit.ops.fp8_gemv(xb, w_fp8, scale, backend="cuda"),
+                        repeats, inner)
+    fk_cupy = cupy_ms(cupy, lambda: fusekit.ops.fp8_gemv(xc, wc, sc, backend="cuda"), repeats,
+                      inner)
+    fp8_bytes = n * k  # one byte per weight; x, scales and y are small next to it
+
+    def gb_s(ms: float) -> float:
+        return fp8_bytes / (ms * 1e-3) / 1e9
+
+    print(
+        f"{label:>7} {m:>3} | {bf16:>10.4f} {deq:>11.4f} {fk_torch:>13.4f} {fk_cupy:>12.4f} | "
+        f"{bf16 / fk_torch:>10.2f}x {deq / fk_torch:>11.2f}x | {gb_s(fk_torch):>10.0f} "
+        f"{gb_s(fk_cupy):>9.0f}"
+    )
+
+
+def time_fp8_shape(checks: Checks, torch: Any, cupy: Any, label: str, n: int, k: int,
+                   repeats: int) -> None:
+    """Quantize one random expert weight on the GPU, then time every M on it."""
+    gen = torch.Generator(device="cuda").manual_seed(n)
+    w = torch.randn(n, k, device="cuda", generator=gen) * 0.02
+    w_fp8, scale = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    del w
+    w32 = fusekit.ops.fp8_block_dequantize(w_fp8, scale, backend="cuda")
+    w_bf16 = w32.to(torch.bfloat16)  # what a loader that dequantizes once keeps in memory
+    for m in EXPERT_ROWS:
+        checks.run(f"fp8 timing {label} M={m}", time_fp8_case, checks, torch, cupy, label, m,
+                   (w_fp8, scale, w32, w_bf16), repeats)
+
+
+def time_fp8_gemv(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
+    print(
+        f"\nfp8_gemv timing, DeepSeek-V3 expert weights (E4M3FN, 128x128 block scales); "
+        f"median of {repeats} repeats, ms per call"
+    )
+    header = (
+        f"{'weight':>7} {'M':>3} | {'bf16 x@W.T':>10} {'torch deq+mm':>11} "
+        f"{'fusekit torch':>13} {'fusekit cupy':>12} | {'bf16/fk':>11} {'deq/fk':>12} | "
+        f"{'GB/s torch':>10} {'GB/s cupy':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, n, k in EXPERT_SHAPES:
+        checks.run(f"fp8 timing {label}", time_fp8_shape, checks, torch, cupy, label, n, k,
+                   repeats)
+    print(
+        "bf16 x@W.T: bf16 weights dequantized at load time (2 bytes per weight in memory); "
+        "torch deq+mm: W dequantized to bf16 on every call, then the matmul. Both peers and "
+        "'fusekit torch' take bf16 x ('fusekit torch' computes in float32 and rounds once); "
+        "'fusekit cupy' takes float32 CuPy arrays. bf16/fk and deq/fk are peer time / "
+        "'fusekit torch' time: above 1, fusekit is faster. GB/s: FP8 weight bytes (N*K) per "
+        "second of the fusekit column."
+    )
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -342,8 +687,11 @@ def main(argv: list[str] | None = None) -> int:
     checks = Checks()
     check_cupy(checks, cupy)
     check_torch(checks, torch)
+    check_fp8_cupy(checks, cupy)
+    check_fp8_torch(checks, torch)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
+        time_fp8_gemv(checks, torch, cupy, args.repeats)
 
     print(f"\n{checks.passed} passed, {len(checks.failed)} failed")
     for name in checks.failed:

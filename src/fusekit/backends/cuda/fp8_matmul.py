@@ -1,0 +1,293 @@
+"""CUDA kernels of the fp8_matmul family: ``y = x W^T`` and ``g W`` on block-scaled FP8 weights.
+
+W is ``[N, K]`` E4M3FN codes with one float32 scale per ``block x block`` tile; it is never
+dequantized in memory. Both kernels follow the same plan, made for small M (decoding):
+
+* The 256-entry decode table goes to shared memory once per thread block; every weight byte
+  is decoded by one shared-memory lookup.
+* Each thread keeps ``m_tile`` accumulators (one per row of x) in registers, so each weight
+  byte is read from global memory once per call for up to ``m_tile`` rows of x (``m_tile``
+  is 1, 4, 16 or 64, the smallest that holds M; larger M runs in chunks of 64).
+* Products are summed over one ``block``-wide tile of the reduced axis, then multiplied by
+  that tile's scale once and added to the accumulator, as a tile-scaled GEMM does.
+* Partial sums of the threads that share an output are added in shared memory in a fixed
+  order, so results do not depend on timing (no atomics).
+
+:func:`fp8_gemv_launch` (``y = x W^T``): one warp per weight row ``n`` (``ROWS_PER_BLOCK``
+warps per block); the lanes stride over K, so a warp reads 32 consecutive weight bytes at a
+time. :func:`fp8_gemv_t_launch` (``g W``, the gradient w.r.t. x): one lane per column ``k``
+(32 columns per block) and ``SPLITS`` warps that split the rows ``n``. Accumulation is in the
+input dtype (float32 or float64).
+
+The ``*_launch`` functions take Numba device arrays (or host NumPy arrays, copied over) and
+run without CuPy, so the simulator tests call them directly. The registered kernels take
+CuPy arrays, make them contiguous, allocate outputs with CuPy and launch on CuPy's current
+stream. CuPy is imported inside them, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+from ..._registry import register_kernel
+from ...ops import fp8_matmul
+from ...ops.fp8 import FP8_BLOCK
+from .fp8 import _table_on_device, device_table
+from .kron import _cupy_stream, _output, _to_device, stream_sync
+
+_FLOATS = ("float32", "float64")
+WARP = 32
+#: Warps (weight rows) per thread block of the forward product.
+ROWS_PER_BLOCK = 4
+#: Warps that split the weight rows in a thread block of the transposed product.
+SPLITS = 8
+#: Rows of x one pass over the weight serves; M is rounded up to the next of these.
+M_TILES = (1, 4, 16, 64)
+_MAX_GRID_Y = 65535
+
+
+def _m_tile(m: int) -> int:
+    return next((t for t in M_TILES if t >= m), M_TILES[-1])
+
+
+@functools.cache
+def _gemv_kernel(dtype: str, m_tile: int, rows: int) -> Any:
+    """``y[m, n] = sum_kt scale[n // b, kt] * sum_{j in kt} x[m, j] * table[w[n, j]]``."""
+    scalar = np.dtype(dtype).type
+
+    @cuda.jit
+    def gemv(x, w, scale, table_in, y, block):
+        table = cuda.shared.array(256, scalar)
+        partial_sums = cuda.shared.array((rows, WARP), scalar)
+        acc = cuda.local.array(m_tile, scalar)
+        part = cuda.local.array(m_tile, scalar)
+        lane = cuda.threadIdx.x
+        warp = cuda.threadIdx.y
+        for t in range(warp * WARP + lane, 256, WARP * rows):
+            table[t] = table_in[t]
+        cuda.syncthreads()
+        m_rows, k = x.shape
+        n = w.shape[0]
+        row = cuda.blockIdx.x * rows + warp
+        n_ktiles = (k + block - 1) // block
+        # Every thread runs the same m0 loop and reaches every barrier; warps past the
+        # last weight row only add zeros.
+        for m0 in range(cuda.blockIdx.y * m_tile, m_rows, cuda.gridDim.y * m_tile):
+            for m in range(m_tile):
+                acc[m] = scalar(0)
+            if row < n:
+                srow = row // block
+                for kt in range(n_ktiles):
+                    for m in range(m_tile):
+                        part[m] = scalar(0)
+                    k_end = kt * block + block
+                    if k_end > k:  # no builtin min: see the fp8 module
+                        k_end = k
+                    for j in range(kt * block + lane, k_end, WARP):
+                        wv = table[w[row, j]]
+                        for m in range(m_tile):
+                            if m0 + m < m_rows:
+                                part[m] += x[m0 + m, j] * wv
+                    s = scalar(scale[srow, kt])
+                    for m in range(m_tile):
+                        acc[m] += part[m] * s
+            for m in range(m_tile):
+                partial_sums[warp, lane] = acc[m]
+                cuda.syncthreads()
+                if lane == 0 and row < n and m0 + m < m_rows:
+                    total = scalar(0)
+                    for t in range(WARP):
+                        total += partial_sums[warp, t]
+                    y[m0 + m, row] = total
+                cuda.syncthreads()
+
+    return gemv
+
+
+@functools.cache
+def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
+    """``out[m, k] = sum_nt scale[nt, k // b] * sum_{r in nt} g[m, r] * table[w[r, k]]``."""
+    scalar = np.dtype(dtype).type
+
+    @cuda.jit
+    def gemv_t(g, w, scale, table_in, out, block):
+        table = cuda.shared.array(256, scalar)
+        partial_sums = cuda.shared.array((splits, WARP), scalar)
+        acc = cuda.local.array(m_tile, scalar)
+        part = cuda.local.array(m_tile, scalar)
+        lane = cuda.threadIdx.x
+        split = cuda.threadIdx.y
+        for t in range(split * WARP + lane, 256, WARP * splits):
+            table[t] = table_in[t]
+        cuda.syncthreads()
+        m_rows, n = g.shape
+        k = w.shape[1]
+        col = cuda.blockIdx.x * WARP + lane
+        n_ntiles = (n + block - 1) // block
+        for m0 in range(cuda.blockIdx.y * m_tile, m_rows, cuda.gridDim.y * m_tile):
+            for m in range(m_tile):
+                acc[m] = scalar(0)
+            if col < k:
+                scol = col // block
+                for nt in range(n_ntiles):
+                    for m in range(m_tile):
+                        part[m] = scalar(0)
+                    n_end = nt * block + block
+                    if n_end > n:
+                        n_end = n
+                    for r in range(nt * block + split, n_end, splits):
+                        wv = table[w[r, col]]
+                        for m in range(m_tile):
+                            if m0 + m < m_rows:
+                                part[m] += g[m0 + m, r] * wv
+                    s = scalar(scale[nt, scol])
+                    for m in range(m_tile):
+                        acc[m] += part[m] * s
+            for m in range(m_tile):
+                partial_sums[split, lane] = acc[m]
+                cuda.syncthreads()
+                if split == 0 and col < k and m0 + m < m_rows:
+                    total = scalar(0)
+                    for t in range(splits):
+                        total += partial_sums[t, lane]
+                    out[m0 + m, col] = total
+                cuda.syncthreads()
+
+    return gemv_t
+
+
+# ----------------------------------------------------------------------- launch functions
+
+
+def _product_launch(kernel_of: Any, name: str, a: Any, w_fp8: Any, weight_scale_inv: Any,
+                    out: Any, out_cols: int, grid_x: int, threads_y: int, block: int,
+                    table: Any, stream: Any, m_tile: int | None) -> None:
+    reduced = a.shape[-1]
+    m = int(np.prod(a.shape[:-1], dtype=np.int64))
+    dtype = np.dtype(a.dtype).name
+    ad = _to_device(name, a, stream).reshape(m, reduced)
+    wd = _to_device("w_fp8", w_fp8, stream)
+    sd = _to_device("weight_scale_inv", weight_scale_inv, stream)
+    od, host = _output("out", out, (m, out_cols), stream)
+    if m > 0 and out_cols > 0:
+        mt = _m_tile(m) if m_tile is None else m_tile
+        grid = (grid_x, min(-(-m // mt), _MAX_GRID_Y))
+        kernel_of(dtype, mt, threads_y)[grid, (WARP, threads_y), stream](
+            ad, wd, sd, _table_on_device(table, "e4m3fn", dtype, stream), od, block)
+    if host is not None and host.size:  # nothing to copy (and the simulator refuses)
+        od.copy_to_host(host, stream=stream)
+        stream_sync(stream)
+
+
+def fp8_gemv_launch(
+    x: Any,
+    w_fp8: Any,
+    weight_scale_inv: Any,
+    out: Any,
+    *,
+    block: int = FP8_BLOCK,
+    table: Any = None,
+    stream: Any = 0,
+    rows_per_block: int = ROWS_PER_BLOCK,
+    m_tile: int | None = None,
+) -> None:
+    """Write ``y = x W^T`` into ``out``, W = E4M3FN ``w_fp8`` times its tile scales.
+
+    Args:
+        x: Activations ``(..., K)``, float32 or float64.
+        w_fp8: E4M3FN codes ``[N, K]``, uint8.
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        out: ``(..., N)`` in x's dtype (as many elements as that).
+        block: Scale tile side.
+        table: Optional device copy of ``host_table("e4m3fn", x.dtype)``; copied per call
+            when ``None``.
+        stream: Numba stream to launch on (``0``: the default stream).
+        rows_per_block: Warps, one per weight row, in a thread block.
+        m_tile: Rows of x served by one pass over the weight; by default the smallest of
+            :data:`M_TILES` that holds all rows.
+
+    Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
+    and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
+    filled when the call returns. Inputs are not checked beyond that: the op checks them.
+
+    Example:
+        >>> import numpy as np
+        >>> w_fp8, scale = np.full((2, 3), 56, np.uint8), np.ones((1, 1), np.float32)
+        >>> y = np.empty((1, 2), np.float32)
+        >>> fp8_gemv_launch(np.ones((1, 3), np.float32), w_fp8, scale, y)  # doctest: +SKIP
+        >>> y  # doctest: +SKIP
+        array([[3., 3.]], dtype=float32)
+    """
+    n = w_fp8.shape[0]
+    _product_launch(_gemv_kernel, "x", x, w_fp8, weight_scale_inv, out, n,
+                    -(-n // rows_per_block), rows_per_block, block, table, stream, m_tile)
+
+
+def fp8_gemv_t_launch(
+    grad_y: Any,
+    w_fp8: Any,
+    weight_scale_inv: Any,
+    out: Any,
+    *,
+    block: int = FP8_BLOCK,
+    table: Any = None,
+    stream: Any = 0,
+    splits: int = SPLITS,
+    m_tile: int | None = None,
+) -> None:
+    """Write ``grad_x = grad_y W`` into ``out`` (the gradient of :func:`fp8_gemv_launch`).
+
+    Args:
+        grad_y: ``(..., N)``, float32 or float64.
+        w_fp8: E4M3FN codes ``[N, K]``, uint8.
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        out: ``(..., K)`` in grad_y's dtype.
+        block: Scale tile side.
+        table: Optional device copy of ``host_table("e4m3fn", grad_y.dtype)``.
+        stream: Numba stream to launch on (``0``: the default stream).
+        splits: Warps that split the weight rows in a thread block.
+        m_tile: Rows of ``grad_y`` served by one pass over the weight (default as for
+            :func:`fp8_gemv_launch`).
+
+    Arrays are taken as by :func:`fp8_gemv_launch`; ``N = 0`` gives zeros.
+    """
+    k = w_fp8.shape[1]
+    _product_launch(_gemv_t_kernel, "grad_y", grad_y, w_fp8, weight_scale_inv, out, k,
+                    -(-k // WARP), splits, block, table, stream, m_tile)
+
+
+# ------------------------------------------------------------------ registered kernels
+
+
+def _product_cuda(launch: Any, a: Any, w_fp8: Any, weight_scale_inv: Any, out_cols: int,
+                  block: int) -> Any:
+    import cupy
+
+    m = int(np.prod(a.shape[:-1], dtype=np.int64))
+    with a.device, cuda.gpus[a.device.id]:
+        if a.size == 0 or w_fp8.size == 0:  # nothing to sum over, or nothing to write
+            return cupy.zeros((*a.shape[:-1], out_cols), dtype=a.dtype)
+        A = cupy.ascontiguousarray(a).reshape(m, a.shape[-1])  # noqa: N806
+        out = cupy.empty((m, out_cols), dtype=a.dtype)
+        launch(A, cupy.ascontiguousarray(w_fp8), cupy.ascontiguousarray(weight_scale_inv), out,
+               block=block, table=device_table(cupy, "e4m3fn", a.dtype.name),
+               stream=_cupy_stream(cupy))
+    return out.reshape(*a.shape[:-1], out_cols)
+
+
+@register_kernel(fp8_matmul.fp8_gemv_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def fp8_gemv_cuda(x: Any, w_fp8: Any, weight_scale_inv: Any, block: int = FP8_BLOCK) -> Any:
+    """``x W^T`` with block-scaled FP8 W on the GPU, on CuPy's current stream."""
+    return _product_cuda(fp8_gemv_launch, x, w_fp8, weight_scale_inv, w_fp8.shape[0], block)
+
+
+@register_kernel(fp8_matmul.fp8_gemv_t_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def fp8_gemv_t_cuda(grad_y: Any, w_fp8: Any, weight_scale_inv: Any,
+                    block: int = FP8_BLOCK) -> Any:
+    """``grad_y W`` with block-scaled FP8 W on the GPU (the gradient of ``fp8_gemv``)."""
+    return _product_cuda(fp8_gemv_t_launch, grad_y, w_fp8, weight_scale_inv, w_fp8.shape[1],
+                         block)
