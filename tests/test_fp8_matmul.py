@@ -168,3 +168,10 @@ def test_integer_activations_are_rejected():
     q, s = quantized(8, 8, block=8)
     with pytest.raises(fusekit.InputError, match="x has dtype int64"):
         fusekit.ops.fp8_gemv(np.ones((1, 8), np.int64), q, s, block=8)
+
+
+@pytest.mark.parametrize("block", [0, 128.0, True])
+def test_block_must_be_a_positive_int(block):
+    q, s = quantized(8, 8, block=8)
+    with pytest.raises(fusekit.InputError, match="block must be a positive int"):
+        fusekit.ops.fp8_gemv(np.ones((1, 8), np.float32), q, s, block=block)

@@ -337,7 +337,7 @@ def _check_block_quantize(w: Any, block: int = FP8_BLOCK) -> str:
     op = "fp8_block_quantize"
     if w.ndim != 2:
         raise InputError(f"{op}: w must be a 2-D weight [N, K], got shape {tuple(w.shape)}")
-    if not isinstance(block, int) or block < 1:
+    if type(block) is not int or block < 1:
         raise InputError(f"{op}: block must be a positive int, got {block!r}")
     dtype = array_dtype(w)
     if dtype not in _ENCODE_INPUTS:
@@ -362,6 +362,8 @@ def _check_block_dequantize(w_fp8: Any, weight_scale_inv: Any, dtype: str = "flo
 def check_weight_and_scales(op: str, w_fp8: Any, weight_scale_inv: Any,
                             block: int = FP8_BLOCK) -> None:
     """Raise unless ``w_fp8`` [N, K] uint8/e4m3fn and its block scales fit together."""
+    if type(block) is not int or block < 1:
+        raise InputError(f"{op}: block must be a positive int, got {block!r}")
     got = array_dtype(w_fp8)
     if got not in ("uint8", "float8_e4m3fn"):
         raise InputError(f"{op}: w_fp8 must hold float8_e4m3fn codes (uint8 bytes), got "
@@ -527,7 +529,7 @@ def _check_act_quantize(x: Any, block: int = FP8_BLOCK) -> str:
     op = "fp8_act_quantize"
     if x.ndim < 1:
         raise InputError(f"{op}: x must have at least one dimension (..., K)")
-    if not isinstance(block, int) or block < 1:
+    if type(block) is not int or block < 1:
         raise InputError(f"{op}: block must be a positive int, got {block!r}")
     dtype = array_dtype(x)
     if dtype not in _ENCODE_INPUTS:
