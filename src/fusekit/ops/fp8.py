@@ -333,20 +333,29 @@ def _blocks(n: int, block: int) -> int:
     return -(-n // block)
 
 
+def _require_block(op: str, block: Any) -> None:
+    if type(block) is not int or block < 1:
+        raise InputError(f"{op}: block must be a positive int, got {block!r}")
+
+
+def _check_quantizer_input(op: str, name: str, a: Any, block: Any) -> str:
+    """Block size, float dtype and finite values of what a quantizer is given."""
+    from ._common import require_finite
+
+    _require_block(op, block)
+    dtype = array_dtype(a)
+    if dtype not in _ENCODE_INPUTS:
+        raise InputError(f"{op}: {name} has dtype {dtype}; quantize float32/float64 (or "
+                         "bfloat16 tensors)")
+    require_finite(op, name, a)
+    return dtype
+
+
 def _check_block_quantize(w: Any, block: int = FP8_BLOCK) -> str:
     op = "fp8_block_quantize"
     if w.ndim != 2:
         raise InputError(f"{op}: w must be a 2-D weight [N, K], got shape {tuple(w.shape)}")
-    if type(block) is not int or block < 1:
-        raise InputError(f"{op}: block must be a positive int, got {block!r}")
-    dtype = array_dtype(w)
-    if dtype not in _ENCODE_INPUTS:
-        raise InputError(f"{op}: w has dtype {dtype}; quantize float32/float64 (or bfloat16 "
-                         "tensors)")
-    from ._common import require_finite
-
-    require_finite(op, "w", w)
-    return dtype
+    return _check_quantizer_input(op, "w", w, block)
 
 
 def _check_block_dequantize(w_fp8: Any, weight_scale_inv: Any, dtype: str = "float32",
@@ -362,8 +371,7 @@ def _check_block_dequantize(w_fp8: Any, weight_scale_inv: Any, dtype: str = "flo
 def check_weight_and_scales(op: str, w_fp8: Any, weight_scale_inv: Any,
                             block: int = FP8_BLOCK) -> None:
     """Raise unless ``w_fp8`` [N, K] uint8/e4m3fn and its block scales fit together."""
-    if type(block) is not int or block < 1:
-        raise InputError(f"{op}: block must be a positive int, got {block!r}")
+    _require_block(op, block)
     got = array_dtype(w_fp8)
     if got not in ("uint8", "float8_e4m3fn"):
         raise InputError(f"{op}: w_fp8 must hold float8_e4m3fn codes (uint8 bytes), got "
@@ -529,16 +537,7 @@ def _check_act_quantize(x: Any, block: int = FP8_BLOCK) -> str:
     op = "fp8_act_quantize"
     if x.ndim < 1:
         raise InputError(f"{op}: x must have at least one dimension (..., K)")
-    if type(block) is not int or block < 1:
-        raise InputError(f"{op}: block must be a positive int, got {block!r}")
-    dtype = array_dtype(x)
-    if dtype not in _ENCODE_INPUTS:
-        raise InputError(f"{op}: x has dtype {dtype}; quantize float32/float64 (or bfloat16 "
-                         "tensors)")
-    from ._common import require_finite
-
-    require_finite(op, "x", x)
-    return dtype
+    return _check_quantizer_input(op, "x", x, block)
 
 
 def _act_quantize_fake(x: Any, block: int = FP8_BLOCK, backend: str | None = None) -> Any:
