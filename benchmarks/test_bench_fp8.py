@@ -154,3 +154,48 @@ def test_torch_scaled_mm(benchmark, expert, m):
     benchmark.pedantic(torch._scaled_mm, args=(x8, w8.t()),
                        kwargs={"scale_a": x_scale, "scale_b": one, "out_dtype": torch.float32},
                        rounds=3, iterations=1)
+
+
+@pytest.fixture(scope="module")
+def experts(request):
+    """Two DeepSeek-V3 experts (hidden 7168, intermediate 2048): 88 MB of FP8 in all."""
+    hidden, inter = 7168, 2048
+    rng = np.random.default_rng(3)
+
+    def quantize(n, k):
+        return fusekit.ops.fp8_block_quantize((rng.standard_normal((n, k)) * 0.02)
+                                              .astype(np.float32))
+
+    copies = 1 if request.config.getoption("benchmark_disable") else 2
+    out = []
+    for _ in range(copies):
+        mats = {"gate": quantize(inter, hidden), "up": quantize(inter, hidden),
+                "down": quantize(hidden, inter)}
+        bf16 = {k: torch.from_numpy(fusekit.ops.fp8_block_dequantize(*v)).bfloat16()
+                for k, v in mats.items()}
+        out.append((mats, bf16))
+    return out
+
+
+@pytest.mark.parametrize("m", [1, 16])
+def test_fusekit_fp8_expert(benchmark, experts, m):
+    x = activations(m, 7168)
+    nxt = rotating([mats for mats, _ in experts])
+    benchmark.group = f"fp8 expert 7168/2048 M={m}"
+    benchmark(lambda: (lambda e: fusekit.ops.fp8_expert(x, e["gate"], e["up"], e["down"],
+                                                         backend="cpu"))(nxt()))
+
+
+@pytest.mark.parametrize("m", [1, 16])
+def test_torch_bf16_expert(benchmark, experts, m):
+    x = torch.from_numpy(activations(m, 7168)).bfloat16()
+    nxt = rotating([bf16 for _, bf16 in experts])
+    F = torch.nn.functional
+
+    def expert():
+        w = nxt()
+        return F.linear(F.silu(F.linear(x, w["gate"])) * F.linear(x, w["up"]), w["down"])
+
+    benchmark.group = f"fp8 expert 7168/2048 M={m}"
+    with torch.no_grad():
+        benchmark(expert)

@@ -175,3 +175,34 @@ def test_block_must_be_a_positive_int(block):
     q, s = quantized(8, 8, block=8)
     with pytest.raises(fusekit.InputError, match="block must be a positive int"):
         fusekit.ops.fp8_gemv(np.ones((1, 8), np.float32), q, s, block=block)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("m", [1, 3, 6])
+def test_gate_up_matches_reference(backend, m):
+    from fusekit.ops.fp8_matmul import fp8_gate_up_reference
+
+    gate, up = quantized(300, 260, seed=1), quantized(300, 260, seed=2)
+    x = np.random.default_rng(m).standard_normal((m, 260)).astype(np.float32)
+    h = fusekit.ops.fp8_gate_up(x, gate, up, backend=backend)
+    assert h.shape == (m, 300)
+    assert rel_err(h, fp8_gate_up_reference(x.astype(np.float64), *gate, *up)) <= 1e-6
+
+
+def test_torch_gate_up_gradcheck_and_opcheck():
+    torch = pytest.importorskip("torch")
+    import fusekit.torch  # noqa: F401
+
+    gate = tuple(map(torch.from_numpy, quantized(40, 48, block=16, seed=1)))
+    up = tuple(map(torch.from_numpy, quantized(40, 48, block=16, seed=2)))
+    x = torch.randn(2, 48, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: fusekit.ops.fp8_gate_up(x, gate, up, block=16), (x,))
+    torch.library.opcheck(torch.ops.fusekit.fp8_gate_up.default,
+                          (x.detach().float().requires_grad_(), *gate, *up), {"block": 16})
+
+
+def test_gate_and_up_of_different_shapes_are_rejected():
+    with pytest.raises(fusekit.InputError, match="gate and up projections must have the same"):
+        fusekit.ops.fp8_gate_up(np.ones((1, 16), np.float32), quantized(8, 16, 8),
+                                quantized(16, 16, 8), block=8)

@@ -6,6 +6,7 @@ from .fp8 import fp8_block_quantize as fp8_block_quantize
 from .fp8 import fp8_decode as fp8_decode
 from .fp8 import fp8_encode as fp8_encode
 from .fp8_matmul import fp8_expert as fp8_expert
+from .fp8_matmul import fp8_gate_up as fp8_gate_up
 from .fp8_matmul import fp8_gemm as fp8_gemm
 from .fp8_matmul import fp8_gemv as fp8_gemv
 from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
@@ -19,6 +20,7 @@ __all__ = [
     "fp8_decode",
     "fp8_encode",
     "fp8_expert",
+    "fp8_gate_up",
     "fp8_gemm",
     "fp8_gemv",
     "fp8_gemv_t",

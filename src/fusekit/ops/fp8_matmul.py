@@ -19,6 +19,8 @@ from .fp8 import FP8_BLOCK, _as_code_bytes, check_weight_and_scales, fp8_block_d
 
 __all__ = [
     "fp8_expert",
+    "fp8_gate_up",
+    "fp8_gate_up_reference",
     "fp8_expert_reference",
     "fp8_gemm",
     "fp8_gemv",
@@ -207,9 +209,105 @@ def fp8_gemv_t_reference(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv
 # --------------------------------------------------------------------- fused MoE expert
 
 
+def _check_gate_up(x: Any, w_gate: Any, s_gate: Any, w_up: Any, s_up: Any,
+                   block: int = FP8_BLOCK) -> str:
+    op = "fp8_gate_up"
+    check_weight_and_scales(op, w_gate, s_gate, block)
+    check_weight_and_scales(op, w_up, s_up, block)
+    if tuple(w_gate.shape) != tuple(w_up.shape):
+        raise InputError(f"{op}: gate and up projections must have the same shape [I, H], got "
+                         f"{list(w_gate.shape)} and {list(w_up.shape)}")
+    return _check_x(op, "x", x, w_gate.shape[1], "H")
+
+
+def _gate_up_fake(x: Any, w_gate: Any, s_gate: Any, w_up: Any, s_up: Any,
+                  block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    _check_gate_up(x, w_gate, s_gate, w_up, s_up, block)
+    return x.new_empty((*x.shape[:-1], w_gate.shape[0]))
+
+
+def _gate_up_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    x, w_gate, s_gate, w_up, s_up, block, backend = inputs
+    ctx.save_for_backward(x, w_gate, s_gate, w_up, s_up)
+    ctx.block, ctx.backend = block, backend
+
+
+def _gate_up_backward(ctx: Any, grad_h: Any) -> tuple[Any, ...]:
+    # h = silu(g) u with g = x Wg^T, u = x Wu^T; g and u are recomputed (two more passes).
+    import torch
+
+    x, w_gate, s_gate, w_up, s_up = ctx.saved_tensors
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        kw = {"block": ctx.block, "backend": ctx.backend}
+        g = fp8_gemv(x, w_gate, s_gate, **kw)
+        u = fp8_gemv(x, w_up, s_up, **kw)
+        sig = torch.sigmoid(g)
+        grad_g = grad_h * u * sig * (1 + g * (1 - sig))
+        grad_u = grad_h * g * sig
+        grad_x = (fp8_gemv_t(grad_g.contiguous(), w_gate, s_gate, **kw)
+                  + fp8_gemv_t(grad_u.contiguous(), w_up, s_up, **kw))
+    return grad_x, None, None, None, None, None, None
+
+
+fp8_gate_up_op = Op(
+    name="fp8_gate_up",
+    family="fp8_matmul",
+    array_args=("x", "w_gate", "s_gate", "w_up", "s_up"),
+    params=("block",),
+    check=_check_gate_up,
+    torch=TorchBridge(
+        schema="(Tensor x, Tensor w_gate, Tensor s_gate, Tensor w_up, Tensor s_up, "
+        "int block=128, str? backend=None) -> Tensor",
+        fake=_gate_up_fake,
+        setup_context=_gate_up_setup,
+        backward=_gate_up_backward,
+    ),
+)
+
+
+def fp8_gate_up(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], *,
+                block: int = FP8_BLOCK, backend: str | None = None) -> Any:
+    """``silu(x W_gate^T) * (x W_up^T)``: the first half of a MoE expert, in one pass.
+
+    Args:
+        x: ``(..., H)`` activations (float32; torch also bfloat16, accumulated in float32).
+        gate: ``(w_fp8 [I, H], weight_scale_inv)`` of ``gate_proj``.
+        up: ``(w_fp8 [I, H], weight_scale_inv)`` of ``up_proj``.
+        block: Scale tile side.
+        backend: As for every op.
+
+    Returns:
+        ``(..., I)`` in ``x``'s dtype; differentiable in ``x`` for tensors.
+    """
+    (wg, sg), (wu, su) = gate, up
+    wg, wu = _as_code_bytes(wg, "e4m3fn"), _as_code_bytes(wu, "e4m3fn")
+    arrays = {"x": x, "w_gate": wg, "s_gate": sg, "w_up": wu, "s_up": su}
+    if is_tensor(x):
+        import torch
+
+        if x.dtype == torch.bfloat16:
+            return torch_call("fp8_gate_up", {**arrays, "x": x.float()}, backend, block
+                              ).to(torch.bfloat16)
+        return torch_call("fp8_gate_up", arrays, backend, block)
+    return fp8_gate_up_op.run(tuple(arrays.values()), {"block": block}, backend)
+
+
 def fp8_expert(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], down: tuple[Any, Any], *,
                block: int = FP8_BLOCK, backend: str | None = None) -> Any:
     """A DeepSeek-V3 MoE expert on FP8 weights: ``down(silu(gate(x)) * up(x))``.
+
+    Two passes: :func:`fp8_gate_up` (both projections and the SiLU product in one launch) and
+    :func:`fp8_gemv` for ``down``; every weight byte is read once per call.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> rng = np.random.default_rng(0)
+        >>> q = lambda *s: fusekit.ops.fp8_block_quantize(rng.standard_normal(s, np.float32))
+        >>> y = fusekit.ops.fp8_expert(np.ones((1, 256), np.float32), q(128, 256), q(128, 256),
+        ...                            q(256, 128))
+        >>> y.shape
+        (1, 256)
 
     Args:
         x: ``(..., H)`` activations.
@@ -222,22 +320,23 @@ def fp8_expert(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], down: tuple[A
     Returns:
         ``(..., H)`` in ``x``'s dtype.
     """
-    g = fp8_gemv(x, *gate, block=block, backend=backend)
-    u = fp8_gemv(x, *up, block=block, backend=backend)
-    if is_tensor(g):
-        import torch
-
-        h = torch.nn.functional.silu(g) * u
-    else:
-        h = (g / (1 + np.exp(-g.astype(np.float64)))).astype(g.dtype) * u
+    h = fp8_gate_up(x, gate, up, block=block, backend=backend)
     return fp8_gemv(h, *down, block=block, backend=backend)
+
+
+def fp8_gate_up_reference(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray,
+                          w_up: np.ndarray, s_up: np.ndarray, block: int = FP8_BLOCK
+                          ) -> np.ndarray:
+    """Float64 oracle of :func:`fp8_gate_up`."""
+    x64 = x.astype(np.float64)
+    g = fp8_gemv_reference(x64, w_gate, s_gate, block)
+    u = fp8_gemv_reference(x64, w_up, s_up, block)
+    return (g / (1 + np.exp(-g)) * u).astype(x.dtype)
 
 
 def fp8_expert_reference(x: np.ndarray, gate: tuple[np.ndarray, np.ndarray],
                          up: tuple[np.ndarray, np.ndarray], down: tuple[np.ndarray, np.ndarray],
                          block: int = FP8_BLOCK) -> np.ndarray:
     """Float64 oracle of :func:`fp8_expert`."""
-    x64 = x.astype(np.float64)
-    g = fp8_gemv_reference(x64, *gate, block)
-    u = fp8_gemv_reference(x64, *up, block)
-    return fp8_gemv_reference(g / (1 + np.exp(-g)) * u, *down, block).astype(x.dtype)
+    h = fp8_gate_up_reference(x.astype(np.float64), *gate, *up, block)
+    return fp8_gemv_reference(h, *down, block).astype(x.dtype)

@@ -78,46 +78,69 @@ def _dot(x, t):
     return d
 
 
+@njit(fastmath=True)
+def _row_block(x, w, scale, block, rb, y, xs, row, d4):
+    # y[:, rows of block rb] = x W[rows]^T, x pre-scaled by 2^120 / 2^e(row) so that
+    # x * (w 2^-120) stays well inside float32. All rows of one 128-row block share their tile
+    # scales: fold them into a copy of x once per block, and each row of W becomes one long
+    # dot product with no per-tile sums.
+    m_rows, k = x.shape
+    n_tiles = (k + block - 1) // block
+    for m in range(m_rows):
+        for t in range(n_tiles):
+            s = scale[rb, t]
+            for j in range(t * block, min(k, (t + 1) * block)):
+                xs[m, j] = x[m, j] * s
+    i_end = min(w.shape[0], (rb + 1) * block)
+    if m_rows == 1:
+        i = rb * block
+        while i + 4 <= i_end:
+            _dot_fp8_quad(xs[0], w[i], w[i + 1], w[i + 2], w[i + 3], y, i)
+            i += 4
+        while i < i_end:
+            y[0, i] = _dot_fp8(xs[0], w[i])
+            i += 1
+        return
+    for i in range(rb * block, i_end):
+        wi = w[i]
+        for j in range(k):
+            row[j] = _e4m3_scaled(wi[j])
+        m = 0
+        while m + 4 <= m_rows:
+            _dot4(xs[m], xs[m + 1], xs[m + 2], xs[m + 3], row, d4)
+            for r in range(4):
+                y[m + r, i] = d4[r]
+            m += 4
+        while m < m_rows:
+            y[m, i] = _dot(xs[m], row)
+            m += 1
+
+
 @njit(parallel=True, fastmath=True)
 def _gemv_rows(x, w, scale, block, y):
-    # x is pre-scaled by 2^120 / 2^e(row) so that x * (w 2^-120) stays well inside float32.
-    # All rows of one 128-row block of W share their tile scales: fold them into a copy of x
-    # once per block, and each row of W becomes one long dot product with no per-tile sums.
     m_rows, k = x.shape
-    n = w.shape[0]
-    n_tiles = (k + block - 1) // block
-    for rb in prange((n + block - 1) // block):
+    for rb in prange((w.shape[0] + block - 1) // block):
         xs = np.empty((m_rows, k), dtype=np.float32)
-        for m in range(m_rows):
-            for t in range(n_tiles):
-                s = scale[rb, t]
-                for j in range(t * block, min(k, (t + 1) * block)):
-                    xs[m, j] = x[m, j] * s
         row = np.empty(k, dtype=np.float32)
         d4 = np.empty(4, dtype=np.float32)
-        i_end = min(n, (rb + 1) * block)
-        if m_rows == 1:
-            i = rb * block
-            while i + 4 <= i_end:
-                _dot_fp8_quad(xs[0], w[i], w[i + 1], w[i + 2], w[i + 3], y, i)
-                i += 4
-            while i < i_end:
-                y[0, i] = _dot_fp8(xs[0], w[i])
-                i += 1
-            continue
-        for i in range(rb * block, i_end):
-            wi = w[i]
-            for j in range(k):
-                row[j] = _e4m3_scaled(wi[j])
-            m = 0
-            while m + 4 <= m_rows:
-                _dot4(xs[m], xs[m + 1], xs[m + 2], xs[m + 3], row, d4)
-                for r in range(4):
-                    y[m + r, i] = d4[r]
-                m += 4
-            while m < m_rows:
-                y[m, i] = _dot(xs[m], row)
-                m += 1
+        _row_block(x, w, scale, block, rb, y, xs, row, d4)
+
+
+@njit(parallel=True, fastmath=True)
+def _gate_up_rows(x, row_scale, w_gate, s_gate, w_up, s_up, block, g, u, h):
+    # One launch for both projections of an expert and the SiLU(gate) * up epilogue.
+    m_rows, k = x.shape
+    for rb in prange((w_gate.shape[0] + block - 1) // block):
+        xs = np.empty((m_rows, k), dtype=np.float32)
+        row = np.empty(k, dtype=np.float32)
+        d4 = np.empty(4, dtype=np.float32)
+        _row_block(x, w_gate, s_gate, block, rb, g, xs, row, d4)
+        _row_block(x, w_up, s_up, block, rb, u, xs, row, d4)
+        for m in range(m_rows):
+            rs = row_scale[m]
+            for i in range(rb * block, min(w_gate.shape[0], (rb + 1) * block)):
+                gi = g[m, i] * rs
+                h[m, i] = gi / (np.float32(1) + np.exp(-gi)) * (u[m, i] * rs)
 
 
 @njit(parallel=True, fastmath=True)
@@ -166,6 +189,21 @@ def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     _gemv_rows(xr, np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv), block, y)
     y *= row_scale[:, None]
     return y.reshape(*x.shape[:-1], w_fp8.shape[0])
+
+
+@register_kernel(fp8_matmul.fp8_gate_up_op, backend="cpu", arrays=["numpy"],
+                 dtypes=("float32",))
+def fp8_gate_up_cpu(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndarray,
+                    s_up: np.ndarray, block: int = 128) -> np.ndarray:
+    """``silu(x W_gate^T) * (x W_up^T)`` in one parallel launch, each weight read once."""
+    xr, row_scale = _prescaled_rows(x)
+    n = w_gate.shape[0]
+    g = np.empty((xr.shape[0], n), dtype=np.float32)
+    u = np.empty_like(g)
+    h = np.empty_like(g)
+    c = np.ascontiguousarray
+    _gate_up_rows(xr, row_scale, c(w_gate), c(s_gate), c(w_up), c(s_up), block, g, u, h)
+    return h.reshape(*x.shape[:-1], n)
 
 
 @register_kernel(fp8_matmul.fp8_gemv_t_op, backend="cpu", arrays=["numpy"], dtypes=("float32",))

@@ -291,3 +291,14 @@ def fp8_gemv_t_cuda(grad_y: Any, w_fp8: Any, weight_scale_inv: Any,
     """``grad_y W`` with block-scaled FP8 W on the GPU (the gradient of ``fp8_gemv``)."""
     return _product_cuda(fp8_gemv_t_launch, grad_y, w_fp8, weight_scale_inv, w_fp8.shape[1],
                          block)
+
+
+@register_kernel(fp8_matmul.fp8_gate_up_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def fp8_gate_up_cuda(x: Any, w_gate: Any, s_gate: Any, w_up: Any, s_up: Any,
+                     block: int = FP8_BLOCK) -> Any:
+    """``silu(x W_gate^T) * (x W_up^T)`` on the GPU: the two gemv kernels, then CuPy."""
+    import cupy
+
+    g = fp8_gemv_cuda(x, w_gate, s_gate, block)
+    u = fp8_gemv_cuda(x, w_up, s_up, block)
+    return g / (1 + cupy.exp(-g)) * u

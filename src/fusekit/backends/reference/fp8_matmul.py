@@ -10,3 +10,6 @@ register_kernel(fp8_matmul.fp8_gemv_op, backend="reference", arrays=["numpy"], d
 register_kernel(fp8_matmul.fp8_gemv_t_op, backend="reference", arrays=["numpy"], dtypes=_X)(
     fp8_matmul.fp8_gemv_t_reference
 )
+register_kernel(fp8_matmul.fp8_gate_up_op, backend="reference", arrays=["numpy"], dtypes=_X)(
+    fp8_matmul.fp8_gate_up_reference
+)
