@@ -206,3 +206,13 @@ def test_gate_and_up_of_different_shapes_are_rejected():
     with pytest.raises(fusekit.InputError, match="gate and up projections must have the same"):
         fusekit.ops.fp8_gate_up(np.ones((1, 16), np.float32), quantized(8, 16, 8),
                                 quantized(16, 16, 8), block=8)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_contiguous_views_give_the_same_result(backend):
+    q, s = quantized(64, 96, block=32)
+    x = np.random.default_rng(0).standard_normal((96, 3)).astype(np.float32).T  # F-order rows
+    q_view = np.asfortranarray(q)
+    y = fusekit.ops.fp8_gemv(x, q_view, s, block=32, backend=backend)
+    np.testing.assert_allclose(y, fusekit.ops.fp8_gemv(np.ascontiguousarray(x), q, s, block=32,
+                                                       backend=backend), rtol=1e-6, atol=1e-7)

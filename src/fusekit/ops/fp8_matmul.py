@@ -167,6 +167,9 @@ def fp8_gemv(x: Any, w_fp8: Any, weight_scale_inv: Any, *, block: int = FP8_BLOC
 
     Returns:
         ``y`` of shape ``(..., N)`` in ``x``'s dtype; differentiable in ``x`` for tensors.
+
+    Non-contiguous views (of ``x`` or the weight) give the same result; the CPU and CUDA
+    kernels copy them to contiguous memory first, which costs a pass over the data.
     """
     return _run_mixed(fp8_gemv_op, x, w_fp8, weight_scale_inv, block, backend)
 
