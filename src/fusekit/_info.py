@@ -9,7 +9,15 @@ import sys
 from typing import Any
 
 from ._cpu import cpu_features
-from ._registry import AUTO_ORDER, ENV_VAR, requested_backend, unavailable_reason
+from ._registry import (
+    AUTO_ORDER,
+    ENV_VAR,
+    all_ops,
+    kernels_for,
+    load_family,
+    requested_backend,
+    unavailable_reason,
+)
 
 
 def _version(dist: str) -> str:
@@ -40,6 +48,16 @@ def collect() -> dict[str, Any]:
             f"threading layer {numba.config.THREADING_LAYER}, "
             f"{numba.get_num_threads()} threads"
         )
+    import importlib
+
+    importlib.import_module("fusekit.ops")  # declares every op
+    ops: dict[str, list[str]] = {}
+    for op in all_ops():
+        for name, b in backends.items():
+            if b["available"]:
+                load_family(name, op.family)
+        ops[op.name] = sorted({k.backend for k in kernels_for(op.name)},
+                              key=AUTO_ORDER.index)
     return {
         "fusekit": _version("fusekit"),
         "python": sys.version.split()[0],
@@ -51,6 +69,7 @@ def collect() -> dict[str, Any]:
         "backend_request": requested_backend(),
         "env": os.environ.get(ENV_VAR),
         "backends": backends,
+        "ops": ops,
     }
 
 
@@ -84,4 +103,8 @@ def info(file: Any = None) -> dict[str, Any]:
     for name, b in facts["backends"].items():
         state = "available" if b["available"] else f"unavailable: {b['reason']}"
         print(f"  {name:<10} {state}", file=out)
+    print("Ops and the available backends with a kernel for them:", file=out)
+    width = max(len(n) for n in facts["ops"])
+    for name, kernel_backends in facts["ops"].items():
+        print(f"  {name:<{width}}  {', '.join(kernel_backends) or 'none'}", file=out)
     return facts

@@ -118,6 +118,11 @@ def available_backends() -> list[str]:
 _loaded_families: set[tuple[str, str]] = set()
 
 
+def load_family(backend: str, family: str) -> None:
+    """Import ``backend``'s kernels for op ``family`` if the backend is available."""
+    _load_family(backend, family)
+
+
 def _load_family(backend: str, family: str) -> None:
     if (backend, family) in _loaded_families:
         return
