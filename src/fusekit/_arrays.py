@@ -66,8 +66,13 @@ def kind_of(a: Any) -> ArrayKind:
 def common_kind(names: Sequence[str], arrays: Sequence[Any]) -> ArrayKind:
     """The one kind shared by all ``arrays``; else :class:`MixedArraysError` naming two."""
     np = sys.modules.get("numpy")
-    if np is not None and all(type(a) is np.ndarray for a in arrays):
-        return _NUMPY_CPU  # the common cases, without a kind per array
+    if np is not None:
+        nd = np.ndarray
+        for a in arrays:
+            if type(a) is not nd:
+                break
+        else:
+            return _NUMPY_CPU  # the common cases, without a kind per array
     torch = sys.modules.get("torch")
     if torch is not None and all(isinstance(a, torch.Tensor) and a.is_cpu for a in arrays):
         return _TORCH_CPU

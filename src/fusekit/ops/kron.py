@@ -11,8 +11,14 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
-from .._registry import Op, TorchBridge
-from ._common import is_tensor, require_ndim, require_same_float_dtype, torch_call
+from .._registry import Op, TorchBridge, array_dtype
+from ._common import (
+    FLOAT_DTYPES,
+    is_tensor,
+    require_ndim,
+    require_same_float_dtype,
+    torch_call,
+)
 
 __all__ = [
     "kron_linear",
@@ -41,6 +47,14 @@ def _check_factors(op: str, A: Any, B: Any) -> tuple[int, int, int, int, int]:
 
 
 def _check_kron_linear(x: Any, A: Any, B: Any) -> str:
+    # Fast path for good input (this runs on every call); the slow path says what is wrong.
+    if A.ndim == 3 and B.ndim == 3 and x.ndim >= 1:
+        r, m1, n1 = A.shape
+        rb, m2, n2 = B.shape
+        if r == rb and x.shape[-1] == n1 * n2 and m1 > 0 and n1 > 0 and m2 > 0 and n2 > 0:
+            dtype = array_dtype(x)
+            if dtype in FLOAT_DTYPES and array_dtype(A) == dtype and array_dtype(B) == dtype:
+                return dtype
     op = "kron_linear"
     _, _, n1, _, n2 = _check_factors(op, A, B)
     if x.ndim < 1 or x.shape[-1] != n1 * n2:
