@@ -12,6 +12,11 @@ from .fp8_matmul import fp8_gemv as fp8_gemv
 from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
+from .kron_svd import kpsvd as kpsvd
+from .kron_svd import kron_factor_shapes as kron_factor_shapes
+from .kron_svd import kron_rearrange as kron_rearrange
+from .kron_svd import kron_rearrange_inverse as kron_rearrange_inverse
+from .kron_svd import select_rank as select_rank
 
 __all__ = [
     "fp8_act_quantize",
@@ -26,4 +31,9 @@ __all__ = [
     "fp8_gemv_t",
     "kron_factor_grads",
     "kron_linear",
+    "kpsvd",
+    "kron_factor_shapes",
+    "kron_rearrange",
+    "kron_rearrange_inverse",
+    "select_rank",
 ]

@@ -1,0 +1,395 @@
+"""Kronecker-product SVD (KPSVD): the Van Loan-Pitsianis rearrangement, KPSVD and rank rules.
+
+For ``W`` of shape ``(m1*m2, n1*n2)`` the rearrangement ``R(W)`` of shape ``(m1*n1, m2*n2)``
+has row ``(i1, j1)`` equal to the block ``W[i1*m2:(i1+1)*m2, j1*n2:(j1+1)*n2]`` flattened, so
+that ``R(A kron B) = vec(A) vec(B)^T``. The best approximation of ``W`` by a sum of ``r``
+Kronecker products (in the Frobenius norm) is therefore the rank-``r`` truncated SVD of
+``R(W)``: ``A[k] = sqrt(s_k) u_k`` and ``B[k] = sqrt(s_k) v_k``, reshaped. The stacks ``A``
+``(r, m1, n1)`` and ``B`` ``(r, m2, n2)`` are the layout :func:`fusekit.ops.kron_linear` takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from .._registry import Op, TorchBridge, array_dtype
+from ._common import FLOAT_DTYPES, is_tensor, require_finite, torch_call
+
+__all__ = [
+    "kpsvd",
+    "kpsvd_reference",
+    "kron_factor_shapes",
+    "kron_rearrange",
+    "kron_rearrange_inverse",
+    "kron_rearrange_reference",
+    "kron_rearrange_inverse_reference",
+    "select_rank",
+    "factors_from_svd",
+]
+
+
+def factorization(dimension: int) -> tuple[int, int]:
+    """The divisor pair ``(a, b)``, ``a <= b``, ``a * b = dimension``, nearest the square root.
+
+    The rule peft's LoKr uses for its default factor shapes. A prime gives ``(1, dimension)``.
+    """
+    if dimension < 1:
+        raise InputError(f"cannot factor dimension {dimension}: it must be positive")
+    a = int(dimension**0.5)
+    while dimension % a:
+        a -= 1
+    return a, dimension // a
+
+
+def kron_factor_shapes(shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Default factor shapes for a weight ``(m, n)``: ``A`` ``(m1, n1)`` and ``B`` ``(m2, n2)``.
+
+    ``m = m1 m2`` and ``n = n1 n2`` with each pair the divisors nearest the square root
+    (:func:`factorization`), the smaller one in ``A`` (as peft's LoKr).
+
+    Example:
+        >>> kron_factor_shapes((4096, 4096))
+        ((64, 64), (64, 64))
+    """
+    m1, m2 = factorization(int(shape[0]))
+    n1, n2 = factorization(int(shape[1]))
+    return (m1, n1), (m2, n2)
+
+
+# ------------------------------------------------------------------- the rearrangement op
+
+
+def _check_shapes(op: str, a_shape: Any, b_shape: Any) -> tuple[int, int, int, int]:
+    try:
+        m1, n1 = (int(v) for v in a_shape)
+        m2, n2 = (int(v) for v in b_shape)
+    except (TypeError, ValueError):
+        raise InputError(f"{op}: a_shape and b_shape must be pairs of ints, got {a_shape!r} and "
+                         f"{b_shape!r}") from None
+    if min(m1, n1, m2, n2) < 1:
+        raise InputError(f"{op}: factor shapes must be positive, got {a_shape} and {b_shape}")
+    return m1, n1, m2, n2
+
+
+def _check_rearrange(w: Any, a_shape: Any, b_shape: Any) -> str:
+    op = "kron_rearrange"
+    m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
+    if w.ndim != 2 or tuple(w.shape) != (m1 * m2, n1 * n2):
+        raise InputError(
+            f"{op}: w must have shape (m1*m2, n1*n2) = ({m1 * m2}, {n1 * n2}) for A {a_shape} "
+            f"and B {b_shape}, got {tuple(w.shape)}"
+        )
+    return _float_dtype(op, "w", w)
+
+
+def _check_rearrange_inverse(r: Any, a_shape: Any, b_shape: Any) -> str:
+    op = "kron_rearrange_inverse"
+    m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
+    if r.ndim != 2 or tuple(r.shape) != (m1 * n1, m2 * n2):
+        raise InputError(
+            f"{op}: r must have shape (m1*n1, m2*n2) = ({m1 * n1}, {m2 * n2}) for A {a_shape} "
+            f"and B {b_shape}, got {tuple(r.shape)}"
+        )
+    return _float_dtype(op, "r", r)
+
+
+def _float_dtype(op: str, name: str, a: Any) -> str:
+    dtype = array_dtype(a)
+    if dtype not in FLOAT_DTYPES:
+        raise InputError(f"{op}: {name} has dtype {dtype}; use float32 or float64 (bfloat16 for "
+                         "torch tensors)")
+    return dtype
+
+
+def _rearrange_fake(w: Any, a_shape: list[int], b_shape: list[int],
+                    backend: str | None = None) -> Any:
+    _check_rearrange(w, a_shape, b_shape)
+    return w.new_empty((a_shape[0] * a_shape[1], b_shape[0] * b_shape[1]))
+
+
+def _rearrange_inverse_fake(r: Any, a_shape: list[int], b_shape: list[int],
+                            backend: str | None = None) -> Any:
+    _check_rearrange_inverse(r, a_shape, b_shape)
+    return r.new_empty((a_shape[0] * b_shape[0], a_shape[1] * b_shape[1]))
+
+
+def _setup_shapes(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    ctx.a_shape, ctx.b_shape, ctx.backend = inputs[1], inputs[2], inputs[3]
+
+
+def _rearrange_backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None]:
+    # A permutation of entries: its gradient is the inverse permutation.
+    return kron_rearrange_inverse(grad.contiguous(), ctx.a_shape, ctx.b_shape,
+                                  backend=ctx.backend), None, None, None
+
+
+def _rearrange_inverse_backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None]:
+    return kron_rearrange(grad.contiguous(), ctx.a_shape, ctx.b_shape,
+                          backend=ctx.backend), None, None, None
+
+
+kron_rearrange_op = Op(
+    name="kron_rearrange",
+    family="kron_svd",
+    array_args=("w",),
+    params=("a_shape", "b_shape"),
+    check=_check_rearrange,
+    torch=TorchBridge(
+        schema="(Tensor w, int[] a_shape, int[] b_shape, str? backend=None) -> Tensor",
+        fake=_rearrange_fake,
+        setup_context=_setup_shapes,
+        backward=_rearrange_backward,
+    ),
+)
+kron_rearrange_inverse_op = Op(
+    name="kron_rearrange_inverse",
+    family="kron_svd",
+    array_args=("r",),
+    params=("a_shape", "b_shape"),
+    check=_check_rearrange_inverse,
+    torch=TorchBridge(
+        schema="(Tensor r, int[] a_shape, int[] b_shape, str? backend=None) -> Tensor",
+        fake=_rearrange_inverse_fake,
+        setup_context=_setup_shapes,
+        backward=_rearrange_inverse_backward,
+    ),
+)
+
+
+def kron_rearrange(w: Any, a_shape: tuple[int, int], b_shape: tuple[int, int], *,
+                   backend: str | None = None) -> Any:
+    """Van Loan-Pitsianis rearrangement ``R(W)``, which maps ``A kron B`` to ``vec(A) vec(B)^T``.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> A, B = np.random.rand(2, 3), np.random.rand(4, 5)
+        >>> r = fusekit.ops.kron_rearrange(np.kron(A, B), (2, 3), (4, 5))
+        >>> bool(np.allclose(r, np.outer(A.ravel(), B.ravel())))
+        True
+
+    Args:
+        w: ``(m1*m2, n1*n2)`` weight.
+        a_shape: ``(m1, n1)``.
+        b_shape: ``(m2, n2)``.
+        backend: As for every op.
+
+    Returns:
+        ``(m1*n1, m2*n2)``; differentiable for tensors.
+    """
+    a_shape, b_shape = list(a_shape), list(b_shape)
+    if is_tensor(w):
+        return torch_call("kron_rearrange", {"w": w}, backend, a_shape, b_shape)
+    return kron_rearrange_op.run((w,), {"a_shape": a_shape, "b_shape": b_shape}, backend)
+
+
+def kron_rearrange_inverse(r: Any, a_shape: tuple[int, int], b_shape: tuple[int, int], *,
+                           backend: str | None = None) -> Any:
+    """Inverse of :func:`kron_rearrange`: ``(m1*n1, m2*n2) -> (m1*m2, n1*n2)``."""
+    a_shape, b_shape = list(a_shape), list(b_shape)
+    if is_tensor(r):
+        return torch_call("kron_rearrange_inverse", {"r": r}, backend, a_shape, b_shape)
+    return kron_rearrange_inverse_op.run((r,), {"a_shape": a_shape, "b_shape": b_shape},
+                                         backend)
+
+
+def kron_rearrange_reference(w: np.ndarray, a_shape: Any, b_shape: Any) -> np.ndarray:
+    """Oracle of :func:`kron_rearrange`: ``W[i1 m2+i2, j1 n2+j2] -> R[i1 n1+j1, i2 n2+j2]``."""
+    (m1, n1), (m2, n2) = a_shape, b_shape
+    return np.ascontiguousarray(
+        w.reshape(m1, m2, n1, n2).transpose(0, 2, 1, 3).reshape(m1 * n1, m2 * n2))
+
+
+def kron_rearrange_inverse_reference(r: np.ndarray, a_shape: Any, b_shape: Any) -> np.ndarray:
+    """Oracle of :func:`kron_rearrange_inverse`."""
+    (m1, n1), (m2, n2) = a_shape, b_shape
+    return np.ascontiguousarray(
+        r.reshape(m1, n1, m2, n2).transpose(0, 2, 1, 3).reshape(m1 * m2, n1 * n2))
+
+
+# ------------------------------------------------------------------------- rank selection
+
+
+def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool = False,
+                min_elbow_gap: float = 0.05) -> int:
+    """Number of Kronecker terms to keep, from the KPSVD spectrum ``s_1 >= s_2 >= ...``.
+
+    * Energy threshold ``tau`` (``energy=tau``): the smallest ``r`` with
+      ``sum_{k<=r} s_k^2 >= tau * sum_k s_k^2``.
+    * Elbow (``elbow=True``): on the curve ``(k, s_k)``, both axes scaled to [0, 1], the ``k``
+      farthest below the chord from the first to the last point (the "kneedle" point). Guard:
+      when that largest distance is under ``min_elbow_gap`` the spectrum has no elbow (a flat
+      or straight spectrum, where the naive rule returns meaningless ranks) and the elbow rule
+      abstains.
+    * Both: ``min(r_energy, r_elbow)``, each rule having said the rest is negligible; if the
+      elbow abstains, ``r_energy``.
+
+    Example:
+        >>> select_rank([10, 5, 1, 0.1], energy=0.99)
+        2
+
+    Args:
+        singular_values: Non-increasing, non-negative 1-D values.
+        energy: Threshold ``tau`` in (0, 1], or ``None`` to use the elbow alone.
+        elbow: Apply the elbow rule.
+        min_elbow_gap: Smallest chord distance that counts as an elbow.
+
+    Returns:
+        The rank, at least 1 (0 for an all-zero spectrum).
+    """
+    s = np.asarray(singular_values, dtype=np.float64).ravel()
+    if s.size == 0 or not np.isfinite(s).all() or (s < 0).any() or (np.diff(s) > 1e-12 * (
+            abs(s[0]) + 1)).any():
+        raise InputError("select_rank: singular values must be a non-empty, finite, "
+                         "non-negative, non-increasing 1-D sequence")
+    if energy is None and not elbow:
+        raise InputError("select_rank: choose at least one rule (energy=... and/or elbow=True)")
+    total = float((s**2).sum())
+    if total == 0:
+        return 0
+    ranks = []
+    if energy is not None:
+        if not 0 < energy <= 1:
+            raise InputError(f"select_rank: energy must be in (0, 1], got {energy}")
+        cumulative = np.cumsum(s**2) / total
+        ranks.append(int(np.searchsorted(cumulative, energy * (1 - 1e-12)) + 1))
+    if elbow and s.size >= 3:
+        k = np.linspace(0.0, 1.0, s.size)
+        y = (s - s[-1]) / (s[0] - s[-1]) if s[0] > s[-1] else np.zeros_like(s)
+        gap = (1.0 - k) - y  # distance below the chord from (0, 1) to (1, 0), up to sqrt(2)
+        best = int(np.argmax(gap))
+        if gap[best] >= min_elbow_gap:
+            ranks.append(best + 1)
+    if not ranks:  # the elbow alone abstained
+        return int(s.size)
+    return max(1, min(ranks))
+
+
+# ---------------------------------------------------------------------------- the KPSVD op
+
+
+def _check_kpsvd(w: Any, a_shape: Any, b_shape: Any, rank: int, method: str = "exact",
+                 oversample: int = -1, power_iters: int = 2, seed: int = 0) -> str:
+    op = "kpsvd"
+    m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
+    if w.ndim != 2 or tuple(w.shape) != (m1 * m2, n1 * n2):
+        raise InputError(
+            f"{op}: w must have shape (m1*m2, n1*n2) = ({m1 * m2}, {n1 * n2}) for A {a_shape} "
+            f"and B {b_shape}, got {tuple(w.shape)}"
+        )
+    full = min(m1 * n1, m2 * n2)
+    if type(rank) is not int or not 1 <= rank <= full:
+        raise InputError(
+            f"{op}: rank must be an int between 1 and min(m1*n1, m2*n2) = {full} for these "
+            f"factor shapes, got {rank!r}"
+        )
+    if method not in ("exact", "randomized"):
+        raise InputError(f"{op}: method must be 'exact' or 'randomized', got {method!r}")
+    dtype = _float_dtype(op, "w", w)
+    require_finite(op, "w", w)
+    return dtype
+
+
+def _kpsvd_fake(w: Any, a_shape: list[int], b_shape: list[int], rank: int,
+                method: str = "exact", oversample: int = -1, power_iters: int = 2,
+                seed: int = 0, backend: str | None = None) -> tuple[Any, Any, Any]:
+    _check_kpsvd(w, a_shape, b_shape, rank, method, oversample, power_iters, seed)
+    return (w.new_empty((rank, *a_shape)), w.new_empty((rank, *b_shape)), w.new_empty((rank,)))
+
+
+kpsvd_op = Op(
+    name="kpsvd",
+    family="kron_svd",
+    array_args=("w",),
+    params=("a_shape", "b_shape", "rank", "method", "oversample", "power_iters", "seed"),
+    check=_check_kpsvd,
+    torch=TorchBridge(
+        schema="(Tensor w, int[] a_shape, int[] b_shape, int rank, str method='exact', "
+        "int oversample=-1, int power_iters=2, int seed=0, str? backend=None) "
+        "-> (Tensor, Tensor, Tensor)",
+        fake=_kpsvd_fake,
+    ),
+)
+
+
+def kpsvd(w: Any, a_shape: tuple[int, int] | None = None, b_shape: tuple[int, int] | None = None,
+          rank: int | None = None, method: str = "exact", *, energy: float = 0.9,
+          elbow: bool = False, oversample: int | None = None, power_iters: int = 2,
+          seed: int = 0, backend: str | None = None) -> tuple[Any, Any, Any]:
+    """Best sum of ``rank`` Kronecker products ``w ~= sum_k kron(A[k], B[k])``.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> rng = np.random.default_rng(0)
+        >>> A0, B0 = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 5, 6))
+        >>> w = np.kron(A0[0], B0[0]) + np.kron(A0[1], B0[1])
+        >>> A, B, s = fusekit.ops.kpsvd(w, (4, 3), (5, 6), rank=2)
+        >>> bool(np.allclose(np.kron(A[0], B[0]) + np.kron(A[1], B[1]), w))
+        True
+
+    Args:
+        w: Weight ``(m, n)``, float32 or float64, finite.
+        a_shape: ``(m1, n1)``; with ``b_shape`` ``None``, both come from
+            :func:`kron_factor_shapes`.
+        b_shape: ``(m2, n2)`` with ``m1 m2 = m`` and ``n1 n2 = n``.
+        rank: Terms to keep; ``None`` picks it with :func:`select_rank` (``energy``, ``elbow``)
+            from the exact spectrum (so ``method="exact"`` is implied).
+        method: ``"exact"`` (full SVD of the rearranged matrix) or ``"randomized"`` (Halko et
+            al. range finder with ``oversample`` extra columns, default ``rank``, and
+            ``power_iters`` power iterations; far cheaper for large weights).
+        energy: Energy threshold for the automatic rank.
+        elbow: Also apply the elbow rule for the automatic rank.
+        oversample: Extra random columns of the randomized method (default: ``rank``).
+        power_iters: Power iterations of the randomized method.
+        seed: Seed of the randomized method's test matrix.
+        backend: As for every op.
+
+    Returns:
+        ``(A, B, s)``: ``A`` ``(r, m1, n1)``, ``B`` ``(r, m2, n2)`` with the singular value
+        split evenly (``A[k] = sqrt(s_k) u_k``), and the ``r`` leading singular values ``s``.
+    """
+    if (a_shape is None) != (b_shape is None):
+        raise InputError("kpsvd: give both a_shape and b_shape, or neither")
+    if a_shape is None:
+        a_shape, b_shape = kron_factor_shapes(tuple(w.shape))
+    a_shape, b_shape = list(a_shape), list(b_shape)
+    if rank is None:
+        full = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
+        _, _, s = kpsvd(w, a_shape, b_shape, full, "exact", backend=backend)
+        s_np = s.detach().cpu().numpy() if is_tensor(s) else np.asarray(s)
+        rank = select_rank(s_np, energy=energy, elbow=elbow) or 1
+        method = "exact"
+    over = rank if oversample is None else int(oversample)
+    params = [a_shape, b_shape, rank, method, over, power_iters, seed]
+    if is_tensor(w):
+        return torch_call("kpsvd", {"w": w}, backend, *params)
+    names = ("a_shape", "b_shape", "rank", "method", "oversample", "power_iters", "seed")
+    return kpsvd_op.run((w,), dict(zip(names, params, strict=True)), backend)
+
+
+def factors_from_svd(u: np.ndarray, s: np.ndarray, vt: np.ndarray, a_shape: Any, b_shape: Any,
+                      rank: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """KPSVD factors from the SVD ``u, s, vt`` of the rearranged weight (signs made canonical)."""
+    # Fix each term's sign (u_k, v_k -> -u_k, -v_k leaves the product alone): the entry of
+    # largest magnitude of u_k is made positive, so every backend returns the same factors.
+    u, vt = u[:, :rank].copy(), vt[:rank].copy()
+    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(rank)])
+    flip[flip == 0] = 1
+    u *= flip
+    vt *= flip[:, None]
+    root = np.sqrt(s[:rank])
+    A = (u * root).T.reshape(rank, *a_shape)
+    B = (vt[:rank].T * root).T.reshape(rank, *b_shape)
+    return (np.ascontiguousarray(A, dtype=dtype), np.ascontiguousarray(B, dtype=dtype),
+            s[:rank].astype(dtype))
+
+
+def kpsvd_reference(w: np.ndarray, a_shape: Any, b_shape: Any, rank: int,
+                    method: str = "exact", oversample: int = -1, power_iters: int = 2,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 oracle of :func:`kpsvd`: the full SVD of the rearranged matrix (any method)."""
+    r = kron_rearrange_reference(w.astype(np.float64), a_shape, b_shape)
+    u, s, vt = np.linalg.svd(r, full_matrices=False)
+    return factors_from_svd(u, s, vt, a_shape, b_shape, rank, w.dtype)
