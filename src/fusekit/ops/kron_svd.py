@@ -369,20 +369,37 @@ def kpsvd(w: Any, a_shape: tuple[int, int] | None = None, b_shape: tuple[int, in
     return kpsvd_op.run((w,), dict(zip(names, params, strict=True)), backend)
 
 
-def factors_from_svd(u: np.ndarray, s: np.ndarray, vt: np.ndarray, a_shape: Any, b_shape: Any,
-                      rank: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """KPSVD factors from the SVD ``u, s, vt`` of the rearranged weight (signs made canonical)."""
-    # Fix each term's sign (u_k, v_k -> -u_k, -v_k leaves the product alone): the entry of
-    # largest magnitude of u_k is made positive, so every backend returns the same factors.
+def factors_from_svd(u: Any, s: Any, vt: Any, a_shape: Any, b_shape: Any, rank: int,
+                     dtype: Any, *, xp: Any = np) -> tuple[Any, Any, Any]:
+    """KPSVD factors from the SVD ``u, s, vt`` of the rearranged weight (signs made canonical).
+
+    Each term's sign is fixed (``u_k, v_k -> -u_k, -v_k`` leaves the product alone): the entry
+    of largest magnitude of ``u_k`` is made positive, so every backend returns the same factors.
+
+    Args:
+        u: Left singular vectors, ``(m1*n1, >= rank)``.
+        s: Singular values, non-increasing, ``(>= rank,)``.
+        vt: Right singular vectors as rows, ``(>= rank, m2*n2)``.
+        a_shape: ``(m1, n1)``.
+        b_shape: ``(m2, n2)``.
+        rank: Terms to keep.
+        dtype: dtype of the results.
+        xp: Array module of ``u``, ``s`` and ``vt`` (``numpy``, or ``cupy`` for device arrays).
+
+    Returns:
+        ``(A, B, s)``: ``A`` ``(rank, m1, n1)`` and ``B`` ``(rank, m2, n2)`` C-contiguous with
+        ``A[k] = sqrt(s_k) u_k``, ``B[k] = sqrt(s_k) v_k``, and ``s[:rank]``, all in ``dtype``
+        and in ``xp`` arrays.
+    """
     u, vt = u[:, :rank].copy(), vt[:rank].copy()
-    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(rank)])
+    flip = xp.sign(u[xp.argmax(xp.abs(u), axis=0), xp.arange(rank)])
     flip[flip == 0] = 1
     u *= flip
     vt *= flip[:, None]
-    root = np.sqrt(s[:rank])
+    root = xp.sqrt(s[:rank])
     A = (u * root).T.reshape(rank, *a_shape)
-    B = (vt[:rank].T * root).T.reshape(rank, *b_shape)
-    return (np.ascontiguousarray(A, dtype=dtype), np.ascontiguousarray(B, dtype=dtype),
+    B = (vt.T * root).T.reshape(rank, *b_shape)
+    return (xp.ascontiguousarray(A, dtype=dtype), xp.ascontiguousarray(B, dtype=dtype),
             s[:rank].astype(dtype))
 
 
