@@ -7,10 +7,12 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
 
 It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
 CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
-kron and fp8 kernels, then two timing tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096
-weight as 64 x 64 factors) next to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul
-version written in torch, and ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a bf16 matmul
-on weights dequantized at load time and a dequantize-then-matmul in torch. It exits 1 when any
+kron, fp8 and kron_svd kernels, then three timing tables: ``kron_linear`` at LLaMA-like sizes
+(a 4096 x 4096 weight as 64 x 64 factors) next to the dense ``x @ W.T`` product and a cuBLAS
+reshape+matmul version written in torch, ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a
+bf16 matmul on weights dequantized at load time and a dequantize-then-matmul in torch, and
+``kpsvd`` (randomized and exact) of a 4096 x 4096 weight next to ``torch.svd_lowrank`` and
+``torch.linalg.svd`` of the weight (PiSSA's two initialisations). It exits 1 when any
 check fails, 2 when there is no usable GPU. A minute or two on one GPU, most of it Numba
 compiling the kernels on first use.
 """
@@ -21,6 +23,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +46,11 @@ from fusekit.ops.fp8 import (
 )
 from fusekit.ops.fp8_matmul import fp8_gemv_reference, fp8_gemv_t_reference
 from fusekit.ops.kron import kron_factor_grads_reference, kron_linear_reference
+from fusekit.ops.kron_svd import (
+    kpsvd_reference,
+    kron_rearrange_inverse_reference,
+    kron_rearrange_reference,
+)
 
 #: (batch shape, r, m1, n1, m2, n2): odd sizes leave partial tiles on every axis.
 CHECK_SHAPES = [
@@ -66,6 +74,13 @@ FP8_ROWS = (1, 3, 16, 64, 100)
 #: DeepSeek-V3 expert weights [N, K]: gate_proj / up_proj, then down_proj.
 EXPERT_SHAPES = (("gate/up", 2048, 7168), ("down", 7168, 2048))
 EXPERT_ROWS = (1, 4, 16, 64)
+
+#: (A shape, B shape, rank) of the kron_svd checks: tiny, odd, a vector factor, 512 x 512 R(W).
+KPSVD_SHAPES = [((4, 3), (3, 5), 2), ((7, 9), (6, 11), 3), ((1, 5), (3, 1), 1),
+                ((16, 32), (32, 16), 4)]
+KPSVD_METHODS = ("exact", "randomized")
+#: Rank of the kpsvd timing (a 4096 x 4096 weight as 64 x 64 factors, like kron_linear's).
+KPSVD_RANK = 16
 
 
 class Checks:
@@ -463,6 +478,117 @@ def check_fp8_torch(checks: Checks, torch: Any) -> None:
     checks.run("torch fp8 products", fp8_torch_products, checks, torch)
 
 
+# ------------------------------------------------------------------ kron_svd correctness
+
+
+def kpsvd_weight(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int, dtype: str,
+                 seed: int) -> np.ndarray:
+    """``sum_k 3^-k kron(A_k, B_k)`` (unit-norm factors) plus noise far below the last term.
+
+    The KPSVD spectrum is well separated, so the factors are determined (up to the canonical
+    signs) and the randomized method must agree with the exact one.
+    """
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((rank, *a_shape))
+    B = rng.standard_normal((rank, *b_shape))
+    A /= np.linalg.norm(A, axis=(1, 2), keepdims=True)
+    B /= np.linalg.norm(B, axis=(1, 2), keepdims=True)
+    w = sum(3.0**-k * np.kron(A[k], B[k]) for k in range(rank))
+    w += 1e-3 * 3.0**-rank * rng.standard_normal(w.shape) / np.sqrt(min(w.shape))
+    return w.astype(dtype)
+
+
+def kpsvd_label(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int,
+                dtype: str) -> str:
+    return f"{dtype} A={a_shape[0]}x{a_shape[1]} B={b_shape[0]}x{b_shape[1]} r={rank}"
+
+
+def kron_svd_cupy_cases(checks: Checks, cupy: Any, a_shape: tuple[int, int],
+                        b_shape: tuple[int, int], rank: int, dtype: str, seed: int) -> None:
+    """Rearrangement (plain and of a transposed view), its inverse, and kpsvd on CuPy arrays."""
+    name = kpsvd_label(a_shape, b_shape, rank, dtype)
+    w = kpsvd_weight(a_shape, b_shape, rank, dtype, seed)
+    wc = cupy.asarray(w)
+    r = fusekit.ops.kron_rearrange(wc, a_shape, b_shape, backend="cuda")
+    checks.expect(f"kron_rearrange {name}: returns C-contiguous CuPy",
+                  isinstance(r, cupy.ndarray) and r.flags.c_contiguous)
+    ref_r = kron_rearrange_reference(w, a_shape, b_shape)
+    checks.same(f"kron_rearrange {name}", cupy.asnumpy(r), ref_r)
+    wt = cupy.ascontiguousarray(wc.T).T  # the same values, Fortran-ordered
+    checks.same(f"kron_rearrange of a non-contiguous view {name}",
+                cupy.asnumpy(fusekit.ops.kron_rearrange(wt, a_shape, b_shape, backend="cuda")),
+                ref_r)
+    back = fusekit.ops.kron_rearrange_inverse(r, a_shape, b_shape, backend="cuda")
+    checks.same(f"kron_rearrange_inverse {name}", cupy.asnumpy(back),
+                kron_rearrange_inverse_reference(ref_r, a_shape, b_shape))
+    checks.same(f"kron_rearrange round trip {name}", cupy.asnumpy(back), w)
+    ref = kpsvd_reference(w, a_shape, b_shape, rank)
+    for method in KPSVD_METHODS:
+        A, B, s = fusekit.ops.kpsvd(wc, a_shape, b_shape, rank, method, backend="cuda")
+        checks.expect(f"kpsvd {method} {name}: CuPy arrays of {dtype} out", all(
+            isinstance(t, cupy.ndarray) and t.dtype == np.dtype(dtype) for t in (A, B, s)))
+        for part, got, want in zip("ABs", (A, B, s), ref, strict=True):
+            checks.compare(f"kpsvd {method} {part} {name}", cupy.asnumpy(got), want, TOL[dtype])
+
+
+def kron_svd_cupy_auto_picks_cuda(checks: Checks, cupy: Any) -> None:
+    """With no backend requested, CuPy inputs go to the cuda kernels of every kron_svd op."""
+    from fusekit._arrays import kind_of
+    from fusekit.ops import kron_svd
+
+    kind = kind_of(cupy.ones(4, dtype=cupy.float32))
+    for op in (kron_svd.kron_rearrange_op, kron_svd.kron_rearrange_inverse_op,
+               kron_svd.kpsvd_op):
+        kernel = op.select(kind, "float32", "auto")
+        checks.expect(f"auto picks the cuda kernel of {op.name} for CuPy arrays",
+                      kernel.backend == "cuda", f"picked {kernel.backend}")
+
+
+def check_kron_svd_cupy(checks: Checks, cupy: Any) -> None:
+    print("kron_svd, CuPy arrays, backend='cuda':")
+    for dtype in ("float32", "float64"):
+        for seed, (a_shape, b_shape, rank) in enumerate(KPSVD_SHAPES):
+            checks.run(f"CuPy kron_svd {kpsvd_label(a_shape, b_shape, rank, dtype)}",
+                       kron_svd_cupy_cases, checks, cupy, a_shape, b_shape, rank, dtype, seed)
+    checks.run("kron_svd auto selection", kron_svd_cupy_auto_picks_cuda, checks, cupy)
+
+
+def kron_svd_torch_cases(checks: Checks, torch: Any, a_shape: tuple[int, int],
+                         b_shape: tuple[int, int], rank: int, dtype: str, seed: int) -> None:
+    """The same on torch CUDA tensors, and autograd through the rearrangement."""
+    name = kpsvd_label(a_shape, b_shape, rank, dtype)
+    w = kpsvd_weight(a_shape, b_shape, rank, dtype, 50 + seed)
+    wt = torch.from_numpy(w).to("cuda").requires_grad_(True)
+    r = fusekit.ops.kron_rearrange(wt, a_shape, b_shape, backend="cuda")
+    checks.expect(f"torch kron_rearrange {name}: CUDA tensor out",
+                  isinstance(r, torch.Tensor) and r.is_cuda)
+    ref_r = kron_rearrange_reference(w, a_shape, b_shape)
+    checks.same(f"torch kron_rearrange {name}", r.detach().cpu().numpy(), ref_r)
+    g = np.random.default_rng(seed).standard_normal(ref_r.shape).astype(dtype)
+    (r * torch.from_numpy(g).to("cuda")).sum().backward()
+    checks.same(f"torch autograd through kron_rearrange {name}", wt.grad.cpu().numpy(),
+                kron_rearrange_inverse_reference(g, a_shape, b_shape))
+    back = fusekit.ops.kron_rearrange_inverse(r.detach(), a_shape, b_shape, backend="cuda")
+    checks.same(f"torch kron_rearrange round trip {name}", back.cpu().numpy(), w)
+    ref = kpsvd_reference(w, a_shape, b_shape, rank)
+    for method in KPSVD_METHODS:
+        A, B, s = fusekit.ops.kpsvd(wt.detach(), a_shape, b_shape, rank, method,
+                                    backend="cuda")
+        checks.expect(f"torch kpsvd {method} {name}: CUDA tensors out",
+                      all(isinstance(t, torch.Tensor) and t.is_cuda for t in (A, B, s)))
+        for part, got, want in zip("ABs", (A, B, s), ref, strict=True):
+            checks.compare(f"torch kpsvd {method} {part} {name}", got.cpu().numpy(), want,
+                           TOL[dtype])
+
+
+def check_kron_svd_torch(checks: Checks, torch: Any) -> None:
+    print("kron_svd, torch CUDA tensors, backend='cuda':")
+    for dtype in ("float32", "float64"):
+        for seed, (a_shape, b_shape, rank) in enumerate(KPSVD_SHAPES):
+            checks.run(f"torch kron_svd {kpsvd_label(a_shape, b_shape, rank, dtype)}",
+                       kron_svd_torch_cases, checks, torch, a_shape, b_shape, rank, dtype, seed)
+
+
 # ----------------------------------------------------------------------------- timing
 
 
@@ -654,6 +780,84 @@ def time_fp8_gemv(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
     )
 
 
+def wall_ms(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+    """Median wall-clock time of ``fn`` over ``repeats`` synchronised calls after one warm-up.
+
+    For calls of milliseconds to seconds that synchronise with the host anyway (cuSOLVER
+    reports its status to the host), where back-to-back event timing buys nothing.
+    """
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_kpsvd(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
+    """kpsvd randomized vs exact on a 4096 x 4096 weight, next to PiSSA's SVDs of the weight."""
+    side, rank = FACTOR * FACTOR, KPSVD_RANK
+    terms = 2 * rank
+    gen = torch.Generator(device="cuda").manual_seed(4096)
+    A = torch.randn(terms, FACTOR, FACTOR, device="cuda", generator=gen)
+    B = torch.randn(terms, FACTOR, FACTOR, device="cuda", generator=gen)
+    A /= A.norm(dim=(1, 2), keepdim=True)
+    B /= B.norm(dim=(1, 2), keepdim=True)
+    W = sum(0.7**k * torch.kron(A[k], B[k]) for k in range(terms))
+    W += 1e-6 * torch.randn(side, side, device="cuda", generator=gen)
+    Wc = cupy.from_dlpack(W)
+    shapes = ((FACTOR, FACTOR), (FACTOR, FACTOR))
+
+    def sync() -> None:
+        torch.cuda.synchronize()
+        cupy.cuda.runtime.deviceSynchronize()
+
+    # The randomized spectrum must match the exact one on this well-separated spectrum.
+    _, _, s_exact = fusekit.ops.kpsvd(W, *shapes, rank, "exact", backend="cuda")
+    _, _, s_rand = fusekit.ops.kpsvd(W, *shapes, rank, "randomized", backend="cuda")
+    checks.compare(f"kpsvd randomized vs exact singular values {side}x{side} r={rank}",
+                   s_rand.cpu().numpy(), s_exact.cpu().numpy(), 1e-3)
+
+    slow = max(1, min(repeats, 3))  # full SVDs of a 4096 x 4096 matrix take seconds each
+    rows = [
+        ("fusekit kpsvd randomized, torch", repeats,
+         lambda: fusekit.ops.kpsvd(W, *shapes, rank, "randomized", backend="cuda")),
+        ("fusekit kpsvd randomized, cupy", repeats,
+         lambda: fusekit.ops.kpsvd(Wc, *shapes, rank, "randomized", backend="cuda")),
+        (f"torch.svd_lowrank(W, q={2 * rank}, niter=2)", repeats,
+         lambda: torch.svd_lowrank(W, q=2 * rank, niter=2)),
+        ("fusekit kpsvd exact, torch", slow,
+         lambda: fusekit.ops.kpsvd(W, *shapes, rank, "exact", backend="cuda")),
+        ("torch.linalg.svd(W)", slow, lambda: torch.linalg.svd(W, full_matrices=False)),
+    ]
+    print(
+        f"\nkpsvd timing, float32, weight {side}x{side} as {FACTOR}x{FACTOR} factors, rank "
+        f"{rank}; median wall-clock ms per call (randomized: {rank} oversampling columns, 2 "
+        "power iterations)"
+    )
+    header = f"{'method':<40} {'repeats':>7} | {'ms':>10} | {'x fusekit randomized':>20}"
+    print(header)
+    print("-" * len(header))
+    base = None
+    for name, n, fn in rows:
+        try:
+            ms = wall_ms(fn, sync, n)
+        except Exception:
+            checks.fail(f"kpsvd timing {name}", "raised\n" + traceback.format_exc())
+            continue
+        base = ms if base is None else base
+        print(f"{name:<40} {n:>7} | {ms:>10.3f} | {ms / base:>19.1f}x")
+    print(
+        "x fusekit randomized: time / the first row's time. torch.svd_lowrank and "
+        "torch.linalg.svd are PiSSA's fast and exact initialisations (a rank-r SVD of W); "
+        "kpsvd factors W as sum_k kron(A_k, B_k) (the SVD of the rearranged W, same size). "
+        "svd_lowrank gets kpsvd's default work: 2r columns, 2 power iterations."
+    )
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -689,9 +893,12 @@ def main(argv: list[str] | None = None) -> int:
     check_torch(checks, torch)
     check_fp8_cupy(checks, cupy)
     check_fp8_torch(checks, torch)
+    check_kron_svd_cupy(checks, cupy)
+    check_kron_svd_torch(checks, torch)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
         time_fp8_gemv(checks, torch, cupy, args.repeats)
+        checks.run("kpsvd timing", time_kpsvd, checks, torch, cupy, args.repeats)
 
     print(f"\n{checks.passed} passed, {len(checks.failed)} failed")
     for name in checks.failed:
