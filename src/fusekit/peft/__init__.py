@@ -1,0 +1,25 @@
+"""SoKA adapters (sums of Kronecker products) for ``torch.nn.Linear``, in peft's conventions.
+
+A SoKA layer adds ``sum_k (A[k] kron B[k]) x`` to a frozen base linear, computed with
+:func:`fusekit.ops.kron_linear` (the delta weight is never formed). With ``init="kpsvd"`` the
+factors are the leading KPSVD terms of the pretrained weight and the base keeps the frozen
+residual (as PiSSA does with the SVD), so the adapted model computes exactly what the original
+did; with ``init="zeros"`` ``B`` starts at zero (as LoRA's ``B``) and the base is untouched.
+
+Example:
+    >>> import torch, fusekit.peft as fp
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+    ...                             torch.nn.Linear(64, 16))
+    >>> soka = fp.get_soka_model(model, fp.SoKAConfig(r=2, target_modules=["0"]))
+    >>> soka.print_trainable_parameters()  # doctest: +SKIP
+
+Not here yet (see the issue): saving and loading adapters, the gradient-estimate
+initialisation and per-layer rank patterns.
+"""
+
+from ._soka import SoKAConfig as SoKAConfig
+from ._soka import SoKALinear as SoKALinear
+from ._soka import SoKAModel as SoKAModel
+from ._soka import get_soka_model as get_soka_model
+
+__all__ = ["SoKAConfig", "SoKALinear", "SoKAModel", "get_soka_model"]

@@ -1,0 +1,107 @@
+"""fusekit.peft: SoKA adapters on nn.Linear, in peft's conventions."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fusekit  # noqa: E402
+import fusekit.peft as fp  # noqa: E402
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10))
+
+
+def test_kpsvd_init_keeps_the_model_output_exactly():
+    model, x = mlp(), torch.randn(5, 64)
+    before = model(x).detach()
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=3, target_modules=["0", "2"]))
+    torch.testing.assert_close(soka(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_factors_train():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0"]))
+    names = [n for n, p in soka.named_parameters() if p.requires_grad]
+    assert sorted(n.split(".")[-1] for n in names) == ["A", "B"]
+    soka(torch.randn(4, 64)).sum().backward()
+    layer = dict(soka.soka_layers())["0"]
+    assert layer.A.grad is not None and layer.base.weight.grad is None
+
+
+def test_default_factor_shapes_follow_lokr_and_layer_computes_kron_sum():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0"], init="zeros"))
+    layer = dict(soka.soka_layers())["0"]
+    assert (layer.a_shape, layer.b_shape) == ((6, 8), (8, 8))  # 48 = 6*8, 64 = 8*8
+    with torch.no_grad():
+        layer.B.normal_()
+    x = torch.randn(3, 64)
+    dense = layer.base(x) + x @ layer.delta_weight().T
+    torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-5)
+
+
+def test_zeros_init_starts_from_the_base_model():
+    model, x = mlp(), torch.randn(2, 64)
+    before = model(x).detach()
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=4, target_modules="all-linear", init="zeros"))
+    torch.testing.assert_close(soka(x), before)
+
+
+def test_merge_and_unload_returns_plain_linears_with_the_same_output():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0"], init="zeros"))
+    layer = dict(soka.soka_layers())["0"]
+    with torch.no_grad():
+        layer.B.normal_()
+    x = torch.randn(3, 64)
+    adapted = soka(x).detach()
+    plain = soka.merge_and_unload()
+    assert isinstance(plain[0], torch.nn.Linear)
+    torch.testing.assert_close(plain(x), adapted, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_unmerge_round_trip():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["2"], init="zeros"))
+    layer = dict(soka.soka_layers())["2"]
+    with torch.no_grad():
+        layer.B.normal_()
+    w = layer.base.weight.detach().clone()
+    x = torch.randn(3, 48)
+    y = layer(x).detach()
+    layer.merge()
+    torch.testing.assert_close(layer(x), y, rtol=1e-5, atol=1e-5)
+    layer.unmerge()
+    torch.testing.assert_close(layer.base.weight, w, rtol=1e-6, atol=1e-6)
+
+
+def test_regex_targets_and_modules_to_save(capsys):
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=r"0",
+                                                  modules_to_save=["2"]))
+    assert [n for n, _ in soka.soka_layers()] == ["0"]
+    trainable, total = soka.trainable_parameters()
+    assert trainable == 1 * (6 * 8 + 8 * 8) + 48 * 10 + 10
+    soka.print_trainable_parameters()
+    assert "trainable params: " in capsys.readouterr().out
+
+
+def test_target_modules_matching_nothing_lists_the_linears():
+    with pytest.raises(fusekit.InputError, match=r"matches no nn.Linear .* are: 0, 2"):
+        fp.get_soka_model(mlp(), fp.SoKAConfig(target_modules=["q_proj"]))
+
+
+def test_rank_above_what_the_factors_allow_is_rejected():
+    with pytest.raises(fusekit.InputError, match="rank 49 is above what factors"):
+        fp.get_soka_model(mlp(), fp.SoKAConfig(r=49, target_modules=["0"]))
+
+
+def test_prime_dimensions_without_useful_factorization_are_rejected():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(13, 11))
+    with pytest.raises(fusekit.InputError, match="no useful factorization"):
+        fp.get_soka_model(model, fp.SoKAConfig(r=1, target_modules=["0"]))
+
+
+def test_bad_config_values_are_rejected():
+    with pytest.raises(fusekit.InputError, match="init must be"):
+        fp.SoKAConfig(init="pissa")
+    with pytest.raises(fusekit.InputError, match="r must be a positive int"):
+        fp.SoKAConfig(r=0)
