@@ -105,3 +105,38 @@ def test_bad_config_values_are_rejected():
         fp.SoKAConfig(init="pissa")
     with pytest.raises(fusekit.InputError, match="r must be a positive int"):
         fp.SoKAConfig(r=0)
+
+
+def trained(init, seed=0):
+    model = mlp(seed)
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=2, target_modules=["0", "2"], init=init))
+    with torch.no_grad():  # stands in for training: move every factor
+        for _, layer in soka.soka_layers():
+            layer.A.add_(0.1 * torch.randn_like(layer.A))
+            layer.B.add_(0.1 * torch.randn_like(layer.B))
+    return soka
+
+
+@pytest.mark.parametrize("init", ["kpsvd", "zeros"])
+def test_saved_adapter_applies_to_the_original_base_model(tmp_path, init):
+    soka = trained(init)
+    x = torch.randn(4, 64)
+    expected = soka(x).detach()
+    soka.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_config.json").exists()
+    assert (tmp_path / "adapter_model.safetensors").exists()
+    loaded = fp.from_pretrained(mlp(), tmp_path)  # a fresh copy of the original base
+    torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_for_another_base_model_is_rejected(tmp_path):
+    trained("zeros").save_pretrained(tmp_path)
+    other = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 10))
+    with pytest.raises(fusekit.InputError, match="saved for a model whose '0' is a 48x64 linear"):
+        fp.from_pretrained(other, tmp_path)
+
+
+def test_loading_from_a_directory_without_an_adapter_is_rejected(tmp_path):
+    with pytest.raises(fusekit.InputError, match="no SoKA adapter in"):
+        fp.from_pretrained(mlp(), tmp_path)

@@ -13,13 +13,17 @@ Example:
     >>> soka = fp.get_soka_model(model, fp.SoKAConfig(r=2, target_modules=["0"]))
     >>> soka.print_trainable_parameters()  # doctest: +SKIP
 
-Not here yet (see the issue): saving and loading adapters, the gradient-estimate
-initialisation and per-layer rank patterns.
+``save_pretrained`` / ``from_pretrained`` write and read ``adapter_config.json`` and
+``adapter_model.safetensors``; saved factors apply to the original base model. Not here yet
+(see the issue): the gradient-estimate initialisation and per-layer rank patterns.
 """
 
 from ._soka import SoKAConfig as SoKAConfig
 from ._soka import SoKALinear as SoKALinear
 from ._soka import SoKAModel as SoKAModel
+from ._soka import from_pretrained as from_pretrained
 from ._soka import get_soka_model as get_soka_model
+from ._soka import save_pretrained as save_pretrained
 
-__all__ = ["SoKAConfig", "SoKALinear", "SoKAModel", "get_soka_model"]
+__all__ = ["SoKAConfig", "SoKALinear", "SoKAModel", "from_pretrained", "get_soka_model",
+           "save_pretrained"]

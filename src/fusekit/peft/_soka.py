@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,7 +57,7 @@ class SoKAConfig:
 class SoKALinear(nn.Module):
     """``base(x) + scale * sum_k (A[k] kron B[k]) x`` with ``base`` frozen."""
 
-    def __init__(self, base: nn.Linear, config: SoKAConfig) -> None:
+    def __init__(self, base: nn.Linear, config: SoKAConfig, *, loading: bool = False) -> None:
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise InputError(f"SoKALinear adapts torch.nn.Linear, got {type(base).__name__}")
@@ -69,13 +72,13 @@ class SoKALinear(nn.Module):
                     f"x{a_shape[1] * b_shape[1]} weight, but the layer is {out_f}x{in_f}"
                 )
         full = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
-        if config.r > full:
+        if config.r > full and not loading:
             raise InputError(
                 f"SoKA rank {config.r} is above what factors {a_shape} kron {b_shape} allow "
                 f"(at most min(m1*n1, m2*n2) = {full}); lower r or change the factor shapes"
             )
         params = config.r * (a_shape[0] * a_shape[1] + b_shape[0] * b_shape[1])
-        if params >= out_f * in_f:
+        if params >= out_f * in_f and not loading:
             raise InputError(
                 f"SoKA on a {out_f}x{in_f} layer with factors {a_shape} kron {b_shape} and r="
                 f"{config.r} has {params} parameters, no fewer than the weight itself: these "
@@ -93,6 +96,7 @@ class SoKALinear(nn.Module):
             A = torch.randn(config.r, *a_shape, generator=gen, dtype=w.dtype) / (a_shape[1] ** 0.5)
             B = torch.zeros(config.r, *b_shape, dtype=w.dtype)
             self.scale = (config.alpha or config.r) / config.r
+            A0 = B0 = None
         else:
             method = "exact" if config.init == "kpsvd_exact" else "randomized"
             A, B, _ = ops.kpsvd(w.float(), a_shape, b_shape, config.r, method, seed=config.seed)
@@ -100,9 +104,25 @@ class SoKALinear(nn.Module):
             self.scale = 1.0
             with torch.no_grad():  # the frozen residual: adapted output == original output
                 base.weight -= _kron_sum(A, B).to(w.dtype)
+            A0, B0 = A.clone(), B.clone()
         self.A = nn.Parameter(A.contiguous())
         self.B = nn.Parameter(B.contiguous())
+        # The initial factors of a KPSVD init: what the base weight had taken out of it.
+        self.register_buffer("A0", A0, persistent=False)
+        self.register_buffer("B0", B0, persistent=False)
         self.merged = False
+
+    def factors_for_original_base(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Factors whose Kronecker sum is this layer's change to the *original* weight.
+
+        After a KPSVD init the base holds ``W - sum A0 kron B0``; applied to the original
+        ``W`` the adapter must be ``scale * sum A kron B - sum A0 kron B0``: the same layout
+        with ``2r`` terms (``[scale A, -A0]``, ``[B, B0]``), as PiSSA's conversion to LoRA.
+        """
+        A, B = self.scale * self.A.detach(), self.B.detach()
+        if self.A0 is None:
+            return A.contiguous(), B.contiguous()
+        return torch.cat([A, -self.A0]).contiguous(), torch.cat([B, self.B0]).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Base output plus the Kronecker-sum adapter, never forming the delta weight."""
@@ -150,7 +170,8 @@ def _matches(name: str, module: nn.Module, target: list[str] | str) -> bool:
 class SoKAModel(nn.Module):
     """A model whose targeted linears carry SoKA adapters; everything else is frozen."""
 
-    def __init__(self, model: nn.Module, config: SoKAConfig) -> None:
+    def __init__(self, model: nn.Module, config: SoKAConfig,
+                 shapes: dict[str, tuple] | None = None) -> None:
         super().__init__()
         self.base_model = model
         self.config = config
@@ -166,8 +187,12 @@ class SoKAModel(nn.Module):
             p.requires_grad_(False)
         for name, module in targets:
             parent, _, child = name.rpartition(".")
+            layer_config = config
+            if shapes is not None:  # loading: the saved shapes and term counts
+                a_shape, b_shape, terms = shapes[name]
+                layer_config = replace(config, a_shape=a_shape, b_shape=b_shape, r=terms)
             setattr(model.get_submodule(parent) if parent else model, child,
-                    SoKALinear(module, config))
+                    SoKALinear(module, layer_config, loading=shapes is not None))
         for name in config.modules_to_save:
             try:
                 keep = model.get_submodule(name)
@@ -195,6 +220,10 @@ class SoKAModel(nn.Module):
         t, n = self.trainable_parameters()
         print(f"trainable params: {t:,} || all params: {n:,} || trainable%: {100 * t / n:.4f}")
 
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """See :func:`save_pretrained`."""
+        save_pretrained(self, directory)
+
     def merge_and_unload(self) -> nn.Module:
         """Merge every adapter into its base weight and return the plain model."""
         for name, layer in list(self.soka_layers()):
@@ -203,6 +232,74 @@ class SoKAModel(nn.Module):
             host = self.base_model.get_submodule(parent) if parent else self.base_model
             setattr(host, child, layer.base)
         return self.base_model
+
+
+def _safetensors() -> tuple:
+    try:
+        from safetensors.torch import load_file, save_file
+    except ImportError:
+        raise InputError("saving and loading SoKA adapters needs safetensors: "
+                         "pip install safetensors") from None
+    return load_file, save_file
+
+
+def save_pretrained(model: SoKAModel, directory: str | os.PathLike) -> None:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` to ``directory``.
+
+    The saved factors apply to the **original** base model (for a KPSVD init they carry the
+    ``2r``-term conversion of :meth:`SoKALinear.factors_for_original_base`), so
+    :func:`from_pretrained` on a fresh copy of the base gives the adapted model.
+    """
+    _, save_file = _safetensors()
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors, layers = {}, {}
+    for name, layer in model.soka_layers():
+        A, B = layer.factors_for_original_base()
+        tensors[f"{name}.A"], tensors[f"{name}.B"] = A.cpu(), B.cpu()
+        layers[name] = {"a_shape": list(layer.a_shape), "b_shape": list(layer.b_shape),
+                        "terms": int(A.shape[0]), "in_features": layer.base.in_features,
+                        "out_features": layer.base.out_features}
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(model.config).items()}
+    meta = {"peft_type": "SOKA", "library": "fusekit", "config": config, "layers": layers}
+    (path / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+
+
+def from_pretrained(model: nn.Module, directory: str | os.PathLike) -> SoKAModel:
+    """Attach the SoKA adapter saved in ``directory`` to ``model`` (the original base).
+
+    Raises:
+        InputError: When the directory lacks the files, or a saved layer is missing from the
+            model or has another shape (an adapter for a different base model).
+    """
+    load_file, _ = _safetensors()
+    path = Path(directory)
+    try:
+        meta = json.loads((path / "adapter_config.json").read_text())
+        tensors = load_file(str(path / "adapter_model.safetensors"))
+    except FileNotFoundError as exc:
+        raise InputError(f"no SoKA adapter in {path}: {exc.strerror} ({exc.filename})") from None
+    modules = dict(model.named_modules())
+    for name, spec in meta["layers"].items():
+        m = modules.get(name)
+        want = (spec["out_features"], spec["in_features"])
+        if not isinstance(m, nn.Linear) or tuple(m.weight.shape) != want:
+            got = tuple(m.weight.shape) if isinstance(m, nn.Linear) else type(m).__name__
+            raise InputError(f"this adapter was saved for a model whose {name!r} is a "
+                             f"{want[0]}x{want[1]} linear; this model has {got}")
+    saved = meta["config"]
+    config = SoKAConfig(**{**saved, "init": "zeros", "alpha": None,
+                           "target_modules": sorted(meta["layers"]),
+                           "a_shape": None, "b_shape": None})
+    soka = SoKAModel(model, config, shapes={n: (tuple(s["a_shape"]), tuple(s["b_shape"]),
+                                                  s["terms"]) for n, s in meta["layers"].items()})
+    for name, layer in soka.soka_layers():
+        with torch.no_grad():
+            layer.A.copy_(tensors[f"{name}.A"])
+            layer.B.copy_(tensors[f"{name}.B"])
+        layer.scale = 1.0
+    return soka
 
 
 def get_soka_model(model: nn.Module, config: SoKAConfig) -> SoKAModel:
