@@ -84,10 +84,6 @@ def _gemv_backward(ctx: Any, grad_y: Any) -> tuple[Any, None, None, None, None]:
     return grad_x, None, None, None, None
 
 
-def _gemv_t_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    _gemv_setup(ctx, inputs, output)
-
-
 def _gemv_t_backward(ctx: Any, grad_x: Any) -> tuple[Any, None, None, None, None]:
     w_fp8, weight_scale_inv = ctx.saved_tensors
     grad = None
@@ -121,7 +117,7 @@ fp8_gemv_t_op = Op(
         schema="(Tensor grad_y, Tensor w_fp8, Tensor weight_scale_inv, int block=128, "
         "str? backend=None) -> Tensor",
         fake=_gemv_t_fake,
-        setup_context=_gemv_t_setup,
+        setup_context=_gemv_setup,  # same saved state: the weight, its scales, block, backend
         backward=_gemv_t_backward,
     ),
 )
