@@ -173,3 +173,9 @@ def test_nan_weight_is_rejected():
 def test_select_rank_rejects_unsorted_spectra():
     with pytest.raises(fusekit.InputError, match="non-increasing"):
         fusekit.ops.select_rank([1.0, 2.0])
+
+
+def test_select_rank_with_total_energy_from_the_frobenius_norm():
+    # Leading values of a longer spectrum: energy is measured against the whole of it.
+    assert fusekit.ops.select_rank([3.0, 2.0], energy=0.9, total_energy=14.0) == 2
+    assert fusekit.ops.select_rank([3.0, 2.0], energy=0.5, total_energy=14.0) == 1

@@ -140,3 +140,26 @@ def test_adapter_for_another_base_model_is_rejected(tmp_path):
 def test_loading_from_a_directory_without_an_adapter_is_rejected(tmp_path):
     with pytest.raises(fusekit.InputError, match="no SoKA adapter in"):
         fp.from_pretrained(mlp(), tmp_path)
+
+
+def test_rank_pattern_overrides_r_per_layer():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0", "2"],
+                                                  rank_pattern={"2": 3}))
+    ranks = {n: layer.r for n, layer in soka.soka_layers()}
+    assert ranks == {"0": 2, "2": 3}
+
+
+def test_rank_rule_picks_the_energy_rank_of_a_kronecker_structured_weight():
+    model = mlp()
+    rng = torch.Generator().manual_seed(1)
+    A, B = torch.randn(2, 6, 8, generator=rng), torch.randn(2, 8, 8, generator=rng)
+    with torch.no_grad():  # the first layer's weight is exactly two Kronecker terms
+        model[0].weight.copy_(torch.kron(A[0], B[0]) + torch.kron(A[1], B[1]))
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=8, target_modules=["0"],
+                                                  rank_rule={"energy": 0.9999}))
+    assert dict(soka.soka_layers())["0"].r == 2
+
+
+def test_rank_rule_needs_a_kpsvd_init():
+    with pytest.raises(fusekit.InputError, match="rank_rule reads the KPSVD spectrum"):
+        fp.SoKAConfig(init="zeros", rank_rule={"energy": 0.9})

@@ -213,7 +213,7 @@ def kron_rearrange_inverse_reference(r: np.ndarray, a_shape: Any, b_shape: Any) 
 
 
 def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool = False,
-                min_elbow_gap: float = 0.05) -> int:
+                min_elbow_gap: float = 0.05, total_energy: float | None = None) -> int:
     """Number of Kronecker terms to keep, from the KPSVD spectrum ``s_1 >= s_2 >= ...``.
 
     * Energy threshold ``tau`` (``energy=tau``): the smallest ``r`` with
@@ -235,6 +235,9 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
         energy: Threshold ``tau`` in (0, 1], or ``None`` to use the elbow alone.
         elbow: Apply the elbow rule.
         min_elbow_gap: Smallest chord distance that counts as an elbow.
+        total_energy: ``sum_k s_k^2`` over the *whole* spectrum when only its leading values
+            are given (from a randomized KPSVD): it equals ``||W||_F^2``. Default: the sum
+            over the values given.
 
     Returns:
         The rank, at least 1 (0 for an all-zero spectrum).
@@ -246,7 +249,7 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
                          "non-negative, non-increasing 1-D sequence")
     if energy is None and not elbow:
         raise InputError("select_rank: choose at least one rule (energy=... and/or elbow=True)")
-    total = float((s**2).sum())
+    total = float((s**2).sum()) if total_energy is None else float(total_energy)
     if total == 0:
         return 0
     ranks = []
@@ -254,7 +257,7 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
         if not 0 < energy <= 1:
             raise InputError(f"select_rank: energy must be in (0, 1], got {energy}")
         cumulative = np.cumsum(s**2) / total
-        ranks.append(int(np.searchsorted(cumulative, energy * (1 - 1e-12)) + 1))
+        ranks.append(min(s.size, int(np.searchsorted(cumulative, energy * (1 - 1e-12)) + 1)))
     if elbow and s.size >= 3:
         k = np.linspace(0.0, 1.0, s.size)
         y = (s - s[-1]) / (s[0] - s[-1]) if s[0] > s[-1] else np.zeros_like(s)

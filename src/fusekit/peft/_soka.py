@@ -33,6 +33,12 @@ class SoKAConfig:
         alpha: Scale of the adapter output for ``init="zeros"`` (``alpha / r``, as LoRA).
         modules_to_save: Names of modules kept trainable in full (e.g. a new classifier).
         seed: Seed of random initialisations.
+        rank_pattern: Per-layer ranks overriding ``r``: keys are module names (exact or
+            ``"." + key`` suffix) or regexes (full match), as in peft.
+        rank_rule: Pick each layer's rank from the KPSVD spectrum of its pretrained weight,
+            at most its ``r``: keyword arguments of :func:`fusekit.ops.select_rank`
+            (``energy``, ``elbow``, ``min_elbow_gap``); the energy is measured against the
+            whole weight's ``||W||_F^2``. Only with a KPSVD ``init``.
     """
 
     r: int = 8
@@ -43,6 +49,8 @@ class SoKAConfig:
     alpha: float | None = None
     modules_to_save: list[str] = field(default_factory=list)
     seed: int = 0
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    rank_rule: dict | None = None
 
     def __post_init__(self) -> None:
         if type(self.r) is not int or self.r < 1:
@@ -52,6 +60,20 @@ class SoKAConfig:
                              f"{self.init!r}")
         if (self.a_shape is None) != (self.b_shape is None):
             raise InputError("SoKAConfig: give both a_shape and b_shape, or neither")
+        if self.rank_rule is not None and self.init == "zeros":
+            raise InputError("SoKAConfig: rank_rule reads the KPSVD spectrum of the weight; use "
+                             "init='kpsvd' or 'kpsvd_exact' with it")
+        for key, value in self.rank_pattern.items():
+            if type(value) is not int or value < 1:
+                raise InputError(f"SoKAConfig: rank_pattern[{key!r}] must be a positive int, got "
+                                 f"{value!r}")
+
+    def rank_for(self, name: str) -> int:
+        """The configured rank (the cap, with ``rank_rule``) of the module called ``name``."""
+        for key, value in self.rank_pattern.items():
+            if name == key or name.endswith("." + key) or re.fullmatch(key, name):
+                return value
+        return self.r
 
 
 class SoKALinear(nn.Module):
@@ -153,6 +175,18 @@ class SoKALinear(nn.Module):
         return f"r={self.r}, A={tuple(self.A.shape[1:])}, B={tuple(self.B.shape[1:])}"
 
 
+def _ruled_rank(module: nn.Linear, config: SoKAConfig) -> int:
+    """Rank from the leading ``config.r`` KPSVD values of the layer's weight and the rule."""
+    w = module.weight.detach().float()
+    a_shape, b_shape = ((config.a_shape, config.b_shape) if config.a_shape is not None
+                        else ops.kron_factor_shapes(tuple(w.shape)))
+    cap = min(config.r, a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
+    _, _, s = ops.kpsvd(w, a_shape, b_shape, cap, "randomized", seed=config.seed)
+    rank = ops.select_rank(s.numpy(), total_energy=float((w.double() ** 2).sum()),
+                           **config.rank_rule)
+    return max(1, rank)
+
+
 def _kron_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return sum(torch.kron(A[k], B[k]) for k in range(A.shape[0]))  # type: ignore[return-value]
 
@@ -187,10 +221,12 @@ class SoKAModel(nn.Module):
             p.requires_grad_(False)
         for name, module in targets:
             parent, _, child = name.rpartition(".")
-            layer_config = config
+            layer_config = replace(config, r=config.rank_for(name))
             if shapes is not None:  # loading: the saved shapes and term counts
                 a_shape, b_shape, terms = shapes[name]
                 layer_config = replace(config, a_shape=a_shape, b_shape=b_shape, r=terms)
+            elif config.rank_rule is not None:
+                layer_config = replace(layer_config, r=_ruled_rank(module, layer_config))
             setattr(model.get_submodule(parent) if parent else model, child,
                     SoKALinear(module, layer_config, loading=shapes is not None))
         for name in config.modules_to_save:
