@@ -1,7 +1,7 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
-Parts today: an FP8 DeepSeek-V3 expert (moe) and the Kronecker-sum product (peft); each new
-domain adds its part.
+Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
+layer against LoRA (peft); each new domain adds its part.
 """
 
 from __future__ import annotations
@@ -95,6 +95,50 @@ def _fp8_part(quick: bool, out: TextIO) -> list[list[str]]:
     return rows
 
 
+def _soka_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import importlib.util
+
+    import torch
+
+    from . import peft as fp
+
+    side, tokens, r = (512, 8, 4) if quick else (4096, 16, 8)
+
+    def base() -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential()
+        model.add_module("proj", torch.nn.Linear(side, side))
+        return model
+
+    x = torch.randn(tokens, side)
+    original = base()(x).detach()
+    soka = fp.get_soka_model(base(), fp.SoKAConfig(r=r, target_modules=["proj"]))
+    with torch.no_grad():  # KPSVD init keeps the output
+        err = float((soka(x) - original).norm() / original.norm())
+
+    def step(model: torch.nn.Module) -> None:
+        for p in model.parameters():
+            p.grad = None
+        model(x).square().sum().backward()
+
+    t_soka = median_seconds(lambda: step(soka), repeat=5)
+    peer, t_peer = "dense delta weight", None
+    if importlib.util.find_spec("peft") is not None:
+        import peft
+
+        lora = peft.get_peft_model(base(), peft.LoraConfig(r=r, target_modules=["proj"]))
+        peer, t_peer = f"peft LoRA r={r}", median_seconds(lambda: step(lora), repeat=5)
+    trainable = soka.trainable_parameters()[0]
+    print(f"  SoKA {side}x{side} fwd+bwd, {tokens} tokens: fusekit {format_seconds(t_soka)}"
+          + (f", {peer} {format_seconds(t_peer)}" if t_peer else ""), file=out)
+    return [[
+        "peft/soka", f"adapted {side}x{side} linear fwd+bwd, r={r} (KPSVD init), {tokens} tokens",
+        f"{err:.1e}", format_seconds(t_soka),
+        f"{peer}: {format_seconds(t_peer)}" if t_peer else "peft not installed",
+        f"{t_peer / t_soka:.2f}x" if t_peer else "-", f"{trainable:,} trainable",
+    ]]
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -111,10 +155,11 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
                "parameters"]
-    print("\nResults\n" + table(headers, rows), file=out)
+    print("\nResults (one quick timing each on a shared machine; the side-by-side benchmark "
+          "figures are in docs/benchmarks.md)\n" + table(headers, rows), file=out)
     return rows
