@@ -120,10 +120,6 @@ _loaded_families: set[tuple[str, str]] = set()
 
 def load_family(backend: str, family: str) -> None:
     """Import ``backend``'s kernels for op ``family`` if the backend is available."""
-    _load_family(backend, family)
-
-
-def _load_family(backend: str, family: str) -> None:
     if (backend, family) in _loaded_families:
         return
     module = f"{BACKEND_MODULES[backend]}.{family}"
@@ -272,7 +268,7 @@ class Op:
                     )
                 report.append(f"  {backend}: backend unavailable: {reason}")
                 continue
-            _load_family(backend, self.family)
+            load_family(backend, self.family)
             candidates = sorted(
                 (k for k in _kernels.get(self.name, ()) if k.backend == backend),
                 key=lambda k: -k.priority,

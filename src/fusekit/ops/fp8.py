@@ -119,6 +119,47 @@ def decode_table_f32(fmt: str) -> np.ndarray:
     return bits.view(np.float32)
 
 
+# ------------------------------------------------------- bit-level encoding, shared by kernels
+
+#: Float input -> (unsigned view, mantissa bits, exponent bias, total bits).
+INPUT_LAYOUT = {
+    "float32": (np.uint32, 23, 127, 32),
+    "float64": (np.uint64, 52, 1023, 64),
+}
+
+
+def encode_constants(dtype: str, f: Fp8Format, saturate: bool) -> tuple:
+    """Constants of the bit-level encoder (CPU and CUDA kernels) for ``dtype`` input.
+
+    Normal results add the exponent re-bias and a round-to-nearest-even increment to the
+    input's magnitude bits and shift; results in FP8's subnormal range scale by a power of two
+    and round with ``rint``.
+    """
+    uint, mant_in, bias_in, nbits = INPUT_LAYOUT[dtype]
+    float_t = np.dtype(dtype).type
+    shift = mant_in - f.mant_bits
+
+    def bits_of(v: float) -> int:
+        return int(np.array(v, dtype=float_t).view(uint))
+
+    over = f.max_code if saturate else (f.inf_code if f.inf_code is not None else f.nan_code)
+    inf_code = f.max_code if saturate else over
+    return (
+        shift,
+        (f.bias - bias_in) << mant_in,  # exponent re-bias, on the magnitude bits
+        (1 << (shift - 1)) - 1,  # round half up, plus the odd bit below: ties to even
+        bits_of(f.min_normal),
+        float_t(2.0 ** (f.bias + f.mant_bits - 1)),  # value -> count of subnormal steps
+        bits_of(2 * f.max_value),  # larger inputs all overflow; keeps the sum in range
+        bits_of(np.inf),
+        nbits - 1,
+        f.max_code,
+        over,
+        inf_code,
+        f.nan_code,
+    )
+
+
 # ------------------------------------------------------------------------------- checks
 
 
@@ -505,13 +546,14 @@ def tile_scales(w64: np.ndarray, rows: int, block: int) -> tuple[np.ndarray, np.
     padded[:n, :k] = np.abs(w64)
     amax = padded.reshape(nb, rows, kb, block).max(axis=(1, 3))
     scale = np.where(amax > 0, amax / _E4M3_MAX, 1.0).astype(np.float32)
-    full = np.repeat(np.repeat(scale.astype(np.float64), rows, axis=0), block, axis=1)
-    return scale, full[:n, :k]
+    return scale, expand_tiles(scale.astype(np.float64), (n, k), block, rows)
 
 
-def expand_tiles(scale: np.ndarray, shape: tuple[int, int], block: int) -> np.ndarray:
-    """Per-element view of per-tile scales: ``[nb, kb] -> [N, K]``."""
-    return np.repeat(np.repeat(scale, block, axis=0), block, axis=1)[: shape[0], : shape[1]]
+def expand_tiles(scale: np.ndarray, shape: tuple[int, int], block: int,
+                 rows: int | None = None) -> np.ndarray:
+    """Per-element copy of per-tile scales ``[nb, kb] -> [N, K]`` (``rows x block`` tiles)."""
+    rows = block if rows is None else rows
+    return np.repeat(np.repeat(scale, rows, axis=0), block, axis=1)[: shape[0], : shape[1]]
 
 
 def fp8_block_quantize_reference(w: np.ndarray, block: int = FP8_BLOCK

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import FLOAT_DTYPES, is_tensor, require_finite, torch_call
+from ._common import is_tensor, require_finite, require_same_float_dtype, torch_call
 
 __all__ = [
     "kpsvd",
@@ -74,34 +74,29 @@ def _check_shapes(op: str, a_shape: Any, b_shape: Any) -> tuple[int, int, int, i
     return m1, n1, m2, n2
 
 
-def _check_rearrange(w: Any, a_shape: Any, b_shape: Any) -> str:
-    op = "kron_rearrange"
+def _check_matrix(op: str, name: str, a: Any, a_shape: Any, b_shape: Any,
+                  rearranged: bool) -> tuple[int, int, int, int]:
+    """Factor shapes valid, and ``a`` a float weight (or its rearrangement) that fits them."""
     m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
-    if w.ndim != 2 or tuple(w.shape) != (m1 * m2, n1 * n2):
-        raise InputError(
-            f"{op}: w must have shape (m1*m2, n1*n2) = ({m1 * m2}, {n1 * n2}) for A {a_shape} "
-            f"and B {b_shape}, got {tuple(w.shape)}"
-        )
-    return _float_dtype(op, "w", w)
+    if rearranged:
+        layout, want = "(m1*n1, m2*n2)", (m1 * n1, m2 * n2)
+    else:
+        layout, want = "(m1*m2, n1*n2)", (m1 * m2, n1 * n2)
+    if a.ndim != 2 or tuple(a.shape) != want:
+        raise InputError(f"{op}: {name} must have shape {layout} = {want} for A {a_shape} and "
+                         f"B {b_shape}, got {tuple(a.shape)}")
+    require_same_float_dtype(op, (name,), (a,))
+    return m1, n1, m2, n2
+
+
+def _check_rearrange(w: Any, a_shape: Any, b_shape: Any) -> str:
+    _check_matrix("kron_rearrange", "w", w, a_shape, b_shape, rearranged=False)
+    return array_dtype(w)
 
 
 def _check_rearrange_inverse(r: Any, a_shape: Any, b_shape: Any) -> str:
-    op = "kron_rearrange_inverse"
-    m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
-    if r.ndim != 2 or tuple(r.shape) != (m1 * n1, m2 * n2):
-        raise InputError(
-            f"{op}: r must have shape (m1*n1, m2*n2) = ({m1 * n1}, {m2 * n2}) for A {a_shape} "
-            f"and B {b_shape}, got {tuple(r.shape)}"
-        )
-    return _float_dtype(op, "r", r)
-
-
-def _float_dtype(op: str, name: str, a: Any) -> str:
-    dtype = array_dtype(a)
-    if dtype not in FLOAT_DTYPES:
-        raise InputError(f"{op}: {name} has dtype {dtype}; use float32 or float64 (bfloat16 for "
-                         "torch tensors)")
-    return dtype
+    _check_matrix("kron_rearrange_inverse", "r", r, a_shape, b_shape, rearranged=True)
+    return array_dtype(r)
 
 
 def _rearrange_fake(w: Any, a_shape: list[int], b_shape: list[int],
@@ -276,12 +271,7 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
 def _check_kpsvd(w: Any, a_shape: Any, b_shape: Any, rank: int, method: str = "exact",
                  oversample: int = -1, power_iters: int = 2, seed: int = 0) -> str:
     op = "kpsvd"
-    m1, n1, m2, n2 = _check_shapes(op, a_shape, b_shape)
-    if w.ndim != 2 or tuple(w.shape) != (m1 * m2, n1 * n2):
-        raise InputError(
-            f"{op}: w must have shape (m1*m2, n1*n2) = ({m1 * m2}, {n1 * n2}) for A {a_shape} "
-            f"and B {b_shape}, got {tuple(w.shape)}"
-        )
+    m1, n1, m2, n2 = _check_matrix(op, "w", w, a_shape, b_shape, rearranged=False)
     full = min(m1 * n1, m2 * n2)
     if type(rank) is not int or not 1 <= rank <= full:
         raise InputError(
@@ -290,9 +280,8 @@ def _check_kpsvd(w: Any, a_shape: Any, b_shape: Any, rank: int, method: str = "e
         )
     if method not in ("exact", "randomized"):
         raise InputError(f"{op}: method must be 'exact' or 'randomized', got {method!r}")
-    dtype = _float_dtype(op, "w", w)
     require_finite(op, "w", w)
-    return dtype
+    return array_dtype(w)
 
 
 def _kpsvd_fake(w: Any, a_shape: list[int], b_shape: list[int], rank: int,

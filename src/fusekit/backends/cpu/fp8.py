@@ -15,11 +15,6 @@ from ..._registry import register_kernel
 from ...ops import fp8
 from ._numba import njit
 
-_INPUT_LAYOUT = {  # dtype -> (unsigned view, mantissa bits, exponent bias, total bits)
-    "float32": (np.uint32, 23, 127, 32),
-    "float64": (np.uint64, 52, 1023, 64),
-}
-
 
 @njit
 def _encode(x, bits, out, shift, rebias, round_bias, min_normal_bits, subnormal_scale,
@@ -50,39 +45,13 @@ def _decode(codes, table, out):
         out[i] = table[codes[i]]
 
 
-def _encode_constants(dtype: str, f: fp8.Fp8Format, saturate: bool) -> tuple:
-    uint, mant_in, bias_in, nbits = _INPUT_LAYOUT[dtype]
-    float_t = np.dtype(dtype).type
-    shift = mant_in - f.mant_bits
-
-    def bits_of(v: float) -> int:
-        return int(np.array(v, dtype=float_t).view(uint))
-
-    over = f.max_code if saturate else (f.inf_code if f.inf_code is not None else f.nan_code)
-    inf_code = f.max_code if saturate else over
-    return (
-        shift,
-        (f.bias - bias_in) << mant_in,  # exponent re-bias, on the magnitude bits
-        (1 << (shift - 1)) - 1,  # round half up, plus the odd bit below: ties to even
-        bits_of(f.min_normal),
-        float_t(2.0 ** (f.bias + f.mant_bits - 1)),  # value -> count of subnormal steps
-        bits_of(2 * f.max_value),  # larger inputs all overflow; keeps the sum in range
-        bits_of(np.inf),
-        nbits - 1,
-        f.max_code,
-        over,
-        inf_code,
-        f.nan_code,
-    )
-
-
-@register_kernel(fp8.fp8_encode_op, backend="cpu", arrays=["numpy"], dtypes=_INPUT_LAYOUT)
+@register_kernel(fp8.fp8_encode_op, backend="cpu", arrays=["numpy"], dtypes=fp8.INPUT_LAYOUT)
 def fp8_encode_cpu(x: np.ndarray, fmt: str = "e4m3fn", saturate: bool = True) -> np.ndarray:
     """Round float32/float64 to FP8 codes on the CPU."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat.size, dtype=np.uint8)
-    consts = _encode_constants(x.dtype.name, fp8.FP8_FORMATS[fmt], saturate)
-    _encode(flat, flat.view(_INPUT_LAYOUT[x.dtype.name][0]), out, *consts)
+    consts = fp8.encode_constants(x.dtype.name, fp8.FP8_FORMATS[fmt], saturate)
+    _encode(flat, flat.view(fp8.INPUT_LAYOUT[x.dtype.name][0]), out, *consts)
     return out.reshape(x.shape)
 
 
@@ -106,7 +75,7 @@ def _dequantize(w, table, scale, block, out):
 
 
 @register_kernel(fp8.fp8_block_quantize_op, backend="cpu", arrays=["numpy"],
-                 dtypes=_INPUT_LAYOUT)
+                 dtypes=fp8.INPUT_LAYOUT)
 def fp8_block_quantize_cpu(w: np.ndarray, block: int = fp8.FP8_BLOCK
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Block-quantize a weight on the CPU (scales as the reference, Numba rounding)."""
@@ -126,7 +95,7 @@ def fp8_block_dequantize_cpu(w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     return out
 
 
-@register_kernel(fp8.fp8_act_quantize_op, backend="cpu", arrays=["numpy"], dtypes=_INPUT_LAYOUT)
+@register_kernel(fp8.fp8_act_quantize_op, backend="cpu", arrays=["numpy"], dtypes=fp8.INPUT_LAYOUT)
 def fp8_act_quantize_cpu(x: np.ndarray, block: int = fp8.FP8_BLOCK
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Per-token, per-``block``-channel activation quantization on the CPU."""

@@ -1,7 +1,7 @@
 """CUDA kernels of the fp8 family, written with Numba CUDA so the simulator can check them.
 
 * Encoding is the CPU kernel's bit-level algorithm (:mod:`fusekit.backends.cpu.fp8`), one
-  thread per element, with the same constants (:func:`~fusekit.backends.cpu.fp8._encode_constants`
+  thread per element, with the same constants (:func:`~fusekit.ops.fp8.encode_constants`
   is imported, not copied): the input's bits (read through a signed integer view) get the
   exponent re-bias and a round-to-nearest-even increment and are shifted; results in FP8's
   subnormal range are scaled by a power of two (exact) and rounded half to even. So the codes
@@ -31,8 +31,7 @@ from numba import cuda
 
 from ..._registry import register_kernel
 from ...ops import fp8
-from ..cpu.fp8 import _encode_constants
-from .kron import _cupy_stream, _output, _to_device, _workspace, stream_sync
+from ._device import checked_workspace, copy_back, cupy_stream, output, to_device
 
 _FLOATS = ("float32", "float64")
 #: Signed integer view of each float input: the encode kernel reads the input's bits
@@ -78,7 +77,7 @@ def device_table(cupy: Any, fmt: str, dtype: str) -> Any:
 def _table_on_device(table: Any, fmt: str, dtype: str, stream: Any) -> Any:
     if table is None:
         return cuda.to_device(host_table(fmt, dtype), stream=stream)
-    return _to_device("table", table, stream)
+    return to_device("table", table, stream)
 
 
 # ------------------------------------------------------------------------------- kernels
@@ -226,18 +225,16 @@ def fp8_encode_launch(
     _check_threads(threads)
     dtype = np.dtype(x.dtype).name
     n = int(np.prod(x.shape, dtype=np.int64))
-    xd = _to_device("x", x, stream).reshape(n)
-    od, host = _output("out", out, (n,), stream)
+    xd = to_device("x", x, stream).reshape(n)
+    od, host = output("out", out, (n,), stream)
     if n > 0:
         _encode_device(xd, od, dtype, fp8.FP8_FORMATS[fmt], saturate, stream, threads)
-    if host is not None and host.size:  # nothing to copy (and the simulator refuses)
-        od.copy_to_host(host, stream=stream)
-        stream_sync(stream)
+    copy_back(stream, (od, host))
 
 
 def _encode_device(xd: Any, od: Any, dtype: str, f: fp8.Fp8Format, saturate: bool,
                    stream: Any, threads: int) -> None:
-    consts = _encode_constants(dtype, f, saturate)
+    consts = fp8.encode_constants(dtype, f, saturate)
     sign_shift = consts[7]
     abs_mask = (1 << sign_shift) - 1
     _encode[_grid(xd.size, threads), threads, stream](
@@ -269,15 +266,13 @@ def fp8_decode_launch(
     _check_threads(threads)
     dtype = np.dtype(out.dtype).name
     n = int(np.prod(codes.shape, dtype=np.int64))
-    cd = _to_device("codes", codes, stream).reshape(n)
-    od, host = _output("out", out, (n,), stream)
+    cd = to_device("codes", codes, stream).reshape(n)
+    od, host = output("out", out, (n,), stream)
     if n > 0:
         decode, _ = _lookup_kernels(dtype)
         decode[_grid(n, threads), threads, stream](
             cd, _table_on_device(table, fmt, dtype, stream), od)
-    if host is not None and host.size:  # nothing to copy (and the simulator refuses)
-        od.copy_to_host(host, stream=stream)
-        stream_sync(stream)
+    copy_back(stream, (od, host))
 
 
 def fp8_block_dequantize_launch(
@@ -306,16 +301,14 @@ def fp8_block_dequantize_launch(
     _check_threads(threads)
     dtype = np.dtype(out.dtype).name
     n, k = w_fp8.shape
-    wd = _to_device("w_fp8", w_fp8, stream)
-    sd = _to_device("weight_scale_inv", weight_scale_inv, stream)
-    od, host = _output("out", out, (n, k), stream)
+    wd = to_device("w_fp8", w_fp8, stream)
+    sd = to_device("weight_scale_inv", weight_scale_inv, stream)
+    od, host = output("out", out, (n, k), stream)
     if n * k > 0:
         _, dequantize = _lookup_kernels(dtype)
         dequantize[_grid(n * k, threads), threads, stream](
             wd, _table_on_device(table, "e4m3fn", dtype, stream), sd, block, od)
-    if host is not None and host.size:  # nothing to copy (and the simulator refuses)
-        od.copy_to_host(host, stream=stream)
-        stream_sync(stream)
+    copy_back(stream, (od, host))
 
 
 def _tile_quantize(name: str, w2: Any, codes: Any, scale: Any, rows: int, block: int,
@@ -324,20 +317,15 @@ def _tile_quantize(name: str, w2: Any, codes: Any, scale: Any, rows: int, block:
     _check_threads(threads)
     n, k = w2.shape
     nb, kb = -(-n // rows), -(-k // block)
-    wd = _to_device(name, w2, stream)
-    cd, host_codes = _output("codes", codes, (n, k), stream)
-    sd, host_scale = _output("scale", scale, (nb, kb), stream)
+    wd = to_device(name, w2, stream)
+    cd, host_codes = output("codes", codes, (n, k), stream)
+    sd, host_scale = output("scale", scale, (nb, kb), stream)
     if n * k > 0:
-        q = _workspace(workspace, (n, k), np.float64, stream)
+        q = checked_workspace(workspace, (n, k), np.float64, stream)
         _tile_scale_divide[min(nb * kb, _MAX_BLOCKS), threads, stream](wd, rows, block, sd, q)
         _encode_device(q.reshape(n * k), cd.reshape(n * k), "float64",
                        fp8.FP8_FORMATS["e4m3fn"], True, stream, threads)
-    if host_codes is not None and host_codes.size:
-        cd.copy_to_host(host_codes, stream=stream)
-    if host_scale is not None and host_scale.size:
-        sd.copy_to_host(host_scale, stream=stream)
-    if host_codes is not None or host_scale is not None:
-        stream_sync(stream)
+    copy_back(stream, (cd, host_codes), (sd, host_scale))
 
 
 def fp8_block_quantize_launch(
@@ -393,7 +381,7 @@ def fp8_act_quantize_launch(
     """
     k = x.shape[-1]
     tokens = int(np.prod(x.shape[:-1], dtype=np.int64))
-    xd = _to_device("x", x, stream).reshape(tokens, k)
+    xd = to_device("x", x, stream).reshape(tokens, k)
     _tile_quantize("x", xd, codes, scale, 1, block, workspace, stream, threads)
 
 
@@ -410,7 +398,7 @@ def fp8_encode_cuda(x: Any, fmt: str = "e4m3fn", saturate: bool = True) -> Any:
             return cupy.empty(x.shape, dtype=cupy.uint8)
         flat = cupy.ascontiguousarray(x).reshape(-1)
         out = cupy.empty(flat.size, dtype=cupy.uint8)
-        fp8_encode_launch(flat, out, fmt=fmt, saturate=saturate, stream=_cupy_stream(cupy))
+        fp8_encode_launch(flat, out, fmt=fmt, saturate=saturate, stream=cupy_stream(cupy))
     return out.reshape(x.shape)
 
 
@@ -425,7 +413,7 @@ def fp8_decode_cuda(codes: Any, fmt: str = "e4m3fn", dtype: str = "float32") -> 
         flat = cupy.ascontiguousarray(codes).reshape(-1)
         out = cupy.empty(flat.size, dtype=dtype)
         fp8_decode_launch(flat, out, fmt=fmt, table=device_table(cupy, fmt, dtype),
-                          stream=_cupy_stream(cupy))
+                          stream=cupy_stream(cupy))
     return out.reshape(codes.shape)
 
 
@@ -443,7 +431,7 @@ def fp8_block_dequantize_cuda(w_fp8: Any, weight_scale_inv: Any, dtype: str = "f
         fp8_block_dequantize_launch(
             cupy.ascontiguousarray(w_fp8), cupy.ascontiguousarray(weight_scale_inv), out,
             block=block, table=device_table(cupy, "e4m3fn", dtype),
-            stream=_cupy_stream(cupy),
+            stream=cupy_stream(cupy),
         )
     return out
 
@@ -461,7 +449,7 @@ def fp8_block_quantize_cuda(w: Any, block: int = fp8.FP8_BLOCK) -> tuple[Any, An
             return codes, scale
         fp8_block_quantize_launch(
             cupy.ascontiguousarray(w), codes, scale, block=block,
-            workspace=cupy.empty((n, k), dtype=cupy.float64), stream=_cupy_stream(cupy),
+            workspace=cupy.empty((n, k), dtype=cupy.float64), stream=cupy_stream(cupy),
         )
     return codes, scale
 
@@ -479,6 +467,6 @@ def fp8_act_quantize_cuda(x: Any, block: int = fp8.FP8_BLOCK) -> tuple[Any, Any]
             return codes, scale
         fp8_act_quantize_launch(
             cupy.ascontiguousarray(x), codes, scale, block=block,
-            workspace=cupy.empty(x.shape, dtype=cupy.float64), stream=_cupy_stream(cupy),
+            workspace=cupy.empty(x.shape, dtype=cupy.float64), stream=cupy_stream(cupy),
         )
     return codes, scale

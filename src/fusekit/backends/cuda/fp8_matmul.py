@@ -36,8 +36,8 @@ from numba import cuda
 from ..._registry import register_kernel
 from ...ops import fp8_matmul
 from ...ops.fp8 import FP8_BLOCK
+from ._device import copy_back, cupy_stream, output, to_device
 from .fp8 import _table_on_device, device_table
-from .kron import _cupy_stream, _output, _to_device, stream_sync
 
 _FLOATS = ("float32", "float64")
 WARP = 32
@@ -169,18 +169,16 @@ def _product_launch(kernel_of: Any, name: str, a: Any, w_fp8: Any, weight_scale_
     reduced = a.shape[-1]
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
     dtype = np.dtype(a.dtype).name
-    ad = _to_device(name, a, stream).reshape(m, reduced)
-    wd = _to_device("w_fp8", w_fp8, stream)
-    sd = _to_device("weight_scale_inv", weight_scale_inv, stream)
-    od, host = _output("out", out, (m, out_cols), stream)
+    ad = to_device(name, a, stream).reshape(m, reduced)
+    wd = to_device("w_fp8", w_fp8, stream)
+    sd = to_device("weight_scale_inv", weight_scale_inv, stream)
+    od, host = output("out", out, (m, out_cols), stream)
     if m > 0 and out_cols > 0:
         mt = _m_tile(m) if m_tile is None else m_tile
         grid = (grid_x, min(-(-m // mt), _MAX_GRID_Y))
         kernel_of(dtype, mt, threads_y)[grid, (WARP, threads_y), stream](
             ad, wd, sd, _table_on_device(table, "e4m3fn", dtype, stream), od, block)
-    if host is not None and host.size:  # nothing to copy (and the simulator refuses)
-        od.copy_to_host(host, stream=stream)
-        stream_sync(stream)
+    copy_back(stream, (od, host))
 
 
 def fp8_gemv_launch(
@@ -275,7 +273,7 @@ def _product_cuda(launch: Any, a: Any, w_fp8: Any, weight_scale_inv: Any, out_co
         out = cupy.empty((m, out_cols), dtype=a.dtype)
         launch(A, cupy.ascontiguousarray(w_fp8), cupy.ascontiguousarray(weight_scale_inv), out,
                block=block, table=device_table(cupy, "e4m3fn", a.dtype.name),
-               stream=_cupy_stream(cupy))
+               stream=cupy_stream(cupy))
     return out.reshape(*a.shape[:-1], out_cols)
 
 

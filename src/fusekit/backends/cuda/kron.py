@@ -37,6 +37,7 @@ from numba import cuda
 
 from ..._registry import register_kernel
 from ...ops import kron
+from ._device import checked_workspace, copy_back, cupy_stream, output, to_device
 
 _FLOATS = ("float32", "float64")
 #: Side of the square thread block and of the shared-memory tiles.
@@ -193,52 +194,6 @@ def _launch(
 # ------------------------------------------------------------------------ device arrays
 
 
-def _is_device_array(a: Any) -> bool:
-    return bool(getattr(a, "__cuda_ndarray__", False))
-
-
-def _to_device(name: str, a: Any, stream: Any) -> Any:
-    """``a`` as a C-contiguous Numba device array: device arrays as they are, others copied."""
-    if _is_device_array(a):
-        d = a
-    elif hasattr(a, "__cuda_array_interface__"):
-        # The caller launches on the producer's stream, so no synchronisation is needed.
-        d = cuda.as_cuda_array(a, sync=False)
-    else:
-        return cuda.to_device(np.ascontiguousarray(a), stream=stream)
-    if not d.is_c_contiguous():
-        raise ValueError(
-            f"{name} must be a C-contiguous device array, got shape {d.shape} with strides "
-            f"{d.strides}; copy it into a contiguous array first (cupy.ascontiguousarray)"
-        )
-    return d
-
-
-def _output(name: str, out: Any, shape: tuple[int, ...], stream: Any) -> tuple[Any, Any]:
-    """A device array of ``shape`` viewing ``out``, and ``out`` if it is a host array."""
-    if _is_device_array(out) or hasattr(out, "__cuda_array_interface__"):
-        return _to_device(name, out, stream).reshape(shape), None
-    if not isinstance(out, np.ndarray) or not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be a C-contiguous device or NumPy array")
-    host = out.reshape(shape)
-    return cuda.device_array(shape, dtype=out.dtype, stream=stream), host
-
-
-def _workspace(ws: Any, shape: tuple[int, ...], dtype: Any, stream: Any) -> Any:
-    if ws is None:
-        return cuda.device_array(shape, dtype=dtype, stream=stream)
-    d = _to_device("workspace", ws, stream)
-    if d.size != int(np.prod(shape)) or d.dtype != dtype:
-        raise ValueError(
-            f"a workspace must hold exactly {shape} elements of {dtype}, got {d.shape} of "
-            f"{d.dtype}"
-        )
-    return d.reshape(shape)
-
-
-# ----------------------------------------------------------------------- launch functions
-
-
 def kron_linear_launch(
     x: Any,
     A: Any,  # noqa: N803 - math names
@@ -278,18 +233,16 @@ def kron_linear_launch(
     _, m2, n2 = B.shape
     nb = int(np.prod(x.shape[:-1], dtype=np.int64))
     dtype = np.dtype(x.dtype)
-    Xd = _to_device("x", x, stream).reshape(nb, n1, n2)
-    Ad = _to_device("A", A, stream)
-    Bd = _to_device("B", B, stream)
-    Yd, host = _output("out", out, (nb, m1, m2), stream)
-    T = _workspace(workspace, (nb, r, n1, m2), dtype, stream)
+    Xd = to_device("x", x, stream).reshape(nb, n1, n2)
+    Ad = to_device("A", A, stream)
+    Bd = to_device("B", B, stream)
+    Yd, host = output("out", out, (nb, m1, m2), stream)
+    T = checked_workspace(workspace, (nb, r, n1, m2), dtype, stream)
     k = _kernels(dtype.name, tile)
     _launch(k.x_bt, Xd.reshape(nb * n1, n2), Bd.reshape(r * m2, n2), T,
             1, nb * n1, r * m2, n2, tile, stream)
     _launch(k.a_t, Ad, T.reshape(nb, r * n1, m2), Yd, nb, m1, m2, r * n1, tile, stream)
-    if host is not None:
-        Yd.copy_to_host(host, stream=stream)
-        stream_sync(stream)
+    copy_back(stream, (Yd, host))
 
 
 def kron_factor_grads_launch(
@@ -329,14 +282,14 @@ def kron_factor_grads_launch(
     _, m2, n2 = B.shape
     nb = int(np.prod(x.shape[:-1], dtype=np.int64))
     dtype = np.dtype(x.dtype)
-    Xd = _to_device("x", x, stream).reshape(nb, n1, n2)
-    Gd = _to_device("grad_y", grad_y, stream).reshape(nb, m1, m2)
-    Ad = _to_device("A", A, stream)
-    Bd = _to_device("B", B, stream)
-    gAd, host_a = _output("grad_A", grad_A, (r, m1, n1), stream)
-    gBd, host_b = _output("grad_B", grad_B, (r, m2, n2), stream)
-    T = _workspace(workspace_t, (nb, r, n1, m2), dtype, stream)
-    U = _workspace(workspace_u, (nb, r, m1, n2), dtype, stream)
+    Xd = to_device("x", x, stream).reshape(nb, n1, n2)
+    Gd = to_device("grad_y", grad_y, stream).reshape(nb, m1, m2)
+    Ad = to_device("A", A, stream)
+    Bd = to_device("B", B, stream)
+    gAd, host_a = output("grad_A", grad_A, (r, m1, n1), stream)
+    gBd, host_b = output("grad_B", grad_B, (r, m2, n2), stream)
+    T = checked_workspace(workspace_t, (nb, r, n1, m2), dtype, stream)
+    U = checked_workspace(workspace_u, (nb, r, m1, n2), dtype, stream)
     k = _kernels(dtype.name, tile)
     _launch(k.x_bt, Xd.reshape(nb * n1, n2), Bd.reshape(r * m2, n2), T,
             1, nb * n1, r * m2, n2, tile, stream)
@@ -344,29 +297,7 @@ def kron_factor_grads_launch(
     _launch(k.a_x, Ad.reshape(r * m1, n1), Xd, U.reshape(nb, r * m1, n2),
             nb, r * m1, n2, n1, tile, stream)
     _launch(k.gt_u, Gd, U, gBd, r, m2, n2, nb * m1, tile, stream)
-    if host_a is not None:
-        gAd.copy_to_host(host_a, stream=stream)
-    if host_b is not None:
-        gBd.copy_to_host(host_b, stream=stream)
-    if host_a is not None or host_b is not None:
-        stream_sync(stream)
-
-
-def stream_sync(stream: Any) -> None:
-    """Wait for ``stream`` (``0``: the whole device) to finish its work."""
-    if stream == 0:
-        cuda.synchronize()
-    else:
-        stream.synchronize()
-
-
-# ------------------------------------------------------------------ registered kernels
-
-
-def _cupy_stream(cupy: Any) -> Any:
-    """CuPy's current stream as a Numba stream (``0`` for the legacy default stream)."""
-    ptr = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(ptr) if ptr else 0
+    copy_back(stream, (gAd, host_a), (gBd, host_b))
 
 
 @register_kernel(kron.kron_linear_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
@@ -384,7 +315,7 @@ def kron_linear_cuda(x: Any, A: Any, B: Any) -> Any:  # noqa: N803
             T = cupy.empty((nb, r, n1, m2), dtype=x.dtype)
             kron_linear_launch(
                 X, cupy.ascontiguousarray(A), cupy.ascontiguousarray(B), Y,
-                workspace=T, stream=_cupy_stream(cupy),
+                workspace=T, stream=cupy_stream(cupy),
             )
     return Y.reshape(*x.shape[:-1], m1 * m2)
 
@@ -408,6 +339,6 @@ def kron_factor_grads_cuda(x: Any, grad_y: Any, A: Any, B: Any) -> tuple[Any, An
             X, G, cupy.ascontiguousarray(A), cupy.ascontiguousarray(B), gA, gB,
             workspace_t=cupy.empty((nb, r, n1, m2), dtype=x.dtype),
             workspace_u=cupy.empty((nb, r, m1, n2), dtype=x.dtype),
-            stream=_cupy_stream(cupy),
+            stream=cupy_stream(cupy),
         )
     return gA, gB
