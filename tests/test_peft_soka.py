@@ -163,3 +163,12 @@ def test_rank_rule_picks_the_energy_rank_of_a_kronecker_structured_weight():
 def test_rank_rule_needs_a_kpsvd_init():
     with pytest.raises(fusekit.InputError, match="rank_rule reads the KPSVD spectrum"):
         fp.SoKAConfig(init="zeros", rank_rule={"energy": 0.9})
+
+
+def test_missing_safetensors_gets_an_install_hint(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # import now fails
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=["0"]))
+    with pytest.raises(fusekit.InputError, match="pip install safetensors"):
+        soka.save_pretrained(tmp_path)
