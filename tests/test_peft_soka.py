@@ -172,3 +172,98 @@ def test_missing_safetensors_gets_an_install_hint(tmp_path, monkeypatch):
     soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=["0"]))
     with pytest.raises(fusekit.InputError, match="pip install safetensors"):
         soka.save_pretrained(tmp_path)
+
+
+def test_inner_dim_shapes_cost_one_lora_rank_per_term():
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0"], inner_dim=4))
+    layer = dict(soka.soka_layers())["0"]
+    assert (layer.a_shape, layer.b_shape) == ((12, 4), (4, 16))  # (48/4, 4) and (4, 64/4)
+    assert layer.A[0].numel() + layer.B[0].numel() == 48 + 64
+
+
+def test_inner_dim_one_is_pissa_the_svd_of_the_weight():
+    model = mlp()
+    w = model[0].weight.detach().double().clone()
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=3, target_modules=["0"], inner_dim=1,
+                                                  init="kpsvd_exact"))
+    layer = dict(soka.soka_layers())["0"]
+    u, s, vt = torch.linalg.svd(w)
+    pissa = (u[:, :3] * s[:3]) @ vt[:3]  # PiSSA's principal part
+    torch.testing.assert_close(layer.delta_weight().double(), pissa, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"inner_dim": 5}, "inner_dim=5 must divide both sides of the 48x64 layer"),
+    ({"inner_dim": 0}, "inner_dim must be a positive int"),
+    ({"inner_dim": 2, "a_shape": (6, 8), "b_shape": (8, 8)}, "inner_dim or a_shape"),
+])
+def test_bad_inner_dim_is_rejected(kwargs, message):
+    with pytest.raises(fusekit.InputError, match=message):
+        fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=["0"], **kwargs))
+
+
+def regression_batches(n=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 64, generator=gen), torch.randn(16, 10, generator=gen))
+            for _ in range(n)]
+
+
+def mse(model, batch):
+    x, y = batch
+    return (model(x) - y).pow(2).mean()
+
+
+def test_gradient_init_takes_the_kpsvd_directions_of_the_mean_gradient():
+    model, batches = mlp(), regression_batches()
+    reference = mlp()  # the same weights: the mean gradient computed by hand
+    loss = sum(mse(reference, b) for b in batches) / len(batches)
+    loss.backward()
+    grad = reference[0].weight.grad
+    x = batches[0][0]
+    before = model(x).detach()
+    soka = fp.get_soka_model(model, fp.SoKAConfig(r=2, target_modules=["0"], init="gradient"),
+                             init_batches=batches, loss_fn=mse)
+    torch.testing.assert_close(soka(x), before, rtol=1e-5, atol=1e-5)  # residual frozen
+    layer = dict(soka.soka_layers())["0"]
+    Ag, Bg, _ = fusekit.ops.kpsvd(grad, layer.a_shape, layer.b_shape, 2, "randomized", seed=0)
+    for k in range(2):  # each term is the gradient's term, rescaled (same direction and sign)
+        cos = torch.nn.functional.cosine_similarity
+        cos_a = cos(layer.A[k].detach().flatten(), Ag[k].flatten(), 0)
+        cos_b = cos(layer.B[k].detach().flatten(), Bg[k].flatten(), 0)
+        assert float(cos_a) == pytest.approx(1.0, abs=1e-4)
+        assert float(cos_b) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_gradient_init_leaves_flags_and_grads_as_they_were():
+    model = mlp()
+    model[2].weight.requires_grad_(False)
+    fp.gradient_estimates(model, fp.SoKAConfig(target_modules=["0"]), regression_batches(1), mse)
+    assert model[2].weight.requires_grad is False and model[0].weight.requires_grad is True
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_init_adapter_saves_for_the_original_base(tmp_path):
+    soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0", "2"],
+                                                  init="gradient", inner_dim=2),
+                             init_batches=regression_batches(), loss_fn=mse)
+    with torch.no_grad():
+        for _, layer in soka.soka_layers():
+            layer.A.add_(0.1 * torch.randn_like(layer.A))
+    x = torch.randn(4, 64)
+    expected = soka(x).detach()
+    soka.save_pretrained(tmp_path)
+    torch.testing.assert_close(fp.from_pretrained(mlp(), tmp_path)(x), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "needs init_batches and loss_fn"),
+    ({"init_batches": [], "loss_fn": mse}, "got no init_batches"),
+    ({"init_batches": [None], "loss_fn": lambda m, b: 1.0}, "must return a scalar loss"),
+    ({"init_batches": [None], "loss_fn": lambda m, b: torch.tensor(float("nan"))},
+     "non-finite loss"),
+])
+def test_gradient_init_bad_input(kwargs, message):
+    with pytest.raises(fusekit.InputError, match=message):
+        fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=["0"], init="gradient"),
+                          **kwargs)

@@ -14,8 +14,9 @@ Example:
     >>> soka.print_trainable_parameters()  # doctest: +SKIP
 
 ``save_pretrained`` / ``from_pretrained`` write and read ``adapter_config.json`` and
-``adapter_model.safetensors``; saved factors apply to the original base model. Not here yet
-(see the issue): the gradient-estimate initialisation and per-layer rank patterns.
+``adapter_model.safetensors``; saved factors apply to the original base model.
+``init="gradient"`` takes the factors' directions from the KPSVD of the mean gradient of each
+weight over a few batches (``get_soka_model(..., init_batches=..., loss_fn=...)``).
 """
 
 from ._soka import SoKAConfig as SoKAConfig
@@ -23,7 +24,8 @@ from ._soka import SoKALinear as SoKALinear
 from ._soka import SoKAModel as SoKAModel
 from ._soka import from_pretrained as from_pretrained
 from ._soka import get_soka_model as get_soka_model
+from ._soka import gradient_estimates as gradient_estimates
 from ._soka import save_pretrained as save_pretrained
 
 __all__ = ["SoKAConfig", "SoKALinear", "SoKAModel", "from_pretrained", "get_soka_model",
-           "save_pretrained"]
+           "gradient_estimates", "save_pretrained"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,11 +26,20 @@ class SoKAConfig:
         target_modules: Module names to adapt: a list (a name matches when it equals an entry
             or ends with ``"." + entry``), a regex string (full match), or ``"all-linear"``
             (every ``nn.Linear`` except the one named ``lm_head``/``classifier``).
-        a_shape: ``(m1, n1)`` of the left factor, or ``None`` for the divisor pairs nearest
-            the square roots (peft LoKr's default); with ``b_shape`` it must fit every target.
+        a_shape: ``(m1, n1)`` of the left factor, or ``None`` for shapes chosen per layer
+            (``inner_dim``, or the divisor pairs nearest the square roots, peft LoKr's
+            default); with ``b_shape`` it must fit every target.
         b_shape: ``(m2, n2)``.
+        inner_dim: ``f`` for the shapes ``A: (out/f, f)``, ``B: (f, in/f)`` on every layer
+            (``f`` must divide both sides). One such term has ``out + in`` parameters, as one
+            LoRA rank, and costs ``f`` times LoRA's multiply-adds per token; ``f = 1`` is
+            LoRA exactly. ``None`` (and no ``a_shape``) picks near-square factors.
         init: ``"kpsvd"`` (leading KPSVD terms of the weight, residual frozen in the base),
-            ``"kpsvd_exact"`` (the same with a full SVD) or ``"zeros"`` (``B = 0``).
+            ``"kpsvd_exact"`` (the same with a full SVD), ``"gradient"`` (directions from the
+            KPSVD of the mean gradient of the weight over a few batches, an estimate of the
+            full fine-tuning update; magnitudes from the weight's KPSVD values; residual frozen;
+            needs ``init_batches`` and ``loss_fn`` in :func:`get_soka_model`) or ``"zeros"``
+            (``B = 0``).
         alpha: Scale of the adapter output for ``init="zeros"`` (``alpha / r``, as LoRA).
         modules_to_save: Names of modules kept trainable in full (e.g. a new classifier).
         seed: Seed of random initialisations.
@@ -45,6 +55,7 @@ class SoKAConfig:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
     a_shape: tuple[int, int] | None = None
     b_shape: tuple[int, int] | None = None
+    inner_dim: int | None = None
     init: str = "kpsvd"
     alpha: float | None = None
     modules_to_save: list[str] = field(default_factory=list)
@@ -55,11 +66,17 @@ class SoKAConfig:
     def __post_init__(self) -> None:
         if type(self.r) is not int or self.r < 1:
             raise InputError(f"SoKAConfig: r must be a positive int, got {self.r!r}")
-        if self.init not in ("kpsvd", "kpsvd_exact", "zeros"):
-            raise InputError(f"SoKAConfig: init must be 'kpsvd', 'kpsvd_exact' or 'zeros', got "
-                             f"{self.init!r}")
+        if self.init not in _INITS:
+            raise InputError(f"SoKAConfig: init must be one of {', '.join(map(repr, _INITS))}, "
+                             f"got {self.init!r}")
         if (self.a_shape is None) != (self.b_shape is None):
             raise InputError("SoKAConfig: give both a_shape and b_shape, or neither")
+        if self.inner_dim is not None:
+            if type(self.inner_dim) is not int or self.inner_dim < 1:
+                raise InputError(f"SoKAConfig: inner_dim must be a positive int, got "
+                                 f"{self.inner_dim!r}")
+            if self.a_shape is not None:
+                raise InputError("SoKAConfig: give inner_dim or a_shape/b_shape, not both")
         if self.rank_rule is not None and self.init == "zeros":
             raise InputError("SoKAConfig: rank_rule reads the KPSVD spectrum of the weight; use "
                              "init='kpsvd' or 'kpsvd_exact' with it")
@@ -67,6 +84,26 @@ class SoKAConfig:
             if type(value) is not int or value < 1:
                 raise InputError(f"SoKAConfig: rank_pattern[{key!r}] must be a positive int, got "
                                  f"{value!r}")
+
+    def factor_shapes(self, out_features: int, in_features: int
+                      ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(a_shape, b_shape)`` for an ``out_features x in_features`` layer."""
+        if self.a_shape is not None:
+            a_shape, b_shape = tuple(self.a_shape), tuple(self.b_shape)  # type: ignore[arg-type]
+            if a_shape[0] * b_shape[0] != out_features or a_shape[1] * b_shape[1] != in_features:
+                raise InputError(
+                    f"SoKA factor shapes {a_shape} kron {b_shape} give a "
+                    f"{a_shape[0] * b_shape[0]}x{a_shape[1] * b_shape[1]} weight, but the layer "
+                    f"is {out_features}x{in_features}"
+                )
+            return a_shape, b_shape  # type: ignore[return-value]
+        f = self.inner_dim
+        if f is not None:
+            if out_features % f or in_features % f:
+                raise InputError(f"SoKA inner_dim={f} must divide both sides of the "
+                                 f"{out_features}x{in_features} layer")
+            return (out_features // f, f), (f, in_features // f)
+        return ops.kron_factor_shapes((out_features, in_features))
 
     def rank_for(self, name: str) -> int:
         """The configured rank (the cap, with ``rank_rule``) of the module called ``name``."""
@@ -79,20 +116,17 @@ class SoKAConfig:
 class SoKALinear(nn.Module):
     """``base(x) + scale * sum_k (A[k] kron B[k]) x`` with ``base`` frozen."""
 
-    def __init__(self, base: nn.Linear, config: SoKAConfig, *, loading: bool = False) -> None:
+    def __init__(self, base: nn.Linear, config: SoKAConfig, *, loading: bool = False,
+                 grad: torch.Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise InputError(f"SoKALinear adapts torch.nn.Linear, got {type(base).__name__}")
         out_f, in_f = base.weight.shape
-        if config.a_shape is None:
-            a_shape, b_shape = ops.kron_factor_shapes((out_f, in_f))
-        else:
-            a_shape, b_shape = tuple(config.a_shape), tuple(config.b_shape)  # type: ignore[arg-type]
-            if a_shape[0] * b_shape[0] != out_f or a_shape[1] * b_shape[1] != in_f:
-                raise InputError(
-                    f"SoKA factor shapes {a_shape} kron {b_shape} give a {a_shape[0] * b_shape[0]}"
-                    f"x{a_shape[1] * b_shape[1]} weight, but the layer is {out_f}x{in_f}"
-                )
+        a_shape, b_shape = config.factor_shapes(out_f, in_f)
+        if config.init == "gradient" and grad is None and not loading:
+            raise InputError("SoKA init='gradient' needs the weight's gradient estimate: build "
+                             "the model with get_soka_model(model, config, init_batches=..., "
+                             "loss_fn=...)")
         full = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
         if config.r > full and not loading:
             raise InputError(
@@ -121,7 +155,14 @@ class SoKALinear(nn.Module):
             A0 = B0 = None
         else:
             method = "exact" if config.init == "kpsvd_exact" else "randomized"
-            A, B, _ = ops.kpsvd(w.float(), a_shape, b_shape, config.r, method, seed=config.seed)
+            A, B, s = ops.kpsvd(w.float(), a_shape, b_shape, config.r, method, seed=config.seed)
+            if config.init == "gradient":
+                # Directions of the leading Kronecker terms of the estimated update, at the
+                # weight's own KPSVD magnitudes (so the learning rates of init="kpsvd" fit).
+                Ag, Bg, sg = ops.kpsvd(grad.float(), a_shape, b_shape, config.r, method,
+                                       seed=config.seed)
+                unit = torch.where(sg > 0, s / sg.clamp_min(torch.finfo(sg.dtype).tiny), 0.0)
+                A, B = Ag * unit.sqrt()[:, None, None], Bg * unit.sqrt()[:, None, None]
             A, B = A.to(w.dtype), B.to(w.dtype)
             self.scale = 1.0
             with torch.no_grad():  # the frozen residual: adapted output == original output
@@ -175,11 +216,13 @@ class SoKALinear(nn.Module):
         return f"r={self.r}, A={tuple(self.A.shape[1:])}, B={tuple(self.B.shape[1:])}"
 
 
+_INITS = ("kpsvd", "kpsvd_exact", "gradient", "zeros")
+
+
 def _ruled_rank(module: nn.Linear, config: SoKAConfig) -> int:
     """Rank from the leading ``config.r`` KPSVD values of the layer's weight and the rule."""
     w = module.weight.detach().float()
-    a_shape, b_shape = ((config.a_shape, config.b_shape) if config.a_shape is not None
-                        else ops.kron_factor_shapes(tuple(w.shape)))
+    a_shape, b_shape = config.factor_shapes(*w.shape)
     cap = min(config.r, a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
     _, _, s = ops.kpsvd(w, a_shape, b_shape, cap, "randomized", seed=config.seed)
     rank = ops.select_rank(s.numpy(), total_energy=float((w.double() ** 2).sum()),
@@ -205,7 +248,8 @@ class SoKAModel(nn.Module):
     """A model whose targeted linears carry SoKA adapters; everything else is frozen."""
 
     def __init__(self, model: nn.Module, config: SoKAConfig,
-                 shapes: dict[str, tuple] | None = None) -> None:
+                 shapes: dict[str, tuple] | None = None,
+                 grads: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.base_model = model
         self.config = config
@@ -228,7 +272,8 @@ class SoKAModel(nn.Module):
             elif config.rank_rule is not None:
                 layer_config = replace(layer_config, r=_ruled_rank(module, layer_config))
             setattr(model.get_submodule(parent) if parent else model, child,
-                    SoKALinear(module, layer_config, loading=shapes is not None))
+                    SoKALinear(module, layer_config, loading=shapes is not None,
+                               grad=None if grads is None else grads[name]))
         for name in config.modules_to_save:
             try:
                 keep = model.get_submodule(name)
@@ -326,8 +371,9 @@ def from_pretrained(model: nn.Module, directory: str | os.PathLike) -> SoKAModel
                              f"{want[0]}x{want[1]} linear; this model has {got}")
     saved = meta["config"]
     config = SoKAConfig(**{**saved, "init": "zeros", "alpha": None,
-                           "target_modules": sorted(meta["layers"]),
-                           "a_shape": None, "b_shape": None})
+                           "target_modules": sorted(meta["layers"]), "a_shape": None,
+                           "b_shape": None, "inner_dim": None, "rank_rule": None,
+                           "rank_pattern": {}})
     soka = SoKAModel(model, config, shapes={n: (tuple(s["a_shape"]), tuple(s["b_shape"]),
                                                   s["terms"]) for n, s in meta["layers"].items()})
     for name, layer in soka.soka_layers():
@@ -338,14 +384,78 @@ def from_pretrained(model: nn.Module, directory: str | os.PathLike) -> SoKAModel
     return soka
 
 
-def get_soka_model(model: nn.Module, config: SoKAConfig) -> SoKAModel:
+def gradient_estimates(model: nn.Module, config: SoKAConfig, init_batches: Iterable[Any],
+                       loss_fn: Callable[[nn.Module, Any], torch.Tensor]
+                       ) -> dict[str, torch.Tensor]:
+    """Mean gradient of ``loss_fn`` w.r.t. every targeted weight over ``init_batches``.
+
+    ``-lr`` times it estimates the full fine-tuning update of a few steps; ``init="gradient"``
+    takes the leading Kronecker terms of it. The model's parameters, their ``requires_grad``
+    flags and ``.grad`` fields are left as they were.
+    """
+    targets = [(n, m) for n, m in model.named_modules() if _matches(n, m, config.target_modules)]
+    if not targets:
+        raise InputError(f"target_modules={config.target_modules!r} matches no nn.Linear")
+    flags = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    sums = {n: torch.zeros_like(m.weight, dtype=torch.float32) for n, m in targets}
+    batches = 0
+    try:
+        for p, _, _ in flags:
+            p.requires_grad_(False)
+        for _, m in targets:
+            m.weight.requires_grad_(True)
+        for batch in init_batches:
+            for _, m in targets:
+                m.weight.grad = None
+            loss = loss_fn(model, batch)
+            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+                raise InputError("loss_fn(model, batch) must return a scalar loss tensor, got "
+                                 f"{type(loss).__name__}")
+            if not torch.isfinite(loss):
+                raise InputError(f"loss_fn gave a non-finite loss ({float(loss)}) on init batch "
+                                 f"{batches}; gradient init needs finite losses")
+            loss.backward()
+            for n, m in targets:
+                if m.weight.grad is not None:
+                    sums[n] += m.weight.grad.float()
+            batches += 1
+    finally:
+        for p, flag, grad in flags:
+            p.requires_grad_(flag)
+            p.grad = grad
+    if batches == 0:
+        raise InputError("init='gradient' got no init_batches; pass a few training batches")
+    return {n: g / batches for n, g in sums.items()}
+
+
+def get_soka_model(model: nn.Module, config: SoKAConfig, *,
+                   init_batches: Iterable[Any] | None = None,
+                   loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> SoKAModel:
     """Wrap ``model`` with SoKA adapters on the linears ``config.target_modules`` names.
 
     Args:
         model: Any ``torch.nn.Module``; it is modified in place (as peft does).
         config: The :class:`SoKAConfig`.
+        init_batches: For ``init="gradient"``: a few training batches (any objects
+            ``loss_fn`` takes).
+        loss_fn: For ``init="gradient"``: ``loss_fn(model, batch)`` returns the scalar loss.
 
     Returns:
         The :class:`SoKAModel`; only adapter factors and ``modules_to_save`` are trainable.
+
+    Example:
+        >>> import torch, fusekit.peft as fp
+        >>> net = torch.nn.Sequential(torch.nn.Linear(32, 32))
+        >>> data = [torch.randn(8, 32) for _ in range(2)]
+        >>> soka = fp.get_soka_model(net, fp.SoKAConfig(r=2, target_modules="all-linear",
+        ...                          init="gradient"), init_batches=data,
+        ...                          loss_fn=lambda m, x: (m(x) - x).pow(2).mean())
     """
-    return SoKAModel(model, config)
+    grads = None
+    if config.init == "gradient":
+        if init_batches is None or loss_fn is None:
+            raise InputError("SoKA init='gradient' needs init_batches and loss_fn: "
+                             "get_soka_model(model, config, init_batches=[...], "
+                             "loss_fn=lambda model, batch: loss)")
+        grads = gradient_estimates(model, config, init_batches, loss_fn)
+    return SoKAModel(model, config, grads=grads)
