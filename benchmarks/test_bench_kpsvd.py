@@ -59,3 +59,34 @@ def test_pissa_full_svd(benchmark, weights, side):
     w = torch.from_numpy(weights[side])
     benchmark.group = f"adapter init {side}x{side}, rank {RANK}"
     benchmark.pedantic(torch.linalg.svd, args=(w,), kwargs={"full_matrices": False}, rounds=3)
+
+
+#: One LLaMA-7B decoder layer: q, k, v, o (4096x4096), gate and up (11008x4096), down.
+LLAMA_7B_LAYER = [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]
+
+
+@pytest.fixture(scope="module")
+def llama_layer():
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(shape, generator=gen) / shape[1] ** 0.5 for shape in LLAMA_7B_LAYER]
+
+
+def test_fusekit_kpsvd_llama7b_layer(benchmark, llama_layer):
+    benchmark.group = f"adapter init, one LLaMA-7B decoder layer (7 weights), rank {RANK}"
+    benchmark.extra_info["layers_in_model"] = 32
+
+    def init_all():
+        return [fusekit.ops.kpsvd(w, *fusekit.ops.kron_factor_shapes(tuple(w.shape)), RANK,
+                                  "randomized") for w in llama_layer]
+
+    benchmark.pedantic(init_all, rounds=3, iterations=1)
+
+
+def test_pissa_svd_lowrank_llama7b_layer(benchmark, llama_layer):
+    benchmark.group = f"adapter init, one LLaMA-7B decoder layer (7 weights), rank {RANK}"
+    benchmark.extra_info["layers_in_model"] = 32
+
+    def init_all():
+        return [torch.svd_lowrank(w, q=RANK, niter=4) for w in llama_layer]
+
+    benchmark.pedantic(init_all, rounds=3, iterations=1)

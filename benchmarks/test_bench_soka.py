@@ -1,7 +1,9 @@
 """Forward+backward of an adapted 4096x4096 linear (base plus adapter), 16 tokens, float32.
 
 Equal trainable parameters: SoKA rank r with 64x64 kron 64x64 factors and LoRA rank r both
-train r * (4096 + 4096) parameters. LoKr (peft) with decompose_factor=64 and r=32 has one
+train r * (4096 + 4096) parameters, and so does SoKA with ``inner_dim=f`` (A: 4096/f x f,
+B: f x 4096/f), whose term costs f times a LoRA rank's multiply-adds per token (f=1 is LoRA,
+f=64 the near-square default shape). LoKr (peft) with decompose_factor=64 and r=32 has one
 full 64x64 kron 64x64 term (also 8,192).
 """
 
@@ -26,6 +28,9 @@ def base_model():
 def adapted(kind):
     if kind == "soka":
         return fp.get_soka_model(base_model(), fp.SoKAConfig(r=RANK, target_modules=["proj"]))
+    if kind.startswith("soka_f"):
+        config = fp.SoKAConfig(r=RANK, target_modules=["proj"], inner_dim=int(kind[6:]))
+        return fp.get_soka_model(base_model(), config)
     peft = pytest.importorskip("peft")
     if kind == "lora":
         config = peft.LoraConfig(r=RANK, target_modules=["proj"])
@@ -35,7 +40,7 @@ def adapted(kind):
     return peft.get_peft_model(base_model(), config)
 
 
-@pytest.mark.parametrize("kind", ["soka", "lora", "lokr"])
+@pytest.mark.parametrize("kind", ["soka", "soka_f1", "soka_f8", "soka_f16", "lora", "lokr"])
 def test_adapted_linear_fwd_bwd(benchmark, kind):
     model = adapted(kind)
     x = torch.randn(TOKENS, SIDE, requires_grad=True)
