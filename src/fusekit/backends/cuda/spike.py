@@ -173,7 +173,9 @@ def spike_sort_launch(keys: Any, *, lo: Any, quantum: Any, n_steps: int, exact: 
 
     Args:
         keys: Keys, shape ``(n,)``, ``n >= 1``; signed integer keys as int64.
-        lo: Smallest key. quantum: key units per step. n_steps: steps of the grid.
+        lo: Smallest key.
+        quantum: Key units per step.
+        n_steps: Steps of the time grid.
         exact: Order each step's keys by value.
         stream: Numba stream.
 
