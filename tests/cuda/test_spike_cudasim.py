@@ -10,7 +10,7 @@ pytestmark = pytest.mark.cudasim
 
 
 def grid(keys, quantum=None):
-    lo, q, n_steps = spike._time_grid(keys, quantum, keys.shape[0])
+    lo, q, n_steps = spike.time_grid(keys, quantum)
     return lo, q, n_steps
 
 

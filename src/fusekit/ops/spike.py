@@ -43,6 +43,7 @@ __all__ = [
     "spike_radix_sort_reference",
     "spike_sort",
     "spike_sort_reference",
+    "time_grid",
     "union_find_find",
     "union_find_find_reference",
     "union_find_union",
@@ -250,13 +251,34 @@ union_find_find_op = Op(name="union_find_find", family="spike", array_args=("par
 # ------------------------------------------------------------------------------ quantization
 
 
-def _time_grid(keys: Any, quantum: float | None, n_hint: int) -> tuple[Any, Any, int]:
-    """``(lo, quantum, n_steps)`` for ``keys``; quantum in the keys' type for integer keys."""
+def time_grid(keys: Any, quantum: float | None = None, origin: float | None = None
+              ) -> tuple[Any, Any, int]:
+    """The spike-time grid of ``keys``: ``(lo, quantum, n_steps)``.
+
+    Key ``k`` fires at step ``floor((k - lo) / quantum)``, ``0 <= step < n_steps``.
+
+    Args:
+        keys: Keys, shape ``(n,)``.
+        quantum: Key units per step; default 1 for integer keys, ``(max - min) / n`` for
+            float keys. Integer keys keep an integer quantum (exact integer arithmetic).
+        origin: Key that fires at step 0, at most ``min(keys)``; default ``min(keys)``.
+
+    Returns:
+        ``(lo, quantum, n_steps)``; ``lo`` and ``quantum`` are ints for integer keys with an
+        integral quantum.
+    """
+    if quantum is not None and not (float(quantum) > 0 and math.isfinite(float(quantum))):
+        raise InputError(f"spike_sort: quantum must be a positive finite number, got {quantum}")
     dtype = array_dtype(keys)
+    n_hint = keys.shape[0]
     if keys.shape[0] == 0:
         return 0, 1, 0
     lo, hi = keys.min(), keys.max()
-    if _is_int(dtype):
+    if origin is not None:
+        if float(origin) > float(lo):
+            raise InputError(f"spike_sort: origin {origin} must not exceed the smallest key {lo}")
+        lo = origin
+    if _is_int(dtype) and float(lo) == int(lo):
         lo, hi = int(lo), int(hi)
         if quantum is None:
             q: Any = 1
@@ -267,10 +289,11 @@ def _time_grid(keys: Any, quantum: float | None, n_hint: int) -> tuple[Any, Any,
         n_steps = int((hi - lo) // q) + 1
     else:
         lo, hi = float(lo), float(hi)
-        q = float(quantum) if quantum is not None else ((hi - lo) / max(n_hint, 1) or 1.0)
+        if quantum is not None:
+            q = float(quantum)
+        else:
+            q = 1.0 if _is_int(dtype) else ((hi - lo) / max(n_hint, 1) or 1.0)
         n_steps = int(math.floor((hi - lo) / q)) + 1
-    if quantum is not None and not (float(quantum) > 0 and math.isfinite(float(quantum))):
-        raise InputError(f"spike_sort: quantum must be a positive finite number, got {quantum}")
     if n_steps > MAX_TIME_STEPS:
         raise InputError(
             f"spike_sort: quantum {q} spreads the key range [{lo}, {hi}] over {n_steps} time "
@@ -298,7 +321,7 @@ def sort_stats(n: int, n_steps: int, max_per_step: int, active_steps: int,
 
 
 def spike_sort(keys: Any, quantum: float | None = None, *, exact: bool = True,
-               backend: str | None = None) -> SpikeSortResult:
+               origin: float | None = None, backend: str | None = None) -> SpikeSortResult:
     """Sort ``keys`` by spike time: key ``k`` fires at step ``floor((k - min) / quantum)``.
 
     Example:
@@ -315,6 +338,8 @@ def spike_sort(keys: Any, quantum: float | None = None, *, exact: bool = True,
         exact: Order keys that fire in the same step by their exact value (stable), so the
             order equals ``np.argsort(keys, kind="stable")``. With ``False`` a step's keys keep
             their input order (what a spiking network reading spikes per step sees).
+        origin: Key that fires at step 0 (at most ``min(keys)``); default ``min(keys)``.
+            Sorting parts of one key set with one origin keeps their steps on one grid.
         backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``.
 
     Returns:
@@ -322,7 +347,7 @@ def spike_sort(keys: Any, quantum: float | None = None, *, exact: bool = True,
         time grid and the spiking model's :class:`SpikeStats`.
     """
     _check_keys("spike_sort", keys)
-    lo, q, n_steps = _time_grid(keys, quantum, keys.shape[0])
+    lo, q, n_steps = time_grid(keys, quantum, origin)
     order, offsets, qerr = spike_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_steps": n_steps, "exact": bool(exact)}, backend)
     host_counts = np.diff(_host(offsets))
@@ -361,7 +386,7 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
     _check_keys("spike_radix_sort", keys)
     if not 1 <= int(radix_bits) <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
-    lo, q, n_levels = _time_grid(keys, quantum, keys.shape[0])
+    lo, q, n_levels = time_grid(keys, quantum)
     order, pass_max, qerr = spike_radix_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_levels": n_levels, "radix_bits": int(radix_bits),
                   "exact": bool(exact)}, backend)
