@@ -17,6 +17,7 @@ device arrays; the registered kernels wrap them for CuPy (not run on a GPU yet).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,11 +35,14 @@ def _blocks(n: int) -> int:
 
 
 @cuda.jit
-def _firing_steps(keys, lo, quantum, top, steps, counts, err):
+def _firing_steps(keys, lo, quantum, top, float_grid, steps, counts, err):
     i = cuda.grid(1)
     if i < keys.shape[0]:
         d = keys[i] - lo
-        s = np.int64(d // quantum)
+        if float_grid:
+            s = np.int64(math.floor(d / quantum))
+        else:
+            s = np.int64(d // quantum)
         if s > top:
             s = top
         steps[i] = s
@@ -162,7 +166,8 @@ def _steps_and_offsets(keys: Any, lo: Any, quantum: Any, n_steps: int,
     counts = cuda.to_device(np.zeros(n_steps + 1, np.int64), stream=stream)
     err = cuda.device_array(n, dtype=np.float64, stream=stream)
     lo_t, q_t = _grid_values(keys, lo, quantum)
-    _firing_steps[_blocks(n), THREADS, stream](keys, lo_t, q_t, n_steps - 1, steps, counts, err)
+    _firing_steps[_blocks(n), THREADS, stream](keys, lo_t, q_t, n_steps - 1,
+                                               not isinstance(quantum, int), steps, counts, err)
     _inclusive_scan[1, 1, stream](counts)
     return steps, counts, err
 
