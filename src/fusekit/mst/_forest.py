@@ -255,9 +255,10 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
                 fine = spike.spike_sort(w[ids], q, exact=True, origin=lo + c * coarse_q,
                                         backend=backend)
                 batch = ids[fine.order]
+                # the endpoints travel with the events, so the consumer's loop only streams
+                handover.put((batch, g.u[batch], g.v[batch]))
                 busy["sort"] += time.perf_counter() - t0
                 sort_stats.append(fine.stats)
-                handover.put(batch)
         except BaseException as exc:  # hand the failure to the consumer
             handover.put(exc)
         finally:
@@ -272,16 +273,17 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
     taken: list[np.ndarray] = []
     error: BaseException | None = None
     while True:
-        batch = handover.get()
-        if batch is None:
+        item = handover.get()
+        if item is None:
             break
-        if isinstance(batch, BaseException):
-            error = batch
+        if isinstance(item, BaseException):
+            error = item
             continue
         if counters[2] >= target:
             continue  # drain: the forest is complete
         t0 = time.perf_counter()
-        acc, cnt = spike.union_find_union(parent, size, g.u[batch], g.v[batch],
+        batch, bu, bv = item
+        acc, cnt = spike.union_find_union(parent, size, bu, bv,
                                           max_unions=target - int(counters[2]),
                                           backend=backend)
         taken.append(batch[acc])
