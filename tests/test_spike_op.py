@@ -77,6 +77,17 @@ def test_radix_stats_count_passes_of_2_to_the_radix_bits_steps():
     s = fusekit.ops.spike_radix_sort(keys, radix_bits=4).stats
     assert s.time_steps == 3 * 16  # 999 needs 10 bits: three 4-bit digits
     assert s.spikes == 3 * 1000 + 3
+    assert s.active_steps == 16 + 16 + 4  # the top digit of 0..999 is 0..3
+    assert s.mean_spikes_per_step == pytest.approx(3000 / 36)
+
+
+def test_merged_stats_add_counts_and_average_over_active_steps():
+    a = spike.SpikeStats(neurons=3, spikes=6, time_steps=5, active_steps=2,
+                         mean_spikes_per_step=3.0, max_spikes_per_step=4)
+    b = spike.SpikeStats(neurons=2, spikes=2, uf_events=7, uf_unions=1)
+    c = a.merged(b)
+    assert (c.neurons, c.spikes, c.time_steps, c.uf_events, c.uf_unions) == (5, 8, 5, 7, 1)
+    assert c.mean_spikes_per_step == 3.0 and c.max_spikes_per_step == 4
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

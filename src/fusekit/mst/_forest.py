@@ -299,12 +299,13 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
     timings["union_find_busy"] = busy["union_find"]
     timings["batches"] = len(sort_stats)
     edges = np.concatenate(taken) if taken else np.empty(0, np.int64)
-    fired = sum(s.spikes - 1 for s in sort_stats)
+    fired = sum(s.spikes - 1 for s in sort_stats)  # minus each slice's start spike
+    active = sum(s.active_steps for s in sort_stats)
     st = SpikeStats(
         neurons=m + 1, synapses=m, spikes=fired + 1, time_steps=int(n_steps),
+        active_steps=active,
         max_spikes_per_step=max((s.max_spikes_per_step for s in sort_stats), default=0),
-        mean_spikes_per_step=fired / max(1, sum(
-            s.spikes / s.mean_spikes_per_step for s in sort_stats if s.mean_spikes_per_step)),
+        mean_spikes_per_step=fired / active if active else 0.0,
         quantization_error=max((s.quantization_error for s in sort_stats), default=0.0),
     )
     return edges, st.merged(_uf_stats(g.n, counters))

@@ -66,8 +66,9 @@ class SpikeStats:
         synapses: Synapses the network needs.
         spikes: Spikes fired in the run.
         time_steps: Model time steps from the first input spike to the last event handled.
+        active_steps: Time steps in which a key neuron fired.
         max_spikes_per_step: Most spikes fired in one time step.
-        mean_spikes_per_step: Spikes per time step in which anything fired.
+        mean_spikes_per_step: Key spikes per active step.
         quantization_error: Largest ``key - (lo + step * quantum)`` over the keys (in key
             units, ``0 <= error < quantum``): how far a key is from its spike time.
         uf_events: Union-find events handled (two finds each).
@@ -79,6 +80,7 @@ class SpikeStats:
     synapses: int = 0
     spikes: int = 0
     time_steps: int = 0
+    active_steps: int = 0
     max_spikes_per_step: int = 0
     mean_spikes_per_step: float = 0.0
     quantization_error: float = 0.0
@@ -92,19 +94,17 @@ class SpikeStats:
 
     def merged(self, other: SpikeStats) -> SpikeStats:
         """Statistics of two stages of one network run back to back (time steps add up)."""
-        spikes = self.spikes + other.spikes
+        active = self.active_steps + other.active_steps
+        sort_spikes = (self.mean_spikes_per_step * self.active_steps
+                       + other.mean_spikes_per_step * other.active_steps)
         return SpikeStats(
             neurons=self.neurons + other.neurons,
             synapses=self.synapses + other.synapses,
-            spikes=spikes,
+            spikes=self.spikes + other.spikes,
             time_steps=self.time_steps + other.time_steps,
+            active_steps=active,
             max_spikes_per_step=max(self.max_spikes_per_step, other.max_spikes_per_step),
-            mean_spikes_per_step=(
-                self.mean_spikes_per_step if not other.spikes else
-                other.mean_spikes_per_step if not self.spikes else
-                spikes / max(1.0, self.spikes / max(self.mean_spikes_per_step, 1e-300)
-                             + other.spikes / max(other.mean_spikes_per_step, 1e-300))
-            ),
+            mean_spikes_per_step=sort_spikes / active if active else 0.0,
             quantization_error=max(self.quantization_error, other.quantization_error),
             uf_events=self.uf_events + other.uf_events,
             uf_hops=self.uf_hops + other.uf_hops,
@@ -311,7 +311,7 @@ def sort_stats(n: int, n_steps: int, max_per_step: int, active_steps: int,
     """
     return SpikeStats(
         neurons=n + 1, synapses=n, spikes=n + (1 if n else 0), time_steps=n_steps,
-        max_spikes_per_step=max(max_per_step, 1 if n else 0),
+        active_steps=active_steps, max_spikes_per_step=max(max_per_step, 1 if n else 0),
         mean_spikes_per_step=n / active_steps if active_steps else 0.0,
         quantization_error=qerr,
     )
@@ -387,18 +387,20 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
     if not 1 <= int(radix_bits) <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
     lo, q, n_levels = time_grid(keys, quantum)
-    order, pass_max, qerr = spike_radix_sort_op.run(
+    order, pass_stats, qerr = spike_radix_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_levels": n_levels, "radix_bits": int(radix_bits),
                   "exact": bool(exact)}, backend)
     n = keys.shape[0]
-    passes = len(_host(pass_max))
+    pass_stats = _host(pass_stats).reshape(-1, 2)
+    passes = pass_stats.shape[0]
+    active = int(pass_stats[:, 1].sum())
     stats = SpikeStats(
         neurons=n + passes, synapses=n * max(passes, 1), spikes=n * passes + passes,
-        time_steps=passes << int(radix_bits),
-        max_spikes_per_step=int(_host(pass_max).max()) if passes else 0,
-        mean_spikes_per_step=0.0, quantization_error=float(_host(qerr).reshape(-1)[0]),
+        time_steps=passes << int(radix_bits), active_steps=active,
+        max_spikes_per_step=int(pass_stats[:, 0].max()) if passes else 0,
+        mean_spikes_per_step=n * passes / active if active else 0.0,
+        quantization_error=float(_host(qerr).reshape(-1)[0]),
     )
-    stats.mean_spikes_per_step = n * passes / stats.time_steps if stats.time_steps else 0.0
     return SpikeSortResult(order, None, float(lo), float(q), stats)
 
 
@@ -552,19 +554,23 @@ def spike_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: in
 def spike_radix_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_levels: int,
                                radix_bits: int, exact: bool
                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy oracle of the radix kernel: ``(order, max spikes per step of each pass, [err])``."""
+    """NumPy oracle of the radix kernel: ``(order, pass_stats, [err])``.
+
+    ``pass_stats[p] = (most keys firing in one step, steps in which keys fire)`` of pass ``p``.
+    """
     levels = _levels_reference(keys, lo, quantum, n_levels)
     order = np.arange(keys.size, dtype=np.int64)
     passes = radix_passes(n_levels, radix_bits)
-    pass_max = np.zeros(passes, dtype=np.int64)
+    pass_stats = np.zeros((passes, 2), dtype=np.int64)
     mask = (1 << radix_bits) - 1
     for p in range(passes):
         digit = (levels[order] >> (p * radix_bits)) & mask
-        pass_max[p] = np.bincount(digit).max() if keys.size else 0
+        counts = np.bincount(digit)
+        pass_stats[p] = counts.max(), np.count_nonzero(counts)
         order = order[np.argsort(digit, kind="stable")]
     if exact:
         order = np.lexsort((np.arange(keys.size), keys.astype(np.float64), levels))
-    return order.astype(np.int64), pass_max, _qerr_reference(keys, lo, quantum, levels)
+    return order.astype(np.int64), pass_stats, _qerr_reference(keys, lo, quantum, levels)
 
 
 def radix_passes(n_levels: int, radix_bits: int) -> int:

@@ -107,14 +107,15 @@ def _radix_sort(keys, lo, quantum, n_levels, radix_bits, passes, exact, float_gr
     tmp = np.empty(n, np.int64)
     radix = 1 << radix_bits
     mask = radix - 1
-    pass_max = np.zeros(passes, np.int64)
+    pass_stats = np.zeros((passes, 2), np.int64)
     counts = np.empty(radix + 1, np.int64)
     for p in range(passes):
         shift = p * radix_bits
         counts[:] = 0
         for i in range(n):
             counts[((levels[order[i]] >> shift) & mask) + 1] += 1
-        pass_max[p] = counts.max()
+        pass_stats[p, 0] = counts.max()
+        pass_stats[p, 1] = np.count_nonzero(counts)
         for d in range(radix):
             counts[d + 1] += counts[d]
         for i in range(n):
@@ -130,7 +131,7 @@ def _radix_sort(keys, lo, quantum, n_levels, radix_bits, passes, exact, float_gr
                 if i - a > 1:
                     sort_run_by_key(order, a, i, keys)
                 a = i
-    return order, pass_max, qerr
+    return order, pass_stats, qerr
 
 
 @njit(nogil=True)
@@ -210,13 +211,13 @@ def spike_radix_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_levels: i
                          radix_bits: int, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LSD radix sort over the quantized levels, one stable counting pass per digit."""
     if keys.shape[0] == 0:
-        return np.empty(0, np.int64), np.zeros(0, np.int64), np.zeros(1)
+        return np.empty(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(1)
     k = _as_int_keys(np.ascontiguousarray(keys), quantum)
     lo_t, q_t = _typed_grid(k, lo, quantum)
     passes = spike.radix_passes(n_levels, radix_bits)
-    order, pass_max, qerr = _radix_sort(k, lo_t, q_t, n_levels, radix_bits, passes, exact,
+    order, pass_stats, qerr = _radix_sort(k, lo_t, q_t, n_levels, radix_bits, passes, exact,
                                         q_t.dtype.kind == "f")
-    return order, pass_max, np.array([qerr])
+    return order, pass_stats, np.array([qerr])
 
 
 @register_kernel(spike.union_find_union_op, backend="cpu", arrays=["numpy"],

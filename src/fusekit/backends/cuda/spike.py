@@ -202,7 +202,7 @@ def spike_sort_launch(keys: Any, *, lo: Any, quantum: Any, n_steps: int, exact: 
 def spike_radix_sort_launch(keys: Any, *, lo: Any, quantum: Any, n_levels: int,
                             radix_bits: int, exact: bool, stream: Any = 0
                             ) -> tuple[Any, np.ndarray, Any]:
-    """Spiking radix sort on the device: ``(order, max spikes per step per pass, errors)``."""
+    """Spiking radix sort on the device: ``(order, pass_stats, errors)`` (see the reference)."""
     keys = to_device("keys", keys, stream)
     n = keys.shape[0]
     levels, _, err = _steps_and_offsets(keys, lo, quantum, max(n_levels, 1), stream)
@@ -212,12 +212,13 @@ def spike_radix_sort_launch(keys: Any, *, lo: Any, quantum: Any, n_levels: int,
     digit = cuda.device_array(n, dtype=np.int64, stream=stream)
     pos = cuda.device_array(n, dtype=np.int64, stream=stream)
     nxt = cuda.device_array(n, dtype=np.int64, stream=stream)
-    pass_max = np.zeros(passes, np.int64)
+    pass_stats = np.zeros((passes, 2), np.int64)
     for p in range(passes):
         counts = cuda.to_device(np.zeros(radix + 1, np.int64), stream=stream)
         _digits[_blocks(n), THREADS, stream](order, levels, p * radix_bits, radix - 1, digit,
                                              counts)
-        pass_max[p] = counts.copy_to_host(stream=stream).max()
+        host_counts = counts.copy_to_host(stream=stream)
+        pass_stats[p] = host_counts.max(), np.count_nonzero(host_counts)
         _inclusive_scan[1, 1, stream](counts)
         cursor = cuda.device_array(radix, dtype=np.int64, stream=stream)
         cursor[:] = counts[:-1]
@@ -227,7 +228,7 @@ def spike_radix_sort_launch(keys: Any, *, lo: Any, quantum: Any, n_levels: int,
         order, nxt = nxt, order
     if exact:
         _sort_runs[_blocks(n), THREADS, stream](order, levels, keys, True)
-    return order, pass_max, err
+    return order, pass_stats, err
 
 
 def union_find_union_launch(parent: Any, size: Any, u: Any, v: Any, order: Any, *,
@@ -283,13 +284,13 @@ def spike_radix_sort_cuda(keys: Any, *, lo: Any, quantum: Any, n_levels: int, ra
     import cupy
 
     if keys.shape[0] == 0:
-        return cupy.empty(0, cupy.int64), np.zeros(0, np.int64), cupy.zeros(1)
+        return cupy.empty(0, cupy.int64), np.zeros((0, 2), np.int64), cupy.zeros(1)
     stream = cupy_stream(cupy)
     keys = cupy.ascontiguousarray(_int_keys(keys, quantum))
-    order, pass_max, err = spike_radix_sort_launch(
+    order, pass_stats, err = spike_radix_sort_launch(
         keys, lo=lo, quantum=quantum, n_levels=n_levels, radix_bits=radix_bits, exact=exact,
         stream=stream)
-    return cupy.asarray(order), pass_max, cupy.asarray(err).max(keepdims=True)
+    return cupy.asarray(order), pass_stats, cupy.asarray(err).max(keepdims=True)
 
 
 @register_kernel(spike.union_find_union_op, backend="cuda", arrays=["cupy"],
