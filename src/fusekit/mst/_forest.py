@@ -252,8 +252,11 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
                     continue
                 t0 = time.perf_counter()
                 ids = c_order[a:b]
-                fine = spike.spike_sort(w[ids], q, exact=True, origin=lo + c * coarse_q,
-                                        backend=backend)
+                wc = w[ids]
+                # the slice's start on the global grid (rounding may put it an ulp above
+                # the slice's lightest edge; then that edge is the origin)
+                origin = min(lo + c * coarse_q, wc.min())
+                fine = spike.spike_sort(wc, q, exact=True, origin=origin, backend=backend)
                 batch = ids[fine.order]
                 # the endpoints travel with the events, so the consumer's loop only streams
                 handover.put((batch, g.u[batch], g.v[batch]))
