@@ -196,3 +196,18 @@ def test_unknown_method_lists_the_methods():
 def test_a_lone_array_is_rejected_with_what_to_pass():
     with pytest.raises(fusekit.InputError, match="scipy.sparse"):
         minimum_spanning_forest(np.array([0, 1]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), chunks=st.integers(1, 200),
+       scale=st.floats(1e-6, 1e6), offset=st.floats(-1e4, 1e4),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_property_pipelined_equals_stable_kruskal_for_any_slicing(seed, chunks, scale, offset,
+                                                                 dtype):
+    rng = np.random.default_rng(seed)
+    n, m = 60, 300
+    u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+    w = (rng.random(m) * scale + offset).astype(dtype)
+    expected, _ = forest_reference(u, v, w, n=n)
+    r = minimum_spanning_forest(u, v, w, n, method="pipelined", chunks=chunks)
+    np.testing.assert_array_equal(np.sort(r.edges), np.sort(expected))
