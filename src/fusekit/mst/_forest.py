@@ -61,7 +61,7 @@ class MSTResult:
 
         Args:
             p: Union-find events the network handles per time step.
-            quantum: Weight units per step (default: 1 for integer weights, range / m).
+            quantum: Weight units per step (default: 1 for integer weights, 2 range / m).
 
         Returns:
             A :class:`~fusekit.mst.SpikingSchedule`; ``speedups()`` names each comparison.

@@ -57,6 +57,11 @@ VERTEX_DTYPES = ("int32", "int64")
 MAX_TIME_STEPS = 1 << 28
 
 
+def default_float_steps(n: int) -> int:
+    """Time steps of the default float grid for ``n`` keys: ``ceil(n / 2)``."""
+    return max(1, -(-n // 2))
+
+
 @dataclass
 class SpikeStats:
     """Cost of one run in the spiking-network model (counts are model quantities).
@@ -259,8 +264,9 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
 
     Args:
         keys: Keys, shape ``(n,)``.
-        quantum: Key units per step; default 1 for integer keys, ``(max - min) / n`` for
-            float keys. Integer keys keep an integer quantum (exact integer arithmetic).
+        quantum: Key units per step; default 1 for integer keys, ``2 (max - min) / n`` for
+            float keys (about ``n / 2`` steps). Integer keys keep an integer quantum (exact
+            integer arithmetic).
         origin: Key that fires at step 0, at most ``min(keys)``; default ``min(keys)``.
 
     Returns:
@@ -292,7 +298,7 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
         if quantum is not None:
             q = float(quantum)
         else:
-            q = 1.0 if _is_int(dtype) else ((hi - lo) / max(n_hint, 1) or 1.0)
+            q = 1.0 if _is_int(dtype) else ((hi - lo) / default_float_steps(n_hint) or 1.0)
         n_steps = int(math.floor((hi - lo) / q)) + 1
     if n_steps > MAX_TIME_STEPS:
         raise InputError(
@@ -328,13 +334,14 @@ def spike_sort(keys: Any, quantum: float | None = None, *, exact: bool = True,
         >>> import numpy as np, fusekit
         >>> r = fusekit.ops.spike_sort(np.array([0.3, 0.1, 0.2, 0.1]))
         >>> r.order.tolist(), r.stats.time_steps
-        ([1, 3, 2, 0], 5)
+        ([1, 3, 2, 0], 3)
 
     Args:
         keys: Keys, shape ``(n,)``; int32, int64, uint8/16/32, float32 or float64 (finite);
             NumPy, or CuPy for the CUDA backend.
         quantum: Key units per time step. Default: 1 for integer keys (exact: one step per
-            integer), ``(max - min) / n`` for float keys (about ``n`` steps).
+            integer), ``2 (max - min) / n`` for float keys (about ``n / 2`` steps: two keys
+            a step was the fastest grid for the CPU kernel, measured at 2^18 uniform keys).
         exact: Order keys that fire in the same step by their exact value (stable), so the
             order equals ``np.argsort(keys, kind="stable")``. With ``False`` a step's keys keep
             their input order (what a spiking network reading spikes per step sees).
