@@ -184,8 +184,11 @@ def _check_keys(op: str, keys: Any) -> str:
             f"{op}: keys has dtype {dtype}; supported are {', '.join(KEY_DTYPES)}; cast with "
             ".astype(np.float64) or .astype(np.int64)"
         )
-    if not _is_int(dtype):
-        require_finite(op, "keys", keys)
+    if not _is_int(dtype) and keys.shape[0]:
+        # min and max propagate NaN and show infinities without a temporary array
+        lo, hi = float(keys.min()), float(keys.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            require_finite(op, "keys", keys)
     return dtype
 
 
