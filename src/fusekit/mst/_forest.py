@@ -71,7 +71,7 @@ class MSTResult:
 
 def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | None = None,
                             method: str = "auto", *, quantum: float | None = None,
-                            chunks: int = 64, backend: str | None = None) -> MSTResult:
+                            chunks: int = 16, backend: str | None = None) -> MSTResult:
     """Minimum spanning forest of an undirected weighted graph.
 
     Example:
