@@ -183,3 +183,20 @@ def test_union_rejects_vertex_ids_beyond_parent():
     parent, size = np.arange(3, dtype=np.int64), np.ones(3, np.int64)
     with pytest.raises(fusekit.InputError, match=r"must lie in \[0, 3\)"):
         fusekit.ops.union_find_union(parent, size, np.array([0]), np.array([3]))
+
+
+def test_union_rejects_parent_pointers_outside_the_array():
+    parent, size = np.array([0, 5, 2], dtype=np.int64), np.ones(3, np.int64)
+    with pytest.raises(fusekit.InputError, match="parent pointers must lie in"):
+        fusekit.ops.union_find_union(parent, size, np.array([0]), np.array([1]))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_int32_and_int64_parents_give_the_same_unions(rng, backend):
+    u, v = rng.integers(0, 30, 80), rng.integers(0, 30, 80)
+    results = []
+    for dt in (np.int32, np.int64):
+        parent, size = np.arange(30, dtype=dt), np.ones(30, dt)
+        acc, cnt = fusekit.ops.union_find_union(parent, size, u, v, backend=backend)
+        results.append((acc.tolist(), cnt.tolist(), parent.tolist()))
+    assert results[0] == results[1]

@@ -162,8 +162,8 @@ def _uf_stats(n: int, counters: np.ndarray) -> SpikeStats:
 
 def _union_stage(g: EdgeList, order: Any, target: int, backend: str | None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    parent = np.arange(g.n, dtype=np.int64)
-    size = np.ones(g.n, dtype=np.int64)
+    parent = np.arange(g.n, dtype=spike.vertex_dtype(g.n))
+    size = np.ones(g.n, dtype=parent.dtype)
     # Gathering the endpoints in firing order first lets the union-find loop stream them
     # (measured: about 2x faster than reading u[order[k]] at 2^18 vertices).
     acc, cnt = spike.union_find_union(parent, size, g.u[order], g.v[order], max_unions=target,
@@ -270,8 +270,8 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
     producer = threading.Thread(target=sort_stage, name="fusekit-mst-sort", daemon=True)
     t = time.perf_counter()
     producer.start()
-    parent = np.arange(g.n, dtype=np.int64)
-    size = np.ones(g.n, dtype=np.int64)
+    parent = np.arange(g.n, dtype=spike.vertex_dtype(g.n))
+    size = np.ones(g.n, dtype=parent.dtype)
     counters = np.zeros(4, np.int64)
     taken: list[np.ndarray] = []
     error: BaseException | None = None

@@ -40,12 +40,11 @@ def _solve_part(ids, a, b, u, v, w, parent, size, max_unions, counters, out, n_o
 
 
 @njit(nogil=True)
-def _filter_kruskal(u, v, w, n, max_unions, seed):
+def _filter_kruskal(u, v, w, parent, size, max_unions, seed):
+    n = parent.shape[0]
     m = u.shape[0]
     ids = np.arange(m)
     tmp = np.empty(m, np.int64)
-    parent = np.arange(n)
-    size = np.ones(n, np.int64)
     out = np.empty(min(max(n - 1, 0), m), np.int64)
     n_out = 0
     counters = np.zeros(4, np.int64)  # finds, hops, unions, processed
@@ -113,10 +112,9 @@ def _filter_kruskal(u, v, w, n, max_unions, seed):
 
 
 @njit(nogil=True)
-def _boruvka(u, v, w, n):
+def _boruvka(u, v, w, parent, size):
+    n = parent.shape[0]
     m = u.shape[0]
-    parent = np.arange(n)
-    size = np.ones(n, np.int64)
     best = np.full(n, -1, np.int64)
     alive = np.arange(m)
     n_alive = m
@@ -166,12 +164,16 @@ def _boruvka(u, v, w, n):
 def filter_kruskal_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int,
                        max_unions: int) -> tuple[np.ndarray, np.ndarray]:
     """Filter-Kruskal in one Numba call."""
+    parent = np.arange(n, dtype=spike.vertex_dtype(n))
     return _filter_kruskal(np.ascontiguousarray(u), np.ascontiguousarray(v),
-                           np.ascontiguousarray(w), n, max_unions, 12345)
+                           np.ascontiguousarray(w), parent, np.ones_like(parent), max_unions,
+                           12345)
 
 
 @register_kernel(mst.boruvka_op, backend="cpu", arrays=["numpy"], dtypes=spike.VERTEX_DTYPES)
 def boruvka_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Borůvka's rounds in one Numba call."""
-    return _boruvka(np.ascontiguousarray(u), np.ascontiguousarray(v), np.ascontiguousarray(w), n)
+    parent = np.arange(n, dtype=spike.vertex_dtype(n))
+    return _boruvka(np.ascontiguousarray(u), np.ascontiguousarray(v), np.ascontiguousarray(w),
+                    parent, np.ones_like(parent))
