@@ -200,3 +200,11 @@ def test_int32_and_int64_parents_give_the_same_unions(rng, backend):
         acc, cnt = fusekit.ops.union_find_union(parent, size, u, v, backend=backend)
         results.append((acc.tolist(), cnt.tolist(), parent.tolist()))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_synapse_updates_count_the_smaller_side_of_each_union(backend):
+    parent, size = np.arange(5, dtype=np.int64), np.ones(5, np.int64)
+    _, cnt = fusekit.ops.union_find_union(parent, size, np.array([0, 2, 0, 4, 1]),
+                                          np.array([1, 3, 2, 0, 3]), backend=backend)
+    assert cnt[2] == 4 and cnt[4] == 1 + 1 + 2 + 1  # sides 1|1, 1|1, 2|2, 4|1; (1, 3) rejected

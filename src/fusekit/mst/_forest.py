@@ -155,9 +155,9 @@ def _tree_edges_at_most(g: EdgeList) -> int:
 
 
 def _uf_stats(n: int, counters: np.ndarray) -> SpikeStats:
-    finds, hops, unions, processed = (int(c) for c in counters[:4])
+    finds, hops, unions, processed, rewired = (int(c) for c in counters[:5])
     return SpikeStats(neurons=n, synapses=n, spikes=hops, uf_events=processed, uf_hops=hops,
-                      uf_unions=unions)
+                      uf_unions=unions, uf_synapse_updates=rewired)
 
 
 def _union_stage(g: EdgeList, order: Any, target: int, backend: str | None
@@ -198,9 +198,10 @@ def _filter_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend
     t = time.perf_counter()
     edges, cnt = mst_ops.filter_kruskal(g.u, g.v, g.w, g.n, max_unions=target, backend=backend)
     timings["filter_kruskal"] = time.perf_counter() - t
-    finds, hops, unions, filtered = (int(c) for c in cnt)
+    finds, hops, unions, filtered, rewired = (int(c) for c in cnt)
     timings["edges_filtered"] = filtered
-    return edges, SpikeStats(uf_events=finds // 2, uf_hops=hops, uf_unions=unions)
+    return edges, SpikeStats(uf_events=finds // 2, uf_hops=hops, uf_unions=unions,
+                             uf_synapse_updates=rewired)
 
 
 def _boruvka(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
@@ -255,7 +256,7 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
                 wc = w[ids]
                 # the slice's start on the global grid (rounding may put it an ulp above
                 # the slice's lightest edge; then that edge is the origin)
-                origin = min(lo + c * coarse_q, wc.min())
+                origin = min(lo + c * coarse_q, wc.min().item())  # compared as Python numbers
                 fine = spike.spike_sort(wc, q, exact=True, origin=origin, backend=backend)
                 batch = ids[fine.order]
                 # the endpoints travel with the events, so the consumer's loop only streams
@@ -273,7 +274,7 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
     producer.start()
     parent = np.arange(g.n, dtype=spike.vertex_dtype(g.n))
     size = np.ones(g.n, dtype=parent.dtype)
-    counters = np.zeros(4, np.int64)
+    counters = np.zeros(5, np.int64)
     taken: list[np.ndarray] = []
     error: BaseException | None = None
     while True:

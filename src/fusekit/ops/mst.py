@@ -69,7 +69,7 @@ def filter_kruskal(u: Any, v: Any, w: Any, n: int, *, max_unions: int | None = N
 
     Returns:
         ``(edge_ids, counters)``: int64 ids of the forest's edges in ``(w, id)`` order, and
-        int64 ``[finds, hops, unions, edges_filtered]``.
+        int64 ``[finds, hops, unions, edges_filtered, synapse_updates]``.
     """
     limit = np.iinfo(np.int64).max if max_unions is None else int(max_unions)
     ids, counters = filter_kruskal_op.run((u, v, w), {"n": int(n), "max_unions": limit}, backend)
@@ -101,6 +101,7 @@ def forest_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int,
     order = np.argsort(w, kind="stable").astype(np.int64)
     parent, size = np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64)
     acc, cnt = union_find_union_reference(parent, size, u, v, order, max_unions=max_unions)
+    cnt[3] = 0  # edges filtered: the oracle filters none
     return order[acc], cnt
 
 

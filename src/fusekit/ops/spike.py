@@ -79,7 +79,8 @@ class SpikeStats:
             units, ``0 <= error < quantum``): how far a key is from its spike time.
         uf_events: Union-find events handled (two finds each).
         uf_hops: Parent-pointer hops of those finds (spikes along parent synapses).
-        uf_unions: Unions performed (synapses rewired).
+        uf_unions: Unions performed.
+        uf_synapse_updates: Root synapses rewired by the unions (the smaller side's vertices).
     """
 
     neurons: int = 0
@@ -93,6 +94,7 @@ class SpikeStats:
     uf_events: int = 0
     uf_hops: int = 0
     uf_unions: int = 0
+    uf_synapse_updates: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The statistics as a plain dict (for tables and JSON)."""
@@ -115,6 +117,7 @@ class SpikeStats:
             uf_events=self.uf_events + other.uf_events,
             uf_hops=self.uf_hops + other.uf_hops,
             uf_unions=self.uf_unions + other.uf_unions,
+            uf_synapse_updates=self.uf_synapse_updates + other.uf_synapse_updates,
         )
 
 
@@ -461,7 +464,10 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
 
     Returns:
         ``(accepted, counters)``: ``accepted`` bool of shape ``(k,)`` per entry of ``order``;
-        ``counters`` int64 NumPy ``[finds, hops, unions, processed]`` (edges looked at).
+        ``counters`` int64 NumPy ``[finds, hops, unions, processed, synapse_updates]``:
+        ``processed`` counts the edges looked at, ``synapse_updates`` the vertices of the
+        smaller side of each union (in the spiking model every vertex neuron keeps a synapse
+        to its root, so a union rewires those).
     """
     if order is None:
         order = np.arange(u.shape[0], dtype=np.int64)
@@ -506,7 +512,7 @@ class UnionFind:
 
     Attributes:
         finds: Finds performed so far; hops: parent hops of those finds; unions: unions
-        performed.
+        performed; synapse_updates: root synapses rewired by those unions.
     """
 
     def __init__(self, n: int, *, backend: str | None = None) -> None:
@@ -516,7 +522,7 @@ class UnionFind:
         self.parent = np.arange(n, dtype=dtype)
         self.size = np.ones(n, dtype=dtype)
         self.backend = backend
-        self.finds = self.hops = self.unions = 0
+        self.finds = self.hops = self.unions = self.synapse_updates = 0
 
     @property
     def n_components(self) -> int:
@@ -534,6 +540,7 @@ class UnionFind:
         self.finds += int(cnt[0])
         self.hops += int(cnt[1])
         self.unions += int(cnt[2])
+        self.synapse_updates += int(cnt[4])
         return acc
 
     def find(self, xs: Any) -> np.ndarray:
@@ -547,7 +554,8 @@ class UnionFind:
         """The union-find side of the spiking model: one neuron and parent synapse a vertex."""
         n = self.parent.shape[0]
         return SpikeStats(neurons=n, synapses=n, spikes=self.hops, uf_events=self.finds // 2,
-                          uf_hops=self.hops, uf_unions=self.unions)
+                          uf_hops=self.hops, uf_unions=self.unions,
+                          uf_synapse_updates=self.synapse_updates)
 
 
 # ---------------------------------------------------------------------- float64 references
@@ -615,7 +623,7 @@ def union_find_union_reference(parent: np.ndarray, size: np.ndarray, u: np.ndarr
                                ) -> tuple[np.ndarray, np.ndarray]:
     """Plain-Python oracle of the union kernel (same path halving and union by size)."""
     accepted = np.zeros(order.shape[0], dtype=bool)
-    finds = hops = unions = processed = 0
+    finds = hops = unions = processed = rewired = 0
     for k in range(order.shape[0]):
         if unions >= max_unions:
             break
@@ -635,9 +643,10 @@ def union_find_union_reference(parent: np.ndarray, size: np.ndarray, u: np.ndarr
                 a, b = b, a
             parent[b] = a
             size[a] += size[b]
+            rewired += int(size[b])
             unions += 1
             accepted[k] = True
-    return accepted, np.array([finds, hops, unions, processed], dtype=np.int64)
+    return accepted, np.array([finds, hops, unions, processed, rewired], dtype=np.int64)
 
 
 def union_find_find_reference(parent: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ def _filter_kruskal(u, v, w, parent, size, max_unions, seed):
     tmp = np.empty(m, np.int64)
     out = np.empty(min(max(n - 1, 0), m), np.int64)
     n_out = 0
-    counters = np.zeros(4, np.int64)  # finds, hops, unions, processed
+    counters = np.zeros(5, np.int64)  # finds, hops, unions, processed, synapse updates
     filtered = 0
     stack_a = np.empty(128, np.int64)
     stack_b = np.empty(128, np.int64)

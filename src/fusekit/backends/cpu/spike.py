@@ -146,8 +146,13 @@ def find_root(parent, x):  # noqa: D103
 
 @njit(nogil=True)
 def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, counters):
-    """Kruskal's loop over ``order[start:stop]``; ``counters`` accumulates across calls."""
+    """Kruskal's loop over ``order[start:stop]``; ``counters`` accumulates across calls.
+
+    ``counters``: finds, hops, unions, edges processed, synapse updates (the smaller side's
+    vertices, whose root synapses a union rewires).
+    """
     finds, hops, unions, processed = counters[0], counters[1], counters[2], counters[3]
+    rewired = counters[4]
     k = start
     while k < stop and unions < max_unions:
         e = order[k]
@@ -160,11 +165,13 @@ def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, 
                 a, b = b, a
             parent[b] = a
             size[a] += size[b]
+            rewired += size[b]
             unions += 1
             accepted[k] = True
         k += 1
     processed += k - start
     counters[0], counters[1], counters[2], counters[3] = finds, hops, unions, processed
+    counters[4] = rewired
     return k
 
 
@@ -226,7 +233,7 @@ def union_find_union_cpu(parent: np.ndarray, size: np.ndarray, u: np.ndarray, v:
                          order: np.ndarray, *, max_unions: int) -> tuple[np.ndarray, np.ndarray]:
     """Kruskal's ordered union in one Numba loop."""
     accepted = np.zeros(order.shape[0], dtype=np.bool_)
-    counters = np.zeros(4, np.int64)
+    counters = np.zeros(5, np.int64)
     ordered_union(parent, size, u, v, order, 0, order.shape[0], max_unions, accepted, counters)
     return accepted, counters
 

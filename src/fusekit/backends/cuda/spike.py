@@ -110,7 +110,7 @@ def _gather(order, pos, out):
 def _ordered_union(parent, size, u, v, order, max_unions, accepted, counters):
     if cuda.grid(1) != 0:
         return
-    finds = hops = unions = 0
+    finds = hops = unions = rewired = 0
     k = 0
     while k < order.shape[0] and unions < max_unions:
         e = order[k]
@@ -131,6 +131,7 @@ def _ordered_union(parent, size, u, v, order, max_unions, accepted, counters):
                 a, b = b, a
             parent[b] = a
             size[a] += size[b]
+            rewired += size[b]
             unions += 1
             accepted[k] = True
         k += 1
@@ -141,6 +142,7 @@ def _ordered_union(parent, size, u, v, order, max_unions, accepted, counters):
     counters[1] = hops
     counters[2] = unions
     counters[3] = min(order.shape[0], finds // 2)
+    counters[4] = rewired
 
 
 @cuda.jit
@@ -241,7 +243,7 @@ def union_find_union_launch(parent: Any, size: Any, u: Any, v: Any, order: Any, 
     parent, size = to_device("parent", parent, stream), to_device("size", size, stream)
     u, v, order = (to_device(nm, a, stream) for nm, a in (("u", u), ("v", v), ("order", order)))
     accepted = cuda.device_array(order.shape[0], dtype=np.bool_, stream=stream)
-    counters = cuda.to_device(np.zeros(4, np.int64), stream=stream)
+    counters = cuda.to_device(np.zeros(5, np.int64), stream=stream)
     _ordered_union[1, 1, stream](parent, size, u, v, order, max_unions, accepted, counters)
     return accepted, counters
 
