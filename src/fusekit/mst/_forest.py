@@ -277,25 +277,30 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
     counters = np.zeros(5, np.int64)
     taken: list[np.ndarray] = []
     error: BaseException | None = None
-    while True:
-        item = handover.get()
-        if item is None:
-            break
-        if isinstance(item, BaseException):
-            error = item
-            continue
-        if counters[2] >= target:
-            continue  # drain: the forest is complete
-        t0 = time.perf_counter()
-        batch, bu, bv = item
-        acc, cnt = spike.union_find_union(parent, size, bu, bv,
-                                          max_unions=target - int(counters[2]),
-                                          backend=backend)
-        taken.append(batch[acc])
-        counters += cnt
-        busy["union_find"] += time.perf_counter() - t0
-        if counters[2] >= target:
-            stop.set()
+    if target == 0:
+        stop.set()  # no vertex has a neighbour: nothing to wait for
+    try:
+        while True:
+            item = handover.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                error = item
+                continue
+            if counters[2] >= target:
+                continue  # drain: the forest is complete
+            t0 = time.perf_counter()
+            batch, bu, bv = item
+            acc, cnt = spike.union_find_union(parent, size, bu, bv,
+                                              max_unions=target - int(counters[2]),
+                                              backend=backend)
+            taken.append(batch[acc])
+            counters += cnt
+            busy["union_find"] += time.perf_counter() - t0
+            if counters[2] >= target:
+                stop.set()
+    finally:
+        stop.set()  # also when union-find failed: the sort stage must not run on
     producer.join()
     if error is not None:
         raise error
