@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -658,7 +658,3 @@ def union_find_find_reference(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
             return r
         r = nxt
 
-
-def with_stats(result: SpikeSortResult, **changes: Any) -> SpikeSortResult:
-    """A copy of ``result`` with some statistics replaced."""
-    return replace(result, stats=replace(result.stats, **changes))
