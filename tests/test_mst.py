@@ -211,3 +211,10 @@ def test_property_pipelined_equals_stable_kruskal_for_any_slicing(seed, chunks, 
     expected, _ = forest_reference(u, v, w, n=n)
     r = minimum_spanning_forest(u, v, w, n, method="pipelined", chunks=chunks)
     np.testing.assert_array_equal(np.sort(r.edges), np.sort(expected))
+
+
+@pytest.mark.skipif("cuda" in fusekit.available_backends(), reason="a GPU is present")
+def test_cuda_backend_without_a_gpu_says_why():
+    u, v, w, n = random_graph(np.random.default_rng(0), 10, 20, "float")
+    with pytest.raises(fusekit.BackendUnavailableError, match="backend 'cuda' is not available"):
+        minimum_spanning_forest(u, v, w, n, backend="cuda")

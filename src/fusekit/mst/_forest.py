@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InputError
+from .._errors import BackendUnavailableError, InputError
+from .._registry import unavailable_reason
 from ..ops import mst as mst_ops
 from ..ops import spike
 from ..ops.spike import SpikeStats
@@ -96,10 +97,11 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
             threads, handing events over in firing order), ``"spike-kruskal"`` (spike sort,
             then union-find), ``"radix-kruskal"`` (spiking radix sort, then union-find),
             ``"filter-kruskal"``, ``"boruvka"``, or ``"auto"`` (by weight type, range and
-            density; see ``docs/mst.md``).
+            density; Borůvka with ``backend="cuda"``; see ``docs/mst.md``).
         quantum: Weight units per spike time step for the spiking methods.
         chunks: Hand-over batches of the pipelined method (time slices of the firing grid).
-        backend: Backend of the ops (``"cpu"``, ``"reference"``, ...).
+        backend: Backend of the ops (``"cpu"``, ``"reference"``; ``"cuda"`` runs Borůvka
+            on the GPU, copying the edge list there and the forest's ids back).
 
     Returns:
         An :class:`MSTResult`.
@@ -116,7 +118,7 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
     target = _tree_edges_at_most(g)
     timings = {"prepare": time.perf_counter() - t0}
     if method == "auto":
-        method = choose_method(g, quantum)
+        method = "boruvka" if backend == "cuda" else choose_method(g, quantum)
     runner = _RUNNERS[method]
     edges, stats = runner(g, target, quantum, chunks, backend, timings)
     edges = np.asarray(edges, dtype=np.int64)
@@ -207,7 +209,18 @@ def _filter_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend
 def _boruvka(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
              timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
     t = time.perf_counter()
-    edges, cnt = mst_ops.boruvka(g.u, g.v, g.w, g.n, backend=backend)
+    if backend == "cuda":  # the CUDA kernel takes device arrays: copy the edge list over
+        reason = unavailable_reason("cuda")
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"minimum_spanning_forest: backend 'cuda' is not available: {reason}")
+        import cupy
+
+        ids, cnt = mst_ops.boruvka(cupy.asarray(g.u), cupy.asarray(g.v), cupy.asarray(g.w),
+                                   g.n, backend="cuda")
+        edges = cupy.asnumpy(ids)
+    else:
+        edges, cnt = mst_ops.boruvka(g.u, g.v, g.w, g.n, backend=backend)
     timings["boruvka"] = time.perf_counter() - t
     rounds, finds, hops, unions = (int(c) for c in cnt)
     timings["rounds"] = rounds
