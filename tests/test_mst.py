@@ -1,11 +1,11 @@
 """fusekit.mst: every method against SciPy's minimum_spanning_tree and the Kruskal oracle."""
 
-import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+nx = pytest.importorskip("networkx")
 scipy_sparse = pytest.importorskip("scipy.sparse")
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree  # noqa: E402
 
