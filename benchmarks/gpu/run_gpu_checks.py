@@ -7,9 +7,11 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
 
 It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
 CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
-kron, fp8 and kron_svd kernels, then three timing tables: ``kron_linear`` at LLaMA-like sizes
-(a 4096 x 4096 weight as 64 x 64 factors) next to the dense ``x @ W.T`` product and a cuBLAS
-reshape+matmul version written in torch, ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a
+kron, fp8, kron_svd, spike and mst kernels (spike and mst with CuPy only; Borůvka on Delaunay
+graphs up to 2^20 vertices against the CPU's spike-Kruskal, with one timing line each), then
+three timing tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64
+factors) next to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul version written in
+torch, ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a
 bf16 matmul on weights dequantized at load time and a dequantize-then-matmul in torch, and
 ``kpsvd`` (randomized and exact) of a 4096 x 4096 weight next to ``torch.svd_lowrank`` and
 ``torch.linalg.svd`` of the weight (PiSSA's two initialisations). It exits 1 when any
@@ -861,6 +863,64 @@ def time_kpsvd(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
 # ------------------------------------------------------------------------------- main
 
 
+def spike_cupy_sorts(checks: Checks, cupy: Any) -> None:
+    rng = np.random.default_rng(6)
+    for dtype, n, quantum in (("int32", 1000, None), ("int64", 100_000, 3),
+                              ("float32", 1000, None), ("float64", 100_000, 0.01)):
+        keys = (rng.integers(-500, 500, n) if dtype.startswith("int") else rng.random(n))
+        keys = keys.astype(dtype)
+        expected = np.argsort(keys, kind="stable").astype(np.int64)
+        got = fusekit.ops.spike_sort(cupy.asarray(keys), quantum, backend="cuda")
+        checks.same(f"CuPy spike_sort {dtype} n={n} quantum={quantum}", cupy.asnumpy(got.order),
+                    expected)
+        got = fusekit.ops.spike_radix_sort(cupy.asarray(keys), quantum, radix_bits=6,
+                                           backend="cuda")
+        checks.same(f"CuPy spike_radix_sort {dtype} n={n}", cupy.asnumpy(got.order), expected)
+
+
+def spike_cupy_union_find(checks: Checks, cupy: Any) -> None:
+    from fusekit.ops.spike import union_find_union_reference
+
+    rng = np.random.default_rng(7)
+    n, m = 5000, 20000
+    u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+    order = rng.permutation(m).astype(np.int64)
+    parent, size = np.arange(n, dtype=np.int64), np.ones(n, np.int64)
+    ref_acc, ref_cnt = union_find_union_reference(parent.copy(), size.copy(), u, v, order,
+                                                  max_unions=4000)
+    dp, ds = cupy.asarray(parent), cupy.asarray(size)
+    acc, cnt = fusekit.ops.union_find_union(dp, ds, cupy.asarray(u), cupy.asarray(v),
+                                            cupy.asarray(order), max_unions=4000,
+                                            backend="cuda")
+    checks.same("CuPy union_find_union accepted", cupy.asnumpy(acc), ref_acc)
+    checks.same("CuPy union_find_union counters", np.asarray(cnt), ref_cnt)
+
+
+def mst_cuda_boruvka(checks: Checks, cupy: Any, timing: bool) -> None:
+    from fusekit.mst import graphs, minimum_spanning_forest
+
+    for log2n, scheme in ((12, "int255"), (16, "uniform"), (20, "uniform")):
+        u, v, w, n = graphs.delaunay_graph(1 << log2n, seed=0, weights=scheme)
+        cpu = minimum_spanning_forest(u, v, w, n, method="spike-kruskal")
+        gpu = minimum_spanning_forest(u, v, w, n, backend="cuda")
+        checks.same(f"Boruvka cuda = spike-Kruskal cpu, Delaunay 2^{log2n} {scheme}",
+                    np.sort(gpu.edges), np.sort(cpu.edges))
+        if timing:
+            t_gpu = min(minimum_spanning_forest(u, v, w, n, backend="cuda").timings["total"]
+                        for _ in range(3))
+            t_cpu = min(minimum_spanning_forest(u, v, w, n, method="spike-kruskal")
+                        .timings["total"] for _ in range(3))
+            print(f"  Delaunay 2^{log2n} {scheme}: Boruvka cuda (with copies) "
+                  f"{t_gpu * 1e3:.1f} ms, spike-Kruskal cpu {t_cpu * 1e3:.1f} ms (min of 3)")
+
+
+def check_spike_mst_cupy(checks: Checks, cupy: Any, timing: bool) -> None:
+    print("spike and mst, CuPy arrays, backend='cuda':")
+    checks.run("CuPy spike sorts", spike_cupy_sorts, checks, cupy)
+    checks.run("CuPy union-find", spike_cupy_union_find, checks, cupy)
+    checks.run("CUDA Boruvka", mst_cuda_boruvka, checks, cupy, timing)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-timing", action="store_true", help="run the checks only")
@@ -895,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     check_fp8_torch(checks, torch)
     check_kron_svd_cupy(checks, cupy)
     check_kron_svd_torch(checks, torch)
+    check_spike_mst_cupy(checks, cupy, not args.no_timing)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
         time_fp8_gemv(checks, torch, cupy, args.repeats)

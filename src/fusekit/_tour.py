@@ -1,7 +1,8 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft); each new domain adds its part.
+layer against LoRA (peft), a minimum spanning forest against SciPy (mst); each new domain adds
+its part.
 """
 
 from __future__ import annotations
@@ -139,6 +140,35 @@ def _soka_part(quick: bool, out: TextIO) -> list[list[str]]:
     ]]
 
 
+def _mst_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:
+        print("  mst: skipped (SciPy is not installed: pip install scipy)", file=out)
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    from .mst import graphs, minimum_spanning_forest
+
+    log2n = 12 if quick else 16
+    u, v, w, n = graphs.delaunay_graph(1 << log2n, seed=0, weights="uniform")
+    a = coo_matrix((w, (u, v)), shape=(n, n)).tocsr()
+    expected = float(minimum_spanning_tree(a).sum())
+    r = minimum_spanning_forest(u, v, w, n)
+    err = abs(r.total_weight - expected) / expected
+    t_fusekit = median_seconds(lambda: minimum_spanning_forest(u, v, w, n), repeat=5)
+    t_scipy = median_seconds(lambda: minimum_spanning_tree(a), repeat=5)
+    steps = r.schedule(p=1)
+    print(f"  MSF Delaunay 2^{log2n} uniform: fusekit ({r.method}) {format_seconds(t_fusekit)}, "
+          f"SciPy {format_seconds(t_scipy)}; spiking model: pipelined "
+          f"{steps.pipelined_steps:,} steps vs serial {steps.serial_steps:,}", file=out)
+    return [["mst", f"min. spanning forest, Delaunay 2^{log2n}", f"{err:.1e}",
+             format_seconds(t_fusekit),
+             f"SciPy minimum_spanning_tree (CSR given): {format_seconds(t_scipy)}",
+             f"{t_scipy / t_fusekit:.1f}x", f"{u.size:,} edges"]]
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -155,7 +185,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",

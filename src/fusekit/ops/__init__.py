@@ -17,6 +17,15 @@ from .kron_svd import kron_factor_shapes as kron_factor_shapes
 from .kron_svd import kron_rearrange as kron_rearrange
 from .kron_svd import kron_rearrange_inverse as kron_rearrange_inverse
 from .kron_svd import select_rank as select_rank
+from .mst import boruvka as boruvka
+from .mst import filter_kruskal as filter_kruskal
+from .spike import SpikeSortResult as SpikeSortResult
+from .spike import SpikeStats as SpikeStats
+from .spike import UnionFind as UnionFind
+from .spike import spike_radix_sort as spike_radix_sort
+from .spike import spike_sort as spike_sort
+from .spike import union_find_find as union_find_find
+from .spike import union_find_union as union_find_union
 
 __all__ = [
     "fp8_act_quantize",
@@ -36,4 +45,13 @@ __all__ = [
     "kron_rearrange",
     "kron_rearrange_inverse",
     "select_rank",
+    "SpikeSortResult",
+    "SpikeStats",
+    "UnionFind",
+    "boruvka",
+    "filter_kruskal",
+    "spike_radix_sort",
+    "spike_sort",
+    "union_find_find",
+    "union_find_union",
 ]

@@ -1,0 +1,210 @@
+"""The spike family (spike_sort, spike_radix_sort, union-find) against NumPy and the oracles."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fusekit
+from fusekit.ops import spike
+
+CPU_BACKENDS = [b for b in fusekit.available_backends() if b in ("cpu", "reference")]
+KEY_DTYPES = [np.int32, np.int64, np.uint8, np.uint16, np.float32, np.float64]
+
+
+def random_keys(rng, dtype, n=500):
+    if np.dtype(dtype).kind == "f":
+        return (rng.random(n) * 3 - 1).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -50), min(info.max, 200), n).astype(dtype)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", KEY_DTYPES)
+@pytest.mark.parametrize("quantum", [None, 0.37, 7])
+def test_spike_sort_exact_order_equals_stable_argsort(rng, backend, dtype, quantum):
+    keys = random_keys(rng, dtype)
+    r = fusekit.ops.spike_sort(keys, quantum, backend=backend)
+    np.testing.assert_array_equal(r.order, np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", KEY_DTYPES)
+def test_spike_radix_sort_equals_stable_argsort(rng, backend, dtype):
+    keys = random_keys(rng, dtype)
+    r = fusekit.ops.spike_radix_sort(keys, radix_bits=3, backend=backend)
+    np.testing.assert_array_equal(r.order, np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_inexact_spike_sort_keeps_input_order_within_a_step(rng, backend):
+    keys = rng.random(300)
+    r = fusekit.ops.spike_sort(keys, 0.1, exact=False, backend=backend)
+    steps = np.floor((keys - keys.min()) / 0.1).astype(np.int64)
+    np.testing.assert_array_equal(r.order, np.argsort(steps, kind="stable"))
+    np.testing.assert_array_equal(r.firing_steps(), steps[r.order])
+
+
+def test_spike_sort_stats_count_neurons_spikes_and_steps():
+    keys = np.array([3, 1, 3, 0, 3, 9])
+    s = fusekit.ops.spike_sort(keys).stats
+    assert (s.neurons, s.synapses, s.spikes, s.time_steps) == (7, 6, 7, 10)
+    assert s.max_spikes_per_step == 3
+    assert s.mean_spikes_per_step == pytest.approx(6 / 4)  # 4 steps fire
+    assert s.quantization_error == 0.0
+
+
+def test_float_quantization_error_is_below_one_quantum(rng):
+    keys = rng.random(1000)
+    s = fusekit.ops.spike_sort(keys, 0.01).stats
+    assert 0.0 < s.quantization_error < 0.01
+    assert s.time_steps == int(np.floor((keys.max() - keys.min()) / 0.01)) + 1
+
+
+def test_event_stream_is_in_time_order_and_may_stop_early():
+    r = fusekit.ops.spike_sort(np.array([5, 2, 2, 9, 5, 2]))
+    seen = []
+    for step, ids in r.events():
+        seen.append((step, ids.tolist()))
+        if step >= 3:
+            break
+    assert seen == [(0, [1, 2, 5]), (3, [0, 4])]
+    assert [t for t, _ in r.events(first_step=4)] == [7]
+
+
+def test_radix_stats_count_passes_of_2_to_the_radix_bits_steps():
+    keys = np.arange(1000)
+    s = fusekit.ops.spike_radix_sort(keys, radix_bits=4).stats
+    assert s.time_steps == 3 * 16  # 999 needs 10 bits: three 4-bit digits
+    assert s.spikes == 3 * 1000 + 3
+    assert s.active_steps == 16 + 16 + 4  # the top digit of 0..999 is 0..3
+    assert s.mean_spikes_per_step == pytest.approx(3000 / 36)
+
+
+def test_merged_stats_add_counts_and_average_over_active_steps():
+    a = spike.SpikeStats(neurons=3, spikes=6, time_steps=5, active_steps=2,
+                         mean_spikes_per_step=3.0, max_spikes_per_step=4)
+    b = spike.SpikeStats(neurons=2, spikes=2, uf_events=7, uf_unions=1)
+    c = a.merged(b)
+    assert (c.neurons, c.spikes, c.time_steps, c.uf_events, c.uf_unions) == (5, 8, 5, 7, 1)
+    assert c.mean_spikes_per_step == 3.0 and c.max_spikes_per_step == 4
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_keys_sort_to_nothing(backend):
+    r = fusekit.ops.spike_sort(np.empty(0), backend=backend)
+    assert r.order.size == 0 and r.stats.spikes == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(keys=st.lists(st.integers(-1000, 1000), max_size=60),
+       quantum=st.one_of(st.none(), st.integers(1, 300), st.floats(0.01, 500)))
+def test_property_cpu_spike_sorts_are_stable_sorts(keys, quantum):
+    k = np.array(keys, dtype=np.int64)
+    expected = np.argsort(k, kind="stable")
+    np.testing.assert_array_equal(fusekit.ops.spike_sort(k, quantum, backend="cpu").order,
+                                  expected)
+    np.testing.assert_array_equal(
+        fusekit.ops.spike_radix_sort(k, quantum, radix_bits=2, backend="cpu").order, expected)
+
+
+def naive_components(n, edges):
+    label = list(range(n))
+    for a, b in edges:
+        la, lb = label[a], label[b]
+        if la != lb:
+            label = [la if x == lb else x for x in label]
+    return label
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_union_accepts_exactly_the_edges_that_join_components(rng, backend):
+    n, m = 40, 120
+    u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+    parent, size = np.arange(n, dtype=np.int64), np.ones(n, np.int64)
+    acc, cnt = fusekit.ops.union_find_union(parent, size, u, v, backend=backend)
+    label, expected = list(range(n)), []
+    for a, b in zip(u, v, strict=True):
+        expected.append(label[a] != label[b])
+        if expected[-1]:
+            la, lb = label[a], label[b]
+            label = [la if x == lb else x for x in label]
+    np.testing.assert_array_equal(acc, expected)
+    assert cnt[2] == sum(expected) and cnt[3] == m and cnt[0] == 2 * m
+    roots = fusekit.ops.union_find_find(parent, np.arange(n), backend=backend)
+    lab = np.array(label)
+    assert all((roots == roots[i]).tolist() == (lab == lab[i]).tolist() for i in range(n))
+
+
+def test_cpu_union_matches_the_reference_counters_and_parents(rng):
+    n, m = 200, 900
+    u, v = rng.integers(0, n, m).astype(np.int32), rng.integers(0, n, m).astype(np.int32)
+    order = rng.permutation(m).astype(np.int64)
+    p1, s1 = np.arange(n, dtype=np.int64), np.ones(n, np.int64)
+    p2, s2 = p1.copy(), s1.copy()
+    a1, c1 = fusekit.ops.union_find_union(p1, s1, u, v, order, max_unions=150, backend="cpu")
+    a2, c2 = spike.union_find_union_reference(p2, s2, u, v, order, max_unions=150)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(p1, p2)
+    assert c1[2] == 150 and c1[3] < m
+
+
+def test_union_find_class_tracks_components_and_counters():
+    uf = fusekit.ops.UnionFind(5)
+    assert uf.union([0, 1, 3], [1, 0, 4]).tolist() == [True, False, True]
+    assert uf.n_components == 3 and uf.unions == 2 and uf.finds == 6
+    roots = uf.find([0, 1, 2, 3, 4])
+    assert roots[0] == roots[1] and roots[3] == roots[4] and len(set(roots.tolist())) == 3
+    assert uf.stats().uf_unions == 2
+
+
+def test_keys_with_nan_are_rejected():
+    with pytest.raises(fusekit.InputError, match="keys contains NaN"):
+        fusekit.ops.spike_sort(np.array([1.0, np.nan]))
+
+
+def test_two_dimensional_keys_are_rejected():
+    with pytest.raises(fusekit.InputError, match=r"keys must have shape \(n,\)"):
+        fusekit.ops.spike_sort(np.ones((2, 2)))
+
+
+def test_a_quantum_that_makes_too_many_steps_suggests_the_radix_sort():
+    with pytest.raises(fusekit.InputError, match="spike_radix_sort"):
+        fusekit.ops.spike_sort(np.array([0.0, 1.0]), 1e-12)
+
+
+def test_non_positive_quantum_is_rejected():
+    with pytest.raises(fusekit.InputError, match="quantum must be a positive"):
+        fusekit.ops.spike_sort(np.array([0.0, 1.0]), 0.0)
+
+
+def test_union_rejects_vertex_ids_beyond_parent():
+    parent, size = np.arange(3, dtype=np.int64), np.ones(3, np.int64)
+    with pytest.raises(fusekit.InputError, match=r"must lie in \[0, 3\)"):
+        fusekit.ops.union_find_union(parent, size, np.array([0]), np.array([3]))
+
+
+def test_union_rejects_parent_pointers_outside_the_array():
+    parent, size = np.array([0, 5, 2], dtype=np.int64), np.ones(3, np.int64)
+    with pytest.raises(fusekit.InputError, match="parent pointers must lie in"):
+        fusekit.ops.union_find_union(parent, size, np.array([0]), np.array([1]))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_int32_and_int64_parents_give_the_same_unions(rng, backend):
+    u, v = rng.integers(0, 30, 80), rng.integers(0, 30, 80)
+    results = []
+    for dt in (np.int32, np.int64):
+        parent, size = np.arange(30, dtype=dt), np.ones(30, dt)
+        acc, cnt = fusekit.ops.union_find_union(parent, size, u, v, backend=backend)
+        results.append((acc.tolist(), cnt.tolist(), parent.tolist()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_synapse_updates_count_the_smaller_side_of_each_union(backend):
+    parent, size = np.arange(5, dtype=np.int64), np.ones(5, np.int64)
+    _, cnt = fusekit.ops.union_find_union(parent, size, np.array([0, 2, 0, 4, 1]),
+                                          np.array([1, 3, 2, 0, 3]), backend=backend)
+    assert cnt[2] == 4 and cnt[4] == 1 + 1 + 2 + 1  # sides 1|1, 1|1, 2|2, 4|1; (1, 3) rejected
