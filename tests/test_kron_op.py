@@ -78,11 +78,15 @@ def test_kron_factor_grads_match_reference(rng, backend, dtype):
 
 
 @pytest.mark.parametrize("strategy", ["fused", "blas"])
-def test_cpu_strategies_agree_with_reference(rng, monkeypatch, strategy):
-    """Both CPU code paths (small-call Numba loops, large-call BLAS) are exercised."""
+@pytest.mark.parametrize("shapes", [(8, 4, 3, 8), (24, 2, 2, 12), (2, 12, 24, 2), (6, 6, 6, 6)],
+                         ids=["mixed", "flat", "tall", "square"])
+def test_cpu_strategies_agree_with_reference(rng, monkeypatch, strategy, shapes):
+    """Both CPU code paths (small-call Numba loops, large-call BLAS), and each BLAS product
+    order (chosen by shape: flat factors take the other order) are exercised."""
     monkeypatch.setattr(cpu_kron, "BLAS_MIN_MACS", 0 if strategy == "blas" else 1 << 62)
-    x, A, B = make(rng, 2, 8, 4, 3, 8, (6,), np.float64)
-    G = rng.standard_normal((6, 24))
+    m1, n1, m2, n2 = shapes
+    x, A, B = make(rng, 2, m1, n1, m2, n2, (6,), np.float64)
+    G = rng.standard_normal((6, m1 * m2))
     np.testing.assert_allclose(cpu_kron.kron_linear_cpu(x, A, B), kron_linear_reference(x, A, B),
                                rtol=1e-12, atol=1e-12)
     for got, want in zip(cpu_kron.kron_factor_grads_cpu(x, G, A, B),

@@ -102,27 +102,45 @@ def _macs(nb: int, A: np.ndarray, B: np.ndarray) -> int:
 
 
 def _kron_linear_blas(X: Tensor, A: Tensor, B: Tensor) -> Tensor:
+    # One large GEMM per stage, in the cheaper of the two orders: ``(X B^T)`` first costs
+    # n1 n2 m2 + m1 n1 m2 per token and term, ``(A X)`` first m1 n1 n2 + m1 n2 m2. Flat factor
+    # shapes (A: out/f x f) make the two differ by 10x; batched small GEMMs were 10-50x slower.
     nb, n1, n2 = X.shape
     r, m1, _ = A.shape
     m2 = B.shape[1]
-    T = X.reshape(nb * n1, n2) @ B.reshape(r * m2, n2).T  # T[b, j1, k, i2]
-    T = T.reshape(nb, n1, r, m2).permute(0, 2, 1, 3).reshape(nb, r * n1, m2)
-    A_cat = A.permute(1, 0, 2).reshape(m1, r * n1)  # A_cat[i1, (k, j1)]
-    return A_cat @ T  # (nb, m1, m2)
+    if n1 * n2 * m2 + m1 * n1 * m2 <= m1 * n1 * n2 + m1 * n2 * m2:
+        T = X.reshape(nb * n1, n2) @ B.reshape(r * m2, n2).T  # [(b, j1), (k, i2)]
+        T = T.reshape(nb, n1, r, m2).permute(2, 1, 0, 3).reshape(r * n1, nb * m2)
+        Y = A.permute(1, 0, 2).reshape(m1, r * n1) @ T  # [i1, (b, i2)]
+        return Y.reshape(m1, nb, m2).permute(1, 0, 2)
+    U = A.reshape(r * m1, n1) @ X.permute(1, 0, 2).reshape(n1, nb * n2)  # [(k, i1), (b, j2)]
+    U = U.reshape(r, m1, nb, n2).permute(2, 1, 0, 3).reshape(nb * m1, r * n2)
+    return (U @ B.permute(0, 2, 1).reshape(r * n2, m2)).reshape(nb, m1, m2)
 
 
 def _kron_factor_grads_blas(X: Tensor, G: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+    # gA[k] = sum_b G_b B_k X_b^T and gB[k] = sum_b G_b^T A_k X_b, each in its cheaper order.
     nb, n1, n2 = X.shape
     r, m1, _ = A.shape
     m2 = B.shape[1]
-    T = X.reshape(nb * n1, n2) @ B.reshape(r * m2, n2).T  # T[b, j1, k, i2]
-    T = T.reshape(nb, n1, r, m2).permute(2, 1, 0, 3).reshape(r * n1, nb * m2)
-    G_rows = G.permute(1, 0, 2).reshape(m1, nb * m2)  # G[i1, (b, i2)]
-    gA = (G_rows @ T.T).reshape(m1, r, n1).permute(1, 0, 2)
-    U = A.reshape(r * m1, n1) @ X  # U[b, (k, i1), j2]
-    U = U.reshape(nb, r, m1, n2).permute(0, 2, 1, 3).reshape(nb * m1, r * n2)
-    G_cols = G.permute(2, 0, 1).reshape(m2, nb * m1)  # G[i2, (b, i1)]
-    gB = (G_cols @ U).reshape(m2, r, n2).permute(1, 0, 2)
+    G_rows = G.permute(1, 0, 2).reshape(m1, nb * m2)  # [i1, (b, i2)]
+    if n1 * n2 * m2 + m1 * m2 * n1 <= m1 * m2 * n2 + m1 * n2 * n1:  # through T = X B^T
+        T = X.reshape(nb * n1, n2) @ B.reshape(r * m2, n2).T  # [(b, j1), (k, i2)]
+        T = T.reshape(nb, n1, r, m2).permute(2, 1, 0, 3).reshape(r * n1, nb * m2)
+        gA = (G_rows @ T.T).reshape(m1, r, n1).permute(1, 0, 2)
+    else:  # through P = G B
+        P = G.reshape(nb * m1, m2) @ B.permute(1, 0, 2).reshape(m2, r * n2)  # [(b, i1), (k, j2)]
+        P = P.reshape(nb, m1, r, n2).permute(2, 1, 0, 3).reshape(r, m1, nb * n2)
+        gA = P @ X.permute(0, 2, 1).reshape(nb * n2, n1)
+    if m1 * n1 * n2 + m1 * m2 * n2 <= n1 * m1 * m2 + m2 * n1 * n2:  # through U = A X
+        U = A.reshape(r * m1, n1) @ X.permute(1, 0, 2).reshape(n1, nb * n2)  # [(k, i1), (b, j2)]
+        U = U.reshape(r, m1, nb, n2).permute(2, 1, 0, 3).reshape(nb * m1, r * n2)
+        G_cols = G.permute(2, 0, 1).reshape(m2, nb * m1)  # [i2, (b, i1)]
+        gB = (G_cols @ U).reshape(m2, r, n2).permute(1, 0, 2)
+    else:  # through V = A^T G
+        V = A.permute(0, 2, 1).reshape(r * n1, m1) @ G_rows  # [(k, j1), (b, i2)]
+        V = V.reshape(r, n1, nb, m2).permute(0, 3, 2, 1).reshape(r, m2, nb * n1)
+        gB = V @ X.reshape(nb * n1, n2)
     return gA.contiguous(), gB.contiguous()
 
 
