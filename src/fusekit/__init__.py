@@ -48,7 +48,7 @@ __all__ = [
     "use_backend",
 ]
 
-_LAZY_SUBMODULES = ("ops", "torch", "backends", "peft")
+_LAZY_SUBMODULES = ("ops", "torch", "backends", "peft", "neuro")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,8 @@ from .fp8_matmul import fp8_gate_up as fp8_gate_up
 from .fp8_matmul import fp8_gemm as fp8_gemm
 from .fp8_matmul import fp8_gemv as fp8_gemv
 from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
+from .ion import IonSimulation as IonSimulation
+from .ion import ion_simulate as ion_simulate
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 from .kron_svd import kpsvd as kpsvd
@@ -29,6 +31,8 @@ __all__ = [
     "fp8_gemm",
     "fp8_gemv",
     "fp8_gemv_t",
+    "IonSimulation",
+    "ion_simulate",
     "kron_factor_grads",
     "kron_linear",
     "kpsvd",

@@ -1,0 +1,212 @@
+"""CPU kernels of the ion family: one fused, generated Numba kernel per channel set and dtype.
+
+The kernel source is generated from the channels (``ops.ion_channel.step_source``) and
+compiled once per process for each ``(channel set, dtype)``. Its structure is what made the
+prototype fast (see DESIGN.md):
+
+* neurons in blocks of ``NEURON_BLOCK``; ``prange`` over blocks, and every time step inside,
+  so threads never synchronise between steps;
+* a block's potentials, states and parameters live in small contiguous scratch arrays, and the
+  loop over the neurons of a block is plain arithmetic that LLVM vectorises: the channel
+  functions are inlined and ``exp`` is the polynomial of ``_vmath`` (``math.exp`` would stay a
+  scalar call);
+* spike detection is a separate scalar loop over the block after each step (an integer
+  reduction inside the vector loop kept it scalar).
+
+Generated kernels cannot use Numba's disk cache (their source lives in no file), so the first
+call with a new channel set or dtype compiles (seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..._registry import register_kernel
+from ...ops import ion
+from ...ops.ion_channel import (
+    ChannelSet,
+    channel_set,
+    compile_channel_function,
+    reversal_constants,
+    step_source,
+)
+from ._numba import configure, njit
+from ._vmath import exp_f32, exp_f64
+
+_FLOATS = ("float32", "float64")
+#: Neurons per block: one thread's unit of work, small enough that its scratch stays in L1/L2.
+NEURON_BLOCK = 256
+_FASTMATH = {"contract", "nsz"}
+
+_TEMPLATE = '''
+def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
+              V_rec, counts, times):
+    w = min(BLOCK, V.shape[0] - lo)
+    # One flat scratch array, rows of BLOCK: v, v before the step, i_ext, states, params.
+    # A single array with constant row offsets lets LLVM prove the vector loop free of
+    # aliasing (separate arrays needed more run-time checks than it allows, so it stayed
+    # scalar).
+    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    for j in range(w):
+        buf[j] = V[lo + j]
+        buf[2 * BLOCK + j] = I[0, lo + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            buf[(3 + k) * BLOCK + j] = S[k, lo + j]
+    for k in range(N_PARAMS):
+        for j in range(w):
+            buf[(3 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+    for step in range(n_steps):
+        if i_rows:
+            for j in range(w):
+                buf[2 * BLOCK + j] = I[step, lo + j]
+        for j in range(w):
+            v = buf[j]
+            v_old = v
+            i_inj = buf[2 * BLOCK + j]
+{loads}
+{body}
+{stores}
+            buf[BLOCK + j] = v_old
+            buf[j] = v
+        # Spike detection in its own scalar loop: a crossing count inside the loop above
+        # (an integer reduction) kept LLVM from vectorising it.
+        for j in range(w):
+            v_old = buf[BLOCK + j]
+            v = buf[j]
+            if v_old < thr and v >= thr:
+                c = counts[lo + j]
+                if c < max_spikes:
+                    times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
+                counts[lo + j] = c + 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(w):
+                V_rec[r, lo + j] = buf[j]
+    for j in range(w):
+        V[lo + j] = buf[j]
+    for k in range(N_STATES):
+        for j in range(w):
+            S[k, lo + j] = buf[(3 + k) * BLOCK + j]
+'''
+
+_DRIVER = '''
+def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
+               V_rec, counts, times):
+    n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        ion_block(blk * BLOCK, V, S, P, I, i_rows, dt, n_steps, record_every, thr,
+                  max_spikes, V_rec, counts, times)
+'''
+
+
+def _vtrap(exp: Callable[..., Any], scalar: Callable[[float], Any]) -> Any:
+    """``ion_channel.vtrap`` for one dtype on top of ``exp`` (same series, same cut-off)."""
+    from ...ops.ion_channel import VTRAP_SERIES_BELOW
+
+    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
+                                                      1 / 720, 1 / 30240, 1.0))
+
+    @njit(cache=False, fastmath=_FASTMATH, error_model="numpy")
+    def vtrap(x, y):
+        u = x / y
+        small = abs(u) < cut
+        u2 = u * u
+        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+        denom = exp(u) - one
+        denom = one if small else denom
+        direct = x / denom
+        return series if small else direct
+
+    return vtrap
+
+
+def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
+    import math
+
+    scalar = np.float32 if dtype == "float32" else np.float64
+    exp = exp_f32 if dtype == "float32" else exp_f64
+    return {"exp": exp, "vtrap": _vtrap(exp, scalar), "log": math.log,
+            "sqrt": math.sqrt}, scalar
+
+
+_kernels: dict[tuple[str, str], Any] = {}
+
+
+def generated_source(cs: ChannelSet) -> str:
+    """The Python source of the CPU kernel for ``cs`` (before compilation; for reading)."""
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    ind = " " * 12
+    body, _ = step_source(cs, ind)
+    row = {f"s{k}": 3 + k for k in range(n_states)}
+    row.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
+    loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
+    stores = [f"{ind}buf[{(3 + k) * NEURON_BLOCK} + j] = s{k}" for k in range(n_states)]
+    return _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                            stores="\n".join(stores) or f"{ind}pass")
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
+    key = (cs.key, dtype)
+    kernel = _kernels.get(key)
+    if kernel is not None:
+        return kernel
+    configure()
+    import numba
+
+    math_fns, scalar = _math(dtype)
+    _, funcs = step_source(cs, "")
+
+    def jit(fn: Callable[..., Any]) -> Any:
+        return numba.njit(fastmath=_FASTMATH, error_model="numpy")(fn)
+
+    ns: dict[str, Any] = {
+        "np": np, "prange": numba.prange, "BLOCK": NEURON_BLOCK,
+        "DTYPE": np.dtype(dtype), "N_STATES": len(cs.state_names),
+        "N_PARAMS": len(cs.param_names),
+        "N_ROWS": 3 + len(cs.state_names) + len(cs.param_names),
+        "EXP": math_fns["exp"], "ONE": scalar(1.0), **reversal_constants(cs, scalar),
+    }
+    seen: dict[int, Any] = {}
+    for name, fn in funcs.items():
+        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
+    # The block function holds all the arithmetic and compiles without the parallel
+    # machinery; the parallel driver around it is tiny (compiling one big parfor was slow).
+    exec(compile(generated_source(cs), f"<fusekit ion kernel {cs.key}>", "exec"), ns)
+    ns["ion_block"] = numba.njit(fastmath=_FASTMATH, error_model="numpy")(ns["ion_block"])
+    exec(compile(_DRIVER, f"<fusekit ion driver {cs.key}>", "exec"), ns)
+    kernel = numba.njit(parallel=True)(ns["ion_kernel"])
+    _kernels[key] = kernel
+    return kernel
+
+
+@register_kernel(ion.ion_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def ion_simulate_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """All ``n_steps`` in one parallel Numba call, neurons in SIMD blocks."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    scalar = dtype.type
+    n = v0.shape[0]
+    V = np.array(v0, dtype=dtype, order="C")  # copies: the kernel updates them in place
+    S = np.array(states0, dtype=dtype, order="C")
+    P = np.ascontiguousarray(params)
+    I_ext = np.ascontiguousarray(i_ext).reshape(-1, n)
+    n_rec = n_steps // record_every if record_every else 0
+    V_rec = np.empty((n_rec, n), dtype=dtype)
+    counts = np.zeros(n, dtype=np.int64)
+    times = np.full((max_spikes, n), np.nan, dtype=dtype)
+    if n and n_steps:
+        kernel_for(cs, dtype.name)(
+            V, S if S.shape[0] else np.zeros((1, n), dtype), P, I_ext,
+            1 if I_ext.shape[0] > 1 else 0, scalar(dt), n_steps, record_every,
+            scalar(spike_threshold), max_spikes, V_rec, counts, times,
+        )
+    return V, S, V_rec, counts, times

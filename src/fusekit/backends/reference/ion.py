@@ -1,0 +1,10 @@
+"""Reference kernels of the ion family: the float64 oracle declared with the op."""
+
+from ..._registry import register_kernel
+from ...ops import ion
+
+_FLOATS = ("float32", "float64")
+
+register_kernel(ion.ion_simulate_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
+    ion.ion_simulate_reference
+)

@@ -1,0 +1,45 @@
+"""Biophysical neurons on fusekit's ion-channel ops.
+
+Channels are small Python classes (states, parameters, rates, conductance, reversal); fusekit
+compiles a cell's channels into one fused kernel per backend. Shipped: the Hodgkin-Huxley
+squid channels (:mod:`fusekit.neuro.hh`).
+
+Example:
+    >>> import numpy as np
+    >>> from fusekit import neuro
+    >>> pop = neuro.Population(neuro.HH_CHANNELS, n=100)
+    >>> pop.i_ext[:] = 10.0  # uA/cm^2
+    >>> out = pop.run(50.0, dt=0.025, record_every=4)
+    >>> out.v_record.shape
+    (500, 100)
+
+See ``docs/neuro.md``.
+"""
+
+from ..ops.ion import IonSimulation as IonSimulation
+from ..ops.ion_channel import Channel as Channel
+from ..ops.ion_channel import ChannelSet as ChannelSet
+from ..ops.ion_channel import exp as exp
+from ..ops.ion_channel import log as log
+from ..ops.ion_channel import sqrt as sqrt
+from ..ops.ion_channel import vtrap as vtrap
+from ._population import Population as Population
+from .hh import HH_CHANNELS as HH_CHANNELS
+from .hh import HHLeak as HHLeak
+from .hh import HHPotassium as HHPotassium
+from .hh import HHSodium as HHSodium
+
+__all__ = [
+    "HH_CHANNELS",
+    "Channel",
+    "ChannelSet",
+    "HHLeak",
+    "HHPotassium",
+    "HHSodium",
+    "IonSimulation",
+    "Population",
+    "exp",
+    "log",
+    "sqrt",
+    "vtrap",
+]
