@@ -275,6 +275,12 @@ class ChannelSet:
         names = "+".join(ch.__name__ for ch in self.channels)
         return f"{names}#{h.hexdigest()[:12]}"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChannelSet) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
     def __repr__(self) -> str:
         return f"ChannelSet([{', '.join(ch.__name__ for ch in self.channels)}])"
 

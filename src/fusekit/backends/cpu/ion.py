@@ -198,7 +198,7 @@ def ion_simulate_cpu(
     V = np.array(v0, dtype=dtype, order="C")  # copies: the kernel updates them in place
     S = np.array(states0, dtype=dtype, order="C")
     P = np.ascontiguousarray(params)
-    I_ext = np.ascontiguousarray(i_ext).reshape(-1, n)
+    I_ext = np.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
     n_rec = n_steps // record_every if record_every else 0
     V_rec = np.empty((n_rec, n), dtype=dtype)
     counts = np.zeros(n, dtype=np.int64)

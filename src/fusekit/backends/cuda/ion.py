@@ -1,0 +1,190 @@
+"""CUDA kernels of the ion family: one generated Numba CUDA kernel per channel set and dtype.
+
+One thread per neuron keeps its potential, states and parameters in registers and runs every
+time step of the call in one launch (no synchronisation between steps: neurons are
+independent). The step is the same generated source as the CPU kernel's
+(``ops.ion_channel.step_source``), with the device's ``exp``.
+
+:func:`ion_simulate_launch` takes Numba device arrays (or host NumPy arrays, copied over) and
+needs no CuPy, so the simulator tests call it; the registered kernel wraps it for CuPy arrays
+on CuPy's current stream (not yet run on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+from ..._registry import register_kernel
+from ...ops import ion
+from ...ops.ion_channel import (
+    VTRAP_SERIES_BELOW,
+    ChannelSet,
+    channel_set,
+    compile_channel_function,
+    reversal_constants,
+    step_source,
+)
+from ._device import cupy_stream, output, to_device
+
+_FLOATS = ("float32", "float64")
+#: Threads per block.
+THREADS = 128
+
+_TEMPLATE = '''
+def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
+               V_rec, counts, times):
+    j = cuda.grid(1)
+    if j >= V.shape[0]:
+        return
+    v = V[j]
+{loads}
+    c = 0
+    for step in range(n_steps):
+        i_inj = I[step * i_rows, j]
+        v_old = v
+{body}
+        if v_old < thr and v >= thr:
+            if c < max_spikes:
+                times[c, j] = (step + (thr - v_old) / (v - v_old)) * dt
+            c += 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            V_rec[(step + 1) // record_every - 1, j] = v
+    counts[j] = c
+    V[j] = v
+{stores}
+'''
+
+
+def generated_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA kernel for ``cs`` (before compilation; for reading)."""
+    body, _ = step_source(cs, " " * 8)
+    loads = [f"    s{k} = S[{k}, j]" for k in range(len(cs.state_names))]
+    loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
+    stores = [f"    S[{k}, j] = s{k}" for k in range(len(cs.state_names))]
+    return _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                            stores="\n".join(stores))
+
+
+def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
+    scalar = np.float32 if dtype == "float32" else np.float64
+    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
+                                                      1 / 720, 1 / 30240, 1.0))
+
+    @cuda.jit(device=True)
+    def exp(x):
+        return math.exp(x)
+
+    @cuda.jit(device=True)
+    def vtrap(x, y):
+        u = x / y
+        if abs(u) < cut:
+            u2 = u * u
+            return y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+        return x / (math.exp(u) - one)
+
+    @cuda.jit(device=True)
+    def log(x):
+        return math.log(x)
+
+    @cuda.jit(device=True)
+    def sqrt(x):
+        return math.sqrt(x)
+
+    return {"exp": exp, "vtrap": vtrap, "log": log, "sqrt": sqrt}, scalar
+
+
+_kernels: dict[tuple[str, str], Any] = {}
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA kernel for ``cs`` and ``dtype``, generated on first use (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "")
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(generated_source(cs), f"<fusekit ion cuda kernel {cs.key}>", "exec"), ns)
+        _kernels[key] = cuda.jit(ns["ion_kernel"])
+    return _kernels[key]
+
+
+def ion_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, V_rec: Any, counts: Any, times: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
+) -> None:
+    """Run the simulation in place on device arrays.
+
+    Args:
+        V: ``(n,)`` potentials, updated in place.
+        S: ``(n_states, n)`` states (``(1, n)`` when there are none), updated in place.
+        P: ``(n_params, n)`` parameters.
+        I_ext: ``(1, n)`` constant or ``(n_steps, n)`` per-step injected current.
+        V_rec: ``(n_steps // record_every, n)`` output (``(0, n)`` for none).
+        counts: ``(n,)`` int64 output, spike counts.
+        times: ``(max_spikes, n)`` output, spike times (left as they are past the count:
+            fill with NaN beforehand).
+        channels: As for :func:`fusekit.ops.ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        record_every: Record period in steps (0: none).
+        spike_threshold: mV.
+        max_spikes: Rows of ``times``.
+        stream: Numba stream (0: default).
+    """
+    cs = channel_set(channels)
+    n = V.shape[0]
+    if n == 0 or n_steps == 0:
+        return
+    dtype = np.dtype(V.dtype)
+    scalar = dtype.type
+    kernel = kernel_for(cs, dtype.name)
+    blocks = -(-n // THREADS)
+    kernel[blocks, THREADS, stream](
+        V, S, P, I_ext, 1 if I_ext.shape[0] > 1 else 0, scalar(dt), n_steps, record_every,
+        scalar(spike_threshold), max_spikes, V_rec, counts, times,
+    )
+
+
+@register_kernel(ion.ion_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def ion_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, *, channels: Any, dt: float,
+    n_steps: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """All ``n_steps`` in one launch, one thread per neuron, on CuPy's current stream."""
+    import cupy
+
+    cs = channel_set(channels)
+    n = v0.shape[0]
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        S_dev = S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n), dtype=dtype)
+        counts = cupy.zeros(n, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
+        P = cupy.ascontiguousarray(params)
+        I_ext = cupy.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+        ion_simulate_launch(
+            *(to_device(name, a, stream) for name, a in (
+                ("V", V), ("S", S_dev), ("P", P), ("I_ext", I_ext))),
+            *(output(name, a, a.shape, stream)[0] for name, a in (
+                ("V_rec", V_rec), ("counts", counts), ("times", times))),
+            channels=cs, dt=dt, n_steps=n_steps, record_every=record_every,
+            spike_threshold=spike_threshold, max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, V_rec, counts, times
+
