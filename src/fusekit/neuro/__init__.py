@@ -23,6 +23,7 @@ from ..ops.ion_channel import exp as exp
 from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import simulate_torch as simulate_torch
 from ._population import Population as Population
 from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
@@ -40,6 +41,7 @@ __all__ = [
     "Population",
     "exp",
     "log",
+    "simulate_torch",
     "sqrt",
     "vtrap",
 ]

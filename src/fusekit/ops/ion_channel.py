@@ -54,19 +54,34 @@ VTRAP_SERIES_BELOW = 0.1
 # ------------------------------------------------------------------------- channel math (NumPy)
 
 
+def _torch_module(x: Any) -> Any:
+    """``torch`` when ``x`` is a tensor (without importing torch otherwise), else ``None``."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch
+    return None
+
+
 def exp(x: Any) -> Any:
-    """``exp(x)``; compiled backends use their own (see ``backends/cpu/_vmath.py``)."""
-    return np.exp(x)
+    """``exp(x)`` of NumPy arrays, floats or torch tensors (differentiable).
+
+    Compiled backends use their own (see ``backends/cpu/_vmath.py``).
+    """
+    torch = _torch_module(x)
+    return torch.exp(x) if torch is not None else np.exp(x)
 
 
 def log(x: Any) -> Any:
-    """Natural logarithm."""
-    return np.log(x)
+    """Natural logarithm of NumPy arrays, floats or torch tensors."""
+    torch = _torch_module(x)
+    return torch.log(x) if torch is not None else np.log(x)
 
 
 def sqrt(x: Any) -> Any:
-    """Square root."""
-    return np.sqrt(x)
+    """Square root of NumPy arrays, floats or torch tensors."""
+    torch = _torch_module(x)
+    return torch.sqrt(x) if torch is not None else np.sqrt(x)
 
 
 def vtrap(x: Any, y: Any) -> Any:
@@ -76,7 +91,8 @@ def vtrap(x: Any, y: Any) -> Any:
     10)`` are 0/0 at exactly -40 mV; near it the direct formula loses digits. For
     ``|u| = |x / y| < VTRAP_SERIES_BELOW`` this uses the series ``y u / (e^u - 1) = y (1 - u/2
     + u^2/12 - u^4/720 + u^6/30240)`` (truncation error below 1e-14 relative), elsewhere the
-    formula; every backend computes the same function.
+    formula; every backend computes the same function. Torch tensors get a differentiable
+    version whose gradient is finite at the singularity too.
 
     Args:
         x: Numerator, e.g. ``-(v + 40)`` in mV.
@@ -85,12 +101,19 @@ def vtrap(x: Any, y: Any) -> Any:
     Returns:
         ``x / (exp(x / y) - 1)``, with the units of ``y``.
     """
-    u = np.asarray(x / y)
-    small = np.abs(u) < VTRAP_SERIES_BELOW
+    torch = _torch_module(x)
+    xp = np if torch is None else torch
+    u = x / y if torch is not None else np.asarray(x / y)
+    small = xp.abs(u) < VTRAP_SERIES_BELOW
     u2 = u * u
     series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
-    denom = np.where(small, 1.0, np.expm1(np.where(small, 1.0, u)))
-    out = np.where(small, series, x / denom)
+    # Both branches are evaluated; the unused one gets a harmless argument so that neither
+    # the values nor (for torch) the gradients see 0/0.
+    safe_u = xp.where(small, xp.ones_like(u), u)
+    denom = xp.expm1(safe_u)
+    out = xp.where(small, series, x / denom)
+    if torch is not None:
+        return out
     return out if out.ndim else out[()]
 
 
