@@ -2,7 +2,8 @@
 
 Channels are small Python classes (states, parameters, rates, conductance, reversal); fusekit
 compiles a cell's channels into one fused kernel per backend. Shipped: the Hodgkin-Huxley
-squid channels (:mod:`fusekit.neuro.hh`).
+squid channels (:mod:`fusekit.neuro.hh`) and the cortical set of Pospischil et al. 2008
+(:mod:`fusekit.neuro.pospischil`).
 
 Example:
     >>> import numpy as np
@@ -29,6 +30,13 @@ from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
 from .hh import HHPotassium as HHPotassium
 from .hh import HHSodium as HHSodium
+from .pospischil import POSPISCHIL_RS_CHANNELS as POSPISCHIL_RS_CHANNELS
+from .pospischil import PospischilCaL as PospischilCaL
+from .pospischil import PospischilCaT as PospischilCaT
+from .pospischil import PospischilKd as PospischilKd
+from .pospischil import PospischilLeak as PospischilLeak
+from .pospischil import PospischilM as PospischilM
+from .pospischil import PospischilNa as PospischilNa
 
 __all__ = [
     "HH_CHANNELS",
@@ -38,7 +46,14 @@ __all__ = [
     "HHPotassium",
     "HHSodium",
     "IonSimulation",
+    "POSPISCHIL_RS_CHANNELS",
     "Population",
+    "PospischilCaL",
+    "PospischilCaT",
+    "PospischilKd",
+    "PospischilLeak",
+    "PospischilM",
+    "PospischilNa",
     "exp",
     "log",
     "simulate_torch",

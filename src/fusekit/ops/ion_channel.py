@@ -282,6 +282,7 @@ class ChannelSet:
             [float(v) for ch in channels for v in ch.states.values()], dtype=np.float64
         )
         self.key = self._make_key()
+        self._arg_cache: dict[tuple[type[Channel], Callable[..., Any]], list[Arg]] = {}
         _channel_sets.setdefault(self.key, self)
 
     def _make_key(self) -> str:
@@ -366,6 +367,12 @@ class ChannelSet:
 
     def arg_sources(self, channel: type[Channel], fn: Callable[..., Any]) -> list[Arg]:
         """Where each argument of ``fn`` (a function of ``channel``) is read from."""
+        key = (channel, fn)
+        if key not in self._arg_cache:
+            self._arg_cache[key] = self._arg_sources(channel, fn)
+        return self._arg_cache[key]
+
+    def _arg_sources(self, channel: type[Channel], fn: Callable[..., Any]) -> list[Arg]:
         first_state = 0
         for ch in self.channels:
             if ch is channel:
