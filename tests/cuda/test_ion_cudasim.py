@@ -81,3 +81,23 @@ def test_inf_tau_channel_with_constant_reversal_and_per_step_current():
     ref = ion_simulate_reference(v0, S, P, i_ext, channels=cs, **kw)
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hines_kernel_matches_the_reference_on_a_branched_tree(dtype):
+    from fusekit.ops.ion import hines_solve_reference
+
+    rng = np.random.default_rng(1)
+    parent = np.array([-1, 0, 1, 1, 3, 0, 5, 5])
+    batch, n = 3, parent.shape[0]
+    diag = rng.uniform(4.0, 6.0, (batch, n)).astype(dtype)
+    upper, lower = (-rng.uniform(0.5, 1.5, (batch, n)).astype(dtype) for _ in range(2))
+    rhs = rng.standard_normal((batch, n)).astype(dtype)
+    X = cuda.device_array((batch, n), dtype=dtype)
+    cuda_ion.hines_solve_launch(cuda.to_device(parent), cuda.to_device(diag.copy()),
+                                cuda.to_device(upper), cuda.to_device(lower),
+                                cuda.to_device(rhs.copy()), X)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(X.copy_to_host(),
+                               hines_solve_reference(parent, diag, upper, lower, rhs),
+                               rtol=tol, atol=tol)

@@ -1,4 +1,7 @@
-"""Ion-channel ops: many time steps of a population of single-compartment neurons per call.
+"""Ion-channel ops: populations of single-compartment neurons, and the branched-cable solve.
+
+:func:`ion_simulate` runs many time steps of single-compartment neurons per call;
+:func:`hines_solve` solves the tree-structured linear system of a multi-compartment cell.
 
 Every neuron has a membrane potential ``v`` (mV), the gating states of its channels and its
 own parameters; the channels are user-declared :class:`~fusekit.ops.ion_channel.Channel`
@@ -31,7 +34,8 @@ from .._registry import Op, array_dtype
 from ._common import is_tensor, require_finite, require_ndim
 from .ion_channel import Arg, Channel, ChannelSet, channel_set
 
-__all__ = ["IonSimulation", "ion_simulate", "ion_simulate_reference"]
+__all__ = ["IonSimulation", "hines_solve", "hines_solve_reference", "ion_simulate",
+           "ion_simulate_reference"]
 
 _ION_DTYPES = ("float32", "float64")
 
@@ -237,3 +241,104 @@ def ion_simulate_reference(
             v_record[(step + 1) // record_every - 1] = v
     return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
             spike_times.astype(dtype))
+
+
+# ------------------------------------------------------------------- Hines cable solve
+
+
+def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -> str:
+    op = "hines_solve"
+    require_ndim(op, "parent", parent, 1, "(n_nodes,)")
+    n_nodes = parent.shape[0]
+    if n_nodes < 1:
+        raise InputError(f"{op}: the tree needs at least one node, got parent of shape (0,)")
+    if array_dtype(parent) not in ("int32", "int64"):
+        raise InputError(f"{op}: parent must be an int32 or int64 array of parent indices, "
+                         f"got {array_dtype(parent)}")
+    for name, a in (("diag", diag), ("upper", upper), ("lower", lower), ("rhs", rhs)):
+        if a.ndim not in (1, 2) or a.shape[-1] != n_nodes:
+            raise InputError(
+                f"{op}: {name} must have shape (n_nodes,) or (batch, n_nodes) with "
+                f"n_nodes = {n_nodes}, got {tuple(a.shape)}"
+            )
+        if tuple(a.shape) != tuple(diag.shape):
+            raise InputError(f"{op}: {name} must have diag's shape {tuple(diag.shape)}, got "
+                             f"{tuple(a.shape)}")
+    dtype = array_dtype(diag)
+    if dtype not in _ION_DTYPES or any(array_dtype(a) != dtype for a in (upper, lower, rhs)):
+        raise InputError(f"{op}: diag, upper, lower and rhs must share one dtype, float32 or "
+                         f"float64; got {[array_dtype(a) for a in (diag, upper, lower, rhs)]}")
+    p = np.asarray(parent) if not hasattr(parent, "get") else parent.get()
+    idx = np.arange(n_nodes)
+    if p[0] != -1 or bool(((p[1:] < 0) | (p[1:] >= idx[1:])).any()):
+        raise InputError(
+            f"{op}: parent must list the nodes in Hines order: parent[0] = -1 (the root) and "
+            "0 <= parent[i] < i for every other node (number the nodes depth-first from the "
+            "root, as an SWC file usually does)"
+        )
+    for name, a in (("diag", diag), ("upper", upper), ("lower", lower), ("rhs", rhs)):
+        require_finite(op, name, a)
+    return dtype
+
+
+hines_solve_op = Op(
+    name="hines_solve",
+    family="ion",
+    array_args=("parent", "diag", "upper", "lower", "rhs"),
+    check=_check_hines_solve,
+)
+
+
+def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
+                backend: str | None = None) -> Any:
+    """Solve ``A x = rhs`` for the tree-structured matrix of a branched cable (Hines, 1984).
+
+    ``A`` has ``A[i, i] = diag[i]`` and, for every node ``i > 0`` with parent ``p =
+    parent[i]``, ``A[i, p] = lower[i]`` and ``A[p, i] = upper[i]``; every other entry is 0.
+    This is the backward-Euler matrix of a multi-compartment cell; the solve is Gaussian
+    elimination from the leaves to the root and back, ``O(n_nodes)``, no fill-in.
+
+    Hines, M. (1984). Efficient computation of branched nerve equations. Int. J. Bio-Medical
+    Computing 15(1), 69-76.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> parent = np.array([-1, 0, 1, 1])  # a root, then a branch point with two children
+        >>> x = fusekit.ops.hines_solve(parent, np.full(4, 4.0), -np.ones(4), -np.ones(4),
+        ...                             np.ones(4))
+        >>> x.shape
+        (4,)
+
+    Args:
+        parent: Parent index of every node, int32/int64, shape ``(n_nodes,)``, in Hines order:
+            ``parent[0] = -1`` and ``0 <= parent[i] < i``.
+        diag: Diagonal, ``(n_nodes,)`` or ``(batch, n_nodes)`` (cells sharing a morphology).
+        upper: ``A[parent[i], i]``, same shape (entry 0 unused).
+        lower: ``A[i, parent[i]]``, same shape (entry 0 unused).
+        rhs: Right-hand side, same shape.
+        backend: As for every op.
+
+    Returns:
+        ``x`` with ``rhs``'s shape and dtype.
+    """
+    return hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
+
+
+def hines_solve_reference(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
+                          lower: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Float64 NumPy Hines elimination, vectorised over the batch; the input dtype out."""
+    d = np.array(diag, dtype=np.float64, ndmin=2)
+    b = np.array(rhs, dtype=np.float64, ndmin=2)
+    u = np.array(upper, dtype=np.float64, ndmin=2)
+    low = np.array(lower, dtype=np.float64, ndmin=2)
+    n_nodes = d.shape[1]
+    for i in range(n_nodes - 1, 0, -1):
+        p = parent[i]
+        f = u[:, i] / d[:, i]
+        d[:, p] -= f * low[:, i]
+        b[:, p] -= f * b[:, i]
+    x = np.empty_like(b)
+    x[:, 0] = b[:, 0] / d[:, 0]
+    for i in range(1, n_nodes):
+        x[:, i] = (b[:, i] - low[:, i] * x[:, parent[i]]) / d[:, i]
+    return x.reshape(rhs.shape).astype(rhs.dtype)

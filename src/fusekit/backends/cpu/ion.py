@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import ion
@@ -210,3 +211,33 @@ def ion_simulate_cpu(
             scalar(spike_threshold), max_spikes, V_rec, counts, times,
         )
     return V, S, V_rec, counts, times
+
+
+# ------------------------------------------------------------------------ Hines cable solve
+
+
+@njit(parallel=True, error_model="numpy")
+def _hines_rows(parent, D, U, L, B, X):  # noqa: N803 - matrix names
+    n_nodes = D.shape[1]
+    for c in prange(D.shape[0]):
+        d = D[c].copy()
+        b = B[c].copy()
+        for i in range(n_nodes - 1, 0, -1):
+            p = parent[i]
+            f = U[c, i] / d[i]
+            d[p] -= f * L[c, i]
+            b[p] -= f * b[i]
+        X[c, 0] = b[0] / d[0]
+        for i in range(1, n_nodes):
+            X[c, i] = (b[i] - L[c, i] * X[c, parent[i]]) / d[i]
+
+
+@register_kernel(ion.hines_solve_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def hines_solve_cpu(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
+                    lower: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Hines elimination per cell, cells in parallel (``prange`` over the batch)."""
+    n_nodes = diag.shape[-1]
+    rows = [np.ascontiguousarray(a).reshape(-1, n_nodes) for a in (diag, upper, lower, rhs)]
+    X = np.empty(rows[0].shape, dtype=rhs.dtype)
+    _hines_rows(np.ascontiguousarray(parent, dtype=np.int64), *rows, X)
+    return X.reshape(rhs.shape)

@@ -188,3 +188,52 @@ def ion_simulate_cuda(
         )
     return V, S, V_rec, counts, times
 
+
+
+# ------------------------------------------------------------------------ Hines cable solve
+
+
+@cuda.jit
+def _hines_rows(parent, D, U, L, B, X):  # noqa: N803 - matrix names
+    c = cuda.grid(1)
+    if c >= D.shape[0]:
+        return
+    n_nodes = D.shape[1]
+    for i in range(n_nodes - 1, 0, -1):
+        p = parent[i]
+        f = U[c, i] / D[c, i]
+        D[c, p] -= f * L[c, i]
+        B[c, p] -= f * B[c, i]
+    X[c, 0] = B[c, 0] / D[c, 0]
+    for i in range(1, n_nodes):
+        X[c, i] = (B[c, i] - L[c, i] * X[c, parent[i]]) / D[c, i]
+
+
+def hines_solve_launch(parent: Any, D: Any, U: Any, L: Any, B: Any, X: Any, *,
+                       stream: Any = 0) -> None:
+    """Solve every row's tree system into ``X``; ``D`` and ``B`` are overwritten.
+
+    One thread per cell (row), nodes in sequence: the parallelism is across cells that share
+    the morphology. All arrays ``(batch, n_nodes)`` on the device, ``parent`` int64.
+    """
+    if D.shape[0]:
+        _hines_rows[-(-D.shape[0] // THREADS), THREADS, stream](parent, D, U, L, B, X)
+
+
+@register_kernel(ion.hines_solve_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def hines_solve_cuda(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -> Any:
+    """Hines elimination on the GPU, one thread per cell, on CuPy's current stream."""
+    import cupy
+
+    n_nodes = diag.shape[-1]
+    with diag.device, cuda.gpus[diag.device.id]:
+        stream = cupy_stream(cupy)
+        D = cupy.array(diag, order="C").reshape(-1, n_nodes)  # copies: overwritten
+        B = cupy.array(rhs, order="C").reshape(-1, n_nodes)
+        U = cupy.ascontiguousarray(upper).reshape(-1, n_nodes)
+        L = cupy.ascontiguousarray(lower).reshape(-1, n_nodes)
+        X = cupy.empty(D.shape, dtype=rhs.dtype)
+        hines_solve_launch(*(to_device(name, a, stream) for name, a in (
+            ("parent", cupy.asarray(parent, dtype=cupy.int64)), ("D", D), ("U", U), ("L", L),
+            ("B", B), ("X", X))), stream=stream)
+    return X.reshape(rhs.shape)

@@ -8,3 +8,6 @@ _FLOATS = ("float32", "float64")
 register_kernel(ion.ion_simulate_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
     ion.ion_simulate_reference
 )
+register_kernel(ion.hines_solve_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
+    ion.hines_solve_reference
+)
