@@ -40,7 +40,10 @@ from ._vmath import exp_f32, exp_f64
 _FLOATS = ("float32", "float64")
 #: Neurons per block: one thread's unit of work, small enough that its scratch stays in L1/L2.
 NEURON_BLOCK = 256
-_FASTMATH = {"contract", "nsz"}
+#: LLVM fast-math flags per dtype: FMA contraction everywhere; in float32 also reciprocal
+#: approximations (``x / 18`` as ``x * (1/18)``, within an ulp), measured 17% faster
+#: (80 -> 94 M neuron-steps per CPU-second, one thread); no gain in float64, so left exact.
+_FASTMATH = {"float32": {"contract", "nsz", "arcp"}, "float64": {"contract", "nsz"}}
 
 _TEMPLATE = '''
 def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
@@ -104,14 +107,14 @@ def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
 '''
 
 
-def _vtrap(exp: Callable[..., Any], scalar: Callable[[float], Any]) -> Any:
+def _vtrap(exp: Callable[..., Any], scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
     """``ion_channel.vtrap`` for one dtype on top of ``exp`` (same series, same cut-off)."""
     from ...ops.ion_channel import VTRAP_SERIES_BELOW
 
     cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
                                                       1 / 720, 1 / 30240, 1.0))
 
-    @njit(cache=False, fastmath=_FASTMATH, error_model="numpy")
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
     def vtrap(x, y):
         u = x / y
         small = abs(u) < cut
@@ -130,7 +133,7 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
 
     scalar = np.float32 if dtype == "float32" else np.float64
     exp = exp_f32 if dtype == "float32" else exp_f64
-    return {"exp": exp, "vtrap": _vtrap(exp, scalar), "log": math.log,
+    return {"exp": exp, "vtrap": _vtrap(exp, scalar, _FASTMATH[dtype]), "log": math.log,
             "sqrt": math.sqrt}, scalar
 
 
@@ -163,7 +166,7 @@ def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     _, funcs = step_source(cs, "")
 
     def jit(fn: Callable[..., Any]) -> Any:
-        return numba.njit(fastmath=_FASTMATH, error_model="numpy")(fn)
+        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
 
     ns: dict[str, Any] = {
         "np": np, "prange": numba.prange, "BLOCK": NEURON_BLOCK,
@@ -178,7 +181,9 @@ def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     # The block function holds all the arithmetic and compiles without the parallel
     # machinery; the parallel driver around it is tiny (compiling one big parfor was slow).
     exec(compile(generated_source(cs), f"<fusekit ion kernel {cs.key}>", "exec"), ns)
-    ns["ion_block"] = numba.njit(fastmath=_FASTMATH, error_model="numpy")(ns["ion_block"])
+    ns["ion_block"] = numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(
+        ns["ion_block"]
+    )
     exec(compile(_DRIVER, f"<fusekit ion driver {cs.key}>", "exec"), ns)
     kernel = numba.njit(parallel=True)(ns["ion_kernel"])
     _kernels[key] = kernel
