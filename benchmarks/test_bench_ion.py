@@ -81,3 +81,49 @@ def test_numpy_hh_population(benchmark, dtype):
                                    channels=HH, dt=DT, n_steps=N_STEPS, backend="cpu")
     # Same scheme: float64 agrees closely; float32 spike counts may differ by one.
     assert np.abs(count - ref.spike_count).max() <= (0 if dtype == np.float64 else 1)
+
+
+def test_neuron_hh_population(benchmark):
+    """NEURON's ``hh`` in 10,000 one-compartment sections, fixed step, float64.
+
+    Rate tables off (as in tests/test_ion_neuron.py, where the spike times then agree to
+    round-off); NEURON's threads set to the benchmark's thread count.
+    """
+    neuron = pytest.importorskip("neuron")
+    from conftest import THREADS
+
+    h = neuron.h
+    h.load_file("stdrun.hoc")
+    h.celsius = 6.3
+    h.usetable_hh = 0
+    _, _, _, i_ext = make(np.float64)
+    side = 100 / np.sqrt(np.pi)  # 1e-4 cm^2
+    sections, stims, counters = [], [], []
+    for i in range(N_NEURONS):
+        sec = h.Section(name=f"n{i}")
+        sec.L = sec.diam = side
+        sec.insert("hh")
+        sec.ena, sec.ek = 50.0, -77.0
+        stim = h.IClamp(sec(0.5))
+        stim.delay, stim.dur, stim.amp = 0.0, 1e9, float(i_ext[i]) * 0.1
+        count = h.APCount(sec(0.5))
+        count.thresh = 0.0
+        sections.append(sec)
+        stims.append(stim)
+        counters.append(count)
+    pc = h.ParallelContext()
+    pc.nthread(THREADS)
+    h.dt, h.steps_per_ms, h.tstop = DT, 1 / DT, N_STEPS * DT
+    benchmark.group = f"{GROUP} float64"
+
+    def run():
+        h.finitialize(-65.0)
+        h.run()
+
+    benchmark.pedantic(run, rounds=2, iterations=1)
+    report(benchmark)
+    counts = np.array([c.n for c in counters])
+    ref = fusekit.ops.ion_simulate(*make(np.float64), channels=HH, dt=DT, n_steps=N_STEPS,
+                                   backend="cpu")
+    assert np.abs(counts - ref.spike_count).max() <= 1
+    pc.nthread(1)
