@@ -83,3 +83,25 @@ def test_spike_time_gradient_agrees_with_finite_differences_of_the_cpu_kernel():
     fd = (t_cpu(120.0 + h) - t_cpu(120.0 - h)) / (2 * h)
     assert g_na.grad[0] < 0  # more sodium conductance, earlier spike
     np.testing.assert_allclose(float(g_na.grad[0]), fd, rtol=1e-5)
+
+
+def test_ion_simulate_takes_tensors_and_returns_tensors():
+    n = 3
+    v0 = torch.full((n,), -65.0, dtype=torch.float64)
+    args = (v0, torch.tensor(HH.initial_states(n)), torch.tensor(HH.default_params(n)),
+            torch.full((n,), 10.0, dtype=torch.float64))
+    out = fusekit.ops.ion_simulate(*args, channels=HH, dt=0.025, n_steps=100,
+                                   record_every=10, max_spikes=1, backend="reference")
+    assert isinstance(out.v, torch.Tensor) and out.v_record.shape == (10, n)
+    ref = ion_simulate_reference(*(a.numpy() for a in args), channels=HH, dt=0.025,
+                                 n_steps=100, record_every=10, max_spikes=1)
+    np.testing.assert_allclose(out.v.numpy(), ref[0], rtol=1e-15)
+
+
+def test_ion_simulate_refuses_tensors_that_require_grad():
+    p = torch.tensor(HH.default_params(1), requires_grad=True)
+    with pytest.raises(fusekit.InputError, match="simulate_torch"):
+        fusekit.ops.ion_simulate(torch.full((1,), -65.0, dtype=torch.float64),
+                                 torch.tensor(HH.initial_states(1)), p,
+                                 torch.zeros(1, dtype=torch.float64), channels=HH, dt=0.025,
+                                 n_steps=1)

@@ -167,12 +167,15 @@ def ion_simulate(
             :func:`fusekit.use_backend` and ``FUSEKIT_BACKEND``.
 
     Returns:
-        :class:`IonSimulation` ``(v, states, v_record, spike_count, spike_times)``.
+        :class:`IonSimulation` ``(v, states, v_record, spike_count, spike_times)``, arrays
+        of the input kind (NumPy, CuPy, or torch tensors without autograd).
     """
-    if is_tensor(v0):
+    if is_tensor(v0) and any(getattr(a, "requires_grad", False)
+                             for a in (v0, states0, params, i_ext)):
         raise InputError(
-            "ion_simulate takes NumPy or CuPy arrays for now (the torch bridge is not written "
-            "yet); pass tensor.numpy()"
+            "ion_simulate has no backward yet: its results would not carry gradients. Use "
+            "fusekit.neuro.simulate_torch for gradients, or pass tensors without "
+            "requires_grad (or .detach() them) for a forward run"
         )
     cs = channel_set(channels)
     out = ion_simulate_op.run(
