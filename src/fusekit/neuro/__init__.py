@@ -25,6 +25,7 @@ from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
 from ._autograd import simulate_torch as simulate_torch
+from ._cable import cable_coupling as cable_coupling
 from ._population import Population as Population
 from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
@@ -54,6 +55,7 @@ __all__ = [
     "PospischilLeak",
     "PospischilM",
     "PospischilNa",
+    "cable_coupling",
     "exp",
     "log",
     "simulate_torch",

@@ -11,6 +11,7 @@ from .fp8_matmul import fp8_gemm as fp8_gemm
 from .fp8_matmul import fp8_gemv as fp8_gemv
 from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
 from .ion import IonSimulation as IonSimulation
+from .ion import cable_simulate as cable_simulate
 from .ion import hines_solve as hines_solve
 from .ion import ion_simulate as ion_simulate
 from .kron import kron_factor_grads as kron_factor_grads
@@ -33,6 +34,7 @@ __all__ = [
     "fp8_gemv",
     "fp8_gemv_t",
     "IonSimulation",
+    "cable_simulate",
     "hines_solve",
     "ion_simulate",
     "kron_factor_grads",

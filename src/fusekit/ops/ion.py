@@ -34,8 +34,15 @@ from .._registry import Op, array_dtype
 from ._common import is_tensor, require_finite, require_ndim
 from .ion_channel import Arg, Channel, ChannelSet, channel_set
 
-__all__ = ["IonSimulation", "hines_solve", "hines_solve_reference", "ion_simulate",
-           "ion_simulate_reference"]
+__all__ = [
+    "IonSimulation",
+    "cable_simulate",
+    "cable_simulate_reference",
+    "hines_solve",
+    "hines_solve_reference",
+    "ion_simulate",
+    "ion_simulate_reference",
+]
 
 _ION_DTYPES = ("float32", "float64")
 
@@ -345,3 +352,163 @@ def hines_solve_reference(parent: np.ndarray, diag: np.ndarray, upper: np.ndarra
     for i in range(1, n_nodes):
         x[:, i] = (b[:, i] - low[:, i] * x[:, parent[i]]) / d[:, i]
     return x.reshape(rhs.shape).astype(rhs.dtype)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+
+def _check_cable_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> str:
+    op = "cable_simulate"
+    cs = channel_set(channels)
+    require_ndim(op, "v0", v0, 2, "(n_cells, n_comp)")
+    n_cells, n_comp = (int(x) for x in v0.shape)
+    if tuple(parent.shape) != (n_comp,):
+        raise InputError(f"{op}: parent must have shape (n_comp,) = ({n_comp},), got "
+                         f"{tuple(parent.shape)}")
+    if tuple(coupling.shape) != (2, n_cells, n_comp):
+        raise InputError(
+            f"{op}: coupling must have shape (2, n_cells, n_comp) = (2, {n_cells}, {n_comp}) "
+            f"(row 0: compartment to parent, row 1: parent to compartment, mS/cm^2; "
+            f"fusekit.neuro.cable_coupling computes them), got {tuple(coupling.shape)}"
+        )
+    if states0.ndim != 3 or tuple(states0.shape[1:]) != (n_cells, n_comp):
+        raise InputError(f"{op}: states0 must have shape (n_states, n_cells, n_comp) = "
+                         f"({len(cs.state_names)}, {n_cells}, {n_comp}), got "
+                         f"{tuple(states0.shape)}")
+    if params.ndim != 3 or tuple(params.shape[1:]) != (n_cells, n_comp):
+        raise InputError(f"{op}: params must have shape (n_params, n_cells, n_comp) = "
+                         f"({len(cs.param_names)}, {n_cells}, {n_comp}), got "
+                         f"{tuple(params.shape)}")
+    if tuple(i_ext.shape) not in ((n_cells, n_comp), (n_steps, n_cells, n_comp)):
+        raise InputError(f"{op}: i_ext must have shape (n_cells, n_comp) or (n_steps, "
+                         f"n_cells, n_comp), got {tuple(i_ext.shape)}")
+    n = n_cells * n_comp
+    flat = (v0.reshape(n), states0.reshape(states0.shape[0], n),
+            params.reshape(params.shape[0], n))
+    i_flat = i_ext.reshape(n) if i_ext.ndim == 2 else i_ext.reshape(n_steps, n)
+    dtype = _check_ion_simulate(*flat, i_flat, channels=cs, dt=dt, n_steps=n_steps,
+                                record_every=record_every, spike_threshold=spike_threshold,
+                                max_spikes=max_spikes)
+    if array_dtype(coupling) != dtype:
+        raise InputError(f"{op}: coupling must have the dtype of v0 ({dtype}), got "
+                         f"{array_dtype(coupling)}")
+    require_finite(op, "coupling", coupling)
+    _check_hines_solve(parent, *(v0 for _ in range(4)))  # the parent array's Hines order
+    return dtype
+
+
+cable_simulate_op = Op(
+    name="cable_simulate",
+    family="ion",
+    array_args=("v0", "states0", "params", "i_ext", "parent", "coupling"),
+    params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
+    check=_check_cable_simulate,
+)
+
+
+def cable_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: ChannelSet | Sequence[type[Channel]] | str, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    backend: str | None = None,
+) -> IonSimulation:
+    """Simulate ``n_cells`` multi-compartment cells that share one morphology.
+
+    Each compartment carries the channels of ``channels`` with its own parameters; the step
+    is that of :func:`ion_simulate` with the axial currents in the backward-Euler voltage
+    equation, solved by Hines elimination (:func:`hines_solve`):
+    ``c_m (v_i' - v_i)/dt = sum_c g_c (E_c - v_i') + i_ext_i + sum_j a_ij (v_j' - v_i')``
+    over the neighbours ``j`` of compartment ``i``, with ``a_ij`` in mS/cm^2 of ``i``'s area.
+
+    Args:
+        v0: Initial potentials, mV, ``(n_cells, n_comp)``.
+        states0: ``(n_states, n_cells, n_comp)``.
+        params: ``(n_params, n_cells, n_comp)``, rows as ``channels.param_names``.
+        i_ext: uA/cm^2, ``(n_cells, n_comp)`` or ``(n_steps, n_cells, n_comp)``.
+        parent: Parent compartment, ``(n_comp,)`` int, Hines order (``parent[0] = -1``).
+        coupling: ``(2, n_cells, n_comp)``, mS/cm^2: ``coupling[0, :, i] = a_(i, parent)``
+            and ``coupling[1, :, i] = a_(parent, i)`` (entry 0 unused); see
+            :func:`fusekit.neuro.cable_coupling`.
+        channels: As for :func:`ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        record_every: Record every compartment's ``v`` every this many steps (0: none).
+        spike_threshold: mV, detected in compartment 0 (the soma).
+        max_spikes: Spike times kept per cell.
+        backend: As for every op.
+
+    Returns:
+        :class:`IonSimulation`: ``v`` ``(n_cells, n_comp)``, ``states``, ``v_record``
+        ``(n_rec, n_cells, n_comp)``, ``spike_count`` ``(n_cells,)``, ``spike_times``
+        ``(max_spikes, n_cells)``.
+    """
+    cs = channel_set(channels)
+    out = cable_simulate_op.run(
+        (v0, states0, params, i_ext, parent, coupling),
+        {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+    return IonSimulation(*out)
+
+
+def cable_simulate_reference(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 NumPy oracle of :func:`cable_simulate` (gates vectorised, Hines per step)."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    v = v0.astype(np.float64)
+    S = states0.astype(np.float64)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    A = coupling.astype(np.float64)
+    n_cells, n_comp = v.shape
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.empty((n_rec, n_cells, n_comp))
+    spike_count = np.zeros(n_cells, dtype=np.int64)
+    spike_times = np.full((max_spikes, n_cells), np.nan)
+    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
+    lower, upper = -A[0], -A[1]
+    axial = A[0].copy()
+    for i in range(1, n_comp):
+        axial[:, parent[i]] += A[1, :, i]
+    axial[:, 0] -= A[0, :, 0]  # the root has no parent
+    for step in range(n_steps):
+        S_new = np.empty_like(S)
+        for k, (ch, g) in enumerate(gates):
+            first = g.first(*cs.args(ch, g.first, v, S, P))
+            second = g.second(*cs.args(ch, g.second, v, S, P))
+            if g.form == "rates":
+                inf, decay = first / (first + second), np.exp(-dt * (first + second))
+            else:
+                inf, decay = first, np.exp(-dt / second)
+            S_new[k] = inf + (S[k] - inf) * decay
+        S = S_new
+        g_sum = np.zeros_like(v)
+        ge_sum = np.zeros_like(v)
+        for ch in cs.channels:
+            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
+            rev = cs.reversal_source(ch)
+            g_sum = g_sum + g
+            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        i_inj = I_ext if I_ext.ndim == 2 else I_ext[step]
+        c_dt = P[0] / dt
+        v_new = hines_solve_reference(parent, c_dt + g_sum + axial, upper, lower,
+                                      c_dt * v + ge_sum + i_inj)
+        for c in np.flatnonzero((v[:, 0] < spike_threshold) & (v_new[:, 0] >= spike_threshold)):
+            if spike_count[c] < max_spikes:
+                frac = (spike_threshold - v[c, 0]) / (v_new[c, 0] - v[c, 0])
+                spike_times[spike_count[c], c] = (step + frac) * dt
+            spike_count[c] += 1
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            v_record[(step + 1) // record_every - 1] = v
+    return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
+            spike_times.astype(dtype))

@@ -457,8 +457,14 @@ def compile_channel_function(
     return out
 
 
-def step_source(cs: ChannelSet, indent: str) -> tuple[list[str], dict[str, Callable[..., Any]]]:
+def step_source(
+    cs: ChannelSet, indent: str, *, voltage: bool = True
+) -> tuple[list[str], dict[str, Callable[..., Any]]]:
     """Source lines of one time step for one neuron, and the functions they call.
+
+    With ``voltage=False`` the lines stop after the gates and leave ``g_sum`` (sum of the
+    conductances, mS/cm^2) and ``ge_sum`` (sum of ``g E``, uA/cm^2) for a caller that solves
+    for ``v`` itself (the multi-compartment cable).
 
     The lines read locals ``v`` (mV), ``s0, s1, ...`` (states), ``p0, p1, ...`` (parameters),
     ``i_inj`` (uA/cm^2) and ``dt`` (ms), and leave the new ``v`` and states in the same names.
@@ -501,9 +507,9 @@ def step_source(cs: ChannelSet, indent: str) -> tuple[list[str], dict[str, Calla
     lines += [
         f"g_sum = {' + '.join(g_terms)}",
         f"ge_sum = {' + '.join(ge_terms)}",
-        "k_ = dt / p0",
-        "v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)",
     ]
+    if voltage:
+        lines += ["k_ = dt / p0", "v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)"]
     return [indent + line for line in lines], funcs
 
 

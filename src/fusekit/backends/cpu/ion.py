@@ -246,3 +246,125 @@ def hines_solve_cpu(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
     X = np.empty(rows[0].shape, dtype=rhs.dtype)
     _hines_rows(np.ascontiguousarray(parent, dtype=np.int64), *rows, X)
     return X.reshape(rhs.shape)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+_CABLE_TEMPLATE = '''
+def cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+               max_spikes, V_rec, counts, times):
+    n_comp = V.shape[1]
+    d = np.empty(n_comp, dtype=DTYPE)
+    b = np.empty(n_comp, dtype=DTYPE)
+    for step in range(n_steps):
+        irow = step * i_rows
+        for j in range(n_comp):
+            v = V[c, j]
+            i_inj = I[irow, c, j]
+{loads}
+{body}
+{stores}
+            d[j] = p0 / dt + g_sum
+            b[j] = p0 / dt * v + ge_sum + i_inj
+        for j in range(1, n_comp):
+            d[j] += CPL[0, c, j]
+            d[parent[j]] += CPL[1, c, j]
+        for j in range(n_comp - 1, 0, -1):
+            f = CPL[1, c, j] / d[j]
+            d[parent[j]] -= f * CPL[0, c, j]
+            b[parent[j]] += f * b[j]
+        v_old = V[c, 0]
+        V[c, 0] = b[0] / d[0]
+        for j in range(1, n_comp):
+            V[c, j] = (b[j] + CPL[0, c, j] * V[c, parent[j]]) / d[j]
+        v = V[c, 0]
+        if v_old < thr and v >= thr:
+            k = counts[c]
+            if k < max_spikes:
+                times[k, c] = (step + (thr - v_old) / (v - v_old)) * dt
+            counts[c] = k + 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(n_comp):
+                V_rec[r, c, j] = V[c, j]
+'''
+
+_CABLE_DRIVER = '''
+def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                 max_spikes, V_rec, counts, times):
+    for c in prange(V.shape[0]):
+        cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                   max_spikes, V_rec, counts, times)
+'''
+
+_cable_kernels: dict[tuple[str, str], Any] = {}
+
+
+def cable_source(cs: ChannelSet) -> str:
+    """The Python source of the CPU multi-compartment kernel for ``cs`` (for reading)."""
+    ind = " " * 12
+    body, _ = step_source(cs, ind, voltage=False)
+    loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
+    loads += [f"{ind}p{k} = P[{k}, c, j]" for k in range(len(cs.param_names))]
+    stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
+    return _CABLE_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                  stores="\n".join(stores) or f"{ind}pass")
+
+
+def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled multi-compartment kernel for ``cs`` and ``dtype`` (one per process)."""
+    key = (cs.key, dtype)
+    if key in _cable_kernels:
+        return _cable_kernels[key]
+    configure()
+    import numba
+
+    math_fns, scalar = _math(dtype)
+    _, funcs = step_source(cs, "", voltage=False)
+
+    def jit(fn: Callable[..., Any]) -> Any:
+        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
+
+    ns: dict[str, Any] = {"np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype),
+                          "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                          **reversal_constants(cs, scalar)}
+    seen: dict[int, Any] = {}
+    for name, fn in funcs.items():
+        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
+    exec(compile(cable_source(cs), f"<fusekit cable kernel {cs.key}>", "exec"), ns)
+    ns["cable_cell"] = numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(
+        ns["cable_cell"]
+    )
+    exec(compile(_CABLE_DRIVER, f"<fusekit cable driver {cs.key}>", "exec"), ns)
+    _cable_kernels[key] = kernel = numba.njit(parallel=True)(ns["cable_kernel"])
+    return kernel
+
+
+@register_kernel(ion.cable_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def cable_simulate_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Cells in parallel (``prange``), all steps inside: channels, then the Hines solve."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    scalar = dtype.type
+    n_cells, n_comp = v0.shape
+    V = np.array(v0, dtype=dtype, order="C")
+    S = np.array(states0, dtype=dtype, order="C")
+    I_ext = np.ascontiguousarray(i_ext).reshape(
+        i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
+    n_rec = n_steps // record_every if record_every else 0
+    V_rec = np.empty((n_rec, n_cells, n_comp), dtype=dtype)
+    counts = np.zeros(n_cells, dtype=np.int64)
+    times = np.full((max_spikes, n_cells), np.nan, dtype=dtype)
+    if n_cells and n_steps:
+        cable_kernel_for(cs, dtype.name)(
+            V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
+            np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
+            np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling),
+            scalar(dt), n_steps, record_every, scalar(spike_threshold), max_spikes, V_rec,
+            counts, times,
+        )
+    return V, S, V_rec, counts, times

@@ -11,3 +11,6 @@ register_kernel(ion.ion_simulate_op, backend="reference", arrays=["numpy"], dtyp
 register_kernel(ion.hines_solve_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
     ion.hines_solve_reference
 )
+register_kernel(ion.cable_simulate_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
+    ion.cable_simulate_reference
+)
