@@ -101,3 +101,33 @@ def test_hines_kernel_matches_the_reference_on_a_branched_tree(dtype):
     np.testing.assert_allclose(X.copy_to_host(),
                                hines_solve_reference(parent, diag, upper, lower, rhs),
                                rtol=tol, atol=tol)
+
+
+def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
+    from fusekit.neuro import cable_coupling
+    from fusekit.ops.ion import cable_simulate_reference
+
+    parent = np.array([-1, 0, 1, 1])
+    n_cells, n_comp, steps = 2, 4, 30
+    v = np.full((n_cells, n_comp), -65.0)
+    S = HH.steady_states(v.reshape(-1)).reshape(3, n_cells, n_comp)
+    P = HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
+    coupling = np.broadcast_to(cable_coupling(parent, np.full(4, 30.0), np.full(4, 4.0))
+                               [:, None], (2, n_cells, n_comp)).copy()
+    i_ext = np.zeros((n_cells, n_comp))
+    i_ext[:, 0] = [200.0, 400.0]  # enough to fire within 0.75 ms
+    kw = dict(dt=0.025, n_steps=steps, record_every=10, spike_threshold=0.0, max_spikes=2)
+    ref = cable_simulate_reference(v, S, P, i_ext, parent, coupling, channels=HH, **kw)
+    V, S_d = cuda.to_device(v.copy()), cuda.to_device(S.copy())
+    V_rec = cuda.device_array((3, n_cells, n_comp))
+    counts = cuda.to_device(np.zeros(n_cells, np.int64))
+    times = cuda.to_device(np.full((2, n_cells), np.nan))
+    D, B = cuda.device_array((n_cells, n_comp)), cuda.device_array((n_cells, n_comp))
+    cuda_ion.cable_simulate_launch(
+        V, S_d, cuda.to_device(P), cuda.to_device(i_ext[None]), cuda.to_device(parent),
+        cuda.to_device(coupling), V_rec, counts, times, D, B, channels=HH, **kw)
+    got = (V.copy_to_host(), S_d.copy_to_host(), V_rec.copy_to_host(), counts.copy_to_host(),
+           times.copy_to_host())
+    assert ref[3].sum() >= 1
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -237,3 +237,136 @@ def hines_solve_cuda(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -
             ("parent", cupy.asarray(parent, dtype=cupy.int64)), ("D", D), ("U", U), ("L", L),
             ("B", B), ("X", X))), stream=stream)
     return X.reshape(rhs.shape)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+_CABLE_TEMPLATE = '''
+def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                 max_spikes, V_rec, counts, times, D, B):
+    c = cuda.grid(1)
+    if c >= V.shape[0]:
+        return
+    n_comp = V.shape[1]
+    k_spikes = 0
+    for step in range(n_steps):
+        irow = step * i_rows
+        for j in range(n_comp):
+            v = V[c, j]
+            i_inj = I[irow, c, j]
+{loads}
+{body}
+{stores}
+            D[c, j] = p0 / dt + g_sum
+            B[c, j] = p0 / dt * v + ge_sum + i_inj
+        for j in range(1, n_comp):
+            D[c, j] += CPL[0, c, j]
+            D[c, parent[j]] += CPL[1, c, j]
+        for j in range(n_comp - 1, 0, -1):
+            f = CPL[1, c, j] / D[c, j]
+            D[c, parent[j]] -= f * CPL[0, c, j]
+            B[c, parent[j]] += f * B[c, j]
+        v_old = V[c, 0]
+        V[c, 0] = B[c, 0] / D[c, 0]
+        for j in range(1, n_comp):
+            V[c, j] = (B[c, j] + CPL[0, c, j] * V[c, parent[j]]) / D[c, j]
+        v = V[c, 0]
+        if v_old < thr and v >= thr:
+            if k_spikes < max_spikes:
+                times[k_spikes, c] = (step + (thr - v_old) / (v - v_old)) * dt
+            k_spikes += 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(n_comp):
+                V_rec[r, c, j] = V[c, j]
+    counts[c] = k_spikes
+'''
+
+_cable_kernels: dict[tuple[str, str], Any] = {}
+
+
+def cable_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading)."""
+    ind = " " * 12
+    body, _ = step_source(cs, ind, voltage=False)
+    loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
+    loads += [f"{ind}p{k} = P[{k}, c, j]" for k in range(len(cs.param_names))]
+    stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
+    return _CABLE_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                  stores="\n".join(stores) or f"{ind}pass")
+
+
+def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA multi-compartment kernel for ``cs`` and ``dtype`` (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _cable_kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "", voltage=False)
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(cable_source(cs), f"<fusekit cable cuda kernel {cs.key}>", "exec"), ns)
+        _cable_kernels[key] = cuda.jit(ns["cable_kernel"])
+    return _cable_kernels[key]
+
+
+def cable_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, parent: Any, coupling: Any, V_rec: Any, counts: Any,
+    times: Any, D: Any, B: Any, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.cable_simulate` in place on device arrays, one thread per cell.
+
+    ``V`` ``(n_cells, n_comp)`` and ``S`` ``(n_states or 1, n_cells, n_comp)`` are updated;
+    ``I_ext`` is ``(1 or n_steps, n_cells, n_comp)``; ``D`` and ``B`` are ``(n_cells,
+    n_comp)`` workspaces; ``times`` must be NaN-filled beforehand.
+    """
+    cs = channel_set(channels)
+    n_cells = V.shape[0]
+    if n_cells == 0 or n_steps == 0:
+        return
+    scalar = np.dtype(V.dtype).type
+    kernel = cable_kernel_for(cs, np.dtype(V.dtype).name)
+    kernel[-(-n_cells // THREADS), THREADS, stream](
+        V, S, P, I_ext, 1 if I_ext.shape[0] > 1 else 0, parent, coupling, scalar(dt), n_steps,
+        record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, D, B,
+    )
+
+
+@register_kernel(ion.cable_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def cable_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """All steps in one launch, one thread per cell, on CuPy's current stream."""
+    import cupy
+
+    n_cells, n_comp = v0.shape
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        S_dev = S if S.shape[0] else cupy.zeros((1, n_cells, n_comp), dtype=dtype)
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n_cells, n_comp), dtype=dtype)
+        counts = cupy.zeros(n_cells, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n_cells), cupy.nan, dtype=dtype)
+        I_ext = cupy.ascontiguousarray(i_ext).reshape(
+            i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
+        D, B = (cupy.empty((n_cells, n_comp), dtype=dtype) for _ in range(2))
+        arrays = [("V", V), ("S", S_dev), ("P", cupy.ascontiguousarray(params)),
+                  ("I_ext", I_ext), ("parent", cupy.asarray(parent, dtype=cupy.int64)),
+                  ("coupling", cupy.ascontiguousarray(coupling)), ("V_rec", V_rec),
+                  ("counts", counts), ("times", times), ("D", D), ("B", B)]
+        cable_simulate_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
+            n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, V_rec, counts, times
