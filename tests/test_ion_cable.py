@@ -96,3 +96,53 @@ def test_coupling_of_the_wrong_shape_is_refused():
     with pytest.raises(fusekit.InputError, match=r"coupling must have shape \(2, n_cells"):
         fusekit.ops.cable_simulate(v, S, P, np.zeros((2, 3)), np.array([-1, 0, 1]),
                                    np.zeros((2, 3)), channels=PASSIVE, dt=0.1, n_steps=1)
+
+
+SWC = """# a soma, a forked dendrite, listed out of order
+1 1 0 0 0 10 -1
+3 3 0 30 0 1 2
+2 3 0 10 0 1.5 1
+4 3 20 30 0 0.5 3
+5 3 -20 30 0 0.5 3
+6 2 0 -20 0 0.5 1
+"""
+
+
+def test_read_swc_puts_compartments_in_hines_order(tmp_path):
+    from fusekit.neuro import read_swc
+
+    path = tmp_path / "cell.swc"
+    path.write_text(SWC)
+    m = read_swc(path)
+    np.testing.assert_array_equal(m.swc_id, [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(m.parent, [-1, 0, 1, 2, 2, 0])
+    assert all(m.parent[i] < i for i in range(1, 6))
+    np.testing.assert_allclose(m.length, [20.0, 10.0, 20.0, 20.0, 20.0, 20.0])
+    np.testing.assert_allclose(m.diam, [20.0, 3.0, 2.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(m.area[0], 4 * np.pi * (10e-4) ** 2)  # the soma sphere's area
+    assert m.coupling(100.0).shape == (2, 6)
+
+
+def test_read_swc_refuses_two_roots(tmp_path):
+    from fusekit.neuro import read_swc
+
+    path = tmp_path / "two.swc"
+    path.write_text("1 1 0 0 0 5 -1\n2 1 10 0 0 5 -1\n")
+    with pytest.raises(fusekit.InputError, match="exactly one root"):
+        read_swc(path)
+
+
+def test_swc_cell_fires_from_a_somatic_current(tmp_path):
+    from fusekit.neuro import read_swc
+
+    path = tmp_path / "cell.swc"
+    path.write_text(SWC)
+    m = read_swc(path)
+    n_comp = m.parent.shape[0]
+    v, S, P = per_compartment(HH, 1, n_comp, -65.0)
+    i_ext = np.zeros((1, n_comp))
+    i_ext[0, 0] = 20.0
+    out = fusekit.ops.cable_simulate(v, S, P, i_ext, m.parent, m.coupling(100.0)[:, None],
+                                     channels=HH, dt=0.025, n_steps=400, max_spikes=2,
+                                     backend="reference")
+    assert out.spike_count[0] >= 1

@@ -25,7 +25,9 @@ from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
 from ._autograd import simulate_torch as simulate_torch
+from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
+from ._cable import read_swc as read_swc
 from ._population import Population as Population
 from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
@@ -47,6 +49,7 @@ __all__ = [
     "HHPotassium",
     "HHSodium",
     "IonSimulation",
+    "Morphology",
     "POSPISCHIL_RS_CHANNELS",
     "Population",
     "PospischilCaL",
@@ -58,6 +61,7 @@ __all__ = [
     "cable_coupling",
     "exp",
     "log",
+    "read_swc",
     "simulate_torch",
     "sqrt",
     "vtrap",
