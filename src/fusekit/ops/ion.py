@@ -36,12 +36,15 @@ from .ion_channel import Arg, Channel, ChannelSet, channel_set
 
 __all__ = [
     "IonSimulation",
+    "NetworkSimulation",
     "cable_simulate",
     "cable_simulate_reference",
     "hines_solve",
     "hines_solve_reference",
     "ion_simulate",
     "ion_simulate_reference",
+    "network_simulate",
+    "network_simulate_reference",
 ]
 
 _ION_DTYPES = ("float32", "float64")
@@ -512,3 +515,196 @@ def cable_simulate_reference(
             v_record[(step + 1) // record_every - 1] = v
     return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
             spike_times.astype(dtype))
+
+
+# ------------------------------------------------------- networks: CSR synapses on spikes
+
+
+class NetworkSimulation(NamedTuple):
+    """Result of :func:`network_simulate`: :class:`IonSimulation`'s fields and ``g_syn``.
+
+    Attributes:
+        v: Final potentials, mV, ``(n,)``.
+        states: Final gating states, ``(n_states, n)``.
+        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)`` (spikes still in flight at the
+            end of the call are dropped).
+        v_record: As in :class:`IonSimulation`.
+        spike_count: As in :class:`IonSimulation`.
+        spike_times: As in :class:`IonSimulation`.
+    """
+
+    v: Any
+    states: Any
+    g_syn: Any
+    v_record: Any
+    spike_count: Any
+    spike_times: Any
+
+
+def _check_network_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> str:
+    op = "network_simulate"
+    dtype = _check_ion_simulate(v0, states0, params, i_ext, channels=channels, dt=dt,
+                                n_steps=n_steps, record_every=record_every,
+                                spike_threshold=spike_threshold, max_spikes=max_spikes)
+    n = v0.shape[0]
+    if tuple(g_syn0.shape) != (n,) or array_dtype(g_syn0) != dtype:
+        raise InputError(f"{op}: g_syn0 must be a ({n},) {dtype} array, got "
+                         f"{tuple(g_syn0.shape)} {array_dtype(g_syn0)}")
+    require_finite(op, "g_syn0", g_syn0)
+    if tuple(indptr.shape) != (n + 1,) or array_dtype(indptr) not in ("int32", "int64"):
+        raise InputError(f"{op}: indptr must be an int ({n + 1},) array (CSR rows: the "
+                         f"presynaptic neurons), got {tuple(indptr.shape)} "
+                         f"{array_dtype(indptr)}")
+    ptr = np.asarray(indptr)
+    nnz = indices.shape[0] if indices.ndim == 1 else -1
+    if (indices.ndim != 1 or array_dtype(indices) not in ("int32", "int64")
+            or tuple(weights.shape) != (nnz,) or array_dtype(weights) != dtype):
+        raise InputError(f"{op}: indices must be an int (nnz,) array and weights a (nnz,) "
+                         f"{dtype} array, got {tuple(indices.shape)} {array_dtype(indices)} "
+                         f"and {tuple(weights.shape)} {array_dtype(weights)}")
+    if ptr[0] != 0 or ptr[-1] != nnz or bool((np.diff(ptr) < 0).any()):
+        raise InputError(f"{op}: indptr must start at 0, never decrease and end at nnz = "
+                         f"{nnz} (scipy.sparse.csr_matrix(...).indptr has this form)")
+    idx = np.asarray(indices)
+    if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
+    require_finite(op, "weights", weights)
+    if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
+        raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
+                         f"steps), got {delay_steps!r}")
+    if not (isinstance(tau_syn, int | float) and math.isfinite(tau_syn) and tau_syn > 0):
+        raise InputError(f"{op}: tau_syn must be a positive time constant in ms, got "
+                         f"{tau_syn!r}")
+    if not (isinstance(e_syn, int | float) and math.isfinite(e_syn)):
+        raise InputError(f"{op}: e_syn must be a finite potential in mV, got {e_syn!r}")
+    return dtype
+
+
+network_simulate_op = Op(
+    name="network_simulate",
+    family="ion",
+    array_args=("v0", "states0", "params", "i_ext", "g_syn0", "indptr", "indices", "weights"),
+    params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
+            "spike_threshold", "max_spikes"),
+    check=_check_network_simulate,
+)
+
+
+def network_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
+    n_steps: int, delay_steps: int, tau_syn: float = 5.0, e_syn: float = 0.0,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    backend: str | None = None,
+) -> NetworkSimulation:
+    """Single-compartment neurons coupled by conductance-based synapses in CSR form.
+
+    Each neuron has one synaptic conductance ``g_syn`` (mS/cm^2) with reversal ``e_syn``
+    that decays with ``tau_syn``; it enters the backward-Euler voltage update like a channel.
+    A spike of neuron ``j`` during step ``k`` adds ``weights[e]`` to ``g_syn[indices[e]]``
+    for every ``e`` in ``indptr[j]:indptr[j+1]`` at the start of step ``k + delay_steps``
+    (event-driven: work per spike, not per synapse and step). Per step:
+    ``g_syn' = g_syn exp(-dt / tau_syn) + arrivals``, then the step of :func:`ion_simulate`
+    with ``g_syn'`` added to the channels.
+
+    The CPU kernel runs ``delay_steps`` steps between synchronisations of its threads (the
+    delay is what lets neurons run independently in between).
+
+    Args:
+        v0: Initial potentials, mV, ``(n,)``.
+        states0: ``(n_states, n)``.
+        params: ``(n_params, n)``.
+        i_ext: uA/cm^2, ``(n,)`` or ``(n_steps, n)``.
+        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)``.
+        indptr: CSR row pointers over presynaptic neurons, int, ``(n + 1,)``.
+        indices: Postsynaptic neuron of every synapse, int, ``(nnz,)``.
+        weights: Conductance jump per spike, mS/cm^2, ``(nnz,)``, the dtype of ``v0``.
+        channels: As for :func:`ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        delay_steps: Synaptic delay in steps, at least 1.
+        tau_syn: Decay time constant, ms.
+        e_syn: Synaptic reversal potential, mV (0: excitatory; -80: inhibitory).
+        record_every: As for :func:`ion_simulate`.
+        spike_threshold: mV.
+        max_spikes: Spike times kept per neuron.
+        backend: As for every op.
+
+    Returns:
+        :class:`NetworkSimulation`.
+    """
+    cs = channel_set(channels)
+    out = network_simulate_op.run(
+        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights),
+        {"channels": cs, "dt": dt, "n_steps": int(n_steps), "delay_steps": int(delay_steps),
+         "tau_syn": tau_syn, "e_syn": e_syn, "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+    return NetworkSimulation(*out)
+
+
+def network_simulate_reference(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Float64 NumPy oracle of :func:`network_simulate`, with a ring buffer of arrivals."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    v = v0.astype(np.float64)
+    S = states0.astype(np.float64)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    g_syn = g_syn0.astype(np.float64)
+    w = weights.astype(np.float64)
+    n = v.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.empty((n_rec, n))
+    spike_count = np.zeros(n, dtype=np.int64)
+    spike_times = np.full((max_spikes, n), np.nan)
+    ring = np.zeros((delay_steps, n))  # ring[k % delay_steps]: arrivals at step k
+    decay = math.exp(-dt / tau_syn)
+    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
+    for step in range(n_steps):
+        slot = step % delay_steps
+        g_syn = g_syn * decay + ring[slot]
+        ring[slot] = 0.0
+        S_new = np.empty_like(S)
+        for k, (ch, g) in enumerate(gates):
+            first = g.first(*cs.args(ch, g.first, v, S, P))
+            second = g.second(*cs.args(ch, g.second, v, S, P))
+            if g.form == "rates":
+                inf, dec = first / (first + second), np.exp(-dt * (first + second))
+            else:
+                inf, dec = first, np.exp(-dt / second)
+            S_new[k] = inf + (S[k] - inf) * dec
+        S = S_new
+        g_sum = g_syn.copy()
+        ge_sum = g_syn * e_syn
+        for ch in cs.channels:
+            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
+            rev = cs.reversal_source(ch)
+            g_sum = g_sum + g
+            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
+        k_ = dt / P[0]
+        v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+        for j in np.flatnonzero((v < spike_threshold) & (v_new >= spike_threshold)):
+            if spike_count[j] < max_spikes:
+                frac = (spike_threshold - v[j]) / (v_new[j] - v[j])
+                spike_times[spike_count[j], j] = (step + frac) * dt
+            spike_count[j] += 1
+            # Arrives at the start of step + delay_steps, whose slot is this step's.
+            np.add.at(ring[slot], indices[indptr[j]:indptr[j + 1]], w[indptr[j]:indptr[j + 1]])
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            v_record[(step + 1) // record_every - 1] = v
+    return (v.astype(dtype), S.astype(dtype), g_syn.astype(dtype), v_record.astype(dtype),
+            spike_count, spike_times.astype(dtype))

@@ -368,3 +368,169 @@ def cable_simulate_cpu(
             counts, times,
         )
     return V, S, V_rec, counts, times
+
+
+# ------------------------------------------------------- networks: CSR synapses on spikes
+
+_NET_TEMPLATE = '''
+def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,
+              record_every, thr, max_spikes, V_rec, counts, times):
+    w = min(BLOCK, V.shape[0] - lo)
+    # Rows of BLOCK: v, v before the step, i_ext, g_syn, arrivals, states, params.
+    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    for j in range(w):
+        buf[j] = V[lo + j]
+        buf[2 * BLOCK + j] = I[0, lo + j]
+        buf[3 * BLOCK + j] = GS[lo + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            buf[(5 + k) * BLOCK + j] = S[k, lo + j]
+    for k in range(N_PARAMS):
+        for j in range(w):
+            buf[(5 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+    for s in range(w_len):
+        step = w0 + s
+        if i_rows:
+            for j in range(w):
+                buf[2 * BLOCK + j] = I[step, lo + j]
+        for j in range(w):
+            buf[4 * BLOCK + j] = INC[s, lo + j]
+            SPIKED[s, lo + j] = 0
+        for j in range(w):
+            v = buf[j]
+            v_old = v
+            i_inj = buf[2 * BLOCK + j]
+            gs = buf[3 * BLOCK + j] * syn_decay + buf[4 * BLOCK + j]
+{loads}
+{body}
+            g_sum = g_sum + gs
+            ge_sum = ge_sum + gs * e_syn
+            k_ = dt / p0
+            v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
+{stores}
+            buf[3 * BLOCK + j] = gs
+            buf[BLOCK + j] = v_old
+            buf[j] = v
+        for j in range(w):
+            v_old = buf[BLOCK + j]
+            v = buf[j]
+            if v_old < thr and v >= thr:
+                c = counts[lo + j]
+                if c < max_spikes:
+                    times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
+                counts[lo + j] = c + 1
+                SPIKED[s, lo + j] = 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(w):
+                V_rec[r, lo + j] = buf[j]
+    for j in range(w):
+        V[lo + j] = buf[j]
+        GS[lo + j] = buf[3 * BLOCK + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            S[k, lo + j] = buf[(5 + k) * BLOCK + j]
+'''
+
+_NET_DRIVER = '''
+def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, delay,
+               syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times, INC,
+               SPIKED):
+    n = V.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    for w0 in range(0, n_steps, delay):
+        w_len = min(delay, n_steps - w0)
+        for blk in prange(n_blocks):
+            net_block(blk * BLOCK, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt,
+                      syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times)
+        # Spikes of this window arrive delay steps later: in the next window, same offset.
+        for s in range(w_len):
+            for j in range(n):
+                INC[s, j] = 0
+        for s in range(w_len):
+            for j in range(n):
+                if SPIKED[s, j]:
+                    for e in range(indptr[j], indptr[j + 1]):
+                        INC[s, indices[e]] += weights[e]
+'''
+
+_net_kernels: dict[tuple[str, str], Any] = {}
+
+
+def network_source(cs: ChannelSet) -> str:
+    """The Python source of the CPU network block kernel for ``cs`` (for reading)."""
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    ind = " " * 12
+    body, _ = step_source(cs, ind, voltage=False)
+    row = {f"s{k}": 5 + k for k in range(n_states)}
+    row.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
+    loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
+    stores = [f"{ind}buf[{(5 + k) * NEURON_BLOCK} + j] = s{k}" for k in range(n_states)]
+    return _NET_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                stores="\n".join(stores) or f"{ind}pass")
+
+
+def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled network kernel for ``cs`` and ``dtype`` (one per process)."""
+    key = (cs.key, dtype)
+    if key in _net_kernels:
+        return _net_kernels[key]
+    configure()
+    import numba
+
+    math_fns, scalar = _math(dtype)
+    _, funcs = step_source(cs, "", voltage=False)
+
+    def jit(fn: Callable[..., Any]) -> Any:
+        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
+
+    ns: dict[str, Any] = {
+        "np": np, "prange": numba.prange, "BLOCK": NEURON_BLOCK, "DTYPE": np.dtype(dtype),
+        "N_STATES": len(cs.state_names), "N_PARAMS": len(cs.param_names),
+        "N_ROWS": 5 + len(cs.state_names) + len(cs.param_names),
+        "EXP": math_fns["exp"], "ONE": scalar(1.0), **reversal_constants(cs, scalar),
+    }
+    seen: dict[int, Any] = {}
+    for name, fn in funcs.items():
+        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
+    exec(compile(network_source(cs), f"<fusekit network kernel {cs.key}>", "exec"), ns)
+    ns["net_block"] = numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(
+        ns["net_block"]
+    )
+    exec(compile(_NET_DRIVER, f"<fusekit network driver {cs.key}>", "exec"), ns)
+    _net_kernels[key] = kernel = numba.njit(parallel=True)(ns["net_kernel"])
+    return kernel
+
+
+@register_kernel(ion.network_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def network_simulate_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Blocks of neurons in parallel for ``delay_steps`` steps, then the spikes delivered."""
+    import math
+
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    scalar = dtype.type
+    n = v0.shape[0]
+    V = np.array(v0, dtype=dtype, order="C")
+    S = np.array(states0, dtype=dtype, order="C")
+    GS = np.array(g_syn0, dtype=dtype, order="C")
+    I_ext = np.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+    n_rec = n_steps // record_every if record_every else 0
+    V_rec = np.empty((n_rec, n), dtype=dtype)
+    counts = np.zeros(n, dtype=np.int64)
+    times = np.full((max_spikes, n), np.nan, dtype=dtype)
+    if n and n_steps:
+        network_kernel_for(cs, dtype.name)(
+            V, S if S.shape[0] else np.zeros((1, n), dtype), np.ascontiguousarray(params),
+            I_ext, 1 if i_ext.ndim == 2 else 0, GS, np.ascontiguousarray(indptr, np.int64),
+            np.ascontiguousarray(indices, np.int64), np.ascontiguousarray(weights),
+            scalar(dt), n_steps, delay_steps, scalar(math.exp(-dt / tau_syn)), scalar(e_syn),
+            record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times,
+            np.zeros((delay_steps, n), dtype=dtype), np.zeros((delay_steps, n), np.uint8),
+        )
+    return V, S, GS, V_rec, counts, times

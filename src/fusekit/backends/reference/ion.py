@@ -14,3 +14,5 @@ register_kernel(ion.hines_solve_op, backend="reference", arrays=["numpy"], dtype
 register_kernel(ion.cable_simulate_op, backend="reference", arrays=["numpy"], dtypes=_FLOATS)(
     ion.cable_simulate_reference
 )
+register_kernel(ion.network_simulate_op, backend="reference", arrays=["numpy"],
+                dtypes=_FLOATS)(ion.network_simulate_reference)
