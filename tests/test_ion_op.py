@@ -234,3 +234,38 @@ def test_population_carries_state_and_absolute_spike_times_across_runs():
     times = np.concatenate([first.spike_times[: first.spike_count[1], 1],
                             second.spike_times[: second.spike_count[1], 1]])
     np.testing.assert_allclose(times, both.spike_times[: both.spike_count[1], 1], rtol=1e-12)
+
+
+def test_progress_bar_run_equals_one_call(capsys):
+    import io
+
+    a = Population(HH_CHANNELS, n=3, g_na=[100.0, 120.0, 140.0])
+    a.i_ext[:] = 12.0
+    b = Population(HH_CHANNELS, n=3, g_na=[100.0, 120.0, 140.0])
+    b.i_ext[:] = 12.0
+    bar = io.StringIO()
+    chunked = a.run(30.0, record_every=8, max_spikes=3, progress=True, progress_file=bar,
+                    backend="reference")
+    whole = b.run(30.0, record_every=8, max_spikes=3, backend="reference")
+    assert "100%" in bar.getvalue()
+    np.testing.assert_array_equal(chunked.spike_count, whole.spike_count)
+    np.testing.assert_allclose(chunked.spike_times, whole.spike_times, rtol=1e-12)
+    np.testing.assert_allclose(chunked.v_record, whole.v_record, rtol=1e-12)
+
+
+def test_trace_and_raster_plots_draw_the_data():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fusekit.neuro import plot_raster, plot_traces
+
+    pop = Population(HH_CHANNELS, n=4)
+    pop.i_ext[:] = [0.0, 8.0, 12.0, 20.0]
+    out = pop.run(20.0, record_every=4, backend="reference")
+    ax = plot_traces(out.v_record, dt=0.025, record_every=4, neurons=[1, 3])
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), out.v_record[:, 3])
+    ax = plot_raster(out.spike_times)
+    assert ax.collections[0].get_offsets().shape[0] == out.spike_count.sum()
+    plt.close("all")

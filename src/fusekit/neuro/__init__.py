@@ -28,6 +28,8 @@ from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._plots import plot_raster as plot_raster
+from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
 from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
@@ -61,6 +63,8 @@ __all__ = [
     "cable_coupling",
     "exp",
     "log",
+    "plot_raster",
+    "plot_traces",
     "read_swc",
     "simulate_torch",
     "sqrt",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from .. import ops
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
+
+#: Chunks a run with ``progress=True`` is split into (one kernel call each).
+PROGRESS_CHUNKS = 50
 
 
 class Population:
@@ -40,8 +44,8 @@ class Population:
         self.t = 0.0
 
     def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
-            spike_threshold: float = 0.0, max_spikes: int = 64,
-            backend: str | None = None) -> IonSimulation:
+            spike_threshold: float = 0.0, max_spikes: int = 64, progress: bool = False,
+            progress_file: TextIO | None = None, backend: str | None = None) -> IonSimulation:
         """Advance by ``duration`` ms; spike times in the result are absolute (ms).
 
         Args:
@@ -50,12 +54,45 @@ class Population:
             record_every: Record ``v`` every this many steps (0: none).
             spike_threshold: mV.
             max_spikes: Spike times kept per neuron.
+            progress: Show a progress bar (on ``progress_file``, default stderr); the run
+                is then split into about ``PROGRESS_CHUNKS`` kernel calls.
+            progress_file: Where the bar goes.
             backend: As for every fusekit op.
 
         Returns:
             The :class:`IonSimulation` of this run.
         """
         n_steps = int(round(duration / dt))
+        if not progress or n_steps < 2:
+            return self._advance(n_steps, dt, record_every, spike_threshold, max_spikes,
+                                 backend)
+        chunk = max(1, n_steps // PROGRESS_CHUNKS)
+        if record_every:
+            chunk = max(record_every, chunk // record_every * record_every)
+        out = sys.stderr if progress_file is None else progress_file
+        n = self.v.shape[0]
+        records, count = [], np.zeros(n, dtype=np.int64)
+        times = np.full((max_spikes, n), np.nan, dtype=self.dtype)
+        done = 0
+        while done < n_steps:
+            steps = min(chunk, n_steps - done)
+            part = self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
+            records.append(part.v_record)
+            for r in range(min(max_spikes, int(part.spike_count.max(initial=0)))):
+                slot = count + r
+                put = (r < part.spike_count) & (slot < max_spikes)
+                times[slot[put], np.flatnonzero(put)] = part.spike_times[r, put]
+            count += part.spike_count
+            done += steps
+            filled = int(30 * done / n_steps)
+            out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "
+                      f"t = {self.t:.1f} ms")
+            out.flush()
+        out.write("\n")
+        return IonSimulation(self.v, self.states, np.concatenate(records), count, times)
+
+    def _advance(self, n_steps: int, dt: float, record_every: int, spike_threshold: float,
+                 max_spikes: int, backend: str | None) -> IonSimulation:
         out = ops.ion_simulate(
             self.v, self.states, self.params, self.i_ext, channels=self.channel_set, dt=dt,
             n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,
