@@ -131,3 +131,34 @@ def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
     assert ref[3].sum() >= 1
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_network_kernels_match_the_reference_on_a_small_chain():
+    from fusekit.ops.ion import network_simulate_reference
+
+    n, steps, delay = 4, 60, 8
+    v0 = np.array([-20.0, -65.0, -65.0, -65.0])  # neuron 0 fires at once
+    S = HH.initial_states(n)
+    P = HH.default_params(n)
+    i_ext = np.zeros(n)
+    indptr = np.array([0, 2, 3, 3, 3])  # 0 -> 1, 0 -> 2, 1 -> 3
+    indices = np.array([1, 2, 3])
+    weights = np.array([5.0, 0.5, 5.0])
+    kw = dict(dt=0.05, n_steps=steps, delay_steps=delay, tau_syn=2.0, e_syn=0.0,
+              record_every=20, spike_threshold=0.0, max_spikes=2)
+    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
+                                     channels=HH, **kw)
+    dev = [cuda.to_device(a) for a in (v0.copy(), S.copy(), P, i_ext[None], np.zeros(n),
+                                       indptr, indices, weights)]
+    V_rec = cuda.device_array((3, n))
+    counts = cuda.to_device(np.zeros(n, np.int64))
+    times = cuda.to_device(np.full((2, n), np.nan))
+    INC = cuda.to_device(np.zeros((delay, n)))
+    SPIKED = cuda.to_device(np.zeros((delay, n), np.uint8))
+    cuda_ion.network_simulate_launch(*dev, V_rec, counts, times, INC, SPIKED, channels=HH,
+                                     **kw)
+    got = (dev[0].copy_to_host(), dev[1].copy_to_host(), dev[4].copy_to_host(),
+           V_rec.copy_to_host(), counts.copy_to_host(), times.copy_to_host())
+    assert ref[4][0] >= 1 and ref[2][1] > 0  # neuron 0 fired and its spike arrived
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -370,3 +370,158 @@ def cable_simulate_cuda(
             max_spikes=max_spikes, stream=stream,
         )
     return V, S, V_rec, counts, times
+
+
+# ------------------------------------------------------- networks: CSR synapses on spikes
+
+_NET_TEMPLATE = '''
+def net_window(V, S, P, I, i_rows, GS, INC, SPIKED, w0, w_len, dt, syn_decay, e_syn,
+               record_every, thr, max_spikes, V_rec, counts, times):
+    j = cuda.grid(1)
+    if j >= V.shape[0]:
+        return
+    v = V[j]
+    gs = GS[j]
+    c = counts[j]
+{loads}
+    for s in range(w_len):
+        step = w0 + s
+        i_inj = I[step * i_rows, j]
+        gs = gs * syn_decay + INC[s, j]
+        INC[s, j] = 0  # read once; the delivery kernel refills it for the next window
+        v_old = v
+{body}
+        g_sum = g_sum + gs
+        ge_sum = ge_sum + gs * e_syn
+        k_ = dt / p0
+        v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
+        SPIKED[s, j] = 0
+        if v_old < thr and v >= thr:
+            if c < max_spikes:
+                times[c, j] = (step + (thr - v_old) / (v - v_old)) * dt
+            c += 1
+            SPIKED[s, j] = 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            V_rec[(step + 1) // record_every - 1, j] = v
+    counts[j] = c
+    V[j] = v
+    GS[j] = gs
+{stores}
+'''
+
+
+@cuda.jit
+def _deliver(SPIKED, w_len, indptr, indices, weights, INC):  # noqa: N803
+    j = cuda.grid(1)
+    if j >= SPIKED.shape[1]:
+        return
+    for s in range(w_len):
+        if SPIKED[s, j]:
+            for e in range(indptr[j], indptr[j + 1]):
+                cuda.atomic.add(INC, (s, indices[e]), weights[e])
+
+
+_net_kernels: dict[tuple[str, str], Any] = {}
+
+
+def network_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA network window kernel for ``cs`` (for reading)."""
+    body, _ = step_source(cs, " " * 8, voltage=False)
+    loads = [f"    s{k} = S[{k}, j]" for k in range(len(cs.state_names))]
+    loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
+    stores = [f"    S[{k}, j] = s{k}" for k in range(len(cs.state_names))]
+    return _NET_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                stores="\n".join(stores))
+
+
+def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA window kernel for ``cs`` and ``dtype`` (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _net_kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "", voltage=False)
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(network_source(cs), f"<fusekit network cuda kernel {cs.key}>", "exec"),
+             ns)
+        _net_kernels[key] = cuda.jit(ns["net_window"])
+    return _net_kernels[key]
+
+
+def network_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, GS: Any, indptr: Any, indices: Any, weights: Any,
+    V_rec: Any, counts: Any, times: Any, INC: Any, SPIKED: Any, *, channels: Any, dt: float,
+    n_steps: int, delay_steps: int, tau_syn: float, e_syn: float, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.network_simulate` in place on device arrays.
+
+    One launch per window of ``delay_steps`` steps (one thread per neuron, all steps of the
+    window inside), then one delivery launch (one thread per presynaptic neuron, atomic adds
+    into ``INC``). ``INC`` ``(delay_steps, n)`` must start at zero, ``SPIKED`` is a
+    ``(delay_steps, n)`` uint8 workspace, ``times`` must be NaN-filled, ``counts`` zero.
+    """
+    cs = channel_set(channels)
+    n = V.shape[0]
+    if n == 0 or n_steps == 0:
+        return
+    dtype = np.dtype(V.dtype)
+    scalar = dtype.type
+    window = network_kernel_for(cs, dtype.name)
+    blocks = -(-n // THREADS)
+    i_rows = 1 if I_ext.shape[0] > 1 else 0
+    decay = scalar(math.exp(-dt / tau_syn))
+    for w0 in range(0, n_steps, delay_steps):
+        w_len = min(delay_steps, n_steps - w0)
+        window[blocks, THREADS, stream](
+            V, S, P, I_ext, i_rows, GS, INC, SPIKED, w0, w_len, scalar(dt), decay,
+            scalar(e_syn), record_every, scalar(spike_threshold), max_spikes, V_rec, counts,
+            times,
+        )
+        _deliver[blocks, THREADS, stream](SPIKED, w_len, indptr, indices, weights, INC)
+
+
+@register_kernel(ion.network_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def network_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """Windows of ``delay_steps`` steps per launch, spikes delivered between windows."""
+    import cupy
+
+    n = v0.shape[0]
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        GS = cupy.array(g_syn0, dtype=dtype, order="C")
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n), dtype=dtype)
+        counts = cupy.zeros(n, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
+        arrays = [
+            ("V", V), ("S", S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)),
+            ("P", cupy.ascontiguousarray(params)),
+            ("I_ext", cupy.ascontiguousarray(i_ext).reshape(
+                i_ext.shape if i_ext.ndim == 2 else (1, n))),
+            ("GS", GS), ("indptr", cupy.asarray(indptr, dtype=cupy.int64)),
+            ("indices", cupy.asarray(indices, dtype=cupy.int64)),
+            ("weights", cupy.ascontiguousarray(weights)), ("V_rec", V_rec),
+            ("counts", counts), ("times", times),
+            ("INC", cupy.zeros((delay_steps, n), dtype=dtype)),
+            ("SPIKED", cupy.zeros((delay_steps, n), dtype=cupy.uint8)),
+        ]
+        network_simulate_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
+            n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn,
+            record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, GS, V_rec, counts, times
