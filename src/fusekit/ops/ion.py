@@ -155,8 +155,8 @@ def ion_simulate(
         >>> out = fusekit.ops.ion_simulate(
         ...     np.full(n, -65.0), hh.initial_states(n), hh.default_params(n),
         ...     np.full(n, 10.0), channels=hh, dt=0.025, n_steps=400, max_spikes=8)
-        >>> int(out.spike_count[0])
-        2
+        >>> int(out.spike_count[0]), round(float(out.spike_times[0, 0]), 3)  # ms
+        (1, 1.92)
 
     Args:
         v0: Initial membrane potentials, mV, shape ``(n,)``, float32 or float64.
