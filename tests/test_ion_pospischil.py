@@ -32,7 +32,7 @@ def test_all_six_channels_compiled_match_the_reference():
     S = ALL.steady_states(v0)
     P = ALL.default_params(n, g_cal=rng.uniform(0, 0.3, n), g_cat=rng.uniform(0, 1.0, n))
     i_ext = rng.uniform(-0.5, 3.0, n)
-    kw = dict(channels=ALL, dt=0.025, n_steps=1200, record_every=100, max_spikes=4)
+    kw = dict(channels=ALL, dt=0.025, n_steps=600, record_every=100, max_spikes=4)
     got = fusekit.ops.ion_simulate(v0, S, P, i_ext, backend=BACKEND, **kw)
     ref = fusekit.ops.ion_simulate(v0, S, P, i_ext, backend="reference", **kw)
     assert ref.spike_count.sum() > 10
@@ -44,7 +44,7 @@ def test_all_six_channels_compiled_match_the_reference():
 def test_regular_spiking_cell_rests_without_input_and_adapts_under_a_step_current():
     pop = Population(POSPISCHIL_RS_CHANNELS, n=2, v0=-70.3)
     pop.i_ext[:] = [0.0, 1.0]
-    out = pop.run(400.0, backend="reference", max_spikes=50)
+    out = pop.run(400.0, dt=0.05, backend="reference", max_spikes=50)
     assert out.spike_count[0] == 0 and -75.0 < out.v[0] < -65.0
     isi = np.diff(out.spike_times[: out.spike_count[1], 1])
     assert len(isi) >= 3 and isi[-1] > isi[0]  # the M current slows firing down
