@@ -127,3 +127,79 @@ def test_neuron_hh_population(benchmark):
                                    backend="cpu")
     assert np.abs(counts - ref.spike_count).max() <= 1
     pc.nthread(1)
+
+
+# ------------------------------------------------------------------------------- network
+
+NET_N, NET_STEPS, NET_DELAY, NET_P = 4000, 2000, 40, 0.01
+NET_GROUP = (f"HH network {NET_N} neurons, p={NET_P}, 50 ms at dt={DT}, delay "
+             f"{NET_DELAY * DT} ms, float64")
+
+
+def make_network(seed=0):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    v0 = rng.uniform(-70.0, -60.0, NET_N)
+    csr = sp.random(NET_N, NET_N, density=NET_P, format="csr", random_state=seed,
+                    data_rvs=lambda k: rng.uniform(0.0, 0.3, k))
+    i_ext = np.where(np.arange(NET_N) < NET_N // 10, 12.0, 0.0)
+    return v0, HH.steady_states(v0), HH.default_params(NET_N), i_ext, csr
+
+
+def test_fusekit_hh_network_cpu(benchmark):
+    v0, S, P, i_ext, csr = make_network()
+    benchmark.group = NET_GROUP
+    args = (v0, S, P, i_ext, np.zeros(NET_N), csr.indptr, csr.indices, csr.data)
+    kw = dict(channels=HH, dt=DT, delay_steps=NET_DELAY, tau_syn=3.0, e_syn=0.0,
+              backend="cpu")
+    fusekit.ops.network_simulate(*args, n_steps=2, **kw)
+    out = benchmark.pedantic(
+        lambda: fusekit.ops.network_simulate(*args, n_steps=NET_STEPS, **kw), rounds=3,
+        iterations=1)
+    benchmark.extra_info["neuron_steps_per_s"] = NET_N * NET_STEPS / benchmark.stats.stats.median
+    assert out.spike_count[NET_N // 10:].sum() > 0
+
+
+def test_numpy_scipy_hh_network(benchmark):
+    """The same network as a user would write it: NumPy HH, scipy CSR for the spikes."""
+    v0, S, _, i_ext, csr = make_network()
+    benchmark.group = NET_GROUP
+    csr_t = csr.T.tocsr()  # rows: postsynaptic neurons
+    decay = np.exp(-DT / 3.0)
+
+    def run():
+        v, m, h, n = v0.copy(), S[0].copy(), S[1].copy(), S[2].copy()
+        g_syn = np.zeros(NET_N)
+        ring = np.zeros((NET_DELAY, NET_N))
+        count = np.zeros(NET_N, np.int64)
+        for step in range(NET_STEPS):
+            slot = step % NET_DELAY
+            g_syn = g_syn * decay + ring[slot]
+            ring[slot] = 0.0
+            am = 0.1 * (v + 40) / (1 - np.exp(-(v + 40) / 10))
+            bm = 4 * np.exp(-(v + 65) / 18)
+            ah, bh = 0.07 * np.exp(-(v + 65) / 20), 1 / (np.exp(-(v + 35) / 10) + 1)
+            an = 0.01 * (v + 55) / (1 - np.exp(-(v + 55) / 10))
+            bn = 0.125 * np.exp(-(v + 65) / 80)
+            m = am / (am + bm) + (m - am / (am + bm)) * np.exp(-DT * (am + bm))
+            h = ah / (ah + bh) + (h - ah / (ah + bh)) * np.exp(-DT * (ah + bh))
+            n = an / (an + bn) + (n - an / (an + bn)) * np.exp(-DT * (an + bn))
+            g_na, g_k = 120 * m**3 * h, 36 * n**4
+            v_new = (v + DT * (g_na * 50 + g_k * -77 + 0.3 * -54.3 + g_syn * 0.0 + i_ext)) / (
+                1 + DT * (g_na + g_k + 0.3 + g_syn))
+            spiked = (v < 0) & (v_new >= 0)
+            count += spiked
+            if spiked.any():
+                ring[slot] += csr_t @ spiked.astype(np.float64)
+            v = v_new
+        return count
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 exactly at -40 or -55 mV
+        count = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["neuron_steps_per_s"] = NET_N * NET_STEPS / benchmark.stats.stats.median
+    ref = fusekit.ops.network_simulate(
+        v0, S, HH.default_params(NET_N), i_ext, np.zeros(NET_N), csr.indptr, csr.indices,
+        csr.data, channels=HH, dt=DT, n_steps=NET_STEPS, delay_steps=NET_DELAY, tau_syn=3.0,
+        backend="cpu")
+    assert np.abs(count - ref.spike_count).max() <= 1
