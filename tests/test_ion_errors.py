@@ -136,3 +136,19 @@ def test_shared_parameter_with_two_defaults_is_refused():
 def test_channel_set_needs_channel_classes():
     with pytest.raises(fusekit.InputError, match="is not a Channel subclass"):
         ChannelSet([object])
+
+
+def test_channel_set_key_follows_the_code_of_helpers():
+    import types
+
+    from fusekit.neuro import pospischil
+
+    before = ChannelSet([pospischil.PospischilCaT]).key
+    original = pospischil.s_inf
+    try:
+        pospischil.s_inf = types.FunctionType(
+            (lambda v, v_x: 0.5).__code__, pospischil.__dict__, "s_inf")
+        assert ChannelSet([pospischil.PospischilCaT]).key != before
+    finally:
+        pospischil.s_inf = original
+    assert ChannelSet([pospischil.PospischilCaT]).key == before

@@ -217,6 +217,27 @@ class Channel:
         cls.conductance_fn = cond
 
 
+def _fingerprint(fn: Callable[..., Any], h: Any, seen: set[int]) -> None:
+    """Feed ``fn``'s code, and that of the helpers and constants it reads, into hash ``h``.
+
+    Compiled kernels are cached under a hash of this, so editing a rate function, a helper
+    it calls or a module-level constant it reads gives a new kernel.
+    """
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
+    code = fn.__code__
+    h.update(code.co_code)
+    h.update(repr(code.co_consts).encode())
+    h.update(repr(code.co_names).encode())
+    for name in code.co_names:
+        value = fn.__globals__.get(name)
+        if isinstance(value, types.FunctionType) and value not in CHANNEL_MATH.values():
+            _fingerprint(value, h, seen)
+        elif isinstance(value, int | float):
+            h.update(f"{name}={value!r}".encode())
+
+
 def _arg_names(fn: Callable[..., Any]) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
@@ -293,9 +314,7 @@ class ChannelSet:
             for fn in [g.first for g in ch.gates] + [g.second for g in ch.gates] + [
                 ch.conductance_fn
             ]:
-                h.update(fn.__code__.co_code)
-                h.update(repr(fn.__code__.co_consts).encode())
-                h.update(repr(fn.__code__.co_names).encode())
+                _fingerprint(fn, h, set())
         names = "+".join(ch.__name__ for ch in self.channels)
         return f"{names}#{h.hexdigest()[:12]}"
 
