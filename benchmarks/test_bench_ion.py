@@ -5,6 +5,8 @@ voltage) as NumPy array expressions over neurons, one Python iteration per step.
 same 10,000 neurons with heterogeneous step currents; ``extra_info`` reports neuron-steps/s.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -25,9 +27,10 @@ def make(dtype, seed=0):
             rng.uniform(0.0, 20.0, N_NEURONS).astype(dtype))
 
 
-def report(benchmark):
-    median = benchmark.stats.stats.median
-    benchmark.extra_info["neuron_steps_per_s"] = N_NEURONS * N_STEPS / median
+def report(benchmark, neuron_steps=N_NEURONS * N_STEPS):
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
+        return
+    benchmark.extra_info["neuron_steps_per_s"] = neuron_steps / benchmark.stats.stats.median
     benchmark.extra_info["threads"] = fusekit.get_num_threads()
 
 
@@ -90,7 +93,7 @@ def test_neuron_hh_population(benchmark):
     round-off); NEURON's threads set to the benchmark's thread count.
     """
     neuron = pytest.importorskip("neuron")
-    from conftest import THREADS
+    threads = int(os.environ.get("FUSEKIT_BENCH_THREADS", "2"))  # as benchmarks/conftest.py
 
     h = neuron.h
     h.load_file("stdrun.hoc")
@@ -112,7 +115,7 @@ def test_neuron_hh_population(benchmark):
         stims.append(stim)
         counters.append(count)
     pc = h.ParallelContext()
-    pc.nthread(THREADS)
+    pc.nthread(threads)
     h.dt, h.steps_per_ms, h.tstop = DT, 1 / DT, N_STEPS * DT
     benchmark.group = f"{GROUP} float64"
 
@@ -157,7 +160,7 @@ def test_fusekit_hh_network_cpu(benchmark):
     out = benchmark.pedantic(
         lambda: fusekit.ops.network_simulate(*args, n_steps=NET_STEPS, **kw), rounds=3,
         iterations=1)
-    benchmark.extra_info["neuron_steps_per_s"] = NET_N * NET_STEPS / benchmark.stats.stats.median
+    report(benchmark, NET_N * NET_STEPS)
     assert out.spike_count[NET_N // 10:].sum() > 0
 
 
@@ -197,7 +200,7 @@ def test_numpy_scipy_hh_network(benchmark):
 
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 exactly at -40 or -55 mV
         count = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["neuron_steps_per_s"] = NET_N * NET_STEPS / benchmark.stats.stats.median
+    report(benchmark, NET_N * NET_STEPS)
     ref = fusekit.ops.network_simulate(
         v0, S, HH.default_params(NET_N), i_ext, np.zeros(NET_N), csr.indptr, csr.indices,
         csr.data, channels=HH, dt=DT, n_steps=NET_STEPS, delay_steps=NET_DELAY, tau_syn=3.0,
