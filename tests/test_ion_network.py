@@ -91,3 +91,25 @@ def test_bad_connectivity_is_refused(kwargs, match):
                                      args["indices"], args["weights"], channels=HH, dt=0.025,
                                      n_steps=2, delay_steps=args["delay_steps"],
                                      tau_syn=args["tau_syn"], backend="reference")
+
+
+def test_network_object_wraps_the_op_and_keeps_state():
+    import scipy.sparse as sp
+
+    from fusekit.neuro import Network
+
+    n = 30
+    W = sp.random(n, n, density=0.1, format="csr", random_state=3) * 0.5
+    net = Network(HH_CHANNELS, W, delay=0.5, tau_syn=3.0)
+    net.i_ext[:5] = 15.0
+    first = net.run(10.0, backend="reference", max_spikes=4)
+    assert net.t == pytest.approx(10.0) and first.spike_count[:5].min() >= 1
+    second = net.run(5.0, backend="reference", max_spikes=4)
+    fired = second.spike_count > 0
+    assert (second.spike_times[0, fired] >= 10.0).all()
+    v0 = np.full(n, -65.0)
+    direct = fusekit.ops.network_simulate(
+        v0, HH.steady_states(v0), HH.default_params(n), net.i_ext, np.zeros(n), W.indptr,
+        W.indices, W.data, channels=HH, dt=0.025, n_steps=400, delay_steps=20, tau_syn=3.0,
+        max_spikes=4, backend="reference")
+    np.testing.assert_allclose(first.v, direct.v, rtol=1e-12)

@@ -28,6 +28,7 @@ from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._network import Network as Network
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
@@ -52,6 +53,7 @@ __all__ = [
     "HHSodium",
     "IonSimulation",
     "Morphology",
+    "Network",
     "POSPISCHIL_RS_CHANNELS",
     "Population",
     "PospischilCaL",
