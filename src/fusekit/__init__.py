@@ -48,7 +48,7 @@ __all__ = [
     "use_backend",
 ]
 
-_LAZY_SUBMODULES = ("ops", "torch", "backends", "peft", "mst")
+_LAZY_SUBMODULES = ("ops", "torch", "backends", "peft", "mst", "neuro")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,12 @@ from .fp8_matmul import fp8_gate_up as fp8_gate_up
 from .fp8_matmul import fp8_gemm as fp8_gemm
 from .fp8_matmul import fp8_gemv as fp8_gemv
 from .fp8_matmul import fp8_gemv_t as fp8_gemv_t
+from .ion import IonSimulation as IonSimulation
+from .ion import NetworkSimulation as NetworkSimulation
+from .ion import cable_simulate as cable_simulate
+from .ion import hines_solve as hines_solve
+from .ion import ion_simulate as ion_simulate
+from .ion import network_simulate as network_simulate
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 from .kron_svd import kpsvd as kpsvd
@@ -38,6 +44,12 @@ __all__ = [
     "fp8_gemm",
     "fp8_gemv",
     "fp8_gemv_t",
+    "IonSimulation",
+    "NetworkSimulation",
+    "cable_simulate",
+    "hines_solve",
+    "ion_simulate",
+    "network_simulate",
     "kron_factor_grads",
     "kron_linear",
     "kpsvd",

@@ -1,0 +1,208 @@
+"""HH population, 100 ms at dt = 0.025 ms: fusekit's CPU kernel against vectorised NumPy.
+
+The peer is what a user would write: the same scheme (exponential-Euler gates, backward-Euler
+voltage) as NumPy array expressions over neurons, one Python iteration per step. Both get the
+same 10,000 neurons with heterogeneous step currents; ``extra_info`` reports neuron-steps/s.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fusekit
+from fusekit.neuro import HH_CHANNELS, ChannelSet
+
+N_NEURONS = 10_000
+DT = 0.025
+N_STEPS = 4000  # 100 ms
+HH = ChannelSet(HH_CHANNELS)
+GROUP = f"HH {N_NEURONS} neurons, 100 ms at dt={DT}"
+
+
+def make(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    v0 = np.full(N_NEURONS, -65.0, dtype)
+    return (v0, HH.steady_states(v0).astype(dtype), HH.default_params(N_NEURONS, dtype),
+            rng.uniform(0.0, 20.0, N_NEURONS).astype(dtype))
+
+
+def report(benchmark, neuron_steps=N_NEURONS * N_STEPS):
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
+        return
+    benchmark.extra_info["neuron_steps_per_s"] = neuron_steps / benchmark.stats.stats.median
+    benchmark.extra_info["threads"] = fusekit.get_num_threads()
+
+
+def hh_numpy(v, m, h, n, i_ext, dt, n_steps):
+    """HH with NumPy, NEURON/Jaxley scheme; float32 stays float32 (scalars are Python floats)."""
+    one = v.dtype.type(1.0)
+    count = np.zeros(v.shape, np.int64)
+
+    def vtrap(x, y):
+        u = x / y
+        small = np.abs(u) < 1e-6
+        return np.where(small, y * (one - u / 2), x / np.where(small, one, np.expm1(u)))
+
+    for _ in range(n_steps):
+        am, bm = 0.1 * vtrap(-(v + 40), 10), 4 * np.exp(-(v + 65) / 18)
+        ah, bh = 0.07 * np.exp(-(v + 65) / 20), one / (np.exp(-(v + 35) / 10) + one)
+        an, bn = 0.01 * vtrap(-(v + 55), 10), 0.125 * np.exp(-(v + 65) / 80)
+        m = am / (am + bm) + (m - am / (am + bm)) * np.exp(-dt * (am + bm))
+        h = ah / (ah + bh) + (h - ah / (ah + bh)) * np.exp(-dt * (ah + bh))
+        n = an / (an + bn) + (n - an / (an + bn)) * np.exp(-dt * (an + bn))
+        g_na, g_k = 120 * m**3 * h, 36 * n**4
+        v_new = (v + dt * (g_na * 50 + g_k * -77 + 0.3 * -54.3 + i_ext)) / (
+            one + dt * (g_na + g_k + 0.3))
+        count += (v < 0) & (v_new >= 0)
+        v = v_new
+    return v, count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fusekit_hh_population_cpu(benchmark, dtype):
+    v0, S, P, i_ext = make(dtype)
+    benchmark.group = f"{GROUP} {np.dtype(dtype).name}"
+    fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=2, backend="cpu")
+    out = benchmark.pedantic(
+        lambda: fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=N_STEPS,
+                                         max_spikes=1, backend="cpu"),
+        rounds=5, iterations=1)
+    report(benchmark)
+    assert out.spike_count.max() > 5 and out.v.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_hh_population(benchmark, dtype):
+    v0, S, _, i_ext = make(dtype)
+    benchmark.group = f"{GROUP} {np.dtype(dtype).name}"
+    v, count = benchmark.pedantic(
+        lambda: hh_numpy(v0, S[0], S[1], S[2], i_ext, dtype(DT), N_STEPS), rounds=2,
+        iterations=1)
+    report(benchmark)
+    ref = fusekit.ops.ion_simulate(v0, S, HH.default_params(N_NEURONS, dtype), i_ext,
+                                   channels=HH, dt=DT, n_steps=N_STEPS, backend="cpu")
+    # Same scheme: float64 agrees closely; float32 spike counts may differ by one.
+    assert np.abs(count - ref.spike_count).max() <= (0 if dtype == np.float64 else 1)
+
+
+def test_neuron_hh_population(benchmark):
+    """NEURON's ``hh`` in 10,000 one-compartment sections, fixed step, float64.
+
+    Rate tables off (as in tests/test_ion_neuron.py, where the spike times then agree to
+    round-off); NEURON's threads set to the benchmark's thread count.
+    """
+    neuron = pytest.importorskip("neuron")
+    threads = int(os.environ.get("FUSEKIT_BENCH_THREADS", "2"))  # as benchmarks/conftest.py
+
+    h = neuron.h
+    h.load_file("stdrun.hoc")
+    h.celsius = 6.3
+    h.usetable_hh = 0
+    _, _, _, i_ext = make(np.float64)
+    side = 100 / np.sqrt(np.pi)  # 1e-4 cm^2
+    sections, stims, counters = [], [], []
+    for i in range(N_NEURONS):
+        sec = h.Section(name=f"n{i}")
+        sec.L = sec.diam = side
+        sec.insert("hh")
+        sec.ena, sec.ek = 50.0, -77.0
+        stim = h.IClamp(sec(0.5))
+        stim.delay, stim.dur, stim.amp = 0.0, 1e9, float(i_ext[i]) * 0.1
+        count = h.APCount(sec(0.5))
+        count.thresh = 0.0
+        sections.append(sec)
+        stims.append(stim)
+        counters.append(count)
+    pc = h.ParallelContext()
+    pc.nthread(threads)
+    h.dt, h.steps_per_ms, h.tstop = DT, 1 / DT, N_STEPS * DT
+    benchmark.group = f"{GROUP} float64"
+
+    def run():
+        h.finitialize(-65.0)
+        h.run()
+
+    benchmark.pedantic(run, rounds=2, iterations=1)
+    report(benchmark)
+    counts = np.array([c.n for c in counters])
+    ref = fusekit.ops.ion_simulate(*make(np.float64), channels=HH, dt=DT, n_steps=N_STEPS,
+                                   backend="cpu")
+    assert np.abs(counts - ref.spike_count).max() <= 1
+    pc.nthread(1)
+
+
+# ------------------------------------------------------------------------------- network
+
+NET_N, NET_STEPS, NET_DELAY, NET_P = 4000, 2000, 40, 0.01
+NET_GROUP = (f"HH network {NET_N} neurons, p={NET_P}, 50 ms at dt={DT}, delay "
+             f"{NET_DELAY * DT} ms, float64")
+
+
+def make_network(seed=0):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    v0 = rng.uniform(-70.0, -60.0, NET_N)
+    csr = sp.random(NET_N, NET_N, density=NET_P, format="csr", random_state=seed,
+                    data_rvs=lambda k: rng.uniform(0.0, 0.3, k))
+    i_ext = np.where(np.arange(NET_N) < NET_N // 10, 12.0, 0.0)
+    return v0, HH.steady_states(v0), HH.default_params(NET_N), i_ext, csr
+
+
+def test_fusekit_hh_network_cpu(benchmark):
+    v0, S, P, i_ext, csr = make_network()
+    benchmark.group = NET_GROUP
+    args = (v0, S, P, i_ext, np.zeros(NET_N), csr.indptr, csr.indices, csr.data)
+    kw = dict(channels=HH, dt=DT, delay_steps=NET_DELAY, tau_syn=3.0, e_syn=0.0,
+              backend="cpu")
+    fusekit.ops.network_simulate(*args, n_steps=2, **kw)
+    out = benchmark.pedantic(
+        lambda: fusekit.ops.network_simulate(*args, n_steps=NET_STEPS, **kw), rounds=3,
+        iterations=1)
+    report(benchmark, NET_N * NET_STEPS)
+    assert out.spike_count[NET_N // 10:].sum() > 0
+
+
+def test_numpy_scipy_hh_network(benchmark):
+    """The same network as a user would write it: NumPy HH, scipy CSR for the spikes."""
+    v0, S, _, i_ext, csr = make_network()
+    benchmark.group = NET_GROUP
+    csr_t = csr.T.tocsr()  # rows: postsynaptic neurons
+    decay = np.exp(-DT / 3.0)
+
+    def run():
+        v, m, h, n = v0.copy(), S[0].copy(), S[1].copy(), S[2].copy()
+        g_syn = np.zeros(NET_N)
+        ring = np.zeros((NET_DELAY, NET_N))
+        count = np.zeros(NET_N, np.int64)
+        for step in range(NET_STEPS):
+            slot = step % NET_DELAY
+            g_syn = g_syn * decay + ring[slot]
+            ring[slot] = 0.0
+            am = 0.1 * (v + 40) / (1 - np.exp(-(v + 40) / 10))
+            bm = 4 * np.exp(-(v + 65) / 18)
+            ah, bh = 0.07 * np.exp(-(v + 65) / 20), 1 / (np.exp(-(v + 35) / 10) + 1)
+            an = 0.01 * (v + 55) / (1 - np.exp(-(v + 55) / 10))
+            bn = 0.125 * np.exp(-(v + 65) / 80)
+            m = am / (am + bm) + (m - am / (am + bm)) * np.exp(-DT * (am + bm))
+            h = ah / (ah + bh) + (h - ah / (ah + bh)) * np.exp(-DT * (ah + bh))
+            n = an / (an + bn) + (n - an / (an + bn)) * np.exp(-DT * (an + bn))
+            g_na, g_k = 120 * m**3 * h, 36 * n**4
+            v_new = (v + DT * (g_na * 50 + g_k * -77 + 0.3 * -54.3 + g_syn * 0.0 + i_ext)) / (
+                1 + DT * (g_na + g_k + 0.3 + g_syn))
+            spiked = (v < 0) & (v_new >= 0)
+            count += spiked
+            if spiked.any():
+                ring[slot] += csr_t @ spiked.astype(np.float64)
+            v = v_new
+        return count
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 exactly at -40 or -55 mV
+        count = benchmark.pedantic(run, rounds=1, iterations=1)
+    report(benchmark, NET_N * NET_STEPS)
+    ref = fusekit.ops.network_simulate(
+        v0, S, HH.default_params(NET_N), i_ext, np.zeros(NET_N), csr.indptr, csr.indices,
+        csr.data, channels=HH, dt=DT, n_steps=NET_STEPS, delay_steps=NET_DELAY, tau_syn=3.0,
+        backend="cpu")
+    assert np.abs(count - ref.spike_count).max() <= 1

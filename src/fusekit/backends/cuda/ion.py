@@ -1,0 +1,527 @@
+"""CUDA kernels of the ion family: one generated Numba CUDA kernel per channel set and dtype.
+
+One thread per neuron keeps its potential, states and parameters in registers and runs every
+time step of the call in one launch (no synchronisation between steps: neurons are
+independent). The step is the same generated source as the CPU kernel's
+(``ops.ion_channel.step_source``), with the device's ``exp``.
+
+:func:`ion_simulate_launch` takes Numba device arrays (or host NumPy arrays, copied over) and
+needs no CuPy, so the simulator tests call it; the registered kernel wraps it for CuPy arrays
+on CuPy's current stream (not yet run on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+from ..._registry import register_kernel
+from ...ops import ion
+from ...ops.ion_channel import (
+    VTRAP_SERIES_BELOW,
+    ChannelSet,
+    channel_set,
+    compile_channel_function,
+    reversal_constants,
+    step_source,
+)
+from ._device import cupy_stream, output, to_device
+
+_FLOATS = ("float32", "float64")
+#: Threads per block.
+THREADS = 128
+
+_TEMPLATE = '''
+def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
+               V_rec, counts, times):
+    j = cuda.grid(1)
+    if j >= V.shape[0]:
+        return
+    v = V[j]
+{loads}
+    c = 0
+    for step in range(n_steps):
+        i_inj = I[step * i_rows, j]
+        v_old = v
+{body}
+        if v_old < thr and v >= thr:
+            if c < max_spikes:
+                times[c, j] = (step + (thr - v_old) / (v - v_old)) * dt
+            c += 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            V_rec[(step + 1) // record_every - 1, j] = v
+    counts[j] = c
+    V[j] = v
+{stores}
+'''
+
+
+def generated_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA kernel for ``cs`` (before compilation; for reading)."""
+    body, _ = step_source(cs, " " * 8)
+    loads = [f"    s{k} = S[{k}, j]" for k in range(len(cs.state_names))]
+    loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
+    stores = [f"    S[{k}, j] = s{k}" for k in range(len(cs.state_names))]
+    return _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                            stores="\n".join(stores))
+
+
+def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
+    scalar = np.float32 if dtype == "float32" else np.float64
+    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
+                                                      1 / 720, 1 / 30240, 1.0))
+
+    @cuda.jit(device=True)
+    def exp(x):
+        return math.exp(x)
+
+    @cuda.jit(device=True)
+    def vtrap(x, y):
+        u = x / y
+        if abs(u) < cut:
+            u2 = u * u
+            return y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+        return x / (math.exp(u) - one)
+
+    @cuda.jit(device=True)
+    def log(x):
+        return math.log(x)
+
+    @cuda.jit(device=True)
+    def sqrt(x):
+        return math.sqrt(x)
+
+    return {"exp": exp, "vtrap": vtrap, "log": log, "sqrt": sqrt}, scalar
+
+
+_kernels: dict[tuple[str, str], Any] = {}
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA kernel for ``cs`` and ``dtype``, generated on first use (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "")
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(generated_source(cs), f"<fusekit ion cuda kernel {cs.key}>", "exec"), ns)
+        _kernels[key] = cuda.jit(ns["ion_kernel"])
+    return _kernels[key]
+
+
+def ion_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, V_rec: Any, counts: Any, times: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
+) -> None:
+    """Run the simulation in place on device arrays.
+
+    Args:
+        V: ``(n,)`` potentials, updated in place.
+        S: ``(n_states, n)`` states (``(1, n)`` when there are none), updated in place.
+        P: ``(n_params, n)`` parameters.
+        I_ext: ``(1, n)`` constant or ``(n_steps, n)`` per-step injected current.
+        V_rec: ``(n_steps // record_every, n)`` output (``(0, n)`` for none).
+        counts: ``(n,)`` int64 output, spike counts.
+        times: ``(max_spikes, n)`` output, spike times (left as they are past the count:
+            fill with NaN beforehand).
+        channels: As for :func:`fusekit.ops.ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        record_every: Record period in steps (0: none).
+        spike_threshold: mV.
+        max_spikes: Rows of ``times``.
+        stream: Numba stream (0: default).
+    """
+    cs = channel_set(channels)
+    n = V.shape[0]
+    if n == 0 or n_steps == 0:
+        return
+    dtype = np.dtype(V.dtype)
+    scalar = dtype.type
+    kernel = kernel_for(cs, dtype.name)
+    blocks = -(-n // THREADS)
+    kernel[blocks, THREADS, stream](
+        V, S, P, I_ext, 1 if I_ext.shape[0] > 1 else 0, scalar(dt), n_steps, record_every,
+        scalar(spike_threshold), max_spikes, V_rec, counts, times,
+    )
+
+
+@register_kernel(ion.ion_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def ion_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, *, channels: Any, dt: float,
+    n_steps: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """All ``n_steps`` in one launch, one thread per neuron, on CuPy's current stream."""
+    import cupy
+
+    cs = channel_set(channels)
+    n = v0.shape[0]
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        S_dev = S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n), dtype=dtype)
+        counts = cupy.zeros(n, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
+        P = cupy.ascontiguousarray(params)
+        I_ext = cupy.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+        ion_simulate_launch(
+            *(to_device(name, a, stream) for name, a in (
+                ("V", V), ("S", S_dev), ("P", P), ("I_ext", I_ext))),
+            *(output(name, a, a.shape, stream)[0] for name, a in (
+                ("V_rec", V_rec), ("counts", counts), ("times", times))),
+            channels=cs, dt=dt, n_steps=n_steps, record_every=record_every,
+            spike_threshold=spike_threshold, max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, V_rec, counts, times
+
+
+
+# ------------------------------------------------------------------------ Hines cable solve
+
+
+@cuda.jit
+def _hines_rows(parent, D, U, L, B, X):  # noqa: N803 - matrix names
+    c = cuda.grid(1)
+    if c >= D.shape[0]:
+        return
+    n_nodes = D.shape[1]
+    for i in range(n_nodes - 1, 0, -1):
+        p = parent[i]
+        f = U[c, i] / D[c, i]
+        D[c, p] -= f * L[c, i]
+        B[c, p] -= f * B[c, i]
+    X[c, 0] = B[c, 0] / D[c, 0]
+    for i in range(1, n_nodes):
+        X[c, i] = (B[c, i] - L[c, i] * X[c, parent[i]]) / D[c, i]
+
+
+def hines_solve_launch(parent: Any, D: Any, U: Any, L: Any, B: Any, X: Any, *,
+                       stream: Any = 0) -> None:
+    """Solve every row's tree system into ``X``; ``D`` and ``B`` are overwritten.
+
+    One thread per cell (row), nodes in sequence: the parallelism is across cells that share
+    the morphology. All arrays ``(batch, n_nodes)`` on the device, ``parent`` int64.
+    """
+    if D.shape[0]:
+        _hines_rows[-(-D.shape[0] // THREADS), THREADS, stream](parent, D, U, L, B, X)
+
+
+@register_kernel(ion.hines_solve_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def hines_solve_cuda(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -> Any:
+    """Hines elimination on the GPU, one thread per cell, on CuPy's current stream."""
+    import cupy
+
+    n_nodes = diag.shape[-1]
+    with diag.device, cuda.gpus[diag.device.id]:
+        stream = cupy_stream(cupy)
+        D = cupy.array(diag, order="C").reshape(-1, n_nodes)  # copies: overwritten
+        B = cupy.array(rhs, order="C").reshape(-1, n_nodes)
+        U = cupy.ascontiguousarray(upper).reshape(-1, n_nodes)
+        L = cupy.ascontiguousarray(lower).reshape(-1, n_nodes)
+        X = cupy.empty(D.shape, dtype=rhs.dtype)
+        hines_solve_launch(*(to_device(name, a, stream) for name, a in (
+            ("parent", cupy.asarray(parent, dtype=cupy.int64)), ("D", D), ("U", U), ("L", L),
+            ("B", B), ("X", X))), stream=stream)
+    return X.reshape(rhs.shape)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+_CABLE_TEMPLATE = '''
+def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                 max_spikes, V_rec, counts, times, D, B):
+    c = cuda.grid(1)
+    if c >= V.shape[0]:
+        return
+    n_comp = V.shape[1]
+    k_spikes = 0
+    for step in range(n_steps):
+        irow = step * i_rows
+        for j in range(n_comp):
+            v = V[c, j]
+            i_inj = I[irow, c, j]
+{loads}
+{body}
+{stores}
+            D[c, j] = p0 / dt + g_sum
+            B[c, j] = p0 / dt * v + ge_sum + i_inj
+        for j in range(1, n_comp):
+            D[c, j] += CPL[0, c, j]
+            D[c, parent[j]] += CPL[1, c, j]
+        for j in range(n_comp - 1, 0, -1):
+            f = CPL[1, c, j] / D[c, j]
+            D[c, parent[j]] -= f * CPL[0, c, j]
+            B[c, parent[j]] += f * B[c, j]
+        v_old = V[c, 0]
+        V[c, 0] = B[c, 0] / D[c, 0]
+        for j in range(1, n_comp):
+            V[c, j] = (B[c, j] + CPL[0, c, j] * V[c, parent[j]]) / D[c, j]
+        v = V[c, 0]
+        if v_old < thr and v >= thr:
+            if k_spikes < max_spikes:
+                times[k_spikes, c] = (step + (thr - v_old) / (v - v_old)) * dt
+            k_spikes += 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(n_comp):
+                V_rec[r, c, j] = V[c, j]
+    counts[c] = k_spikes
+'''
+
+_cable_kernels: dict[tuple[str, str], Any] = {}
+
+
+def cable_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading)."""
+    ind = " " * 12
+    body, _ = step_source(cs, ind, voltage=False)
+    loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
+    loads += [f"{ind}p{k} = P[{k}, c, j]" for k in range(len(cs.param_names))]
+    stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
+    return _CABLE_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                  stores="\n".join(stores) or f"{ind}pass")
+
+
+def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA multi-compartment kernel for ``cs`` and ``dtype`` (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _cable_kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "", voltage=False)
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(cable_source(cs), f"<fusekit cable cuda kernel {cs.key}>", "exec"), ns)
+        _cable_kernels[key] = cuda.jit(ns["cable_kernel"])
+    return _cable_kernels[key]
+
+
+def cable_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, parent: Any, coupling: Any, V_rec: Any, counts: Any,
+    times: Any, D: Any, B: Any, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.cable_simulate` in place on device arrays, one thread per cell.
+
+    ``V`` ``(n_cells, n_comp)`` and ``S`` ``(n_states or 1, n_cells, n_comp)`` are updated;
+    ``I_ext`` is ``(1 or n_steps, n_cells, n_comp)``; ``D`` and ``B`` are ``(n_cells,
+    n_comp)`` workspaces; ``times`` must be NaN-filled beforehand.
+    """
+    cs = channel_set(channels)
+    n_cells = V.shape[0]
+    if n_cells == 0 or n_steps == 0:
+        return
+    scalar = np.dtype(V.dtype).type
+    kernel = cable_kernel_for(cs, np.dtype(V.dtype).name)
+    kernel[-(-n_cells // THREADS), THREADS, stream](
+        V, S, P, I_ext, 1 if I_ext.shape[0] > 1 else 0, parent, coupling, scalar(dt), n_steps,
+        record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, D, B,
+    )
+
+
+@register_kernel(ion.cable_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def cable_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """All steps in one launch, one thread per cell, on CuPy's current stream."""
+    import cupy
+
+    n_cells, n_comp = v0.shape
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        S_dev = S if S.shape[0] else cupy.zeros((1, n_cells, n_comp), dtype=dtype)
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n_cells, n_comp), dtype=dtype)
+        counts = cupy.zeros(n_cells, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n_cells), cupy.nan, dtype=dtype)
+        I_ext = cupy.ascontiguousarray(i_ext).reshape(
+            i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
+        D, B = (cupy.empty((n_cells, n_comp), dtype=dtype) for _ in range(2))
+        arrays = [("V", V), ("S", S_dev), ("P", cupy.ascontiguousarray(params)),
+                  ("I_ext", I_ext), ("parent", cupy.asarray(parent, dtype=cupy.int64)),
+                  ("coupling", cupy.ascontiguousarray(coupling)), ("V_rec", V_rec),
+                  ("counts", counts), ("times", times), ("D", D), ("B", B)]
+        cable_simulate_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
+            n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, V_rec, counts, times
+
+
+# ------------------------------------------------------- networks: CSR synapses on spikes
+
+_NET_TEMPLATE = '''
+def net_window(V, S, P, I, i_rows, GS, INC, SPIKED, w0, w_len, dt, syn_decay, e_syn,
+               record_every, thr, max_spikes, V_rec, counts, times):
+    j = cuda.grid(1)
+    if j >= V.shape[0]:
+        return
+    v = V[j]
+    gs = GS[j]
+    c = counts[j]
+{loads}
+    for s in range(w_len):
+        step = w0 + s
+        i_inj = I[step * i_rows, j]
+        gs = gs * syn_decay + INC[s, j]
+        INC[s, j] = 0  # read once; the delivery kernel refills it for the next window
+        v_old = v
+{body}
+        g_sum = g_sum + gs
+        ge_sum = ge_sum + gs * e_syn
+        k_ = dt / p0
+        v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
+        SPIKED[s, j] = 0
+        if v_old < thr and v >= thr:
+            if c < max_spikes:
+                times[c, j] = (step + (thr - v_old) / (v - v_old)) * dt
+            c += 1
+            SPIKED[s, j] = 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            V_rec[(step + 1) // record_every - 1, j] = v
+    counts[j] = c
+    V[j] = v
+    GS[j] = gs
+{stores}
+'''
+
+
+@cuda.jit
+def _deliver(SPIKED, w_len, indptr, indices, weights, INC):  # noqa: N803
+    j = cuda.grid(1)
+    if j >= SPIKED.shape[1]:
+        return
+    for s in range(w_len):
+        if SPIKED[s, j]:
+            for e in range(indptr[j], indptr[j + 1]):
+                cuda.atomic.add(INC, (s, indices[e]), weights[e])
+
+
+_net_kernels: dict[tuple[str, str], Any] = {}
+
+
+def network_source(cs: ChannelSet) -> str:
+    """The Python source of the CUDA network window kernel for ``cs`` (for reading)."""
+    body, _ = step_source(cs, " " * 8, voltage=False)
+    loads = [f"    s{k} = S[{k}, j]" for k in range(len(cs.state_names))]
+    loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
+    stores = [f"    S[{k}, j] = s{k}" for k in range(len(cs.state_names))]
+    return _NET_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                stores="\n".join(stores))
+
+
+def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA window kernel for ``cs`` and ``dtype`` (compiled lazily)."""
+    key = (cs.key, dtype)
+    if key not in _net_kernels:
+        math_fns, scalar = _math(dtype)
+        _, funcs = step_source(cs, "", voltage=False)
+        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                              **reversal_constants(cs, scalar)}
+        seen: dict[int, Any] = {}
+        for name, fn in funcs.items():
+            ns[name] = compile_channel_function(fn, math_fns, scalar,
+                                                cuda.jit(device=True), seen)
+        exec(compile(network_source(cs), f"<fusekit network cuda kernel {cs.key}>", "exec"),
+             ns)
+        _net_kernels[key] = cuda.jit(ns["net_window"])
+    return _net_kernels[key]
+
+
+def network_simulate_launch(
+    V: Any, S: Any, P: Any, I_ext: Any, GS: Any, indptr: Any, indices: Any, weights: Any,
+    V_rec: Any, counts: Any, times: Any, INC: Any, SPIKED: Any, *, channels: Any, dt: float,
+    n_steps: int, delay_steps: int, tau_syn: float, e_syn: float, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.network_simulate` in place on device arrays.
+
+    One launch per window of ``delay_steps`` steps (one thread per neuron, all steps of the
+    window inside), then one delivery launch (one thread per presynaptic neuron, atomic adds
+    into ``INC``). ``INC`` ``(delay_steps, n)`` must start at zero, ``SPIKED`` is a
+    ``(delay_steps, n)`` uint8 workspace, ``times`` must be NaN-filled, ``counts`` zero.
+    """
+    cs = channel_set(channels)
+    n = V.shape[0]
+    if n == 0 or n_steps == 0:
+        return
+    dtype = np.dtype(V.dtype)
+    scalar = dtype.type
+    window = network_kernel_for(cs, dtype.name)
+    blocks = -(-n // THREADS)
+    i_rows = 1 if I_ext.shape[0] > 1 else 0
+    decay = scalar(math.exp(-dt / tau_syn))
+    for w0 in range(0, n_steps, delay_steps):
+        w_len = min(delay_steps, n_steps - w0)
+        window[blocks, THREADS, stream](
+            V, S, P, I_ext, i_rows, GS, INC, SPIKED, w0, w_len, scalar(dt), decay,
+            scalar(e_syn), record_every, scalar(spike_threshold), max_spikes, V_rec, counts,
+            times,
+        )
+        _deliver[blocks, THREADS, stream](SPIKED, w_len, indptr, indices, weights, INC)
+
+
+@register_kernel(ion.network_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def network_simulate_cuda(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """Windows of ``delay_steps`` steps per launch, spikes delivered between windows."""
+    import cupy
+
+    n = v0.shape[0]
+    dtype = v0.dtype
+    with v0.device, cuda.gpus[v0.device.id]:
+        stream = cupy_stream(cupy)
+        V = cupy.array(v0, dtype=dtype, order="C")
+        S = cupy.array(states0, dtype=dtype, order="C")
+        GS = cupy.array(g_syn0, dtype=dtype, order="C")
+        n_rec = n_steps // record_every if record_every else 0
+        V_rec = cupy.empty((n_rec, n), dtype=dtype)
+        counts = cupy.zeros(n, dtype=cupy.int64)
+        times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
+        arrays = [
+            ("V", V), ("S", S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)),
+            ("P", cupy.ascontiguousarray(params)),
+            ("I_ext", cupy.ascontiguousarray(i_ext).reshape(
+                i_ext.shape if i_ext.ndim == 2 else (1, n))),
+            ("GS", GS), ("indptr", cupy.asarray(indptr, dtype=cupy.int64)),
+            ("indices", cupy.asarray(indices, dtype=cupy.int64)),
+            ("weights", cupy.ascontiguousarray(weights)), ("V_rec", V_rec),
+            ("counts", counts), ("times", times),
+            ("INC", cupy.zeros((delay_steps, n), dtype=dtype)),
+            ("SPIKED", cupy.zeros((delay_steps, n), dtype=cupy.uint8)),
+        ]
+        network_simulate_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
+            n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn,
+            record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, stream=stream,
+        )
+    return V, S, GS, V_rec, counts, times

@@ -1,0 +1,74 @@
+"""Biophysical neurons on fusekit's ion-channel ops.
+
+Channels are small Python classes (states, parameters, rates, conductance, reversal); fusekit
+compiles a cell's channels into one fused kernel per backend. Shipped: the Hodgkin-Huxley
+squid channels (:mod:`fusekit.neuro.hh`) and the cortical set of Pospischil et al. 2008
+(:mod:`fusekit.neuro.pospischil`).
+
+Example:
+    >>> import numpy as np
+    >>> from fusekit import neuro
+    >>> pop = neuro.Population(neuro.HH_CHANNELS, n=100)
+    >>> pop.i_ext[:] = 10.0  # uA/cm^2
+    >>> out = pop.run(50.0, dt=0.025, record_every=4)
+    >>> out.v_record.shape
+    (500, 100)
+
+See ``docs/neuro.md``.
+"""
+
+from ..ops.ion import IonSimulation as IonSimulation
+from ..ops.ion_channel import Channel as Channel
+from ..ops.ion_channel import ChannelSet as ChannelSet
+from ..ops.ion_channel import exp as exp
+from ..ops.ion_channel import log as log
+from ..ops.ion_channel import sqrt as sqrt
+from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import simulate_torch as simulate_torch
+from ._cable import Morphology as Morphology
+from ._cable import cable_coupling as cable_coupling
+from ._cable import read_swc as read_swc
+from ._network import Network as Network
+from ._plots import plot_raster as plot_raster
+from ._plots import plot_traces as plot_traces
+from ._population import Population as Population
+from .hh import HH_CHANNELS as HH_CHANNELS
+from .hh import HHLeak as HHLeak
+from .hh import HHPotassium as HHPotassium
+from .hh import HHSodium as HHSodium
+from .pospischil import POSPISCHIL_RS_CHANNELS as POSPISCHIL_RS_CHANNELS
+from .pospischil import PospischilCaL as PospischilCaL
+from .pospischil import PospischilCaT as PospischilCaT
+from .pospischil import PospischilKd as PospischilKd
+from .pospischil import PospischilLeak as PospischilLeak
+from .pospischil import PospischilM as PospischilM
+from .pospischil import PospischilNa as PospischilNa
+
+__all__ = [
+    "HH_CHANNELS",
+    "Channel",
+    "ChannelSet",
+    "HHLeak",
+    "HHPotassium",
+    "HHSodium",
+    "IonSimulation",
+    "Morphology",
+    "Network",
+    "POSPISCHIL_RS_CHANNELS",
+    "Population",
+    "PospischilCaL",
+    "PospischilCaT",
+    "PospischilKd",
+    "PospischilLeak",
+    "PospischilM",
+    "PospischilNa",
+    "cable_coupling",
+    "exp",
+    "log",
+    "plot_raster",
+    "plot_traces",
+    "read_swc",
+    "simulate_torch",
+    "sqrt",
+    "vtrap",
+]

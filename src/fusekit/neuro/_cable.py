@@ -1,0 +1,142 @@
+"""Geometry of multi-compartment cells: SWC morphologies and the axial coupling."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+
+
+def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> np.ndarray:
+    """Axial coupling of cylindrical compartments, in the layout of ``cable_simulate``.
+
+    Compartment ``i`` is a cylinder of ``length[i]`` and ``diam[i]`` (um); the axial
+    resistance between the centres of ``i`` and its parent ``p`` is
+    ``r_a (L_i / 2) / (pi r_i^2) + r_a (L_p / 2) / (pi r_p^2)``, so the conductance ``g`` is
+    split between the two half-compartments as in NEURON with one segment per section. The
+    couplings are ``g / area_i`` and ``g / area_p`` in mS/cm^2.
+
+    Example:
+        >>> import numpy as np
+        >>> parent = np.array([-1, 0, 1])
+        >>> cable_coupling(parent, np.full(3, 20.0), np.full(3, 2.0)).shape
+        (2, 3)
+
+    Args:
+        parent: ``(n_comp,)`` parent indices in Hines order.
+        length: ``(n_comp,)`` um.
+        diam: ``(n_comp,)`` um.
+        r_axial: Axial resistivity, Ohm cm (NEURON's ``Ra``).
+
+    Returns:
+        ``(2, n_comp)`` float64: row 0 ``a_(i, parent)``, row 1 ``a_(parent, i)``, mS/cm^2;
+        broadcast it to ``(2, n_cells, n_comp)`` for a population.
+    """
+    parent = np.asarray(parent)
+    length_cm = np.asarray(length, dtype=np.float64) * 1e-4
+    radius_cm = np.asarray(diam, dtype=np.float64) * 0.5e-4
+    area = np.pi * 2 * radius_cm * length_cm  # cm^2
+    half_r = r_axial * (length_cm / 2) / (np.pi * radius_cm**2)  # Ohm
+    out = np.zeros((2, parent.shape[0]))
+    for i in range(1, parent.shape[0]):
+        p = parent[i]
+        g_ms = 1e3 / (half_r[i] + half_r[p])  # S -> mS
+        out[0, i] = g_ms / area[i]
+        out[1, i] = g_ms / area[p]
+    return out
+
+
+@dataclass(frozen=True)
+class Morphology:
+    """Compartments of a reconstructed cell, one per SWC point, in Hines order.
+
+    Attributes:
+        parent: ``(n_comp,)`` int64, ``parent[0] = -1``, ``parent[i] < i``.
+        length: ``(n_comp,)`` um: distance to the parent point (the root: its diameter).
+        diam: ``(n_comp,)`` um: twice the point's radius.
+        xyz: ``(n_comp, 3)`` um.
+        kind: ``(n_comp,)`` SWC structure types (1 soma, 2 axon, 3 basal, 4 apical dendrite).
+        swc_id: ``(n_comp,)`` the point's id in the file.
+    """
+
+    parent: np.ndarray
+    length: np.ndarray
+    diam: np.ndarray
+    xyz: np.ndarray
+    kind: np.ndarray
+    swc_id: np.ndarray
+
+    @property
+    def area(self) -> np.ndarray:
+        """Lateral area of every compartment's cylinder, cm^2."""
+        return np.pi * self.diam * self.length * 1e-8
+
+    def coupling(self, r_axial: float = 100.0) -> np.ndarray:
+        """:func:`cable_coupling` of this morphology, ``(2, n_comp)`` mS/cm^2."""
+        return cable_coupling(self.parent, self.length, self.diam, r_axial)
+
+
+def read_swc(path: str | os.PathLike[str], *, min_length: float = 0.01) -> Morphology:
+    """Read an SWC reconstruction into compartments (one per point) in Hines order.
+
+    Each point becomes a cylinder from its parent point to itself, of the point's diameter;
+    the root (usually a one-point soma of radius ``R``) becomes a cylinder with length and
+    diameter ``2 R``, whose lateral area is the sphere's, as in NEURON. Points are renumbered
+    depth-first from the root so that every parent comes before its children.
+
+    Args:
+        path: SWC file (``id type x y z radius parent``, ``#`` comments).
+        min_length: Shortest compartment, um (coincident points would have no area).
+
+    Returns:
+        The :class:`Morphology`.
+
+    Raises:
+        InputError: No points, several roots, or a parent id that is not in the file.
+    """
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                rows.append([float(x) for x in line.split()[:7]])
+    if not rows:
+        raise InputError(f"{path}: no SWC points found")
+    data = np.array(rows)
+    ids = data[:, 0].astype(np.int64)
+    parents = data[:, 6].astype(np.int64)
+    roots = np.flatnonzero(parents < 0)
+    if len(roots) != 1:
+        raise InputError(f"{path}: an SWC cell needs exactly one root (parent -1), found "
+                         f"{len(roots)}")
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    children: dict[int, list[int]] = {r: [] for r in range(len(ids))}
+    for r, p in enumerate(parents):
+        if p >= 0:
+            if int(p) not in row_of:
+                raise InputError(f"{path}: point {ids[r]} names parent {p}, which is not in "
+                                 "the file")
+            children[row_of[int(p)]].append(r)
+    order: list[int] = []
+    stack = [int(roots[0])]
+    while stack:  # depth-first, children in file order
+        r = stack.pop()
+        order.append(r)
+        stack.extend(reversed(children[r]))
+    if len(order) != len(ids):
+        raise InputError(f"{path}: {len(ids) - len(order)} points are not connected to the "
+                         "root")
+    new_index = {r: k for k, r in enumerate(order)}
+    xyz = data[order, 2:5]
+    diam = 2 * data[order, 5]
+    parent = np.array([-1] + [new_index[row_of[int(parents[r])]] for r in order[1:]],
+                      dtype=np.int64)
+    length = np.empty(len(order))
+    length[0] = diam[0]
+    length[1:] = np.linalg.norm(xyz[1:] - xyz[parent[1:]], axis=1)
+    return Morphology(parent=parent, length=np.maximum(length, min_length), diam=diam, xyz=xyz,
+                      kind=data[order, 1].astype(np.int64), swc_id=ids[order])

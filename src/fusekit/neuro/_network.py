@@ -1,0 +1,91 @@
+"""A network of single-compartment neurons with conductance synapses, and its state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..ops.ion import NetworkSimulation
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
+
+
+class Network:
+    """``n`` neurons of one channel set, connected by CSR synapses (rows: presynaptic).
+
+    State (``v``, ``states``, ``g_syn``, time ``t``) carries over between :meth:`run` calls;
+    spikes still in flight when a run ends are dropped (keep runs longer than the delay).
+
+    Args:
+        channels: Channel classes or a :class:`ChannelSet`.
+        connectivity: A ``scipy.sparse`` matrix with ``.indptr``, ``.indices``, ``.data``
+            (``W[pre, post]``, mS/cm^2 per spike), or a tuple ``(indptr, indices, weights)``.
+        delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
+        tau_syn: Synaptic decay time constant, ms.
+        e_syn: Synaptic reversal potential, mV.
+        v0: Initial potential, mV; gates start at their steady state there.
+        dtype: ``np.float32`` or ``np.float64``.
+        **params: Parameter overrides (scalars or ``(n,)`` arrays).
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> from fusekit.neuro import HH_CHANNELS, Network
+        >>> W = sp.random(100, 100, density=0.05, format="csr", random_state=0) * 0.3
+        >>> net = Network(HH_CHANNELS, W, delay=1.0)
+        >>> net.i_ext[:10] = 15.0
+        >>> out = net.run(50.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, channels: ChannelSet | Sequence[type[Channel]], connectivity: Any, *,
+                 delay: float = 1.0, tau_syn: float = 5.0, e_syn: float = 0.0,
+                 v0: float = -65.0, dtype: Any = np.float64, **params: Any):
+        if isinstance(connectivity, tuple):
+            indptr, indices, weights = connectivity
+        else:
+            indptr, indices, weights = (connectivity.indptr, connectivity.indices,
+                                        connectivity.data)
+        self.dtype = np.dtype(dtype)
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=self.dtype)
+        n = self.indptr.shape[0] - 1
+        self.channel_set = channel_set(channels)
+        self.params = self.channel_set.default_params(n, self.dtype, **params)
+        self.v = np.full(n, v0, dtype=self.dtype)
+        self.states = self.channel_set.steady_states(self.v, self.params).astype(self.dtype)
+        self.g_syn = np.zeros(n, dtype=self.dtype)
+        self.i_ext = np.zeros(n, dtype=self.dtype)
+        self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
+        self.t = 0.0
+
+    def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
+            spike_threshold: float = 0.0, max_spikes: int = 64,
+            backend: str | None = None) -> NetworkSimulation:
+        """Advance by ``duration`` ms; spike times in the result are absolute (ms).
+
+        Args:
+            duration: ms (rounded to whole steps).
+            dt: Time step, ms.
+            record_every: Record ``v`` every this many steps (0: none).
+            spike_threshold: mV.
+            max_spikes: Spike times kept per neuron.
+            backend: As for every fusekit op.
+
+        Returns:
+            The :class:`~fusekit.ops.NetworkSimulation` of this run.
+        """
+        n_steps = int(round(duration / dt))
+        delay_steps = max(1, int(round(self.delay / dt)))
+        out = ops.network_simulate(
+            self.v, self.states, self.params, self.i_ext, self.g_syn, self.indptr,
+            self.indices, self.weights, channels=self.channel_set, dt=dt, n_steps=n_steps,
+            delay_steps=delay_steps, tau_syn=self.tau_syn, e_syn=self.e_syn,
+            record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, backend=backend,
+        )
+        out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
+        self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
+        self.t += n_steps * dt
+        return out

@@ -1,0 +1,104 @@
+"""A population of identical-channel, single-compartment neurons and its simulation state."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import numpy as np
+
+from .. import ops
+from ..ops.ion import IonSimulation
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
+
+#: Chunks a run with ``progress=True`` is split into (one kernel call each).
+PROGRESS_CHUNKS = 50
+
+
+class Population:
+    """``n`` single-compartment neurons with the same channels and per-neuron parameters.
+
+    The state (``v``, ``states``, time ``t``) carries over between :meth:`run` calls.
+
+    Args:
+        channels: Channel classes or a :class:`ChannelSet`.
+        n: Number of neurons.
+        v0: Initial membrane potential, mV; gates start at their steady state there.
+        dtype: ``np.float32`` or ``np.float64``.
+        **params: Parameter values (scalars or ``(n,)`` arrays) overriding the defaults.
+
+    Attributes:
+        params: ``(n_params, n)`` array, rows named by ``channel_set.param_names``.
+        i_ext: Constant injected current per neuron, uA/cm^2, shape ``(n,)``.
+    """
+
+    def __init__(self, channels: ChannelSet | Sequence[type[Channel]], n: int, *,
+                 v0: float = -65.0, dtype: Any = np.float64, **params: Any):
+        self.channel_set = channel_set(channels)
+        self.dtype = np.dtype(dtype)
+        self.params = self.channel_set.default_params(n, self.dtype, **params)
+        self.v = np.full(n, v0, dtype=self.dtype)
+        self.states = self.channel_set.steady_states(self.v, self.params).astype(self.dtype)
+        self.i_ext = np.zeros(n, dtype=self.dtype)
+        self.t = 0.0
+
+    def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
+            spike_threshold: float = 0.0, max_spikes: int = 64, progress: bool = False,
+            progress_file: TextIO | None = None, backend: str | None = None) -> IonSimulation:
+        """Advance by ``duration`` ms; spike times in the result are absolute (ms).
+
+        Args:
+            duration: Simulated time, ms (rounded to whole steps).
+            dt: Time step, ms.
+            record_every: Record ``v`` every this many steps (0: none).
+            spike_threshold: mV.
+            max_spikes: Spike times kept per neuron.
+            progress: Show a progress bar (on ``progress_file``, default stderr); the run
+                is then split into about ``PROGRESS_CHUNKS`` kernel calls.
+            progress_file: Where the bar goes.
+            backend: As for every fusekit op.
+
+        Returns:
+            The :class:`IonSimulation` of this run.
+        """
+        n_steps = int(round(duration / dt))
+        if not progress or n_steps < 2:
+            return self._advance(n_steps, dt, record_every, spike_threshold, max_spikes,
+                                 backend)
+        chunk = max(1, n_steps // PROGRESS_CHUNKS)
+        if record_every:
+            chunk = max(record_every, chunk // record_every * record_every)
+        out = sys.stderr if progress_file is None else progress_file
+        n = self.v.shape[0]
+        records, count = [], np.zeros(n, dtype=np.int64)
+        times = np.full((max_spikes, n), np.nan, dtype=self.dtype)
+        done = 0
+        while done < n_steps:
+            steps = min(chunk, n_steps - done)
+            part = self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
+            records.append(part.v_record)
+            for r in range(min(max_spikes, int(part.spike_count.max(initial=0)))):
+                slot = count + r
+                put = (r < part.spike_count) & (slot < max_spikes)
+                times[slot[put], np.flatnonzero(put)] = part.spike_times[r, put]
+            count += part.spike_count
+            done += steps
+            filled = int(30 * done / n_steps)
+            out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "
+                      f"t = {self.t:.1f} ms")
+            out.flush()
+        out.write("\n")
+        return IonSimulation(self.v, self.states, np.concatenate(records), count, times)
+
+    def _advance(self, n_steps: int, dt: float, record_every: int, spike_threshold: float,
+                 max_spikes: int, backend: str | None) -> IonSimulation:
+        out = ops.ion_simulate(
+            self.v, self.states, self.params, self.i_ext, channels=self.channel_set, dt=dt,
+            n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,
+            max_spikes=max_spikes, backend=backend,
+        )
+        out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
+        self.v, self.states = out.v, out.states
+        self.t += n_steps * dt
+        return out

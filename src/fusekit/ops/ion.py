@@ -1,0 +1,710 @@
+"""Ion-channel ops: populations of single-compartment neurons, and the branched-cable solve.
+
+:func:`ion_simulate` runs many time steps of single-compartment neurons per call;
+:func:`hines_solve` solves the tree-structured linear system of a multi-compartment cell.
+
+Every neuron has a membrane potential ``v`` (mV), the gating states of its channels and its
+own parameters; the channels are user-declared :class:`~fusekit.ops.ion_channel.Channel`
+classes that every backend compiles into one fused kernel. One step of length ``dt`` (ms):
+
+1. every gate ``x`` by exponential Euler (Rush-Larsen) at the current ``v``:
+   ``x' = x_inf + (x - x_inf) exp(-dt / tau_x)``;
+2. the channel conductances ``g_c`` (mS/cm^2) at the new gates;
+3. the membrane potential by backward Euler with the currents linear in ``v``:
+   ``v' = (v + dt/c_m (sum_c g_c E_c + i_ext)) / (1 + dt/c_m sum_c g_c)``,
+
+which is NEURON's and Jaxley's scheme for single compartments. Units: mV, ms, uF/cm^2,
+mS/cm^2, uA/cm^2 (``i_ext`` positive inward, depolarising).
+
+A spike is an upward crossing of ``spike_threshold``; its time is interpolated linearly
+within the step, ``t = (k + (thr - v_k) / (v_{k+1} - v_k)) dt`` for step ``k`` (times start at
+0 at the beginning of the call).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._errors import InputError
+from .._registry import Op, array_dtype
+from ._common import is_tensor, require_finite, require_ndim
+from .ion_channel import Arg, Channel, ChannelSet, channel_set
+
+__all__ = [
+    "IonSimulation",
+    "NetworkSimulation",
+    "cable_simulate",
+    "cable_simulate_reference",
+    "hines_solve",
+    "hines_solve_reference",
+    "ion_simulate",
+    "ion_simulate_reference",
+    "network_simulate",
+    "network_simulate_reference",
+]
+
+_ION_DTYPES = ("float32", "float64")
+
+
+class IonSimulation(NamedTuple):
+    """Result of :func:`ion_simulate`; arrays of the input kind and dtype (counts int64).
+
+    Attributes:
+        v: Final membrane potentials, mV, shape ``(n,)``.
+        states: Final gating states, shape ``(n_states, n)``.
+        v_record: ``v`` after every ``record_every``-th step, shape
+            ``(n_steps // record_every, n)`` (``(0, n)`` when ``record_every == 0``); row
+            ``r`` is ``v`` at ``t = (r + 1) record_every dt``.
+        spike_count: Upward threshold crossings per neuron, int64, shape ``(n,)``.
+        spike_times: The first ``max_spikes`` spike times per neuron, ms from the start of
+            the call, shape ``(max_spikes, n)``; NaN where a neuron spiked fewer times.
+    """
+
+    v: Any
+    states: Any
+    v_record: Any
+    spike_count: Any
+    spike_times: Any
+
+
+def _check_ion_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, *, channels: Any, dt: float,
+    n_steps: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> str:
+    op = "ion_simulate"
+    cs = channel_set(channels)
+    require_ndim(op, "v0", v0, 1, "(n,)")
+    n = v0.shape[0]
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    if tuple(states0.shape) != (n_states, n):
+        raise InputError(
+            f"{op}: states0 must have shape (n_states, n) = ({n_states}, {n}) for "
+            f"{cs!r} (states {cs.state_names}), got {tuple(states0.shape)}"
+        )
+    if tuple(params.shape) != (n_params, n):
+        raise InputError(
+            f"{op}: params must have shape (n_params, n) = ({n_params}, {n}) for {cs!r} "
+            f"(rows {cs.param_names}; ChannelSet.default_params(n) makes one), got "
+            f"{tuple(params.shape)}"
+        )
+    if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
+        raise InputError(
+            f"{op}: i_ext must have shape (n,) = ({n},) (constant) or (n_steps, n) = "
+            f"({n_steps}, {n}) (one row per step), got {tuple(i_ext.shape)}"
+        )
+    dtype = array_dtype(v0)
+    for name, a in (("states0", states0), ("params", params), ("i_ext", i_ext)):
+        if array_dtype(a) != dtype:
+            raise InputError(
+                f"{op}: all arrays must share one dtype, but v0 is {dtype} and {name} is "
+                f"{array_dtype(a)}; cast them to the same dtype first"
+            )
+    if dtype not in _ION_DTYPES:
+        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
+    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
+    for name, value in (("n_steps", n_steps), ("record_every", record_every),
+                        ("max_spikes", max_spikes)):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+            raise InputError(f"{op}: {name} must be a non-negative integer, got {value!r}")
+    if not (isinstance(spike_threshold, int | float) and math.isfinite(spike_threshold)):
+        raise InputError(f"{op}: spike_threshold must be a finite potential in mV, got "
+                         f"{spike_threshold!r}")
+    for name, a in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext)):
+        require_finite(op, name, a)
+    if n and not bool((params[0] > 0).all()):
+        raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
+                         "positive for every neuron")
+    return dtype
+
+
+ion_simulate_op = Op(
+    name="ion_simulate",
+    family="ion",
+    array_args=("v0", "states0", "params", "i_ext"),
+    params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
+    check=_check_ion_simulate,
+)
+
+
+def ion_simulate(
+    v0: Any,
+    states0: Any,
+    params: Any,
+    i_ext: Any,
+    *,
+    channels: ChannelSet | Sequence[type[Channel]] | str,
+    dt: float,
+    n_steps: int,
+    record_every: int = 0,
+    spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+    backend: str | None = None,
+) -> IonSimulation:
+    """Simulate ``n_steps`` steps of ``n`` single-compartment neurons in one call.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> from fusekit.neuro import HH_CHANNELS
+        >>> hh = fusekit.ops.ion_channel.ChannelSet(HH_CHANNELS)
+        >>> n = 4
+        >>> out = fusekit.ops.ion_simulate(
+        ...     np.full(n, -65.0), hh.initial_states(n), hh.default_params(n),
+        ...     np.full(n, 10.0), channels=hh, dt=0.025, n_steps=400, max_spikes=8)
+        >>> int(out.spike_count[0]), round(float(out.spike_times[0, 0]), 3)  # ms
+        (1, 1.92)
+
+    Args:
+        v0: Initial membrane potentials, mV, shape ``(n,)``, float32 or float64.
+        states0: Initial gating states, shape ``(n_states, n)``, rows as
+            ``channels.state_names``.
+        params: Per-neuron parameters, shape ``(n_params, n)``, rows as
+            ``channels.param_names`` (row 0: ``c_m`` in uF/cm^2).
+        i_ext: Injected current density, uA/cm^2 (positive depolarises): ``(n,)`` for a
+            constant current or ``(n_steps, n)`` for one value per step.
+        channels: The cell's channels: a :class:`ChannelSet`, a list of channel classes, or
+            the ``key`` of a set made earlier in this process.
+        dt: Time step, ms.
+        n_steps: Number of steps.
+        record_every: Record ``v`` every this many steps (0: no recording).
+        spike_threshold: Spike detection threshold, mV.
+        max_spikes: Spike times kept per neuron (all spikes are counted).
+        backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``; ``None`` follows
+            :func:`fusekit.use_backend` and ``FUSEKIT_BACKEND``.
+
+    Returns:
+        :class:`IonSimulation` ``(v, states, v_record, spike_count, spike_times)``, arrays
+        of the input kind (NumPy, CuPy, or torch tensors without autograd).
+    """
+    if is_tensor(v0) and any(getattr(a, "requires_grad", False)
+                             for a in (v0, states0, params, i_ext)):
+        raise InputError(
+            "ion_simulate has no backward yet: its results would not carry gradients. Use "
+            "fusekit.neuro.simulate_torch for gradients, or pass tensors without "
+            "requires_grad (or .detach() them) for a forward run"
+        )
+    cs = channel_set(channels)
+    out = ion_simulate_op.run(
+        (v0, states0, params, i_ext),
+        {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+    return IonSimulation(*out)
+
+
+# --------------------------------------------------------------------------- float64 reference
+
+
+def ion_simulate_reference(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 NumPy oracle of :func:`ion_simulate`: a loop over steps, vectorised over neurons.
+
+    It calls the channels' functions on NumPy arrays with ``np.exp``; the results have the
+    input dtype (spike counts int64).
+    """
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    v = v0.astype(np.float64)
+    S = states0.astype(np.float64)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    n = v.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.empty((n_rec, n))
+    spike_count = np.zeros(n, dtype=np.int64)
+    spike_times = np.full((max_spikes, n), np.nan)
+    gates = [(ch, g, k) for k, (ch, g) in enumerate((ch, g) for ch in cs.channels
+                                                    for g in ch.gates)]
+    for step in range(n_steps):
+        S_new = np.empty_like(S)
+        for ch, g, k in gates:
+            first = g.first(*cs.args(ch, g.first, v, S, P))
+            second = g.second(*cs.args(ch, g.second, v, S, P))
+            if g.form == "rates":
+                inf, decay = first / (first + second), np.exp(-dt * (first + second))
+            else:
+                inf, decay = first, np.exp(-dt / second)
+            S_new[k] = inf + (S[k] - inf) * decay
+        S = S_new
+        g_sum = np.zeros(n)
+        ge_sum = np.zeros(n)
+        for ch in cs.channels:
+            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
+            rev = cs.reversal_source(ch)
+            g_sum = g_sum + g
+            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
+        k_ = dt / P[0]
+        v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+        for j in np.flatnonzero((v < spike_threshold) & (v_new >= spike_threshold)):
+            if spike_count[j] < max_spikes:
+                frac = (spike_threshold - v[j]) / (v_new[j] - v[j])
+                spike_times[spike_count[j], j] = (step + frac) * dt
+            spike_count[j] += 1
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            v_record[(step + 1) // record_every - 1] = v
+    return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
+            spike_times.astype(dtype))
+
+
+# ------------------------------------------------------------------- Hines cable solve
+
+
+def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -> str:
+    op = "hines_solve"
+    require_ndim(op, "parent", parent, 1, "(n_nodes,)")
+    n_nodes = parent.shape[0]
+    if n_nodes < 1:
+        raise InputError(f"{op}: the tree needs at least one node, got parent of shape (0,)")
+    if array_dtype(parent) not in ("int32", "int64"):
+        raise InputError(f"{op}: parent must be an int32 or int64 array of parent indices, "
+                         f"got {array_dtype(parent)}")
+    for name, a in (("diag", diag), ("upper", upper), ("lower", lower), ("rhs", rhs)):
+        if a.ndim not in (1, 2) or a.shape[-1] != n_nodes:
+            raise InputError(
+                f"{op}: {name} must have shape (n_nodes,) or (batch, n_nodes) with "
+                f"n_nodes = {n_nodes}, got {tuple(a.shape)}"
+            )
+        if tuple(a.shape) != tuple(diag.shape):
+            raise InputError(f"{op}: {name} must have diag's shape {tuple(diag.shape)}, got "
+                             f"{tuple(a.shape)}")
+    dtype = array_dtype(diag)
+    if dtype not in _ION_DTYPES or any(array_dtype(a) != dtype for a in (upper, lower, rhs)):
+        raise InputError(f"{op}: diag, upper, lower and rhs must share one dtype, float32 or "
+                         f"float64; got {[array_dtype(a) for a in (diag, upper, lower, rhs)]}")
+    p = np.asarray(parent) if not hasattr(parent, "get") else parent.get()
+    idx = np.arange(n_nodes)
+    if p[0] != -1 or bool(((p[1:] < 0) | (p[1:] >= idx[1:])).any()):
+        raise InputError(
+            f"{op}: parent must list the nodes in Hines order: parent[0] = -1 (the root) and "
+            "0 <= parent[i] < i for every other node (number the nodes depth-first from the "
+            "root, as an SWC file usually does)"
+        )
+    for name, a in (("diag", diag), ("upper", upper), ("lower", lower), ("rhs", rhs)):
+        require_finite(op, name, a)
+    return dtype
+
+
+hines_solve_op = Op(
+    name="hines_solve",
+    family="ion",
+    array_args=("parent", "diag", "upper", "lower", "rhs"),
+    check=_check_hines_solve,
+)
+
+
+def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
+                backend: str | None = None) -> Any:
+    """Solve ``A x = rhs`` for the tree-structured matrix of a branched cable (Hines, 1984).
+
+    ``A`` has ``A[i, i] = diag[i]`` and, for every node ``i > 0`` with parent ``p =
+    parent[i]``, ``A[i, p] = lower[i]`` and ``A[p, i] = upper[i]``; every other entry is 0.
+    This is the backward-Euler matrix of a multi-compartment cell; the solve is Gaussian
+    elimination from the leaves to the root and back, ``O(n_nodes)``, no fill-in.
+
+    Hines, M. (1984). Efficient computation of branched nerve equations. Int. J. Bio-Medical
+    Computing 15(1), 69-76.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> parent = np.array([-1, 0, 1, 1])  # a root, then a branch point with two children
+        >>> x = fusekit.ops.hines_solve(parent, np.full(4, 4.0), -np.ones(4), -np.ones(4),
+        ...                             np.ones(4))
+        >>> x.shape
+        (4,)
+
+    Args:
+        parent: Parent index of every node, int32/int64, shape ``(n_nodes,)``, in Hines order:
+            ``parent[0] = -1`` and ``0 <= parent[i] < i``.
+        diag: Diagonal, ``(n_nodes,)`` or ``(batch, n_nodes)`` (cells sharing a morphology).
+        upper: ``A[parent[i], i]``, same shape (entry 0 unused).
+        lower: ``A[i, parent[i]]``, same shape (entry 0 unused).
+        rhs: Right-hand side, same shape.
+        backend: As for every op.
+
+    Returns:
+        ``x`` with ``rhs``'s shape and dtype.
+    """
+    return hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
+
+
+def hines_solve_reference(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
+                          lower: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Float64 NumPy Hines elimination, vectorised over the batch; the input dtype out."""
+    d = np.array(diag, dtype=np.float64, ndmin=2)
+    b = np.array(rhs, dtype=np.float64, ndmin=2)
+    u = np.array(upper, dtype=np.float64, ndmin=2)
+    low = np.array(lower, dtype=np.float64, ndmin=2)
+    n_nodes = d.shape[1]
+    for i in range(n_nodes - 1, 0, -1):
+        p = parent[i]
+        f = u[:, i] / d[:, i]
+        d[:, p] -= f * low[:, i]
+        b[:, p] -= f * b[:, i]
+    x = np.empty_like(b)
+    x[:, 0] = b[:, 0] / d[:, 0]
+    for i in range(1, n_nodes):
+        x[:, i] = (b[:, i] - low[:, i] * x[:, parent[i]]) / d[:, i]
+    return x.reshape(rhs.shape).astype(rhs.dtype)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+
+def _check_cable_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> str:
+    op = "cable_simulate"
+    cs = channel_set(channels)
+    require_ndim(op, "v0", v0, 2, "(n_cells, n_comp)")
+    n_cells, n_comp = (int(x) for x in v0.shape)
+    if tuple(parent.shape) != (n_comp,):
+        raise InputError(f"{op}: parent must have shape (n_comp,) = ({n_comp},), got "
+                         f"{tuple(parent.shape)}")
+    if tuple(coupling.shape) != (2, n_cells, n_comp):
+        raise InputError(
+            f"{op}: coupling must have shape (2, n_cells, n_comp) = (2, {n_cells}, {n_comp}) "
+            f"(row 0: compartment to parent, row 1: parent to compartment, mS/cm^2; "
+            f"fusekit.neuro.cable_coupling computes them), got {tuple(coupling.shape)}"
+        )
+    if states0.ndim != 3 or tuple(states0.shape[1:]) != (n_cells, n_comp):
+        raise InputError(f"{op}: states0 must have shape (n_states, n_cells, n_comp) = "
+                         f"({len(cs.state_names)}, {n_cells}, {n_comp}), got "
+                         f"{tuple(states0.shape)}")
+    if params.ndim != 3 or tuple(params.shape[1:]) != (n_cells, n_comp):
+        raise InputError(f"{op}: params must have shape (n_params, n_cells, n_comp) = "
+                         f"({len(cs.param_names)}, {n_cells}, {n_comp}), got "
+                         f"{tuple(params.shape)}")
+    if tuple(i_ext.shape) not in ((n_cells, n_comp), (n_steps, n_cells, n_comp)):
+        raise InputError(f"{op}: i_ext must have shape (n_cells, n_comp) or (n_steps, "
+                         f"n_cells, n_comp), got {tuple(i_ext.shape)}")
+    n = n_cells * n_comp
+    flat = (v0.reshape(n), states0.reshape(states0.shape[0], n),
+            params.reshape(params.shape[0], n))
+    i_flat = i_ext.reshape(n) if i_ext.ndim == 2 else i_ext.reshape(n_steps, n)
+    dtype = _check_ion_simulate(*flat, i_flat, channels=cs, dt=dt, n_steps=n_steps,
+                                record_every=record_every, spike_threshold=spike_threshold,
+                                max_spikes=max_spikes)
+    if array_dtype(coupling) != dtype:
+        raise InputError(f"{op}: coupling must have the dtype of v0 ({dtype}), got "
+                         f"{array_dtype(coupling)}")
+    require_finite(op, "coupling", coupling)
+    _check_hines_solve(parent, *(v0 for _ in range(4)))  # the parent array's Hines order
+    return dtype
+
+
+cable_simulate_op = Op(
+    name="cable_simulate",
+    family="ion",
+    array_args=("v0", "states0", "params", "i_ext", "parent", "coupling"),
+    params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
+    check=_check_cable_simulate,
+)
+
+
+def cable_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
+    channels: ChannelSet | Sequence[type[Channel]] | str, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    backend: str | None = None,
+) -> IonSimulation:
+    """Simulate ``n_cells`` multi-compartment cells that share one morphology.
+
+    Each compartment carries the channels of ``channels`` with its own parameters; the step
+    is that of :func:`ion_simulate` with the axial currents in the backward-Euler voltage
+    equation, solved by Hines elimination (:func:`hines_solve`):
+    ``c_m (v_i' - v_i)/dt = sum_c g_c (E_c - v_i') + i_ext_i + sum_j a_ij (v_j' - v_i')``
+    over the neighbours ``j`` of compartment ``i``, with ``a_ij`` in mS/cm^2 of ``i``'s area.
+
+    Args:
+        v0: Initial potentials, mV, ``(n_cells, n_comp)``.
+        states0: ``(n_states, n_cells, n_comp)``.
+        params: ``(n_params, n_cells, n_comp)``, rows as ``channels.param_names``.
+        i_ext: uA/cm^2, ``(n_cells, n_comp)`` or ``(n_steps, n_cells, n_comp)``.
+        parent: Parent compartment, ``(n_comp,)`` int, Hines order (``parent[0] = -1``).
+        coupling: ``(2, n_cells, n_comp)``, mS/cm^2: ``coupling[0, :, i] = a_(i, parent)``
+            and ``coupling[1, :, i] = a_(parent, i)`` (entry 0 unused); see
+            :func:`fusekit.neuro.cable_coupling`.
+        channels: As for :func:`ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        record_every: Record every compartment's ``v`` every this many steps (0: none).
+        spike_threshold: mV, detected in compartment 0 (the soma).
+        max_spikes: Spike times kept per cell.
+        backend: As for every op.
+
+    Returns:
+        :class:`IonSimulation`: ``v`` ``(n_cells, n_comp)``, ``states``, ``v_record``
+        ``(n_rec, n_cells, n_comp)``, ``spike_count`` ``(n_cells,)``, ``spike_times``
+        ``(max_spikes, n_cells)``.
+    """
+    cs = channel_set(channels)
+    out = cable_simulate_op.run(
+        (v0, states0, params, i_ext, parent, coupling),
+        {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+    return IonSimulation(*out)
+
+
+def cable_simulate_reference(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 NumPy oracle of :func:`cable_simulate` (gates vectorised, Hines per step)."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    v = v0.astype(np.float64)
+    S = states0.astype(np.float64)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    A = coupling.astype(np.float64)
+    n_cells, n_comp = v.shape
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.empty((n_rec, n_cells, n_comp))
+    spike_count = np.zeros(n_cells, dtype=np.int64)
+    spike_times = np.full((max_spikes, n_cells), np.nan)
+    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
+    lower, upper = -A[0], -A[1]
+    axial = A[0].copy()
+    for i in range(1, n_comp):
+        axial[:, parent[i]] += A[1, :, i]
+    axial[:, 0] -= A[0, :, 0]  # the root has no parent
+    for step in range(n_steps):
+        S_new = np.empty_like(S)
+        for k, (ch, g) in enumerate(gates):
+            first = g.first(*cs.args(ch, g.first, v, S, P))
+            second = g.second(*cs.args(ch, g.second, v, S, P))
+            if g.form == "rates":
+                inf, decay = first / (first + second), np.exp(-dt * (first + second))
+            else:
+                inf, decay = first, np.exp(-dt / second)
+            S_new[k] = inf + (S[k] - inf) * decay
+        S = S_new
+        g_sum = np.zeros_like(v)
+        ge_sum = np.zeros_like(v)
+        for ch in cs.channels:
+            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
+            rev = cs.reversal_source(ch)
+            g_sum = g_sum + g
+            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        i_inj = I_ext if I_ext.ndim == 2 else I_ext[step]
+        c_dt = P[0] / dt
+        v_new = hines_solve_reference(parent, c_dt + g_sum + axial, upper, lower,
+                                      c_dt * v + ge_sum + i_inj)
+        for c in np.flatnonzero((v[:, 0] < spike_threshold) & (v_new[:, 0] >= spike_threshold)):
+            if spike_count[c] < max_spikes:
+                frac = (spike_threshold - v[c, 0]) / (v_new[c, 0] - v[c, 0])
+                spike_times[spike_count[c], c] = (step + frac) * dt
+            spike_count[c] += 1
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            v_record[(step + 1) // record_every - 1] = v
+    return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
+            spike_times.astype(dtype))
+
+
+# ------------------------------------------------------- networks: CSR synapses on spikes
+
+
+class NetworkSimulation(NamedTuple):
+    """Result of :func:`network_simulate`: :class:`IonSimulation`'s fields and ``g_syn``.
+
+    Attributes:
+        v: Final potentials, mV, ``(n,)``.
+        states: Final gating states, ``(n_states, n)``.
+        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)`` (spikes still in flight at the
+            end of the call are dropped).
+        v_record: As in :class:`IonSimulation`.
+        spike_count: As in :class:`IonSimulation`.
+        spike_times: As in :class:`IonSimulation`.
+    """
+
+    v: Any
+    states: Any
+    g_syn: Any
+    v_record: Any
+    spike_count: Any
+    spike_times: Any
+
+
+def _check_network_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> str:
+    op = "network_simulate"
+    dtype = _check_ion_simulate(v0, states0, params, i_ext, channels=channels, dt=dt,
+                                n_steps=n_steps, record_every=record_every,
+                                spike_threshold=spike_threshold, max_spikes=max_spikes)
+    n = v0.shape[0]
+    if tuple(g_syn0.shape) != (n,) or array_dtype(g_syn0) != dtype:
+        raise InputError(f"{op}: g_syn0 must be a ({n},) {dtype} array, got "
+                         f"{tuple(g_syn0.shape)} {array_dtype(g_syn0)}")
+    require_finite(op, "g_syn0", g_syn0)
+    if tuple(indptr.shape) != (n + 1,) or array_dtype(indptr) not in ("int32", "int64"):
+        raise InputError(f"{op}: indptr must be an int ({n + 1},) array (CSR rows: the "
+                         f"presynaptic neurons), got {tuple(indptr.shape)} "
+                         f"{array_dtype(indptr)}")
+    ptr = np.asarray(indptr)
+    nnz = indices.shape[0] if indices.ndim == 1 else -1
+    if (indices.ndim != 1 or array_dtype(indices) not in ("int32", "int64")
+            or tuple(weights.shape) != (nnz,) or array_dtype(weights) != dtype):
+        raise InputError(f"{op}: indices must be an int (nnz,) array and weights a (nnz,) "
+                         f"{dtype} array, got {tuple(indices.shape)} {array_dtype(indices)} "
+                         f"and {tuple(weights.shape)} {array_dtype(weights)}")
+    if ptr[0] != 0 or ptr[-1] != nnz or bool((np.diff(ptr) < 0).any()):
+        raise InputError(f"{op}: indptr must start at 0, never decrease and end at nnz = "
+                         f"{nnz} (scipy.sparse.csr_matrix(...).indptr has this form)")
+    idx = np.asarray(indices)
+    if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
+    require_finite(op, "weights", weights)
+    if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
+        raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
+                         f"steps), got {delay_steps!r}")
+    if not (isinstance(tau_syn, int | float) and math.isfinite(tau_syn) and tau_syn > 0):
+        raise InputError(f"{op}: tau_syn must be a positive time constant in ms, got "
+                         f"{tau_syn!r}")
+    if not (isinstance(e_syn, int | float) and math.isfinite(e_syn)):
+        raise InputError(f"{op}: e_syn must be a finite potential in mV, got {e_syn!r}")
+    return dtype
+
+
+network_simulate_op = Op(
+    name="network_simulate",
+    family="ion",
+    array_args=("v0", "states0", "params", "i_ext", "g_syn0", "indptr", "indices", "weights"),
+    params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
+            "spike_threshold", "max_spikes"),
+    check=_check_network_simulate,
+)
+
+
+def network_simulate(
+    v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
+    weights: Any, *, channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
+    n_steps: int, delay_steps: int, tau_syn: float = 5.0, e_syn: float = 0.0,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    backend: str | None = None,
+) -> NetworkSimulation:
+    """Single-compartment neurons coupled by conductance-based synapses in CSR form.
+
+    Each neuron has one synaptic conductance ``g_syn`` (mS/cm^2) with reversal ``e_syn``
+    that decays with ``tau_syn``; it enters the backward-Euler voltage update like a channel.
+    A spike of neuron ``j`` during step ``k`` adds ``weights[e]`` to ``g_syn[indices[e]]``
+    for every ``e`` in ``indptr[j]:indptr[j+1]`` at the start of step ``k + delay_steps``
+    (event-driven: work per spike, not per synapse and step). Per step:
+    ``g_syn' = g_syn exp(-dt / tau_syn) + arrivals``, then the step of :func:`ion_simulate`
+    with ``g_syn'`` added to the channels.
+
+    The CPU kernel runs ``delay_steps`` steps between synchronisations of its threads (the
+    delay is what lets neurons run independently in between).
+
+    Args:
+        v0: Initial potentials, mV, ``(n,)``.
+        states0: ``(n_states, n)``.
+        params: ``(n_params, n)``.
+        i_ext: uA/cm^2, ``(n,)`` or ``(n_steps, n)``.
+        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)``.
+        indptr: CSR row pointers over presynaptic neurons, int, ``(n + 1,)``.
+        indices: Postsynaptic neuron of every synapse, int, ``(nnz,)``.
+        weights: Conductance jump per spike, mS/cm^2, ``(nnz,)``, the dtype of ``v0``.
+        channels: As for :func:`ion_simulate`.
+        dt: ms.
+        n_steps: Steps.
+        delay_steps: Synaptic delay in steps, at least 1.
+        tau_syn: Decay time constant, ms.
+        e_syn: Synaptic reversal potential, mV (0: excitatory; -80: inhibitory).
+        record_every: As for :func:`ion_simulate`.
+        spike_threshold: mV.
+        max_spikes: Spike times kept per neuron.
+        backend: As for every op.
+
+    Returns:
+        :class:`NetworkSimulation`.
+    """
+    cs = channel_set(channels)
+    out = network_simulate_op.run(
+        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights),
+        {"channels": cs, "dt": dt, "n_steps": int(n_steps), "delay_steps": int(delay_steps),
+         "tau_syn": tau_syn, "e_syn": e_syn, "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+    return NetworkSimulation(*out)
+
+
+def network_simulate_reference(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Float64 NumPy oracle of :func:`network_simulate`, with a ring buffer of arrivals."""
+    cs = channel_set(channels)
+    dtype = v0.dtype
+    v = v0.astype(np.float64)
+    S = states0.astype(np.float64)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    g_syn = g_syn0.astype(np.float64)
+    w = weights.astype(np.float64)
+    n = v.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.empty((n_rec, n))
+    spike_count = np.zeros(n, dtype=np.int64)
+    spike_times = np.full((max_spikes, n), np.nan)
+    ring = np.zeros((delay_steps, n))  # ring[k % delay_steps]: arrivals at step k
+    decay = math.exp(-dt / tau_syn)
+    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
+    for step in range(n_steps):
+        slot = step % delay_steps
+        g_syn = g_syn * decay + ring[slot]
+        ring[slot] = 0.0
+        S_new = np.empty_like(S)
+        for k, (ch, g) in enumerate(gates):
+            first = g.first(*cs.args(ch, g.first, v, S, P))
+            second = g.second(*cs.args(ch, g.second, v, S, P))
+            if g.form == "rates":
+                inf, dec = first / (first + second), np.exp(-dt * (first + second))
+            else:
+                inf, dec = first, np.exp(-dt / second)
+            S_new[k] = inf + (S[k] - inf) * dec
+        S = S_new
+        g_sum = g_syn.copy()
+        ge_sum = g_syn * e_syn
+        for ch in cs.channels:
+            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
+            rev = cs.reversal_source(ch)
+            g_sum = g_sum + g
+            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
+        k_ = dt / P[0]
+        v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+        for j in np.flatnonzero((v < spike_threshold) & (v_new >= spike_threshold)):
+            if spike_count[j] < max_spikes:
+                frac = (spike_threshold - v[j]) / (v_new[j] - v[j])
+                spike_times[spike_count[j], j] = (step + frac) * dt
+            spike_count[j] += 1
+            # Arrives at the start of step + delay_steps, whose slot is this step's.
+            np.add.at(ring[slot], indices[indptr[j]:indptr[j + 1]], w[indptr[j]:indptr[j + 1]])
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            v_record[(step + 1) // record_every - 1] = v
+    return (v.astype(dtype), S.astype(dtype), g_syn.astype(dtype), v_record.astype(dtype),
+            spike_count, spike_times.astype(dtype))
