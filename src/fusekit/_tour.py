@@ -169,6 +169,42 @@ def _mst_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{t_scipy / t_fusekit:.1f}x", f"{u.size:,} edges"]]
 
 
+def _neuro_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import numpy as np
+
+    from . import ops
+    from .neuro import HH_CHANNELS, ChannelSet
+
+    # A Hodgkin-Huxley population, 100 ms at dt = 0.025 ms, heterogeneous step currents.
+    n, n_steps, dt = (200, 400, 0.025) if quick else (2000, 4000, 0.025)
+    hh = ChannelSet(HH_CHANNELS)
+
+    def inputs(dtype: Any) -> tuple[Any, ...]:
+        v0 = np.full(n, -65.0, dtype)
+        return (v0, hh.steady_states(v0).astype(dtype), hh.default_params(n, dtype),
+                np.linspace(0.0, 20.0, n).astype(dtype))
+
+    kw = {"channels": hh, "dt": dt, "n_steps": n_steps, "max_spikes": 64}
+    ref = ops.ion_simulate(*inputs(np.float64), backend="reference", **kw)
+    f64 = ops.ion_simulate(*inputs(np.float64), backend="cpu", **kw)
+    t_ref = np.nan_to_num(ref.spike_times, nan=0.0)
+    err = float(np.abs(np.nan_to_num(f64.spike_times, nan=0.0) - t_ref).max())
+    x32 = inputs(np.float32)
+    ops.ion_simulate(*x32, backend="cpu", **kw)  # compile outside the timing
+    t_cpu = median_seconds(lambda: ops.ion_simulate(*x32, backend="cpu", **kw), repeat=3)
+    x64 = inputs(np.float64)
+    t_np = median_seconds(lambda: ops.ion_simulate(*x64, backend="reference", **kw), repeat=1)
+    same = float(np.mean(f64.spike_count == ref.spike_count))
+    print(f"  HH {n:,} neurons, {n_steps * dt:.0f} ms: fusekit cpu float32 "
+          f"{format_seconds(t_cpu)} ({n * n_steps / t_cpu / 1e6:.0f} M neuron-steps/s), NumPy "
+          f"float64 (same scheme) {format_seconds(t_np)}; spike counts equal (cpu float64 vs "
+          f"reference) for {100 * same:.0f}% of neurons", file=out)
+    return [["neuro", f"HH population, {n:,} neurons x {n_steps * dt:.0f} ms, float32",
+             f"{err:.1e} ms (spike times, f64)", format_seconds(t_cpu),
+             f"NumPy, same scheme (f64): {format_seconds(t_np)}", f"{t_np / t_cpu:.1f}x",
+             f"{n * n_steps:,} neuron-steps"]]
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -185,7 +221,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _mst_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
