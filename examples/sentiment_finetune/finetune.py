@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny run: 2 methods, 20 steps")
     parser.add_argument("--out", default="sentiment_results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write table.md and curves.png from the runs in --out, train nothing")
     args = parser.parse_args(argv)
     if args.quick:
         args.methods, args.seeds, args.steps, args.eval_every = "lora,soka", "0", 20, 10
@@ -241,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [table[k] for k in args.methods.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
+    if args.report_only:
+        runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+        report.write(out, runs, [m.name for m in table.values()], seeds)
+        return
     tokenizer, encoder = data.load_minilm()
     encoder_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     config = encoder.config
@@ -257,15 +263,19 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.steps} steps of {args.batch}", flush=True)
 
     runs_path = out / "runs.jsonl"
-    done = {}
-    if runs_path.exists():  # resume: skip runs already written
-        for line in runs_path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["key"], json.dumps(r["options"], sort_keys=True), r["lr"], r["seed"],
-                  r["steps"])] = r
+    done: dict[tuple, dict] = {}
+
+    def reload() -> None:
+        """Runs already written (by this or another process on the same --out): skipped."""
+        if runs_path.exists():
+            for line in runs_path.read_text().splitlines():
+                r = json.loads(line)
+                done[(r["key"], json.dumps(r["options"], sort_keys=True), r["lr"], r["seed"],
+                      r["steps"])] = r
 
     def run_cached(method: Method, lr: float, seed: int) -> dict:
         key = (method.kind, json.dumps(method.options, sort_keys=True), lr, seed, args.steps)
+        reload()
         if key not in done:
             r = run(method, lr, seed, args.steps, args.batch, train, val, test, encoder_state,
                     make_encoder, args.eval_every)
@@ -285,11 +295,12 @@ def main(argv: list[str] | None = None) -> None:
         sweep = [run_cached(method, lr, args.sweep_seed) for lr in method.lrs]
         return max(sweep, key=lambda r: r["val"]["accuracy"] if r["val"] else -1)["lr"]
 
-    for method in chosen:
+    for method in chosen:  # several processes may share one --out, each with its methods
         lr = best_lr(method)
         for seed in seeds:
             run_cached(method, lr, seed)
-    report.write(out, [done[k] for k in done], [m.name for m in chosen], seeds)
+    reload()
+    report.write(out, [done[k] for k in done], [m.name for m in table.values()], seeds)
 
 
 if __name__ == "__main__":

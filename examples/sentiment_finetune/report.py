@@ -159,7 +159,8 @@ def claim(summary: list[dict]) -> str:
             continue
         diff = s["acc"][0] - lora["acc"][0]
         se = math.sqrt(s["acc"][1] ** 2 / s["seeds"] + lora["acc"][1] ** 2 / lora["seeds"])
-        within = "yes" if diff >= -2 * se else "no"
+        within = ("yes" if diff >= -2 * se else "no") if math.isfinite(se) else \
+            "needs 2+ seeds of each"
         faster = "yes" if s["early_loss"][0] <= lora["early_loss"][0] else "no"
         lines.append(f"- {s['method']}: {s['params_x_lora']:.2f}x LoRA's parameters; accuracy "
                      f"{100 * diff:+.1f} points (SE {100 * se:.1f}); matches LoRA within 2 SE: "
