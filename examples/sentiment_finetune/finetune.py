@@ -78,7 +78,7 @@ def methods(lora_r: int = 8, soka_r: int = 6) -> dict[str, Method]:
         "pissa": Method("PiSSA", "pissa", {"r": lora_r, "lora_alpha": lora_r}, "soka"),
         "lokr": Method("LoKr", "lokr", {"r": 16, "alpha": 16}, "lora"),
         "soka": Method(f"SoKA f=8, r={soka_r}", "soka",
-                       {"r": soka_r, "inner_dim": 8, "init": "kpsvd"}, (3e-4, 1e-3)),
+                       {"r": soka_r, "inner_dim": 8, "init": "kpsvd"}, (3e-4, 1e-3, 3e-3)),
         # Variants at SoKA's chosen learning rate (no sweep of their own): factor shapes, init.
         "soka_sq": Method(f"SoKA f=24 (near-square), r={soka_r}", "soka",
                           {"r": soka_r, "inner_dim": 24, "init": "kpsvd"}, "soka"),
