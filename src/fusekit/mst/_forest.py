@@ -122,14 +122,21 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
     runner = _RUNNERS[method]
     edges, stats = runner(g, target, quantum, chunks, backend, timings)
     edges = np.asarray(edges, dtype=np.int64)
-    if g.w.dtype.kind in "iu":
-        total: float = int(g.w[edges].sum(dtype=np.int64))
-    else:
-        total = float(g.w[edges].sum(dtype=np.float64))
+    total = _total_weight(g.w[edges])
     counts = {k: int(timings.pop(k)) for k in ("rounds", "edges_filtered", "batches")
               if k in timings}
     timings["total"] = time.perf_counter() - t0
     return MSTResult(edges, total, g.n - edges.size, method, timings, stats, g, counts)
+
+
+def _total_weight(we: np.ndarray) -> float:
+    """Sum of the forest's weights: an exact int for integer weights, float64 otherwise."""
+    if we.dtype.kind not in "iu":
+        with np.errstate(over="ignore"):  # a sum beyond float64 is +-inf, as it should be
+            return float(we.sum(dtype=np.float64))
+    if we.size and max(-int(we.min()), int(we.max())) * we.size >= 2**63:
+        return int(we.astype(object).sum())  # an int64 sum could overflow: Python ints
+    return int(we.sum(dtype=np.int64))
 
 
 def choose_method(g: EdgeList, quantum: float | None = None) -> str:
@@ -137,6 +144,8 @@ def choose_method(g: EdgeList, quantum: float | None = None) -> str:
     m = g.u.shape[0]
     if m == 0:
         return "spike-kruskal"
+    if g.w.dtype.kind == "f" and not math.isfinite(float(g.w.max()) - float(g.w.min())):
+        return "filter-kruskal"  # no spike-time grid spans a range that overflows float64
     if g.w.dtype.kind in "iu" and quantum is None:
         steps = int(g.w.max()) - int(g.w.min()) + 1
         if steps <= AUTO_INT_STEPS_PER_EDGE * m:

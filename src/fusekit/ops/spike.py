@@ -56,6 +56,8 @@ KEY_DTYPES = (*INT_KEY_DTYPES, "float32", "float64")
 VERTEX_DTYPES = ("int32", "int64")
 #: Most time steps a spike sort may span: the step counts array has one entry per step.
 MAX_TIME_STEPS = 1 << 28
+#: Integer keys whose range reaches this get a float grid: ``key - lo`` must fit in int64.
+INT_GRID_MAX_SPAN = 1 << 62
 
 
 def default_float_steps(n: int) -> int:
@@ -280,7 +282,8 @@ union_find_find_op = Op(name="union_find_find", family="spike", array_args=("par
 # ------------------------------------------------------------------------------ quantization
 
 
-def time_grid(keys: Any, quantum: float | None = None, origin: float | None = None
+def time_grid(keys: Any, quantum: float | None = None, origin: float | None = None, *,
+              max_steps: int = MAX_TIME_STEPS, op: str = "spike_sort"
               ) -> tuple[Any, Any, int]:
     """The spike-time grid of ``keys``: ``(lo, quantum, n_steps)``.
 
@@ -288,17 +291,26 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
 
     Args:
         keys: Keys, shape ``(n,)``.
-        quantum: Key units per step; default 1 for integer keys, ``2 (max - min) / n`` for
-            float keys (about ``n / 2`` steps). Integer keys keep an integer quantum (exact
-            integer arithmetic).
+        quantum: Key units per step; default 1 for integer keys (while that gives at most
+            ``max_steps`` steps; wider integer ranges get the integer quantum that gives about
+            ``n / 2`` steps), ``2 (max - min) / n`` for float keys (about ``n / 2`` steps).
+            Integer keys keep an integer quantum (exact integer arithmetic) unless their
+            range reaches ``2**62``, where ``key - lo`` could overflow int64: then the grid is
+            a float grid.
         origin: Key that fires at step 0, at most ``min(keys)``; default ``min(keys)``.
+        max_steps: Most steps (levels) the caller's kernel can take.
+        op: Name of the calling op, for error messages.
 
     Returns:
         ``(lo, quantum, n_steps)``; ``lo`` and ``quantum`` are ints for integer keys with an
         integral quantum.
+
+    Raises:
+        InputError: A quantum that is not positive and finite, an origin above the smallest
+            key, float keys whose range overflows float64, more than ``max_steps`` steps.
     """
     if quantum is not None and not (float(quantum) > 0 and math.isfinite(float(quantum))):
-        raise InputError(f"spike_sort: quantum must be a positive finite number, got {quantum}")
+        raise InputError(f"{op}: quantum must be a positive finite number, got {quantum}")
     dtype = array_dtype(keys)
     n_hint = keys.shape[0]
     if keys.shape[0] == 0:
@@ -306,12 +318,14 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
     lo, hi = keys.min(), keys.max()
     if origin is not None:
         if float(origin) > float(lo):
-            raise InputError(f"spike_sort: origin {origin} must not exceed the smallest key {lo}")
+            raise InputError(f"{op}: origin {origin} must not exceed the smallest key {lo}")
         lo = origin
-    if _is_int(dtype) and float(lo) == int(lo):
+    if _is_int(dtype) and float(lo) == int(lo) and int(hi) - int(lo) < INT_GRID_MAX_SPAN:
         lo, hi = int(lo), int(hi)
         if quantum is None:
-            q: Any = 1
+            # one step per integer unless the grid would be too long for the kernel
+            q: Any = 1 if hi - lo < max_steps else -(-(hi - lo + 1)
+                                                     // default_float_steps(n_hint))
         elif float(quantum) == int(quantum):
             q = int(quantum)
         else:
@@ -319,16 +333,30 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
         n_steps = int((hi - lo) // q) + 1
     else:
         lo, hi = float(lo), float(hi)
+        span = hi - lo
+        if not math.isfinite(span):
+            raise InputError(
+                f"{op}: the key range [{lo}, {hi}] is wider than float64 can hold (max - min "
+                "overflows), so no time grid fits it; scale the keys down (any positive "
+                "factor keeps their order)")
         if quantum is not None:
             q = float(quantum)
+        elif _is_int(dtype) and span < max_steps:
+            q = 1.0
         else:
-            q = 1.0 if _is_int(dtype) else ((hi - lo) / default_float_steps(n_hint) or 1.0)
-        n_steps = int(math.floor((hi - lo) / q)) + 1
-    if n_steps > MAX_TIME_STEPS:
+            q = span / default_float_steps(n_hint) or 1.0
+        steps = span / q
+        if not steps < max_steps:  # also catches an infinite step count
+            raise InputError(
+                f"{op}: quantum {q} spreads the key range [{lo}, {hi}] over more than "
+                f"{max_steps} time steps; use a larger quantum"
+                + (" or spike_radix_sort" if op == "spike_sort" else ""))
+        n_steps = int(math.floor(steps)) + 1
+    if n_steps > max_steps:
         raise InputError(
-            f"spike_sort: quantum {q} spreads the key range [{lo}, {hi}] over {n_steps} time "
-            f"steps, more than {MAX_TIME_STEPS}; use a larger quantum or spike_radix_sort"
-        )
+            f"{op}: quantum {q} spreads the key range [{lo}, {hi}] over {n_steps} time "
+            f"steps, more than {max_steps}; use a larger quantum"
+            + (" or spike_radix_sort" if op == "spike_sort" else ""))
     return lo, q, n_steps
 
 
@@ -417,7 +445,7 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
     _check_keys("spike_radix_sort", keys)
     if not 1 <= int(radix_bits) <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
-    lo, q, n_levels = time_grid(keys, quantum)
+    lo, q, n_levels = time_grid(keys, quantum, op="spike_radix_sort")
     order, pass_stats, qerr = spike_radix_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_levels": n_levels, "radix_bits": int(radix_bits),
                   "exact": bool(exact)}, backend)
@@ -576,12 +604,17 @@ def _qerr_reference(keys: np.ndarray, lo: Any, quantum: Any, levels: np.ndarray)
     return np.array([float(err.max())])
 
 
+def _exact(keys: np.ndarray) -> np.ndarray:
+    """Keys as compared exactly: integers as they are (float64 would merge keys above 2**53)."""
+    return keys if _is_int(keys.dtype.name) else keys.astype(np.float64)
+
+
 def spike_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
                          exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NumPy oracle of the spike-sort kernel: ``(order, step_offsets, [quantization error])``."""
     steps = _levels_reference(keys, lo, quantum, n_steps)
     if exact:
-        order = np.lexsort((np.arange(keys.size), keys.astype(np.float64), steps))
+        order = np.lexsort((np.arange(keys.size), _exact(keys), steps))
     else:
         order = np.argsort(steps, kind="stable")
     offsets = np.zeros(n_steps + 1, dtype=np.int64)
@@ -607,7 +640,7 @@ def spike_radix_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_lev
         pass_stats[p] = counts.max(), np.count_nonzero(counts)
         order = order[np.argsort(digit, kind="stable")]
     if exact:
-        order = np.lexsort((np.arange(keys.size), keys.astype(np.float64), levels))
+        order = np.lexsort((np.arange(keys.size), _exact(keys), levels))
     return order.astype(np.int64), pass_stats, _qerr_reference(keys, lo, quantum, levels)
 
 
