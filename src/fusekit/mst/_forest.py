@@ -13,6 +13,7 @@ import numpy as np
 
 from .._errors import BackendUnavailableError, InputError
 from .._registry import unavailable_reason
+from .._threads import set_kernel_threads
 from ..ops import mst as mst_ops
 from ..ops import spike
 from ..ops.spike import SpikeStats
@@ -267,6 +268,9 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
 
     def sort_stage() -> None:
         try:
+            # the sort stage has one core; the other is union-find's (a new Python thread
+            # would otherwise get Numba's full thread count for the parallel spike sort)
+            set_kernel_threads(1)
             for c in range(c_off.shape[0] - 1):
                 if stop.is_set():
                     break
