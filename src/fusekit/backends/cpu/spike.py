@@ -184,14 +184,27 @@ def chunk_scatter(steps, hist, keys, with_keys):  # noqa: D103
     order = np.empty(n, np.int64)
     skeys = np.empty(n if with_keys else 0, keys.dtype)
     for c in prange(n_chunks):
-        cursor = hist[c]
-        for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
-            t = steps[i]
-            order[cursor[t]] = i
-            if with_keys:
-                skeys[cursor[t]] = keys[i]
-            cursor[t] += 1
+        _scatter_chunk(steps, hist[c], keys, order, skeys, n * c // n_chunks,
+                       n * (c + 1) // n_chunks, with_keys)
     return order, skeys
+
+
+@njit(nogil=True)
+def _scatter_chunk(steps, cursor, keys, order, skeys, a, b, with_keys):
+    # a plain function per chunk: compiled like the serial scatter, outside the parfor body
+    if with_keys:
+        for i in range(a, b):
+            t = steps[i]
+            pos = cursor[t]
+            order[pos] = i
+            skeys[pos] = keys[i]
+            cursor[t] = pos + 1
+    else:
+        for i in range(a, b):
+            t = steps[i]
+            pos = cursor[t]
+            order[pos] = i
+            cursor[t] = pos + 1
 
 
 @njit(nogil=True, parallel=True)
