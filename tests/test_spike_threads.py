@@ -76,3 +76,27 @@ def test_minimum_spanning_forest_is_the_same_with_two_threads(two_threads, rng, 
 def test_large_grids_per_key_stay_serial():
     assert cpu_spike.sort_threads(1 << 20, 1 << 28) == 1  # one histogram per thread: too big
     assert cpu_spike.sort_threads(100, 50) == 1  # too few keys to start threads for
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
+    monkeypatch_min = cpu_spike.PARALLEL_MIN_KEYS  # 0 under the fixture: always parallel
+    assert monkeypatch_min == 0
+    u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
+    order = rng.permutation(3001)[:2000].astype(np.int64)
+    for threads in (1, 2):
+        _numba.set_num_threads(threads)
+        gu, gv = fusekit.ops.gather_endpoints(u, v, order, backend="cpu")
+        np.testing.assert_array_equal(gu, u[order])
+        np.testing.assert_array_equal(gv, v[order])
+        assert gu.dtype == dtype
+    ref = fusekit.ops.gather_endpoints(u, v, order, backend="reference")
+    np.testing.assert_array_equal(ref[0], u[order])
+
+
+def test_gather_rejects_edge_ids_outside_the_edge_list():
+    u = v = np.arange(3)
+    with pytest.raises(fusekit.InputError, match=r"must lie in \[0, 3\)"):
+        fusekit.ops.gather_endpoints(u, v, np.array([0, 3]))
+    with pytest.raises(fusekit.InputError, match="order must be int64"):
+        fusekit.ops.gather_endpoints(u, v, np.array([0, 1], np.int32))

@@ -39,6 +39,8 @@ __all__ = [
     "SpikeSortResult",
     "SpikeStats",
     "UnionFind",
+    "gather_endpoints",
+    "gather_endpoints_reference",
     "spike_radix_sort",
     "spike_radix_sort_reference",
     "spike_sort",
@@ -267,6 +269,23 @@ def _check_find(parent: Any, x: Any) -> str:
     return dtype
 
 
+def _check_gather(u: Any, v: Any, order: Any) -> str:
+    op = "gather_endpoints"
+    require_ndim(op, "u", u, 1, "(m,)")
+    require_ndim(op, "order", order, 1, "(k,)")
+    dtype = array_dtype(u)
+    if dtype not in VERTEX_DTYPES or array_dtype(v) != dtype or tuple(v.shape) != tuple(u.shape):
+        raise InputError(f"{op}: u and v must share one shape (m,) and one dtype of "
+                         f"{', '.join(VERTEX_DTYPES)}, got {tuple(u.shape)} {dtype} and "
+                         f"{tuple(v.shape)} {array_dtype(v)}")
+    if array_dtype(order) != "int64":
+        raise InputError(f"{op}: order must be int64, got {array_dtype(order)}")
+    m = u.shape[0]
+    if order.shape[0] and (int(order.min()) < 0 or int(order.max()) >= m):
+        raise InputError(f"{op}: edge ids in order must lie in [0, {m}), the length of u")
+    return dtype
+
+
 spike_sort_op = Op(name="spike_sort", family="spike", array_args=("keys",),
                    check=_check_spike_sort, params=("lo", "quantum", "n_steps", "exact"))
 spike_radix_sort_op = Op(name="spike_radix_sort", family="spike", array_args=("keys",),
@@ -275,6 +294,8 @@ spike_radix_sort_op = Op(name="spike_radix_sort", family="spike", array_args=("k
 union_find_union_op = Op(name="union_find_union", family="spike",
                          array_args=("parent", "size", "u", "v", "order"), check=_check_union,
                          params=("max_unions",))
+gather_endpoints_op = Op(name="gather_endpoints", family="spike",
+                         array_args=("u", "v", "order"), check=_check_gather)
 union_find_find_op = Op(name="union_find_find", family="spike", array_args=("parent", "x"),
                         check=_check_find)
 
@@ -509,6 +530,30 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
     return accepted, _host(counters)
 
 
+def gather_endpoints(u: Any, v: Any, order: Any, *, backend: str | None = None
+                     ) -> tuple[Any, Any]:
+    """Endpoints of edges in firing order: the payload the events carry to union-find.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> gu, gv = fusekit.ops.gather_endpoints(np.array([0, 1, 2]), np.array([1, 2, 0]),
+        ...                                       np.array([2, 0]))
+        >>> gu.tolist(), gv.tolist()
+        ([2, 0], [0, 1])
+
+    Args:
+        u: First endpoints, shape ``(m,)``, int32 or int64.
+        v: Second endpoints, shape ``(m,)``, the dtype of ``u``.
+        order: Edge ids, shape ``(k,)``, int64, in ``[0, m)`` (e.g. a spike sort's order).
+        backend: ``"reference"``, ``"cpu"`` or ``"auto"``; the CPU kernel gathers on
+            ``fusekit.get_num_threads()`` threads for large ``k``.
+
+    Returns:
+        ``(u[order], v[order])``, shape ``(k,)`` each, the dtype of ``u``.
+    """
+    return gather_endpoints_op.run((u, v, order), {}, backend)
+
+
 def union_find_find(parent: Any, x: Any, *, backend: str | None = None) -> Any:
     """Roots of vertices ``x`` (no path compression, so ``parent`` is unchanged).
 
@@ -680,6 +725,12 @@ def union_find_union_reference(parent: np.ndarray, size: np.ndarray, u: np.ndarr
             unions += 1
             accepted[k] = True
     return accepted, np.array([finds, hops, unions, processed, rewired], dtype=np.int64)
+
+
+def gather_endpoints_reference(u: np.ndarray, v: np.ndarray, order: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy oracle of the gather: fancy indexing."""
+    return u[order], v[order]
 
 
 def union_find_find_reference(parent: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -411,3 +411,14 @@ def union_find_union_cpu(parent: np.ndarray, size: np.ndarray, u: np.ndarray, v:
 def union_find_find_cpu(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Roots by following parents (read-only)."""
     return _find_many(parent, x)
+
+
+@register_kernel(spike.gather_endpoints_op, backend="cpu", arrays=["numpy"],
+                 dtypes=spike.VERTEX_DTYPES)
+def gather_endpoints_cpu(u: np.ndarray, v: np.ndarray, order: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``u[order], v[order]``: NumPy on one thread, one parallel Numba loop on more."""
+    if order.shape[0] >= PARALLEL_MIN_KEYS and get_num_threads() > 1:
+        return gather_pairs(np.ascontiguousarray(u), np.ascontiguousarray(v),
+                            np.ascontiguousarray(order))
+    return u[order], v[order]
