@@ -25,8 +25,9 @@ FORMATS = {
 }
 #: File name extensions of each format.
 EXTENSIONS = {".graph": "metis", ".metis": "metis", ".gr": "gr", ".mtx": "mtx"}
-#: Edges of the warm-up call that compiles or loads the kernels before the timed run.
-WARMUP_EDGES = 64
+#: Edges of the warm-up call that compiles or loads the kernels before the timed run: enough
+#: for the kernels that run only on large inputs (the parallel spike sort from 2^15 keys).
+WARMUP_EDGES = 1 << 16
 
 
 class CommandError(FusekitError):
@@ -112,7 +113,7 @@ def run(path: str, *, method: str = "auto", fmt: str | None = None, p: int = 1,
         ("edges in the forest", f"{r.edges.size:,}"),
     ]
     print(_lines(rows), file=out)
-    print(f"wall time per stage (after a warm-up call on {k} edges):", file=out)
+    print(f"wall time per stage (after a warm-up call on {k:,} edges):", file=out)
     stages = [("read file", t_read), ("check input", t_check), *r.timings.items()]
     print(_lines([(name, format_seconds(s) + (" (process CPU time)" if name == "pipeline_cpu"
                                               else "")) for name, s in stages], indent="  "),
