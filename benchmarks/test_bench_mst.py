@@ -157,7 +157,9 @@ def kernel_threads():
 
 
 def require_threads(threads):
-    if threads > min(os.cpu_count() or 1, fusekit.backends.cpu._numba.numba_max_threads()):
+    from fusekit.backends.cpu._numba import numba_max_threads
+
+    if threads > min(os.cpu_count() or 1, numba_max_threads()):
         pytest.skip(f"needs {threads} CPU threads for Numba")
 
 
