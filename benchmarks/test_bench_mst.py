@@ -12,6 +12,14 @@ One group per DIMACS10-family graph and weight scheme, all on the same edge list
 networkx is 30-150x slower than SciPy, so it has its own small group.
 ``FUSEKIT_BENCH_MST_LOG2N`` (default 16) sets the size: ``2**N`` vertices (Kronecker graphs
 use scale ``N - 2``, which has about as many edges).
+
+End to end (the issue's comparison), groups ``mst end-to-end``: Delaunay and RGG graphs at
+2^16 vertices (``FUSEKIT_BENCH_MST_LARGE=1`` adds 2^18 and 2^20), a user holding COO edge
+arrays: ``fusekit[1 thread]`` / ``fusekit[2 threads]`` is ``minimum_spanning_forest(u, v, w,
+n)`` (method ``auto``) with that many Numba threads, ``scipy_coo_to_csr_mst`` is
+``minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr())``, CSR build included.
+Groups ``spike_sort threads`` time the spike sort of the same weights with one and two
+threads (the stage that runs in parallel).
 """
 
 import functools
@@ -24,6 +32,8 @@ pytest.importorskip("scipy")
 from scipy.sparse import coo_matrix  # noqa: E402
 from scipy.sparse.csgraph import minimum_spanning_tree  # noqa: E402
 
+import fusekit  # noqa: E402
+from fusekit._threads import set_kernel_threads  # noqa: E402
 from fusekit.mst import graphs, minimum_spanning_forest  # noqa: E402
 
 LOG2N = int(os.environ.get("FUSEKIT_BENCH_MST_LOG2N", "16"))
@@ -117,3 +127,68 @@ def test_scipy_csr_small(benchmark):
     a = coo_matrix((w, (u, v)), shape=(n, n)).tocsr()
     benchmark.group = f"mst delaunay n={SMALL} uniform (networkx)"
     benchmark(minimum_spanning_tree, a)
+
+
+E2E_LOG2N = [16] + ([18, 20] if os.environ.get("FUSEKIT_BENCH_MST_LARGE") == "1" else [])
+E2E_CASES = [(f, s, k) for k in E2E_LOG2N for f in ("delaunay", "rgg")
+             for s in ("uniform", "int255")]
+
+
+@functools.cache
+def e2e_graph(family, scheme, log2n):
+    return FAMILIES_BY_SIZE[family](1 << log2n, seed=0, weights=scheme)
+
+
+FAMILIES_BY_SIZE = {"delaunay": graphs.delaunay_graph, "rgg": graphs.random_geometric_graph}
+
+
+@functools.cache
+def e2e_scipy_weight(family, scheme, log2n):
+    u, v, w, n = e2e_graph(family, scheme, log2n)
+    return minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr()).sum()
+
+
+@pytest.fixture
+def kernel_threads():
+    """Set Numba's threads for one benchmark; the session's count is restored afterwards."""
+    before = fusekit.get_num_threads()
+    yield set_kernel_threads
+    set_kernel_threads(before)
+
+
+def require_threads(threads):
+    from fusekit.backends.cpu._numba import numba_max_threads
+
+    if threads > min(os.cpu_count() or 1, numba_max_threads()):
+        pytest.skip(f"needs {threads} CPU threads for Numba")
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
+@pytest.mark.parametrize("family,scheme,log2n", E2E_CASES)
+def test_e2e_fusekit(benchmark, kernel_threads, family, scheme, log2n, threads):
+    require_threads(threads)
+    u, v, w, n = e2e_graph(family, scheme, log2n)
+    benchmark.group = f"mst end-to-end {family} n=2^{log2n} m={u.size} {scheme}"
+    kernel_threads(threads)
+    minimum_spanning_forest(u, v, w, n)  # compile / load the Numba cache
+    r = benchmark(minimum_spanning_forest, u, v, w, n)
+    assert r.total_weight == pytest.approx(e2e_scipy_weight(family, scheme, log2n), rel=1e-9)
+
+
+@pytest.mark.parametrize("family,scheme,log2n", E2E_CASES)
+def test_e2e_scipy_coo_to_csr_mst(benchmark, family, scheme, log2n):
+    u, v, w, n = e2e_graph(family, scheme, log2n)
+    benchmark.group = f"mst end-to-end {family} n=2^{log2n} m={u.size} {scheme}"
+    benchmark(lambda: minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr()))
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
+@pytest.mark.parametrize("family,scheme,log2n", E2E_CASES)
+def test_spike_sort_fusekit_threads(benchmark, kernel_threads, family, scheme, log2n, threads):
+    require_threads(threads)
+    _, _, w, _ = e2e_graph(family, scheme, log2n)
+    benchmark.group = f"spike_sort threads {family} n=2^{log2n} m={w.size} {scheme}"
+    kernel_threads(threads)
+    fusekit.ops.spike_sort(w, backend="cpu")
+    r = benchmark(fusekit.ops.spike_sort, w, backend="cpu")
+    assert r.order.size == w.size

@@ -208,3 +208,22 @@ def test_synapse_updates_count_the_smaller_side_of_each_union(backend):
     _, cnt = fusekit.ops.union_find_union(parent, size, np.array([0, 2, 0, 4, 1]),
                                           np.array([1, 3, 2, 0, 3]), backend=backend)
     assert cnt[2] == 4 and cnt[4] == 1 + 1 + 2 + 1  # sides 1|1, 1|1, 2|2, 4|1; (1, 3) rejected
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("span", [2**40, 2**62])
+def test_integer_keys_wider_than_the_step_limit_still_sort(rng, backend, span):
+    # 2**40: the default grid coarsens to an integer quantum; 2**62: key - lo could overflow
+    # int64, so the grid is a float grid. Neighbouring keys must keep their order.
+    keys = rng.integers(-span, span, 500, dtype=np.int64)
+    keys[:4] = [-span, span, -span + 1, span - 1]
+    expected = np.argsort(keys, kind="stable")
+    np.testing.assert_array_equal(fusekit.ops.spike_sort(keys, backend=backend).order, expected)
+    np.testing.assert_array_equal(
+        fusekit.ops.spike_radix_sort(keys, backend=backend).order, expected)
+    assert fusekit.ops.spike_sort(keys, backend=backend).stats.time_steps <= 251
+
+
+def test_float_keys_whose_range_overflows_are_rejected():
+    with pytest.raises(fusekit.InputError, match="wider than float64 can hold"):
+        fusekit.ops.spike_sort(np.array([-1.7e308, 1.7e308]))

@@ -1,4 +1,4 @@
-"""The ``fusekit`` command: ``info``, ``tour`` and ``bench``."""
+"""The ``fusekit`` command: ``info``, ``tour``, ``bench`` and ``mst``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,17 @@ def _bench(args: argparse.Namespace) -> int:
     return rc
 
 
+def _mst(args: argparse.Namespace) -> int:
+    from .mst._command import CommandError, run
+
+    try:
+        run(args.file, method=args.method, fmt=args.fmt, p=args.p, out=sys.stdout)
+    except CommandError as exc:
+        print(f"fusekit mst: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fusekit`` command."""
     parser = argparse.ArgumentParser(prog="fusekit", description=__doc__)
@@ -77,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                        "expression, e.g. kron or dispatch")
     bench.add_argument("--path", help="the benchmarks/ folder (default: ./benchmarks or the "
                        "checkout's)")
+    mst = sub.add_parser("mst", help="minimum spanning forest of a graph file: weight, "
+                         "components, time per stage, spiking-model steps")
+    mst.add_argument("file", help="a METIS .graph, DIMACS .gr or Matrix Market .mtx file")
+    mst.add_argument("--method", default="auto", help="auto (default), pipelined, "
+                     "spike-kruskal, radix-kruskal, filter-kruskal or boruvka")
+    mst.add_argument("--format", dest="fmt", choices=["metis", "gr", "mtx"],
+                     help="file format (default: by extension: .graph/.metis, .gr, .mtx)")
+    mst.add_argument("--p", type=int, default=1, help="union-find events per time step in "
+                     "the spiking model's schedule (default 1)")
     args, extra = parser.parse_known_args(argv)
     if args.command != "bench" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -90,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_tour(quick=args.quick)
         return 0
+    if args.command == "mst":
+        return _mst(args)
     args.pytest_args = [a for a in extra if a != "--"]
     return _bench(args)
 

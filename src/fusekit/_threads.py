@@ -26,3 +26,18 @@ def get_num_threads() -> int:
     from .backends.cpu import _numba
 
     return _numba.get_num_threads()
+
+
+def set_kernel_threads(n: int) -> None:
+    """Use ``n`` threads in the Numba kernels launched from this Python thread only.
+
+    Unlike :func:`set_num_threads` this leaves torch alone; a no-op when Numba is not
+    installed (the reference backend needs no threads).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("numba") is None:
+        return
+    from .backends.cpu import _numba
+
+    _numba.set_num_threads(min(n, _numba.numba_max_threads()))

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._errors import BackendUnavailableError, InputError
 from .._registry import unavailable_reason
+from .._threads import set_kernel_threads
 from ..ops import mst as mst_ops
 from ..ops import spike
 from ..ops.spike import SpikeStats
@@ -122,14 +123,21 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
     runner = _RUNNERS[method]
     edges, stats = runner(g, target, quantum, chunks, backend, timings)
     edges = np.asarray(edges, dtype=np.int64)
-    if g.w.dtype.kind in "iu":
-        total: float = int(g.w[edges].sum(dtype=np.int64))
-    else:
-        total = float(g.w[edges].sum(dtype=np.float64))
+    total = _total_weight(g.w[edges])
     counts = {k: int(timings.pop(k)) for k in ("rounds", "edges_filtered", "batches")
               if k in timings}
     timings["total"] = time.perf_counter() - t0
     return MSTResult(edges, total, g.n - edges.size, method, timings, stats, g, counts)
+
+
+def _total_weight(we: np.ndarray) -> float:
+    """Sum of the forest's weights: an exact int for integer weights, float64 otherwise."""
+    if we.dtype.kind not in "iu":
+        with np.errstate(over="ignore"):  # a sum beyond float64 is +-inf, as it should be
+            return float(we.sum(dtype=np.float64))
+    if we.size and max(-int(we.min()), int(we.max())) * we.size >= 2**63:
+        return int(we.astype(object).sum())  # an int64 sum could overflow: Python ints
+    return int(we.sum(dtype=np.int64))
 
 
 def choose_method(g: EdgeList, quantum: float | None = None) -> str:
@@ -137,6 +145,8 @@ def choose_method(g: EdgeList, quantum: float | None = None) -> str:
     m = g.u.shape[0]
     if m == 0:
         return "spike-kruskal"
+    if g.w.dtype.kind == "f" and not math.isfinite(float(g.w.max()) - float(g.w.min())):
+        return "filter-kruskal"  # no spike-time grid spans a range that overflows float64
     if g.w.dtype.kind in "iu" and quantum is None:
         steps = int(g.w.max()) - int(g.w.min()) + 1
         if steps <= AUTO_INT_STEPS_PER_EDGE * m:
@@ -168,8 +178,8 @@ def _union_stage(g: EdgeList, order: Any, target: int, backend: str | None
     size = np.ones(g.n, dtype=parent.dtype)
     # Gathering the endpoints in firing order first lets the union-find loop stream them
     # (measured: about 2x faster than reading u[order[k]] at 2^18 vertices).
-    acc, cnt = spike.union_find_union(parent, size, g.u[order], g.v[order], max_unions=target,
-                                      backend=backend)
+    eu, ev = spike.gather_endpoints(g.u, g.v, order, backend=backend)
+    acc, cnt = spike.union_find_union(parent, size, eu, ev, max_unions=target, backend=backend)
     return order[acc], cnt
 
 
@@ -258,6 +268,9 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any
 
     def sort_stage() -> None:
         try:
+            # the sort stage has one core; the other is union-find's (a new Python thread
+            # would otherwise get Numba's full thread count for the parallel spike sort)
+            set_kernel_threads(1)
             for c in range(c_off.shape[0] - 1):
                 if stop.is_set():
                     break

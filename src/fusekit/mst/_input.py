@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +38,12 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
     """Check and convert COO edge arrays (see :class:`EdgeList`); raise :class:`InputError`."""
     where = "minimum_spanning_forest"
     try:
-        n = int(n)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: n must be an integer number of vertices, got {n!r}") from None
+        if isinstance(n, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(n)  # ints and NumPy integers; 3.5 or "3" must not pass silently
+    except TypeError:
+        raise InputError(f"{where}: n must be an integer number of vertices, got "
+                         f"{n!r} ({type(n).__name__})") from None
     if n < 0:
         raise InputError(f"{where}: n must be >= 0 (the number of vertices), got {n}")
     u, v, w = (np.asarray(a) for a in (u, v, w))
@@ -51,10 +55,12 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
                          f"{v.shape[0]} and {w.shape[0]}")
     for name, a in (("u", u), ("v", v)):
         if a.size and a.dtype.kind not in "iu":
-            raise InputError(f"{where}: {name} must hold integer vertex ids, got dtype {a.dtype}")
+            raise InputError(f"{where}: {name} must hold integer vertex ids, got dtype {a.dtype}"
+                             f"; convert whole-number ids with {name}.astype(np.int64)")
     if w.dtype == np.bool_ or w.dtype.kind not in _WEIGHT_KINDS:
         if w.size:
-            raise InputError(f"{where}: w must hold integer or float weights, got dtype {w.dtype}")
+            raise InputError(f"{where}: w must hold real integer or float weights, got dtype "
+                             f"{w.dtype}; convert them, e.g. np.asarray(w, dtype=np.float64)")
         w = w.astype(np.float64)
     if w.dtype.kind == "f" and w.dtype not in (np.float32, np.float64):
         w = w.astype(np.float64)

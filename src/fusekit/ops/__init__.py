@@ -28,6 +28,7 @@ from .mst import filter_kruskal as filter_kruskal
 from .spike import SpikeSortResult as SpikeSortResult
 from .spike import SpikeStats as SpikeStats
 from .spike import UnionFind as UnionFind
+from .spike import gather_endpoints as gather_endpoints
 from .spike import spike_radix_sort as spike_radix_sort
 from .spike import spike_sort as spike_sort
 from .spike import union_find_find as union_find_find
@@ -62,6 +63,7 @@ __all__ = [
     "UnionFind",
     "boruvka",
     "filter_kruskal",
+    "gather_endpoints",
     "spike_radix_sort",
     "spike_sort",
     "union_find_find",

@@ -39,6 +39,8 @@ __all__ = [
     "SpikeSortResult",
     "SpikeStats",
     "UnionFind",
+    "gather_endpoints",
+    "gather_endpoints_reference",
     "spike_radix_sort",
     "spike_radix_sort_reference",
     "spike_sort",
@@ -56,6 +58,8 @@ KEY_DTYPES = (*INT_KEY_DTYPES, "float32", "float64")
 VERTEX_DTYPES = ("int32", "int64")
 #: Most time steps a spike sort may span: the step counts array has one entry per step.
 MAX_TIME_STEPS = 1 << 28
+#: Integer keys whose range reaches this get a float grid: ``key - lo`` must fit in int64.
+INT_GRID_MAX_SPAN = 1 << 62
 
 
 def default_float_steps(n: int) -> int:
@@ -265,6 +269,23 @@ def _check_find(parent: Any, x: Any) -> str:
     return dtype
 
 
+def _check_gather(u: Any, v: Any, order: Any) -> str:
+    op = "gather_endpoints"
+    require_ndim(op, "u", u, 1, "(m,)")
+    require_ndim(op, "order", order, 1, "(k,)")
+    dtype = array_dtype(u)
+    if dtype not in VERTEX_DTYPES or array_dtype(v) != dtype or tuple(v.shape) != tuple(u.shape):
+        raise InputError(f"{op}: u and v must share one shape (m,) and one dtype of "
+                         f"{', '.join(VERTEX_DTYPES)}, got {tuple(u.shape)} {dtype} and "
+                         f"{tuple(v.shape)} {array_dtype(v)}")
+    if array_dtype(order) != "int64":
+        raise InputError(f"{op}: order must be int64, got {array_dtype(order)}")
+    m = u.shape[0]
+    if order.shape[0] and (int(order.min()) < 0 or int(order.max()) >= m):
+        raise InputError(f"{op}: edge ids in order must lie in [0, {m}), the length of u")
+    return dtype
+
+
 spike_sort_op = Op(name="spike_sort", family="spike", array_args=("keys",),
                    check=_check_spike_sort, params=("lo", "quantum", "n_steps", "exact"))
 spike_radix_sort_op = Op(name="spike_radix_sort", family="spike", array_args=("keys",),
@@ -273,6 +294,8 @@ spike_radix_sort_op = Op(name="spike_radix_sort", family="spike", array_args=("k
 union_find_union_op = Op(name="union_find_union", family="spike",
                          array_args=("parent", "size", "u", "v", "order"), check=_check_union,
                          params=("max_unions",))
+gather_endpoints_op = Op(name="gather_endpoints", family="spike",
+                         array_args=("u", "v", "order"), check=_check_gather)
 union_find_find_op = Op(name="union_find_find", family="spike", array_args=("parent", "x"),
                         check=_check_find)
 
@@ -280,7 +303,8 @@ union_find_find_op = Op(name="union_find_find", family="spike", array_args=("par
 # ------------------------------------------------------------------------------ quantization
 
 
-def time_grid(keys: Any, quantum: float | None = None, origin: float | None = None
+def time_grid(keys: Any, quantum: float | None = None, origin: float | None = None, *,
+              max_steps: int = MAX_TIME_STEPS, op: str = "spike_sort"
               ) -> tuple[Any, Any, int]:
     """The spike-time grid of ``keys``: ``(lo, quantum, n_steps)``.
 
@@ -288,17 +312,26 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
 
     Args:
         keys: Keys, shape ``(n,)``.
-        quantum: Key units per step; default 1 for integer keys, ``2 (max - min) / n`` for
-            float keys (about ``n / 2`` steps). Integer keys keep an integer quantum (exact
-            integer arithmetic).
+        quantum: Key units per step; default 1 for integer keys (while that gives at most
+            ``max_steps`` steps; wider integer ranges get the integer quantum that gives about
+            ``n / 2`` steps), ``2 (max - min) / n`` for float keys (about ``n / 2`` steps).
+            Integer keys keep an integer quantum (exact integer arithmetic) unless their
+            range reaches ``2**62``, where ``key - lo`` could overflow int64: then the grid is
+            a float grid.
         origin: Key that fires at step 0, at most ``min(keys)``; default ``min(keys)``.
+        max_steps: Most steps (levels) the caller's kernel can take.
+        op: Name of the calling op, for error messages.
 
     Returns:
         ``(lo, quantum, n_steps)``; ``lo`` and ``quantum`` are ints for integer keys with an
         integral quantum.
+
+    Raises:
+        InputError: A quantum that is not positive and finite, an origin above the smallest
+            key, float keys whose range overflows float64, more than ``max_steps`` steps.
     """
     if quantum is not None and not (float(quantum) > 0 and math.isfinite(float(quantum))):
-        raise InputError(f"spike_sort: quantum must be a positive finite number, got {quantum}")
+        raise InputError(f"{op}: quantum must be a positive finite number, got {quantum}")
     dtype = array_dtype(keys)
     n_hint = keys.shape[0]
     if keys.shape[0] == 0:
@@ -306,12 +339,14 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
     lo, hi = keys.min(), keys.max()
     if origin is not None:
         if float(origin) > float(lo):
-            raise InputError(f"spike_sort: origin {origin} must not exceed the smallest key {lo}")
+            raise InputError(f"{op}: origin {origin} must not exceed the smallest key {lo}")
         lo = origin
-    if _is_int(dtype) and float(lo) == int(lo):
+    if _is_int(dtype) and float(lo) == int(lo) and int(hi) - int(lo) < INT_GRID_MAX_SPAN:
         lo, hi = int(lo), int(hi)
         if quantum is None:
-            q: Any = 1
+            # one step per integer unless the grid would be too long for the kernel
+            q: Any = 1 if hi - lo < max_steps else -(-(hi - lo + 1)
+                                                     // default_float_steps(n_hint))
         elif float(quantum) == int(quantum):
             q = int(quantum)
         else:
@@ -319,16 +354,30 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
         n_steps = int((hi - lo) // q) + 1
     else:
         lo, hi = float(lo), float(hi)
+        span = hi - lo
+        if not math.isfinite(span):
+            raise InputError(
+                f"{op}: the key range [{lo}, {hi}] is wider than float64 can hold (max - min "
+                "overflows), so no time grid fits it; scale the keys down (any positive "
+                "factor keeps their order)")
         if quantum is not None:
             q = float(quantum)
+        elif _is_int(dtype) and span < max_steps:
+            q = 1.0
         else:
-            q = 1.0 if _is_int(dtype) else ((hi - lo) / default_float_steps(n_hint) or 1.0)
-        n_steps = int(math.floor((hi - lo) / q)) + 1
-    if n_steps > MAX_TIME_STEPS:
+            q = span / default_float_steps(n_hint) or 1.0
+        steps = span / q
+        if not steps < max_steps:  # also catches an infinite step count
+            raise InputError(
+                f"{op}: quantum {q} spreads the key range [{lo}, {hi}] over more than "
+                f"{max_steps} time steps; use a larger quantum"
+                + (" or spike_radix_sort" if op == "spike_sort" else ""))
+        n_steps = int(math.floor(steps)) + 1
+    if n_steps > max_steps:
         raise InputError(
-            f"spike_sort: quantum {q} spreads the key range [{lo}, {hi}] over {n_steps} time "
-            f"steps, more than {MAX_TIME_STEPS}; use a larger quantum or spike_radix_sort"
-        )
+            f"{op}: quantum {q} spreads the key range [{lo}, {hi}] over {n_steps} time "
+            f"steps, more than {max_steps}; use a larger quantum"
+            + (" or spike_radix_sort" if op == "spike_sort" else ""))
     return lo, q, n_steps
 
 
@@ -417,7 +466,7 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
     _check_keys("spike_radix_sort", keys)
     if not 1 <= int(radix_bits) <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
-    lo, q, n_levels = time_grid(keys, quantum)
+    lo, q, n_levels = time_grid(keys, quantum, op="spike_radix_sort")
     order, pass_stats, qerr = spike_radix_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_levels": n_levels, "radix_bits": int(radix_bits),
                   "exact": bool(exact)}, backend)
@@ -479,6 +528,30 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
     accepted, counters = union_find_union_op.run(
         (parent, size, u, v, order), {"max_unions": limit}, backend)
     return accepted, _host(counters)
+
+
+def gather_endpoints(u: Any, v: Any, order: Any, *, backend: str | None = None
+                     ) -> tuple[Any, Any]:
+    """Endpoints of edges in firing order: the payload the events carry to union-find.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> gu, gv = fusekit.ops.gather_endpoints(np.array([0, 1, 2]), np.array([1, 2, 0]),
+        ...                                       np.array([2, 0]))
+        >>> gu.tolist(), gv.tolist()
+        ([2, 0], [0, 1])
+
+    Args:
+        u: First endpoints, shape ``(m,)``, int32 or int64.
+        v: Second endpoints, shape ``(m,)``, the dtype of ``u``.
+        order: Edge ids, shape ``(k,)``, int64, in ``[0, m)`` (e.g. a spike sort's order).
+        backend: ``"reference"``, ``"cpu"`` or ``"auto"``; the CPU kernel gathers on
+            ``fusekit.get_num_threads()`` threads for large ``k``.
+
+    Returns:
+        ``(u[order], v[order])``, shape ``(k,)`` each, the dtype of ``u``.
+    """
+    return gather_endpoints_op.run((u, v, order), {}, backend)
 
 
 def union_find_find(parent: Any, x: Any, *, backend: str | None = None) -> Any:
@@ -576,12 +649,17 @@ def _qerr_reference(keys: np.ndarray, lo: Any, quantum: Any, levels: np.ndarray)
     return np.array([float(err.max())])
 
 
+def _exact(keys: np.ndarray) -> np.ndarray:
+    """Keys as compared exactly: integers as they are (float64 would merge keys above 2**53)."""
+    return keys if _is_int(keys.dtype.name) else keys.astype(np.float64)
+
+
 def spike_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
                          exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NumPy oracle of the spike-sort kernel: ``(order, step_offsets, [quantization error])``."""
     steps = _levels_reference(keys, lo, quantum, n_steps)
     if exact:
-        order = np.lexsort((np.arange(keys.size), keys.astype(np.float64), steps))
+        order = np.lexsort((np.arange(keys.size), _exact(keys), steps))
     else:
         order = np.argsort(steps, kind="stable")
     offsets = np.zeros(n_steps + 1, dtype=np.int64)
@@ -607,7 +685,7 @@ def spike_radix_sort_reference(keys: np.ndarray, *, lo: Any, quantum: Any, n_lev
         pass_stats[p] = counts.max(), np.count_nonzero(counts)
         order = order[np.argsort(digit, kind="stable")]
     if exact:
-        order = np.lexsort((np.arange(keys.size), keys.astype(np.float64), levels))
+        order = np.lexsort((np.arange(keys.size), _exact(keys), levels))
     return order.astype(np.int64), pass_stats, _qerr_reference(keys, lo, quantum, levels)
 
 
@@ -647,6 +725,12 @@ def union_find_union_reference(parent: np.ndarray, size: np.ndarray, u: np.ndarr
             unions += 1
             accepted[k] = True
     return accepted, np.array([finds, hops, unions, processed, rewired], dtype=np.int64)
+
+
+def gather_endpoints_reference(u: np.ndarray, v: np.ndarray, order: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy oracle of the gather: fancy indexing."""
+    return u[order], v[order]
 
 
 def union_find_find_reference(parent: np.ndarray, x: np.ndarray) -> np.ndarray:

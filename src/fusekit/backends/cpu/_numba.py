@@ -29,7 +29,12 @@ def configure() -> None:
     if _configured:
         return
     _configured = True
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+        if "numba" in sys.modules:  # imported before us: its config has read the environment
+            import numba
+
+            numba.config.THREADING_LAYER = "workqueue"  # read at the first parallel launch
     if os.environ.get("FUSEKIT_CPU_512", "") not in ("", "0"):
         _enable_512_bit()
 
@@ -93,6 +98,14 @@ def set_num_threads(n: int) -> None:
             f"(NUMBA_NUM_THREADS), got {n}"
         )
     numba.set_num_threads(n)
+
+
+def numba_max_threads() -> int:
+    """Most threads a parallel kernel can use (``NUMBA_NUM_THREADS``)."""
+    configure()
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def get_num_threads() -> int:

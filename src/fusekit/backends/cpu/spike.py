@@ -15,13 +15,18 @@ import math
 from typing import Any
 
 import numpy as np
+from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import spike
-from ._numba import njit
+from ._numba import get_num_threads, njit
 
 #: Runs of at most this many keys in one step are ordered by insertion sort.
 INSERTION_MAX = 24
+#: The parallel spike sort runs for at least this many keys (fewer: thread start-up dominates)
+PARALLEL_MIN_KEYS = 1 << 15
+#: ... and for grids of at most this many steps per key (one histogram per thread).
+PARALLEL_MAX_STEPS_PER_KEY = 4
 
 
 @njit(nogil=True)
@@ -52,15 +57,43 @@ def firing_steps(keys, lo, quantum, n_steps, float_grid):  # noqa: D103 - see mo
 
 
 @njit(nogil=True)
-def scatter_by_step(steps, offsets):  # noqa: D103
+def scatter_by_step(steps, offsets, keys, with_keys):  # noqa: D103
+    # with_keys: also lay the keys out in firing order, so that ordering each step by value
+    # reads them sequentially instead of at random (measured: most of the exact sort's time)
     n = steps.shape[0]
     order = np.empty(n, np.int64)
+    skeys = np.empty(n if with_keys else 0, keys.dtype)
     cursor = offsets[:-1].copy()
     for i in range(n):
         s = steps[i]
         order[cursor[s]] = i
+        if with_keys:
+            skeys[cursor[s]] = keys[i]
         cursor[s] += 1
-    return order
+    return order, skeys
+
+
+@njit(nogil=True)
+def sort_run_sorted_keys(order, skeys, a, b):  # noqa: D103
+    # order[a:b] holds increasing ids, skeys[a:b] their keys; order both by key (stable).
+    if b - a <= INSERTION_MAX:
+        for i in range(a + 1, b):
+            x = order[i]
+            kx = skeys[i]
+            j = i - 1
+            while j >= a and skeys[j] > kx:
+                order[j + 1] = order[j]
+                skeys[j + 1] = skeys[j]
+                j -= 1
+            order[j + 1] = x
+            skeys[j + 1] = kx
+    else:
+        seg = order[a:b].copy()
+        kseg = skeys[a:b].copy()
+        perm = np.argsort(kseg, kind="mergesort")
+        for i in range(b - a):
+            order[a + i] = seg[perm[i]]
+            skeys[a + i] = kseg[perm[i]]
 
 
 @njit(nogil=True)
@@ -83,20 +116,138 @@ def sort_run_by_key(order, a, b, keys):  # noqa: D103
 
 
 @njit(nogil=True)
-def sort_within_steps(order, offsets, keys):  # noqa: D103
+def sort_within_steps(order, offsets, skeys):  # noqa: D103
     for t in range(offsets.shape[0] - 1):
         a, b = offsets[t], offsets[t + 1]
         if b - a > 1:
-            sort_run_by_key(order, a, b, keys)
+            sort_run_sorted_keys(order, skeys, a, b)
 
 
 @njit(nogil=True)
 def _spike_sort(keys, lo, quantum, n_steps, exact, float_grid):
     steps, offsets, qerr = firing_steps(keys, lo, quantum, n_steps, float_grid)
-    order = scatter_by_step(steps, offsets)
+    order, skeys = scatter_by_step(steps, offsets, keys, exact)
     if exact:
-        sort_within_steps(order, offsets, keys)
+        sort_within_steps(order, offsets, skeys)
     return order, offsets, qerr
+
+
+@njit(nogil=True, parallel=True)
+def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa: D103
+    # firing steps of every key and one histogram of steps per chunk of consecutive keys
+    n = keys.shape[0]
+    steps = np.empty(n, np.int64)
+    hist = np.zeros((n_chunks, n_steps), np.int64)
+    qerrs = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        counts = hist[c]
+        qerr = 0.0
+        top = n_steps - 1
+        for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
+            d = keys[i] - lo
+            if float_grid:
+                t = np.int64(math.floor(d / quantum))
+            else:
+                t = np.int64(d // quantum)
+            if t > top:
+                t = top
+            steps[i] = t
+            counts[t] += 1
+            e = np.float64(d) - np.float64(t) * np.float64(quantum)
+            if e > qerr:
+                qerr = e
+        qerrs[c] = qerr
+    return steps, hist, qerrs
+
+
+@njit(nogil=True)
+def chunk_cursors(hist):  # noqa: D103
+    # hist[c, s] becomes chunk c's first slot for step s: keys of earlier steps, then the
+    # earlier chunks' keys of step s, come first (a stable order); returns the step offsets
+    n_chunks, n_steps = hist.shape
+    offsets = np.empty(n_steps + 1, np.int64)
+    run = 0
+    for t in range(n_steps):
+        offsets[t] = run
+        for c in range(n_chunks):
+            count = hist[c, t]
+            hist[c, t] = run
+            run += count
+    offsets[n_steps] = run
+    return offsets
+
+
+@njit(nogil=True, parallel=True)
+def chunk_scatter(steps, hist, keys, with_keys):  # noqa: D103
+    n = steps.shape[0]
+    n_chunks = hist.shape[0]
+    order = np.empty(n, np.int64)
+    skeys = np.empty(n if with_keys else 0, keys.dtype)
+    for c in prange(n_chunks):
+        _scatter_chunk(steps, hist[c], keys, order, skeys, n * c // n_chunks,
+                       n * (c + 1) // n_chunks, with_keys)
+    return order, skeys
+
+
+@njit(nogil=True)
+def _scatter_chunk(steps, cursor, keys, order, skeys, a, b, with_keys):
+    # a plain function per chunk: compiled like the serial scatter, outside the parfor body
+    if with_keys:
+        for i in range(a, b):
+            t = steps[i]
+            pos = cursor[t]
+            order[pos] = i
+            skeys[pos] = keys[i]
+            cursor[t] = pos + 1
+    else:
+        for i in range(a, b):
+            t = steps[i]
+            pos = cursor[t]
+            order[pos] = i
+            cursor[t] = pos + 1
+
+
+@njit(nogil=True, parallel=True)
+def sort_within_steps_parallel(order, offsets, skeys, n_blocks):  # noqa: D103
+    # blocks of whole steps holding about n / n_blocks keys each
+    n = order.shape[0]
+    n_steps = offsets.shape[0] - 1
+    first = np.searchsorted(offsets, np.arange(n_blocks + 1) * n // n_blocks)
+    first[0], first[n_blocks] = 0, n_steps
+    for k in prange(n_blocks):
+        for t in range(first[k], max(first[k + 1], first[k])):
+            a, b = offsets[t], offsets[t + 1]
+            if b - a > 1:
+                sort_run_sorted_keys(order, skeys, a, b)
+
+
+def spike_sort_parallel(keys: np.ndarray, lo: Any, quantum: Any, n_steps: int, exact: bool,
+                        float_grid: bool, n_chunks: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The counting sort of :func:`_spike_sort` on ``n_chunks`` threads, the same result.
+
+    Each chunk of consecutive keys gets its own histogram of firing steps; chunk ``c``'s keys
+    of step ``s`` go after every key of earlier steps and after the earlier chunks' keys of
+    step ``s``, so the scatter stays stable. Steps are then ordered by value in blocks of
+    about equal key counts.
+    """
+    steps, hist, qerrs = chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks)
+    offsets = chunk_cursors(hist)
+    order, skeys = chunk_scatter(steps, hist, keys, exact)
+    if exact:
+        sort_within_steps_parallel(order, offsets, skeys, 4 * n_chunks)
+    return order, offsets, float(qerrs.max())
+
+
+@njit(nogil=True, parallel=True)
+def gather_pairs(u, v, order):  # noqa: D103
+    k = order.shape[0]
+    gu = np.empty(k, u.dtype)
+    gv = np.empty(k, v.dtype)
+    for i in prange(k):
+        e = order[i]
+        gu[i] = u[e]
+        gv[i] = v[e]
+    return gu, gv
 
 
 @njit(nogil=True)
@@ -208,8 +359,25 @@ def spike_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
     k = _as_int_keys(np.ascontiguousarray(keys), quantum)
     lo_t, q_t = _typed_grid(k, lo, quantum)
     exact = exact and not (k.dtype.kind == "i" and isinstance(quantum, int) and quantum == 1)
-    order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, q_t.dtype.kind == "f")
+    threads = sort_threads(k.shape[0], n_steps)
+    if threads > 1:
+        order, offsets, qerr = spike_sort_parallel(k, lo_t, q_t, n_steps, exact,
+                                                   q_t.dtype.kind == "f", threads)
+    else:
+        order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, q_t.dtype.kind == "f")
     return order, offsets, np.array([qerr])
+
+
+def sort_threads(n: int, n_steps: int) -> int:
+    """Threads the spike sort of ``n`` keys over ``n_steps`` steps runs on (1: serial kernel).
+
+    The parallel kernel keeps one histogram of ``n_steps`` counts per thread, so it runs only
+    for at least :data:`PARALLEL_MIN_KEYS` keys and grids of at most
+    :data:`PARALLEL_MAX_STEPS_PER_KEY` steps per key, with ``fusekit.get_num_threads() > 1``.
+    """
+    if n < PARALLEL_MIN_KEYS or n_steps > PARALLEL_MAX_STEPS_PER_KEY * n:
+        return 1
+    return get_num_threads()
 
 
 @register_kernel(spike.spike_radix_sort_op, backend="cpu", arrays=["numpy"],
@@ -243,3 +411,14 @@ def union_find_union_cpu(parent: np.ndarray, size: np.ndarray, u: np.ndarray, v:
 def union_find_find_cpu(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Roots by following parents (read-only)."""
     return _find_many(parent, x)
+
+
+@register_kernel(spike.gather_endpoints_op, backend="cpu", arrays=["numpy"],
+                 dtypes=spike.VERTEX_DTYPES)
+def gather_endpoints_cpu(u: np.ndarray, v: np.ndarray, order: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``u[order], v[order]``: NumPy on one thread, one parallel Numba loop on more."""
+    if order.shape[0] >= PARALLEL_MIN_KEYS and get_num_threads() > 1:
+        return gather_pairs(np.ascontiguousarray(u), np.ascontiguousarray(v),
+                            np.ascontiguousarray(order))
+    return u[order], v[order]

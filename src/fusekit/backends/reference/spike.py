@@ -11,3 +11,5 @@ register_kernel(spike.union_find_union_op, backend="reference", arrays=["numpy"]
                 dtypes=spike.VERTEX_DTYPES)(spike.union_find_union_reference)
 register_kernel(spike.union_find_find_op, backend="reference", arrays=["numpy"],
                 dtypes=spike.VERTEX_DTYPES)(spike.union_find_find_reference)
+register_kernel(spike.gather_endpoints_op, backend="reference", arrays=["numpy"],
+                dtypes=spike.VERTEX_DTYPES)(spike.gather_endpoints_reference)

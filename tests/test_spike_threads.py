@@ -1,0 +1,102 @@
+"""The parallel CPU spike sort (two threads) gives exactly the serial kernel's result."""
+
+import numpy as np
+import pytest
+
+import fusekit
+from fusekit.backends.cpu import _numba
+from fusekit.backends.cpu import spike as cpu_spike
+
+pytestmark = pytest.mark.skipif(
+    "cpu" not in fusekit.available_backends() or _numba.numba_max_threads() < 2,
+    reason="needs the CPU backend and at least two Numba threads")
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Two Numba threads and the parallel kernel for any input size; restored afterwards."""
+    before = fusekit.get_num_threads()
+    monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
+    _numba.set_num_threads(2)
+    yield
+    _numba.set_num_threads(before)
+
+
+def sort_both(keys, quantum=None, exact=True):
+    serial = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    _numba.set_num_threads(2)
+    assert cpu_spike.sort_threads(keys.size, serial.stats.time_steps) == 2
+    parallel = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    return serial, parallel
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("kind", ["float", "int ties", "float ties", "one step"])
+def test_parallel_spike_sort_equals_the_serial_kernel(two_threads, rng, exact, kind):
+    n = 5001  # odd: chunks of unequal length
+    if kind == "float":
+        keys = rng.random(n)
+    elif kind == "int ties":
+        keys = rng.integers(-50, 50, n)
+    elif kind == "float ties":
+        keys = rng.integers(0, 30, n) / 7.0  # several keys per step, equal keys in a step
+    else:
+        keys = np.full(n, 2.5)
+    _numba.set_num_threads(1)
+    serial, parallel = sort_both(keys, exact=exact)
+    np.testing.assert_array_equal(parallel.order, serial.order)
+    np.testing.assert_array_equal(parallel.step_offsets, serial.step_offsets)
+    assert parallel.stats == serial.stats
+    if exact:
+        np.testing.assert_array_equal(parallel.order, np.argsort(keys, kind="stable"))
+
+
+def test_parallel_sort_is_stable_within_a_step_across_chunks(two_threads):
+    keys = np.zeros(1000)  # one step: the input order must survive the chunked scatter
+    _numba.set_num_threads(2)
+    r = fusekit.ops.spike_sort(keys, exact=False, backend="cpu")
+    np.testing.assert_array_equal(r.order, np.arange(1000))
+
+
+@pytest.mark.parametrize("method", ["spike-kruskal", "pipelined"])
+def test_minimum_spanning_forest_is_the_same_with_two_threads(two_threads, rng, method):
+    from fusekit.mst import minimum_spanning_forest
+
+    n, m = 500, 4000
+    u, v, w = rng.integers(0, n, m), rng.integers(0, n, m), rng.random(m)
+    _numba.set_num_threads(1)
+    one = minimum_spanning_forest(u, v, w, n, method=method)
+    _numba.set_num_threads(2)
+    two = minimum_spanning_forest(u, v, w, n, method=method)
+    np.testing.assert_array_equal(two.edges, one.edges)
+    if method == "spike-kruskal":  # the pipeline's sort stage may run ahead by a few slices
+        assert two.stats == one.stats
+
+
+def test_large_grids_per_key_stay_serial():
+    assert cpu_spike.sort_threads(1 << 20, 1 << 28) == 1  # one histogram per thread: too big
+    assert cpu_spike.sort_threads(100, 50) == 1  # too few keys to start threads for
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
+    monkeypatch_min = cpu_spike.PARALLEL_MIN_KEYS  # 0 under the fixture: always parallel
+    assert monkeypatch_min == 0
+    u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
+    order = rng.permutation(3001)[:2000].astype(np.int64)
+    for threads in (1, 2):
+        _numba.set_num_threads(threads)
+        gu, gv = fusekit.ops.gather_endpoints(u, v, order, backend="cpu")
+        np.testing.assert_array_equal(gu, u[order])
+        np.testing.assert_array_equal(gv, v[order])
+        assert gu.dtype == dtype
+    ref = fusekit.ops.gather_endpoints(u, v, order, backend="reference")
+    np.testing.assert_array_equal(ref[0], u[order])
+
+
+def test_gather_rejects_edge_ids_outside_the_edge_list():
+    u = v = np.arange(3)
+    with pytest.raises(fusekit.InputError, match=r"must lie in \[0, 3\)"):
+        fusekit.ops.gather_endpoints(u, v, np.array([0, 3]))
+    with pytest.raises(fusekit.InputError, match="order must be int64"):
+        fusekit.ops.gather_endpoints(u, v, np.array([0, 1], np.int32))
