@@ -23,8 +23,10 @@ from ._numba import get_num_threads, njit
 
 #: Runs of at most this many keys in one step are ordered by insertion sort.
 INSERTION_MAX = 24
-#: The parallel spike sort runs for at least this many keys (fewer: thread start-up dominates)
-PARALLEL_MIN_KEYS = 1 << 15
+#: The parallel spike sort (and endpoint gather) runs for at least this many keys. Measured
+#: here on 2 cores: 2 threads were 1.3-2x slower than one at 2^16-vertex graphs (2-3.4e5 keys)
+#: and 0.9-1.1x at 2^20 (3-7e6 keys), so only multi-million-key inputs take the parallel path.
+PARALLEL_MIN_KEYS = 1 << 22
 #: ... and for grids of at most this many steps per key (one histogram per thread).
 PARALLEL_MAX_STEPS_PER_KEY = 4
 
