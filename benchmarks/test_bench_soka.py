@@ -1,9 +1,9 @@
 """Forward+backward of an adapted 4096x4096 linear (base plus adapter), 16 tokens, float32.
 
-Equal trainable parameters: SoKA rank r with 64x64 kron 64x64 factors and LoRA rank r both
-train r * (4096 + 4096) parameters, and so does SoKA with ``inner_dim=f`` (A: 4096/f x f,
-B: f x 4096/f), whose term costs f times a LoRA rank's multiply-adds per token (f=1 is LoRA,
-f=64 the near-square default shape). LoKr (peft) with decompose_factor=64 and r=32 has one
+Equal trainable parameters: SoKA rank r with ``inner_dim=f`` (A: 4096/f x f, B: f x 4096/f;
+the default f=8) and LoRA rank r both train r * (4096 + 4096) parameters; a SoKA term costs f
+times a LoRA rank's multiply-adds per token (f=1 is LoRA; "square", 64x64 kron 64x64, is
+LoKr's shape, f=64 in effect). LoKr (peft) with decompose_factor=64 and r=32 has one
 full 64x64 kron 64x64 term (also 8,192).
 """
 
@@ -28,8 +28,10 @@ def base_model():
 def adapted(kind):
     if kind == "soka":
         return fp.get_soka_model(base_model(), fp.SoKAConfig(r=RANK, target_modules=["proj"]))
-    if kind.startswith("soka_f"):
-        config = fp.SoKAConfig(r=RANK, target_modules=["proj"], inner_dim=int(kind[6:]))
+    if kind.startswith("soka_"):
+        f = kind[len("soka_"):]
+        config = fp.SoKAConfig(r=RANK, target_modules=["proj"],
+                               inner_dim=f if f == "square" else int(f[1:]))
         return fp.get_soka_model(base_model(), config)
     peft = pytest.importorskip("peft")
     if kind == "lora":
@@ -41,7 +43,7 @@ def adapted(kind):
 
 
 @pytest.mark.parametrize("tokens", [TOKENS, 512])
-@pytest.mark.parametrize("kind", ["soka", "soka_f1", "soka_f8", "soka_f16", "lora", "lokr"])
+@pytest.mark.parametrize("kind", ["soka", "soka_f1", "soka_f16", "soka_square", "lora", "lokr"])
 def test_adapted_linear_fwd_bwd(benchmark, kind, tokens):
     if kind == "lokr" and tokens > TOKENS:
         pytest.skip("LoKr's cost is forming the delta weight, whatever the tokens")

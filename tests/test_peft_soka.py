@@ -29,10 +29,10 @@ def test_only_the_factors_train():
     assert layer.A.grad is not None and layer.base.weight.grad is None
 
 
-def test_default_factor_shapes_follow_lokr_and_layer_computes_kron_sum():
+def test_default_factor_shapes_have_inner_dim_8_and_layer_computes_kron_sum():
     soka = fp.get_soka_model(mlp(), fp.SoKAConfig(r=2, target_modules=["0"], init="zeros"))
     layer = dict(soka.soka_layers())["0"]
-    assert (layer.a_shape, layer.b_shape) == ((6, 8), (8, 8))  # 48 = 6*8, 64 = 8*8
+    assert (layer.a_shape, layer.b_shape) == ((6, 8), (8, 8))  # A: (48/8, 8), B: (8, 64/8)
     with torch.no_grad():
         layer.B.normal_()
     x = torch.randn(3, 64)
@@ -267,3 +267,16 @@ def test_gradient_init_bad_input(kwargs, message):
     with pytest.raises(fusekit.InputError, match=message):
         fp.get_soka_model(mlp(), fp.SoKAConfig(r=1, target_modules=["0"], init="gradient"),
                           **kwargs)
+
+
+def test_default_inner_dim_falls_back_to_4_then_2_then_square():
+    config = fp.SoKAConfig()
+    assert config.factor_shapes(36, 44) == ((9, 4), (4, 11))
+    assert config.factor_shapes(18, 30) == ((9, 2), (2, 15))
+    assert config.factor_shapes(15, 21) == ((3, 3), (5, 7))  # odd sides: near-square
+
+
+def test_square_inner_dim_gives_lokr_shapes():
+    config = fp.SoKAConfig(inner_dim="square")
+    assert config.factor_shapes(4096, 4096) == ((64, 64), (64, 64))
+    assert config.factor_shapes(48, 64) == fusekit.ops.kron_factor_shapes((48, 64))

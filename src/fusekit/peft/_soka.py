@@ -26,14 +26,17 @@ class SoKAConfig:
         target_modules: Module names to adapt: a list (a name matches when it equals an entry
             or ends with ``"." + entry``), a regex string (full match), or ``"all-linear"``
             (every ``nn.Linear`` except the one named ``lm_head``/``classifier``).
-        a_shape: ``(m1, n1)`` of the left factor, or ``None`` for shapes chosen per layer
-            (``inner_dim``, or the divisor pairs nearest the square roots, peft LoKr's
-            default); with ``b_shape`` it must fit every target.
+        a_shape: ``(m1, n1)`` of the left factor, or ``None`` for shapes chosen per layer by
+            ``inner_dim``; with ``b_shape`` it must fit every target.
         b_shape: ``(m2, n2)``.
         inner_dim: ``f`` for the shapes ``A: (out/f, f)``, ``B: (f, in/f)`` on every layer
             (``f`` must divide both sides). One such term has ``out + in`` parameters, as one
             LoRA rank, and costs ``f`` times LoRA's multiply-adds per token; ``f = 1`` is
-            LoRA exactly. ``None`` (and no ``a_shape``) picks near-square factors.
+            LoRA exactly. ``"square"``: the divisor pairs nearest the square roots (peft
+            LoKr's shapes; the most expensive per token). ``None`` (default): 8 where it
+            divides both sides, else 4, else 2, else ``"square"``; chosen from measurements
+            (docs/benchmarks.md: at f = 8 a 4096x4096 layer trains at 1.0-1.06x LoRA's time,
+            near-square factors at 1.6-2.6x).
         init: ``"kpsvd"`` (leading KPSVD terms of the weight, residual frozen in the base),
             ``"kpsvd_exact"`` (the same with a full SVD), ``"gradient"`` (directions from the
             KPSVD of the mean gradient of the weight over a few batches, an estimate of the
@@ -55,7 +58,7 @@ class SoKAConfig:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
     a_shape: tuple[int, int] | None = None
     b_shape: tuple[int, int] | None = None
-    inner_dim: int | None = None
+    inner_dim: int | str | None = None
     init: str = "kpsvd"
     alpha: float | None = None
     modules_to_save: list[str] = field(default_factory=list)
@@ -72,9 +75,10 @@ class SoKAConfig:
         if (self.a_shape is None) != (self.b_shape is None):
             raise InputError("SoKAConfig: give both a_shape and b_shape, or neither")
         if self.inner_dim is not None:
-            if type(self.inner_dim) is not int or self.inner_dim < 1:
-                raise InputError(f"SoKAConfig: inner_dim must be a positive int, got "
-                                 f"{self.inner_dim!r}")
+            if self.inner_dim != "square" and (type(self.inner_dim) is not int
+                                               or self.inner_dim < 1):
+                raise InputError(f"SoKAConfig: inner_dim must be a positive int, 'square' or "
+                                 f"None, got {self.inner_dim!r}")
             if self.a_shape is not None:
                 raise InputError("SoKAConfig: give inner_dim or a_shape/b_shape, not both")
         if self.rank_rule is not None and self.init == "zeros":
@@ -98,12 +102,15 @@ class SoKAConfig:
                 )
             return a_shape, b_shape  # type: ignore[return-value]
         f = self.inner_dim
-        if f is not None:
-            if out_features % f or in_features % f:
-                raise InputError(f"SoKA inner_dim={f} must divide both sides of the "
-                                 f"{out_features}x{in_features} layer")
-            return (out_features // f, f), (f, in_features // f)
-        return ops.kron_factor_shapes((out_features, in_features))
+        if f is None:
+            f = next((d for d in _DEFAULT_INNER_DIMS if out_features % d == 0
+                      and in_features % d == 0 and min(out_features, in_features) > d), "square")
+        if f == "square":
+            return ops.kron_factor_shapes((out_features, in_features))
+        if out_features % f or in_features % f:
+            raise InputError(f"SoKA inner_dim={f} must divide both sides of the "
+                             f"{out_features}x{in_features} layer")
+        return (out_features // f, f), (f, in_features // f)
 
     def rank_for(self, name: str) -> int:
         """The configured rank (the cap, with ``rank_rule``) of the module called ``name``."""
@@ -217,6 +224,8 @@ class SoKALinear(nn.Module):
 
 
 _INITS = ("kpsvd", "kpsvd_exact", "gradient", "zeros")
+#: Default inner dimensions, tried in order (see SoKAConfig.inner_dim).
+_DEFAULT_INNER_DIMS = (8, 4, 2)
 
 
 def _ruled_rank(module: nn.Linear, config: SoKAConfig) -> int:
