@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..ops.ion import IonSimulation
-from ..ops.ion_channel import Arg, Channel, ChannelSet, channel_set
+from ..ops.ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 
 
 def simulate_torch(
@@ -55,29 +55,13 @@ def simulate_torch(
     count = torch.zeros(n, dtype=torch.int64, device=v.device)
     times = [torch.full((n,), float("nan"), dtype=v.dtype, device=v.device)
              for _ in range(max_spikes)]
-    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
 
     def as_tensor(x: Any) -> Any:  # channel functions may return constants
         return torch.as_tensor(x, dtype=v.dtype, device=v.device)
 
     for step in range(n_steps):
-        new_states = []
-        for k, (ch, g) in enumerate(gates):
-            first = as_tensor(g.first(*cs.args(ch, g.first, v, S, P)))
-            second = as_tensor(g.second(*cs.args(ch, g.second, v, S, P)))
-            if g.form == "rates":
-                inf, decay = first / (first + second), torch.exp(-dt * (first + second))
-            else:
-                inf, decay = first, torch.exp(-dt / second)
-            new_states.append(inf + (S[k] - inf) * decay)
-        S = torch.stack(new_states) if new_states else S
-        g_sum = torch.zeros_like(v)
-        ge_sum = torch.zeros_like(v)
-        for ch in cs.channels:
-            g = as_tensor(ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P)))
-            rev = cs.reversal_source(ch)
-            g_sum = g_sum + g
-            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
+                                                  stack=torch.stack, convert=as_tensor)
         i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
         k_ = dt / P[0]
         v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)

@@ -32,7 +32,7 @@ import numpy as np
 from .._errors import InputError
 from .._registry import Op, array_dtype
 from ._common import is_tensor, require_finite, require_ndim
-from .ion_channel import Arg, Channel, ChannelSet, channel_set
+from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 
 __all__ = [
     "IonSimulation",
@@ -221,26 +221,8 @@ def ion_simulate_reference(
     v_record = np.empty((n_rec, n))
     spike_count = np.zeros(n, dtype=np.int64)
     spike_times = np.full((max_spikes, n), np.nan)
-    gates = [(ch, g, k) for k, (ch, g) in enumerate((ch, g) for ch in cs.channels
-                                                    for g in ch.gates)]
     for step in range(n_steps):
-        S_new = np.empty_like(S)
-        for ch, g, k in gates:
-            first = g.first(*cs.args(ch, g.first, v, S, P))
-            second = g.second(*cs.args(ch, g.second, v, S, P))
-            if g.form == "rates":
-                inf, decay = first / (first + second), np.exp(-dt * (first + second))
-            else:
-                inf, decay = first, np.exp(-dt / second)
-            S_new[k] = inf + (S[k] - inf) * decay
-        S = S_new
-        g_sum = np.zeros(n)
-        ge_sum = np.zeros(n)
-        for ch in cs.channels:
-            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
-            rev = cs.reversal_source(ch)
-            g_sum = g_sum + g
-            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
         i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
         k_ = dt / P[0]
         v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
@@ -477,30 +459,13 @@ def cable_simulate_reference(
     v_record = np.empty((n_rec, n_cells, n_comp))
     spike_count = np.zeros(n_cells, dtype=np.int64)
     spike_times = np.full((max_spikes, n_cells), np.nan)
-    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
     lower, upper = -A[0], -A[1]
     axial = A[0].copy()
     for i in range(1, n_comp):
         axial[:, parent[i]] += A[1, :, i]
     axial[:, 0] -= A[0, :, 0]  # the root has no parent
     for step in range(n_steps):
-        S_new = np.empty_like(S)
-        for k, (ch, g) in enumerate(gates):
-            first = g.first(*cs.args(ch, g.first, v, S, P))
-            second = g.second(*cs.args(ch, g.second, v, S, P))
-            if g.form == "rates":
-                inf, decay = first / (first + second), np.exp(-dt * (first + second))
-            else:
-                inf, decay = first, np.exp(-dt / second)
-            S_new[k] = inf + (S[k] - inf) * decay
-        S = S_new
-        g_sum = np.zeros_like(v)
-        ge_sum = np.zeros_like(v)
-        for ch in cs.channels:
-            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
-            rev = cs.reversal_source(ch)
-            g_sum = g_sum + g
-            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
         i_inj = I_ext if I_ext.ndim == 2 else I_ext[step]
         c_dt = P[0] / dt
         v_new = hines_solve_reference(parent, c_dt + g_sum + axial, upper, lower,
@@ -671,28 +636,13 @@ def network_simulate_reference(
     spike_times = np.full((max_spikes, n), np.nan)
     ring = np.zeros((delay_steps, n))  # ring[k % delay_steps]: arrivals at step k
     decay = math.exp(-dt / tau_syn)
-    gates = [(ch, g) for ch in cs.channels for g in ch.gates]
     for step in range(n_steps):
         slot = step % delay_steps
         g_syn = g_syn * decay + ring[slot]
         ring[slot] = 0.0
-        S_new = np.empty_like(S)
-        for k, (ch, g) in enumerate(gates):
-            first = g.first(*cs.args(ch, g.first, v, S, P))
-            second = g.second(*cs.args(ch, g.second, v, S, P))
-            if g.form == "rates":
-                inf, dec = first / (first + second), np.exp(-dt * (first + second))
-            else:
-                inf, dec = first, np.exp(-dt / second)
-            S_new[k] = inf + (S[k] - inf) * dec
-        S = S_new
-        g_sum = g_syn.copy()
-        ge_sum = g_syn * e_syn
-        for ch in cs.channels:
-            g = ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S, P))
-            rev = cs.reversal_source(ch)
-            g_sum = g_sum + g
-            ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
+        g_sum = g_syn + g_ch
+        ge_sum = g_syn * e_syn + ge_ch
         i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
         k_ = dt / P[0]
         v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)

@@ -420,6 +420,50 @@ class ChannelSet:
         return float(channel.reversal)
 
 
+def gates_and_conductances(cs: ChannelSet, v: Any, S: Any, P: Any, dt: float, *,
+                           exp: Callable[[Any], Any], stack: Callable[[list], Any],
+                           convert: Callable[[Any], Any] = lambda x: x) -> tuple[Any, Any, Any]:
+    """One Rush-Larsen gate update, then the channel conductance sums, in any array library.
+
+    The oracle's half of a step (the references and ``simulate_torch`` share it; the compiled
+    kernels are generated from the same channel functions by :func:`step_source`).
+
+    Args:
+        cs: The channel set.
+        v: Membrane potentials, mV (any shape the channel functions broadcast over).
+        S: Gating states, ``(n_states, *v.shape)``, rows as ``cs.state_names``.
+        P: Parameters, ``(n_params, *v.shape)``, rows as ``cs.param_names``.
+        dt: Time step, ms.
+        exp: The array library's exponential.
+        stack: Stacks a list of state arrays into ``S``'s layout.
+        convert: Applied to every channel-function result (e.g. constants to tensors).
+
+    Returns:
+        ``(S_new, g_sum, ge_sum)``: the states after the step, ``sum_c g_c`` and
+        ``sum_c g_c E_c`` at the new states (mS/cm^2 and uA/cm^2).
+    """
+    new_states = []
+    for ch in cs.channels:
+        for g in ch.gates:
+            k = len(new_states)
+            first = convert(g.first(*cs.args(ch, g.first, v, S, P)))
+            second = convert(g.second(*cs.args(ch, g.second, v, S, P)))
+            if g.form == "rates":
+                inf, decay = first / (first + second), exp(-dt * (first + second))
+            else:
+                inf, decay = first, exp(-dt / second)
+            new_states.append(inf + (S[k] - inf) * decay)
+    S_new = stack(new_states) if new_states else S
+    g_sum = v * 0.0
+    ge_sum = v * 0.0
+    for ch in cs.channels:
+        g = convert(ch.conductance_fn(*cs.args(ch, ch.conductance_fn, v, S_new, P)))
+        rev = cs.reversal_source(ch)
+        g_sum = g_sum + g
+        ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+    return S_new, g_sum, ge_sum
+
+
 def channel_set(channels: ChannelSet | Sequence[type[Channel]] | str) -> ChannelSet:
     """A :class:`ChannelSet` from a set, a list of channel classes or a set's ``key``."""
     if isinstance(channels, ChannelSet):
