@@ -63,6 +63,14 @@ def test_capacitance_must_be_positive():
         call({"params": params})
 
 
+@pytest.mark.parametrize("name", ["g_na", "g_k", "g_leak"])
+def test_conductances_must_not_be_negative(name):
+    params = HH.default_params(3)
+    params[HH.param_names.index(name), 2] = -1.0
+    with pytest.raises(fusekit.InputError, match=f"{name}, a conductance density in mS/cm"):
+        call({"params": params})
+
+
 def test_unknown_channel_set_key():
     with pytest.raises(fusekit.InputError, match="no ChannelSet with key 'nope'"):
         call(channels="nope")

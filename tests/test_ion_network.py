@@ -80,6 +80,7 @@ def test_a_spike_arrives_exactly_delay_steps_later(backend):
     (dict(indices=np.array([0, 5])), r"indices \(postsynaptic neurons\) must lie in"),
     (dict(delay_steps=0), "delay_steps must be an integer >= 1"),
     (dict(tau_syn=0.0), "tau_syn must be a positive"),
+    (dict(weights=np.array([0.1, -0.1])), "inhibitory with its reversal potential e_syn"),
 ])
 def test_bad_connectivity_is_refused(kwargs, match):
     v0, S, P, _ = population(3)

@@ -119,6 +119,11 @@ def _check_ion_simulate(
     if n and not bool((params[0] > 0).all()):
         raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
                          "positive for every neuron")
+    for row, name in enumerate(cs.param_names):
+        if name.startswith("g_") and n and bool((params[row] < 0).any()):
+            raise InputError(f"{op}: params row {row} ({name}, a conductance density in "
+                             "mS/cm^2) must not be negative; a channel that carries current the "
+                             "other way needs another reversal potential, not g < 0")
     return dtype
 
 
@@ -539,6 +544,10 @@ def _check_network_simulate(
     if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
     require_finite(op, "weights", weights)
+    if bool((weights < 0).any()) or bool((g_syn0 < 0).any()):
+        raise InputError(f"{op}: synaptic weights and g_syn0 are conductances (mS/cm^2) and must "
+                         "not be negative; make a synapse inhibitory with its reversal "
+                         "potential e_syn (e.g. -80 mV), not with a negative weight")
     if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
                          f"steps), got {delay_steps!r}")
