@@ -74,6 +74,7 @@ def fake_run(method, lr, seed, acc, params, losses):
 def test_report_picks_the_sweep_lr_and_checks_the_claim(tmp_path):
     runs = [fake_run("LoRA", 0.01, s, 0.60 + 0.01 * s, 800, [1.0] * 20) for s in range(3)]
     runs += [fake_run("LoRA", 0.001, 0, 0.50, 800, [1.0] * 20)]  # loses the sweep
+    runs += [fake_run("LoRA", 0.01, 2, 0.62, 800, [1.0] * 20)]  # seed 2 again (two processes)
     runs += [fake_run("SoKA f=8, r=6", 0.01, s, 0.61 + 0.01 * s, 600, [0.9] * 20)
              for s in range(3)]
     report.write(tmp_path, runs, ["LoRA", "SoKA f=8, r=6"], [0, 1, 2])

@@ -19,8 +19,9 @@ def chosen_runs(runs: list[dict], sweep_seed: int = 0) -> dict[str, list[dict]]:
 
     The rule of ``finetune.py``: the rate with the best validation accuracy on ``sweep_seed``.
     """
+    unique = {(_key(r), r["lr"], r["seed"]): r for r in runs}  # a run repeated: the last one
     by_method: dict[str, list[dict]] = defaultdict(list)
-    for r in runs:
+    for r in unique.values():
         by_method[_key(r)].append(r)
     chosen = {}
     for name, rs in by_method.items():
