@@ -163,8 +163,9 @@ def claim(summary: list[dict]) -> str:
         within = ("yes" if diff >= -2 * se else "no") if math.isfinite(se) else \
             "needs 2+ seeds of each"
         faster = "yes" if s["early_loss"][0] <= lora["early_loss"][0] else "no"
+        se_text = f"{100 * se:.1f}" if math.isfinite(se) else "n/a"
         lines.append(f"- {s['method']}: {s['params_x_lora']:.2f}x LoRA's parameters; accuracy "
-                     f"{100 * diff:+.1f} points (SE {100 * se:.1f}); matches LoRA within 2 SE: "
+                     f"{100 * diff:+.1f} points (SE {se_text}); matches LoRA within 2 SE: "
                      f"{within}; lower mean loss over the first 100 steps: {faster}.")
     return "\n".join(lines) + "\n"
 
