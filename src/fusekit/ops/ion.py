@@ -213,34 +213,17 @@ def ion_simulate_reference(
     """Float64 NumPy oracle of :func:`ion_simulate`: a loop over steps, vectorised over neurons.
 
     It calls the channels' functions on NumPy arrays with ``np.exp``; the results have the
-    input dtype (spike counts int64).
+    input dtype (spike counts int64). It is the network oracle without synapses (the same
+    arithmetic: a zero synaptic conductance adds exactly nothing).
     """
-    cs = channel_set(channels)
-    dtype = v0.dtype
-    v = v0.astype(np.float64)
-    S = states0.astype(np.float64)
-    P = params.astype(np.float64)
-    I_ext = i_ext.astype(np.float64)
-    n = v.shape[0]
-    n_rec = n_steps // record_every if record_every else 0
-    v_record = np.empty((n_rec, n))
-    spike_count = np.zeros(n, dtype=np.int64)
-    spike_times = np.full((max_spikes, n), np.nan)
-    for step in range(n_steps):
-        S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
-        i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
-        k_ = dt / P[0]
-        v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
-        for j in np.flatnonzero((v < spike_threshold) & (v_new >= spike_threshold)):
-            if spike_count[j] < max_spikes:
-                frac = (spike_threshold - v[j]) / (v_new[j] - v[j])
-                spike_times[spike_count[j], j] = (step + frac) * dt
-            spike_count[j] += 1
-        v = v_new
-        if record_every and (step + 1) % record_every == 0:
-            v_record[(step + 1) // record_every - 1] = v
-    return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
-            spike_times.astype(dtype))
+    n = v0.shape[0]
+    no_synapses = (np.zeros(n, v0.dtype), np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, v0.dtype))
+    v, S, _, v_record, spike_count, spike_times = network_simulate_reference(
+        v0, states0, params, i_ext, *no_synapses, channels=channels, dt=dt, n_steps=n_steps,
+        delay_steps=1, tau_syn=1.0, e_syn=0.0, record_every=record_every,
+        spike_threshold=spike_threshold, max_spikes=max_spikes)
+    return v, S, v_record, spike_count, spike_times
 
 
 # ------------------------------------------------------------------- Hines cable solve
