@@ -72,9 +72,9 @@ def run_peer(name: str, config: Any, timeout: float = 1800) -> Any:
     script = Path(__file__).with_name(PEERS[name][2])
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the peer must not import this checkout's packages
-    proc = subprocess.run([str(peer_python(name)), str(script), json.dumps(config)],
+    proc = subprocess.run([str(peer_python(name)), str(script)], input=json.dumps(config),
                           capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
+                          cwd=ROOT)  # stdin: 10,000 currents exceed one argument's limit
     if proc.returncode:
         raise RuntimeError(f"{script.name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout)

@@ -96,19 +96,44 @@ def read_swc(path: str | os.PathLike[str], *, min_length: float = 0.01) -> Morph
         The :class:`Morphology`.
 
     Raises:
-        InputError: No points, several roots, or a parent id that is not in the file.
+        InputError: A line that is not 7 numbers, a radius that is not positive, a repeated
+            id, a point that is its own parent, no points, several roots, a parent id that is
+            not in the file, or points not connected to the root.
     """
     rows = []
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             line = line.split("#", 1)[0].strip()
-            if line:
-                rows.append([float(x) for x in line.split()[:7]])
+            if not line:
+                continue
+            fields = line.split()
+            try:
+                if len(fields) < 7:
+                    raise ValueError
+                row = [float(x) for x in fields[:7]]
+            except ValueError:
+                raise InputError(
+                    f"{path}, line {number}: an SWC point needs 7 numbers (id type x y z radius "
+                    f"parent), got {line!r}") from None
+            if not all(np.isfinite(row)) or row[0] != int(row[0]) or row[6] != int(row[6]):
+                raise InputError(f"{path}, line {number}: id and parent must be integers and "
+                                 f"every field finite, got {line!r}")
+            if row[5] <= 0:
+                raise InputError(f"{path}, line {number}: point {int(row[0])} has radius "
+                                 f"{row[5]:g} um; radii must be positive (a compartment needs an "
+                                 "area and a cross-section)")
+            if row[6] == row[0]:
+                raise InputError(f"{path}, line {number}: point {int(row[0])} is its own parent")
+            rows.append(row)
     if not rows:
         raise InputError(f"{path}: no SWC points found")
     data = np.array(rows)
     ids = data[:, 0].astype(np.int64)
     parents = data[:, 6].astype(np.int64)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{path}: point ids must be unique; {unique[counts > 1].tolist()} "
+                         "appear more than once")
     roots = np.flatnonzero(parents < 0)
     if len(roots) != 1:
         raise InputError(f"{path}: an SWC cell needs exactly one root (parent -1), found "

@@ -124,7 +124,44 @@ def _check_ion_simulate(
             raise InputError(f"{op}: params row {row} ({name}, a conductance density in "
                              "mS/cm^2) must not be negative; a channel that carries current the "
                              "other way needs another reversal potential, not g < 0")
+    _check_dt_resolves_gates(op, cs, params, dt)
     return dtype
+
+
+#: The longest step, in units of the fastest gate time constant of the channels at their
+#: parameters over -80..40 mV (:meth:`ChannelSet.fastest_gate`), that the ops accept. At
+#: ``2 tau`` a step leaves ``exp(-2) = 14 %`` of that gate's distance to its steady state.
+#: HH (fastest: ``m``, 0.108 ms at -80 mV; limit 0.216 ms) has exact spike counts up to
+#: dt = 0.2 ms, wrong counts from 0.3 ms and loses most spikes at 1 ms (tests/test_ion_errors).
+MAX_DT_OVER_TAU = 2.0
+
+
+def _host_array(a: Any) -> np.ndarray | None:
+    """``a`` as a NumPy array; ``None`` for torch's fake or meta tensors (no values)."""
+    if is_tensor(a):
+        from torch._subclasses.fake_tensor import is_fake
+
+        return None if a.is_meta or is_fake(a) else a.detach().cpu().numpy()
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _check_dt_resolves_gates(op: str, cs: ChannelSet, params: Any, dt: float) -> None:
+    """Refuse steps much longer than the fastest gate: stable, but the dynamics are lost."""
+    if not any(ch.gates for ch in cs.channels) or params.shape[-1] == 0:
+        return
+    P = _host_array(params)
+    if P is None:
+        return
+    tau, state, v_at = cs.fastest_gate(P.reshape(P.shape[0], -1))
+    if dt > MAX_DT_OVER_TAU * tau:
+        raise InputError(
+            f"{op}: dt = {dt} ms is more than {MAX_DT_OVER_TAU:g} times the fastest gate time "
+            f"constant of these channels at these parameters, tau = {tau:.3g} ms ({state} at "
+            f"{v_at:.0f} mV, scanning -80..40 mV). The scheme (exponential-Euler gates, "
+            "backward-Euler voltage) stays stable at any dt, but steps this long skip the "
+            "gates' dynamics and lose spikes (HH: wrong spike counts from dt = 0.3 ms). Use "
+            f"dt <= {MAX_DT_OVER_TAU * tau:.3g} ms (NEURON's default is 0.025 ms)"
+        )
 
 
 ion_simulate_op = Op(
@@ -370,6 +407,10 @@ def _check_cable_simulate(
         raise InputError(f"{op}: coupling must have the dtype of v0 ({dtype}), got "
                          f"{array_dtype(coupling)}")
     require_finite(op, "coupling", coupling)
+    if n and bool((coupling < 0).any()):
+        raise InputError(f"{op}: coupling holds axial conductances (mS/cm^2) and must not be "
+                         "negative; fusekit.neuro.cable_coupling computes them from lengths, "
+                         "diameters and r_axial")
     _check_hines_solve(parent, *(v0 for _ in range(4)))  # the parent array's Hines order
     return dtype
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ __all__ = ["Channel", "ChannelSet", "exp", "log", "sqrt", "vtrap", "channel_set"
 
 #: Default membrane capacitance, uF/cm^2 (parameter ``c_m`` of every cell).
 DEFAULT_C_M = 1.0
+#: Potentials (mV) over which :meth:`ChannelSet.fastest_gate` looks for the fastest gate: the
+#: range a neuron's membrane spends its time in, from below rest to the peak of a spike.
+GATE_WINDOW_MV = np.linspace(-80.0, 40.0, 25)
 #: ``|x / y|`` below which :func:`vtrap` uses its series instead of ``x / (exp(x / y) - 1)``.
 VTRAP_SERIES_BELOW = 0.1
 
@@ -381,6 +385,44 @@ class ChannelSet:
                 out[k] = a / (a + b) if g.form == "rates" else a
                 k += 1
         return out
+
+    def fastest_gate(self, params: np.ndarray,
+                     v: np.ndarray = GATE_WINDOW_MV) -> tuple[float, str, float]:
+        """The shortest gate time constant over potentials ``v``, for every parameter column.
+
+        Only the parameter rows that the gate functions read matter, so each distinct
+        combination of them is evaluated once (HH's gates read none: one evaluation).
+
+        Args:
+            params: ``(n_params, n)`` NumPy array, rows as :attr:`param_names`.
+            v: Potentials to scan, mV (default :data:`GATE_WINDOW_MV`, -80 to 40 mV).
+
+        Returns:
+            ``(tau, state, v_at)``: the time constant in ms (``inf`` without gates), the
+            state's name and the potential where it occurs.
+        """
+        rows = sorted({a.index for ch in self.channels for g in ch.gates
+                       for fn in (g.first, g.second) for a in self.arg_sources(ch, fn)
+                       if a.kind == "param"})
+        P = np.asarray(params, dtype=np.float64)
+        cols = np.unique(P[rows], axis=1) if rows and P.shape[1] else P[:, :1]
+        P_grid = np.zeros((len(self.param_names), cols.shape[1] * len(v)))
+        if rows:
+            P_grid[rows] = np.repeat(cols, len(v), axis=1)
+        v_grid = np.tile(np.asarray(v, dtype=np.float64), cols.shape[1])
+        best = (math.inf, "", math.nan)
+        k = 0
+        for ch in self.channels:
+            for g in ch.gates:
+                first = g.first(*self.args(ch, g.first, v_grid, None, P_grid))
+                second = g.second(*self.args(ch, g.second, v_grid, None, P_grid))
+                tau = (1.0 / (first + second) if g.form == "rates" else second) * np.ones_like(
+                    v_grid)
+                i = int(np.argmin(tau))
+                if tau[i] < best[0]:
+                    best = (float(tau[i]), self.state_names[k], float(v_grid[i]))
+                k += 1
+        return best
 
     # --------------------------------------------------------------- argument resolution
 
