@@ -23,8 +23,9 @@ the scheme of NEURON and fusekit.
 
 Output keys: ``run_s`` (the fastest jitted call after a first call that compiled it, with
 ``block_until_ready``), ``compile_s`` (the first call: tracing, XLA compilation and one run),
-``excluded``, ``spike_count``, ``spike_times`` (trace mode), ``grad_norm`` (gradient
-mode), ``devices`` and ``versions``.
+``excluded``, ``spike_count``, ``spike_times`` (trace mode), ``grad_norm``, ``grad_finite``
+and, up to 100 neurons, ``grads`` (``{"HH_gNa": [...], ...}`` per S/cm^2; gradient mode),
+``devices`` and ``versions``.
 """
 
 import json
@@ -113,6 +114,9 @@ def main(cfg):
         result["spike_count"] = np.asarray(out).tolist()
     else:
         leaves = jax.tree_util.tree_leaves(out)
+        if amps_na.shape[0] <= 100:  # small runs: every gradient, per S/cm^2
+            result["grads"] = {name: np.asarray(g[name], np.float64).ravel().tolist()
+                               for g in out for name in g}
         result["grad_norm"] = float(sum(float(jnp.sum(x.astype("float64") ** 2))
                                         for x in leaves)) ** 0.5
         result["grad_finite"] = all(bool(jnp.isfinite(x).all()) for x in leaves)
