@@ -131,8 +131,10 @@ def _check_ion_simulate(
 #: The longest step, in units of the fastest gate time constant of the channels at their
 #: parameters over -80..40 mV (:meth:`ChannelSet.fastest_gate`), that the ops accept. At
 #: ``2 tau`` a step leaves ``exp(-2) = 14 %`` of that gate's distance to its steady state.
-#: HH (fastest: ``m``, 0.108 ms at -80 mV; limit 0.216 ms) has exact spike counts up to
-#: dt = 0.2 ms, wrong counts from 0.3 ms and loses most spikes at 1 ms (tests/test_ion_errors).
+#: HH (fastest: ``m``, 0.108 ms at -80 mV; limit 0.216 ms), 0-50 uA/cm^2 for 100 ms: spike
+#: counts within one of dt = 0.005 ms up to dt = 0.25 ms, up to 3 off at 0.3 ms, neurons
+#: silenced from 0.35 ms, 87 % of the spikes lost at 1 ms (docs/neuro.md; a test in
+#: tests/test_ion_bad_input.py).
 MAX_DT_OVER_TAU = 2.0
 
 
