@@ -19,6 +19,7 @@ from numba import prange
 from ..._registry import register_kernel
 from ...ops import fp8_matmul
 from ._numba import njit
+from ._vmath import prefetch
 
 
 @njit(inline="always")
@@ -37,13 +38,42 @@ def _dot_fp8(x, w):
     return d
 
 
+#: Weights of each row between two bursts of prefetches in the M=1 kernel (constant trip
+#: count, so the inner loop vectorises fully; 128-512 measured alike, see docs/benchmarks.md).
+_CHUNK = 256
+_LINE = 64
+
+
 @njit(inline="always", fastmath=True)
-def _dot_fp8_quad(x, w0, w1, w2, w3, y, i):
+def _dot_fp8_quad(x, w0, w1, w2, w3, y, i, flat, ahead):
     # Four rows of W against one x: each load of x serves four products, and four
-    # independent FMA chains keep the vector units busy (measured best of 1, 2 and 4 rows
-    # when W streams from DRAM).
+    # independent FMA chains keep the vector units busy. While it reads 4 * _CHUNK bytes of
+    # these rows it prefetches the next 4 * _CHUNK bytes of W after byte ``ahead`` of ``flat``
+    # (the start of the next four rows), so those are in cache when their turn comes: the
+    # hardware prefetcher alone restarts on every row and left short rows (K = 2048) at
+    # 60% of the streaming bandwidth.
     d0 = d1 = d2 = d3 = np.float32(0)
-    for j in range(x.size):
+    k = x.size
+    n_full = k // _CHUNK
+    limit = flat.size
+    for c in range(n_full):
+        p = ahead + 4 * _CHUNK * c
+        for q in range(4 * _CHUNK // _LINE):
+            if p + q * _LINE < limit:
+                prefetch(flat, p + q * _LINE)
+        o = c * _CHUNK
+        e0 = e1 = e2 = e3 = np.float32(0)
+        for j in range(_CHUNK):
+            xj = x[o + j]
+            e0 += xj * _e4m3_scaled(w0[o + j])
+            e1 += xj * _e4m3_scaled(w1[o + j])
+            e2 += xj * _e4m3_scaled(w2[o + j])
+            e3 += xj * _e4m3_scaled(w3[o + j])
+        d0 += e0
+        d1 += e1
+        d2 += e2
+        d3 += e3
+    for j in range(n_full * _CHUNK, k):
         xj = x[j]
         d0 += xj * _e4m3_scaled(w0[j])
         d1 += xj * _e4m3_scaled(w1[j])
@@ -94,8 +124,9 @@ def _row_block(x, w, scale, block, rb, y, xs, row, d4):
     i_end = min(w.shape[0], (rb + 1) * block)
     if m_rows == 1:
         i = rb * block
+        flat = w.reshape(-1)
         while i + 4 <= i_end:
-            _dot_fp8_quad(xs[0], w[i], w[i + 1], w[i + 2], w[i + 3], y, i)
+            _dot_fp8_quad(xs[0], w[i], w[i + 1], w[i + 2], w[i + 3], y, i, flat, (i + 4) * k)
             i += 4
         while i < i_end:
             y[0, i] = _dot_fp8(xs[0], w[i])
