@@ -13,6 +13,8 @@ tile of K, every row of x is multiplied with the tile and the sum scaled once by
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -198,17 +200,35 @@ def _gemv_t_cols(g, w, scale, block, out):
                 out[m, j] = acc[m, j - k0]
 
 
+@njit
+def _prescale_into(rows, out, scales):
+    for r in range(rows.shape[0]):
+        amax = 0.0
+        for j in range(rows.shape[1]):
+            v = abs(np.float64(rows[r, j]))
+            if not v <= amax:  # also catches NaN, which makes amax non-finite below
+                amax = v
+        if not np.isfinite(amax):
+            amax = 1.0
+        e = math.frexp(amax)[1]
+        factor = math.ldexp(1.0, 120 - e)
+        for j in range(rows.shape[1]):
+            out[r, j] = np.float32(rows[r, j] * factor)
+        scales[r] = np.float32(math.ldexp(1.0, e))
+
+
 def _prescaled_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``a`` times ``2^(120 - e)``, ``e`` the binary exponent of the row's max |a|.
 
     The kernels multiply by FP8 values carried as ``value * 2^-120``; this exact power-of-two
-    scaling keeps every product in float32's normal range. Returns the rows and ``2^e``.
+    scaling keeps every product in float32's normal range. Returns the rows and ``2^e``. (A
+    Numba loop: the NumPy version took 30-65 us per 7168-wide row, 4-7% of an M=1 GEMV.)
     """
-    rows = a.reshape(-1, a.shape[-1])
-    amax = np.abs(rows).max(axis=1, initial=0.0).astype(np.float64)
-    _, e = np.frexp(np.where(np.isfinite(amax), amax, 1.0))
-    factor = np.ldexp(1.0, 120 - e)[:, None]
-    return (rows * factor).astype(np.float32), np.ldexp(1.0, e).astype(np.float32)
+    rows = np.ascontiguousarray(a.reshape(-1, a.shape[-1]))
+    out = np.empty(rows.shape, dtype=np.float32)
+    scales = np.empty(rows.shape[0], dtype=np.float32)
+    _prescale_into(rows, out, scales)
+    return out, scales
 
 
 @register_kernel(fp8_matmul.fp8_gemv_op, backend="cpu", arrays=["numpy"], dtypes=("float32",))
