@@ -28,6 +28,10 @@ from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._fixed_point import FixedPointError as FixedPointError
+from ._fixed_point import FixedPointHH as FixedPointHH
+from ._fixed_point import FixedPointRangeError as FixedPointRangeError
+from ._fixed_point import fixed_point_error as fixed_point_error
 from ._network import Network as Network
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
@@ -48,6 +52,9 @@ __all__ = [
     "HH_CHANNELS",
     "Channel",
     "ChannelSet",
+    "FixedPointError",
+    "FixedPointHH",
+    "FixedPointRangeError",
     "HHLeak",
     "HHPotassium",
     "HHSodium",
@@ -64,6 +71,7 @@ __all__ = [
     "PospischilNa",
     "cable_coupling",
     "exp",
+    "fixed_point_error",
     "log",
     "plot_raster",
     "plot_traces",
