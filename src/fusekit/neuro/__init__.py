@@ -33,6 +33,12 @@ from ._fixed_point import FixedPointHH as FixedPointHH
 from ._fixed_point import FixedPointRangeError as FixedPointRangeError
 from ._fixed_point import fixed_point_error as fixed_point_error
 from ._network import Network as Network
+from ._nir import LIFFit as LIFFit
+from ._nir import LIFRun as LIFRun
+from ._nir import fit_lif as fit_lif
+from ._nir import simulate_nir as simulate_nir
+from ._nir import to_nir as to_nir
+from ._nir import write_nir as write_nir
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
@@ -59,6 +65,8 @@ __all__ = [
     "HHPotassium",
     "HHSodium",
     "IonSimulation",
+    "LIFFit",
+    "LIFRun",
     "Morphology",
     "Network",
     "POSPISCHIL_RS_CHANNELS",
@@ -71,12 +79,16 @@ __all__ = [
     "PospischilNa",
     "cable_coupling",
     "exp",
+    "fit_lif",
     "fixed_point_error",
     "log",
     "plot_raster",
     "plot_traces",
     "read_swc",
+    "simulate_nir",
     "simulate_torch",
     "sqrt",
+    "to_nir",
     "vtrap",
+    "write_nir",
 ]
