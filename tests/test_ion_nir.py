@@ -19,7 +19,7 @@ from fusekit.neuro import (
 
 nir = pytest.importorskip("nir")
 
-CURRENTS = np.linspace(0.0, 40.0, 11)
+CURRENTS = np.arange(0.0, 42.0, 2.0)  # fit_lif's default currents
 
 
 def made_up_fit(tau=2.0, r=1.0, v_leak=-65.0, v_threshold=-60.0, v_reset=-70.0):
@@ -31,12 +31,12 @@ def made_up_fit(tau=2.0, r=1.0, v_leak=-65.0, v_threshold=-60.0, v_reset=-70.0):
 
 @pytest.fixture(scope="module")
 def hh_fit():
-    return fit_lif(currents=CURRENTS, duration=100.0)
+    return fit_lif()  # 200 ms per current
 
 
 def test_fit_matches_hh_rates_within_ten_percent(hh_fit):
-    # measured: 9.5 % relative RMS over 0..40 uA/cm^2 (200 ms and 2 uA/cm^2 steps: 4.9 %)
-    assert hh_fit.rate_rel_rms < 0.12
+    # measured: 3.5 % relative RMS over 0..40 uA/cm^2
+    assert hh_fit.rate_rel_rms < 0.06
     assert hh_fit.rate_hh[-1] > 50  # the HH neuron fires repetitively at 40 uA/cm^2
     assert np.abs(hh_fit.rate_lif - hh_fit.rate_hh)[CURRENTS >= 10].max() <= 20  # Hz
 
@@ -45,7 +45,10 @@ def test_fit_reports_the_first_spike_error_against_the_hh_run(hh_fit):
     both = np.isfinite(hh_fit.first_spike_hh) & np.isfinite(hh_fit.first_spike_lif)
     expected = np.abs(hh_fit.first_spike_lif - hh_fit.first_spike_hh)[both].mean()
     assert hh_fit.first_spike_mae == pytest.approx(expected)
-    assert 0 < hh_fit.first_spike_mae < 1.0  # ms
+    assert 0 < hh_fit.first_spike_mae < 1.0  # ms; measured 0.44
+    # HH fires single transient spikes at 4 and 6 uA/cm^2, below its rheobase for repetitive
+    # firing; a LIF cannot
+    assert hh_fit.first_spike_missing == 2
 
 
 def test_fit_rest_is_the_hh_resting_potential(hh_fit):
@@ -55,9 +58,9 @@ def test_fit_rest_is_the_hh_resting_potential(hh_fit):
 
 def test_fit_rates_come_from_the_stand_in_stepper(hh_fit):
     lif = fusekit.neuro._nir._step_lif(
-        CURRENTS, 4000, 0.025, **{k: np.full(CURRENTS.size, getattr(hh_fit, k))
+        CURRENTS, 8000, 0.025, **{k: np.full(CURRENTS.size, getattr(hh_fit, k))
                                   for k in ("tau", "r", "v_leak", "v_threshold", "v_reset")})
-    assert np.array_equal(lif.spike_count / 100.0 * 1e3, hh_fit.rate_lif)
+    assert np.array_equal(lif.spike_count / 200.0 * 1e3, hh_fit.rate_lif)
 
 
 def test_population_graph_round_trips_through_a_nir_file(tmp_path, hh_fit):
@@ -81,7 +84,7 @@ def test_population_stand_in_spike_counts_agree_with_hh(hh_fit):
     lif = simulate_nir(graph, pop.i_ext, 100.0)
     hh = pop.run(100.0, backend="reference", max_spikes=1)
     assert lif.spike_count[0] == hh.spike_count[0] == 0
-    # measured: 0 7 8 8 10 10 for the stand-in, 0 7 8 9 10 11 for HH
+    # measured: 0 7 8 9 10 11 spikes for both
     assert np.abs(lif.spike_count - hh.spike_count).max() <= 1
 
 
@@ -104,10 +107,12 @@ def test_network_stand_in_spike_counts_track_hh_network(tmp_path, hh_fit):
     write_nir(tmp_path / "net.nir", net, fits=hh_fit)
     lif = simulate_nir(nir.read(tmp_path / "net.nir"), net.i_ext, 100.0)
     hh = net.run(100.0, backend="reference", max_spikes=1)
-    # measured: 7.0 HH spikes per neuron on average against 6.7 for the stand-in, largest
-    # per-neuron difference 2; neuron 19 gets too little synaptic drive to fire in either
-    assert abs(lif.spike_count.mean() - hh.spike_count.mean()) < 1.0
-    assert np.abs(lif.spike_count - hh.spike_count).max() <= 3
+    # measured: 7.0 HH spikes per neuron on average against 6.9 for the stand-in, 1.2 apart
+    # per neuron on average, 4 at most; neuron 19 gets too little synaptic drive to fire in
+    # either
+    assert abs(lif.spike_count.mean() - hh.spike_count.mean()) < 0.5
+    assert np.abs(lif.spike_count - hh.spike_count).mean() < 1.5
+    assert np.abs(lif.spike_count - hh.spike_count).max() <= 4
     assert hh.spike_count[19] == lif.spike_count[19] == 0
     assert (hh.spike_count[5:19] > 0).all() and (lif.spike_count[5:19] > 0).all()
 

@@ -205,6 +205,38 @@ def _neuro_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{n * n_steps:,} neuron-steps"]]
 
 
+def _neuro_deploy_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import numpy as np
+
+    from .neuro import FixedPointHH, fit_lif, fixed_point_error
+
+    # The HH step in 16- and 32-bit fixed point against float64, and the LIF stand-in
+    # that the NIR export writes, fitted to the HH f-I curve.
+    currents, duration = [5.0, 10.0, 20.0, 40.0], (20.0 if quick else 50.0)
+    rows = []
+    for bits, v_frac, gate_frac, step in ((16, 8, 14, 0.25), (32, 20, 28, 1 / 16)):
+        chip = FixedPointHH(word_bits=bits, v_frac_bits=v_frac, gate_frac_bits=gate_frac,
+                            table_step=step)
+        err = fixed_point_error(chip, currents, duration=duration)
+        same = int((err.count_fixed == err.count_ref).sum())
+        print(f"  HH step in {bits}-bit fixed point (v {v_frac}, gates {gate_frac} fraction "
+              f"bits, {step} mV rate tables), {duration:.0f} ms: voltage RMS error up to "
+              f"{err.v_rms.max():.2g} mV, spike counts equal for {same} of {len(currents)} "
+              f"currents, spike times within {np.nanmax(err.max_spike_shift):.2g} ms", file=out)
+        rows.append(["neuro", f"HH step, {bits}-bit fixed point, {duration:.0f} ms",
+                     f"{err.v_rms.max():.1e} mV rms (v)", "-", "float64 reference", "-",
+                     f"counts equal {same}/{len(currents)}"])
+    fit = fit_lif(currents=np.linspace(0.0, 40.0, 6 if quick else 11),
+                  duration=duration if quick else 200.0)
+    print(f"  NIR LIF stand-in fitted to HH (tau {fit.tau:.2f} ms): firing rates within "
+          f"{100 * fit.rate_rel_rms:.1f}% relative RMS, first spikes {fit.first_spike_mae:.2f} "
+          "ms apart on average", file=out)
+    rows.append(["neuro", "NIR export: LIF stand-in for HH (f-I fit)",
+                 f"{fit.rate_rel_rms:.1e} (rates, rel RMS)", "-", "HH float64", "-",
+                 f"{fit.currents.size} currents"])
+    return rows
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -221,7 +253,8 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _mst_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part,
+                        _neuro_deploy_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
