@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 import fusekit
-from fusekit.neuro import FixedPointHH, FixedPointRangeError, fixed_point_error
+from fusekit.neuro import (
+    HH_CHANNELS,
+    ChannelSet,
+    FixedPointHH,
+    FixedPointRangeError,
+    fixed_point_error,
+)
 
 WIDE = {"word_bits": 32, "v_frac_bits": 20, "gate_frac_bits": 28, "table_step": 1 / 16}
 NARROW = {"word_bits": 16, "v_frac_bits": 8, "gate_frac_bits": 14, "table_step": 0.25}
@@ -32,15 +38,14 @@ def test_sixteen_bit_format_first_spike_within_a_tenth_of_a_millisecond():
 
 
 def test_first_spike_time_matches_ion_simulate_doc_example():
-    out = FixedPointHH(**WIDE).simulate(np.array([10.0]), n_steps=400)
-    ref = fusekit.ops.ion_simulate(
-        np.full(1, -65.0), fusekit.ops.ion_channel.ChannelSet(fusekit.neuro.HH_CHANNELS)
-        .steady_states(np.full(1, -65.0)), fusekit.ops.ion_channel.ChannelSet(
-            fusekit.neuro.HH_CHANNELS).default_params(1), np.full(1, 10.0),
-        channels=fusekit.neuro.HH_CHANNELS, dt=0.025, n_steps=400, max_spikes=4,
-        backend="reference")
+    out = FixedPointHH(**WIDE).simulate(np.array([10.0]), n_steps=400, max_spikes=4)
+    hh = ChannelSet(HH_CHANNELS)
+    v0 = np.full(1, -65.0)
+    ref = fusekit.ops.ion_simulate(v0, hh.steady_states(v0), hh.default_params(1),
+                                   np.full(1, 10.0), channels=hh, dt=0.025, n_steps=400,
+                                   max_spikes=4, backend="reference")
     assert out.spike_count[0] == ref.spike_count[0] == 1
-    assert abs(out.spike_times[0, 0] - ref.spike_times[0, 0]) < 1e-3
+    assert abs(out.spike_times[0, 0] - ref.spike_times[0, 0]) < 1e-3  # ms; 1.92 ms both
 
 
 def test_rest_stays_at_rest_and_gates_stay_in_unit_interval():
@@ -85,3 +90,10 @@ def test_unknown_parameter_is_refused():
 def test_parameters_reach_both_runs():
     err = fixed_point_error(FixedPointHH(**WIDE, g_k=30.0, e_leak=-50.0), [5.0], duration=20.0)
     assert err.v_rms[0] < 0.1
+
+
+def test_accumulator_too_narrow_for_the_voltage_numerator_is_refused():
+    # e_na = 120 mV makes dt g_na e_na / c_m = 360 mV per step at full sodium conductance:
+    # shifted for the division it needs 31.1 bits of a 16-bit format's 32-bit accumulator
+    with pytest.raises(fusekit.InputError, match="numerator.*double-width accumulator"):
+        FixedPointHH(**NARROW | {"e_na": 120.0})
