@@ -166,9 +166,9 @@ class FixedPointHH:
     def _need(self, what: str, value: float, limit: int, fix: str) -> None:
         if value > limit:
             raise InputError(
-                f"FixedPointHH: {what} needs {math.log2(value):.1f} bits but a "
+                f"FixedPointHH: {what} needs {math.log2(value):.2f} bits of magnitude but a "
                 f"{'word' if limit == self._word_max else 'double-width accumulator'} of this "
-                f"{self.word_bits}-bit format holds {math.log2(limit + 1):.0f} (with sign); "
+                f"{self.word_bits}-bit format holds {math.log2(limit + 1):.0f} plus the sign; "
                 f"{fix}, or a wider word_bits")
 
     def _check_numerator(self, input_q: int) -> None:
