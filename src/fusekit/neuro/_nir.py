@@ -10,7 +10,7 @@ a rheobase with a jump in rate, transient single spikes below it, spike shape an
 after-hyperpolarisation, refractoriness), and conductance synapses become current synapses
 with the driving force frozen at rest (``e_syn - v_leak``).
 
-Units: mV, uA/cm^2 (currents), kOhm cm^2 (``r = tau / c_m``, tau in ms), and times
+Units: mV, uA/cm^2 (currents), kOhm cm^2 (``r``, so that ``r I`` is in mV), and times
 (``tau``, ``tau_syn``, ``delay``, and the ``Linear`` weights, which carry ``tau_syn``) in
 seconds by default (``time_unit="ms"`` keeps ms); the graph's metadata names them.
 
@@ -57,8 +57,9 @@ class LIFFit(NamedTuple):
     """A LIF stand-in fitted to a neuron's f-I curve, and how well it fits.
 
     Parameters (NIR's LIF: ``tau dv/dt = (v_leak - v) + r I``, spike when ``v >
-    v_threshold``, then ``v = v_reset``) in mV, ms and kOhm cm^2; ``r = tau / c_m``, so a
-    current in uA/cm^2 charges the stand-in as it charges the HH membrane.
+    v_threshold``, then ``v = v_reset``) in mV, ms and kOhm cm^2 (``r I`` in mV for ``I`` in
+    uA/cm^2). Fitted to spike counts, ``v`` is a rest-referenced variable, not the HH
+    membrane potential (see ``docs/neuro.md``).
 
     Attributes:
         tau: Membrane time constant, ms.
@@ -133,10 +134,12 @@ def fit_lif(channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS, *,
     """Fit a LIF stand-in to the f-I curve of one neuron type.
 
     The neuron is simulated with :func:`fusekit.ops.ion_simulate` (float64) for
-    ``duration`` ms at each constant current from rest at ``v0``; ``tau``, ``v_threshold``
-    and ``v_reset`` minimise the squared difference of spike counts (Nelder-Mead on the
-    continuous-time LIF count from several starts); ``v_leak`` is the neuron's rest and
-    ``r = tau / c_m``. The reported errors come from :func:`simulate_nir`'s stepper at ``dt``.
+    ``duration`` ms at each constant current from rest at ``v0``. ``v_leak`` is the
+    neuron's rest (its potential after the run at zero current), ``v_reset`` the deepest
+    after-spike trough of the runs, and ``tau``, ``r`` and ``v_threshold`` minimise the
+    squared difference of spike counts (plus ``latency_weight`` times that of first-spike
+    times; Nelder-Mead on the continuous-time LIF from 12 starts). The reported errors come
+    from :func:`simulate_nir`'s stepper at ``dt``.
 
     Args:
         channels: The neuron's channels.
