@@ -308,7 +308,7 @@ def test_bad_layer_settings_get_clear_errors():
         SuperSpike(0.0)
     with pytest.raises(InputError, match="dt must be positive"):
         HHLayer(2, 2, dt=0.0)
-    with pytest.raises(InputError, match="current_scale must be positive"):
+    with pytest.raises(InputError, match="HHLayer: current_scale must be positive"):
         HHLayer(2, 2, current_scale=-1.0)
     with pytest.raises(InputError, match="v_reset .* must lie below v_threshold"):
         LIFLayer(2, 2, v_reset=-40.0, v_threshold=-50.0)

@@ -66,10 +66,14 @@ class DigitsConfig:
 
 @dataclass
 class DigitsResult:
-    """Per model (``"HH"``, ``"LIF"``): accuracy per sigma (mean, std), losses, train time."""
+    """Per model (``"HH"``, ``"LIF"``): accuracy per sigma (mean, std), losses, train time.
+
+    ``firing`` is the hidden layer's mean rate on the clean test set, Hz.
+    """
 
     config: DigitsConfig
     seed: int
+    n_train: int = 0
     accuracy: dict[str, dict[float, tuple[float, float]]] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
@@ -200,7 +204,7 @@ def _study(config: DigitsConfig, seed: int, models: Sequence[str], out: TextIO |
     X_tr, X_te, y_tr, y_te = load_digits_split(seed)
     if config.train_limit:
         X_tr, y_tr = X_tr[:config.train_limit], y_tr[:config.train_limit]
-    result = DigitsResult(config, seed)
+    result = DigitsResult(config, seed, n_train=X_tr.shape[0])
 
     def log(msg: str) -> None:
         if out is not None:
