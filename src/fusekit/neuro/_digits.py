@@ -152,10 +152,11 @@ def accuracy_under_noise(model: torch.nn.Module, X: torch.Tensor, y: torch.Tenso
     tested on the same noisy images. ``sigma = 0`` is evaluated once (std 0).
     """
     out = {}
-    for k, sigma in enumerate(sigmas):
+    for sigma in sigmas:
         accs = []
         for d in range(draws if sigma > 0 else 1):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + 1000 * k + d)
+            g = torch.Generator().manual_seed(
+                (seed * 1_000_003 + round(float(sigma) * 10_000)) * 1_009 + d)
             noisy = X + sigma * torch.randn(X.shape, generator=g, dtype=X.dtype)
             pred = torch.cat([model(noisy[i:i + 256]).argmax(1)
                               for i in range(0, X.shape[0], 256)])
