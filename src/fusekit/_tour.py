@@ -1,8 +1,9 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft), a minimum spanning forest against SciPy (mst); each new domain adds
-its part.
+layer against LoRA (peft), an HH population and a spiking HH network trained on the digits
+against the same network of LIF neurons (neuro), a minimum spanning forest against SciPy
+(mst); each new domain adds its part.
 """
 
 from __future__ import annotations
@@ -237,6 +238,33 @@ def _neuro_deploy_part(quick: bool, out: TextIO) -> list[list[str]]:
     return rows
 
 
+def _digits_part(quick: bool, out: TextIO) -> list[list[str]]:
+    from dataclasses import replace
+
+    from .neuro._digits import DigitsConfig, digits_noise_study
+
+    # The quick study of examples/digits_hh (about 10-20 s); smaller still for the tests.
+    config = DigitsConfig.quick()
+    if quick:
+        config = replace(config, hidden=16, window_ms=10.0, epochs=2, batch_size=32,
+                         train_limit=300, lr=0.02, sigmas=(0.0, 0.4), draws=1)
+    noisy = config.sigmas[-2] if len(config.sigmas) > 2 else config.sigmas[-1]
+    print(f"  digits, 64-{config.hidden}-10 spiking network, {config.epochs} epochs "
+          "(examples/digits_hh --quick):", file=out)
+    result = digits_noise_study(config, seed=0, out=out)
+
+    def cell(kind: str) -> str:
+        acc = result.accuracy[kind]
+        return (f"{kind}: {100 * acc[config.sigmas[0]][0]:.0f}% clean, "
+                f"{100 * acc[noisy][0]:.0f}% at sigma {noisy:g}")
+
+    t_hh, t_lif = result.train_seconds["HH"], result.train_seconds["LIF"]
+    return [["neuro/train", f"digits HH vs LIF net 64-{config.hidden}-10, test accuracy",
+             "-", f"{cell('HH')} (train {format_seconds(t_hh)})",
+             f"{cell('LIF')} (train {format_seconds(t_lif)})", f"{t_lif / t_hh:.2f}x",
+             f"{result.n_train} images x {config.epochs} epochs"]]
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -254,7 +282,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     print("\nTour:", file=out)
     rows: list[list[str]] = []
     parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part,
-                        _neuro_deploy_part, _mst_part]
+                        _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",

@@ -14,8 +14,14 @@ Example:
     >>> out.v_record.shape
     (500, 100)
 
+Spiking layers for torch with surrogate spike gradients (:class:`HHLayer`, :class:`LIFLayer`,
+:class:`LeakyReadout`, :class:`SpikingClassifier`, :class:`SuperSpike`) import torch, so they
+load on first use.
+
 See ``docs/neuro.md``.
 """
+
+from typing import Any
 
 from ..ops.ion import IonSimulation as IonSimulation
 from ..ops.ion_channel import Channel as Channel
@@ -54,6 +60,18 @@ from .pospischil import PospischilLeak as PospischilLeak
 from .pospischil import PospischilM as PospischilM
 from .pospischil import PospischilNa as PospischilNa
 
+#: Names served by ``_layers`` (torch), imported on first access to keep ``fusekit.neuro`` light.
+_TORCH_LAYERS = ("HHLayer", "LIFLayer", "LeakyReadout", "SpikingClassifier", "SuperSpike")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_LAYERS:
+        from . import _layers
+
+        return getattr(_layers, name)
+    raise AttributeError(f"module 'fusekit.neuro' has no attribute {name!r}")
+
+
 __all__ = [
     "HH_CHANNELS",
     "Channel",
@@ -61,12 +79,15 @@ __all__ = [
     "FixedPointError",
     "FixedPointHH",
     "FixedPointRangeError",
+    "HHLayer",
     "HHLeak",
     "HHPotassium",
     "HHSodium",
     "IonSimulation",
     "LIFFit",
     "LIFRun",
+    "LIFLayer",
+    "LeakyReadout",
     "Morphology",
     "Network",
     "POSPISCHIL_RS_CHANNELS",
@@ -77,6 +98,8 @@ __all__ = [
     "PospischilLeak",
     "PospischilM",
     "PospischilNa",
+    "SpikingClassifier",
+    "SuperSpike",
     "cable_coupling",
     "exp",
     "fit_lif",
