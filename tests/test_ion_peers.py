@@ -124,3 +124,19 @@ def test_jaxley_gradient_of_mean_voltage_matches_simulate_torch():
     for jx_name, ours in (("HH_gNa", "g_na"), ("HH_gK", "g_k"), ("HH_gLeak", "g_leak")):
         np.testing.assert_allclose(np.array(jx["grads"][jx_name]) / 1e3,
                                    params.grad[HH.param_index(ours)].numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_missing_peer_environment_skips_or_fails_with_the_command(monkeypatch, tmp_path,
+                                                                    required):
+    import peers
+
+    monkeypatch.setenv("FUSEKIT_BRIAN2_PYTHON", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("FUSEKIT_REQUIRE_PEERS", "1" if required else "0")
+    peers.peer_missing.cache_clear()
+    try:
+        outcome = pytest.fail.Exception if required else pytest.skip.Exception
+        with pytest.raises(outcome, match=r"no environment at .*bash peers/setup\.sh"):
+            require_peer("brian2")
+    finally:
+        peers.peer_missing.cache_clear()
