@@ -24,6 +24,8 @@ from ..ops.ion_channel import exp as exp
 from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import params_tensor as params_tensor
+from ._autograd import simulate as simulate
 from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
@@ -65,9 +67,11 @@ __all__ = [
     "cable_coupling",
     "exp",
     "log",
+    "params_tensor",
     "plot_raster",
     "plot_traces",
     "read_swc",
+    "simulate",
     "simulate_torch",
     "sqrt",
     "vtrap",
