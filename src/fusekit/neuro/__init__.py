@@ -30,6 +30,10 @@ from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._fit import ParameterFit as ParameterFit
+from ._fit import fit_parameters as fit_parameters
+from ._fit import noisy_steps as noisy_steps
+from ._fit import trace_loss as trace_loss
 from ._network import Network as Network
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
@@ -57,6 +61,7 @@ __all__ = [
     "Morphology",
     "Network",
     "POSPISCHIL_RS_CHANNELS",
+    "ParameterFit",
     "Population",
     "PospischilCaL",
     "PospischilCaT",
@@ -66,7 +71,9 @@ __all__ = [
     "PospischilNa",
     "cable_coupling",
     "exp",
+    "fit_parameters",
     "log",
+    "noisy_steps",
     "params_tensor",
     "plot_raster",
     "plot_traces",
@@ -74,5 +81,6 @@ __all__ = [
     "simulate",
     "simulate_torch",
     "sqrt",
+    "trace_loss",
     "vtrap",
 ]
