@@ -172,3 +172,12 @@ def test_opcheck_of_the_torch_op():
     torch.library.opcheck(torch.ops.fusekit.ion_simulate.default, args,
                           test_utils=("test_schema", "test_autograd_registration",
                                       "test_faketensor"))
+
+
+def test_fit_parameters_refuses_a_non_positive_start():
+    from fusekit.neuro import fit_parameters
+
+    i_ext = torch.zeros(10, 1, dtype=torch.float64)
+    with pytest.raises(fusekit.InputError, match="g_na must be positive"):
+        fit_parameters(HH_CHANNELS, torch.zeros(10, 1, dtype=torch.float64), i_ext,
+                       {"g_na": 0.0}, dt=0.05)

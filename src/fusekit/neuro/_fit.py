@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ._autograd import params_tensor, simulate
 
@@ -133,7 +134,7 @@ def fit_parameters(
     cs = channel_set(channels)
     for name, value in initial.items():
         if not value > 0:
-            raise ValueError(f"fit_parameters: initial {name} must be positive (it is fitted "
+            raise InputError(f"fit_parameters: initial {name} must be positive (it is fitted "
                              f"in log space), got {value!r}")
     names = list(initial)
     log_p = torch.tensor([math.log(initial[k]) for k in names], dtype=target_v.dtype,

@@ -158,6 +158,7 @@ def checkpointed_backward(
     spike_times)`` (``None`` where unused); ``needs`` says which inputs want one.
     """
     import torch
+    from torch._subclasses.fake_tensor import is_fake
 
     cs = channel_set(channels)
     g_v, g_S, g_rec, _, g_times = grads
@@ -186,13 +187,14 @@ def checkpointed_backward(
                 i_inj = I_seg if I_seg.ndim == 1 else I_seg[step - k0]
                 v_new, S = torch_step(cs, v, S, Ps, i_inj, dt)
                 if use_times:
-                    # No data-dependent branch, so that the backward can be traced.
                     crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
-                    kept = crossed & (count < max_spikes)
-                    slot = count.clamp(max=max_spikes - 1)
-                    g_t = torch.where(kept, g_times.gather(0, slot[None])[0], 0.0)
-                    loss = loss + (g_t * t_cross).sum()
-                    count = count + crossed.to(torch.int64)
+                    # Steps without a crossing are skipped, except while tracing (no values).
+                    if is_fake(crossed) or bool(crossed.any()):
+                        kept = crossed & (count < max_spikes)
+                        slot = count.clamp(max=max_spikes - 1)
+                        g_t = torch.where(kept, g_times.gather(0, slot[None])[0], 0.0)
+                        loss = loss + (g_t * t_cross).sum()
+                        count = count + crossed.to(torch.int64)
                 v = v_new
                 if use_rec and (step + 1) % record_every == 0:
                     loss = loss + (g_rec[(step + 1) // record_every - 1] * v).sum()
