@@ -22,8 +22,9 @@ FIRST_WINDOW = 10.0  # ms
 RECORD_EVERY = 2  # steps between recorded samples
 
 
-def setup(quick: bool, *, duration: float | None = None, dt: float = 0.05) -> dict[str, Any]:
-    """The problem: stimuli and the hidden cell's recorded traces."""
+def setup(quick: bool, *, duration: float | None = None, dt: float = 0.05,
+          noise_mv: float = 0.0) -> dict[str, Any]:
+    """The problem: stimuli and the hidden cell's recorded traces (+ recording noise, mV)."""
     import torch
 
     from fusekit.neuro import HH_CHANNELS, noisy_steps, params_tensor, simulate
@@ -37,18 +38,23 @@ def setup(quick: bool, *, duration: float | None = None, dt: float = 0.05) -> di
         target = simulate(HH_CHANNELS, P, i_ext, duration=duration, dt=dt,
                           record_every=RECORD_EVERY,
                           max_spikes=8)
+    if noise_mv:
+        g = torch.Generator().manual_seed(1)
+        noise = noise_mv * torch.randn(target.v_record.shape, generator=g, dtype=torch.float64)
+        target = target._replace(v_record=target.v_record + noise)
     return {"channels": HH_CHANNELS, "i_ext": i_ext, "target": target, "dt": dt,
             "duration": duration, "amplitudes": amplitudes}
 
 
 def fit(quick: bool = False, *, adam_steps: int | None = None, lbfgs_steps: int | None = None,
-        duration: float | None = None, dt: float = 0.05, verbose: bool = True) -> dict[str, Any]:
+        duration: float | None = None, dt: float = 0.05, noise_mv: float = 0.0,
+        verbose: bool = True) -> dict[str, Any]:
     """Run the fit; returns the recovered values, relative errors, loss curve and time."""
     import torch
 
     from fusekit.neuro import fit_parameters
 
-    problem = setup(quick, duration=duration, dt=dt)
+    problem = setup(quick, duration=duration, dt=dt, noise_mv=noise_mv)
     adam_steps = (20 if quick else 30) if adam_steps is None else adam_steps
     lbfgs_steps = (15 if quick else 40) if lbfgs_steps is None else lbfgs_steps
     spikes = problem["target"].spike_count.tolist()
@@ -57,6 +63,8 @@ def fit(quick: bool = False, *, adam_steps: int | None = None, lbfgs_steps: int 
               f"{problem['amplitudes']} uA/cm^2 (+ noise); spikes per sweep {spikes}")
         print("hidden: " + ", ".join(f"{k} = {v:g}" for k, v in HIDDEN.items()))
         print("start:  " + ", ".join(f"{k} = {v:g}" for k, v in START.items()))
+        if noise_mv:
+            print(f"recording noise: {noise_mv:g} mV sd (Gaussian, every sample)")
 
     def show(step: int, loss: float, values: dict[str, float]) -> None:
         if verbose and (step % 5 == 0 or step >= adam_steps or step == 0):
@@ -101,9 +109,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 sweeps x 10 ms, fewer steps")
     parser.add_argument("--adam-steps", type=int, default=None)
     parser.add_argument("--lbfgs-steps", type=int, default=None)
+    parser.add_argument("--noise-mv", type=float, default=0.0,
+                        help="add Gaussian recording noise of this sd (mV) to the traces")
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve to this file")
     args = parser.parse_args()
-    out = fit(args.quick, adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps)
+    out = fit(args.quick, adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
+              noise_mv=args.noise_mv)
     if args.plot:
         import matplotlib
 
