@@ -5,6 +5,8 @@ At equal trainable parameters: rank r of 64x64 kron 64x64 factors on a 4096x4096
 ``torch.linalg.svd`` or, with ``init_lora_weights="pissa_niter_n"``, ``torch.svd_lowrank``.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,16 @@ def test_pissa_svd_lowrank_llama7b_layer(benchmark, llama_layer):
         return [torch.svd_lowrank(w, q=RANK, niter=4) for w in llama_layer]
 
     benchmark.pedantic(init_all, rounds=3, iterations=1)
+
+
+@pytest.mark.skipif(os.environ.get("FUSEKIT_BENCH_FULL_SVD", "") in ("", "0"),
+                    reason="minutes per round: set FUSEKIT_BENCH_FULL_SVD=1")
+def test_pissa_full_svd_llama7b_layer(benchmark, llama_layer):
+    """PiSSA's default initialisation (``init_lora_weights="pissa"``): full SVDs, one round."""
+    benchmark.group = f"adapter init, one LLaMA-7B decoder layer (7 weights), rank {RANK}"
+    benchmark.extra_info["layers_in_model"] = 32
+
+    def init_all():
+        return [torch.linalg.svd(w, full_matrices=False) for w in llama_layer]
+
+    benchmark.pedantic(init_all, rounds=1, iterations=1)

@@ -45,10 +45,33 @@ def test_set_num_threads_round_trips_and_validates():
         fusekit.set_num_threads(0)
 
 
-def test_threading_layer_defaults_to_workqueue():
-    code = "import fusekit.backends.cpu as c; c.unavailable_reason(); import numba; " \
-           "print(numba.config.THREADING_LAYER)"
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+@pytest.mark.parametrize("numba_first", [False, True])
+def test_threading_layer_prefers_openmp(numba_first):
+    # The priority is set whether Numba was imported before fusekit or not; the layer in use
+    # after a parallel launch is the first available one of that order.
+    code = ("import numba\n" if numba_first else "") + (
+        "import numpy as np, fusekit, numba\n"
+        "from fusekit.backends.cpu._numba import THREADING_LAYER_PRIORITY as P\n"
+        "fusekit.ops.fp8_gemv(np.ones((1, 128), np.float32), np.zeros((128, 128), np.uint8),\n"
+        "                     np.ones((1, 1), np.float32), backend='cpu')\n"
+        "print(numba.config.THREADING_LAYER_PRIORITY == list(P), numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    same, layer = out.stdout.split()
+    assert same == "True"
+    from fusekit.backends.cpu._numba import THREADING_LAYER_PRIORITY
+
+    assert layer in THREADING_LAYER_PRIORITY
+
+
+def test_threading_layer_env_wins():
+    code = ("import numpy as np, fusekit, numba\n"
+            "fusekit.ops.fp8_gemv(np.ones((1, 128), np.float32), np.zeros((128, 128), np.uint8),\n"
+            "                     np.ones((1, 1), np.float32), backend='cpu')\n"
+            "print(numba.threading_layer())\n")
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "workqueue"

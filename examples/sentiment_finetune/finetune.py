@@ -74,7 +74,7 @@ def methods(lora_r: int = 8, soka_r: int = 6) -> dict[str, Method]:
     # Swept: LoRA and SoKA. PiSSA takes SoKA's rate (both train the principal part of the
     # weight, with scale 1) and LoKr LoRA's (both start from a zero update).
     return {
-        "lora": Method("LoRA", "lora", {"r": lora_r, "lora_alpha": 2 * lora_r}, (1e-3, 3e-3)),
+        "lora": Method("LoRA", "lora", {"r": lora_r, "lora_alpha": 2 * lora_r}, (3e-4, 1e-3, 3e-3)),
         "pissa": Method("PiSSA", "pissa", {"r": lora_r, "lora_alpha": lora_r}, "soka"),
         "lokr": Method("LoKr", "lokr", {"r": 16, "alpha": 16}, "lora"),
         "soka": Method(f"SoKA f=8, r={soka_r}", "soka",
@@ -86,7 +86,7 @@ def methods(lora_r: int = 8, soka_r: int = 6) -> dict[str, Method]:
                           {"r": soka_r, "inner_dim": 1, "init": "kpsvd"}, "soka"),
         "soka_grad": Method(f"SoKA f=8, r={soka_r}, gradient init", "soka",
                             {"r": soka_r, "inner_dim": 8, "init": "gradient"}, "soka"),
-        "full": Method("full fine-tuning", "full", {}, (1e-4,)),
+        "full": Method("full fine-tuning", "full", {}, (3e-5, 1e-4)),
     }
 
 

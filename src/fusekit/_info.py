@@ -45,7 +45,7 @@ def collect() -> dict[str, Any]:
         )
         numba_target = (
             f"{numba.config.CPU_NAME or 'host'} ({cpu.llvm_name}), {width}, "
-            f"threading layer {numba.config.THREADING_LAYER}, "
+            f"threading layer {_threading_layer(numba)}, "
             f"{numba.get_num_threads()} threads"
         )
     import importlib
@@ -108,3 +108,14 @@ def info(file: Any = None) -> dict[str, Any]:
     for name, kernel_backends in facts["ops"].items():
         print(f"  {name:<{width}}  {', '.join(kernel_backends) or 'none'}", file=out)
     return facts
+
+
+def _threading_layer(numba: Any) -> str:
+    """The layer asked for, or the order Numba tries them in (known for sure after a launch)."""
+    try:
+        return str(numba.threading_layer())  # a parallel kernel has run in this process
+    except ValueError:
+        pass
+    if numba.config.THREADING_LAYER != "default":
+        return str(numba.config.THREADING_LAYER)
+    return "first available of " + ", ".join(numba.config.THREADING_LAYER_PRIORITY)

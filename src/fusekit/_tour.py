@@ -1,8 +1,9 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft), a minimum spanning forest against SciPy (mst); each new domain adds
-its part.
+layer against LoRA (peft), an HH population and a spiking HH network trained on the digits
+against the same network of LIF neurons (neuro), a minimum spanning forest against SciPy
+(mst); each new domain adds its part.
 """
 
 from __future__ import annotations
@@ -238,6 +239,65 @@ def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{fit.n_simulations} checkpointed gradients"]]
 
 
+def _neuro_deploy_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import numpy as np
+
+    from .neuro import FixedPointHH, fit_lif, fixed_point_error
+
+    # The HH step in 16- and 32-bit fixed point against float64, and the LIF stand-in
+    # that the NIR export writes, fitted to the HH f-I curve.
+    currents, duration = [5.0, 10.0, 20.0, 40.0], (20.0 if quick else 50.0)
+    rows = []
+    for bits, v_frac, gate_frac, step in ((16, 8, 14, 0.25), (32, 20, 28, 1 / 16)):
+        chip = FixedPointHH(word_bits=bits, v_frac_bits=v_frac, gate_frac_bits=gate_frac,
+                            table_step=step)
+        err = fixed_point_error(chip, currents, duration=duration)
+        same = int((err.count_fixed == err.count_ref).sum())
+        print(f"  HH step in {bits}-bit fixed point (v {v_frac}, gates {gate_frac} fraction "
+              f"bits, {step} mV rate tables), {duration:.0f} ms: voltage RMS error up to "
+              f"{err.v_rms.max():.2g} mV, spike counts equal for {same} of {len(currents)} "
+              f"currents, spike times within {np.nanmax(err.max_spike_shift):.2g} ms", file=out)
+        rows.append(["neuro", f"HH step, {bits}-bit fixed point, {duration:.0f} ms",
+                     f"{err.v_rms.max():.1e} mV rms (v)", "-", "float64 reference", "-",
+                     f"counts equal {same}/{len(currents)}"])
+    fit = fit_lif(currents=np.linspace(0.0, 40.0, 6 if quick else 11),
+                  duration=duration if quick else 200.0)
+    print(f"  NIR LIF stand-in fitted to HH (tau {fit.tau:.2f} ms): firing rates within "
+          f"{100 * fit.rate_rel_rms:.1f}% relative RMS, first spikes {fit.first_spike_mae:.2f} "
+          "ms apart on average", file=out)
+    rows.append(["neuro", "NIR export: LIF stand-in for HH (f-I fit)",
+                 f"{fit.rate_rel_rms:.1e} (rates, rel RMS)", "-", "HH float64", "-",
+                 f"{fit.currents.size} currents"])
+    return rows
+
+
+def _digits_part(quick: bool, out: TextIO) -> list[list[str]]:
+    from dataclasses import replace
+
+    from .neuro._digits import DigitsConfig, digits_noise_study
+
+    # The quick study of examples/digits_hh (about 10-20 s); smaller still for the tests.
+    config = DigitsConfig.quick()
+    if quick:
+        config = replace(config, hidden=16, window_ms=10.0, epochs=2, batch_size=32,
+                         train_limit=300, lr=0.02, sigmas=(0.0, 0.4), draws=1)
+    noisy = config.sigmas[-2] if len(config.sigmas) > 2 else config.sigmas[-1]
+    print(f"  digits, 64-{config.hidden}-10 spiking network, {config.epochs} epochs "
+          "(examples/digits_hh --quick):", file=out)
+    result = digits_noise_study(config, seed=0, out=out)
+
+    def cell(kind: str) -> str:
+        acc = result.accuracy[kind]
+        return (f"{kind}: {100 * acc[config.sigmas[0]][0]:.0f}% clean, "
+                f"{100 * acc[noisy][0]:.0f}% at sigma {noisy:g}")
+
+    t_hh, t_lif = result.train_seconds["HH"], result.train_seconds["LIF"]
+    return [["neuro/train", f"digits HH vs LIF net 64-{config.hidden}-10, test accuracy",
+             "-", f"{cell('HH')} (train {format_seconds(t_hh)})",
+             f"{cell('LIF')} (train {format_seconds(t_lif)})", f"{t_lif / t_hh:.2f}x",
+             f"{result.n_train} images x {config.epochs} epochs"]]
+
+
 def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     """Run every domain's part of the tour and print the results table.
 
@@ -254,7 +314,8 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _fit_part, _mst_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _fit_part,
+                        _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",

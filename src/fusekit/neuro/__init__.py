@@ -14,8 +14,14 @@ Example:
     >>> out.v_record.shape
     (500, 100)
 
+Spiking layers for torch with surrogate spike gradients (:class:`HHLayer`, :class:`LIFLayer`,
+:class:`LeakyReadout`, :class:`SpikingClassifier`, :class:`SuperSpike`) import torch, so they
+load on first use.
+
 See ``docs/neuro.md``.
 """
+
+from typing import Any
 
 from ..ops.ion import IonSimulation as IonSimulation
 from ..ops.ion_channel import Channel as Channel
@@ -34,7 +40,17 @@ from ._fit import ParameterFit as ParameterFit
 from ._fit import fit_parameters as fit_parameters
 from ._fit import noisy_steps as noisy_steps
 from ._fit import trace_loss as trace_loss
+from ._fixed_point import FixedPointError as FixedPointError
+from ._fixed_point import FixedPointHH as FixedPointHH
+from ._fixed_point import FixedPointRangeError as FixedPointRangeError
+from ._fixed_point import fixed_point_error as fixed_point_error
 from ._network import Network as Network
+from ._nir import LIFFit as LIFFit
+from ._nir import LIFRun as LIFRun
+from ._nir import fit_lif as fit_lif
+from ._nir import simulate_nir as simulate_nir
+from ._nir import to_nir as to_nir
+from ._nir import write_nir as write_nir
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
@@ -50,14 +66,34 @@ from .pospischil import PospischilLeak as PospischilLeak
 from .pospischil import PospischilM as PospischilM
 from .pospischil import PospischilNa as PospischilNa
 
+#: Names served by ``_layers`` (torch), imported on first access to keep ``fusekit.neuro`` light.
+_TORCH_LAYERS = ("HHLayer", "LIFLayer", "LeakyReadout", "SpikingClassifier", "SuperSpike")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_LAYERS:
+        from . import _layers
+
+        return getattr(_layers, name)
+    raise AttributeError(f"module 'fusekit.neuro' has no attribute {name!r}")
+
+
 __all__ = [
     "HH_CHANNELS",
     "Channel",
     "ChannelSet",
+    "FixedPointError",
+    "FixedPointHH",
+    "FixedPointRangeError",
+    "HHLayer",
     "HHLeak",
     "HHPotassium",
     "HHSodium",
     "IonSimulation",
+    "LIFFit",
+    "LIFRun",
+    "LIFLayer",
+    "LeakyReadout",
     "Morphology",
     "Network",
     "POSPISCHIL_RS_CHANNELS",
@@ -69,9 +105,13 @@ __all__ = [
     "PospischilLeak",
     "PospischilM",
     "PospischilNa",
+    "SpikingClassifier",
+    "SuperSpike",
     "cable_coupling",
     "exp",
+    "fit_lif",
     "fit_parameters",
+    "fixed_point_error",
     "log",
     "noisy_steps",
     "params_tensor",
@@ -79,8 +119,11 @@ __all__ = [
     "plot_traces",
     "read_swc",
     "simulate",
+    "simulate_nir",
     "simulate_torch",
     "sqrt",
+    "to_nir",
     "trace_loss",
     "vtrap",
+    "write_nir",
 ]

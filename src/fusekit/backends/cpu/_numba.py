@@ -6,8 +6,11 @@ Settings that Numba reads when it is imported are applied here, before the first
   code by default; 512-bit code needs the CPU's name together with the host features and
   ``-prefer-256-bit``. It only takes effect when set before Numba compiles its first function
   in the process, and only on CPUs with AVX-512F.
-* The threading layer defaults to ``workqueue``: OpenMP was erratic on our shared 2-core
-  machines. ``NUMBA_THREADING_LAYER`` overrides it.
+* The threading layer: OpenMP first, then TBB, then ``workqueue`` (Numba's own order puts TBB
+  first). Measured on a quiet 2-core machine, a parallel launch costs 4-8 us with OpenMP and
+  150-200 us with ``workqueue`` (futex wake-ups), which made an FP8 expert at one token 1.6x
+  slower; see docs/backends.md. ``NUMBA_THREADING_LAYER`` (one layer) or
+  ``NUMBA_THREADING_LAYER_PRIORITY`` overrides it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from ..._cpu import cpu_features
 
 _configured = False
 
+#: Numba threading layers in fusekit's order of preference (the first one available is used).
+THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+
 
 def configure() -> None:
     """Apply fusekit's Numba settings; a no-op after the first call."""
@@ -29,12 +35,13 @@ def configure() -> None:
     if _configured:
         return
     _configured = True
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+    if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+        os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = " ".join(THREADING_LAYER_PRIORITY)
         if "numba" in sys.modules:  # imported before us: its config has read the environment
             import numba
 
-            numba.config.THREADING_LAYER = "workqueue"  # read at the first parallel launch
+            # both read at the first parallel launch
+            numba.config.THREADING_LAYER_PRIORITY = list(THREADING_LAYER_PRIORITY)
     if os.environ.get("FUSEKIT_CPU_512", "") not in ("", "0"):
         _enable_512_bit()
 

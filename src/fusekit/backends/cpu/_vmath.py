@@ -62,6 +62,32 @@ def _int_bits_as_float(typingctx, bits):  # noqa: ARG001 - Numba's intrinsic sig
     return sig, codegen
 
 
+@intrinsic
+def prefetch(typingctx, arr, offset):  # noqa: ARG001 - Numba's intrinsic signature
+    """Hint the CPU to fetch the cache line at byte ``offset`` of 1-D ``arr`` (``prefetcht0``).
+
+    A hint, not a load: it never faults and reads nothing into the program, so callers may
+    pass offsets past the end; the fp8 kernels still keep them inside the array.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(offset, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        off = context.cast(builder, args[1], signature.args[1], types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        addr = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), off)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        # read, highest temporal locality (into L1), data cache
+        builder.call(fn, [builder.inttoptr(addr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, offset), codegen
+
+
 _LOG2E32 = np.float32(1.4426950408889634)
 _LN2HI32 = np.float32(0.693359375)  # exact in 9 bits: n * _LN2HI32 is exact for |n| < 2**15
 _LN2LO32 = np.float32(-2.12194440e-4)

@@ -1,0 +1,441 @@
+"""Export to the Neuromorphic Intermediate Representation (NIR), lossily.
+
+NIR's neurons are I, IF, LI, LIF, CubaLI and CubaLIF: a Hodgkin-Huxley neuron has no NIR
+node. :func:`to_nir` writes what NIR can express: the connectivity (a dense ``Linear`` of
+the CSR weights, a ``Delay`` for the synaptic delay) and, per population, LIF (no
+synapses) or CubaLIF (with synapses) stand-ins whose parameters are fitted so that their
+spike counts under constant current match the HH neurons' (:func:`fit_lif`); the fit error
+travels in the graph's metadata. Lost: the channel dynamics (HH's type-II onset of firing at
+a rheobase with a jump in rate, transient single spikes below it, spike shape and
+after-hyperpolarisation, refractoriness), and conductance synapses become current synapses
+with the driving force frozen at rest (``e_syn - v_leak``).
+
+Units: mV, uA/cm^2 (currents), kOhm cm^2 (``r``, so that ``r I`` is in mV), and times
+(``tau``, ``tau_syn``, ``delay``, and the ``Linear`` weights, which carry ``tau_syn``) in
+seconds by default (``time_unit="ms"`` keeps ms); the graph's metadata names them.
+
+Requires the optional ``nir`` package (``pip install nir`` or ``pip install fusekit[nir]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import ops
+from .._errors import InputError
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ._network import Network
+from ._population import Population
+from .hh import HH_CHANNELS
+
+__all__ = ["LIFFit", "LIFRun", "fit_lif", "simulate_nir", "to_nir", "write_nir"]
+
+#: Constant currents (uA/cm^2) of the default f-I curve.
+DEFAULT_CURRENTS = tuple(float(i) for i in range(0, 42, 2))
+_TIME_SCALE = {"s": 1e-3, "ms": 1.0}
+#: Default weight of a squared first-spike difference (per ms^2) against a squared count
+#: difference in the fit: 0, since weighting latencies (0.01-0.1) made both the rate and the
+#: first-spike errors of the HH fit larger (HH fires single transient spikes below rheobase).
+LATENCY_WEIGHT = 0.0
+
+
+def _nir() -> Any:
+    try:
+        import nir
+    except ImportError as err:
+        raise ImportError("fusekit's NIR export needs the nir package: pip install nir (or "
+                          "pip install 'fusekit[nir]')") from err
+    return nir
+
+
+class LIFFit(NamedTuple):
+    """A LIF stand-in fitted to a neuron's f-I curve, and how well it fits.
+
+    Parameters (NIR's LIF: ``tau dv/dt = (v_leak - v) + r I``, spike when ``v >
+    v_threshold``, then ``v = v_reset``) in mV, ms and kOhm cm^2 (``r I`` in mV for ``I`` in
+    uA/cm^2). Fitted to spike counts, ``v`` is a rest-referenced variable, not the HH
+    membrane potential (see ``docs/neuro.md``).
+
+    Attributes:
+        tau: Membrane time constant, ms.
+        r: Resistance, kOhm cm^2.
+        v_leak: Rest, mV (the HH neuron's resting potential).
+        v_threshold: mV.
+        v_reset: mV.
+        currents: The constant currents of the fit, uA/cm^2, ``(k,)``.
+        rate_hh: HH firing rates, Hz (spike count over the fit's duration), ``(k,)``.
+        rate_lif: The stand-in's rates from :func:`simulate_nir`'s stepper, Hz, ``(k,)``.
+        rate_rel_rms: ``rms(rate_lif - rate_hh) / rms(rate_hh)``.
+        first_spike_hh: First spike time, ms (NaN: none), ``(k,)``.
+        first_spike_lif: The same for the stand-in, ``(k,)``.
+        first_spike_mae: Mean absolute first-spike difference where both spike, ms.
+        first_spike_missing: Currents where exactly one of the two spikes.
+    """
+
+    tau: float
+    r: float
+    v_leak: float
+    v_threshold: float
+    v_reset: float
+    currents: np.ndarray
+    rate_hh: np.ndarray
+    rate_lif: np.ndarray
+    rate_rel_rms: float
+    first_spike_hh: np.ndarray
+    first_spike_lif: np.ndarray
+    first_spike_mae: float
+    first_spike_missing: int
+
+
+class LIFRun(NamedTuple):
+    """A run of :func:`simulate_nir`.
+
+    Attributes:
+        spike_count: Spikes per neuron, int64, ``(n,)``.
+        spike_times: ms from the start, ``(max_spikes, n)``, NaN where fewer spikes.
+        v: Final potentials, mV, ``(n,)``.
+    """
+
+    spike_count: np.ndarray
+    spike_times: np.ndarray
+    v: np.ndarray
+
+
+def _lif_counts(tau: float, r: float, v_leak: float, v_threshold: float, v_reset: float,
+                currents: np.ndarray, duration: float) -> np.ndarray:
+    """Continuous-time LIF spike counts from rest, smooth in the parameters.
+
+    ``1 + floor((duration - first) / isi)`` with the floor replaced by its average over
+    phases, ``x - 1/2``: no plateaus for the optimiser, and no bias towards fractional
+    spikes at short durations.
+    """
+    v_inf = v_leak + r * currents
+    above = v_inf > v_threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = tau * np.log((v_inf - v_leak) / (v_inf - v_threshold))
+        isi = tau * np.log((v_inf - v_reset) / (v_inf - v_threshold))
+        count = 0.5 + (duration - first) / isi
+    return np.where(above & (first < duration), count, 0.0)
+
+
+def _first_spike(spike_times: np.ndarray) -> np.ndarray:
+    return spike_times[0] if spike_times.shape[0] else np.full(spike_times.shape[1], np.nan)
+
+
+def fit_lif(channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS, *,
+            currents: Sequence[float] | np.ndarray = DEFAULT_CURRENTS, duration: float = 200.0,
+            dt: float = 0.025, v0: float = -65.0, latency_weight: float = LATENCY_WEIGHT,
+            backend: str | None = "reference", **params: float) -> LIFFit:
+    """Fit a LIF stand-in to the f-I curve of one neuron type.
+
+    The neuron is simulated with :func:`fusekit.ops.ion_simulate` (float64) for
+    ``duration`` ms at each constant current from rest at ``v0``. ``v_leak`` is the
+    neuron's rest (its potential after the run at zero current), ``v_reset`` the deepest
+    after-spike trough of the runs, and ``tau``, ``r`` and ``v_threshold`` minimise the
+    squared difference of spike counts (plus ``latency_weight`` times that of first-spike
+    times; Nelder-Mead on the continuous-time LIF from 12 starts). The reported errors come
+    from :func:`simulate_nir`'s stepper at ``dt``.
+
+    Args:
+        channels: The neuron's channels.
+        currents: Constant currents, uA/cm^2.
+        duration: ms per current.
+        dt: ms.
+        v0: Initial potential, mV (gates at steady state).
+        latency_weight: Weight of a squared first-spike difference (per ms^2) in the loss,
+            against 1 per squared spike-count difference.
+        backend: Backend of the HH runs.
+        **params: Scalar parameter overrides (``g_na=100.0``, ...).
+
+    Returns:
+        A :class:`LIFFit`.
+
+    Example:
+        >>> from fusekit.neuro import fit_lif
+        >>> fit = fit_lif(currents=[0, 10, 20, 40], duration=100.0)  # doctest: +SKIP
+        >>> fit.rate_rel_rms  # doctest: +SKIP
+    """
+    from scipy.optimize import minimize
+
+    cs = channel_set(channels)
+    currents = np.asarray(currents, np.float64)
+    if currents.ndim != 1 or currents.size < 3 or not np.isfinite(currents).all():
+        raise InputError(f"fit_lif: currents must be a finite 1-d list of at least 3 currents "
+                         f"(uA/cm^2) to fit 3 parameters, got {currents!r}")
+    if not (duration > 0 and dt > 0):
+        raise InputError(f"fit_lif: duration and dt must be positive ms, got {duration}, {dt}")
+    n_steps = int(round(duration / dt))
+    i_ext = np.append(currents, 0.0)  # the last neuron finds the rest potential
+    n = i_ext.shape[0]
+    p = cs.default_params(n, np.float64, **params)
+    v = np.full(n, float(v0))
+    hh = ops.ion_simulate(v, cs.steady_states(v, p), p, i_ext, channels=cs, dt=dt,
+                          n_steps=n_steps, record_every=1, max_spikes=1, backend=backend)
+    count_hh = hh.spike_count[:-1].astype(np.float64)
+    first_hh = _first_spike(hh.spike_times)[:-1]
+    if count_hh.max() == 0:
+        raise InputError(f"fit_lif: the neuron never fired for currents {currents.tolist()} "
+                         f"uA/cm^2 within {duration} ms; give larger currents")
+    # Rest from the zero-current neuron; reset at the deepest after-spike trough.
+    v_leak, v_reset = float(hh.v[-1]), float(min(hh.v_record.min(), hh.v[-1]))
+
+    # Only tau, the rheobase gap / r and (v_threshold - v_reset) / r shape the counts; the
+    # flat HH f-I curve drives the gap towards 0 (reset far below threshold in its units),
+    # so the gap is kept above 1e-4 of the reset depth, where float64 steps still resolve it.
+    gap_min = 1e-4 * max(v_leak - v_reset, 1.0)
+    fires = np.isfinite(first_hh)
+
+    def params_of(x: np.ndarray) -> tuple[float, float, float]:
+        tau, rheobase, gap = math.exp(x[0]), math.exp(x[1]), gap_min + math.exp(x[2])
+        return tau, gap / rheobase, v_leak + gap
+
+    def loss(x: np.ndarray) -> float:
+        tau, r, v_th = params_of(x)
+        c = _lif_counts(tau, r, v_leak, v_th, v_reset, currents, duration)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v_inf = v_leak + r * currents[fires]
+            first = np.where(v_inf > v_th, tau * np.log((v_inf - v_leak) / (v_inf - v_th)),
+                             duration)
+        return float(np.sum((c - count_hh) ** 2) + latency_weight * np.sum(
+            (np.minimum(first, duration) - first_hh[fires]) ** 2))
+
+    starts = [np.log([tau, rheobase, gap]) for tau in (2.0, 10.0) for rheobase in (2.0, 8.0)
+              for gap in (0.05, 1.0, 10.0)]
+    best = min((minimize(loss, x, method="Nelder-Mead",
+                         options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
+                for x in starts), key=lambda res: res.fun)
+    tau, r, v_th = params_of(best.x)
+    fit = dict(tau=tau, r=r, v_leak=v_leak, v_threshold=v_th, v_reset=v_reset)
+    run = _step_lif(currents, n_steps, dt, max_spikes=1, **{k: np.full(currents.size, x)
+                                                            for k, x in fit.items()})
+    rate_hh = count_hh / duration * 1e3
+    rate_lif = run.spike_count / duration * 1e3
+    first_lif = _first_spike(run.spike_times)
+    both = np.isfinite(first_hh) & np.isfinite(first_lif)
+    return LIFFit(
+        **fit, currents=currents, rate_hh=rate_hh, rate_lif=rate_lif,
+        rate_rel_rms=float(np.sqrt(np.mean((rate_lif - rate_hh) ** 2) / np.mean(rate_hh ** 2))),
+        first_spike_hh=first_hh, first_spike_lif=first_lif,
+        first_spike_mae=float(np.abs(first_lif - first_hh)[both].mean()) if both.any()
+        else math.nan,
+        first_spike_missing=int((np.isfinite(first_hh) != np.isfinite(first_lif)).sum()),
+    )
+
+
+def _step_lif(i_ext: np.ndarray, n_steps: int, dt: float, *, tau: np.ndarray, r: np.ndarray,
+              v_leak: np.ndarray, v_threshold: np.ndarray, v_reset: np.ndarray,
+              tau_syn: np.ndarray | None = None, w_in: np.ndarray | float = 1.0,
+              weight: np.ndarray | None = None, delay_steps: int = 1,
+              max_spikes: int = 64) -> LIFRun:
+    """Float64 LIF / CubaLIF steps per NIR's equations, times in ms, from ``v = v_leak``.
+
+    Each step integrates exactly for inputs held over the step: the synaptic current (if
+    ``tau_syn``) ``I' = w_in u + (I - w_in u) exp(-dt / tau_syn)``, then ``v' = v_inf + (v -
+    v_inf) exp(-dt / tau)`` with ``v_inf = v_leak + r I`` (``I = u`` without ``tau_syn``);
+    ``u`` is ``i_ext`` plus ``weight @ s / dt`` for the spike vector ``s`` emitted
+    ``delay_steps`` earlier (a spike is a delta: area 1). A spike is ``v' > v_threshold``;
+    ``v`` then resets to ``v_reset``; its time is interpolated within the step.
+    """
+    n = i_ext.shape[0]
+    v = v_leak.astype(np.float64).copy()
+    current = np.zeros(n)
+    decay_mem = np.exp(-dt / tau)
+    decay_syn = None if tau_syn is None else np.exp(-dt / tau_syn)
+    pending = [np.zeros(n) for _ in range(delay_steps)]  # spikes on their way, oldest first
+    spike_count = np.zeros(n, np.int64)
+    spike_times = np.full((max_spikes, n), np.nan)
+    for step in range(n_steps):
+        u = i_ext
+        if weight is not None:
+            u = u + weight @ pending.pop(0) / dt
+        if decay_syn is None:
+            current = u
+        else:
+            current = w_in * u + (current - w_in * u) * decay_syn
+        v_inf = v_leak + r * current
+        v_new = v_inf + (v - v_inf) * decay_mem
+        fired = v_new > v_threshold
+        for j in np.flatnonzero(fired):
+            if spike_count[j] < max_spikes:
+                frac = (v_threshold[j] - v[j]) / (v_new[j] - v[j])
+                spike_times[spike_count[j], j] = (step + min(max(frac, 0.0), 1.0)) * dt
+            spike_count[j] += 1
+        v = np.where(fired, v_reset, v_new)
+        if weight is not None:
+            pending.append(fired.astype(np.float64))
+    return LIFRun(spike_count, spike_times, v)
+
+
+def _fit_columns(params: np.ndarray, cs: ChannelSet, fit_kwargs: dict[str, Any]
+                 ) -> tuple[list[LIFFit], np.ndarray]:
+    """One fit per distinct parameter column; returns the fits and each neuron's fit index."""
+    columns, which = np.unique(params, axis=1, return_inverse=True)
+    fits = [fit_lif(cs, **fit_kwargs, **dict(zip(cs.param_names, col.tolist(), strict=True)))
+            for col in columns.T]
+    return fits, which.reshape(-1)
+
+
+def to_nir(model: Population | Network, *, fits: Sequence[LIFFit] | LIFFit | None = None,
+           time_unit: str = "s", currents: Sequence[float] | np.ndarray = DEFAULT_CURRENTS,
+           duration: float = 200.0, dt: float = 0.025,
+           backend: str | None = "reference") -> Any:
+    """The NIR graph of a :class:`Population` or :class:`Network`, with LIF stand-ins.
+
+    A population becomes ``input -> neurons (LIF) -> output``; a network becomes ``input ->
+    neurons (CubaLIF, tau_syn of the network)``, ``neurons -> delay -> synapses (Linear) ->
+    neurons`` and ``neurons -> output``. ``synapses.weight`` is dense ``(post, pre)`` (NIR's
+    ``y = W x``): ``W[pre, post] (e_syn - v_leak[post]) tau_syn``, so that a spike lifts the
+    stand-in's synaptic current by the HH synapse's current at rest, ``W (e_syn - v_leak)``.
+    The input is the injected current per neuron, uA/cm^2.
+
+    Neurons with the same parameters share one fit (:func:`fit_lif`, run here unless
+    ``fits`` are given); the graph's metadata holds each fit's parameters and errors
+    (``fit_rate_rel_rms``, ``fit_first_spike_mae_ms``, one entry per fit) and which fit each
+    neuron uses (``fit_index``).
+
+    Args:
+        model: The population or network (its channels and parameters; its state is not
+            exported).
+        fits: Fits to use, one per distinct parameter column of ``model.params`` (in
+            ``np.unique(params, axis=1)`` order), or one for all.
+        time_unit: ``"s"`` or ``"ms"``: the unit of the graph's times.
+        currents: Passed to :func:`fit_lif` (when ``fits`` is None).
+        duration: Passed to :func:`fit_lif`.
+        dt: Passed to :func:`fit_lif`.
+        backend: Passed to :func:`fit_lif`.
+
+    Returns:
+        A ``nir.NIRGraph``.
+
+    Example:
+        >>> from fusekit.neuro import HH_CHANNELS, Population, to_nir
+        >>> graph = to_nir(Population(HH_CHANNELS, n=4))  # doctest: +SKIP
+        >>> graph.metadata["fit_rate_rel_rms"]  # doctest: +SKIP
+    """
+    nir = _nir()
+    if not isinstance(model, Population | Network):
+        raise InputError(f"to_nir: model must be a fusekit.neuro Population or Network, got "
+                         f"{type(model).__name__}")
+    if time_unit not in _TIME_SCALE:
+        raise InputError(f"to_nir: time_unit must be 's' or 'ms', got {time_unit!r}")
+    scale = _TIME_SCALE[time_unit]
+    params = np.asarray(model.params, np.float64)
+    n = params.shape[1]
+    if fits is None:
+        fit_list, which = _fit_columns(params, model.channel_set, dict(
+            currents=currents, duration=duration, dt=dt, backend=backend))
+    else:
+        fit_list = [fits] if isinstance(fits, LIFFit) else list(fits)
+        which = (np.zeros(n, np.int64) if len(fit_list) == 1
+                 else np.unique(params, axis=1, return_inverse=True)[1].reshape(-1))
+        if which.max(initial=0) >= len(fit_list):
+            raise InputError(f"to_nir: the model has {which.max() + 1} distinct parameter "
+                             f"columns but {len(fit_list)} fits were given")
+
+    def per_neuron(name: str) -> np.ndarray:
+        return np.array([getattr(f, name) for f in fit_list], np.float64)[which]
+
+    tau, r, v_leak = per_neuron("tau") * scale, per_neuron("r"), per_neuron("v_leak")
+    v_threshold, v_reset = per_neuron("v_threshold"), per_neuron("v_reset")
+    shape = np.array([n])
+    nodes: dict[str, Any] = {"input": nir.Input(shape), "output": nir.Output(shape)}
+    edges = [("input", "neurons"), ("neurons", "output")]
+    metadata: dict[str, Any] = {
+        "source": "fusekit.neuro.to_nir: Hodgkin-Huxley neurons exported as fitted LIF stand-ins",
+        "time_unit": time_unit, "voltage_unit": "mV", "current_unit": "uA/cm^2",
+        "resistance_unit": "kOhm cm^2",
+        "lost": "channel dynamics (type-II onset, transient spikes, spike shape, "
+                "after-hyperpolarisation, refractoriness); conductance synapses exported as "
+                "current synapses with the driving force at rest",
+        "fit_index": which.astype(np.int64),
+        "fit_rate_rel_rms": np.array([f.rate_rel_rms for f in fit_list]),
+        "fit_first_spike_mae_ms": np.array([f.first_spike_mae for f in fit_list]),
+        "fit_currents": fit_list[0].currents,
+        "fit_rate_hh_hz": np.stack([f.rate_hh for f in fit_list]),
+        "fit_rate_lif_hz": np.stack([f.rate_lif for f in fit_list]),
+    }
+    if isinstance(model, Population):
+        nodes["neurons"] = nir.LIF(tau=tau, r=r, v_leak=v_leak, v_threshold=v_threshold,
+                                   v_reset=v_reset)
+    else:
+        tau_syn = np.full(n, model.tau_syn * scale)
+        nodes["neurons"] = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=v_leak,
+                                       v_threshold=v_threshold, v_reset=v_reset,
+                                       w_in=np.ones(n))
+        dense = np.zeros((n, n))
+        for pre in range(n):
+            lo, hi = model.indptr[pre], model.indptr[pre + 1]
+            np.add.at(dense[:, pre], model.indices[lo:hi], model.weights[lo:hi])
+        weight = dense * ((model.e_syn - v_leak) * model.tau_syn * scale)[:, None]
+        nodes["delay"] = nir.Delay(np.full(n, model.delay * scale))
+        nodes["synapses"] = nir.Linear(weight=weight)
+        edges += [("neurons", "delay"), ("delay", "synapses"), ("synapses", "neurons")]
+        metadata["synapse_note"] = (f"conductance synapses (tau_syn = {model.tau_syn} ms, "
+                                    f"e_syn = {model.e_syn} mV) as current synapses")
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write_nir(path: str | Path, model: Population | Network, **kwargs: Any) -> Any:
+    """Write :func:`to_nir` of ``model`` to ``path`` (HDF5, read back by ``nir.read``).
+
+    Returns:
+        The graph written.
+    """
+    graph = to_nir(model, **kwargs)
+    _nir().write(str(path), graph)
+    return graph
+
+
+def simulate_nir(graph: Any, i_ext: Any, duration: float, *, dt: float = 0.025,
+                 max_spikes: int = 64) -> LIFRun:
+    """Simulate a graph of :func:`to_nir`'s shape with a small float64 LIF/CubaLIF stepper.
+
+    An independent reading of NIR's equations (not fusekit's kernels), to check a stand-in
+    against the HH model on the same input. It accepts one LIF or CubaLIF node fed by the
+    input, optionally with a recurrent ``Linear`` (through a ``Delay``) back into it.
+
+    Args:
+        graph: A ``nir.NIRGraph`` (for instance from ``nir.read``).
+        i_ext: Constant input current per neuron, uA/cm^2, ``(n,)``.
+        duration: ms.
+        dt: Step, ms.
+        max_spikes: Spike times kept per neuron.
+
+    Returns:
+        A :class:`LIFRun` (spike times in ms from the start).
+    """
+    nir = _nir()
+    scale = _TIME_SCALE.get(str(graph.metadata.get("time_unit", "s")))
+    neurons = [k for k, node in graph.nodes.items() if isinstance(node, nir.LIF | nir.CubaLIF)]
+    if scale is None or len(neurons) != 1:
+        raise InputError("simulate_nir: expected a graph of to_nir's shape (one LIF or CubaLIF "
+                         f"node, time_unit 's' or 'ms'), got nodes {list(graph.nodes)}")
+    name = neurons[0]
+    node = graph.nodes[name]
+    into = {src for src, dst in graph.edges if dst == name}
+    synapses = [k for k in into if isinstance(graph.nodes[k], nir.Linear | nir.Affine)]
+    weight, delay_steps = None, 1
+    if synapses:
+        weight = np.asarray(graph.nodes[synapses[0]].weight, np.float64)
+        delays = [src for src, dst in graph.edges
+                  if dst == synapses[0] and isinstance(graph.nodes[src], nir.Delay)]
+        if delays:
+            delay_ms = float(np.max(graph.nodes[delays[0]].delay)) / scale
+            delay_steps = max(1, int(round(delay_ms / dt)))
+    i_ext = np.asarray(i_ext, np.float64)
+    n_steps = int(round(duration / dt))
+    if isinstance(node, nir.CubaLIF):
+        return _step_lif(i_ext, n_steps, dt, tau=node.tau_mem / scale, r=node.r,
+                         v_leak=node.v_leak, v_threshold=node.v_threshold,
+                         v_reset=node.v_reset, tau_syn=node.tau_syn / scale, w_in=node.w_in,
+                         weight=None if weight is None else weight / scale,
+                         delay_steps=delay_steps, max_spikes=max_spikes)
+    return _step_lif(i_ext, n_steps, dt, tau=node.tau / scale, r=node.r, v_leak=node.v_leak,
+                     v_threshold=node.v_threshold, v_reset=node.v_reset,
+                     weight=None if weight is None else weight / scale,
+                     delay_steps=delay_steps, max_spikes=max_spikes)
