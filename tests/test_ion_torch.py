@@ -98,10 +98,11 @@ def test_ion_simulate_takes_tensors_and_returns_tensors():
     np.testing.assert_allclose(out.v.numpy(), ref[0], rtol=1e-15)
 
 
-def test_ion_simulate_refuses_tensors_that_require_grad():
+def test_ion_simulate_with_grad_returns_differentiable_tensors():
     p = torch.tensor(HH.default_params(1), requires_grad=True)
-    with pytest.raises(fusekit.InputError, match="simulate_torch"):
-        fusekit.ops.ion_simulate(torch.full((1,), -65.0, dtype=torch.float64),
-                                 torch.tensor(HH.initial_states(1)), p,
-                                 torch.zeros(1, dtype=torch.float64), channels=HH, dt=0.025,
-                                 n_steps=1)
+    out = fusekit.ops.ion_simulate(torch.full((1,), -65.0, dtype=torch.float64),
+                                   torch.tensor(HH.initial_states(1)), p,
+                                   torch.zeros(1, dtype=torch.float64), channels=HH, dt=0.025,
+                                   n_steps=1)
+    out.v.sum().backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0

@@ -209,6 +209,9 @@ class TorchBridge:
         bf16_outputs: For all-bfloat16 inputs (computed in float32), cast float32 results
             back to bfloat16. ``False`` for ops whose float32 results are float32 by
             definition (quantization scales).
+        impl: Computes the op on tensors in place of the registry call, for ops whose torch
+            form returns more than the op (what its backward needs, such as the checkpoints
+            of ``ion_simulate``). It takes the schema's arguments by name.
     """
 
     schema: str
@@ -216,6 +219,7 @@ class TorchBridge:
     setup_context: Callable[..., Any] | None = None
     backward: Callable[..., Any] | None = None
     bf16_outputs: bool = True
+    impl: Callable[..., Any] | None = None
 
 
 @dataclass

@@ -206,6 +206,39 @@ def _neuro_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{n * n_steps:,} neuron-steps"]]
 
 
+def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
+    """Learning task (a): recover an HH cell's conductances from its voltage traces."""
+    import time
+
+    import torch
+
+    from .neuro import HH_CHANNELS, fit_parameters, noisy_steps, params_tensor, simulate
+
+    # Three sweeps (hyperpolarising, subthreshold, spiking step + noise); the start is off
+    # by -35%, +40% and +50%. The full-size fit is examples/fit_conductances/fit.py.
+    hidden = {"g_na": 120.0, "g_k": 36.0, "g_leak": 0.3}
+    start = {"g_na": 78.0, "g_k": 50.4, "g_leak": 0.45}
+    dt, duration = (0.1, 8.0) if quick else (0.05, 20.0)
+    n_steps = int(round(duration / dt))
+    i_ext = torch.tensor(noisy_steps(n_steps, dt, [-4.0, 3.0, 10.0]))
+    with torch.no_grad():
+        target = simulate(HH_CHANNELS, params_tensor(HH_CHANNELS, 3, **hidden), i_ext,
+                          duration=duration, dt=dt, record_every=1, max_spikes=8)
+    t0 = time.perf_counter()
+    fit = fit_parameters(HH_CHANNELS, target.v_record, i_ext, start, dt=dt,
+                         target_spike_times=target.spike_times, adam_steps=15, adam_lr=0.08,
+                         adam_decay=0.93, lbfgs_steps=12 if quick else 30)
+    seconds = time.perf_counter() - t0
+    err = max(abs(fit.values[k] - v) / v for k, v in hidden.items())
+    print(f"  conductance fit (HH, 3 sweeps x {duration:.0f} ms): "
+          + ", ".join(f"{k} {fit.values[k]:.4g} (true {v:g})" for k, v in hidden.items())
+          + f"; max relative error {100 * err:.2g}% from a start 35-50% off, "
+          f"{fit.n_simulations} simulations + gradients", file=out)
+    return [["neuro", f"fit g_na, g_k, g_leak to HH traces (3 sweeps x {duration:.0f} ms)",
+             f"{err:.1e} (conductances)", format_seconds(seconds), "start 35-50% off", "-",
+             f"{fit.n_simulations} checkpointed gradients"]]
+
+
 def _neuro_deploy_part(quick: bool, out: TextIO) -> list[list[str]]:
     import numpy as np
 
@@ -281,7 +314,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part,
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _fit_part,
                         _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)

@@ -59,7 +59,7 @@ def _make_impl(op: Op) -> Callable[..., Any]:
 def _register(op: Op) -> None:
     bridge = op.torch
     _lib.define(op.name + bridge.schema)
-    impl = _make_impl(op)
+    impl = _make_impl(op) if bridge.impl is None else bridge.impl
     _lib.impl(op.name, impl, "CPU")
     _lib.impl(op.name, impl, "CUDA")
     qualname = f"fusekit::{op.name}"

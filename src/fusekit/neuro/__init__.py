@@ -30,10 +30,16 @@ from ..ops.ion_channel import exp as exp
 from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import params_tensor as params_tensor
+from ._autograd import simulate as simulate
 from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._fit import ParameterFit as ParameterFit
+from ._fit import fit_parameters as fit_parameters
+from ._fit import noisy_steps as noisy_steps
+from ._fit import trace_loss as trace_loss
 from ._fixed_point import FixedPointError as FixedPointError
 from ._fixed_point import FixedPointHH as FixedPointHH
 from ._fixed_point import FixedPointRangeError as FixedPointRangeError
@@ -91,6 +97,7 @@ __all__ = [
     "Morphology",
     "Network",
     "POSPISCHIL_RS_CHANNELS",
+    "ParameterFit",
     "Population",
     "PospischilCaL",
     "PospischilCaT",
@@ -103,15 +110,20 @@ __all__ = [
     "cable_coupling",
     "exp",
     "fit_lif",
+    "fit_parameters",
     "fixed_point_error",
     "log",
+    "noisy_steps",
+    "params_tensor",
     "plot_raster",
     "plot_traces",
     "read_swc",
+    "simulate",
     "simulate_nir",
     "simulate_torch",
     "sqrt",
     "to_nir",
+    "trace_loss",
     "vtrap",
     "write_nir",
 ]

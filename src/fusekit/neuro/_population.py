@@ -11,6 +11,7 @@ import numpy as np
 from .. import ops
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ..ops.ion_grad import merge_spike_times
 
 #: Chunks a run with ``progress=True`` is split into (one kernel call each).
 PROGRESS_CHUNKS = 50
@@ -78,11 +79,7 @@ class Population:
             steps = min(chunk, n_steps - done)
             part = self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
             records.append(part.v_record)
-            for r in range(min(max_spikes, int(part.spike_count.max(initial=0)))):
-                slot = count + r
-                put = (r < part.spike_count) & (slot < max_spikes)
-                times[slot[put], np.flatnonzero(put)] = part.spike_times[r, put]
-            count += part.spike_count
+            merge_spike_times(times, count, part.spike_times, part.spike_count, 0.0)
             done += steps
             filled = int(30 * done / n_steps)
             out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "

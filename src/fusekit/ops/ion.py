@@ -30,9 +30,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._errors import InputError
-from .._registry import Op, array_dtype
-from ._common import is_tensor, require_finite, require_ndim
+from .._registry import Op, TorchBridge, array_dtype
+from ._common import is_tensor, require_finite, require_ndim, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
+from .ion_grad import (
+    check_checkpoint_every,
+    checkpointed_backward,
+    checkpointed_forward,
+    segment_length,
+)
 
 __all__ = [
     "IonSimulation",
@@ -166,12 +172,71 @@ def _check_dt_resolves_gates(op: str, cs: ChannelSet, params: Any, dt: float) ->
         )
 
 
+def _ion_simulate_torch(
+    v0: Any, states0: Any, params: Any, i_ext: Any, channels: str, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    checkpoint_every: int = 0, backend: str | None = None,
+) -> tuple[Any, ...]:
+    # The torch form: the kernel in segments, returning the checkpoints for the backward too.
+    kw = {"channels": channels, "dt": dt, "n_steps": n_steps, "record_every": record_every,
+          "spike_threshold": spike_threshold, "max_spikes": max_spikes}
+    check_checkpoint_every(checkpoint_every)
+    _check_ion_simulate(v0, states0, params, i_ext, **kw)
+    return checkpointed_forward(ion_simulate_op.run, v0, states0, params, i_ext, **kw,
+                                checkpoint_every=checkpoint_every, backend=backend)
+
+
+def _ion_simulate_fake(
+    v0: Any, states0: Any, params: Any, i_ext: Any, channels: str, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    checkpoint_every: int = 0, backend: str | None = None,
+) -> tuple[Any, ...]:
+    import torch
+
+    n, n_states = v0.shape[0], states0.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    n_seg = -(-n_steps // segment_length(n_steps, checkpoint_every, record_every))
+    return (v0.new_empty((n,)), states0.new_empty((n_states, n)), v0.new_empty((n_rec, n)),
+            v0.new_empty((n,), dtype=torch.int64), v0.new_empty((max_spikes, n)),
+            v0.new_empty((n_seg, 1 + n_states, n)), v0.new_empty((n_seg, n), dtype=torch.int64))
+
+
+_ION_TORCH_PARAMS = ("channels", "dt", "n_steps", "record_every", "spike_threshold",
+                     "max_spikes", "checkpoint_every")
+
+
+def _ion_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    _, _, params, i_ext, *rest = inputs
+    ctx.kw = dict(zip(_ION_TORCH_PARAMS, rest, strict=False))
+    ctx.save_for_backward(params, i_ext, output[5], output[6])
+    ctx.mark_non_differentiable(output[3], output[5], output[6])
+
+
+def _ion_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
+    params, i_ext, checkpoints, counts_at = ctx.saved_tensors
+    kw = {"record_every": 0, "spike_threshold": 0.0, "max_spikes": 0, "checkpoint_every": 0,
+          **ctx.kw}
+    got = checkpointed_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
+                                needs=tuple(ctx.needs_input_grad[:4]))
+    return (*got, *(None,) * (len(ctx.needs_input_grad) - 4))
+
+
 ion_simulate_op = Op(
     name="ion_simulate",
     family="ion",
     array_args=("v0", "states0", "params", "i_ext"),
     params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
     check=_check_ion_simulate,
+    torch=TorchBridge(
+        schema="(Tensor v0, Tensor states0, Tensor params, Tensor i_ext, str channels, "
+        "float dt, int n_steps, int record_every=0, float spike_threshold=0.0, "
+        "int max_spikes=0, int checkpoint_every=0, str? backend=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        fake=_ion_simulate_fake,
+        setup_context=_ion_simulate_setup,
+        backward=_ion_simulate_backward,
+        impl=_ion_simulate_torch,
+    ),
 )
 
 
@@ -187,6 +252,7 @@ def ion_simulate(
     record_every: int = 0,
     spike_threshold: float = 0.0,
     max_spikes: int = 0,
+    checkpoint_every: int = 0,
     backend: str | None = None,
 ) -> IonSimulation:
     """Simulate ``n_steps`` steps of ``n`` single-compartment neurons in one call.
@@ -217,21 +283,28 @@ def ion_simulate(
         record_every: Record ``v`` every this many steps (0: no recording).
         spike_threshold: Spike detection threshold, mV.
         max_spikes: Spike times kept per neuron (all spikes are counted).
+        checkpoint_every: For torch tensors that require grad: steps between the checkpoints
+            of the backward pass (0: about ``sqrt(n_steps)``; rounded up to a multiple of
+            ``record_every``). See :mod:`fusekit.ops.ion_grad`.
         backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``; ``None`` follows
             :func:`fusekit.use_backend` and ``FUSEKIT_BACKEND``.
 
     Returns:
         :class:`IonSimulation` ``(v, states, v_record, spike_count, spike_times)``, arrays
-        of the input kind (NumPy, CuPy, or torch tensors without autograd).
+        of the input kind (NumPy, CuPy or torch). When a torch input requires grad, ``v``,
+        ``states``, ``v_record`` and ``spike_times`` are differentiable with respect to
+        ``v0``, ``states0``, ``params`` and ``i_ext`` (backprop through time with
+        checkpoints: the kernel runs forward, the backward re-runs each segment in torch).
     """
+    cs = channel_set(channels)
+    check_checkpoint_every(checkpoint_every)
     if is_tensor(v0) and any(getattr(a, "requires_grad", False)
                              for a in (v0, states0, params, i_ext)):
-        raise InputError(
-            "ion_simulate has no backward yet: its results would not carry gradients. Use "
-            "fusekit.neuro.simulate_torch for gradients, or pass tensors without "
-            "requires_grad (or .detach() them) for a forward run"
-        )
-    cs = channel_set(channels)
+        out = torch_call(
+            "ion_simulate", {"v0": v0, "states0": states0, "params": params, "i_ext": i_ext},
+            backend, cs.key, float(dt), int(n_steps), int(record_every),
+            float(spike_threshold), int(max_spikes), checkpoint_every)
+        return IonSimulation(*out[:5])
     out = ion_simulate_op.run(
         (v0, states0, params, i_ext),
         {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),

@@ -1,0 +1,187 @@
+"""Fitting channel parameters to recorded voltage traces through the checkpointed gradient."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ._autograd import params_tensor, simulate
+
+
+@dataclass
+class ParameterFit:
+    """Result of :func:`fit_parameters`.
+
+    Attributes:
+        values: Fitted value of every fitted parameter (its units).
+        loss_history: Loss of every evaluation: at the start of each Adam step, then at
+            every L-BFGS evaluation (line-search trials included), then at the result.
+        n_simulations: Forward + backward simulations run.
+    """
+
+    values: dict[str, float]
+    loss_history: list[float] = field(default_factory=list)
+    n_simulations: int = 0
+
+
+def noisy_steps(n_steps: int, dt: float, amplitudes: Sequence[float], *, onset: float = 1.0,
+                noise_sd: float = 1.0, noise_tau: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Stimulus sweeps for fitting: current steps plus Ornstein-Uhlenbeck noise, uA/cm^2.
+
+    Example:
+        >>> noisy_steps(400, 0.05, [-4.0, 3.0, 10.0]).shape  # (n_steps, n_sweeps)
+        (400, 3)
+
+    Args:
+        n_steps: Steps of ``dt`` ms.
+        dt: ms.
+        amplitudes: One sweep per step amplitude, uA/cm^2 (the step starts at ``onset``).
+        onset: Start of the steps, ms.
+        noise_sd: Standard deviation of the noise, uA/cm^2.
+        noise_tau: Correlation time of the noise, ms.
+        seed: Seed of the noise.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_steps) * dt
+    i_ext = np.where(t[:, None] >= onset, np.asarray(amplitudes, float)[None, :], 0.0)
+    decay = math.exp(-dt / noise_tau)
+    noise = np.zeros(len(amplitudes))
+    for k in range(n_steps):
+        noise = noise * decay + noise_sd * math.sqrt(1 - decay**2) * rng.standard_normal(
+            len(amplitudes))
+        i_ext[k] += noise
+    return i_ext
+
+
+def trace_loss(v_record: Any, target: Any, spike_times: Any = None, target_spike_times: Any = None,
+               *, v_clip: float = -40.0, spike_weight: float = 10.0) -> Any:
+    """Distance of a simulated recording from a target one, mV^2.
+
+    The mean squared difference of the traces clipped at ``v_clip`` (the subthreshold part:
+    a spike shifted in time would otherwise dominate with its 100 mV amplitude and make the
+    loss rough), plus ``spike_weight`` times the mean squared difference of the spike times
+    (ms^2) of the spikes present in both.
+    """
+    import torch
+
+    loss = (v_record.clamp(max=v_clip) - target.clamp(max=v_clip)).square().mean()
+    if spike_times is not None and target_spike_times is not None and spike_times.numel():
+        both = torch.isfinite(spike_times) & torch.isfinite(target_spike_times)
+        diff = torch.where(both, spike_times - torch.nan_to_num(target_spike_times), 0.0)
+        loss = loss + spike_weight * diff.square().sum() / both.sum().clamp(min=1)
+    return loss
+
+
+def fit_parameters(
+    channels: ChannelSet | Sequence[type[Channel]],
+    target_v: Any,
+    i_ext: Any,
+    initial: dict[str, float],
+    *,
+    dt: float,
+    target_spike_times: Any = None,
+    record_every: int = 1,
+    v0: float = -65.0,
+    fixed: dict[str, float] | None = None,
+    adam_steps: int = 100,
+    adam_lr: float = 0.05,
+    adam_decay: float = 1.0,
+    lbfgs_steps: int = 20,
+    checkpoint_every: int = 0,
+    backend: str | None = None,
+    callback: Callable[[int, float, dict[str, float]], None] | None = None,
+) -> ParameterFit:
+    """Fit named parameters so that simulated traces match ``target_v`` (see :func:`trace_loss`).
+
+    Every column of ``target_v`` is one sweep (one stimulus, ``i_ext[:, k]``); the sweeps run
+    side by side as a population with shared parameters. The parameters are optimised in
+    log space (they must be positive, like conductances): Adam for ``adam_steps``, then
+    L-BFGS with a strong-Wolfe line search for ``lbfgs_steps``; the gradient comes from
+    :func:`simulate` (kernel forward, checkpointed torch backward).
+
+    Args:
+        channels: The cell's channels.
+        target_v: Recorded potentials, mV, ``(n_steps // record_every, n_sweeps)`` tensor.
+        i_ext: Stimuli, uA/cm^2, ``(n_steps, n_sweeps)`` tensor.
+        initial: Start value of every parameter to fit (positive).
+        target_spike_times: Recorded spike times, ms, ``(max_spikes, n_sweeps)`` with NaN
+            after a sweep's last spike (the ``spike_times`` of a simulation), or ``None``
+            to fit the traces alone. See :func:`trace_loss`.
+        dt: Time step of the recording and the simulation, ms.
+        record_every: Steps between the samples of ``target_v``.
+        v0: Initial potential, mV (gates start at steady state there).
+        fixed: Other parameters that differ from the channels' defaults.
+        adam_steps: Adam iterations.
+        adam_lr: Adam learning rate (in log units: 0.05 is about 5% per step).
+        adam_decay: The learning rate is multiplied by this after every Adam step.
+        lbfgs_steps: L-BFGS iterations after Adam (0: none), at most twice as many
+            evaluations.
+        checkpoint_every: As for :func:`simulate`.
+        backend: As for every fusekit op.
+        callback: Called as ``callback(step, loss, values)`` after every step.
+
+    Returns:
+        :class:`ParameterFit`.
+    """
+    import torch
+
+    cs = channel_set(channels)
+    for name, value in initial.items():
+        if not value > 0:
+            raise InputError(f"fit_parameters: initial {name} must be positive (it is fitted "
+                             f"in log space), got {value!r}")
+    names = list(initial)
+    log_p = torch.tensor([math.log(initial[k]) for k in names], dtype=target_v.dtype,
+                         requires_grad=True)
+    n_steps, n_sweeps = i_ext.shape
+    max_spikes = 0 if target_spike_times is None else target_spike_times.shape[0]
+    result = ParameterFit(values=dict(initial))
+
+    def loss_fn() -> Any:
+        values = dict(zip(names, log_p.exp(), strict=True))
+        P = params_tensor(cs, n_sweeps, dtype=target_v.dtype, **(fixed or {}), **values)
+        out = simulate(cs, P, i_ext, duration=n_steps * dt, dt=dt, v0=v0,
+                       record_every=record_every, max_spikes=max_spikes,
+                       checkpoint_every=checkpoint_every, backend=backend)
+        result.n_simulations += 1
+        return trace_loss(out.v_record, target_v, out.spike_times, target_spike_times)
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss.detach()
+
+    def record(step: int, loss: Any) -> None:
+        result.values = {k: float(v) for k, v in zip(names, log_p.detach().exp(), strict=True)}
+        result.loss_history.append(float(loss))
+        if callback is not None:
+            callback(step, float(loss), result.values)
+
+    opt: Any = torch.optim.Adam([log_p], lr=adam_lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=adam_decay)
+    for step in range(adam_steps):
+        loss = opt.step(closure)
+        schedule.step()
+        record(step, loss)
+    if lbfgs_steps:
+        # One call: L-BFGS keeps its curvature pairs across iterations only within a step.
+        opt = torch.optim.LBFGS([log_p], lr=1.0, max_iter=lbfgs_steps,
+                                max_eval=2 * lbfgs_steps, tolerance_change=1e-12,
+                                line_search_fn="strong_wolfe")
+
+        def lbfgs_closure() -> Any:
+            loss = closure()
+            record(len(result.loss_history), loss)
+            return loss
+
+        opt.step(lbfgs_closure)
+        with torch.no_grad():
+            record(len(result.loss_history), loss_fn())
+    return result

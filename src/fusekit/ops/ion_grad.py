@@ -1,0 +1,212 @@
+"""Gradients of :func:`~fusekit.ops.ion_simulate`: backprop through time with checkpoints.
+
+The forward runs the compiled kernel in segments of ``K = checkpoint_every`` steps and keeps
+only ``v``, the states and the spike counts at the start of every segment. The backward walks
+the segments in reverse order: it re-runs one segment from its checkpoint with the torch step
+(:func:`torch_step`, the scheme of the kernels written with torch tensors), and
+backpropagates the incoming gradient through it. Memory is ``O(n (n_steps / K + K))``
+values instead of ``O(n n_steps)``; the default ``K ~ sqrt(n_steps)`` minimises it.
+
+The recompute decides spike crossings from its own values. In float64 the compiled forward
+and the torch recompute follow the same trajectory to about 1e-12 mV, so they agree on every
+crossing that is not within that distance of the threshold; in float32 the kernels' polynomial
+``exp`` and fast-math make the two differ by a few ulp per step (restarted at every
+checkpoint).
+
+:func:`torch_step` and :func:`spike_crossing` are also the step of
+:func:`fusekit.neuro.simulate_torch`, so the scheme is written once for torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._arrays import common_kind, from_native, to_native
+from .._errors import InputError
+from .ion_channel import ChannelSet, channel_set, gates_and_conductances
+
+
+def torch_step(cs: ChannelSet, v: Any, S: Any, P: Any, i_inj: Any, dt: float) -> tuple[Any, Any]:
+    """One step of the ion scheme on torch tensors: ``(v_new, states_new)``.
+
+    Rush-Larsen gates at ``v``, conductances at the new gates, backward-Euler ``v``
+    (see :mod:`fusekit.ops.ion`). Differentiable in every tensor argument.
+
+    Args:
+        cs: The channel set.
+        v: Membrane potentials, mV, ``(n,)``.
+        S: States, ``(n_states, n)``.
+        P: Parameters, ``(n_params, n)`` (row 0: ``c_m``).
+        i_inj: Injected current this step, uA/cm^2, ``(n,)``.
+        dt: ms.
+    """
+    import torch
+
+    def as_tensor(x: Any) -> Any:  # channel functions may return constants
+        return torch.as_tensor(x, dtype=v.dtype, device=v.device)
+
+    S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
+                                              stack=torch.stack, convert=as_tensor)
+    k_ = dt / P[0]
+    return (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum), S
+
+
+def spike_crossing(v: Any, v_new: Any, threshold: float, step: int,
+                   dt: float) -> tuple[Any, Any]:
+    """Upward threshold crossings during ``step`` and their interpolated times (ms).
+
+    Returns ``(crossed, t_cross)``: a bool mask and ``(step + (thr - v) / (v_new - v)) dt``,
+    finite and differentiable everywhere (a safe denominator where nothing crossed keeps
+    0/0 out of the gradients); only entries where ``crossed`` is true mean anything.
+    """
+    import torch
+
+    crossed = (v < threshold) & (v_new >= threshold)
+    den = torch.where(crossed, v_new - v, torch.ones_like(v))
+    return crossed, (step + (threshold - v) / den) * dt
+
+
+def segment_length(n_steps: int, checkpoint_every: int, record_every: int) -> int:
+    """Steps per checkpoint segment, ``checkpoint_every`` or (0) about ``sqrt(n_steps)``.
+
+    Rounded up to a multiple of ``record_every``, so that recordings stay on their steps.
+    """
+    k = checkpoint_every or max(1, round(math.sqrt(n_steps)))
+    if record_every:
+        k = -(-k // record_every) * record_every
+    return max(1, k)
+
+
+def check_checkpoint_every(checkpoint_every: Any) -> None:
+    """Raise :class:`InputError` unless ``checkpoint_every`` is a non-negative integer."""
+    if (not isinstance(checkpoint_every, int | np.integer) or isinstance(checkpoint_every, bool)
+            or checkpoint_every < 0):
+        raise InputError(
+            "ion_simulate: checkpoint_every must be a non-negative integer (steps between the "
+            f"checkpoints of the backward pass; 0 picks about sqrt(n_steps)), got "
+            f"{checkpoint_every!r}"
+        )
+
+
+def merge_spike_times(times: Any, count: Any, part_times: Any, part_count: Any,
+                      offset: float) -> None:
+    """Append the spikes of a later run to ``times``/``count`` in place (NumPy or CuPy).
+
+    ``part_times`` are relative to that run's start, ``offset`` ms after the start of
+    ``times``; spikes beyond ``times.shape[0]`` per neuron are counted, not kept.
+    """
+    max_spikes = times.shape[0]
+    for r in range(min(max_spikes, int(part_count.max()) if part_count.size else 0)):
+        slot = count + r
+        put = ((r < part_count) & (slot < max_spikes)).nonzero()[0]
+        times[slot[put], put] = part_times[r, put] + times.dtype.type(offset)
+    count += part_count
+
+
+def checkpointed_forward(
+    run: Callable[..., tuple[Any, ...]], v0: Any, states0: Any, params: Any, i_ext: Any, *,
+    channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
+    max_spikes: int, checkpoint_every: int, backend: str | None,
+) -> tuple[Any, ...]:
+    """The forward of the differentiable ``ion_simulate``: the kernel in segments.
+
+    ``run(arrays, params, backend)`` is the op's checked, dispatched call. Returns the five
+    results of ``ion_simulate`` and the checkpoints: ``(n_seg, 1 + n_states, n)`` (``v`` and
+    the states at the start of every segment) and ``(n_seg, n)`` int64 spike counts there.
+    """
+    kind = common_kind(("v0", "states0", "params", "i_ext"), (v0, states0, params, i_ext))
+    v, S, P, I_ext = (to_native(a, kind) for a in (v0, states0, params, i_ext))
+    xp = __import__("cupy") if kind.device_type == "cuda" else np
+    n = v.shape[0]
+    k = segment_length(n_steps, checkpoint_every, record_every)
+    n_seg = -(-n_steps // k)
+    checkpoints = xp.empty((n_seg, 1 + S.shape[0], n), dtype=v.dtype)
+    counts_at = xp.empty((n_seg, n), dtype=np.int64)
+    count = xp.zeros(n, dtype=np.int64)
+    times = xp.full((max_spikes, n), np.nan, dtype=v.dtype)
+    records = []
+    kw = {"channels": channels, "dt": dt, "record_every": record_every,
+          "spike_threshold": spike_threshold, "max_spikes": max_spikes}
+    for s in range(n_seg):
+        k0, k1 = s * k, min(n_steps, (s + 1) * k)
+        checkpoints[s, 0], checkpoints[s, 1:], counts_at[s] = v, S, count
+        i_seg = I_ext if I_ext.ndim == 1 else I_ext[k0:k1]
+        v, S, v_rec, part_count, part_times = run((v, S, P, i_seg),
+                                                  {**kw, "n_steps": k1 - k0}, backend)
+        merge_spike_times(times, count, part_times, part_count, k0 * dt)
+        records.append(v_rec)
+    if n_seg == 0:  # still checked, and copies as the kernels make them
+        v, S, v_rec, _, _ = run((v, S, P, I_ext), {**kw, "n_steps": 0}, backend)
+        records.append(v_rec)
+    v_record = xp.concatenate(records) if len(records) > 1 else records[0]
+    out = (v, S, v_record, count, times, checkpoints, counts_at)
+    return tuple(from_native(o, kind) for o in out)
+
+
+def checkpointed_backward(
+    grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
+    channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
+    max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...],
+) -> tuple[Any, Any, Any, Any]:
+    """Gradients w.r.t. ``(v0, states0, params, i_ext)`` from those of the five results.
+
+    ``grads`` are the incoming gradients of ``(v, states, v_record, spike_count,
+    spike_times)`` (``None`` where unused); ``needs`` says which inputs want one.
+    """
+    import torch
+    from torch._subclasses.fake_tensor import is_fake
+
+    cs = channel_set(channels)
+    g_v, g_S, g_rec, _, g_times = grads
+    k = segment_length(n_steps, checkpoint_every, record_every)
+    n_seg = checkpoints.shape[0]
+    g_v = torch.zeros_like(checkpoints[0, 0]) if g_v is None else g_v
+    g_S = torch.zeros_like(checkpoints[0, 1:]) if g_S is None else g_S
+    if n_seg == 0:
+        return g_v, g_S, torch.zeros_like(params), torch.zeros_like(i_ext)
+    use_times = max_spikes > 0 and g_times is not None
+    use_rec = record_every > 0 and g_rec is not None and g_rec.shape[0] > 0
+    g_P = torch.zeros_like(params)
+    g_I = torch.zeros_like(i_ext)
+    P = params.detach()
+    for s in range(n_seg - 1, -1, -1):
+        k0, k1 = s * k, min(n_steps, (s + 1) * k)
+        with torch.enable_grad():
+            v0 = checkpoints[s, 0].detach().requires_grad_()
+            S0 = checkpoints[s, 1:].detach().requires_grad_()
+            Ps = P.clone().requires_grad_()
+            I_seg = (i_ext if i_ext.ndim == 1 else i_ext[k0:k1]).detach().requires_grad_()
+            v, S = v0, S0
+            count = counts_at[s].clone()
+            loss = v.new_zeros(())
+            for step in range(k0, k1):
+                i_inj = I_seg if I_seg.ndim == 1 else I_seg[step - k0]
+                v_new, S = torch_step(cs, v, S, Ps, i_inj, dt)
+                if use_times:
+                    crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
+                    # Steps without a crossing are skipped, except while tracing (no values).
+                    if is_fake(crossed) or bool(crossed.any()):
+                        kept = crossed & (count < max_spikes)
+                        slot = count.clamp(max=max_spikes - 1)
+                        g_t = torch.where(kept, g_times.gather(0, slot[None])[0], 0.0)
+                        loss = loss + (g_t * t_cross).sum()
+                        count = count + crossed.to(torch.int64)
+                v = v_new
+                if use_rec and (step + 1) % record_every == 0:
+                    loss = loss + (g_rec[(step + 1) // record_every - 1] * v).sum()
+            loss = loss + (g_v * v).sum() + (g_S * S).sum()
+            inputs = (v0, S0, Ps, I_seg)
+            got = torch.autograd.grad(loss, inputs, allow_unused=True)
+        got = [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs, strict=True)]
+        g_v, g_S = got[0], got[1]
+        g_P += got[2]
+        if i_ext.ndim == 1:
+            g_I += got[3]
+        else:
+            g_I[k0:k1] = got[3]
+    return (g_v if needs[0] else None, g_S if needs[1] else None,
+            g_P if needs[2] else None, g_I if needs[3] else None)
