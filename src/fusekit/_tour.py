@@ -218,7 +218,7 @@ def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
     # by -35%, +40% and +50%. The full-size fit is examples/fit_conductances/fit.py.
     hidden = {"g_na": 120.0, "g_k": 36.0, "g_leak": 0.3}
     start = {"g_na": 78.0, "g_k": 50.4, "g_leak": 0.45}
-    dt, duration = (0.1, 8.0) if quick else (0.05, 20.0)
+    dt, duration = (0.1, 8.0) if quick else (0.1, 12.0)
     n_steps = int(round(duration / dt))
     i_ext = torch.tensor(noisy_steps(n_steps, dt, [-4.0, 3.0, 10.0]))
     with torch.no_grad():
@@ -227,7 +227,7 @@ def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
     t0 = time.perf_counter()
     fit = fit_parameters(HH_CHANNELS, target.v_record, i_ext, start, dt=dt,
                          target_spike_times=target.spike_times, adam_steps=15, adam_lr=0.08,
-                         adam_decay=0.93, lbfgs_steps=12 if quick else 30)
+                         adam_decay=0.93, lbfgs_steps=12 if quick else 20)
     seconds = time.perf_counter() - t0
     err = max(abs(fit.values[k] - v) / v for k, v in hidden.items())
     print(f"  conductance fit (HH, 3 sweeps x {duration:.0f} ms): "
