@@ -94,8 +94,12 @@ class DigitsResult:
 def load_digits_split(seed: int = 0, test_size: float = 0.25
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Digits scaled to [0, 1], split stratified by ``seed``: X_train, X_test, y_train, y_test."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:
+        raise ImportError("the digits study needs scikit-learn, which ships the data set: "
+                          "pip install scikit-learn (or fusekit[examples])") from e
 
     data = load_digits()
     X = (data.data / 16.0).astype(np.float32)
