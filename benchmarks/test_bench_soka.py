@@ -43,7 +43,8 @@ def adapted(kind):
 
 
 @pytest.mark.parametrize("tokens", [TOKENS, 512])
-@pytest.mark.parametrize("kind", ["soka", "soka_f1", "soka_f16", "soka_square", "lora", "lokr"])
+@pytest.mark.parametrize("kind", ["soka", "soka_f1", "soka_f4", "soka_f16", "soka_square", "lora",
+                                  "lokr"])
 def test_adapted_linear_fwd_bwd(benchmark, kind, tokens):
     if kind == "lokr" and tokens > TOKENS:
         pytest.skip("LoKr's cost is forming the delta weight, whatever the tokens")

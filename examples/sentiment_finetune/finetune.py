@@ -82,6 +82,8 @@ def methods(lora_r: int = 8, soka_r: int = 6) -> dict[str, Method]:
         # Variants at SoKA's chosen learning rate (no sweep of their own): factor shapes, init.
         "soka_sq": Method(f"SoKA f=24 (near-square), r={soka_r}", "soka",
                           {"r": soka_r, "inner_dim": 24, "init": "kpsvd"}, "soka"),
+        "soka_f4": Method(f"SoKA f=4, r={soka_r}", "soka",
+                          {"r": soka_r, "inner_dim": 4, "init": "kpsvd"}, "soka"),
         "soka_f1": Method(f"SoKA f=1 (= SVD), r={soka_r}", "soka",
                           {"r": soka_r, "inner_dim": 1, "init": "kpsvd"}, "soka"),
         "soka_grad": Method(f"SoKA f=8, r={soka_r}, gradient init", "soka",
