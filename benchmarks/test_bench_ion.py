@@ -304,3 +304,60 @@ def test_numpy_scipy_hh_network(benchmark):
         csr.data, channels=HH, dt=DT, n_steps=NET_STEPS, delay_steps=NET_DELAY, tau_syn=3.0,
         backend="cpu")
     assert np.abs(count - ref.spike_count).max() <= 1
+
+
+# ----------------------------------------------------------------- large (opt-in) runs
+
+LARGE = os.environ.get("FUSEKIT_BENCH_ION_LARGE", "") not in ("", "0")
+large_only = pytest.mark.skipif(not LARGE, reason="tens of seconds per round and GBs of "
+                                "memory: set FUSEKIT_BENCH_ION_LARGE=1")
+LARGE_N = 100_000
+
+
+@large_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fusekit_hh_population_100k(benchmark, dtype):
+    """100,000 HH neurons, 100 ms at dt = 0.025 ms (4e8 neuron-steps)."""
+    rng = np.random.default_rng(0)
+    v0 = np.full(LARGE_N, -65.0, dtype)
+    S, P = HH.steady_states(v0).astype(dtype), HH.default_params(LARGE_N, dtype)
+    i_ext = rng.uniform(0.0, 20.0, LARGE_N).astype(dtype)
+    benchmark.group = f"HH {LARGE_N} neurons, 100 ms at dt={DT} {np.dtype(dtype).name}"
+    fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=2, backend="cpu")
+    out = benchmark.pedantic(
+        lambda: fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=N_STEPS,
+                                         backend="cpu"), rounds=2, iterations=1)
+    report(benchmark, LARGE_N * N_STEPS)
+    assert out.spike_count.max() > 5
+
+
+BIG_NET_N, BIG_NET_P = 10_000, 0.1  # 10 million synapses, 1,000 per neuron
+
+
+@large_only
+def test_fusekit_hh_network_10m_synapses(benchmark):
+    """10,000 HH neurons with 1,000 synapses each (10 M), 50 ms, float64, 10% driven."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    n = BIG_NET_N
+    v0 = rng.uniform(-70.0, -60.0, n)
+    csr = sp.random(n, n, density=BIG_NET_P, format="csr", random_state=1,
+                    data_rvs=lambda k: rng.uniform(0.0, 0.0004, k))
+    i_ext = np.where(np.arange(n) < n // 10, 12.0, 0.0)
+    args = (v0, HH.steady_states(v0), HH.default_params(n), i_ext, np.zeros(n), csr.indptr,
+            csr.indices, csr.data)
+    kw = dict(channels=HH, dt=DT, delay_steps=NET_DELAY, tau_syn=3.0, e_syn=0.0, backend="cpu")
+    benchmark.group = f"HH network {n} neurons, {csr.nnz:,} synapses, 50 ms, float64"
+    fusekit.ops.network_simulate(*args, n_steps=2, **kw)
+    out = benchmark.pedantic(lambda: fusekit.ops.network_simulate(*args, n_steps=NET_STEPS, **kw),
+                             rounds=2, iterations=1)
+    report(benchmark, n * NET_STEPS)
+    spikes = int(out.spike_count.sum())
+    benchmark.extra_info["synapses"] = int(csr.nnz)
+    benchmark.extra_info["spikes"] = spikes
+    if benchmark.stats is not None:
+        benchmark.extra_info["synaptic_events_per_s"] = (
+            spikes * csr.nnz / n / benchmark.stats.stats.median)
+    # driven neurons fire 4 times; the recurrent input recruits about 28% of the others once
+    assert out.spike_count[: n // 10].min() > 0
