@@ -12,8 +12,9 @@ fast-sigmoid derivative of Zenke & Ganguli (2018)::
     d spike / d v  =  1 / (1 + slope * |v - threshold|)^2        (slope in 1/mV)
 
 :class:`HHLayer` runs any :class:`~fusekit.neuro.ChannelSet` (default: the squid HH channels)
-with the step of :func:`~fusekit.neuro.simulate_torch`, so its voltages are those of
-:func:`fusekit.ops.ion_simulate` for the same currents. :class:`LIFLayer` is the leaky
+with the torch step that :func:`~fusekit.neuro.simulate_torch` and the gradient of
+:func:`fusekit.ops.ion_simulate` use (``fusekit.ops.ion_grad.torch_step``), so its voltages
+are those of :func:`fusekit.ops.ion_simulate` for the same currents. :class:`LIFLayer` is the leaky
 integrate-and-fire neuron with the same units. :class:`LeakyReadout` turns spikes into class
 logits through a non-spiking leaky integrator.
 
@@ -32,7 +33,7 @@ import torch
 
 from .._errors import InputError
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._autograd import simulate_torch
+from ..ops.ion_grad import torch_step
 from .hh import HH_CHANNELS
 
 __all__ = ["SuperSpike", "HHLayer", "LIFLayer", "LeakyReadout", "SpikingClassifier"]
@@ -140,7 +141,7 @@ class HHLayer(_DenseCurrent):
     Every output unit of every sample is one neuron with its own voltage and gates. Per time
     step ``t``: the current ``i_t = x_t @ weight + bias`` (uA/cm^2), one step of the channel
     scheme of :func:`fusekit.ops.ion_simulate` (Rush-Larsen gates, backward-Euler voltage;
-    computed by :func:`~fusekit.neuro.simulate_torch`), and the spike
+    ``fusekit.ops.ion_grad.torch_step``, as in :func:`~fusekit.neuro.simulate_torch`), and the spike
     ``s_t = spike(v_t - spike_threshold) * [v_{t-1} < spike_threshold]``: an upward crossing
     (forward exact; the crossing mask is not differentiated, the surrogate flows through
     ``v_t`` into the whole HH dynamics by backprop through time).
@@ -208,10 +209,10 @@ class HHLayer(_DenseCurrent):
         P = self.cell_params[:, None].expand(-1, n)
         spikes, voltages = [], []
         for t in range(T):
-            step = simulate_torch(self.channels, v, S, P, currents[t], dt=self.dt, n_steps=1)
+            v_new, S = torch_step(self.channels, v, S, P, currents[t], self.dt)
             below = (v < self.spike_threshold).to(x.dtype)
-            spikes.append(self.spike(step.v - self.spike_threshold) * below)
-            v, S = step.v, step.states
+            spikes.append(self.spike(v_new - self.spike_threshold) * below)
+            v = v_new
             voltages.append(v)
         out = torch.stack(spikes).reshape(T, batch, self.n_out)
         if return_v:
