@@ -16,7 +16,7 @@ from fusekit.backends.cpu import ion as cion
 cs = ChannelSet([HHLeak])
 out = fusekit.ops.ion_simulate(np.full(3, -60.0), np.zeros((0, 3)), cs.default_params(3),
                                np.ones(3), channels=cs, dt=0.1, n_steps=50, backend="cpu")
-kernel = cion._kernels[(cs.key, "float64")]
+kernel = cion.kernel_for(cs, "float64")  # the one the call above compiled
 print(json.dumps({"hits": sum(kernel.stats.cache_hits.values()),
                   "v": out.v.tolist(), "file": kernel.py_func.__code__.co_filename}))
 """

@@ -144,7 +144,7 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
             "sqrt": math.sqrt}, scalar
 
 
-_kernels: dict[tuple[str, str], Any] = {}
+_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
 def _generated_dir() -> Path | None:
@@ -249,35 +249,48 @@ def generated_source(cs: ChannelSet) -> str:
                             stores="\n".join(stores) or f"{ind}pass")
 
 
-def kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
-    key = (cs.key, dtype)
-    kernel = _kernels.get(key)
-    if kernel is not None:
-        return kernel
+def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[], str],
+                      block: str, kernel: str, extra: dict[str, Any],
+                      voltage: bool = True) -> Any:
+    """Generate, compile and cache (per process) one kernel family's kernel for ``cs``.
+
+    The shared part of every generated CPU kernel: Numba set up, the channel functions
+    compiled for ``dtype`` with its ``exp``, the namespace of constants, then
+    :func:`_compile_generated` on ``source()``. ``extra`` adds the family's constants.
+    """
+    key = (kind, cs.key, dtype)
+    compiled = _kernels.get(key)
+    if compiled is not None:
+        return compiled
     configure()
     import numba
 
     math_fns, scalar = _math(dtype)
-    _, funcs = step_source(cs, "")
+    _, funcs = step_source(cs, "", voltage=voltage)
 
     def jit(fn: Callable[..., Any]) -> Any:
         return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
 
-    ns: dict[str, Any] = {
-        "np": np, "prange": numba.prange, "BLOCK": NEURON_BLOCK,
-        "DTYPE": np.dtype(dtype), "N_STATES": len(cs.state_names),
-        "N_PARAMS": len(cs.param_names),
-        "N_ROWS": 3 + len(cs.state_names) + len(cs.param_names),
-        "EXP": math_fns["exp"], "ONE": scalar(1.0), **reversal_constants(cs, scalar),
-    }
+    ns: dict[str, Any] = {"np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype),
+                          "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                          **reversal_constants(cs, scalar), **extra}
     seen: dict[int, Any] = {}
     for name, fn in funcs.items():
         ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
-    kernel = _compile_generated("ion", cs, dtype, generated_source(cs) + _DRIVER, ns,
-                                "ion_block", "ion_kernel")
-    _kernels[key] = kernel
-    return kernel
+    _kernels[key] = compiled = _compile_generated(kind, cs, dtype, source(), ns, block, kernel)
+    return compiled
+
+
+def _block_constants(cs: ChannelSet, fixed_rows: int) -> dict[str, Any]:
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+            "N_ROWS": fixed_rows + n_states + n_params}
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
+    return _generated_kernel("ion", cs, dtype, lambda: generated_source(cs) + _DRIVER,
+                             "ion_block", "ion_kernel", _block_constants(cs, 3))
 
 
 @register_kernel(ion.ion_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
@@ -387,7 +400,7 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
                    max_spikes, V_rec, counts, times)
 '''
 
-_cable_kernels: dict[tuple[str, str], Any] = {}
+_cable_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
 def cable_source(cs: ChannelSet) -> str:
@@ -403,27 +416,8 @@ def cable_source(cs: ChannelSet) -> str:
 
 def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The compiled multi-compartment kernel for ``cs`` and ``dtype`` (one per process)."""
-    key = (cs.key, dtype)
-    if key in _cable_kernels:
-        return _cable_kernels[key]
-    configure()
-    import numba
-
-    math_fns, scalar = _math(dtype)
-    _, funcs = step_source(cs, "", voltage=False)
-
-    def jit(fn: Callable[..., Any]) -> Any:
-        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
-
-    ns: dict[str, Any] = {"np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype),
-                          "EXP": math_fns["exp"], "ONE": scalar(1.0),
-                          **reversal_constants(cs, scalar)}
-    seen: dict[int, Any] = {}
-    for name, fn in funcs.items():
-        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
-    _cable_kernels[key] = kernel = _compile_generated(
-        "cable", cs, dtype, cable_source(cs) + _CABLE_DRIVER, ns, "cable_cell", "cable_kernel")
-    return kernel
+    return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs) + _CABLE_DRIVER,
+                             "cable_cell", "cable_kernel", {}, voltage=False)
 
 
 @register_kernel(ion.cable_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
@@ -540,7 +534,7 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, de
                         INC[s, indices[e]] += weights[e]
 '''
 
-_net_kernels: dict[tuple[str, str], Any] = {}
+_net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
 def network_source(cs: ChannelSet) -> str:
@@ -558,30 +552,8 @@ def network_source(cs: ChannelSet) -> str:
 
 def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The compiled network kernel for ``cs`` and ``dtype`` (one per process)."""
-    key = (cs.key, dtype)
-    if key in _net_kernels:
-        return _net_kernels[key]
-    configure()
-    import numba
-
-    math_fns, scalar = _math(dtype)
-    _, funcs = step_source(cs, "", voltage=False)
-
-    def jit(fn: Callable[..., Any]) -> Any:
-        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
-
-    ns: dict[str, Any] = {
-        "np": np, "prange": numba.prange, "BLOCK": NEURON_BLOCK, "DTYPE": np.dtype(dtype),
-        "N_STATES": len(cs.state_names), "N_PARAMS": len(cs.param_names),
-        "N_ROWS": 5 + len(cs.state_names) + len(cs.param_names),
-        "EXP": math_fns["exp"], "ONE": scalar(1.0), **reversal_constants(cs, scalar),
-    }
-    seen: dict[int, Any] = {}
-    for name, fn in funcs.items():
-        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
-    _net_kernels[key] = kernel = _compile_generated(
-        "network", cs, dtype, network_source(cs) + _NET_DRIVER, ns, "net_block", "net_kernel")
-    return kernel
+    return _generated_kernel("network", cs, dtype, lambda: network_source(cs) + _NET_DRIVER,
+                             "net_block", "net_kernel", _block_constants(cs, 5), voltage=False)
 
 
 @register_kernel(ion.network_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)

@@ -98,24 +98,34 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
     return {"exp": exp, "vtrap": vtrap, "log": log, "sqrt": sqrt}, scalar
 
 
-_kernels: dict[tuple[str, str], Any] = {}
+_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
-def kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The CUDA kernel for ``cs`` and ``dtype``, generated on first use (compiled lazily)."""
-    key = (cs.key, dtype)
+def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[], str],
+                      kernel: str, voltage: bool = True) -> Any:
+    """Generate and cache one kernel family's CUDA kernel for ``cs`` (compiled lazily).
+
+    The shared part of every generated CUDA kernel: the channel functions as device
+    functions with ``dtype``'s ``exp``, the namespace of constants, ``source()`` executed.
+    """
+    key = (kind, cs.key, dtype)
     if key not in _kernels:
         math_fns, scalar = _math(dtype)
-        _, funcs = step_source(cs, "")
+        _, funcs = step_source(cs, "", voltage=voltage)
         ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
                               **reversal_constants(cs, scalar)}
         seen: dict[int, Any] = {}
         for name, fn in funcs.items():
             ns[name] = compile_channel_function(fn, math_fns, scalar,
                                                 cuda.jit(device=True), seen)
-        exec(compile(generated_source(cs), f"<fusekit ion cuda kernel {cs.key}>", "exec"), ns)
-        _kernels[key] = cuda.jit(ns["ion_kernel"])
+        exec(compile(source(), f"<fusekit {kind} cuda kernel {cs.key}>", "exec"), ns)
+        _kernels[key] = cuda.jit(ns[kernel])
     return _kernels[key]
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA kernel for ``cs`` and ``dtype``, generated on first use (compiled lazily)."""
+    return _generated_kernel("ion", cs, dtype, lambda: generated_source(cs), "ion_kernel")
 
 
 def ion_simulate_launch(
@@ -282,9 +292,6 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
     counts[c] = k_spikes
 '''
 
-_cable_kernels: dict[tuple[str, str], Any] = {}
-
-
 def cable_source(cs: ChannelSet) -> str:
     """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading)."""
     ind = " " * 12
@@ -298,19 +305,8 @@ def cable_source(cs: ChannelSet) -> str:
 
 def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The CUDA multi-compartment kernel for ``cs`` and ``dtype`` (compiled lazily)."""
-    key = (cs.key, dtype)
-    if key not in _cable_kernels:
-        math_fns, scalar = _math(dtype)
-        _, funcs = step_source(cs, "", voltage=False)
-        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
-                              **reversal_constants(cs, scalar)}
-        seen: dict[int, Any] = {}
-        for name, fn in funcs.items():
-            ns[name] = compile_channel_function(fn, math_fns, scalar,
-                                                cuda.jit(device=True), seen)
-        exec(compile(cable_source(cs), f"<fusekit cable cuda kernel {cs.key}>", "exec"), ns)
-        _cable_kernels[key] = cuda.jit(ns["cable_kernel"])
-    return _cable_kernels[key]
+    return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs), "cable_kernel",
+                             voltage=False)
 
 
 def cable_simulate_launch(
@@ -421,9 +417,6 @@ def _deliver(SPIKED, w_len, indptr, indices, weights, INC):  # noqa: N803
                 cuda.atomic.add(INC, (s, indices[e]), weights[e])
 
 
-_net_kernels: dict[tuple[str, str], Any] = {}
-
-
 def network_source(cs: ChannelSet) -> str:
     """The Python source of the CUDA network window kernel for ``cs`` (for reading)."""
     body, _ = step_source(cs, " " * 8, voltage=False)
@@ -436,20 +429,8 @@ def network_source(cs: ChannelSet) -> str:
 
 def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The CUDA window kernel for ``cs`` and ``dtype`` (compiled lazily)."""
-    key = (cs.key, dtype)
-    if key not in _net_kernels:
-        math_fns, scalar = _math(dtype)
-        _, funcs = step_source(cs, "", voltage=False)
-        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
-                              **reversal_constants(cs, scalar)}
-        seen: dict[int, Any] = {}
-        for name, fn in funcs.items():
-            ns[name] = compile_channel_function(fn, math_fns, scalar,
-                                                cuda.jit(device=True), seen)
-        exec(compile(network_source(cs), f"<fusekit network cuda kernel {cs.key}>", "exec"),
-             ns)
-        _net_kernels[key] = cuda.jit(ns["net_window"])
-    return _net_kernels[key]
+    return _generated_kernel("network", cs, dtype, lambda: network_source(cs), "net_window",
+                             voltage=False)
 
 
 def network_simulate_launch(
