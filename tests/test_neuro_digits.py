@@ -1,5 +1,7 @@
 """The digits study behind examples/digits_hh: the split and the accuracy under input noise."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,12 @@ def test_result_table_lists_mean_and_std_per_sigma():
         "| 0 | 90.0 ± 0.0 | 95.0 ± 0.0 |",
         "| 0.4 | 50.0 ± 2.0 | 60.0 ± 1.0 |",
     ]
+
+
+def test_missing_scikit_learn_gets_an_install_hint(monkeypatch):
+    from fusekit.neuro._digits import load_digits_split
+
+    for name in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        load_digits_split()
