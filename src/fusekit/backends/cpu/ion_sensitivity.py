@@ -1,0 +1,230 @@
+"""CPU kernel of ion_sensitivity: the ion kernel's structure with tangent rows per neuron.
+
+The same blocks of ``NEURON_BLOCK`` neurons as ``cpu/ion.py`` (threads own blocks for all
+steps; one flat scratch array per block, so LLVM vectorises the loop over its neurons), with
+the potential's and states' tangents in more rows of the scratch array. The step and its
+tangents are one generated, straight-line block of arithmetic
+(:func:`fusekit.ops.ion_symbolic.tangent_step_source`); a kernel is compiled per
+``(channel set, wrt names, dtype)`` and cached on disk like the ion kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..._registry import register_kernel
+from ...ops import ion_sensitivity as sens
+from ...ops.ion_channel import VTRAP_SERIES_BELOW, ChannelSet, channel_set
+from ...ops.ion_symbolic import tangent_step_source
+from ._numba import configure, njit
+from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math
+
+_FLOATS = ("float32", "float64")
+
+_TEMPLATE = '''
+def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
+               V_rec, DV_rec, counts, times, DTIMES):
+    w = min(BLOCK, V.shape[0] - lo)
+    # Rows of BLOCK: v, v before the step, i_ext, states, params, then per direction d:
+    # dv_d, dv_d before the step, and the states' tangents.
+    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    for j in range(w):
+        buf[j] = V[lo + j]
+        buf[2 * BLOCK + j] = I[0, lo + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            buf[(3 + k) * BLOCK + j] = S[k, lo + j]
+    for k in range(N_PARAMS):
+        for j in range(w):
+            buf[(3 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+    for d in range(N_DIR):
+        for j in range(w):
+            buf[(T0 + d * T_ROWS) * BLOCK + j] = DV[d, lo + j]
+        for k in range(N_STATES):
+            for j in range(w):
+                buf[(T0 + d * T_ROWS + 2 + k) * BLOCK + j] = DS[d, k, lo + j]
+    for step in range(n_steps):
+        if i_rows:
+            for j in range(w):
+                buf[2 * BLOCK + j] = I[step, lo + j]
+        for j in range(w):
+            v = buf[j]
+            v_old = v
+            i_inj = buf[2 * BLOCK + j]
+{loads}
+{body}
+{stores}
+            buf[BLOCK + j] = v_old
+            buf[j] = v
+        for j in range(w):
+            v_old = buf[BLOCK + j]
+            v = buf[j]
+            if v_old < thr and v >= thr:
+                c = counts[lo + j]
+                if c < max_spikes:
+                    den = v - v_old
+                    f = (thr - v_old) / den
+                    times[c, lo + j] = (step + f) * dt
+                    for d in range(N_DIR):
+                        row = (T0 + d * T_ROWS) * BLOCK + j
+                        DTIMES[c, d, lo + j] = -dt * ((ONE - f) * buf[row + BLOCK]
+                                                      + f * buf[row]) / den
+                counts[lo + j] = c + 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(w):
+                V_rec[r, lo + j] = buf[j]
+            for d in range(N_DIR):
+                for j in range(w):
+                    DV_rec[r, d, lo + j] = buf[(T0 + d * T_ROWS) * BLOCK + j]
+    for j in range(w):
+        V[lo + j] = buf[j]
+    for k in range(N_STATES):
+        for j in range(w):
+            S[k, lo + j] = buf[(3 + k) * BLOCK + j]
+    for d in range(N_DIR):
+        for j in range(w):
+            DV[d, lo + j] = buf[(T0 + d * T_ROWS) * BLOCK + j]
+        for k in range(N_STATES):
+            for j in range(w):
+                DS[d, k, lo + j] = buf[(T0 + d * T_ROWS + 2 + k) * BLOCK + j]
+
+
+def sens_kernel(V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
+                V_rec, DV_rec, counts, times, DTIMES):
+    n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        sens_block(blk * BLOCK, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr,
+                   max_spikes, V_rec, DV_rec, counts, times, DTIMES)
+'''
+
+
+def _layout(cs: ChannelSet, n_dir: int) -> dict[str, int]:
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    t0 = 3 + n_states + n_params
+    t_rows = 2 + n_states
+    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+            "N_DIR": n_dir, "T0": t0, "T_ROWS": t_rows, "N_ROWS": t0 + n_dir * t_rows}
+
+
+def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[str, float]]:
+    """The Python source of the sensitivity kernel and its constants (before compilation)."""
+    ind = " " * 12
+    lay = _layout(cs, len(wrt))
+    block = NEURON_BLOCK
+    body, consts = tangent_step_source(cs, wrt, ind)
+    rows = {f"s{k}": 3 + k for k in range(lay["N_STATES"])}
+    rows.update({f"p{k}": 3 + lay["N_STATES"] + k for k in range(lay["N_PARAMS"])})
+    stores = [f"{ind}buf[{(3 + k) * block} + j] = s{k}" for k in range(lay["N_STATES"])]
+    for d in range(len(wrt)):
+        base = lay["T0"] + d * lay["T_ROWS"]
+        rows[f"dv_{d}"] = base
+        stores.append(f"{ind}buf[{(base + 1) * block} + j] = buf[{base * block} + j]")
+        stores.append(f"{ind}buf[{base * block} + j] = dv_{d}")
+        for k in range(lay["N_STATES"]):
+            rows[f"ds{k}_{d}"] = base + 2 + k
+            stores.append(f"{ind}buf[{(base + 2 + k) * block} + j] = ds{k}_{d}")
+    loads = [f"{ind}{name} = buf[{r * block} + j]" for name, r in rows.items()]
+    text = _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                            stores="\n".join(stores))
+    return text, consts
+
+
+def _vtrap_dx(exp: Callable[..., Any], scalar: Callable[[float], Any],
+              fastmath: set[str]) -> Any:
+    """``ion_symbolic.vtrap_dx`` for one dtype on top of ``exp`` (same series, cut-off)."""
+    cut, half, c1, c3, c5, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6,
+                                                      1 / 180, 1 / 5040, 1.0))
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_dx(x, y):
+        u = x / y
+        small = abs(u) < cut
+        u2 = u * u
+        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
+        us = one if small else u
+        e = exp(us)
+        em1 = e - one
+        direct = (em1 - us * e) / (em1 * em1)
+        return series if small else direct
+
+    return vtrap_dx
+
+
+def _sign(scalar: Callable[[float], Any]) -> Any:
+    one, zero = scalar(1.0), scalar(0.0)
+
+    @njit(cache=False)
+    def sign(x):
+        return one if x > zero else (-one if x < zero else zero)
+
+    return sign
+
+
+_kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}
+
+
+def kernel_for(cs: ChannelSet, wrt: tuple[str, ...], dtype: str) -> Any:
+    """The compiled sensitivity kernel for ``cs``, ``wrt`` and ``dtype`` (cached)."""
+    key = (cs.key, wrt, dtype)
+    compiled = _kernels.get(key)
+    if compiled is not None:
+        return compiled
+    configure()
+    import math
+
+    import numba
+
+    math_fns, scalar = _math(dtype)
+    text, consts = generated_source(cs, wrt)
+    ns: dict[str, Any] = {
+        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), "ONE": scalar(1.0),
+        "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"], "LOG": math.log,
+        "SQRT": math.sqrt, "ABS": abs,
+        "VTRAP_DX": _vtrap_dx(math_fns["exp"], scalar, _FASTMATH[dtype]),
+        "SIGN": _sign(scalar), **{k: scalar(c) for k, c in consts.items()},
+        **_layout(cs, len(wrt)),
+    }
+    tag = "sens_" + hashlib.sha1("|".join(wrt).encode()).hexdigest()[:8]  # one file per wrt
+    _kernels[key] = compiled = _compile_generated(tag, cs, dtype, text, ns, "sens_block",
+                                                  "sens_kernel")
+    return compiled
+
+
+@register_kernel(sens.ion_sensitivity_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def ion_sensitivity_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    dv0: np.ndarray, dstates0: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    wrt: tuple[str, ...], record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """All ``n_steps`` with their tangents in one parallel Numba call, neurons in blocks."""
+    cs = channel_set(channels)
+    wrt = tuple(wrt)
+    dtype = v0.dtype
+    scalar = dtype.type
+    n, n_states, d = v0.shape[0], len(cs.state_names), len(wrt)
+    V = np.array(v0, dtype=dtype, order="C")
+    S = np.array(states0, dtype=dtype, order="C")
+    DV = np.array(dv0, dtype=dtype, order="C")
+    DS = np.array(dstates0, dtype=dtype, order="C")
+    P = np.ascontiguousarray(params)
+    I_ext = np.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+    n_rec = n_steps // record_every if record_every else 0
+    V_rec = np.empty((n_rec, n), dtype=dtype)
+    DV_rec = np.empty((n_rec, d, n), dtype=dtype)
+    counts = np.zeros(n, dtype=np.int64)
+    times = np.full((max_spikes, n), np.nan, dtype=dtype)
+    dtimes = np.full((max_spikes, d, n), np.nan, dtype=dtype)
+    if n and n_steps:
+        kernel_for(cs, wrt, dtype.name)(
+            V, S if n_states else np.zeros((1, n), dtype), P, I_ext,
+            1 if I_ext.shape[0] > 1 else 0, DV,
+            DS if n_states else np.zeros((d, 1, n), dtype), scalar(dt), n_steps, record_every,
+            scalar(spike_threshold), max_spikes, V_rec, DV_rec, counts, times, dtimes,
+        )
+    return V, S, V_rec, counts, times, DV, DS, DV_rec, dtimes

@@ -1,0 +1,474 @@
+"""Symbolic derivatives of the ion step, for forward-mode parameter sensitivities.
+
+The channel functions are plain arithmetic (see :mod:`fusekit.ops.ion_channel`), so calling
+them with :class:`Expr` arguments records them as an expression graph. From the graph of one
+whole time step (gates, conductances, voltage) :func:`tangent_step_source` emits the step and
+its tangent: for every direction ``j`` (a parameter row, or a constant injected current)
+
+    dx'_j = (d step / d x) dx_j + d step / d theta_j,    x = (v, states),
+
+with the partial derivatives taken symbolically once, at generation time. Nodes are interned
+(equal subexpressions are one node) and trivial terms folded (``x * 0``, ``x + 0``), so the
+emitted code computes each partial derivative once and reuses the values of the step (the
+``exp`` of a rate function serves its derivative too). Gates read ``v`` and parameters only,
+so ``d s_k' / d s_i`` is zero unless ``i == k``: the Jacobian is sparse and a direction costs
+a few multiply-adds per state.
+
+Every backend runs the same emitted lines with its own math (``EXP``, ``LOG``, ``SQRT``,
+``VTRAP``, ``VTRAP_DX``, ``SIGN``) and constants (``K<i>`` globals in the kernel's dtype).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._errors import InputError
+from .ion_channel import VTRAP_SERIES_BELOW, Arg, ChannelSet, compile_channel_function
+
+__all__ = ["Expr", "Graph", "tangent_step_source", "vtrap_dx"]
+
+
+class Expr:
+    """A node of an expression :class:`Graph`: an operation, a variable or a constant.
+
+    Python arithmetic on it (and ``exp``/``log``/``sqrt``/``vtrap`` of the channel math)
+    builds new nodes.
+    """
+
+    __slots__ = ("graph", "op", "args", "value", "name", "deps", "index")
+
+    def __init__(self, graph: Graph, op: str, args: tuple[Expr, ...], value: float = 0.0,
+                 name: str = ""):
+        self.graph, self.op, self.args, self.value, self.name = graph, op, args, value, name
+        self.deps: frozenset[int] = (frozenset((id(self),)) if op == "var" else
+                                     frozenset().union(*(a.deps for a in args)))
+        self.index = len(graph.nodes)
+
+    # arithmetic -------------------------------------------------------------------------
+    def _wrap(self, other: Any) -> Expr:
+        return other if isinstance(other, Expr) else self.graph.const(other)
+
+    def __add__(self, o: Any) -> Expr:
+        return self.graph.add(self, self._wrap(o))
+
+    def __radd__(self, o: Any) -> Expr:
+        return self.graph.add(self._wrap(o), self)
+
+    def __sub__(self, o: Any) -> Expr:
+        return self.graph.sub(self, self._wrap(o))
+
+    def __rsub__(self, o: Any) -> Expr:
+        return self.graph.sub(self._wrap(o), self)
+
+    def __mul__(self, o: Any) -> Expr:
+        return self.graph.mul(self, self._wrap(o))
+
+    def __rmul__(self, o: Any) -> Expr:
+        return self.graph.mul(self._wrap(o), self)
+
+    def __truediv__(self, o: Any) -> Expr:
+        return self.graph.div(self, self._wrap(o))
+
+    def __rtruediv__(self, o: Any) -> Expr:
+        return self.graph.div(self._wrap(o), self)
+
+    def __neg__(self) -> Expr:
+        return self.graph.neg(self)
+
+    def __pos__(self) -> Expr:
+        return self
+
+    def __pow__(self, o: Any) -> Expr:
+        if isinstance(o, Expr):
+            if o.op != "const":
+                return self.graph.exp(self.graph.log(self) * o)
+            o = o.value
+        return self.graph.pow(self, float(o))
+
+    def __abs__(self) -> Expr:
+        return self.graph.unary("abs", self)
+
+    # NumPy calls these for ``np.exp(expr)`` etc.
+    def exp(self) -> Expr:
+        """``exp`` of this node."""
+        return self.graph.exp(self)
+
+    def log(self) -> Expr:
+        """``log`` of this node."""
+        return self.graph.log(self)
+
+    def sqrt(self) -> Expr:
+        """``sqrt`` of this node."""
+        return self.graph.sqrt(self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a channel function compared or branched on its arguments; forward-mode "
+            "sensitivities need plain arithmetic (+ - * / **, exp, log, sqrt, vtrap)"
+        )
+
+    __lt__ = __le__ = __gt__ = __ge__ = lambda self, o: self.__bool__()  # noqa: E731
+
+    def __float__(self) -> float:
+        raise TypeError("a channel function called a float-only function (math.exp?) on its "
+                        "arguments; use fusekit.ops.ion_channel's exp, log, sqrt and vtrap")
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def _vtrap_value(x: float, y: float) -> float:
+    u = x / y
+    if abs(u) < VTRAP_SERIES_BELOW:
+        u2 = u * u
+        return y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    return x / math.expm1(u)
+
+
+def vtrap_dx(x: Any, y: Any, exp: Callable[[Any], Any], where: Callable[..., Any],
+             absolute: Callable[[Any], Any]) -> Any:
+    """``d vtrap(x, y) / dx = B'(x / y)`` with ``B(u) = u / (e^u - 1)``, in any array library.
+
+    ``B'(u) = ((e^u - 1) - u e^u) / (e^u - 1)^2``; below ``|u| = VTRAP_SERIES_BELOW`` (where
+    :func:`~fusekit.ops.ion_channel.vtrap` uses its series) the series
+    ``-1/2 + u/6 - u^3/180 + u^5/5040`` (truncation below 2e-12 relative).
+    """
+    u = x / y
+    small = absolute(u) < VTRAP_SERIES_BELOW
+    u2 = u * u
+    series = -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
+    e = exp(where(small, u * 0.0 + 1.0, u))
+    em1 = e - 1.0
+    direct = (em1 - where(small, u * 0.0 + 1.0, u) * e) / (em1 * em1)
+    return where(small, series, direct)
+
+
+_FOLD: dict[str, Callable[..., float]] = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b, "neg": lambda a: -a, "exp": math.exp, "log": math.log,
+    "sqrt": math.sqrt, "abs": abs, "sign": lambda a: float((a > 0) - (a < 0)),
+    "vtrap": _vtrap_value,
+    "vtrap_dx": lambda x, y: vtrap_dx(x, y, math.exp, lambda c, a, b: a if c else b, abs),
+}
+
+
+class Graph:
+    """Interned expression nodes: building the same operation twice returns one node."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Expr] = []
+        self._interned: dict[tuple[Any, ...], Expr] = {}
+        self._diff: dict[tuple[int, int], Expr] = {}
+
+    def _node(self, op: str, *args: Expr, value: float = 0.0, name: str = "") -> Expr:
+        key = (op, *(id(a) for a in args), value, name)
+        node = self._interned.get(key)
+        if node is None:
+            if op not in ("var", "const") and all(a.op == "const" for a in args):
+                fold = _FOLD[op] if op != "pow" else (lambda a: a ** value)
+                try:
+                    return self.const(fold(*(a.value for a in args)))
+                except (ArithmeticError, ValueError):
+                    pass  # left for the kernel (inf/nan as its dtype computes them)
+            node = Expr(self, op, args, value, name)
+            self.nodes.append(node)
+            self._interned[key] = node
+        return node
+
+    def var(self, name: str) -> Expr:
+        """The input variable called ``name`` in the emitted code."""
+        return self._node("var", name=name)
+
+    def const(self, value: Any) -> Expr:
+        """A constant (becomes a ``K<i>`` global of the kernel's dtype)."""
+        return self._node("const", value=float(value))
+
+    def _is(self, a: Expr, value: float) -> bool:
+        return a.op == "const" and a.value == value
+
+    def add(self, a: Expr, b: Expr) -> Expr:
+        """The node ``a + b``, folded where trivial."""
+        if self._is(a, 0.0):
+            return b
+        if self._is(b, 0.0):
+            return a
+        return self._node("add", a, b)
+
+    def sub(self, a: Expr, b: Expr) -> Expr:
+        """The node ``a - b``, folded where trivial."""
+        if self._is(b, 0.0):
+            return a
+        if self._is(a, 0.0):
+            return self.neg(b)
+        return self._node("sub", a, b)
+
+    def mul(self, a: Expr, b: Expr) -> Expr:
+        """The node ``a * b``, folded where trivial."""
+        if self._is(a, 0.0) or self._is(b, 0.0):
+            return self.const(0.0)
+        if self._is(a, 1.0):
+            return b
+        if self._is(b, 1.0):
+            return a
+        if self._is(a, -1.0):
+            return self.neg(b)
+        if self._is(b, -1.0):
+            return self.neg(a)
+        return self._node("mul", a, b)
+
+    def div(self, a: Expr, b: Expr) -> Expr:
+        """The node ``a / b``, folded where trivial."""
+        if self._is(a, 0.0):
+            return self.const(0.0)
+        if self._is(b, 1.0):
+            return a
+        return self._node("div", a, b)
+
+    def neg(self, a: Expr) -> Expr:
+        """The node ``neg`` of the arguments."""
+        if a.op == "neg":
+            return a.args[0]
+        return self._node("neg", a)
+
+    def pow(self, a: Expr, c: float) -> Expr:
+        """The node ``pow`` of the arguments."""
+        if c == 0.0:
+            return self.const(1.0)
+        if c == 1.0:
+            return a
+        return self._node("pow", a, value=c)
+
+    def exp(self, a: Expr) -> Expr:
+        """The node ``exp`` of the arguments."""
+        return self._node("exp", a)
+
+    def log(self, a: Expr) -> Expr:
+        """The node ``log`` of the arguments."""
+        return self._node("log", a)
+
+    def sqrt(self, a: Expr) -> Expr:
+        """The node ``sqrt`` of the arguments."""
+        return self._node("sqrt", a)
+
+    def unary(self, op: str, a: Expr) -> Expr:
+        """The node ``unary`` of the arguments."""
+        return self._node(op, a)
+
+    def vtrap(self, x: Expr, y: Expr) -> Expr:
+        """The node ``vtrap`` of the arguments."""
+        return self._node("vtrap", x, y)
+
+    # derivative -------------------------------------------------------------------------
+    def diff(self, node: Expr, x: Expr) -> Expr:
+        """``d node / d x`` as a node of this graph (``x`` a variable)."""
+        if id(x) not in node.deps:
+            return self.const(0.0)
+        if node is x:
+            return self.const(1.0)
+        key = (id(node), id(x))
+        got = self._diff.get(key)
+        if got is None:
+            got = self._diff[key] = self._diff_uncached(node, x)
+        return got
+
+    def _diff_uncached(self, n: Expr, x: Expr) -> Expr:
+        d = [self.diff(a, x) for a in n.args]
+        a = n.args[0]
+        if n.op == "add":
+            return self.add(d[0], d[1])
+        if n.op == "sub":
+            return self.sub(d[0], d[1])
+        if n.op == "neg":
+            return self.neg(d[0])
+        if n.op == "mul":
+            return self.add(self.mul(d[0], n.args[1]), self.mul(a, d[1]))
+        if n.op == "div":  # (da - (a / b) db) / b
+            return self.div(self.sub(d[0], self.mul(n, d[1])), n.args[1])
+        if n.op == "pow":
+            return self.mul(self.mul(self.const(n.value), self.pow(a, n.value - 1.0)), d[0])
+        if n.op == "exp":
+            return self.mul(n, d[0])
+        if n.op == "log":
+            return self.div(d[0], a)
+        if n.op == "sqrt":
+            return self.div(d[0], self.mul(self.const(2.0), n))
+        if n.op == "abs":
+            return self.mul(self._node("sign", a), d[0])
+        if n.op == "vtrap":  # vtrap = y B(x/y): d/dx = B'(u), d/dy = (vtrap - x B'(u)) / y
+            y = n.args[1]
+            bx = self._node("vtrap_dx", a, y)
+            return self.add(self.mul(bx, d[0]),
+                            self.mul(self.div(self.sub(n, self.mul(a, bx)), y), d[1]))
+        raise NotImplementedError(f"no derivative for {n.op}")  # sign, vtrap_dx: never needed
+
+
+_MATH_NAMES = {"exp": "EXP", "log": "LOG", "sqrt": "SQRT", "abs": "ABS", "sign": "SIGN",
+               "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX"}
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+
+
+def emit(outputs: Sequence[tuple[str, Expr]], indent: str,
+         prefix: str = "t") -> tuple[list[str], dict[str, float]]:
+    """Source lines assigning every ``(name, node)`` of ``outputs``, and their constants.
+
+    Intermediate nodes become locals ``<prefix><i>``, each computed once; constants ``K<i>``
+    (values returned, for the backend to convert to its dtype); variables keep their names.
+    The lines also use ``ONE`` (1 in the kernel's dtype).
+    """
+    names: dict[int, str] = {}
+    consts: dict[str, float] = {}
+    lines: list[str] = []
+
+    def constant(value: float) -> str:
+        name = f"K{len(consts)}"
+        consts[name] = value
+        return name
+
+    def expression(node: Expr, args: list[str]) -> str:
+        if node.op in _INFIX:
+            return f"{args[0]} {_INFIX[node.op]} {args[1]}"
+        if node.op == "neg":
+            return f"-{args[0]}"
+        if node.op == "pow":
+            c = node.value
+            if c == int(c) and 2 <= c <= 4:
+                return " * ".join([args[0]] * int(c))
+            if c == int(c) and -4 <= c <= -1:
+                return "ONE / (" + " * ".join([args[0]] * int(-c)) + ")"
+            return f"{args[0]} ** {constant(c)}"
+        return f"{_MATH_NAMES[node.op]}({', '.join(args)})"
+
+    for _, root in outputs:  # iterative post-order: deep graphs stay off Python's stack
+        stack = [(root, False)]
+        while stack:
+            cur, ready = stack.pop()
+            if id(cur) in names:
+                continue
+            if cur.op == "var":
+                names[id(cur)] = cur.name
+            elif cur.op == "const":
+                names[id(cur)] = constant(cur.value)
+            elif not ready:
+                stack.append((cur, True))
+                stack.extend((a, False) for a in cur.args if id(a) not in names)
+            else:
+                local = f"{prefix}{len(lines)}"
+                lines.append(f"{indent}{local} = "
+                             f"{expression(cur, [names[id(a)] for a in cur.args])}")
+                names[id(cur)] = local
+    lines += [f"{indent}{target} = {names[id(node)]}" for target, node in outputs]
+    return lines, consts
+
+
+# ------------------------------------------------------------------------- the traced step
+
+
+def _symbolic_math(graph: Graph) -> dict[str, Callable[..., Any]]:
+    def wrap(x: Any) -> Expr:
+        return x if isinstance(x, Expr) else graph.const(x)
+
+    return {"exp": lambda x: graph.exp(wrap(x)), "log": lambda x: graph.log(wrap(x)),
+            "sqrt": lambda x: graph.sqrt(wrap(x)),
+            "vtrap": lambda x, y: graph.vtrap(wrap(x), wrap(y))}
+
+
+def _trace(graph: Graph, fn: Callable[..., Any], args: list[Expr], owner: str,
+           seen: dict[int, Any]) -> Expr:
+    rebuilt = compile_channel_function(fn, _symbolic_math(graph), float, lambda f: f, seen)
+    try:
+        out = rebuilt(*args)
+    except TypeError as err:
+        raise InputError(f"forward-mode sensitivities cannot trace {owner}.{fn.__name__}: "
+                         f"{err}") from None
+    return out if isinstance(out, Expr) else graph.const(out)
+
+
+def wrt_directions(cs: ChannelSet, wrt: Sequence[str]) -> list[tuple[str, Arg | None]]:
+    """``wrt`` names resolved to parameter rows (``Arg("param", row)``), ``None`` for i_ext.
+
+    Raises :class:`InputError` on unknown or repeated names.
+    """
+    out: list[tuple[str, Arg | None]] = []
+    for name in wrt:
+        if not isinstance(name, str):
+            raise InputError(f"wrt must list parameter names or 'i_ext', got {name!r}")
+        if any(name == seen for seen, _ in out):
+            raise InputError(f"wrt names {name!r} twice")
+        if name == "i_ext":
+            out.append((name, None))
+        elif name in cs.param_names:
+            out.append((name, Arg("param", cs.param_index(name))))
+        else:
+            raise InputError(f"wrt: {name!r} is neither a parameter of {cs!r} "
+                             f"({', '.join(cs.param_names)}) nor 'i_ext'")
+    return out
+
+
+def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
+                        indent: str) -> tuple[list[str], dict[str, float]]:
+    """Lines of one step of one neuron with its tangents in the directions ``wrt``.
+
+    The lines read locals ``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt`` and the tangents
+    ``dv_<j>``, ``ds<k>_<j>`` (``d/d theta_j`` of ``v`` and state ``k``), and assign ``v``,
+    ``s<k>``, ``dv_<j>`` and ``ds<k>_<j>`` after the step (the scheme of
+    :func:`fusekit.ops.ion_channel.step_source`). Returns the lines and their constants.
+    """
+    directions = wrt_directions(cs, wrt)
+    g = Graph()
+    v, i_inj, dt = g.var("v"), g.var("i_inj"), g.var("dt")
+    n_states = len(cs.state_names)
+    S = [g.var(f"s{k}") for k in range(n_states)]
+    P = [g.var(f"p{i}") for i in range(len(cs.param_names))]
+    seen: dict[int, Any] = {}
+
+    def args_of(ch: Any, fn: Callable[..., Any], states: list[Expr]) -> list[Expr]:
+        return [v if a.kind == "v" else (states if a.kind == "state" else P)[a.index]
+                for a in cs.arg_sources(ch, fn)]
+
+    new_states: list[Expr] = []
+    k = 0
+    for ch in cs.channels:
+        for gate in ch.gates:
+            first = _trace(g, gate.first, args_of(ch, gate.first, S), ch.__name__, seen)
+            second = _trace(g, gate.second, args_of(ch, gate.second, S), ch.__name__, seen)
+            if gate.form == "rates":
+                ab = first + second
+                inf, decay = first / ab, g.exp(-(dt * ab))
+            else:
+                inf, decay = first, g.exp(-(dt / second))
+            new_states.append(inf + (S[k] - inf) * decay)
+            k += 1
+    g_sum: Expr = g.const(0.0)
+    ge_sum: Expr = g.const(0.0)
+    for ch in cs.channels:
+        cond = _trace(g, ch.conductance_fn, args_of(ch, ch.conductance_fn, new_states),
+                      ch.__name__, seen)
+        rev = cs.reversal_source(ch)
+        g_sum = g_sum + cond
+        ge_sum = ge_sum + cond * (P[rev.index] if isinstance(rev, Arg) else rev)
+    k_ = dt / P[0]
+    v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+
+    outputs: list[tuple[str, Expr]] = [("v_n", v_new)]
+    outputs += [(f"s{k}_n", s) for k, s in enumerate(new_states)]
+    x_in = [v, *S]
+    for j, (_, src) in enumerate(directions):
+        theta = i_inj if src is None else P[src.index]
+        t_in = [g.var(f"dv_{j}"), *(g.var(f"ds{k}_{j}") for k in range(n_states))]
+        for name, out in zip(["dv", *(f"ds{k}" for k in range(n_states))],
+                             [v_new, *new_states], strict=True):
+            total = g.diff(out, theta)
+            for x, t in zip(x_in, t_in, strict=True):
+                total = g.add(total, g.mul(g.diff(out, x), t))
+            outputs.append((f"{name}_{j}_n" if name != "dv" else f"dv_{j}_n", total))
+    lines, consts = emit(outputs, indent)
+    lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(n_states)]
+    for j in range(len(directions)):
+        lines.append(f"{indent}dv_{j} = dv_{j}_n")
+        lines += [f"{indent}ds{k}_{j} = ds{k}_{j}_n" for k in range(n_states)]
+    return lines, consts
