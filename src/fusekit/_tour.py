@@ -238,7 +238,7 @@ def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
           f"{fit.n_simulations} simulations + gradients", file=out)
     return [["neuro", f"fit g_na, g_k, g_leak to HH traces (3 sweeps x {duration:.0f} ms)",
              f"{err:.1e} (conductances)", format_seconds(seconds), "start 35-50% off", "-",
-             f"{fit.n_simulations} checkpointed gradients"]]
+             f"{fit.n_simulations} forward-mode gradients"]]
 
 
 def _neuro_deploy_part(quick: bool, out: TextIO) -> list[list[str]]:

@@ -94,6 +94,7 @@ def fit_parameters(
     adam_decay: float = 1.0,
     lbfgs_steps: int = 20,
     checkpoint_every: int = 0,
+    gradient: str = "forward",
     backend: str | None = None,
     callback: Callable[[int, float, dict[str, float]], None] | None = None,
 ) -> ParameterFit:
@@ -103,7 +104,8 @@ def fit_parameters(
     side by side as a population with shared parameters. The parameters are optimised in
     log space (they must be positive, like conductances): Adam for ``adam_steps``, then
     L-BFGS with a strong-Wolfe line search for ``lbfgs_steps``; the gradient comes from
-    :func:`simulate` (kernel forward, checkpointed torch backward).
+    :func:`simulate`: by default forward-mode sensitivities of the fitted parameters (one
+    kernel pass with their tangents), or checkpointed backprop (``gradient="backprop"``).
 
     Args:
         channels: The cell's channels.
@@ -122,7 +124,9 @@ def fit_parameters(
         adam_decay: The learning rate is multiplied by this after every Adam step.
         lbfgs_steps: L-BFGS iterations after Adam (0: none), at most twice as many
             evaluations.
-        checkpoint_every: As for :func:`simulate`.
+        checkpoint_every: As for :func:`simulate` (backprop only).
+        gradient: ``"forward"`` (default) or ``"backprop"``, as for :func:`simulate`; the
+            same gradient up to rounding, forward mode is cheaper for a few parameters.
         backend: As for every fusekit op.
         callback: Called as ``callback(step, loss, values)`` after every step.
 
@@ -148,7 +152,8 @@ def fit_parameters(
         P = params_tensor(cs, n_sweeps, dtype=target_v.dtype, **(fixed or {}), **values)
         out = simulate(cs, P, i_ext, duration=n_steps * dt, dt=dt, v0=v0,
                        record_every=record_every, max_spikes=max_spikes,
-                       checkpoint_every=checkpoint_every, backend=backend)
+                       checkpoint_every=checkpoint_every, backend=backend, gradient=gradient,
+                       wrt=names if gradient == "forward" else None)
         result.n_simulations += 1
         return trace_loss(out.v_record, target_v, out.spike_times, target_spike_times)
 

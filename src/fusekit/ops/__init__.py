@@ -16,6 +16,8 @@ from .ion import cable_simulate as cable_simulate
 from .ion import hines_solve as hines_solve
 from .ion import ion_simulate as ion_simulate
 from .ion import network_simulate as network_simulate
+from .ion_forward import IonSensitivity as IonSensitivity
+from .ion_forward import ion_sensitivity as ion_sensitivity
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 from .kron_svd import kpsvd as kpsvd
@@ -51,6 +53,8 @@ __all__ = [
     "hines_solve",
     "ion_simulate",
     "network_simulate",
+    "IonSensitivity",
+    "ion_sensitivity",
     "kron_factor_grads",
     "kron_linear",
     "kpsvd",

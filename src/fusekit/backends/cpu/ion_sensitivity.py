@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..._registry import register_kernel
-from ...ops import ion_sensitivity as sens
+from ...ops import ion_forward as sens
 from ...ops.ion_channel import VTRAP_SERIES_BELOW, ChannelSet, channel_set
 from ...ops.ion_symbolic import tangent_step_source
 from ._numba import configure, njit
