@@ -11,11 +11,29 @@ from numba import cuda
 from fusekit.backends.cuda import ion_sensitivity as cuda_sens
 from fusekit.neuro import HH_CHANNELS, ChannelSet
 from fusekit.neuro.pospischil import PospischilCaT, PospischilM
+from fusekit.ops.ion_channel import Channel, exp, log, sqrt
 from fusekit.ops.ion_sensitivity import ion_sensitivity_reference
 
 pytestmark = pytest.mark.cudasim
 
 HH = ChannelSet(HH_CHANNELS)
+
+
+class OddK(Channel):
+    """A test channel whose tangent step needs LOG, SQRT, ABS and SIGN (and a power)."""
+
+    params = {"g_odd": 0.5, "k_odd": 3.0}
+    states = {"w": 0.2}
+    reversal = -80.0
+
+    def inf_w(v):
+        return 1.0 / (1.0 + exp(-(v + 40.0) / 6.0))
+
+    def tau_w(v, k_odd):
+        return 2.0 + sqrt(abs(v + 50.0) + k_odd) + log(1.0 + k_odd)
+
+    def conductance(w, g_odd):
+        return g_odd * w**1.5
 
 
 def launch(cs, v0, S, P, i_ext, dv0, dS0, *, dt, n_steps, wrt, record_every, max_spikes,
@@ -102,6 +120,22 @@ def test_inf_tau_channels_with_voltage_dependent_conductance_and_per_step_curren
     assert np.abs(ref[5]).min() > 0
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_log_sqrt_abs_and_a_power_in_a_user_channel():
+    cs = ChannelSet([*HH_CHANNELS, OddK])
+    n = 4
+    wrt = ("k_odd", "g_odd", "i_ext")
+    v0 = np.array([-70.0, -50.0, -45.0, -20.0])  # one on either side of abs's kink
+    S, P = cs.initial_states(n), cs.default_params(n)
+    i_ext = np.array([0.0, 5.0, 10.0, 15.0])
+    dv0, dS0 = np.zeros((3, n)), np.zeros((3, 4, n))
+    kw = dict(dt=0.025, n_steps=80, wrt=wrt, record_every=16, max_spikes=1)
+    got = launch(cs, v0, S, P, i_ext, dv0, dS0, **kw)
+    ref = ion_sensitivity_reference(v0, S, P, i_ext, dv0, dS0, channels=cs, **kw)
+    assert ref[3].sum() >= 1 and np.abs(ref[5][0]).min() > 0
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_vtrap_dx_device_function_matches_the_symbolic_one_across_the_cut():
