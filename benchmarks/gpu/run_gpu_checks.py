@@ -7,16 +7,17 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
 
 It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
 CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
-kron, fp8, kron_svd, spike and mst kernels (spike and mst with CuPy only; Borůvka on Delaunay
-graphs up to 2^20 vertices against the CPU's spike-Kruskal, with one timing line each), then
-three timing tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64
-factors) next to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul version written in
-torch, ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a
-bf16 matmul on weights dequantized at load time and a dequantize-then-matmul in torch, and
-``kpsvd`` (randomized and exact) of a 4096 x 4096 weight next to ``torch.svd_lowrank`` and
-``torch.linalg.svd`` of the weight (PiSSA's two initialisations). It exits 1 when any
-check fails, 2 when there is no usable GPU. A minute or two on one GPU, most of it Numba
-compiling the kernels on first use.
+kron, fp8, kron_svd, spike, mst and ion_sensitivity kernels (spike, mst and ion_sensitivity
+with CuPy only; Borůvka on Delaunay graphs up to 2^20 vertices against the CPU's
+spike-Kruskal, with one timing line each), then four timing tables: ``kron_linear`` at
+LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64 factors) next to the dense ``x @ W.T``
+product and a cuBLAS reshape+matmul version written in torch, ``fp8_gemv`` on DeepSeek-V3
+expert shapes next to a bf16 matmul on weights dequantized at load time and a
+dequantize-then-matmul in torch, ``kpsvd`` (randomized and exact) of a 4096 x 4096 weight
+next to ``torch.svd_lowrank`` and ``torch.linalg.svd`` of the weight (PiSSA's two
+initialisations), and ``ion_sensitivity`` of 10,000 HH neurons over 100 ms next to
+``ion_simulate``'s forward pass. It exits 1 when any check fails, 2 when there is no usable
+GPU. A minute or two on one GPU, most of it Numba compiling the kernels on first use.
 """
 
 from __future__ import annotations
@@ -860,6 +861,104 @@ def time_kpsvd(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
     )
 
 
+# ------------------------------------------------------ ion_sensitivity check and timing
+
+#: HH population of the ion_sensitivity check and timing: 100 ms at dt = 0.025 ms.
+SENS_NEURONS = 10_000
+SENS_DT = 0.025
+SENS_STEPS = 4000
+SENS_WRT = ("g_na", "g_k", "g_leak")
+#: Neurons of the population checked against the float64 reference (NumPy, step by step).
+SENS_CHECK_NEURONS = 32
+#: Largest error allowed in the 100 ms float64 check, relative to the largest reference value:
+#: the device's exp differs from NumPy's in the last bit, and spikes amplify it over 4000 steps.
+SENS_TOL = 1e-8
+SENS_NAMES = ("v", "states", "v_record", "spike_count", "spike_times", "dv", "dstates",
+              "dv_record", "dspike_times")
+
+
+def ion_sensitivity_inputs(n: int, dtype: str) -> tuple[Any, tuple[np.ndarray, ...]]:
+    """HH neurons at rest with spread conductances and currents (most fire several times)."""
+    from fusekit.neuro import HH_CHANNELS
+    from fusekit.ops.ion_channel import ChannelSet
+
+    hh = ChannelSet(HH_CHANNELS)
+    rng = np.random.default_rng(2008)
+    v0 = rng.uniform(-70.0, -60.0, n)
+    params = hh.default_params(n)
+    for name in SENS_WRT:
+        params[hh.param_names.index(name)] *= rng.uniform(0.8, 1.2, n)
+    i_ext = rng.uniform(0.0, 15.0, n)
+    arrays = (v0, hh.steady_states(v0, params), params, i_ext)
+    return hh, tuple(a.astype(dtype) for a in arrays)
+
+
+def ion_sensitivity_check(checks: Checks, cupy: Any) -> None:
+    """The 10,000-neuron float64 run on CuPy arrays; a slice of it against the reference."""
+    from fusekit.ops.ion_sensitivity import ion_sensitivity, ion_sensitivity_reference
+
+    hh, arrays = ion_sensitivity_inputs(SENS_NEURONS, "float64")
+    kw = dict(channels=hh, dt=SENS_DT, n_steps=SENS_STEPS, record_every=400,
+              spike_threshold=0.0, max_spikes=12)
+    out = ion_sensitivity(*(cupy.asarray(a) for a in arrays), wrt=SENS_WRT, backend="cuda",
+                          **kw)
+    checks.expect("ion_sensitivity on CuPy arrays returns CuPy arrays",
+                  all(isinstance(a, cupy.ndarray) for a in out))
+    k, d = SENS_CHECK_NEURONS, len(SENS_WRT)
+    v0, S, P, i_ext = (a[..., :k] for a in arrays)
+    ref = ion_sensitivity_reference(v0, S, P, i_ext, np.zeros((d, k)),
+                                    np.zeros((d, S.shape[0], k)), wrt=SENS_WRT, **kw)
+    name = f"HH float64, {SENS_STEPS} steps, wrt {', '.join(SENS_WRT)}, first {k} neurons"
+    checks.expect(f"ion_sensitivity {name}: the slice spikes",
+                  int(ref[3].sum()) > k, f"{int(ref[3].sum())} spikes")
+    for field, got, want in zip(SENS_NAMES, out, ref, strict=True):
+        got = cupy.asnumpy(got)[..., :k]
+        label = f"ion_sensitivity {field} {name}"
+        if field == "spike_count":
+            checks.same(label, got, want)
+            continue
+        nan = np.isnan(want)  # spike times (and their tangents) past the count
+        if field.endswith("spike_times"):
+            checks.same(f"{label}: NaN where the reference has NaN", np.isnan(got), nan)
+        checks.compare(label, np.where(nan, 0.0, got), np.where(nan, 0.0, want), SENS_TOL)
+
+
+def time_ion_sensitivity_row(cupy: Any, dtype: str, repeats: int) -> None:
+    """One row of the table: both ops on the same population in ``dtype``."""
+    from fusekit.ops.ion_sensitivity import ion_sensitivity
+
+    hh, arrays = ion_sensitivity_inputs(SENS_NEURONS, dtype)
+    v0, S, P, i_ext = (cupy.asarray(a) for a in arrays)
+    kw = dict(channels=hh, dt=SENS_DT, n_steps=SENS_STEPS, spike_threshold=0.0,
+              max_spikes=12, backend="cuda")
+    sim = cupy_ms(cupy, lambda: fusekit.ops.ion_simulate(v0, S, P, i_ext, **kw), repeats, 1)
+    sens = cupy_ms(cupy, lambda: ion_sensitivity(v0, S, P, i_ext, wrt=SENS_WRT, **kw),
+                   repeats, 1)
+    rate = SENS_NEURONS * SENS_STEPS / (sens * 1e-3)
+    print(f"{dtype:>7} | {sim:>12.3f} {sens:>15.3f} | {sens / sim:>12.2f}x | {rate:>14.3g}")
+
+
+def time_ion_sensitivity(checks: Checks, cupy: Any, repeats: int) -> None:
+    """ion_sensitivity against ion_simulate's CUDA forward pass, same neurons and steps."""
+    print(
+        f"\nion_sensitivity timing, {SENS_NEURONS} HH neurons, {SENS_STEPS * SENS_DT:g} ms at "
+        f"dt = {SENS_DT} ms, wrt {', '.join(SENS_WRT)}, CuPy arrays; median of {repeats} "
+        "repeats, ms per call"
+    )
+    header = (f"{'dtype':>7} | {'ion_simulate':>12} {'ion_sensitivity':>15} | "
+              f"{'sens/simulate':>13} | {'neuron-steps/s':>14}")
+    print(header)
+    print("-" * len(header))
+    for dtype in ("float32", "float64"):
+        checks.run(f"ion_sensitivity timing {dtype}", time_ion_sensitivity_row, cupy, dtype,
+                   repeats)
+    print(
+        f"sens/simulate: the cost of the {len(SENS_WRT)} tangents (and their spike-time "
+        "tangents) over the plain forward pass, both one launch of one thread per neuron; "
+        "times include allocating the outputs. neuron-steps/s: of ion_sensitivity."
+    )
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -956,10 +1055,13 @@ def main(argv: list[str] | None = None) -> int:
     check_kron_svd_cupy(checks, cupy)
     check_kron_svd_torch(checks, torch)
     check_spike_mst_cupy(checks, cupy, not args.no_timing)
+    print("ion_sensitivity, CuPy arrays, backend='cuda':")
+    checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
         time_fp8_gemv(checks, torch, cupy, args.repeats)
         checks.run("kpsvd timing", time_kpsvd, checks, torch, cupy, args.repeats)
+        time_ion_sensitivity(checks, cupy, args.repeats)
 
     print(f"\n{checks.passed} passed, {len(checks.failed)} failed")
     for name in checks.failed:

@@ -36,8 +36,8 @@ _FLOATS = ("float32", "float64")
 THREADS = 128
 
 _TEMPLATE = '''
-def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
-               V_rec, counts, times):
+def ion_kernel(V, S, P, I, i_rows, {tangents}dt, n_steps, record_every, thr, max_spikes,
+               V_rec, {tangent_records}counts, times{tangent_times}):
     j = cuda.grid(1)
     if j >= V.shape[0]:
         return
@@ -47,33 +47,54 @@ def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
     for step in range(n_steps):
         i_inj = I[step * i_rows, j]
         v_old = v
+{saves}
 {body}
         if v_old < thr and v >= thr:
             if c < max_spikes:
-                times[c, j] = (step + (thr - v_old) / (v - v_old)) * dt
+                den = v - v_old
+                f = (thr - v_old) / den
+                times[c, j] = (step + f) * dt
+{spike_tangents}
             c += 1
         if record_every > 0 and (step + 1) % record_every == 0:
-            V_rec[(step + 1) // record_every - 1, j] = v
+            r = (step + 1) // record_every - 1
+            V_rec[r, j] = v
+{records}
     counts[j] = c
     V[j] = v
 {stores}
 '''
 
 
+def kernel_text(cs: ChannelSet, body: list[str], loads: tuple[str, ...] = (),
+                stores: tuple[str, ...] = (), **tangent: str) -> str:
+    """``ion_kernel``'s source for ``cs`` around a step ``body`` (lines indented 8).
+
+    ``loads`` and ``stores`` add lines after the states' and parameters' loads and stores;
+    ``tangent`` fills the hooks that ``backends.cuda.ion_sensitivity`` uses (extra arguments
+    ``tangents``, ``tangent_records``, ``tangent_times``; lines ``saves`` before the step,
+    ``spike_tangents`` at a kept spike, ``records`` at a record); empty for the plain kernel.
+    """
+    n_states = len(cs.state_names)
+    all_loads = [f"    s{k} = S[{k}, j]" for k in range(n_states)]
+    all_loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
+    all_stores = [f"    S[{k}, j] = s{k}" for k in range(n_states)]
+    hooks = {name: tangent.get(name, "") for name in (
+        "tangents", "tangent_records", "tangent_times", "saves", "spike_tangents", "records")}
+    return _TEMPLATE.format(loads="\n".join([*all_loads, *loads]), body="\n".join(body),
+                            stores="\n".join([*all_stores, *stores]), **hooks)
+
+
 def generated_source(cs: ChannelSet) -> str:
     """The Python source of the CUDA kernel for ``cs`` (before compilation; for reading)."""
-    body, _ = step_source(cs, " " * 8)
-    loads = [f"    s{k} = S[{k}, j]" for k in range(len(cs.state_names))]
-    loads += [f"    p{k} = P[{k}, j]" for k in range(len(cs.param_names))]
-    stores = [f"    S[{k}, j] = s{k}" for k in range(len(cs.state_names))]
-    return _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
-                            stores="\n".join(stores))
+    return kernel_text(cs, step_source(cs, " " * 8)[0])
 
 
 def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
     scalar = np.float32 if dtype == "float32" else np.float64
     cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
                                                       1 / 720, 1 / 30240, 1.0))
+    d1, d3, d5, zero = (scalar(c) for c in (1 / 6, 1 / 180, 1 / 5040, 0.0))
 
     @cuda.jit(device=True)
     def exp(x):
@@ -88,6 +109,21 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
         return x / (math.exp(u) - one)
 
     @cuda.jit(device=True)
+    def vtrap_dx(x, y):
+        # ops.ion_symbolic.vtrap_dx: d vtrap(x, y) / dx, with the same series below the cut.
+        u = x / y
+        if abs(u) < cut:
+            u2 = u * u
+            return u * (d1 - u2 * (d3 - u2 * d5)) - half
+        e = math.exp(u)
+        em1 = e - one
+        return (em1 - u * e) / (em1 * em1)
+
+    @cuda.jit(device=True)
+    def sign(x):
+        return one if x > zero else (-one if x < zero else zero)
+
+    @cuda.jit(device=True)
     def log(x):
         return math.log(x)
 
@@ -95,7 +131,8 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
     def sqrt(x):
         return math.sqrt(x)
 
-    return {"exp": exp, "vtrap": vtrap, "log": log, "sqrt": sqrt}, scalar
+    return {"exp": exp, "vtrap": vtrap, "vtrap_dx": vtrap_dx, "sign": sign, "log": log,
+            "sqrt": sqrt}, scalar
 
 
 _kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
