@@ -895,7 +895,7 @@ def ion_sensitivity_inputs(n: int, dtype: str) -> tuple[Any, tuple[np.ndarray, .
 
 def ion_sensitivity_check(checks: Checks, cupy: Any) -> None:
     """The 10,000-neuron float64 run on CuPy arrays; a slice of it against the reference."""
-    from fusekit.ops.ion_sensitivity import ion_sensitivity, ion_sensitivity_reference
+    from fusekit.ops.ion_forward import ion_sensitivity, ion_sensitivity_reference
 
     hh, arrays = ion_sensitivity_inputs(SENS_NEURONS, "float64")
     kw = dict(channels=hh, dt=SENS_DT, n_steps=SENS_STEPS, record_every=400,
@@ -925,7 +925,7 @@ def ion_sensitivity_check(checks: Checks, cupy: Any) -> None:
 
 def time_ion_sensitivity_row(cupy: Any, dtype: str, repeats: int) -> None:
     """One row of the table: both ops on the same population in ``dtype``."""
-    from fusekit.ops.ion_sensitivity import ion_sensitivity
+    from fusekit.ops.ion_forward import ion_sensitivity
 
     hh, arrays = ion_sensitivity_inputs(SENS_NEURONS, dtype)
     v0, S, P, i_ext = (cupy.asarray(a) for a in arrays)

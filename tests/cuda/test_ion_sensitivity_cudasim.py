@@ -12,7 +12,7 @@ from fusekit.backends.cuda import ion_sensitivity as cuda_sens
 from fusekit.neuro import HH_CHANNELS, ChannelSet
 from fusekit.neuro.pospischil import PospischilCaT, PospischilM
 from fusekit.ops.ion_channel import Channel, exp, log, sqrt
-from fusekit.ops.ion_sensitivity import ion_sensitivity_reference
+from fusekit.ops.ion_forward import ion_sensitivity_reference
 
 pytestmark = pytest.mark.cudasim
 

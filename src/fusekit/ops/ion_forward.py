@@ -146,7 +146,7 @@ def ion_sensitivity(
         record_every: Record ``v`` (and its tangents) every this many steps (0: none).
         spike_threshold: Spike detection threshold, mV.
         max_spikes: Spike times (and their tangents) kept per neuron.
-        backend: ``"reference"``, ``"cpu"`` or ``"auto"``; ``None`` follows
+        backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``; ``None`` follows
             :func:`fusekit.use_backend` and ``FUSEKIT_BACKEND``.
 
     Returns:

@@ -20,7 +20,7 @@ import numpy as np
 from numba import cuda
 
 from ..._registry import register_kernel
-from ...ops import ion_sensitivity as sens
+from ...ops import ion_forward as sens
 from ...ops.ion_channel import ChannelSet, channel_set
 from ...ops.ion_symbolic import tangent_step_source
 from ._device import cupy_stream, output, to_device
