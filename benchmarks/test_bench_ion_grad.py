@@ -1,10 +1,12 @@
 """Gradient of an HH population simulation: checkpointed backprop against full-history autograd.
 
-Three ways to get the same numbers for 2,000 HH neurons over 20 ms (800 steps at 0.025 ms),
+Four ways to get the same numbers for 2,000 HH neurons over 20 ms (800 steps at 0.025 ms),
 float64: the forward alone (the compiled kernel, the floor), the gradient of a loss on the
 recorded trace and spike times through ``fusekit.ops.ion_simulate`` with checkpoints
-(kernel forward, torch recompute of one segment at a time in the backward), and the same
-gradient from :func:`fusekit.neuro.simulate_torch` (torch autograd keeping every step).
+(kernel forward, torch recompute of one segment at a time in the backward), the same
+gradient by forward mode (``fusekit.neuro.simulate(gradient="forward")``: the kernel carries
+the tangents of all 7 parameter rows and ``i_ext``, no re-run), and the same gradient from
+:func:`fusekit.neuro.simulate_torch` (torch autograd keeping every step).
 ``extra_info`` holds the peak bytes held by tensors saved for the backward
 (``saved_tensor_peak_bytes``), measured with ``torch.autograd.graph.saved_tensors_hooks``.
 """
@@ -17,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fusekit  # noqa: E402
-from fusekit.neuro import HH_CHANNELS, ChannelSet, simulate_torch  # noqa: E402
+from fusekit.neuro import HH_CHANNELS, ChannelSet, simulate, simulate_torch  # noqa: E402
 
 HH = ChannelSet(HH_CHANNELS)
 N_NEURONS, DT, N_STEPS, RECORD_EVERY = 2000, 0.025, 800, 4
@@ -38,6 +40,13 @@ def loss_of(out):
 def checkpointed_grad(v0, S, P, i_ext, n_steps=N_STEPS):
     out = fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=n_steps,
                                    record_every=RECORD_EVERY, max_spikes=4, backend="cpu")
+    return torch.autograd.grad(loss_of(out), (P, i_ext))
+
+
+def forward_mode_grad(v0, S, P, i_ext, n_steps=N_STEPS):
+    out = simulate(HH, P, i_ext, duration=n_steps * DT, dt=DT, v0=v0.detach(),
+                   states0=S.detach(), record_every=RECORD_EVERY, max_spikes=4,
+                   gradient="forward", backend="cpu")
     return torch.autograd.grad(loss_of(out), (P, i_ext))
 
 
@@ -74,9 +83,10 @@ class SavedTensorPeak:
 
 def test_checkpointed_gradient_equals_full_history_on_a_slice():
     x = make(n=40, n_steps=N_STEPS)
-    got, want = checkpointed_grad(*x), full_history_grad(*x)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8 * float(b.abs().max()))
+    want = full_history_grad(*x)
+    for got in (checkpointed_grad(*x), forward_mode_grad(*x)):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8 * float(b.abs().max()))
 
 
 def test_forward_only_kernel(benchmark):
@@ -90,10 +100,13 @@ def test_forward_only_kernel(benchmark):
     assert out.spike_count.max() > 0
 
 
-@pytest.mark.parametrize("name", ["checkpointed", "full_history"])
+@pytest.mark.parametrize("name", ["checkpointed", "forward_mode", "full_history"])
 def test_gradient(benchmark, name):
-    fn = {"checkpointed": checkpointed_grad, "full_history": full_history_grad}[name]
+    fn = {"checkpointed": checkpointed_grad, "forward_mode": forward_mode_grad,
+          "full_history": full_history_grad}[name]
     x = make()
+    if name == "forward_mode":
+        fn(*make(n=4, n_steps=4))  # compile outside the timing
     benchmark.group = GROUP
     peak = SavedTensorPeak()
     grads = benchmark.pedantic(lambda: peak(fn, *x), rounds=1, iterations=1)
