@@ -207,7 +207,7 @@ def step_function(cs: ChannelSet, wrt: Sequence[str], math: dict[str, Any],
 
 NUMPY_MATH: dict[str, Any] = {
     "EXP": np.exp, "LOG": np.log, "SQRT": np.sqrt, "ABS": np.abs, "SIGN": np.sign,
-    "VTRAP": vtrap, "VTRAP_DX": lambda x, y: vtrap_dx(x, y, np.exp, np.where, np.abs),
+    "VTRAP": vtrap, "VTRAP_DX": lambda x, y, f: vtrap_dx(x, y, f, np.where, np.abs),
 }
 
 

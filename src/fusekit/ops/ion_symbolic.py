@@ -130,11 +130,13 @@ def _vtrap_value(x: float, y: float) -> float:
     return x / math.expm1(u)
 
 
-def vtrap_dx(x: Any, y: Any, exp: Callable[[Any], Any], where: Callable[..., Any],
+def vtrap_dx(x: Any, y: Any, value: Any, where: Callable[..., Any],
              absolute: Callable[[Any], Any]) -> Any:
     """``d vtrap(x, y) / dx = B'(x / y)`` with ``B(u) = u / (e^u - 1)``, in any array library.
 
-    ``B'(u) = ((e^u - 1) - u e^u) / (e^u - 1)^2``; below ``|u| = VTRAP_SERIES_BELOW`` (where
+    ``value`` is ``vtrap(x, y) = y B(u)``. Since ``B e^u = B + u``,
+    ``B'(u) = (B / u)(1 - B - u)``, i.e. ``value (y - value - x) / (x y)``: no second
+    ``exp``. Below ``|u| = VTRAP_SERIES_BELOW`` (where
     :func:`~fusekit.ops.ion_channel.vtrap` uses its series) the series
     ``-1/2 + u/6 - u^3/180 + u^5/5040`` (truncation below 2e-12 relative).
     """
@@ -142,9 +144,8 @@ def vtrap_dx(x: Any, y: Any, exp: Callable[[Any], Any], where: Callable[..., Any
     small = absolute(u) < VTRAP_SERIES_BELOW
     u2 = u * u
     series = -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
-    e = exp(where(small, u * 0.0 + 1.0, u))
-    em1 = e - 1.0
-    direct = (em1 - where(small, u * 0.0 + 1.0, u) * e) / (em1 * em1)
+    xs = where(small, y + u * 0.0, x)  # the unused branch gets a harmless x
+    direct = value * (y - value - xs) / (xs * y)
     return where(small, series, direct)
 
 
@@ -153,7 +154,7 @@ _FOLD: dict[str, Callable[..., float]] = {
     "div": lambda a, b: a / b, "neg": lambda a: -a, "exp": math.exp, "log": math.log,
     "sqrt": math.sqrt, "abs": abs, "sign": lambda a: float((a > 0) - (a < 0)),
     "vtrap": _vtrap_value,
-    "vtrap_dx": lambda x, y: vtrap_dx(x, y, math.exp, lambda c, a, b: a if c else b, abs),
+    "vtrap_dx": lambda x, y, f: vtrap_dx(x, y, f, lambda c, a, b: a if c else b, abs),
 }
 
 
@@ -301,7 +302,7 @@ class Graph:
             return self.mul(self._node("sign", a), d[0])
         if n.op == "vtrap":  # vtrap = y B(x/y): d/dx = B'(u), d/dy = (vtrap - x B'(u)) / y
             y = n.args[1]
-            bx = self._node("vtrap_dx", a, y)
+            bx = self._node("vtrap_dx", a, y, n)
             return self.add(self.mul(bx, d[0]),
                             self.mul(self.div(self.sub(n, self.mul(a, bx)), y), d[1]))
         raise NotImplementedError(f"no derivative for {n.op}")  # sign, vtrap_dx: never needed

@@ -134,22 +134,19 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     return text, consts
 
 
-def _vtrap_dx(exp: Callable[..., Any], scalar: Callable[[float], Any],
-              fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_dx`` for one dtype on top of ``exp`` (same series, cut-off)."""
-    cut, half, c1, c3, c5, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6,
-                                                      1 / 180, 1 / 5040, 1.0))
+def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
+    """``ion_symbolic.vtrap_dx`` for one dtype (same series, cut-off and formula)."""
+    cut, half, c1, c3, c5 = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180,
+                                                 1 / 5040))
 
     @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_dx(x, y):
+    def vtrap_dx(x, y, value):
         u = x / y
         small = abs(u) < cut
         u2 = u * u
         series = u * (c1 - u2 * (c3 - u2 * c5)) - half
-        us = one if small else u
-        e = exp(us)
-        em1 = e - one
-        direct = (em1 - us * e) / (em1 * em1)
+        xs = y if small else x
+        direct = value * (y - value - xs) / (xs * y)
         return series if small else direct
 
     return vtrap_dx
@@ -185,7 +182,7 @@ def kernel_for(cs: ChannelSet, wrt: tuple[str, ...], dtype: str) -> Any:
         "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), "ONE": scalar(1.0),
         "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"], "LOG": math.log,
         "SQRT": math.sqrt, "ABS": abs,
-        "VTRAP_DX": _vtrap_dx(math_fns["exp"], scalar, _FASTMATH[dtype]),
+        "VTRAP_DX": _vtrap_dx(scalar, _FASTMATH[dtype]),
         "SIGN": _sign(scalar), **{k: scalar(c) for k, c in consts.items()},
         **_layout(cs, len(wrt)),
     }

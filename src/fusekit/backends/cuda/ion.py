@@ -109,15 +109,14 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
         return x / (math.exp(u) - one)
 
     @cuda.jit(device=True)
-    def vtrap_dx(x, y):
-        # ops.ion_symbolic.vtrap_dx: d vtrap(x, y) / dx, with the same series below the cut.
+    def vtrap_dx(x, y, value):
+        # ops.ion_symbolic.vtrap_dx: d vtrap(x, y) / dx from value = vtrap(x, y), with the
+        # same series below the cut.
         u = x / y
         if abs(u) < cut:
             u2 = u * u
             return u * (d1 - u2 * (d3 - u2 * d5)) - half
-        e = math.exp(u)
-        em1 = e - one
-        return (em1 - u * e) / (em1 * em1)
+        return value * (y - value - x) / (x * y)
 
     @cuda.jit(device=True)
     def sign(x):
