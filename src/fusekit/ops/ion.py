@@ -34,6 +34,7 @@ from .._registry import Op, TorchBridge, array_dtype
 from ._common import is_tensor, require_finite, require_ndim, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from .ion_grad import (
+    adjoint_backward,
     check_checkpoint_every,
     checkpointed_backward,
     checkpointed_forward,
@@ -202,7 +203,7 @@ def _ion_simulate_fake(
 
 
 _ION_TORCH_PARAMS = ("channels", "dt", "n_steps", "record_every", "spike_threshold",
-                     "max_spikes", "checkpoint_every")
+                     "max_spikes", "checkpoint_every", "backend")
 
 
 def _ion_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -215,9 +216,14 @@ def _ion_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ..
 def _ion_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
     params, i_ext, checkpoints, counts_at = ctx.saved_tensors
     kw = {"record_every": 0, "spike_threshold": 0.0, "max_spikes": 0, "checkpoint_every": 0,
-          **ctx.kw}
-    got = checkpointed_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
-                                needs=tuple(ctx.needs_input_grad[:4]))
+          "backend": None, **ctx.kw}
+    backend = kw.pop("backend")
+    needs = tuple(ctx.needs_input_grad[:4])
+    got = adjoint_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
+                           needs=needs, backend=backend)
+    if got is None:  # no compiled adjoint for these tensors (or tracing): torch recompute
+        got = checkpointed_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
+                                    needs=needs)
     return (*got, *(None,) * (len(ctx.needs_input_grad) - 4))
 
 
@@ -294,7 +300,9 @@ def ion_simulate(
         of the input kind (NumPy, CuPy or torch). When a torch input requires grad, ``v``,
         ``states``, ``v_record`` and ``spike_times`` are differentiable with respect to
         ``v0``, ``states0``, ``params`` and ``i_ext`` (backprop through time with
-        checkpoints: the kernel runs forward, the backward re-runs each segment in torch).
+        checkpoints: the kernel runs forward; the backward is the compiled adjoint
+        :func:`fusekit.ops.ion_adjoint` where the backend has one, else it re-runs each
+        segment in torch).
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)

@@ -147,6 +147,53 @@ def checkpointed_forward(
     return tuple(from_native(o, kind) for o in out)
 
 
+def adjoint_backward(
+    grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
+    channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
+    max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...], backend: str | None,
+) -> tuple[Any, Any, Any, Any] | None:
+    """:func:`checkpointed_backward`'s result from the compiled adjoint op, or ``None``.
+
+    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors (CUDA for now)
+    or while torch traces with fake tensors; the caller then uses the torch recompute.
+    Gradients of spike-time slots that hold no spike (NaN times) are ignored, as in the torch
+    recompute: non-finite entries of that gradient are taken as 0.
+    """
+    import torch
+    from torch._subclasses.fake_tensor import is_fake
+
+    from .._arrays import dtype_name, kind_of
+    from .._errors import NoKernelError
+    from .._registry import requested_backend
+    from .ion_adjoint import ion_adjoint, ion_adjoint_op
+
+    if is_fake(params) or params.is_meta:
+        return None
+    dtype = dtype_name(params)
+    try:
+        ion_adjoint_op.select(kind_of(params), dtype, requested_backend(backend))
+    except NoKernelError:
+        return None
+    g_v, g_S, g_rec, _, g_times = grads
+    n = params.shape[1]
+    n_states = checkpoints.shape[1] - 1
+    n_rec = n_steps // record_every if record_every else 0
+
+    def given(g: Any, shape: tuple[int, ...]) -> Any:
+        return params.new_zeros(shape) if g is None else g.detach().contiguous()
+
+    g_times = given(g_times, (max_spikes, n))
+    g_times = torch.where(torch.isfinite(g_times), g_times, 0.0)
+    out = ion_adjoint(
+        checkpoints.detach(), counts_at.detach(), params.detach(), i_ext.detach(),
+        given(g_v, (n,)), given(g_S, (n_states, n)), given(g_rec, (n_rec, n)), g_times,
+        channels=channels, dt=dt, n_steps=n_steps,
+        segment=segment_length(n_steps, checkpoint_every, record_every),
+        record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
+        backend=backend)
+    return tuple(g if need else None for g, need in zip(out, needs, strict=True))
+
+
 def checkpointed_backward(
     grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,

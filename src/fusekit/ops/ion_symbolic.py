@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import InputError
 from .ion_channel import VTRAP_SERIES_BELOW, Arg, ChannelSet, compile_channel_function
 
-__all__ = ["Expr", "Graph", "tangent_step_source", "vtrap_dx"]
+__all__ = ["Expr", "Graph", "TracedStep", "adjoint_step_source", "tangent_step_source",
+           "trace_step", "vtrap_dx"]
 
 
 class Expr:
@@ -410,20 +411,27 @@ def wrt_directions(cs: ChannelSet, wrt: Sequence[str]) -> list[tuple[str, Arg | 
     return out
 
 
-def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
-                        indent: str) -> tuple[list[str], dict[str, float]]:
-    """Lines of one step of one neuron with its tangents in the directions ``wrt``.
+class TracedStep(NamedTuple):
+    """One step of the ion scheme as an expression graph: inputs and outputs."""
 
-    The lines read locals ``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt`` and the tangents
-    ``dv_<j>``, ``ds<k>_<j>`` (``d/d theta_j`` of ``v`` and state ``k``), and assign ``v``,
-    ``s<k>``, ``dv_<j>`` and ``ds<k>_<j>`` after the step (the scheme of
-    :func:`fusekit.ops.ion_channel.step_source`). Returns the lines and their constants.
+    graph: Graph
+    v: Expr
+    states: list[Expr]
+    params: list[Expr]
+    i_inj: Expr
+    v_new: Expr
+    new_states: list[Expr]
+
+
+def trace_step(cs: ChannelSet) -> TracedStep:
+    """The graph of one step (gates, conductances, voltage) for channel set ``cs``.
+
+    The scheme of :func:`fusekit.ops.ion_channel.step_source`; the variables are named as
+    the generated kernels name their locals (``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt``).
     """
-    directions = wrt_directions(cs, wrt)
     g = Graph()
     v, i_inj, dt = g.var("v"), g.var("i_inj"), g.var("dt")
-    n_states = len(cs.state_names)
-    S = [g.var(f"s{k}") for k in range(n_states)]
+    S = [g.var(f"s{k}") for k in range(len(cs.state_names))]
     P = [g.var(f"p{i}") for i in range(len(cs.param_names))]
     seen: dict[int, Any] = {}
 
@@ -454,15 +462,30 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
         ge_sum = ge_sum + cond * (P[rev.index] if isinstance(rev, Arg) else rev)
     k_ = dt / P[0]
     v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+    return TracedStep(g, v, S, P, i_inj, v_new, new_states)
 
-    outputs: list[tuple[str, Expr]] = [("v_n", v_new)]
-    outputs += [(f"s{k}_n", s) for k, s in enumerate(new_states)]
+
+def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
+                        indent: str) -> tuple[list[str], dict[str, float]]:
+    """Lines of one step of one neuron with its tangents in the directions ``wrt``.
+
+    The lines read locals ``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt`` and the tangents
+    ``dv_<j>``, ``ds<k>_<j>`` (``d/d theta_j`` of ``v`` and state ``k``), and assign ``v``,
+    ``s<k>``, ``dv_<j>`` and ``ds<k>_<j>`` after the step (the scheme of
+    :func:`fusekit.ops.ion_channel.step_source`). Returns the lines and their constants.
+    """
+    directions = wrt_directions(cs, wrt)
+    st = trace_step(cs)
+    g, v, S, P = st.graph, st.v, st.states, st.params
+    n_states = len(S)
+    outputs: list[tuple[str, Expr]] = [("v_n", st.v_new)]
+    outputs += [(f"s{k}_n", s) for k, s in enumerate(st.new_states)]
     x_in = [v, *S]
     for j, (_, src) in enumerate(directions):
-        theta = i_inj if src is None else P[src.index]
+        theta = st.i_inj if src is None else P[src.index]
         t_in = [g.var(f"dv_{j}"), *(g.var(f"ds{k}_{j}") for k in range(n_states))]
         for name, out in zip(["dv", *(f"ds{k}" for k in range(n_states))],
-                             [v_new, *new_states], strict=True):
+                             [st.v_new, *st.new_states], strict=True):
             total = g.diff(out, theta)
             for x, t in zip(x_in, t_in, strict=True):
                 total = g.add(total, g.mul(g.diff(out, x), t))
@@ -473,3 +496,39 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
         lines.append(f"{indent}dv_{j} = dv_{j}_n")
         lines += [f"{indent}ds{k}_{j} = ds{k}_{j}_n" for k in range(n_states)]
     return lines, consts
+
+
+def adjoint_step_source(cs: ChannelSet,
+                        indent: str) -> tuple[list[str], dict[str, float], list[int]]:
+    """Lines of the reverse (vector-Jacobian) step of one neuron: the adjoint of the step.
+
+    The lines read the state before the step (``v``, ``s<k>``), ``p<i>``, ``i_inj``, ``dt``
+    and the adjoints of the state after it, ``av_n`` and ``as<k>_n``; they assign the adjoints
+    of the state before it, ``av`` and ``as<k>``, the step's contribution to the adjoint of
+    each parameter ``p<i>`` that it reads, ``ap<i>``, and that of ``i_inj``, ``ai``:
+    ``a_x = sum_o (d o / d x) a_o`` over the outputs ``o = (v', s')``.
+
+    Returns the lines, their constants and the parameter rows given an ``ap<i>``.
+    """
+    st = trace_step(cs)
+    g = st.graph
+    outs = [st.v_new, *st.new_states]
+    adj = [g.var("av_n"), *(g.var(f"as{k}_n") for k in range(len(st.states)))]
+
+    def vjp(x: Expr) -> Expr:
+        total: Expr = g.const(0.0)
+        for out, a in zip(outs, adj, strict=True):
+            total = g.add(total, g.mul(g.diff(out, x), a))
+        return total
+
+    outputs: list[tuple[str, Expr]] = [("av", vjp(st.v))]
+    outputs += [(f"as{k}", vjp(s)) for k, s in enumerate(st.states)]
+    rows = []
+    for i, p in enumerate(st.params):
+        total = vjp(p)
+        if not (total.op == "const" and total.value == 0.0):
+            rows.append(i)
+            outputs.append((f"ap{i}", total))
+    outputs.append(("ai", vjp(st.i_inj)))
+    lines, consts = emit(outputs, indent)
+    return lines, consts, rows

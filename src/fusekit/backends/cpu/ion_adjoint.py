@@ -1,0 +1,245 @@
+"""CPU kernel of ion_adjoint: the checkpointed backward of ion_simulate in one Numba call.
+
+Threads own blocks of ``NEURON_BLOCK`` neurons for the whole backward, as in the forward
+kernel. For each segment, last first, a block re-runs the segment from its checkpoint with the
+forward kernel's own step (``step_source``, the compiled channel functions, so the trajectory
+and its spike crossings are those of the forward) keeping every step's ``v`` and states in a
+scratch array, then walks it backwards with the generated adjoint step
+(:func:`fusekit.ops.ion_symbolic.adjoint_step_source`): straight-line arithmetic over the
+block's neurons, which LLVM vectorises. Spike-time and recording gradients enter in small
+scalar loops between the steps. Scratch per block: ``(segment + 1) (1 + n_states)`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..._registry import register_kernel
+from ...ops import ion_adjoint as adj
+from ...ops.ion_channel import (
+    ChannelSet,
+    channel_set,
+    compile_channel_function,
+    reversal_constants,
+    step_source,
+)
+from ...ops.ion_symbolic import adjoint_step_source
+from ._numba import configure
+from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math
+from .ion_sensitivity import _sign, _vtrap_dx
+
+_FLOATS = ("float32", "float64")
+
+_TEMPLATE = '''
+def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every,
+              thr, max_spikes, dt, OV, OS, OP, OI):
+    w = min(BLOCK, P.shape[1] - lo)
+    # Rows of BLOCK: params, then the adjoints of v and the states, of the params, of a
+    # constant i_ext, the spike-time term of the step before, the state (v, states) the
+    # vector loops work on and this step's i_ext.
+    buf = np.zeros(N_ROWS * BLOCK, dtype=DTYPE)
+    traj = np.empty((seg_len + 1) * X_ROWS * BLOCK, dtype=DTYPE)
+    slot = np.empty(seg_len * BLOCK, dtype=np.int64)
+    count = np.empty(BLOCK, dtype=np.int64)
+    for k in range(N_PARAMS):
+        for j in range(w):
+            buf[k * BLOCK + j] = P[k, lo + j]
+    for j in range(w):
+        buf[AV * BLOCK + j] = GV[lo + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            buf[(AV + 1 + k) * BLOCK + j] = GS[k, lo + j]
+    n_seg = CK.shape[0]
+    for seg in range(n_seg - 1, -1, -1):
+        k0 = seg * seg_len
+        k1 = min(n_steps, k0 + seg_len)
+        for k in range(X_ROWS):
+            for j in range(w):
+                traj[k * BLOCK + j] = CK[seg, k, lo + j]
+        for j in range(w):
+            count[j] = CNT[seg, lo + j]
+        for k in range(X_ROWS):
+            for j in range(w):
+                buf[(X + k) * BLOCK + j] = traj[k * BLOCK + j]
+        for step in range(k0, k1):
+            t = step - k0
+            x0 = t * X_ROWS * BLOCK
+            x1 = x0 + X_ROWS * BLOCK
+            # The vector loops read and write only buf at constant offsets (as in the
+            # forward kernel): with traj or I in them LLVM could not prove them alias-free.
+            for j in range(w):
+                buf[II * BLOCK + j] = I[step * i_rows, lo + j]
+            for j in range(w):
+                v = buf[X * BLOCK + j]
+                i_inj = buf[II * BLOCK + j]
+{fwd_loads}
+{fwd_body}
+                buf[X * BLOCK + j] = v
+{fwd_stores}
+            for k in range(X_ROWS):
+                for j in range(w):
+                    traj[x1 + k * BLOCK + j] = buf[(X + k) * BLOCK + j]
+            for j in range(w):
+                if traj[x0 + j] < thr and traj[x1 + j] >= thr:
+                    slot[t * BLOCK + j] = count[j]
+                    count[j] += 1
+                else:
+                    slot[t * BLOCK + j] = -1
+        for step in range(k1 - 1, k0 - 1, -1):
+            t = step - k0
+            x0 = t * X_ROWS * BLOCK
+            x1 = x0 + X_ROWS * BLOCK
+            if record_every > 0 and (step + 1) % record_every == 0:
+                r = (step + 1) // record_every - 1
+                for j in range(w):
+                    buf[AV * BLOCK + j] += GREC[r, lo + j]
+            for j in range(w):
+                c = slot[t * BLOCK + j]
+                extra = ZERO
+                if c >= 0 and c < max_spikes:
+                    den = traj[x1 + j] - traj[x0 + j]
+                    f = (thr - traj[x0 + j]) / den
+                    g = GT[c, lo + j]
+                    buf[AV * BLOCK + j] += -dt * f / den * g
+                    extra = -dt * (ONE - f) / den * g
+                buf[EX * BLOCK + j] = extra
+            for k in range(X_ROWS):
+                for j in range(w):
+                    buf[(X + k) * BLOCK + j] = traj[x0 + k * BLOCK + j]
+            for j in range(w):
+                buf[II * BLOCK + j] = I[step * i_rows, lo + j]
+            for j in range(w):
+                v = buf[X * BLOCK + j]
+                i_inj = buf[II * BLOCK + j]
+{adj_loads}
+{adj_body}
+{adj_stores}
+            if i_rows:
+                for j in range(w):
+                    OI[step, lo + j] = buf[AI * BLOCK + j]
+            else:
+                for j in range(w):
+                    buf[AI_SUM * BLOCK + j] += buf[AI * BLOCK + j]
+    for j in range(w):
+        OV[lo + j] = buf[AV * BLOCK + j]
+    for k in range(N_STATES):
+        for j in range(w):
+            OS[k, lo + j] = buf[(AV + 1 + k) * BLOCK + j]
+    for k in range(N_PARAMS):
+        for j in range(w):
+            OP[k, lo + j] = buf[(AP + k) * BLOCK + j]
+    if not i_rows:
+        for j in range(w):
+            OI[0, lo + j] = buf[AI_SUM * BLOCK + j]
+
+
+def adj_kernel(CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every, thr,
+               max_spikes, dt, OV, OS, OP, OI):
+    n_blocks = (P.shape[1] + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        adj_block(blk * BLOCK, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps,
+                  record_every, thr, max_spikes, dt, OV, OS, OP, OI)
+'''
+
+
+def _layout(cs: ChannelSet) -> dict[str, int]:
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    av = n_params
+    ap = av + 1 + n_states
+    ai = ap + n_params
+    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+            "X_ROWS": 1 + n_states, "AV": av, "AP": ap, "AI": ai, "AI_SUM": ai + 1,
+            "EX": ai + 2, "X": ai + 3, "II": ai + 4 + n_states, "N_ROWS": ai + 5 + n_states}
+
+
+def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, Any]]:
+    """The adjoint kernel's source, its constants and the channel functions it calls."""
+    lay = _layout(cs)
+    block, n_states, n_params = NEURON_BLOCK, lay["N_STATES"], lay["N_PARAMS"]
+    ind = " " * 16
+    fwd_body, funcs = step_source(cs, ind)
+    adj_body, consts, rows = adjoint_step_source(cs, ind)
+    params = [f"{ind}p{i} = buf[{i * block} + j]" for i in range(n_params)]
+    states = [f"{ind}s{k} = buf[{(lay['X'] + 1 + k) * block} + j]" for k in range(n_states)]
+    fwd_stores = [f"{ind}buf[{(lay['X'] + 1 + k) * block} + j] = s{k}"
+                  for k in range(n_states)]
+    adj_loads = states + params + [f"{ind}av_n = buf[{lay['AV'] * block} + j]"]
+    adj_loads += [f"{ind}as{k}_n = buf[{(lay['AV'] + 1 + k) * block} + j]"
+                  for k in range(n_states)]
+    adj_stores = [f"{ind}buf[{lay['AV'] * block} + j] = av + buf[{lay['EX'] * block} + j]"]
+    adj_stores += [f"{ind}buf[{(lay['AV'] + 1 + k) * block} + j] = as{k}"
+                   for k in range(n_states)]
+    adj_stores += [f"{ind}buf[{(lay['AP'] + i) * block} + j] += ap{i}" for i in rows]
+    adj_stores.append(f"{ind}buf[{lay['AI'] * block} + j] = ai")
+    text = _TEMPLATE.format(
+        fwd_loads="\n".join(states + params), fwd_body="\n".join(fwd_body),
+        fwd_stores="\n".join(fwd_stores) or f"{ind}pass",
+        adj_loads="\n".join(adj_loads), adj_body="\n".join(adj_body),
+        adj_stores="\n".join(adj_stores))
+    return text, consts, funcs
+
+
+_kernels: dict[tuple[str, str], Any] = {}
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled adjoint kernel for ``cs`` and ``dtype`` (generated on first use)."""
+    key = (cs.key, dtype)
+    compiled = _kernels.get(key)
+    if compiled is not None:
+        return compiled
+    configure()
+    import math
+
+    import numba
+
+    math_fns, scalar = _math(dtype)
+    text, consts, funcs = generated_source(cs)
+
+    def jit(fn: Any) -> Any:
+        return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
+
+    ns: dict[str, Any] = {
+        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), "ONE": scalar(1.0),
+        "ZERO": scalar(0.0), "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
+        "LOG": math.log, "SQRT": math.sqrt, "ABS": abs,
+        "VTRAP_DX": _vtrap_dx(scalar, _FASTMATH[dtype]), "SIGN": _sign(scalar),
+        **{k: scalar(c) for k, c in consts.items()}, **reversal_constants(cs, scalar),
+        **_layout(cs),
+    }
+    seen: dict[int, Any] = {}
+    for name, fn in funcs.items():
+        ns[name] = compile_channel_function(fn, math_fns, scalar, jit, seen)
+    _kernels[key] = compiled = _compile_generated("adj", cs, dtype, text, ns, "adj_block",
+                                                  "adj_kernel")
+    return compiled
+
+
+@register_kernel(adj.ion_adjoint_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def ion_adjoint_cpu(
+    checkpoints: np.ndarray, counts_at: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    g_v: np.ndarray, g_states: np.ndarray, g_v_record: np.ndarray, g_spike_times: np.ndarray,
+    *, channels: Any, dt: float, n_steps: int, segment: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """The whole backward in one parallel Numba call, neurons in blocks."""
+    cs = channel_set(channels)
+    dtype = params.dtype
+    scalar = dtype.type
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    n = params.shape[1]
+    c = np.ascontiguousarray
+    I_ext = c(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+    OV = np.array(g_v, dtype=dtype)
+    OS = np.array(g_states, dtype=dtype).reshape(n_states, n)
+    OP = np.zeros((n_params, n), dtype=dtype)
+    OI = np.zeros(I_ext.shape, dtype=dtype)
+    if n and checkpoints.shape[0]:
+        kernel_for(cs, dtype.name)(
+            c(checkpoints), c(counts_at), c(params), I_ext, 1 if i_ext.ndim == 2 else 0,
+            c(g_v), c(g_states), c(g_v_record), c(g_spike_times), int(segment), int(n_steps),
+            int(record_every), scalar(spike_threshold), int(max_spikes), scalar(dt),
+            OV, OS, OP, OI)
+    return OV, OS, OP, OI.reshape(i_ext.shape)

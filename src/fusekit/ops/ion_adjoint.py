@@ -1,0 +1,212 @@
+"""The backward of :func:`~fusekit.ops.ion_simulate` as a compiled op: checkpointed adjoint.
+
+:func:`ion_adjoint` takes the checkpoints that the differentiable ``ion_simulate`` keeps (``v``
+and the states at the start of every segment of ``segment`` steps, and the spike counts
+there) and the incoming gradients of its results, and returns the gradients with respect to
+``v0``, ``states0``, ``params`` and ``i_ext``. For each segment, last first, it re-runs the
+segment forward from its checkpoint keeping every step's state, then walks it backwards
+with the adjoint of the step,
+
+    a_x = sum_o (d o / d x) a_o,     o = (v', states'),  x = (v, states, params, i_ext),
+
+generated from the channel functions by symbolic differentiation
+(:func:`fusekit.ops.ion_symbolic.adjoint_step_source`). Recorded potentials add their
+gradient to ``a_v`` at their step; a spike time ``t = (k + f) dt`` adds
+``-dt f / D`` times its gradient to ``a_v`` after the step and ``-dt (1 - f) / D`` before it
+(``D = v_{k+1} - v_k``). Memory: the checkpoints plus one segment's states per neuron.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from .._registry import Op, array_dtype
+from ._common import require_finite
+from .ion_channel import channel_set, gates_and_conductances
+from .ion_symbolic import adjoint_step_source
+
+__all__ = ["ion_adjoint", "ion_adjoint_reference"]
+
+
+def _check_ion_adjoint(
+    checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, g_v: Any, g_states: Any,
+    g_v_record: Any, g_spike_times: Any, *, channels: Any, dt: float, n_steps: int,
+    segment: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> str:
+    op = "ion_adjoint"
+    cs = channel_set(channels)
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    n = params.shape[-1]
+    if not (isinstance(segment, int | np.integer) and segment >= 1):
+        raise InputError(f"{op}: segment must be a positive number of steps, got {segment!r}")
+    if record_every and segment % record_every:
+        raise InputError(f"{op}: segment ({segment}) must be a multiple of record_every "
+                         f"({record_every})")
+    n_seg = -(-n_steps // segment)
+    n_rec = n_steps // record_every if record_every else 0
+    shapes = {
+        "checkpoints": (checkpoints, (n_seg, 1 + n_states, n)),
+        "counts_at": (counts_at, (n_seg, n)),
+        "params": (params, (n_params, n)),
+        "g_v": (g_v, (n,)),
+        "g_states": (g_states, (n_states, n)),
+        "g_v_record": (g_v_record, (n_rec, n)),
+        "g_spike_times": (g_spike_times, (max_spikes, n)),
+    }
+    for name, (a, shape) in shapes.items():
+        if tuple(a.shape) != shape:
+            raise InputError(f"{op}: {name} must have shape {shape}, got {tuple(a.shape)}")
+    if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
+        raise InputError(f"{op}: i_ext must have shape ({n},) or ({n_steps}, {n}), got "
+                         f"{tuple(i_ext.shape)}")
+    dtype = array_dtype(params)
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
+    for name, a in (("checkpoints", checkpoints), ("i_ext", i_ext), ("g_v", g_v),
+                    ("g_states", g_states), ("g_v_record", g_v_record),
+                    ("g_spike_times", g_spike_times)):
+        if array_dtype(a) != dtype:
+            raise InputError(f"{op}: {name} must be {dtype} like params, got "
+                             f"{array_dtype(a)}")
+    if array_dtype(counts_at) != "int64":
+        raise InputError(f"{op}: counts_at must be int64, got {array_dtype(counts_at)}")
+    for name, a in (("checkpoints", checkpoints), ("params", params), ("i_ext", i_ext),
+                    ("g_v", g_v), ("g_states", g_states), ("g_v_record", g_v_record),
+                    ("g_spike_times", g_spike_times)):
+        require_finite(op, name, a)
+    return dtype
+
+
+ion_adjoint_op = Op(
+    name="ion_adjoint",
+    family="ion_adjoint",
+    array_args=("checkpoints", "counts_at", "params", "i_ext", "g_v", "g_states",
+                "g_v_record", "g_spike_times"),
+    params=("channels", "dt", "n_steps", "segment", "record_every", "spike_threshold",
+            "max_spikes"),
+    check=_check_ion_adjoint,
+)
+
+
+def ion_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, g_v: Any,
+                g_states: Any, g_v_record: Any, g_spike_times: Any, *, channels: Any,
+                dt: float, n_steps: int, segment: int, record_every: int = 0,
+                spike_threshold: float = 0.0, max_spikes: int = 0,
+                backend: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """Gradients of ``ion_simulate`` w.r.t. ``(v0, states0, params, i_ext)``.
+
+    Args:
+        checkpoints: ``(n_seg, 1 + n_states, n)``: ``v`` and the states at the start of
+            every segment (``ion_simulate``'s torch form returns them).
+        counts_at: ``(n_seg, n)`` int64 spike counts at the start of every segment.
+        params: ``(n_params, n)``, as for ``ion_simulate``.
+        i_ext: ``(n,)`` or ``(n_steps, n)``, as for ``ion_simulate``.
+        g_v: Gradient of the final ``v``, ``(n,)`` (zeros when unused).
+        g_states: Gradient of the final states, ``(n_states, n)``.
+        g_v_record: Gradient of ``v_record``, ``(n_steps // record_every, n)``.
+        g_spike_times: Gradient of ``spike_times``, ``(max_spikes, n)`` (zeros where no
+            spike; NaN is refused).
+        channels: The channel set.
+        dt: ms.
+        n_steps: Steps simulated.
+        segment: Steps per checkpoint segment (a multiple of ``record_every``).
+        record_every: As for ``ion_simulate``.
+        spike_threshold: mV.
+        max_spikes: As for ``ion_simulate``.
+        backend: ``"reference"``, ``"cpu"`` or ``"auto"``.
+
+    Returns:
+        ``(g_v0, g_states0, g_params, g_i_ext)`` with the shapes of those inputs.
+    """
+    return ion_adjoint_op.run(
+        (checkpoints, counts_at, params, i_ext, g_v, g_states, g_v_record, g_spike_times),
+        {"channels": channel_set(channels), "dt": dt, "n_steps": int(n_steps),
+         "segment": int(segment), "record_every": int(record_every),
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+        backend,
+    )
+
+
+# --------------------------------------------------------------------------- float64 reference
+
+
+def _adjoint_function(cs: Any) -> tuple[Any, list[int]]:
+    from .ion_forward import NUMPY_MATH
+
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    lines, consts, rows = adjoint_step_source(cs, "    ")
+    args = ["v", *(f"s{k}" for k in range(n_states)), *(f"p{i}" for i in range(n_params)),
+            "i_inj", "dt", "av_n", *(f"as{k}_n" for k in range(n_states))]
+    outs = ["av", *(f"as{k}" for k in range(n_states)), *(f"ap{i}" for i in rows), "ai"]
+    src = (f"def adjoint({', '.join(args)}):\n" + "\n".join(lines)
+           + f"\n    return ({', '.join(outs)},)\n")
+    ns = {**NUMPY_MATH, "ONE": 1.0, **consts}
+    exec(compile(src, f"<fusekit adjoint step {cs.key}>", "exec"), ns)
+    return ns["adjoint"], rows
+
+
+def ion_adjoint_reference(
+    checkpoints: np.ndarray, counts_at: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    g_v: np.ndarray, g_states: np.ndarray, g_v_record: np.ndarray, g_spike_times: np.ndarray,
+    *, channels: Any, dt: float, n_steps: int, segment: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Float64 NumPy oracle of :func:`ion_adjoint` (steps in Python, neurons as arrays)."""
+    cs = channel_set(channels)
+    dtype = params.dtype
+    adjoint, rows = _adjoint_function(cs)
+    n_states = len(cs.state_names)
+    P = params.astype(np.float64)
+    I_ext = i_ext.astype(np.float64)
+    thr = spike_threshold
+    av = g_v.astype(np.float64).copy()
+    a_s = [row.copy() for row in g_states.astype(np.float64)]
+    g_P = np.zeros_like(P)
+    g_I = np.zeros_like(I_ext)
+    for seg in range(checkpoints.shape[0] - 1, -1, -1):
+        k0, k1 = seg * segment, min(n_steps, (seg + 1) * segment)
+        v = checkpoints[seg, 0].astype(np.float64)
+        S = checkpoints[seg, 1:].astype(np.float64)
+        traj = [(v, S)]
+        for step in range(k0, k1):
+            i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
+            S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp,
+                                                      stack=np.stack)
+            k_ = dt / P[0]
+            v = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
+            traj.append((v, S))
+        count = counts_at[seg].copy()
+        slots = []
+        for t in range(k1 - k0):
+            crossed = (traj[t][0] < thr) & (traj[t + 1][0] >= thr)
+            slots.append(np.where(crossed, count, -1))
+            count = count + crossed
+        for step in range(k1 - 1, k0 - 1, -1):
+            t = step - k0
+            if record_every and (step + 1) % record_every == 0:
+                av = av + g_v_record[(step + 1) // record_every - 1]
+            (v0, S0), v1 = traj[t], traj[t + 1][0]
+            kept = (slots[t] >= 0) & (slots[t] < max_spikes)
+            extra = np.zeros_like(av)
+            if kept.any():
+                den = np.where(kept, v1 - v0, 1.0)
+                f = (thr - v0) / den
+                g_t = np.where(kept, g_spike_times[np.clip(slots[t], 0, max(max_spikes - 1, 0)),
+                                                   np.arange(av.shape[0])], 0.0)
+                av = av - dt * f / den * g_t
+                extra = -dt * (1.0 - f) / den * g_t
+            i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
+            out = adjoint(v0, *S0, *P, i_inj, dt, av, *a_s)
+            av = out[0] + extra
+            a_s = list(out[1:1 + n_states])
+            for i, contrib in zip(rows, out[1 + n_states:-1], strict=True):
+                g_P[i] += contrib
+            if I_ext.ndim == 1:
+                g_I += out[-1]
+            else:
+                g_I[step] = out[-1]
+    g_S = np.array(a_s).reshape(n_states, -1)
+    return (av.astype(dtype), g_S.astype(dtype), g_P.astype(dtype), g_I.astype(dtype))
