@@ -230,14 +230,17 @@ def test_jaxley_hh_population_gradient_float64(benchmark):
     assert result["grad_finite"] and result["grad_norm"] > 0
 
 
-def test_fusekit_hh_population_gradient_float64(benchmark):
-    """fusekit's gradient of every neuron's mean v w.r.t. its gNa, gK, gLeak: forward mode.
+@pytest.mark.parametrize("gradient", ["forward", "backprop"])
+def test_fusekit_hh_population_gradient_float64(benchmark, gradient):
+    """fusekit's gradient of every neuron's mean v w.r.t. its gNa, gK, gLeak.
 
-    ``simulate(gradient="forward")``: one kernel pass carrying the three tangents
-    (:func:`fusekit.ops.ion_sensitivity`), then the backward contracts them; float64, the
-    same 10,000 neurons and 4000 steps as Jaxley's gradient. The mean is over ``v`` sampled
-    every 1 ms (Jaxley's over every step): the samples' tangents are what the backward
-    keeps, ``3 x 100 x 10,000`` values; the kernel does the same work per step either way.
+    float64, the same 10,000 neurons and 4000 steps as Jaxley's gradient. ``forward``:
+    ``simulate(gradient="forward")``, one kernel pass carrying the three tangents
+    (:func:`fusekit.ops.ion_sensitivity`), then the backward contracts them. ``backprop``:
+    the kernel forward in checkpoint segments, then the compiled adjoint
+    (:func:`fusekit.ops.ion_adjoint`), which gives every parameter row's gradient. The mean
+    is over ``v`` sampled every 1 ms (Jaxley's over every step); the kernels do the same
+    work per step either way.
     """
     import torch
 
@@ -247,13 +250,14 @@ def test_fusekit_hh_population_gradient_float64(benchmark):
     i_t = torch.tensor(i_ext)
     wrt = ("g_na", "g_k", "g_leak")
     benchmark.group = f"{GROUP} gradient float64"
+    mode = {"gradient": gradient, "wrt": wrt if gradient == "forward" else None}
 
     def grad():
         g = [torch.tensor(HH.default_params(1)[HH.param_index(w), 0], dtype=torch.float64)
              .expand(N_NEURONS).clone().requires_grad_() for w in wrt]
         P = params_tensor(HH, N_NEURONS, **dict(zip(wrt, g, strict=True)))
-        out = simulate(HH, P, i_t, duration=N_STEPS * DT, dt=DT, record_every=40,
-                       gradient="forward", wrt=wrt, backend="cpu")
+        out = simulate(HH, P, i_t, duration=N_STEPS * DT, dt=DT, record_every=40, **mode,
+                       backend="cpu")
         return torch.autograd.grad(out.v_record.mean(0).sum(), g)
 
     grad()  # compile outside the timing

@@ -3,7 +3,7 @@
 Four ways to get the same numbers for 2,000 HH neurons over 20 ms (800 steps at 0.025 ms),
 float64: the forward alone (the compiled kernel, the floor), the gradient of a loss on the
 recorded trace and spike times through ``fusekit.ops.ion_simulate`` with checkpoints
-(kernel forward, torch recompute of one segment at a time in the backward), the same
+(kernel forward in segments, then the compiled adjoint ``fusekit.ops.ion_adjoint``), the same
 gradient by forward mode (``fusekit.neuro.simulate(gradient="forward")``: the kernel carries
 the tangents of all 7 parameter rows and ``i_ext``, no re-run), and the same gradient from
 :func:`fusekit.neuro.simulate_torch` (torch autograd keeping every step).
