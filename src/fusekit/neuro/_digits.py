@@ -44,7 +44,7 @@ class DigitsConfig:
 
     hidden: int = 100
     window_ms: float = 20.0
-    dt: float = 0.5
+    dt: float = 0.2
     epochs: int = 12
     batch_size: int = 64
     lr: float = 0.01
@@ -55,7 +55,7 @@ class DigitsConfig:
     @classmethod
     def quick(cls) -> DigitsConfig:
         """About 10-20 s for both models on two cores."""
-        return cls(hidden=48, window_ms=15.0, dt=0.5, epochs=3, batch_size=64,
+        return cls(hidden=48, window_ms=15.0, dt=0.2, epochs=3, batch_size=64,
                    train_limit=600, sigmas=(0.0, 0.2, 0.4, 0.8), draws=3)
 
     @property

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._errors import InputError
+from ..ops.ion import _check_dt_resolves_gates
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import torch_step
 from .hh import HH_CHANNELS
@@ -150,9 +151,10 @@ class HHLayer(_DenseCurrent):
         n_in: Inputs per step.
         n_out: Neurons.
         channels: The cell's channels (default: squid HH, :data:`~fusekit.neuro.HH_CHANNELS`).
-        dt: Time step, ms. The scheme is stable for large steps; spike counts of HH under
-            constant currents of 0-50 uA/cm^2 over 50 ms at ``dt = 0.25`` are within one spike
-            of ``dt = 0.025``.
+        dt: Time step, ms, at most ``MAX_DT_OVER_TAU`` (2) times the channels' fastest gate
+            time constant (squid HH: 0.216 ms), the limit of :func:`fusekit.ops.ion_simulate`:
+            the scheme stays stable beyond it, but HH neurons lose spikes (0.35 ms silences
+            some). Longer steps raise :class:`~fusekit.InputError`.
         v_rest: Initial voltage, mV; gates start at their steady state there.
         spike_threshold: mV.
         spike: The spike function of ``v - spike_threshold`` (default ``SuperSpike(0.2)``).
@@ -165,15 +167,15 @@ class HHLayer(_DenseCurrent):
 
     Example:
         >>> import torch
-        >>> layer = HHLayer(64, 100, dt=0.25)
-        >>> spikes = layer(torch.rand(100, 8, 64))  # 25 ms, 8 samples
+        >>> layer = HHLayer(64, 100, dt=0.2)
+        >>> spikes = layer(torch.rand(100, 8, 64))  # 20 ms, 8 samples
         >>> spikes.shape
         torch.Size([100, 8, 100])
     """
 
     def __init__(self, n_in: int, n_out: int, *,
                  channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS,
-                 dt: float = 0.25, v_rest: float = -65.0, spike_threshold: float = 0.0,
+                 dt: float = 0.2, v_rest: float = -65.0, spike_threshold: float = 0.0,
                  spike: SpikeFunction | None = None, current_scale: float = 20.0,
                  current_mean: float = 5.0, params: dict[str, float] | None = None,
                  generator: torch.Generator | None = None,
@@ -187,6 +189,7 @@ class HHLayer(_DenseCurrent):
         self.spike = spike if spike is not None else SuperSpike(0.2)
         v0 = np.full(1, float(v_rest))
         p = self.channels.default_params(1, np.float64, **(params or {}))
+        _check_dt_resolves_gates("HHLayer", self.channels, p, self.dt)
         self.register_buffer("cell_params", torch.tensor(p[:, 0], dtype=dtype))
         self.register_buffer("v_rest", torch.tensor(float(v_rest), dtype=dtype))
         self.register_buffer("states_rest",
@@ -354,7 +357,7 @@ class SpikingClassifier(torch.nn.Module):
 
     Example:
         >>> import torch
-        >>> net = SpikingClassifier(HHLayer(64, 32), LeakyReadout(32, 10), n_steps=40)
+        >>> net = SpikingClassifier(HHLayer(64, 32), LeakyReadout(32, 10, dt=0.2), n_steps=40)
         >>> net(torch.rand(5, 64)).shape
         torch.Size([5, 10])
     """
