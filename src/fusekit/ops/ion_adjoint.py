@@ -208,5 +208,5 @@ def ion_adjoint_reference(
                 g_I += out[-1]
             else:
                 g_I[step] = out[-1]
-    g_S = np.array(a_s).reshape(n_states, -1)
+    g_S = np.array(a_s).reshape(n_states, av.shape[0])
     return (av.astype(dtype), g_S.astype(dtype), g_P.astype(dtype), g_I.astype(dtype))

@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 from .._errors import InputError
 from .ion_channel import VTRAP_SERIES_BELOW, Arg, ChannelSet, compile_channel_function
 
-__all__ = ["Expr", "Graph", "TracedStep", "adjoint_step_source", "tangent_step_source",
-           "trace_step", "vtrap_dx"]
+__all__ = ["Expr", "Graph", "TracedStep", "adjoint_step_source", "share_exponentials",
+           "tangent_step_source", "trace_step", "value_step_source", "vtrap_dx", "vtrap_e"]
 
 
 class Expr:
@@ -156,6 +156,7 @@ _FOLD: dict[str, Callable[..., float]] = {
     "sqrt": math.sqrt, "abs": abs, "sign": lambda a: float((a > 0) - (a < 0)),
     "vtrap": _vtrap_value,
     "vtrap_dx": lambda x, y, f: vtrap_dx(x, y, f, lambda c, a, b: a if c else b, abs),
+    "vtrap_e": lambda x, y, e: vtrap_e(x, y, e, lambda c, a, b: a if c else b, abs),
 }
 
 
@@ -310,18 +311,23 @@ class Graph:
 
 
 _MATH_NAMES = {"exp": "EXP", "log": "LOG", "sqrt": "SQRT", "abs": "ABS", "sign": "SIGN",
-               "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX"}
+               "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX", "vtrap_e": "VTRAP_E"}
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
-def emit(outputs: Sequence[tuple[str, Expr]], indent: str,
-         prefix: str = "t") -> tuple[list[str], dict[str, float]]:
+def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
+         share_exp: bool = False) -> tuple[list[str], dict[str, float]]:
     """Source lines assigning every ``(name, node)`` of ``outputs``, and their constants.
 
     Intermediate nodes become locals ``<prefix><i>``, each computed once; constants ``K<i>``
     (values returned, for the backend to convert to its dtype); variables keep their names.
     The lines also use ``ONE`` (1 in the kernel's dtype).
+
+    With ``share_exp`` the exponentials are lowered first (:func:`share_exponentials`):
+    fewer ``EXP`` calls, and ``VTRAP_E(x, y, exp(x / y))`` in place of ``VTRAP(x, y)``.
     """
+    replace = share_exponentials(outputs[0][1].graph, [n for _, n in outputs]) \
+        if share_exp and outputs else {}
     names: dict[int, str] = {}
     consts: dict[str, float] = {}
     lines: list[str] = []
@@ -338,7 +344,9 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str,
             return f"-{args[0]}"
         if node.op == "pow":
             c = node.value
-            if c == int(c) and 2 <= c <= 4:
+            if c == 4:
+                return f"({args[0]} * {args[0]}) * ({args[0]} * {args[0]})"
+            if c == int(c) and 2 <= c <= 3:
                 return " * ".join([args[0]] * int(c))
             if c == int(c) and -4 <= c <= -1:
                 return "ONE / (" + " * ".join([args[0]] * int(-c)) + ")"
@@ -350,6 +358,13 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str,
         while stack:
             cur, ready = stack.pop()
             if id(cur) in names:
+                continue
+            sub = replace.get(id(cur))
+            if sub is not None:  # emit the lowered form under this node's name
+                if id(sub) in names:
+                    names[id(cur)] = names[id(sub)]
+                else:
+                    stack += [(cur, False), (sub, False)]
                 continue
             if cur.op == "var":
                 names[id(cur)] = cur.name
@@ -365,6 +380,121 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str,
                 names[id(cur)] = local
     lines += [f"{indent}{target} = {names[id(node)]}" for target, node in outputs]
     return lines, consts
+
+
+#: Largest ``|intercept difference|`` for which ``exp(s v + b)`` is computed from another
+#: ``exp(s' v + b')`` (:func:`share_exponentials`): the two overflow at potentials at most
+#: this far apart in exponent units (for a slope of 1/10 mV, 300 mV), far outside any cell.
+SHARE_EXP_MAX_SHIFT = 30.0
+#: Largest integer ratio of slopes that shares one exponential (``E^k``, k multiplies).
+SHARE_EXP_MAX_POWER = 4
+
+
+def _affine(node: Expr, memo: dict[int, Any]) -> tuple[Expr | None, float, float] | None:
+    """``(var, slope, intercept)`` if ``node`` is affine in one variable, else ``None``."""
+    if id(node) in memo:
+        return memo[id(node)]
+    out: tuple[Expr | None, float, float] | None = None
+    op = node.op
+    if op == "const":
+        out = (None, 0.0, node.value)
+    elif op == "var":
+        out = (node, 1.0, 0.0)
+    elif op in ("neg", "add", "sub", "mul", "div"):
+        parts = [_affine(a, memo) for a in node.args]
+        if all(p is not None for p in parts):
+            if op == "neg":
+                x, sl, b = parts[0]
+                out = (x, -sl, -b)
+            elif op in ("add", "sub"):
+                (x1, s1, b1), (x2, s2, b2) = parts
+                sign = 1.0 if op == "add" else -1.0
+                if x1 is None or x2 is None or x1 is x2:
+                    out = (x1 if x1 is not None else x2, s1 + sign * s2, b1 + sign * b2)
+            elif op == "mul":
+                (x1, s1, b1), (x2, s2, b2) = parts
+                if x1 is None:
+                    out = (x2, b1 * s2, b1 * b2)
+                elif x2 is None:
+                    out = (x1, b2 * s1, b2 * b1)
+            elif parts[1][0] is None and parts[1][2] != 0.0:  # div by a constant
+                x, sl, b = parts[0]
+                out = (x, sl / parts[1][2], b / parts[1][2])
+    memo[id(node)] = out
+    return out
+
+
+def _reachable(roots: Sequence[Expr], replace: dict[int, Expr]) -> list[Expr]:
+    seen: set[int] = set()
+    order: list[Expr] = []
+    stack = list(roots)
+    while stack:
+        node = replace.get(id(stack[-1]), stack[-1])
+        stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(node.args)
+    return order
+
+
+def share_exponentials(graph: Graph, roots: Sequence[Expr]) -> dict[int, Expr]:
+    """Replacements that compute the graph's exponentials with fewer ``exp`` calls.
+
+    1. ``vtrap(x, y)`` with a constant ``y`` becomes ``vtrap_e(x, y, exp(x / y))``, its
+       exponential a node of its own (``VTRAP_E`` is the same function given ``e^(x/y)``).
+    2. Exponentials of affine functions of one variable, ``exp(s v + b)``, are grouped by
+       variable; the one of smallest ``|s|`` in a group is computed, and one whose slope is
+       ``k s`` (``k`` an integer up to :data:`SHARE_EXP_MAX_POWER`) becomes
+       ``exp(s v + b0)^k exp(b - k b0)`` when ``|b - k b0| <= SHARE_EXP_MAX_SHIFT``.
+
+    HH's six rate exponentials (and the two in its ``vtrap`` rates) at slopes 1/10, 1/18,
+    1/20 and 1/80 per mV take three ``exp`` calls instead of six: ``e^(-(v+40)/10)`` serves
+    ``alpha_m``, ``beta_h`` and ``alpha_n`` (times constants) and ``e^(-(v+65)/80)`` serves
+    ``beta_n`` and, to the fourth power, ``alpha_h``. Each shared value carries the rounding
+    of its base (float32: about 4 ulp for a fourth power). Returns ``{id(node): node}``.
+    """
+    replace: dict[int, Expr] = {}
+    for node in _reachable(roots, replace):
+        if node.op == "vtrap" and node.args[1].op == "const" and node.args[1].value != 0.0:
+            x, y = node.args
+            replace[id(node)] = graph._node("vtrap_e", x, y, graph.exp(graph.div(x, y)))
+    memo: dict[int, Any] = {}
+    groups: dict[int, list[tuple[float, float, Expr]]] = {}
+    for node in _reachable(roots, replace):
+        if node.op != "exp":
+            continue
+        aff = _affine(node.args[0], memo)
+        if aff is not None and aff[0] is not None and aff[1] != 0.0:
+            groups.setdefault(id(aff[0]), []).append((aff[1], aff[2], node))
+    for members in groups.values():
+        members.sort(key=lambda m: (abs(m[0]), m[1]))
+        bases: list[tuple[float, float, Expr]] = []
+        for slope, intercept, node in members:
+            for s0, b0, base in bases:
+                k = slope / s0
+                if (abs(k - round(k)) < 1e-12 and 1 <= round(k) <= SHARE_EXP_MAX_POWER
+                        and abs(intercept - round(k) * b0) <= SHARE_EXP_MAX_SHIFT):
+                    k = round(k)
+                    shift = intercept - k * b0
+                    replace[id(node)] = graph.mul(graph.pow(base, float(k)),
+                                                  graph.const(math.exp(shift)))
+                    break
+            else:
+                bases.append((slope, intercept, node))
+    return replace
+
+
+def vtrap_e(x: Any, y: Any, e: Any, where: Callable[..., Any],
+            absolute: Callable[[Any], Any]) -> Any:
+    """``vtrap(x, y)`` given ``e = exp(x / y)``: the same series below the same cut-off."""
+    u = x / y
+    small = absolute(u) < VTRAP_SERIES_BELOW
+    u2 = u * u
+    series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    denom = where(small, u * 0.0 + 1.0, e - 1.0)
+    return where(small, series, x / denom)
 
 
 # ------------------------------------------------------------------------- the traced step
@@ -465,8 +595,24 @@ def trace_step(cs: ChannelSet) -> TracedStep:
     return TracedStep(g, v, S, P, i_inj, v_new, new_states)
 
 
-def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
-                        indent: str) -> tuple[list[str], dict[str, float]]:
+def value_step_source(cs: ChannelSet, indent: str, *,
+                      share_exp: bool = True) -> tuple[list[str], dict[str, float]]:
+    """Lines of one step of one neuron from the traced graph (no channel function calls).
+
+    Reads and assigns the locals of :func:`fusekit.ops.ion_channel.step_source` (``v``,
+    ``s<k>``; reads ``p<i>``, ``i_inj``, ``dt``); with ``share_exp`` (default) the
+    exponentials are shared (:func:`share_exponentials`).
+    """
+    st = trace_step(cs)
+    outputs: list[tuple[str, Expr]] = [("v_n", st.v_new)]
+    outputs += [(f"s{k}_n", s) for k, s in enumerate(st.new_states)]
+    lines, consts = emit(outputs, indent, share_exp=share_exp)
+    lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(len(st.states))]
+    return lines, consts
+
+
+def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
+                        share_exp: bool = False) -> tuple[list[str], dict[str, float]]:
     """Lines of one step of one neuron with its tangents in the directions ``wrt``.
 
     The lines read locals ``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt`` and the tangents
@@ -490,7 +636,7 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
             for x, t in zip(x_in, t_in, strict=True):
                 total = g.add(total, g.mul(g.diff(out, x), t))
             outputs.append((f"{name}_{j}_n" if name != "dv" else f"dv_{j}_n", total))
-    lines, consts = emit(outputs, indent)
+    lines, consts = emit(outputs, indent, share_exp=share_exp)
     lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(n_states)]
     for j in range(len(directions)):
         lines.append(f"{indent}dv_{j} = dv_{j}_n")
@@ -498,8 +644,8 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str],
     return lines, consts
 
 
-def adjoint_step_source(cs: ChannelSet,
-                        indent: str) -> tuple[list[str], dict[str, float], list[int]]:
+def adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = False
+                        ) -> tuple[list[str], dict[str, float], list[int]]:
     """Lines of the reverse (vector-Jacobian) step of one neuron: the adjoint of the step.
 
     The lines read the state before the step (``v``, ``s<k>``), ``p<i>``, ``i_inj``, ``dt``
@@ -530,5 +676,5 @@ def adjoint_step_source(cs: ChannelSet,
             rows.append(i)
             outputs.append((f"ap{i}", total))
     outputs.append(("ai", vjp(st.i_inj)))
-    lines, consts = emit(outputs, indent)
+    lines, consts = emit(outputs, indent, share_exp=share_exp)
     return lines, consts, rows

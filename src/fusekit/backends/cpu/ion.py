@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 from numba import prange
 
+from ..._errors import InputError
 from ..._registry import register_kernel
 from ...ops import ion
 from ...ops.ion_channel import (
+    VTRAP_SERIES_BELOW,
     ChannelSet,
     channel_set,
     compile_channel_function,
@@ -116,8 +118,6 @@ def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
 
 def _vtrap(exp: Callable[..., Any], scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
     """``ion_channel.vtrap`` for one dtype on top of ``exp`` (same series, same cut-off)."""
-    from ...ops.ion_channel import VTRAP_SERIES_BELOW
-
     cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
                                                       1 / 720, 1 / 30240, 1.0))
 
@@ -142,6 +142,68 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
     exp = exp_f32 if dtype == "float32" else exp_f64
     return {"exp": exp, "vtrap": _vtrap(exp, scalar, _FASTMATH[dtype]), "log": math.log,
             "sqrt": math.sqrt}, scalar
+
+
+def _vtrap_e(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
+    """``ion_symbolic.vtrap_e``: ``vtrap(x, y)`` given ``e = exp(x / y)`` (same series, cut)."""
+    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
+                                                      1 / 720, 1 / 30240, 1.0))
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_e(x, y, e):
+        u = x / y
+        small = abs(u) < cut
+        u2 = u * u
+        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+        denom = one if small else e - one
+        direct = x / denom
+        return series if small else direct
+
+    return vtrap_e
+
+
+def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
+    """``ion_symbolic.vtrap_dx`` for one dtype (same series, cut-off and formula)."""
+    cut, half, c1, c3, c5 = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180,
+                                                 1 / 5040))
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_dx(x, y, value):
+        u = x / y
+        small = abs(u) < cut
+        u2 = u * u
+        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
+        xs = y if small else x
+        direct = value * (y - value - xs) / (xs * y)
+        return series if small else direct
+
+    return vtrap_dx
+
+
+def _sign(scalar: Callable[[float], Any]) -> Any:
+    one, zero = scalar(1.0), scalar(0.0)
+
+    @njit(cache=False)
+    def sign(x):
+        return one if x > zero else (-one if x < zero else zero)
+
+    return sign
+
+
+def graph_math(dtype: str) -> dict[str, Any]:
+    """The names that code emitted from a traced step graph calls (``ops.ion_symbolic``).
+
+    ``EXP``, ``VTRAP``, ``VTRAP_E``, ``VTRAP_DX``, ``LOG``, ``SQRT``, ``ABS``, ``SIGN``,
+    ``ONE`` and ``ZERO`` for ``dtype``; the emitted ``K<i>`` constants come with the code.
+    """
+    import math
+
+    math_fns, scalar = _math(dtype)
+    fastmath = _FASTMATH[dtype]
+    return {"EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
+            "VTRAP_E": _vtrap_e(scalar, fastmath), "VTRAP_DX": _vtrap_dx(scalar, fastmath),
+            "LOG": math.log, "SQRT": math.sqrt, "ABS": abs, "SIGN": _sign(scalar),
+            "ONE": scalar(1.0), "ZERO": scalar(0.0)}
 
 
 _kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
@@ -240,7 +302,7 @@ def generated_source(cs: ChannelSet) -> str:
     """The Python source of the CPU kernel for ``cs`` (before compilation; for reading)."""
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 12
-    body, _ = step_source(cs, ind)
+    body = _step_body(cs, ind)[0]
     row = {f"s{k}": 3 + k for k in range(n_states)}
     row.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
     loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
@@ -287,10 +349,29 @@ def _block_constants(cs: ChannelSet, fixed_rows: int) -> dict[str, Any]:
             "N_ROWS": fixed_rows + n_states + n_params}
 
 
+def _step_body(cs: ChannelSet, indent: str) -> tuple[list[str], dict[str, float]]:
+    """One step's lines for the single-compartment kernel, and their constants.
+
+    Emitted from the traced step graph with shared exponentials
+    (:func:`fusekit.ops.ion_symbolic.value_step_source`: squid HH needs 6 ``exp`` per step
+    instead of 9, 1.2-1.3x faster); channels whose functions cannot be traced (they branch
+    on their arguments) get ``step_source``'s calls of the compiled channel functions.
+    """
+    from ...ops.ion_symbolic import value_step_source
+
+    try:
+        return value_step_source(cs, indent)
+    except InputError:
+        return step_source(cs, indent)[0], {}
+
+
 def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
+    scalar = np.dtype(dtype).type
+    consts = {k: scalar(c) for k, c in _step_body(cs, "")[1].items()}
     return _generated_kernel("ion", cs, dtype, lambda: generated_source(cs) + _DRIVER,
-                             "ion_block", "ion_kernel", _block_constants(cs, 3))
+                             "ion_block", "ion_kernel",
+                             {**_block_constants(cs, 3), **graph_math(dtype), **consts})
 
 
 @register_kernel(ion.ion_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)

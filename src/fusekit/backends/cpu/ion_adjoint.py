@@ -27,8 +27,7 @@ from ...ops.ion_channel import (
 )
 from ...ops.ion_symbolic import adjoint_step_source
 from ._numba import configure
-from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math
-from .ion_sensitivity import _sign, _vtrap_dx
+from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math, graph_math
 
 _FLOATS = ("float32", "float64")
 
@@ -160,7 +159,7 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, A
     block, n_states, n_params = NEURON_BLOCK, lay["N_STATES"], lay["N_PARAMS"]
     ind = " " * 16
     fwd_body, funcs = step_source(cs, ind)
-    adj_body, consts, rows = adjoint_step_source(cs, ind)
+    adj_body, consts, rows = adjoint_step_source(cs, ind, share_exp=True)
     params = [f"{ind}p{i} = buf[{i * block} + j]" for i in range(n_params)]
     states = [f"{ind}s{k} = buf[{(lay['X'] + 1 + k) * block} + j]" for k in range(n_states)]
     fwd_stores = [f"{ind}buf[{(lay['X'] + 1 + k) * block} + j] = s{k}"
@@ -191,8 +190,6 @@ def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     if compiled is not None:
         return compiled
     configure()
-    import math
-
     import numba
 
     math_fns, scalar = _math(dtype)
@@ -202,10 +199,7 @@ def kernel_for(cs: ChannelSet, dtype: str) -> Any:
         return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
 
     ns: dict[str, Any] = {
-        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), "ONE": scalar(1.0),
-        "ZERO": scalar(0.0), "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
-        "LOG": math.log, "SQRT": math.sqrt, "ABS": abs,
-        "VTRAP_DX": _vtrap_dx(scalar, _FASTMATH[dtype]), "SIGN": _sign(scalar),
+        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), **graph_math(dtype),
         **{k: scalar(c) for k, c in consts.items()}, **reversal_constants(cs, scalar),
         **_layout(cs),
     }

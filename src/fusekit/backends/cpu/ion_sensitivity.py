@@ -11,17 +11,16 @@ tangents are one generated, straight-line block of arithmetic
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..._registry import register_kernel
 from ...ops import ion_forward as sens
-from ...ops.ion_channel import VTRAP_SERIES_BELOW, ChannelSet, channel_set
+from ...ops.ion_channel import ChannelSet, channel_set
 from ...ops.ion_symbolic import tangent_step_source
-from ._numba import configure, njit
-from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math
+from ._numba import configure
+from .ion import NEURON_BLOCK, _compile_generated, graph_math
 
 _FLOATS = ("float32", "float64")
 
@@ -116,7 +115,7 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     ind = " " * 12
     lay = _layout(cs, len(wrt))
     block = NEURON_BLOCK
-    body, consts = tangent_step_source(cs, wrt, ind)
+    body, consts = tangent_step_source(cs, wrt, ind, share_exp=True)
     rows = {f"s{k}": 3 + k for k in range(lay["N_STATES"])}
     rows.update({f"p{k}": 3 + lay["N_STATES"] + k for k in range(lay["N_PARAMS"])})
     stores = [f"{ind}buf[{(3 + k) * block} + j] = s{k}" for k in range(lay["N_STATES"])]
@@ -134,34 +133,6 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     return text, consts
 
 
-def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_dx`` for one dtype (same series, cut-off and formula)."""
-    cut, half, c1, c3, c5 = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180,
-                                                 1 / 5040))
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_dx(x, y, value):
-        u = x / y
-        small = abs(u) < cut
-        u2 = u * u
-        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
-        xs = y if small else x
-        direct = value * (y - value - xs) / (xs * y)
-        return series if small else direct
-
-    return vtrap_dx
-
-
-def _sign(scalar: Callable[[float], Any]) -> Any:
-    one, zero = scalar(1.0), scalar(0.0)
-
-    @njit(cache=False)
-    def sign(x):
-        return one if x > zero else (-one if x < zero else zero)
-
-    return sign
-
-
 _kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}
 
 
@@ -172,19 +143,13 @@ def kernel_for(cs: ChannelSet, wrt: tuple[str, ...], dtype: str) -> Any:
     if compiled is not None:
         return compiled
     configure()
-    import math
-
     import numba
 
-    math_fns, scalar = _math(dtype)
+    scalar = np.dtype(dtype).type
     text, consts = generated_source(cs, wrt)
     ns: dict[str, Any] = {
-        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), "ONE": scalar(1.0),
-        "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"], "LOG": math.log,
-        "SQRT": math.sqrt, "ABS": abs,
-        "VTRAP_DX": _vtrap_dx(scalar, _FASTMATH[dtype]),
-        "SIGN": _sign(scalar), **{k: scalar(c) for k, c in consts.items()},
-        **_layout(cs, len(wrt)),
+        "np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype), **graph_math(dtype),
+        **{k: scalar(c) for k, c in consts.items()}, **_layout(cs, len(wrt)),
     }
     tag = "sens_" + hashlib.sha1("|".join(wrt).encode()).hexdigest()[:8]  # one file per wrt
     _kernels[key] = compiled = _compile_generated(tag, cs, dtype, text, ns, "sens_block",
