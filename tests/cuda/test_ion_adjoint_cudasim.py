@@ -21,18 +21,18 @@ HH = ChannelSet(HH_CHANNELS)
 DT = 0.025
 
 
-def problem(cs, n, n_steps, segment, *, per_step, record_every, max_spikes, dtype, seed=0):
+def problem(cs, n, n_steps, segment, *, per_step, record_every, max_spikes, dtype, seed=0,
+            dt=DT):
     """Inputs, the forward's checkpoints and random incoming gradients of every result."""
     rng = np.random.default_rng(seed)
     P = cs.default_params(n)
     if "g_na" in cs.param_names:
         P[cs.param_index("g_na")] *= rng.uniform(0.8, 1.2, n)
     v0 = rng.uniform(-70.0, -60.0, n)
-    v0[-1] = -20.0  # fires at once: a spike in the first segment
     S0 = cs.steady_states(v0, P)
     i_ext = rng.uniform(5.0, 40.0, (n_steps, n) if per_step else n)
     v0, S0, P, i_ext = (a.astype(dtype) for a in (v0, S0, P, i_ext))
-    kw = dict(channels=cs.key, dt=DT, n_steps=n_steps, record_every=record_every,
+    kw = dict(channels=cs.key, dt=dt, n_steps=n_steps, record_every=record_every,
               spike_threshold=0.0, max_spikes=max_spikes)
     out = checkpointed_forward(ion_simulate_op.run, v0, S0, P, i_ext, **kw,
                                checkpoint_every=segment, backend="cpu")
@@ -76,11 +76,19 @@ def assert_matches_reference(arrays, kw, *, rtol, atol):
 
 @pytest.mark.parametrize("per_step", [False, True])
 def test_hh_adjoint_matches_the_reference_in_float64(per_step):
-    # 120 steps in segments of 25 (the last one short), records every 5, spikes kept and one
-    # past max_spikes dropped.
+    # 120 steps in segments of 25 (the last one short), records every 5, spikes in the first
+    # segments (the counts at later checkpoints are not zero).
     arrays, kw, out = problem(HH, 5, 120, 25, per_step=per_step, record_every=5, max_spikes=1,
                               dtype="float64")
-    assert out[3].sum() >= 2 and arrays[0].shape[0] == 5
+    assert arrays[0].shape[0] == 5 and arrays[1][-1].sum() >= 2
+    assert_matches_reference(arrays, kw, rtol=1e-10, atol=1e-11)
+
+
+def test_spikes_past_max_spikes_are_dropped_like_the_reference():
+    # 15 ms at dt = 0.1 ms: strongly driven neurons fire twice, only the first time is kept.
+    arrays, kw, out = problem(HH, 4, 150, 30, per_step=False, record_every=10, max_spikes=1,
+                              dtype="float64", seed=2, dt=0.1)
+    assert out[3].max() >= 2 and out[3].min() >= 1
     assert_matches_reference(arrays, kw, rtol=1e-10, atol=1e-11)
 
 
