@@ -938,6 +938,14 @@ def time_ion_sensitivity_row(cupy: Any, dtype: str, repeats: int) -> None:
     print(f"{dtype:>7} | {sim:>12.3f} {sens:>15.3f} | {sens / sim:>12.2f}x | {rate:>14.3g}")
 
 
+def dtype_table(checks: Checks, name: str, header: str, row: Callable[[str], None]) -> None:
+    """Print ``header`` and one timing row per dtype (a failed row fails its check)."""
+    print(header)
+    print("-" * len(header))
+    for dtype in ("float32", "float64"):
+        checks.run(f"{name} timing {dtype}", row, dtype)
+
+
 def time_ion_sensitivity(checks: Checks, cupy: Any, repeats: int) -> None:
     """ion_sensitivity against ion_simulate's CUDA forward pass, same neurons and steps."""
     print(
@@ -947,15 +955,138 @@ def time_ion_sensitivity(checks: Checks, cupy: Any, repeats: int) -> None:
     )
     header = (f"{'dtype':>7} | {'ion_simulate':>12} {'ion_sensitivity':>15} | "
               f"{'sens/simulate':>13} | {'neuron-steps/s':>14}")
-    print(header)
-    print("-" * len(header))
-    for dtype in ("float32", "float64"):
-        checks.run(f"ion_sensitivity timing {dtype}", time_ion_sensitivity_row, cupy, dtype,
-                   repeats)
+    dtype_table(checks, "ion_sensitivity", header,
+                lambda dtype: time_ion_sensitivity_row(cupy, dtype, repeats))
     print(
         f"sens/simulate: the cost of the {len(SENS_WRT)} tangents (and their spike-time "
         "tangents) over the plain forward pass, both one launch of one thread per neuron; "
         "times include allocating the outputs. neuron-steps/s: of ion_sensitivity."
+    )
+
+
+# ------------------------------------------- ion_adjoint (compiled backprop) check and timing
+
+#: The ion_sensitivity population (SENS_NEURONS HH neurons, SENS_STEPS steps of SENS_DT),
+#: recorded every 40 steps, so the backward's segments are 80 steps (about sqrt(4000),
+#: rounded up to whole recording periods).
+ADJ_RECORD_EVERY = 40
+ADJ_MAX_SPIKES = 12
+#: Largest gradient error allowed in the float64 check, relative to the largest reference
+#: value: as SENS_TOL, the device's exp against NumPy's, amplified through 4000 steps' spikes,
+#: now in both the forward re-run and the adjoint walk.
+ADJ_TOL = 1e-7
+ADJ_NAMES = ("v0", "states0", "params", "i_ext")
+
+
+def backprop_problem(torch: Any, dtype: str) -> tuple[Any, tuple[np.ndarray, ...], tuple]:
+    """The population, and the weights of a loss on every result (the incoming gradients)."""
+    hh, arrays = ion_sensitivity_inputs(SENS_NEURONS, dtype)
+    rng = np.random.default_rng(2010)
+    n, n_rec = SENS_NEURONS, SENS_STEPS // ADJ_RECORD_EVERY
+    weights = tuple(rng.normal(size=shape).astype(dtype) for shape in (
+        (n,), (len(hh.state_names), n), (n_rec, n), (ADJ_MAX_SPIKES, n)))
+    return hh, arrays, weights
+
+
+def backprop_loss(torch: Any, hh: Any, tensors: tuple, weights: tuple) -> tuple[Any, Any]:
+    """``fusekit.neuro.simulate`` (gradient="backprop") and a weighted sum of its results."""
+    from fusekit.neuro import simulate
+
+    v0, S, P, i_ext = tensors
+    out = simulate(hh, P, i_ext, duration=SENS_STEPS * SENS_DT, dt=SENS_DT, v0=v0,
+                   states0=S, record_every=ADJ_RECORD_EVERY, max_spikes=ADJ_MAX_SPIKES,
+                   gradient="backprop", backend="cuda")
+    w_v, w_s, w_rec, w_t = weights
+    loss = ((out.v * w_v).sum() + (out.states * w_s).sum() + (out.v_record * w_rec).sum()
+            + torch.nan_to_num(out.spike_times * w_t).sum())
+    return loss, out
+
+
+def ion_adjoint_check(checks: Checks, torch: Any) -> None:
+    """Backprop through 10,000 HH neurons on torch CUDA tensors; a slice against the oracle."""
+    from fusekit.backends.cuda import ion as cuda_ion
+    from fusekit.ops.ion import ion_simulate_op
+    from fusekit.ops.ion_adjoint import ion_adjoint_reference
+    from fusekit.ops.ion_grad import checkpointed_forward, segment_length
+
+    hh, arrays, weights = backprop_problem(torch, "float64")
+    tensors = tuple(torch.from_numpy(a).to("cuda").requires_grad_(True) for a in arrays)
+    loss, out = backprop_loss(torch, hh, tensors, tuple(
+        torch.from_numpy(w).to("cuda") for w in weights))
+    grads = torch.autograd.grad(loss, tensors)
+    checks.expect("ion_simulate's torch backward ran the CUDA ion_adjoint kernel",
+                  ("ion_adjoint", hh.key, "float64") in cuda_ion._kernels)
+    checks.expect("backprop gradients are CUDA tensors", all(g.is_cuda for g in grads))
+    k = SENS_CHECK_NEURONS
+    v0, S, P, i_ext = (a[..., :k] for a in arrays)
+    kw = dict(channels=hh.key, dt=SENS_DT, n_steps=SENS_STEPS, record_every=ADJ_RECORD_EVERY,
+              spike_threshold=0.0, max_spikes=ADJ_MAX_SPIKES)
+    fwd = checkpointed_forward(ion_simulate_op.run, v0, S, P, i_ext, **kw, checkpoint_every=0,
+                               backend="reference")
+    name = f"HH float64, {SENS_STEPS} steps, first {k} neurons"
+    checks.same(f"backprop forward spike counts {name}",
+                out.spike_count[:k].cpu().numpy(), fwd[3])
+    w_v, w_s, w_rec, w_t = (w[..., :k] for w in weights)
+    ref = ion_adjoint_reference(
+        fwd[5], fwd[6], P, i_ext, w_v, w_s, w_rec, np.where(np.isnan(fwd[4]), 0.0, w_t),
+        **kw, segment=segment_length(SENS_STEPS, 0, ADJ_RECORD_EVERY))
+    for field, got, want in zip(ADJ_NAMES, grads, ref, strict=True):
+        checks.compare(f"ion_adjoint d loss / d {field} {name}",
+                       got.detach()[..., :k].cpu().numpy(), want, ADJ_TOL)
+
+
+def time_ion_adjoint_row(torch: Any, dtype: str, repeats: int, *, recompute: bool) -> None:
+    """One row: the forward alone, forward and backward, and the torch recompute (float64)."""
+    import fusekit.ops.ion as ion_ops
+
+    hh, arrays, weights = backprop_problem(torch, dtype)
+    tensors = tuple(torch.from_numpy(a).to("cuda").requires_grad_(True) for a in arrays)
+    weights = tuple(torch.from_numpy(w).to("cuda") for w in weights)
+
+    def forward() -> None:
+        backprop_loss(torch, hh, tensors, weights)
+
+    loss = backprop_loss(torch, hh, tensors, weights)[0]
+
+    def backward() -> None:  # the same graph each time: the backward alone
+        torch.autograd.grad(loss, tensors, retain_graph=True)
+
+    fwd = wall_ms(forward, torch.cuda.synchronize, repeats)
+    bwd = wall_ms(backward, torch.cuda.synchronize, repeats)
+    old = float("nan")
+    if recompute:
+        # The route CUDA tensors took before this kernel: no compiled adjoint, torch re-runs
+        # each segment step by step and backpropagates through it.
+        compiled = ion_ops.adjoint_backward
+        ion_ops.adjoint_backward = lambda *a, **k: None
+        try:
+            old = wall_ms(backward, torch.cuda.synchronize, 1)
+        finally:
+            ion_ops.adjoint_backward = compiled
+    print(f"{dtype:>7} | {fwd:>9.2f} {bwd:>10.2f} {old:>16.1f} | {bwd / fwd:>12.2f}x "
+          f"{old / bwd:>15.1f}x")
+
+
+def time_ion_adjoint(checks: Checks, torch: Any, repeats: int) -> None:
+    """Backprop (compiled ion_adjoint) against the CUDA forward, same neurons and steps."""
+    from fusekit.ops.ion_grad import segment_length
+
+    print(
+        f"\nion_adjoint timing (backprop through fusekit.neuro.simulate), {SENS_NEURONS} HH "
+        f"neurons, {SENS_STEPS * SENS_DT:g} ms at dt = {SENS_DT} ms, torch CUDA tensors; median "
+        f"of {repeats} repeats, ms per call"
+    )
+    header = (f"{'dtype':>7} | {'forward':>9} {'backward':>10} {'torch recompute':>16} | "
+              f"{'bwd/forward':>13} {'recompute/bwd':>16}")
+    dtype_table(checks, "ion_adjoint", header, lambda dtype: time_ion_adjoint_row(
+        torch, dtype, repeats, recompute=dtype == "float64"))
+    print(
+        "forward: simulate with inputs that require grad (the kernel in segments of "
+        f"{segment_length(SENS_STEPS, 0, ADJ_RECORD_EVERY)} steps, keeping checkpoints), "
+        "loss included; backward: "
+        "torch.autograd.grad of the loss (ion_adjoint: one launch re-running each segment "
+        "and walking it back); torch recompute: the backward without the compiled adjoint "
+        "(one timed run, float64 only)."
     )
 
 
@@ -1057,11 +1188,14 @@ def main(argv: list[str] | None = None) -> int:
     check_spike_mst_cupy(checks, cupy, not args.no_timing)
     print("ion_sensitivity, CuPy arrays, backend='cuda':")
     checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
+    print("ion_adjoint (backprop), torch CUDA tensors, backend='cuda':")
+    checks.run("ion_adjoint HH float64", ion_adjoint_check, checks, torch)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
         time_fp8_gemv(checks, torch, cupy, args.repeats)
         checks.run("kpsvd timing", time_kpsvd, checks, torch, cupy, args.repeats)
         time_ion_sensitivity(checks, cupy, args.repeats)
+        time_ion_adjoint(checks, torch, args.repeats)
 
     print(f"\n{checks.passed} passed, {len(checks.failed)} failed")
     for name in checks.failed:

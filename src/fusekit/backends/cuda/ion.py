@@ -134,27 +134,39 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
             "sqrt": sqrt}, scalar
 
 
-_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
+_kernels: dict[tuple[str, str, str], Any] = {}  # (kind, channel key, dtype)
 
 
-def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[], str],
-                      kernel: str, voltage: bool = True) -> Any:
+def _generated_kernel(kind: str, cs: ChannelSet, dtype: str,
+                      source: Callable[[], str | tuple[str, dict[str, float]]], kernel: str,
+                      voltage: bool = True) -> Any:
     """Generate and cache one kernel family's CUDA kernel for ``cs`` (compiled lazily).
 
     The shared part of every generated CUDA kernel: the channel functions as device
     functions with ``dtype``'s ``exp``, the namespace of constants, ``source()`` executed.
+    ``source()`` returns the text, or the text and the ``K<i>`` constants of lines from
+    :mod:`fusekit.ops.ion_symbolic`, which also get that module's math names (``VTRAP``,
+    ``VTRAP_DX``, ``LOG``, ``SQRT``, ``SIGN``, ``ABS``). ``kind`` keys the cache with ``cs.key``
+    and ``dtype``.
     """
     key = (kind, cs.key, dtype)
     if key not in _kernels:
         math_fns, scalar = _math(dtype)
         _, funcs = step_source(cs, "", voltage=voltage)
-        ns: dict[str, Any] = {"cuda": cuda, "EXP": math_fns["exp"], "ONE": scalar(1.0),
-                              **reversal_constants(cs, scalar)}
+        generated = source()
+        text, consts = (generated, {}) if isinstance(generated, str) else generated
+        ns: dict[str, Any] = {
+            "cuda": cuda, "EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
+            "VTRAP_DX": math_fns["vtrap_dx"], "LOG": math_fns["log"],
+            "SQRT": math_fns["sqrt"], "SIGN": math_fns["sign"], "ABS": abs,
+            "ONE": scalar(1.0), "ZERO": scalar(0.0), **reversal_constants(cs, scalar),
+            **{k: scalar(c) for k, c in consts.items()},
+        }
         seen: dict[int, Any] = {}
         for name, fn in funcs.items():
             ns[name] = compile_channel_function(fn, math_fns, scalar,
                                                 cuda.jit(device=True), seen)
-        exec(compile(source(), f"<fusekit {kind} cuda kernel {cs.key}>", "exec"), ns)
+        exec(compile(text, f"<fusekit {kind} cuda kernel {cs.key}>", "exec"), ns)
         _kernels[key] = cuda.jit(ns[kernel])
     return _kernels[key]
 

@@ -5,7 +5,7 @@ One thread per neuron, every step of the call in one launch, like ``cuda/ion.py`
 ``wrt`` direction in registers. The step and its tangents are the generated straight-line
 block of :func:`fusekit.ops.ion_symbolic.tangent_step_source`, run with ``cuda/ion.py``'s
 device math (``EXP``, ``VTRAP``, ``VTRAP_DX``, ...). A kernel is compiled per
-``(channel set, wrt names, dtype)`` and cached in the process.
+``(channel set, wrt names, dtype)`` and cached in the process (``cuda/ion.py``'s cache).
 
 :func:`ion_sensitivity_launch` takes Numba device arrays (or host NumPy arrays) and needs no
 CuPy, so the simulator tests call it; the registered kernel wraps it for CuPy arrays on
@@ -24,7 +24,7 @@ from ...ops import ion_forward as sens
 from ...ops.ion_channel import ChannelSet, channel_set
 from ...ops.ion_symbolic import tangent_step_source
 from ._device import cupy_stream, output, to_device
-from .ion import THREADS, _math, kernel_text
+from .ion import THREADS, _generated_kernel, kernel_text
 
 _FLOATS = ("float32", "float64")
 
@@ -52,24 +52,11 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     return text, consts
 
 
-_kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}  # (channel key, wrt, dtype)
-
-
 def kernel_for(cs: ChannelSet, wrt: tuple[str, ...], dtype: str) -> Any:
     """The CUDA sensitivity kernel for ``cs``, ``wrt`` and ``dtype`` (compiled lazily)."""
-    key = (cs.key, tuple(wrt), dtype)
-    if key not in _kernels:
-        math_fns, scalar = _math(dtype)
-        text, consts = generated_source(cs, tuple(wrt))
-        ns: dict[str, Any] = {
-            "cuda": cuda, "ONE": scalar(1.0), "EXP": math_fns["exp"],
-            "VTRAP": math_fns["vtrap"], "VTRAP_DX": math_fns["vtrap_dx"],
-            "LOG": math_fns["log"], "SQRT": math_fns["sqrt"], "SIGN": math_fns["sign"],
-            "ABS": abs, **{k: scalar(c) for k, c in consts.items()},
-        }
-        exec(compile(text, f"<fusekit ion_sensitivity cuda kernel {cs.key}>", "exec"), ns)
-        _kernels[key] = cuda.jit(ns["ion_kernel"])
-    return _kernels[key]
+    wrt = tuple(wrt)
+    return _generated_kernel(f"ion_sensitivity wrt {','.join(wrt)}", cs, dtype,
+                             lambda: generated_source(cs, wrt), "ion_kernel")
 
 
 def ion_sensitivity_launch(

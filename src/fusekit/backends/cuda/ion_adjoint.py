@@ -1,0 +1,202 @@
+"""CUDA kernel of ion_adjoint: the checkpointed backward of ion_simulate, one thread per neuron.
+
+One launch runs the whole backward, as ``cuda/ion.py``'s ``ion_kernel`` runs the whole
+forward: each thread keeps its parameters, the adjoints of its state and the sums of its
+parameter adjoints in registers. For each segment, last first, it re-runs the segment from
+its checkpoint with the forward kernel's own step (``ops.ion_channel.step_source``, the same
+device functions, so the trajectory and its spike crossings are those of the CUDA forward),
+writing every step's ``v`` and states to a global scratch array ``(segment + 1, 1 + n_states,
+n)`` (neuron fastest: the warp's accesses coalesce), then walks it backwards with the generated
+adjoint step (:func:`fusekit.ops.ion_symbolic.adjoint_step_source`). The spike slots are not
+stored: the count at the end of the forward re-run is walked back down at each crossing.
+
+:func:`ion_adjoint_launch` takes Numba device arrays and needs no CuPy, so the simulator tests
+call it; the registered kernel wraps it for CuPy arrays (and torch CUDA tensors, through the
+registry) on CuPy's current stream (not yet run on a GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+from ..._registry import register_kernel
+from ...ops import ion_adjoint as adj
+from ...ops.ion_channel import ChannelSet, channel_set, step_source
+from ...ops.ion_symbolic import adjoint_step_source
+from ._device import checked_workspace, cupy_stream, to_device
+from .ion import THREADS, _generated_kernel
+
+_FLOATS = ("float32", "float64")
+
+# Names of the generated lines to stay clear of: t<i>, K<i> (adjoint), g<i>, E<i>, a_, b_, k_
+# (forward step), s<k>, p<i>, av, as<k>, ap<i>, ai.
+_TEMPLATE = '''
+def adjoint_kernel(CK, CNT, P, I, i_rows, GV, GS, GREC, GT, TRAJ, seg_len, n_steps,
+                   record_every, thr, max_spikes, dt, OV, OS, OP, OI):
+    j = cuda.grid(1)
+    if j >= P.shape[1]:
+        return
+{param_loads}
+    av = GV[j]
+{adjoint_loads}
+{sum_inits}
+    ai_sum = ZERO
+    for seg in range(CK.shape[0] - 1, -1, -1):
+        k0 = seg * seg_len
+        k1 = min(n_steps, k0 + seg_len)
+        v = CK[seg, 0, j]
+        TRAJ[0, 0, j] = v
+{checkpoint_loads}
+        count = CNT[seg, j]
+        for step in range(k0, k1):
+            i_inj = I[step * i_rows, j]
+            v_old = v
+{forward}
+            pos = step - k0 + 1
+            TRAJ[pos, 0, j] = v
+{trajectory_stores}
+            if v_old < thr and v >= thr:
+                count += 1
+        for step in range(k1 - 1, k0 - 1, -1):
+            pos = step - k0
+            if record_every > 0 and (step + 1) % record_every == 0:
+                av += GREC[(step + 1) // record_every - 1, j]
+            v = TRAJ[pos, 0, j]
+            v_new = TRAJ[pos + 1, 0, j]
+            extra = ZERO
+            if v < thr and v_new >= thr:
+                # This step's spike is the count-th of the neuron (0-based).
+                count -= 1
+                if count < max_spikes:
+                    den = v_new - v
+                    frac = (thr - v) / den
+                    g_t = GT[count, j]
+                    av += -dt * frac / den * g_t
+                    extra = -dt * (ONE - frac) / den * g_t
+{trajectory_loads}
+            i_inj = I[step * i_rows, j]
+            av_n = av
+{adjoint_next}
+{adjoint}
+            av += extra
+{sum_updates}
+            if i_rows:
+                OI[step, j] = ai
+            else:
+                ai_sum += ai
+    OV[j] = av
+{stores}
+    if not i_rows:
+        OI[0, j] = ai_sum
+'''
+
+
+def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+    """The Python source of the CUDA adjoint kernel and its constants (for reading)."""
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    forward, _ = step_source(cs, " " * 12)
+    adjoint, consts, rows = adjoint_step_source(cs, " " * 12)
+
+    def lines(fmt: str, count: int | list[int], indent: int) -> str:
+        items = range(count) if isinstance(count, int) else count
+        return "\n".join(" " * indent + fmt.format(i=i, row=i + 1) for i in items)
+
+    stores = [lines("OS[{i}, j] = as{i}", n_states, 4)]
+    stores += [f"    OP[{i}, j] = " + (f"gp{i}" if i in rows else "ZERO") for i in range(n_params)]
+    text = _TEMPLATE.format(
+        param_loads=lines("p{i} = P[{i}, j]", n_params, 4),
+        adjoint_loads=lines("as{i} = GS[{i}, j]", n_states, 4),
+        sum_inits=lines("gp{i} = ZERO", rows, 4),
+        checkpoint_loads=lines("s{i} = CK[seg, {row}, j]\n        TRAJ[0, {row}, j] = s{i}",
+                               n_states, 8),
+        forward="\n".join(forward),
+        trajectory_stores=lines("TRAJ[pos, {row}, j] = s{i}", n_states, 12),
+        trajectory_loads=lines("s{i} = TRAJ[pos, {row}, j]", n_states, 12),
+        adjoint_next=lines("as{i}_n = as{i}", n_states, 12),
+        adjoint="\n".join(adjoint),
+        sum_updates=lines("gp{i} += ap{i}", rows, 12),
+        stores="\n".join(s for s in stores if s),
+    )
+    return text, consts
+
+
+def kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA adjoint kernel for ``cs`` and ``dtype`` (generated on first use)."""
+    return _generated_kernel("ion_adjoint", cs, dtype, lambda: generated_source(cs),
+                             "adjoint_kernel")
+
+
+def ion_adjoint_launch(
+    CK: Any, CNT: Any, P: Any, I_ext: Any, GV: Any, GS: Any, GREC: Any, GT: Any, OV: Any,
+    OS: Any, OP: Any, OI: Any, *, channels: Any, dt: float, n_steps: int, segment: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    workspace: Any = None, stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.ion_adjoint` on device arrays, one thread per neuron.
+
+    The keyword arguments are :func:`fusekit.ops.ion_adjoint`'s. ``CK`` ``(n_seg, 1 +
+    n_states, n)`` and ``CNT`` ``(n_seg, n)`` (int64) are the checkpoints and the spike counts
+    there, ``P`` ``(n_params, n)`` the parameters, ``I_ext`` ``(1, n)`` a constant or
+    ``(n_steps, n)`` a per-step current; ``GV`` ``(n,)``, ``GS`` ``(n_states or 1, n)``,
+    ``GREC`` ``(n_rec, n)`` and ``GT`` ``(max_spikes, n)`` (finite) the incoming gradients of
+    ``v``, the states, ``v_record`` and the spike times. The outputs ``OV``, ``OS``, ``OP``
+    and ``OI``, shaped like ``GV``, ``GS``, ``P`` and ``I_ext``, get the gradients of ``v0``,
+    ``states0``, ``params`` and ``i_ext`` (every element written). ``workspace`` holds one
+    segment's trajectory, ``(min(segment, n_steps) + 1) (1 + n_states) n`` elements of
+    ``P``'s dtype (``None``: allocated here); ``stream`` is a Numba stream (0: the default).
+    """
+    cs = channel_set(channels)
+    n = P.shape[1]
+    if n == 0:
+        return
+    dtype = np.dtype(P.dtype)
+    scalar = dtype.type
+    shape = (min(segment, n_steps) + 1, 1 + len(cs.state_names), n)
+    traj = checked_workspace(workspace, shape, dtype, stream)
+    # One row of I_ext is a constant current (or one step's: the same gradient); zero rows
+    # (no steps) must not take the constant's path, which writes OI[0].
+    i_rows = 0 if I_ext.shape[0] == 1 else 1
+    kernel_for(cs, dtype.name)[-(-n // THREADS), THREADS, stream](
+        CK, CNT, P, I_ext, i_rows, GV, GS, GREC, GT, traj, segment, n_steps, record_every,
+        scalar(spike_threshold), max_spikes, scalar(dt), OV, OS, OP, OI,
+    )
+
+
+@register_kernel(adj.ion_adjoint_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def ion_adjoint_cuda(
+    checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, g_v: Any, g_states: Any,
+    g_v_record: Any, g_spike_times: Any, *, channels: Any, dt: float, n_steps: int,
+    segment: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """The whole backward in one launch, one thread per neuron, on CuPy's current stream."""
+    import cupy
+
+    cs = channel_set(channels)
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    n = params.shape[1]
+    dtype = params.dtype
+    with params.device, cuda.gpus[params.device.id]:
+        stream = cupy_stream(cupy)
+        c = cupy.ascontiguousarray
+        I_ext = c(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
+        GS = c(g_states) if n_states else cupy.zeros((1, n), dtype=dtype)
+        OV = cupy.empty(n, dtype=dtype)
+        OS = cupy.empty(GS.shape, dtype=dtype)
+        OP = cupy.empty((n_params, n), dtype=dtype)
+        OI = cupy.empty(I_ext.shape, dtype=dtype)
+        # From CuPy's memory pool, which the next call reuses.
+        traj = cupy.empty((min(segment, n_steps) + 1, 1 + n_states, n), dtype=dtype)
+        arrays = [("checkpoints", c(checkpoints)), ("counts_at", c(counts_at)),
+                  ("params", c(params)), ("i_ext", I_ext), ("g_v", c(g_v)), ("g_states", GS),
+                  ("g_v_record", c(g_v_record)), ("g_spike_times", c(g_spike_times)),
+                  ("OV", OV), ("OS", OS), ("OP", OP), ("OI", OI)]
+        ion_adjoint_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=cs, dt=dt,
+            n_steps=n_steps, segment=segment, record_every=record_every,
+            spike_threshold=spike_threshold, max_spikes=max_spikes,
+            workspace=to_device("workspace", traj, stream), stream=stream,
+        )
+    return OV, OS[:n_states], OP, OI.reshape(i_ext.shape)
