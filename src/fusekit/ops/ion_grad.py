@@ -154,8 +154,8 @@ def adjoint_backward(
 ) -> tuple[Any, Any, Any, Any] | None:
     """:func:`checkpointed_backward`'s result from the compiled adjoint op, or ``None``.
 
-    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors (CUDA for now)
-    or while torch traces with fake tensors; the caller then uses the torch recompute.
+    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors or while torch
+    traces with fake tensors; the caller then uses the torch recompute.
     Gradients of spike-time slots that hold no spike (NaN times) are ignored, as in the torch
     recompute: non-finite entries of that gradient are taken as 0.
     """
