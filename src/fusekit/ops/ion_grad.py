@@ -154,8 +154,9 @@ def adjoint_backward(
 ) -> tuple[Any, Any, Any, Any] | None:
     """:func:`checkpointed_backward`'s result from the compiled adjoint op, or ``None``.
 
-    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors or while torch
-    traces with fake tensors; the caller then uses the torch recompute.
+    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors, while torch
+    traces with fake tensors, or for channels whose functions cannot be traced (they branch
+    on their arguments); the caller then uses the torch recompute.
     Gradients of spike-time slots that hold no spike (NaN times) are ignored, as in the torch
     recompute: non-finite entries of that gradient are taken as 0.
     """
@@ -166,6 +167,7 @@ def adjoint_backward(
     from .._errors import NoKernelError
     from .._registry import requested_backend
     from .ion_adjoint import ion_adjoint, ion_adjoint_op
+    from .ion_symbolic import UntraceableChannelError, trace_step
 
     if is_fake(params) or params.is_meta:
         return None
@@ -184,6 +186,10 @@ def adjoint_backward(
 
     g_times = given(g_times, (max_spikes, n))
     g_times = torch.where(torch.isfinite(g_times), g_times, 0.0)
+    try:
+        trace_step(channel_set(channels))  # channels that branch: no generated adjoint
+    except UntraceableChannelError:
+        return None
     out = ion_adjoint(
         checkpoints.detach(), counts_at.detach(), params.detach(), i_ext.detach(),
         given(g_v, (n,)), given(g_S, (n_states, n)), given(g_rec, (n_rec, n)), g_times,

@@ -31,6 +31,10 @@ __all__ = ["Expr", "Graph", "TracedStep", "adjoint_step_source", "share_exponent
            "tangent_step_source", "trace_step", "value_step_source", "vtrap_dx", "vtrap_e"]
 
 
+class UntraceableChannelError(InputError):
+    """A channel function could not be traced (it branches or calls a float-only function)."""
+
+
 class Expr:
     """A node of an expression :class:`Graph`: an operation, a variable or a constant.
 
@@ -316,10 +320,11 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
-         share_exp: bool = False) -> tuple[list[str], dict[str, float]]:
+         share_exp: bool = False, const_prefix: str = "K") -> tuple[list[str], dict[str, float]]:
     """Source lines assigning every ``(name, node)`` of ``outputs``, and their constants.
 
     Intermediate nodes become locals ``<prefix><i>``, each computed once; constants ``K<i>``
+    (``<const_prefix><i>``)
     (values returned, for the backend to convert to its dtype); variables keep their names.
     The lines also use ``ONE`` (1 in the kernel's dtype).
 
@@ -333,7 +338,7 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
     lines: list[str] = []
 
     def constant(value: float) -> str:
-        name = f"K{len(consts)}"
+        name = f"{const_prefix}{len(consts)}"
         consts[name] = value
         return name
 
@@ -515,8 +520,9 @@ def _trace(graph: Graph, fn: Callable[..., Any], args: list[Expr], owner: str,
     try:
         out = rebuilt(*args)
     except TypeError as err:
-        raise InputError(f"forward-mode sensitivities cannot trace {owner}.{fn.__name__}: "
-                         f"{err}") from None
+        raise UntraceableChannelError(
+            f"forward-mode sensitivities and the compiled adjoint cannot trace "
+            f"{owner}.{fn.__name__}: {err}") from None
     return out if isinstance(out, Expr) else graph.const(out)
 
 
@@ -595,18 +601,22 @@ def trace_step(cs: ChannelSet) -> TracedStep:
     return TracedStep(g, v, S, P, i_inj, v_new, new_states)
 
 
-def value_step_source(cs: ChannelSet, indent: str, *,
-                      share_exp: bool = True) -> tuple[list[str], dict[str, float]]:
+def value_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = True,
+                      prefix: str = "t", const_prefix: str = "K"
+                      ) -> tuple[list[str], dict[str, float]]:
     """Lines of one step of one neuron from the traced graph (no channel function calls).
 
     Reads and assigns the locals of :func:`fusekit.ops.ion_channel.step_source` (``v``,
     ``s<k>``; reads ``p<i>``, ``i_inj``, ``dt``); with ``share_exp`` (default) the
-    exponentials are shared (:func:`share_exponentials`).
+    exponentials are shared (:func:`share_exponentials`). ``prefix`` and ``const_prefix``
+    name the locals and constants (as for :func:`emit`), so that two blocks can share a
+    kernel.
     """
     st = trace_step(cs)
     outputs: list[tuple[str, Expr]] = [("v_n", st.v_new)]
     outputs += [(f"s{k}_n", s) for k, s in enumerate(st.new_states)]
-    lines, consts = emit(outputs, indent, share_exp=share_exp)
+    lines, consts = emit(outputs, indent, prefix, share_exp=share_exp,
+                         const_prefix=const_prefix)
     lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(len(st.states))]
     return lines, consts
 

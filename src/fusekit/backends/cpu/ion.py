@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from ..._errors import InputError
 from ..._registry import register_kernel
 from ...ops import ion
 from ...ops.ion_channel import (
@@ -302,7 +301,7 @@ def generated_source(cs: ChannelSet) -> str:
     """The Python source of the CPU kernel for ``cs`` (before compilation; for reading)."""
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 12
-    body = _step_body(cs, ind)[0]
+    body = step_body(cs, ind)[0]
     row = {f"s{k}": 3 + k for k in range(n_states)}
     row.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
     loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
@@ -349,26 +348,31 @@ def _block_constants(cs: ChannelSet, fixed_rows: int) -> dict[str, Any]:
             "N_ROWS": fixed_rows + n_states + n_params}
 
 
-def _step_body(cs: ChannelSet, indent: str) -> tuple[list[str], dict[str, float]]:
-    """One step's lines for the single-compartment kernel, and their constants.
+def step_body(cs: ChannelSet, indent: str, prefix: str = "t", const_prefix: str = "K"
+              ) -> tuple[list[str], dict[str, float], dict[str, Callable[..., Any]]]:
+    """One step's lines for the single-compartment kernel, their constants and functions.
 
     Emitted from the traced step graph with shared exponentials
     (:func:`fusekit.ops.ion_symbolic.value_step_source`: squid HH needs 6 ``exp`` per step
     instead of 9, 1.2-1.3x faster); channels whose functions cannot be traced (they branch
-    on their arguments) get ``step_source``'s calls of the compiled channel functions.
+    on their arguments) get ``step_source``'s calls of the compiled channel functions (the
+    returned functions, to compile into the kernel's namespace). The adjoint kernel re-runs
+    segments with the same lines, so that it follows the forward's trajectory exactly.
     """
-    from ...ops.ion_symbolic import value_step_source
+    from ...ops.ion_symbolic import UntraceableChannelError, value_step_source
 
     try:
-        return value_step_source(cs, indent)
-    except InputError:
-        return step_source(cs, indent)[0], {}
+        lines, consts = value_step_source(cs, indent, prefix=prefix, const_prefix=const_prefix)
+        return lines, consts, {}
+    except UntraceableChannelError:
+        lines, funcs = step_source(cs, indent)
+        return lines, {}, funcs
 
 
 def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
     scalar = np.dtype(dtype).type
-    consts = {k: scalar(c) for k, c in _step_body(cs, "")[1].items()}
+    consts = {k: scalar(c) for k, c in step_body(cs, "")[1].items()}
     return _generated_kernel("ion", cs, dtype, lambda: generated_source(cs) + _DRIVER,
                              "ion_block", "ion_kernel",
                              {**_block_constants(cs, 3), **graph_math(dtype), **consts})

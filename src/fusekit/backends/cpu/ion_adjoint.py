@@ -2,7 +2,7 @@
 
 Threads own blocks of ``NEURON_BLOCK`` neurons for the whole backward, as in the forward
 kernel. For each segment, last first, a block re-runs the segment from its checkpoint with the
-forward kernel's own step (``step_source``, the compiled channel functions, so the trajectory
+forward kernel's own step lines (``cpu.ion.step_body``, so the trajectory
 and its spike crossings are those of the forward) keeping every step's ``v`` and states in a
 scratch array, then walks it backwards with the generated adjoint step
 (:func:`fusekit.ops.ion_symbolic.adjoint_step_source`): straight-line arithmetic over the
@@ -23,11 +23,10 @@ from ...ops.ion_channel import (
     channel_set,
     compile_channel_function,
     reversal_constants,
-    step_source,
 )
 from ...ops.ion_symbolic import adjoint_step_source
 from ._numba import configure
-from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math, graph_math
+from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math, graph_math, step_body
 
 _FLOATS = ("float32", "float64")
 
@@ -158,7 +157,7 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, A
     lay = _layout(cs)
     block, n_states, n_params = NEURON_BLOCK, lay["N_STATES"], lay["N_PARAMS"]
     ind = " " * 16
-    fwd_body, funcs = step_source(cs, ind)
+    fwd_body, fwd_consts, funcs = step_body(cs, ind, prefix="f", const_prefix="KF")
     adj_body, consts, rows = adjoint_step_source(cs, ind, share_exp=True)
     params = [f"{ind}p{i} = buf[{i * block} + j]" for i in range(n_params)]
     states = [f"{ind}s{k} = buf[{(lay['X'] + 1 + k) * block} + j]" for k in range(n_states)]
@@ -177,7 +176,7 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, A
         fwd_stores="\n".join(fwd_stores) or f"{ind}pass",
         adj_loads="\n".join(adj_loads), adj_body="\n".join(adj_body),
         adj_stores="\n".join(adj_stores))
-    return text, consts, funcs
+    return text, {**consts, **fwd_consts}, funcs
 
 
 _kernels: dict[tuple[str, str], Any] = {}
