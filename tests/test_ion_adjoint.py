@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from branchy_channel import Branchy
 from fusekit import InputError
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS
 from fusekit.ops.ion import ion_simulate_op
@@ -175,21 +176,7 @@ def test_channels_that_branch_fall_back_to_compiled_calls_and_the_torch_recomput
     # kernel calls its compiled functions instead, and the gradient takes the torch
     # recompute; both still agree with the reference / finite differences.
     from fusekit.ops.ion import ion_simulate
-    from fusekit.ops.ion_channel import Channel
 
-    class Branchy(Channel):
-        params = {"g_b": 1.0}
-        states = {"x": 0.5}
-        reversal = -70.0
-
-        def inf_x(v):
-            return np.where(v > -50.0, 0.9, 0.1)
-
-        def tau_x(v):
-            return 1.0 + 0.0 * v
-
-        def conductance(x, g_b):
-            return g_b * x
 
     cs = ChannelSet([Branchy])
     args = (np.full(3, -65.0), cs.initial_states(3), cs.default_params(3),

@@ -11,10 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from branchy_channel import Branchy
 from fusekit import InputError
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS, params_tensor, simulate
 from fusekit.ops import ion_sensitivity
-from fusekit.ops.ion_channel import Channel, ChannelSet, exp, vtrap
+from fusekit.ops.ion_channel import ChannelSet, exp, vtrap
 from fusekit.ops.ion_grad import spike_crossing, torch_step
 from fusekit.ops.ion_symbolic import Graph, emit, vtrap_dx
 
@@ -215,19 +216,6 @@ def test_vtrap_dx_is_the_derivative_of_vtrap_on_both_sides_of_its_series_cut(u):
 
 
 def test_a_channel_that_branches_gets_a_clear_error():
-    class Branchy(Channel):
-        params = {"g_b": 1.0}
-        states = {"x": 0.5}
-        reversal = -70.0
-
-        def inf_x(v):
-            return np.where(v > -50.0, 0.9, 0.1)
-
-        def tau_x(v):
-            return 1.0 + 0.0 * v
-
-        def conductance(x, g_b):
-            return g_b * x
 
     cs = ChannelSet([Branchy])
     with pytest.raises(InputError, match="Branchy.inf_x.*plain arithmetic"):
