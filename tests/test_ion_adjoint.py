@@ -11,7 +11,7 @@ from branchy_channel import Branchy
 from fusekit import InputError
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS
 from fusekit.ops.ion import ion_simulate_op
-from fusekit.ops.ion_adjoint import ion_adjoint
+from fusekit.ops.ion_backprop import ion_adjoint
 from fusekit.ops.ion_channel import ChannelSet
 from fusekit.ops.ion_grad import checkpointed_backward, checkpointed_forward, segment_length
 

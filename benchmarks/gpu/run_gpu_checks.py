@@ -1006,7 +1006,7 @@ def ion_adjoint_check(checks: Checks, torch: Any) -> None:
     """Backprop through 10,000 HH neurons on torch CUDA tensors; a slice against the oracle."""
     from fusekit.backends.cuda import ion as cuda_ion
     from fusekit.ops.ion import ion_simulate_op
-    from fusekit.ops.ion_adjoint import ion_adjoint_reference
+    from fusekit.ops.ion_backprop import ion_adjoint_reference
     from fusekit.ops.ion_grad import checkpointed_forward, segment_length
 
     hh, arrays, weights = backprop_problem(torch, "float64")

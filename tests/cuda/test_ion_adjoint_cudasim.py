@@ -12,7 +12,7 @@ from numba import cuda
 from fusekit.backends.cuda import ion_adjoint as cuda_adj
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS, ChannelSet
 from fusekit.ops.ion import ion_simulate_op
-from fusekit.ops.ion_adjoint import ion_adjoint, ion_adjoint_reference
+from fusekit.ops.ion_backprop import ion_adjoint, ion_adjoint_reference
 from fusekit.ops.ion_grad import checkpointed_forward
 
 pytestmark = pytest.mark.cudasim

@@ -16,6 +16,7 @@ from .ion import cable_simulate as cable_simulate
 from .ion import hines_solve as hines_solve
 from .ion import ion_simulate as ion_simulate
 from .ion import network_simulate as network_simulate
+from .ion_backprop import ion_adjoint as ion_adjoint
 from .ion_forward import IonSensitivity as IonSensitivity
 from .ion_forward import ion_sensitivity as ion_sensitivity
 from .kron import kron_factor_grads as kron_factor_grads
@@ -54,6 +55,7 @@ __all__ = [
     "ion_simulate",
     "network_simulate",
     "IonSensitivity",
+    "ion_adjoint",
     "ion_sensitivity",
     "kron_factor_grads",
     "kron_linear",

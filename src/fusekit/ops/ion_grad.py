@@ -166,7 +166,7 @@ def adjoint_backward(
     from .._arrays import dtype_name, kind_of
     from .._errors import NoKernelError
     from .._registry import requested_backend
-    from .ion_adjoint import ion_adjoint, ion_adjoint_op
+    from .ion_backprop import ion_adjoint, ion_adjoint_op
     from .ion_symbolic import UntraceableChannelError, trace_step
 
     if is_fake(params) or params.is_meta:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..._registry import register_kernel
-from ...ops import ion_adjoint as adj
+from ...ops import ion_backprop as adj
 from ...ops.ion_channel import (
     ChannelSet,
     channel_set,

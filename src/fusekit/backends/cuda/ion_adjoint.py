@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from ..._registry import register_kernel
-from ...ops import ion_adjoint as adj
+from ...ops import ion_backprop as adj
 from ...ops.ion_channel import ChannelSet, channel_set, step_source
 from ...ops.ion_symbolic import adjoint_step_source
 from ._device import checked_workspace, cupy_stream, to_device
