@@ -136,18 +136,67 @@ def test_union_accepts_exactly_the_edges_that_join_components(rng, backend):
     assert all((roots == roots[i]).tolist() == (lab == lab[i]).tolist() for i in range(n))
 
 
-def test_cpu_union_matches_the_reference_counters_and_parents(rng):
+@pytest.mark.parametrize("with_order", [True, False])
+def test_cpu_union_matches_the_reference_counters_and_parents(rng, with_order):
     n, m = 200, 900
     u, v = rng.integers(0, n, m).astype(np.int32), rng.integers(0, n, m).astype(np.int32)
-    order = rng.permutation(m).astype(np.int64)
+    order = rng.permutation(m).astype(np.int64) if with_order else None
     p1, s1 = np.arange(n, dtype=np.int64), np.ones(n, np.int64)
     p2, s2 = p1.copy(), s1.copy()
     a1, c1 = fusekit.ops.union_find_union(p1, s1, u, v, order, max_unions=150, backend="cpu")
-    a2, c2 = spike.union_find_union_reference(p2, s2, u, v, order, max_unions=150)
+    ref_order = np.arange(m) if order is None else order
+    a2, c2 = spike.union_find_union_reference(p2, s2, u, v, ref_order, max_unions=150)
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(p1, p2)
     assert c1[2] == 150 and c1[3] < m
+
+
+@pytest.mark.parametrize("by_index", [False, True])
+def test_union_prefetch_distance_never_changes_the_result(rng, by_index):
+    # the prefetches are hints: every distance (0: none; past the end) gives one result
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    n, m = 300, 1000
+    u, v = rng.integers(0, n, m).astype(np.int32), rng.integers(0, n, m).astype(np.int32)
+    order = np.arange(m) if by_index else rng.permutation(m)
+    results = []
+    for ahead in (0, 1, 2, 3, 16, 999, 5000):
+        parent, size = np.arange(n, dtype=np.int32), np.ones(n, np.int32)
+        acc, cnt = np.zeros(m, np.bool_), np.zeros(5, np.int64)
+        k = cpu_spike.ordered_union(parent, size, u, v, order, 0, m, 10**9, acc, cnt,
+                                    by_index, ahead)
+        results.append((k, acc.tolist(), cnt.tolist(), parent.tolist(), size.tolist()))
+    assert all(r == results[0] for r in results)
+    ref_parent, ref_size = np.arange(n, dtype=np.int32), np.ones(n, np.int32)
+    ref_acc, ref_cnt = spike.union_find_union_reference(ref_parent, ref_size, u, v, order,
+                                                        max_unions=10**9)
+    assert results[0][1:] == (ref_acc.tolist(), ref_cnt.tolist(), ref_parent.tolist(),
+                              ref_size.tolist())
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_all_edges_with_an_order_is_rejected(backend):
+    parent, size = np.arange(3, dtype=np.int64), np.ones(3, np.int64)
+    with pytest.raises(fusekit.InputError, match="with all_edges, order must be empty"):
+        spike.union_find_union_op.run(
+            (parent, size, np.array([0]), np.array([1]), np.array([0], np.int64)),
+            {"max_unions": 5, "all_edges": True}, backend)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_numba_endpoint_gather_equals_fancy_indexing(rng, monkeypatch, dtype):
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)  # the Numba loop at any size
+    u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
+    for order in (rng.permutation(3001)[:2000], rng.integers(0, 3001, 5000),
+                  np.array([3000, 0]), np.empty(0)):
+        order = order.astype(np.int64)
+        gu, gv = fusekit.ops.gather_endpoints(u, v, order, backend="cpu")
+        np.testing.assert_array_equal(gu, u[order])
+        np.testing.assert_array_equal(gv, v[order])
+        assert gu.dtype == dtype and gv.dtype == dtype
 
 
 def test_union_find_class_tracks_components_and_counters():
