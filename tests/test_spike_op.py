@@ -108,6 +108,42 @@ def test_property_cpu_spike_sorts_are_stable_sorts(keys, quantum):
         fusekit.ops.spike_radix_sort(k, quantum, radix_bits=2, backend="cpu").order, expected)
 
 
+def _sort_both_ways(monkeypatch, keys, quantum, exact):
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    counting = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)  # the radix sort of (step, id) pairs
+    monkeypatch.setattr(cpu_spike, "LSD_DIGIT_BITS", 3)  # several passes on small grids
+    lsd = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    monkeypatch.undo()
+    return counting, lsd
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("dtype,quantum", [(np.float64, None), (np.float32, 0.003),
+                                           (np.int64, 1), (np.int32, 7), (np.uint16, None)])
+def test_lsd_step_sort_equals_the_counting_sort(rng, monkeypatch, exact, dtype, quantum):
+    keys = random_keys(rng, dtype, 3000)
+    keys[::7] = keys[3]  # ties across the array
+    counting, lsd = _sort_both_ways(monkeypatch, keys, quantum, exact)
+    np.testing.assert_array_equal(lsd.order, counting.order)
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+    assert lsd.stats == counting.stats
+    if exact:
+        np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(keys=st.lists(st.floats(-1e3, 1e3), max_size=80),
+       quantum=st.one_of(st.none(), st.floats(0.01, 500)))
+def test_property_lsd_step_sort_is_a_stable_sort(keys, quantum):
+    k = np.array(keys, dtype=np.float64)
+    with pytest.MonkeyPatch.context() as mp:
+        counting, lsd = _sort_both_ways(mp, k, quantum, True)
+    np.testing.assert_array_equal(lsd.order, np.argsort(k, kind="stable"))
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+
+
 def naive_components(n, edges):
     label = list(range(n))
     for a, b in edges:

@@ -30,6 +30,15 @@ INSERTION_MAX = 24
 PARALLEL_MIN_KEYS = 1 << 22
 #: ... and for grids of at most this many steps per key (one histogram per thread).
 PARALLEL_MAX_STEPS_PER_KEY = 4
+#: Grids of at least this many steps are sorted by firing step with an LSD radix sort of
+#: (step, id) pairs (:func:`_spike_sort_lsd`) instead of one counting pass: measured under
+#: load, 1.2-1.5x faster from 2e5 steps (2^20-vertex Delaunay, uniform weights: 1.6e6 steps,
+#: 1.3-2.3x; RGG: 3.4e6 steps, 1.7-2x), 0.85-0.9x at 1e5 steps.
+LSD_MIN_STEPS = 1 << 17
+#: ... with digits of at most this many bits (2^11 counters per pass stay in L1/L2) ...
+LSD_DIGIT_BITS = 11
+#: ... for fewer keys than this (an id must fit in the pair's low 32 bits).
+LSD_MAX_KEYS = 1 << 32
 #: Union-find prefetches the parents of the edge this many places ahead in the order (and
 #: the next parents and sizes half as far ahead). Measured at 2^20 vertices (under load):
 #: 8-32 all gave 2-4x over no prefetch; 16 was as good as any.
@@ -42,25 +51,33 @@ GATHER_MIN_KEYS = 1 << 14
 
 
 @njit(nogil=True)
+def firing_step(key, lo, quantum, top, float_grid):
+    """``(step, quantization error)`` of one key on the grid; steps past ``top`` are ``top``.
+
+    On a float grid the step is floor(d / quantum), as in the reference; Numba's float // is
+    a floor division with an fmod correction and several times slower.
+    """
+    d = key - lo
+    if float_grid:
+        s = np.int64(math.floor(d / quantum))
+    else:
+        s = np.int64(d // quantum)
+    if s > top:
+        s = top
+    return s, np.float64(d) - np.float64(s) * np.float64(quantum)
+
+
+@njit(nogil=True)
 def firing_steps(keys, lo, quantum, n_steps, float_grid):  # noqa: D103 - see module doc
-    # On a float grid the step is floor(d / quantum), as in the reference; Numba's float //
-    # is a floor division with an fmod correction and several times slower.
     n = keys.shape[0]
     steps = np.empty(n, np.int64)
     counts = np.zeros(n_steps + 1, np.int64)
     qerr = 0.0
     top = n_steps - 1
     for i in range(n):
-        d = keys[i] - lo
-        if float_grid:
-            s = np.int64(math.floor(d / quantum))
-        else:
-            s = np.int64(d // quantum)
-        if s > top:
-            s = top
+        s, e = firing_step(keys[i], lo, quantum, top, float_grid)
         steps[i] = s
         counts[s + 1] += 1
-        e = np.float64(d) - np.float64(s) * np.float64(quantum)
         if e > qerr:
             qerr = e
     for t in range(n_steps):
@@ -144,6 +161,69 @@ def _spike_sort(keys, lo, quantum, n_steps, exact, float_grid):
     return order, offsets, qerr
 
 
+@njit(nogil=True)
+def _spike_sort_lsd(keys, lo, quantum, n_steps, exact, float_grid, passes, digit_bits):
+    # The counting sort's result by a least-significant-digit radix sort of the firing steps:
+    # each key becomes (step << 32 | id), and ``passes`` stable counting passes of
+    # ``digit_bits``-bit digits order those by step (ids of one step stay increasing). Every
+    # histogram is small, so nothing is read or written at random across an ``n_steps``-long
+    # array (the counting sort's histogram and scatter are, once the grid outgrows the caches).
+    n = keys.shape[0]
+    radix = 1 << digit_bits
+    mask = radix - 1
+    hist = np.zeros((passes, radix), np.int64)
+    packed = np.empty(n, np.int64)
+    qerr = 0.0
+    top = n_steps - 1
+    for i in range(n):
+        s, e = firing_step(keys[i], lo, quantum, top, float_grid)
+        packed[i] = (s << 32) | i
+        for p in range(passes):
+            hist[p, (s >> (p * digit_bits)) & mask] += 1
+        if e > qerr:
+            qerr = e
+    tmp = np.empty(n, np.int64)
+    for p in range(passes):
+        counts = hist[p]
+        run = 0
+        for dgt in range(radix):
+            c = counts[dgt]
+            counts[dgt] = run
+            run += c
+        shift = 32 + p * digit_bits
+        for i in range(n):
+            x = packed[i]
+            dgt = (x >> shift) & mask
+            tmp[counts[dgt]] = x
+            counts[dgt] += 1
+        packed, tmp = tmp, packed
+    order = tmp  # reuse the spare buffer
+    offsets = np.empty(n_steps + 1, np.int64)
+    skeys = np.empty(n if exact else 0, keys.dtype)
+    low = (np.int64(1) << 32) - 1
+    t = 0
+    for i in range(n):
+        x = packed[i]
+        if exact:
+            j = i + GATHER_AHEAD
+            if j < n:
+                prefetch(keys, (packed[j] & low) * keys.itemsize)
+        s = x >> 32
+        e = x & low
+        order[i] = e
+        if exact:
+            skeys[i] = keys[e]
+        while t <= s:  # offsets[t]: how many keys fire before step t
+            offsets[t] = i
+            t += 1
+    while t <= n_steps:
+        offsets[t] = n
+        t += 1
+    if exact:
+        sort_within_steps(order, offsets, skeys)
+    return order, offsets, qerr
+
+
 @njit(nogil=True, parallel=True)
 def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa: D103
     # firing steps of every key and one histogram of steps per chunk of consecutive keys
@@ -156,16 +236,9 @@ def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa:
         qerr = 0.0
         top = n_steps - 1
         for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
-            d = keys[i] - lo
-            if float_grid:
-                t = np.int64(math.floor(d / quantum))
-            else:
-                t = np.int64(d // quantum)
-            if t > top:
-                t = top
+            t, e = firing_step(keys[i], lo, quantum, top, float_grid)
             steps[i] = t
             counts[t] += 1
-            e = np.float64(d) - np.float64(t) * np.float64(quantum)
             if e > qerr:
                 qerr = e
         qerrs[c] = qerr
@@ -443,6 +516,11 @@ def spike_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
     if threads > 1:
         order, offsets, qerr = spike_sort_parallel(k, lo_t, q_t, n_steps, exact,
                                                    q_t.dtype.kind == "f", threads)
+    elif n_steps >= LSD_MIN_STEPS and k.shape[0] < LSD_MAX_KEYS:
+        bits = max(int(n_steps - 1).bit_length(), 1)
+        passes = -(-bits // LSD_DIGIT_BITS)
+        order, offsets, qerr = _spike_sort_lsd(k, lo_t, q_t, n_steps, exact,
+                                               q_t.dtype.kind == "f", passes, -(-bits // passes))
     else:
         order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, q_t.dtype.kind == "f")
     return order, offsets, np.array([qerr])
