@@ -79,6 +79,17 @@ def test_large_grids_per_key_stay_serial():
     assert cpu_spike.sort_threads(100, 50) == 1  # too few keys to start threads for
 
 
+def test_grids_for_the_lsd_sort_stay_serial():
+    before = fusekit.get_num_threads()
+    _numba.set_num_threads(2)
+    try:
+        n = 1 << 23
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS) == 1
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS - 1) == 2
+    finally:
+        _numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
     # 0 under the fixture: always the Numba gather, parallel with two threads
