@@ -22,9 +22,14 @@ from ._model import SpikingSchedule, kruskal_schedule
 
 METHODS = ("auto", "pipelined", "spike-kruskal", "radix-kruskal", "filter-kruskal", "boruvka")
 #: ``auto`` takes the counting sort (spike-kruskal) for integer weights whose range spans at
-#: most this many time steps per edge, and filter-Kruskal for graphs at least this dense.
+#: most this many time steps per edge, and filter-Kruskal for graphs at least this dense
+#: (average degree). It was 8 until union-find's prefetches and the LSD step sort made
+#: spike-Kruskal faster than filter-Kruskal (with its prefetched filter) on RGG graphs: 1.1-1.4x
+#: at 2^16, 1.35-1.55x at 2^18, 1.07-1.11x at 2^20 vertices (degree 10.5-13.2, uniform
+#: weights; measured under load); on Kronecker graphs (degree 28, 2^16 vertices)
+#: filter-Kruskal stayed 1.1-1.4x faster.
 AUTO_INT_STEPS_PER_EDGE = 4
-AUTO_FILTER_MIN_DEGREE = 8.0
+AUTO_FILTER_MIN_DEGREE = 20.0
 
 
 @dataclass

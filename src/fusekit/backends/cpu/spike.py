@@ -419,13 +419,15 @@ def find_root(parent, x):  # noqa: D103
 
 @njit(nogil=True)
 def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, counters,
-                  by_index=False, ahead=PREFETCH_AHEAD):
+                  by_index=False, ahead=PREFETCH_AHEAD, test_only=False):
     """Kruskal's loop over ``order[start:stop]``; ``counters`` accumulates across calls.
 
     ``counters``: finds, hops, unions, edges processed, synapse updates (the smaller side's
     vertices, whose root synapses a union rewires). ``by_index``: the edges are
     ``start .. stop - 1`` themselves and ``order`` is not read (measured: reading the ids
     through an identity ``order`` made the loop 1.3-1.6x slower at 2^20 vertices).
+    ``test_only``: mark the edges whose endpoints lie in different trees, unite nothing
+    (filter-Kruskal's filter).
 
     Software prefetches keep several edges' random reads in flight, in three stages, so that
     the finds of the ``k``-th edge find their cache lines loaded: the endpoints of the edge
@@ -464,7 +466,9 @@ def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, 
         b, hb = find_root(parent, np.int64(v[e]))
         hops += ha + hb
         finds += 2
-        if a != b:
+        if test_only:
+            accepted[k] = a != b
+        elif a != b:
             if size[a] < size[b]:
                 a, b = b, a
             parent[b] = a
