@@ -26,9 +26,13 @@ import numpy as np
 GRAPHS = "delaunay:uniform,delaunay:int255,delaunay:int1000,rgg:uniform,rgg:int255"
 
 
-def worker(variant: str, specs: list[str], scale: int, calls: int, cache: str | None) -> None:
+def worker(variant: str, specs: list[str], scale: int, calls: int, cache: str | None,
+           threads: int) -> None:
     """Runs in the child: prints one JSON line, ``{graph: [ms, ...]}``."""
+    import fusekit
     from fusekit.mst import graphs, minimum_spanning_forest
+
+    fusekit.set_num_threads(threads)
 
     gens = {"delaunay": graphs.delaunay_graph, "rgg": graphs.random_geometric_graph}
     out: dict[str, list[float]] = {}
@@ -73,11 +77,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=2, help="timed calls per graph and process")
     ap.add_argument("--cache", default=None, help="folder to keep generated graphs in")
+    ap.add_argument("--threads", type=int, default=1, help="fusekit.set_num_threads")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     specs = args.graphs.split(",")
     if args.worker:
-        worker(args.worker, specs, args.scale, args.calls, args.cache)
+        worker(args.worker, specs, args.scale, args.calls, args.cache, args.threads)
         return
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     trees = {"old": os.path.abspath(args.old_src), "new": os.path.abspath(here),
@@ -89,7 +94,7 @@ def main() -> None:
             env = dict(os.environ, PYTHONPATH=src)
             cmd = [sys.executable, os.path.abspath(__file__), "--old-src", args.old_src,
                    "--graphs", args.graphs, "--scale", str(args.scale), "--calls",
-                   str(args.calls), "--worker", variant]
+                   str(args.calls), "--threads", str(args.threads), "--worker", variant]
             if args.cache:
                 cmd += ["--cache", args.cache]
             res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
