@@ -511,7 +511,8 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
         size: Tree sizes (valid at roots), shape ``(n,)``, parent's dtype; modified in place.
         u: First endpoints, shape ``(m,)``, int32 or int64, in ``[0, n)``.
         v: Second endpoints, shape ``(m,)``, the dtype of ``u``.
-        order: Edge ids to process, in order, shape ``(k,)``, int64; default all edges.
+        order: Edge ids to process, in order, shape ``(k,)``, int64; default all edges in
+            index order (the kernels then read no order array: faster).
         max_unions: Stop after this many accepted edges; default no limit.
         backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``.
 

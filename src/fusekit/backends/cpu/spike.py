@@ -1,10 +1,13 @@
 """CPU kernels of the spike family (Numba, one thread, ``nogil`` so stages can overlap).
 
-* spike sort: a counting sort by firing step (histogram, prefix sum, stable scatter), then,
-  for ``exact``, each step's keys ordered by value (insertion sort for short runs, a stable
-  merge sort for long ones);
+* spike sort: a counting sort by firing step (histogram, prefix sum, stable scatter), or on
+  grids of :data:`LSD_MIN_STEPS` steps or more an LSD radix sort of (step, id) pairs (same
+  result), then, for ``exact``, each step's keys ordered by value (insertion sort for short
+  runs, a stable merge sort for long ones);
 * spiking radix sort: one stable counting-sort pass per digit of the level;
-* union-find: Kruskal's ordered union with path halving and union by size.
+* union-find: Kruskal's ordered union with path halving and union by size, with software
+  prefetches of the parents and root sizes of edges ahead;
+* endpoint gather: from ``u`` and ``v`` interleaved, with prefetches.
 
 The kernels below are also the building blocks of :mod:`fusekit.mst`'s fused CPU paths.
 """
