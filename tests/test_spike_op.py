@@ -133,6 +133,19 @@ def test_lsd_step_sort_equals_the_counting_sort(rng, monkeypatch, exact, dtype, 
         np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
 
 
+@pytest.mark.parametrize("run", [23, 24, 25, 60])
+def test_lsd_step_sort_orders_runs_around_the_insertion_limit(monkeypatch, run):
+    # one step holding `run` keys in falling order (with ties), between single-key steps
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    assert cpu_spike.INSERTION_MAX == 24
+    keys = np.concatenate([[0.0], 5.0 + np.repeat(np.linspace(0.9, 0.0, run), 2)[:run],
+                           [10.0, 20.0]])
+    counting, lsd = _sort_both_ways(monkeypatch, keys, 1.0, True)
+    np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+
+
 @settings(max_examples=30, deadline=None)
 @given(keys=st.lists(st.floats(-1e3, 1e3), max_size=80),
        quantum=st.one_of(st.none(), st.floats(0.01, 500)))
