@@ -218,3 +218,14 @@ def test_cuda_backend_without_a_gpu_says_why():
     u, v, w, n = random_graph(np.random.default_rng(0), 10, 20, "float")
     with pytest.raises(fusekit.BackendUnavailableError, match="backend 'cuda' is not available"):
         minimum_spanning_forest(u, v, w, n, backend="cuda")
+
+
+@pytest.mark.parametrize("degree,expected", [(13.0, "spike-kruskal"), (20.0, "filter-kruskal")])
+def test_auto_takes_filter_kruskal_only_for_dense_float_graphs(rng, degree, expected):
+    from fusekit.mst import choose_method, edge_list
+
+    n = 200
+    m = int(degree * n / 2)
+    g = edge_list(rng.integers(0, n, m), rng.integers(0, n, m), rng.random(m), n)
+    assert choose_method(g) == expected
+    assert minimum_spanning_forest(g).method == expected

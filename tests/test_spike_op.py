@@ -108,6 +108,55 @@ def test_property_cpu_spike_sorts_are_stable_sorts(keys, quantum):
         fusekit.ops.spike_radix_sort(k, quantum, radix_bits=2, backend="cpu").order, expected)
 
 
+def _sort_both_ways(monkeypatch, keys, quantum, exact):
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    counting = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)  # the radix sort of (step, id) pairs
+    monkeypatch.setattr(cpu_spike, "LSD_DIGIT_BITS", 3)  # several passes on small grids
+    lsd = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
+    monkeypatch.undo()
+    return counting, lsd
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("dtype,quantum", [(np.float64, None), (np.float32, 0.003),
+                                           (np.int64, 1), (np.int32, 7), (np.uint16, None)])
+def test_lsd_step_sort_equals_the_counting_sort(rng, monkeypatch, exact, dtype, quantum):
+    keys = random_keys(rng, dtype, 3000)
+    keys[::7] = keys[3]  # ties across the array
+    counting, lsd = _sort_both_ways(monkeypatch, keys, quantum, exact)
+    np.testing.assert_array_equal(lsd.order, counting.order)
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+    assert lsd.stats == counting.stats
+    if exact:
+        np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("run", [23, 24, 25, 60])
+def test_lsd_step_sort_orders_runs_around_the_insertion_limit(monkeypatch, run):
+    # one step holding `run` keys in falling order (with ties), between single-key steps
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    assert cpu_spike.INSERTION_MAX == 24
+    keys = np.concatenate([[0.0], 5.0 + np.repeat(np.linspace(0.9, 0.0, run), 2)[:run],
+                           [10.0, 20.0]])
+    counting, lsd = _sort_both_ways(monkeypatch, keys, 1.0, True)
+    np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+
+
+@settings(max_examples=30, deadline=None)
+@given(keys=st.lists(st.floats(-1e3, 1e3), max_size=80),
+       quantum=st.one_of(st.none(), st.floats(0.01, 500)))
+def test_property_lsd_step_sort_is_a_stable_sort(keys, quantum):
+    k = np.array(keys, dtype=np.float64)
+    with pytest.MonkeyPatch.context() as mp:
+        counting, lsd = _sort_both_ways(mp, k, quantum, True)
+    np.testing.assert_array_equal(lsd.order, np.argsort(k, kind="stable"))
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+
+
 def naive_components(n, edges):
     label = list(range(n))
     for a, b in edges:
@@ -136,18 +185,67 @@ def test_union_accepts_exactly_the_edges_that_join_components(rng, backend):
     assert all((roots == roots[i]).tolist() == (lab == lab[i]).tolist() for i in range(n))
 
 
-def test_cpu_union_matches_the_reference_counters_and_parents(rng):
+@pytest.mark.parametrize("with_order", [True, False])
+def test_cpu_union_matches_the_reference_counters_and_parents(rng, with_order):
     n, m = 200, 900
     u, v = rng.integers(0, n, m).astype(np.int32), rng.integers(0, n, m).astype(np.int32)
-    order = rng.permutation(m).astype(np.int64)
+    order = rng.permutation(m).astype(np.int64) if with_order else None
     p1, s1 = np.arange(n, dtype=np.int64), np.ones(n, np.int64)
     p2, s2 = p1.copy(), s1.copy()
     a1, c1 = fusekit.ops.union_find_union(p1, s1, u, v, order, max_unions=150, backend="cpu")
-    a2, c2 = spike.union_find_union_reference(p2, s2, u, v, order, max_unions=150)
+    ref_order = np.arange(m) if order is None else order
+    a2, c2 = spike.union_find_union_reference(p2, s2, u, v, ref_order, max_unions=150)
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(p1, p2)
     assert c1[2] == 150 and c1[3] < m
+
+
+@pytest.mark.parametrize("by_index", [False, True])
+def test_union_prefetch_distance_never_changes_the_result(rng, by_index):
+    # the prefetches are hints: every distance (0: none; past the end) gives one result
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    n, m = 300, 1000
+    u, v = rng.integers(0, n, m).astype(np.int32), rng.integers(0, n, m).astype(np.int32)
+    order = np.arange(m) if by_index else rng.permutation(m)
+    results = []
+    for ahead in (0, 1, 2, 3, 16, 999, 5000):
+        parent, size = np.arange(n, dtype=np.int32), np.ones(n, np.int32)
+        acc, cnt = np.zeros(m, np.bool_), np.zeros(5, np.int64)
+        k = cpu_spike.ordered_union(parent, size, u, v, order, 0, m, 10**9, acc, cnt,
+                                    by_index, ahead)
+        results.append((k, acc.tolist(), cnt.tolist(), parent.tolist(), size.tolist()))
+    assert all(r == results[0] for r in results)
+    ref_parent, ref_size = np.arange(n, dtype=np.int32), np.ones(n, np.int32)
+    ref_acc, ref_cnt = spike.union_find_union_reference(ref_parent, ref_size, u, v, order,
+                                                        max_unions=10**9)
+    assert results[0][1:] == (ref_acc.tolist(), ref_cnt.tolist(), ref_parent.tolist(),
+                              ref_size.tolist())
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_all_edges_with_an_order_is_rejected(backend):
+    parent, size = np.arange(3, dtype=np.int64), np.ones(3, np.int64)
+    with pytest.raises(fusekit.InputError, match="with all_edges, order must be empty"):
+        spike.union_find_union_op.run(
+            (parent, size, np.array([0]), np.array([1]), np.array([0], np.int64)),
+            {"max_unions": 5, "all_edges": True}, backend)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_numba_endpoint_gather_equals_fancy_indexing(rng, monkeypatch, dtype):
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)  # the Numba loop at any size
+    u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
+    for order in (rng.permutation(3001)[:2000], rng.integers(0, 3001, 5000),
+                  np.array([3000, 0]), np.empty(0)):
+        order = order.astype(np.int64)
+        gu, gv = fusekit.ops.gather_endpoints(u, v, order, backend="cpu")
+        np.testing.assert_array_equal(gu, u[order])
+        np.testing.assert_array_equal(gv, v[order])
+        assert gu.dtype == dtype and gv.dtype == dtype
 
 
 def test_union_find_class_tracks_components_and_counters():

@@ -17,6 +17,7 @@ def two_threads(monkeypatch):
     """Two Numba threads and the parallel kernel for any input size; restored afterwards."""
     before = fusekit.get_num_threads()
     monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
+    monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)
     _numba.set_num_threads(2)
     yield
     _numba.set_num_threads(before)
@@ -78,10 +79,21 @@ def test_large_grids_per_key_stay_serial():
     assert cpu_spike.sort_threads(100, 50) == 1  # too few keys to start threads for
 
 
+def test_grids_for_the_lsd_sort_stay_serial():
+    before = fusekit.get_num_threads()
+    _numba.set_num_threads(2)
+    try:
+        n = 1 << 23
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS) == 1
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS - 1) == 2
+    finally:
+        _numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
-    monkeypatch_min = cpu_spike.PARALLEL_MIN_KEYS  # 0 under the fixture: always parallel
-    assert monkeypatch_min == 0
+    # 0 under the fixture: always the Numba gather, parallel with two threads
+    assert cpu_spike.PARALLEL_MIN_KEYS == 0 and cpu_spike.GATHER_MIN_KEYS == 0
     u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
     order = rng.permutation(3001)[:2000].astype(np.int64)
     for threads in (1, 2):

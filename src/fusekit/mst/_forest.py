@@ -22,9 +22,14 @@ from ._model import SpikingSchedule, kruskal_schedule
 
 METHODS = ("auto", "pipelined", "spike-kruskal", "radix-kruskal", "filter-kruskal", "boruvka")
 #: ``auto`` takes the counting sort (spike-kruskal) for integer weights whose range spans at
-#: most this many time steps per edge, and filter-Kruskal for graphs at least this dense.
+#: most this many time steps per edge, and filter-Kruskal for graphs at least this dense
+#: (average degree). It was 8 until union-find's prefetches and the LSD step sort made
+#: spike-Kruskal faster than filter-Kruskal (with its prefetched filter) on RGG graphs: 1.1-1.4x
+#: at 2^16, 1.35-1.55x at 2^18, 1.07-1.11x at 2^20 vertices (degree 10.5-13.2, uniform
+#: weights; measured under load); on Kronecker graphs (degree 28, 2^16 vertices)
+#: filter-Kruskal stayed 1.1-1.4x faster.
 AUTO_INT_STEPS_PER_EDGE = 4
-AUTO_FILTER_MIN_DEGREE = 8.0
+AUTO_FILTER_MIN_DEGREE = 20.0
 
 
 @dataclass
@@ -116,10 +121,17 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
         raise InputError(f"minimum_spanning_forest: unknown method {method!r}; choose one of "
                          f"{', '.join(METHODS)}")
     g = as_edge_list(graph, v, w, n)
-    target = _tree_edges_at_most(g)
-    timings = {"prepare": time.perf_counter() - t0}
     if method == "auto":
         method = "boruvka" if backend == "cuda" else choose_method(g, quantum)
+    # The serial Kruskal loops stop at n - 1 unions (a spanning tree) or at the last edge; only
+    # the methods that skip whole parts of the work when they stop early count the vertices
+    # with an edge first (at 2^20 vertices that count took 30-60 ms, more than the loop's
+    # tail after the last tree edge costs).
+    if method in ("pipelined", "filter-kruskal"):
+        target = _tree_edges_at_most(g)
+    else:
+        target = max(g.n - 1, 0)
+    timings = {"prepare": time.perf_counter() - t0}
     runner = _RUNNERS[method]
     edges, stats = runner(g, target, quantum, chunks, backend, timings)
     edges = np.asarray(edges, dtype=np.int64)

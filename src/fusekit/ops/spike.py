@@ -230,7 +230,8 @@ def _require_parent(op: str, parent: Any) -> None:
                          "np.arange(n) and change parent only through the union-find ops")
 
 
-def _check_union(parent: Any, size: Any, u: Any, v: Any, order: Any, *, max_unions: int) -> str:
+def _check_union(parent: Any, size: Any, u: Any, v: Any, order: Any, *, max_unions: int,
+                 all_edges: bool = False) -> str:
     op = "union_find_union"
     _require_parent(op, parent)
     if tuple(size.shape) != tuple(parent.shape) or array_dtype(size) != array_dtype(parent):
@@ -251,6 +252,9 @@ def _check_union(parent: Any, size: Any, u: Any, v: Any, order: Any, *, max_unio
     if u.shape[0] and (int(u.min()) < 0 or int(u.max()) >= n or int(v.min()) < 0
                        or int(v.max()) >= n):
         raise InputError(f"{op}: vertex ids in u and v must lie in [0, {n}), the length of parent")
+    if all_edges and order.shape[0]:
+        raise InputError(f"{op}: with all_edges, order must be empty (every edge is processed "
+                         f"in index order), got {order.shape[0]} ids")
     if order.shape[0] and (int(order.min()) < 0 or int(order.max()) >= m):
         raise InputError(f"{op}: edge ids in order must lie in [0, {m}), the length of u")
     return dtype
@@ -293,7 +297,7 @@ spike_radix_sort_op = Op(name="spike_radix_sort", family="spike", array_args=("k
                          params=("lo", "quantum", "n_levels", "radix_bits", "exact"))
 union_find_union_op = Op(name="union_find_union", family="spike",
                          array_args=("parent", "size", "u", "v", "order"), check=_check_union,
-                         params=("max_unions",))
+                         params=("max_unions", "all_edges"))
 gather_endpoints_op = Op(name="gather_endpoints", family="spike",
                          array_args=("u", "v", "order"), check=_check_gather)
 union_find_find_op = Op(name="union_find_find", family="spike", array_args=("parent", "x"),
@@ -507,7 +511,8 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
         size: Tree sizes (valid at roots), shape ``(n,)``, parent's dtype; modified in place.
         u: First endpoints, shape ``(m,)``, int32 or int64, in ``[0, n)``.
         v: Second endpoints, shape ``(m,)``, the dtype of ``u``.
-        order: Edge ids to process, in order, shape ``(k,)``, int64; default all edges.
+        order: Edge ids to process, in order, shape ``(k,)``, int64; default all edges in
+            index order (the kernels then read no order array: faster).
         max_unions: Stop after this many accepted edges; default no limit.
         backend: ``"reference"``, ``"cpu"``, ``"cuda"`` or ``"auto"``.
 
@@ -518,15 +523,16 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
         smaller side of each union (in the spiking model every vertex neuron keeps a synapse
         to its root, so a union rewires those).
     """
-    if order is None:
-        order = np.arange(u.shape[0], dtype=np.int64)
+    all_edges = order is None
+    if all_edges:  # kernels then take the edges in index order and never read ``order``
+        order = np.empty(0, dtype=np.int64)
         if not isinstance(u, np.ndarray):
             import cupy
 
             order = cupy.asarray(order)
     limit = np.iinfo(np.int64).max if max_unions is None else int(max_unions)
     accepted, counters = union_find_union_op.run(
-        (parent, size, u, v, order), {"max_unions": limit}, backend)
+        (parent, size, u, v, order), {"max_unions": limit, "all_edges": all_edges}, backend)
     return accepted, _host(counters)
 
 
@@ -697,9 +703,15 @@ def radix_passes(n_levels: int, radix_bits: int) -> int:
 
 
 def union_find_union_reference(parent: np.ndarray, size: np.ndarray, u: np.ndarray,
-                               v: np.ndarray, order: np.ndarray, *, max_unions: int
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Plain-Python oracle of the union kernel (same path halving and union by size)."""
+                               v: np.ndarray, order: np.ndarray, *, max_unions: int,
+                               all_edges: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Plain-Python oracle of the union kernel (same path halving and union by size).
+
+    ``all_edges``: ``order`` is empty and every edge is processed in index order (what
+    :func:`union_find_union` passes for ``order=None``).
+    """
+    if all_edges:
+        order = np.arange(u.shape[0], dtype=np.int64)
     accepted = np.zeros(order.shape[0], dtype=bool)
     finds = hops = unions = processed = rewired = 0
     for k in range(order.shape[0]):

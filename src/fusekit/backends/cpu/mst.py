@@ -10,7 +10,7 @@ import numpy as np
 from ..._registry import register_kernel
 from ...ops import mst, spike
 from ._numba import njit
-from .spike import find_root, ordered_union
+from .spike import PREFETCH_AHEAD, find_root, ordered_union
 
 #: Parts of at most this many edges are sorted and run through Kruskal's loop.
 FILTER_BASE = 2048
@@ -60,15 +60,13 @@ def _filter_kruskal(u, v, w, parent, size, max_unions, seed):
         top -= 1
         a, b, filt = stack_a[top], stack_b[top], stack_f[top]
         if filt:  # drop edges that already close a cycle; keeps ids in increasing order
+            keep = np.empty(b - a, np.bool_)
+            ordered_union(parent, size, u, v, ids[a:b], 0, b - a, max_unions, keep, counters,
+                          False, PREFETCH_AHEAD, True)
             k = a
             for i in range(a, b):
-                e = ids[i]
-                ra, ha = find_root(parent, np.int64(u[e]))
-                rb, hb = find_root(parent, np.int64(v[e]))
-                counters[0] += 2
-                counters[1] += ha + hb
-                if ra != rb:
-                    ids[k] = e
+                if keep[i - a]:
+                    ids[k] = ids[i]
                     k += 1
             filtered += b - k
             b = k

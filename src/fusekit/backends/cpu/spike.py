@@ -1,10 +1,13 @@
 """CPU kernels of the spike family (Numba, one thread, ``nogil`` so stages can overlap).
 
-* spike sort: a counting sort by firing step (histogram, prefix sum, stable scatter), then,
-  for ``exact``, each step's keys ordered by value (insertion sort for short runs, a stable
-  merge sort for long ones);
+* spike sort: a counting sort by firing step (histogram, prefix sum, stable scatter), or on
+  grids of :data:`LSD_MIN_STEPS` steps or more an LSD radix sort of (step, id) pairs (same
+  result), then, for ``exact``, each step's keys ordered by value (insertion sort for short
+  runs, a stable merge sort for long ones);
 * spiking radix sort: one stable counting-sort pass per digit of the level;
-* union-find: Kruskal's ordered union with path halving and union by size.
+* union-find: Kruskal's ordered union with path halving and union by size, with software
+  prefetches of the parents and root sizes of edges ahead;
+* endpoint gather: from ``u`` and ``v`` interleaved, with prefetches.
 
 The kernels below are also the building blocks of :mod:`fusekit.mst`'s fused CPU paths.
 """
@@ -20,6 +23,7 @@ from numba import prange
 from ..._registry import register_kernel
 from ...ops import spike
 from ._numba import get_num_threads, njit
+from ._vmath import prefetch
 
 #: Runs of at most this many keys in one step are ordered by insertion sort.
 INSERTION_MAX = 24
@@ -29,28 +33,54 @@ INSERTION_MAX = 24
 PARALLEL_MIN_KEYS = 1 << 22
 #: ... and for grids of at most this many steps per key (one histogram per thread).
 PARALLEL_MAX_STEPS_PER_KEY = 4
+#: Grids of at least this many steps are sorted by firing step with an LSD radix sort of
+#: (step, id) pairs (:func:`_spike_sort_lsd`) instead of one counting pass: measured under
+#: load, 1.2-1.5x faster from 2e5 steps (2^20-vertex Delaunay, uniform weights: 1.6e6 steps,
+#: 1.3-2.3x; RGG: 3.4e6 steps, 1.7-2x), 0.85-0.9x at 1e5 steps.
+LSD_MIN_STEPS = 1 << 17
+#: ... with digits of at most this many bits (2^11 counters per pass stay in L1/L2) ...
+LSD_DIGIT_BITS = 11
+#: ... for fewer keys than this (an id must fit in the pair's low 32 bits).
+LSD_MAX_KEYS = 1 << 32
+#: Union-find prefetches the parents of the edge this many places ahead in the order (and
+#: the next parents and sizes half as far ahead). Measured at 2^20 vertices (under load):
+#: 8-32 all gave 2-4x over no prefetch; 16 was as good as any.
+PREFETCH_AHEAD = 16
+#: The endpoint gather prefetches the edge this many ids ahead (measured at 2^20 vertices,
+#: under load: 32 beat 16 on RGG graphs, by 1.2-1.5x).
+GATHER_AHEAD = 32
+#: ... and runs in Numba from this many ids (NumPy's fancy indexing below).
+GATHER_MIN_KEYS = 1 << 14
+
+
+@njit(nogil=True)
+def firing_step(key, lo, quantum, top, float_grid):
+    """``(step, quantization error)`` of one key on the grid; steps past ``top`` are ``top``.
+
+    On a float grid the step is floor(d / quantum), as in the reference; Numba's float // is
+    a floor division with an fmod correction and several times slower.
+    """
+    d = key - lo
+    if float_grid:
+        s = np.int64(math.floor(d / quantum))
+    else:
+        s = np.int64(d // quantum)
+    if s > top:
+        s = top
+    return s, np.float64(d) - np.float64(s) * np.float64(quantum)
 
 
 @njit(nogil=True)
 def firing_steps(keys, lo, quantum, n_steps, float_grid):  # noqa: D103 - see module doc
-    # On a float grid the step is floor(d / quantum), as in the reference; Numba's float //
-    # is a floor division with an fmod correction and several times slower.
     n = keys.shape[0]
     steps = np.empty(n, np.int64)
     counts = np.zeros(n_steps + 1, np.int64)
     qerr = 0.0
     top = n_steps - 1
     for i in range(n):
-        d = keys[i] - lo
-        if float_grid:
-            s = np.int64(math.floor(d / quantum))
-        else:
-            s = np.int64(d // quantum)
-        if s > top:
-            s = top
+        s, e = firing_step(keys[i], lo, quantum, top, float_grid)
         steps[i] = s
         counts[s + 1] += 1
-        e = np.float64(d) - np.float64(s) * np.float64(quantum)
         if e > qerr:
             qerr = e
     for t in range(n_steps):
@@ -76,19 +106,25 @@ def scatter_by_step(steps, offsets, keys, with_keys):  # noqa: D103
 
 
 @njit(nogil=True)
+def insert_last(order, skeys, a, i):
+    """Move entry ``i`` into the key-sorted run ``[a, i)`` (stable: equal keys stay before)."""
+    x = order[i]
+    kx = skeys[i]
+    j = i - 1
+    while j >= a and skeys[j] > kx:
+        order[j + 1] = order[j]
+        skeys[j + 1] = skeys[j]
+        j -= 1
+    order[j + 1] = x
+    skeys[j + 1] = kx
+
+
+@njit(nogil=True)
 def sort_run_sorted_keys(order, skeys, a, b):  # noqa: D103
     # order[a:b] holds increasing ids, skeys[a:b] their keys; order both by key (stable).
     if b - a <= INSERTION_MAX:
         for i in range(a + 1, b):
-            x = order[i]
-            kx = skeys[i]
-            j = i - 1
-            while j >= a and skeys[j] > kx:
-                order[j + 1] = order[j]
-                skeys[j + 1] = skeys[j]
-                j -= 1
-            order[j + 1] = x
-            skeys[j + 1] = kx
+            insert_last(order, skeys, a, i)
     else:
         seg = order[a:b].copy()
         kseg = skeys[a:b].copy()
@@ -134,6 +170,83 @@ def _spike_sort(keys, lo, quantum, n_steps, exact, float_grid):
     return order, offsets, qerr
 
 
+@njit(nogil=True)
+def _spike_sort_lsd(keys, lo, quantum, n_steps, exact, float_grid, passes, digit_bits):
+    # The counting sort's result by a least-significant-digit radix sort of the firing steps:
+    # each key becomes (step << 32 | id), and ``passes`` stable counting passes of
+    # ``digit_bits``-bit digits order those by step (ids of one step stay increasing). Every
+    # histogram is small, so nothing is read or written at random across an ``n_steps``-long
+    # array (the counting sort's histogram and scatter are, once the grid outgrows the caches).
+    # The unpack scan inserts each key into its step's sorted run as it arrives (measured
+    # 1.0-1.5x faster than a separate within-step pass at 2^20-vertex graphs, under load).
+    n = keys.shape[0]
+    radix = 1 << digit_bits
+    mask = radix - 1
+    hist = np.zeros((passes, radix), np.int64)
+    packed = np.empty(n, np.int64)
+    qerr = 0.0
+    top = n_steps - 1
+    for i in range(n):
+        s, e = firing_step(keys[i], lo, quantum, top, float_grid)
+        packed[i] = (s << 32) | i
+        for p in range(passes):
+            hist[p, (s >> (p * digit_bits)) & mask] += 1
+        if e > qerr:
+            qerr = e
+    tmp = np.empty(n, np.int64)
+    for p in range(passes):
+        counts = hist[p]
+        run = 0
+        for dgt in range(radix):
+            c = counts[dgt]
+            counts[dgt] = run
+            run += c
+        shift = 32 + p * digit_bits
+        for i in range(n):
+            x = packed[i]
+            dgt = (x >> shift) & mask
+            tmp[counts[dgt]] = x
+            counts[dgt] += 1
+        packed, tmp = tmp, packed
+    order = tmp  # reuse the spare buffer
+    long_runs = 0
+    offsets = np.empty(n_steps + 1, np.int64)
+    skeys = np.empty(n if exact else 0, keys.dtype)
+    low = (np.int64(1) << 32) - 1
+    t = 0
+    for i in range(n):
+        x = packed[i]
+        if exact:
+            j = i + GATHER_AHEAD
+            if j < n:
+                prefetch(keys, (packed[j] & low) * keys.itemsize)
+        s = x >> 32
+        e = x & low
+        order[i] = e
+        if exact:
+            skeys[i] = keys[e]
+        if t > s:  # same step as key i - 1
+            if exact and i - offsets[s] < INSERTION_MAX:
+                # into the step's sorted run now, while it is in cache (stable: ids arrive
+                # increasing, equal keys are not passed)
+                insert_last(order, skeys, offsets[s], i)
+            elif exact and i - offsets[s] == INSERTION_MAX:
+                long_runs += 1
+            continue
+        while t <= s:  # offsets[t]: how many keys fire before step t
+            offsets[t] = i
+            t += 1
+    while t <= n_steps:
+        offsets[t] = n
+        t += 1
+    if long_runs:  # runs of more than INSERTION_MAX keys: their tails are still unsorted
+        for t in range(n_steps):
+            a, b = offsets[t], offsets[t + 1]
+            if b - a > INSERTION_MAX:
+                sort_run_sorted_keys(order, skeys, a, b)
+    return order, offsets, qerr
+
+
 @njit(nogil=True, parallel=True)
 def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa: D103
     # firing steps of every key and one histogram of steps per chunk of consecutive keys
@@ -146,16 +259,9 @@ def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa:
         qerr = 0.0
         top = n_steps - 1
         for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
-            d = keys[i] - lo
-            if float_grid:
-                t = np.int64(math.floor(d / quantum))
-            else:
-                t = np.int64(d // quantum)
-            if t > top:
-                t = top
+            t, e = firing_step(keys[i], lo, quantum, top, float_grid)
             steps[i] = t
             counts[t] += 1
-            e = np.float64(d) - np.float64(t) * np.float64(quantum)
             if e > qerr:
                 qerr = e
         qerrs[c] = qerr
@@ -240,15 +346,52 @@ def spike_sort_parallel(keys: np.ndarray, lo: Any, quantum: Any, n_steps: int, e
     return order, offsets, float(qerrs.max())
 
 
-@njit(nogil=True, parallel=True)
-def gather_pairs(u, v, order):  # noqa: D103
+@njit(nogil=True)
+def interleave(u, v, uv, a, b):  # noqa: D103
+    for i in range(a, b):
+        uv[2 * i] = u[i]
+        uv[2 * i + 1] = v[i]
+
+
+@njit(nogil=True)
+def gather_interleaved(uv, order, gu, gv, a, b):
+    """``gu[i], gv[i] = uv[2 order[i]], uv[2 order[i] + 1]`` for ``i`` in ``[a, b)``.
+
+    Both endpoints of an edge share a cache line of ``uv``, and the line of the edge
+    :data:`GATHER_AHEAD` places ahead is prefetched, so several random reads are in flight.
+    """
+    line = 2 * uv.itemsize
+    for i in range(a, b):
+        j = i + GATHER_AHEAD
+        if j < b:
+            prefetch(uv, order[j] * line)
+        e = order[i]
+        gu[i] = uv[2 * e]
+        gv[i] = uv[2 * e + 1]
+
+
+@njit(nogil=True)
+def gather_pairs_serial(u, v, order):  # noqa: D103
+    uv = np.empty(2 * u.shape[0], u.dtype)
+    interleave(u, v, uv, 0, u.shape[0])
     k = order.shape[0]
     gu = np.empty(k, u.dtype)
-    gv = np.empty(k, v.dtype)
-    for i in prange(k):
-        e = order[i]
-        gu[i] = u[e]
-        gv[i] = v[e]
+    gv = np.empty(k, u.dtype)
+    gather_interleaved(uv, order, gu, gv, 0, k)
+    return gu, gv
+
+
+@njit(nogil=True, parallel=True)
+def gather_pairs(u, v, order, n_chunks):  # noqa: D103
+    m = u.shape[0]
+    uv = np.empty(2 * m, u.dtype)
+    for c in prange(n_chunks):
+        interleave(u, v, uv, m * c // n_chunks, m * (c + 1) // n_chunks)
+    k = order.shape[0]
+    gu = np.empty(k, u.dtype)
+    gv = np.empty(k, u.dtype)
+    for c in prange(n_chunks):
+        gather_interleaved(uv, order, gu, gv, k * c // n_chunks, k * (c + 1) // n_chunks)
     return gu, gv
 
 
@@ -298,22 +441,57 @@ def find_root(parent, x):  # noqa: D103
 
 
 @njit(nogil=True)
-def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, counters):
+def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, counters,
+                  by_index=False, ahead=PREFETCH_AHEAD, test_only=False):
     """Kruskal's loop over ``order[start:stop]``; ``counters`` accumulates across calls.
 
     ``counters``: finds, hops, unions, edges processed, synapse updates (the smaller side's
-    vertices, whose root synapses a union rewires).
+    vertices, whose root synapses a union rewires). ``by_index``: the edges are
+    ``start .. stop - 1`` themselves and ``order`` is not read (measured: reading the ids
+    through an identity ``order`` made the loop 1.3-1.6x slower at 2^20 vertices).
+    ``test_only``: mark the edges whose endpoints lie in different trees, unite nothing
+    (filter-Kruskal's filter).
+
+    Software prefetches keep several edges' random reads in flight, in three stages, so that
+    the finds of the ``k``-th edge find their cache lines loaded: the endpoints of the edge
+    ``2 D`` places ahead (random when ``order`` is), the endpoints' parents ``D`` ahead, and
+    ``D / 2`` ahead the next parents and their sizes (mostly the roots, which a union reads);
+    ``D`` is ``ahead`` (0: no prefetch, the loop as it was before). They are hints: the
+    union-find is unchanged. (Written out here: moved into a helper function, the loop ran
+    1.6x slower.)
     """
+    pf = ahead > 0
     finds, hops, unions, processed = counters[0], counters[1], counters[2], counters[3]
     rewired = counters[4]
     k = start
     while k < stop and unions < max_unions:
-        e = order[k]
+        j = k + 2 * ahead
+        if pf and j < stop and not by_index:
+            e = order[j]
+            prefetch(u, e * u.itemsize)
+            prefetch(v, e * v.itemsize)
+        j = k + ahead
+        if pf and j < stop:
+            e = j if by_index else order[j]
+            prefetch(parent, np.int64(u[e]) * parent.itemsize)
+            prefetch(parent, np.int64(v[e]) * parent.itemsize)
+        j = k + ahead // 2
+        if pf and j < stop:
+            e = j if by_index else order[j]
+            pu = np.int64(parent[u[e]]) * parent.itemsize
+            pv = np.int64(parent[v[e]]) * parent.itemsize
+            prefetch(parent, pu)
+            prefetch(parent, pv)
+            prefetch(size, pu)
+            prefetch(size, pv)
+        e = k if by_index else order[k]
         a, ha = find_root(parent, np.int64(u[e]))
         b, hb = find_root(parent, np.int64(v[e]))
         hops += ha + hb
         finds += 2
-        if a != b:
+        if test_only:
+            accepted[k] = a != b
+        elif a != b:
             if size[a] < size[b]:
                 a, b = b, a
             parent[b] = a
@@ -365,6 +543,11 @@ def spike_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
     if threads > 1:
         order, offsets, qerr = spike_sort_parallel(k, lo_t, q_t, n_steps, exact,
                                                    q_t.dtype.kind == "f", threads)
+    elif n_steps >= LSD_MIN_STEPS and k.shape[0] < LSD_MAX_KEYS:
+        bits = max(int(n_steps - 1).bit_length(), 1)
+        passes = -(-bits // LSD_DIGIT_BITS)
+        order, offsets, qerr = _spike_sort_lsd(k, lo_t, q_t, n_steps, exact,
+                                               q_t.dtype.kind == "f", passes, -(-bits // passes))
     else:
         order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, q_t.dtype.kind == "f")
     return order, offsets, np.array([qerr])
@@ -375,9 +558,13 @@ def sort_threads(n: int, n_steps: int) -> int:
 
     The parallel kernel keeps one histogram of ``n_steps`` counts per thread, so it runs only
     for at least :data:`PARALLEL_MIN_KEYS` keys and grids of at most
-    :data:`PARALLEL_MAX_STEPS_PER_KEY` steps per key, with ``fusekit.get_num_threads() > 1``.
+    :data:`PARALLEL_MAX_STEPS_PER_KEY` steps per key, with ``fusekit.get_num_threads() > 1``,
+    and not on grids of :data:`LSD_MIN_STEPS` steps or more: there the serial LSD sort ran
+    2.1-2.3x faster than the parallel counting sort on two threads (2^20-vertex RGG, uniform
+    weights, 6.9e6 keys; measured under load, where the second core was not free).
     """
-    if n < PARALLEL_MIN_KEYS or n_steps > PARALLEL_MAX_STEPS_PER_KEY * n:
+    if (n < PARALLEL_MIN_KEYS or n_steps > PARALLEL_MAX_STEPS_PER_KEY * n
+            or (n_steps >= LSD_MIN_STEPS and n < LSD_MAX_KEYS)):
         return 1
     return get_num_threads()
 
@@ -400,11 +587,13 @@ def spike_radix_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_levels: i
 @register_kernel(spike.union_find_union_op, backend="cpu", arrays=["numpy"],
                  dtypes=spike.VERTEX_DTYPES)
 def union_find_union_cpu(parent: np.ndarray, size: np.ndarray, u: np.ndarray, v: np.ndarray,
-                         order: np.ndarray, *, max_unions: int) -> tuple[np.ndarray, np.ndarray]:
-    """Kruskal's ordered union in one Numba loop."""
-    accepted = np.zeros(order.shape[0], dtype=np.bool_)
+                         order: np.ndarray, *, max_unions: int,
+                         all_edges: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Kruskal's ordered union in one Numba loop (``all_edges``: every edge, by index)."""
+    k = u.shape[0] if all_edges else order.shape[0]
+    accepted = np.zeros(k, dtype=np.bool_)
     counters = np.zeros(5, np.int64)
-    ordered_union(parent, size, u, v, order, 0, order.shape[0], max_unions, accepted, counters)
+    ordered_union(parent, size, u, v, order, 0, k, max_unions, accepted, counters, all_edges)
     return accepted, counters
 
 
@@ -419,8 +608,18 @@ def union_find_find_cpu(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
                  dtypes=spike.VERTEX_DTYPES)
 def gather_endpoints_cpu(u: np.ndarray, v: np.ndarray, order: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """``u[order], v[order]``: NumPy on one thread, one parallel Numba loop on more."""
-    if order.shape[0] >= PARALLEL_MIN_KEYS and get_num_threads() > 1:
-        return gather_pairs(np.ascontiguousarray(u), np.ascontiguousarray(v),
-                            np.ascontiguousarray(order))
-    return u[order], v[order]
+    """``u[order], v[order]``, from ``u`` and ``v`` interleaved, with prefetches.
+
+    Small gathers use NumPy; from :data:`GATHER_MIN_KEYS` ids one Numba loop, which copies
+    ``u`` and ``v`` into one interleaved array first (so an edge's endpoints are one cache
+    line, not two) and prefetches ahead (measured at 2^20 vertices: 2.4-3.5x NumPy's fancy
+    indexing); parallel from :data:`PARALLEL_MIN_KEYS` ids with more than one thread.
+    """
+    k = order.shape[0]
+    if k < GATHER_MIN_KEYS:
+        return u[order], v[order]
+    u, v, order = (np.ascontiguousarray(a) for a in (u, v, order))
+    threads = get_num_threads()
+    if k >= PARALLEL_MIN_KEYS and threads > 1:
+        return gather_pairs(u, v, order, threads)
+    return gather_pairs_serial(u, v, order)

@@ -298,9 +298,12 @@ def spike_radix_sort_cuda(keys: Any, *, lo: Any, quantum: Any, n_levels: int, ra
 @register_kernel(spike.union_find_union_op, backend="cuda", arrays=["cupy"],
                  dtypes=spike.VERTEX_DTYPES)
 def union_find_union_cuda(parent: Any, size: Any, u: Any, v: Any, order: Any, *,
-                          max_unions: int) -> tuple[Any, Any]:
+                          max_unions: int, all_edges: bool = False) -> tuple[Any, Any]:
     """Ordered union on CuPy arrays (``parent``/``size`` updated in place)."""
     import cupy
+
+    if all_edges:  # every edge in index order
+        order = cupy.arange(u.shape[0], dtype=cupy.int64)
 
     acc, cnt = union_find_union_launch(parent, size, cupy.ascontiguousarray(u),
                                        cupy.ascontiguousarray(v), cupy.ascontiguousarray(order),
