@@ -208,6 +208,54 @@ def _neuro_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{n * n_steps:,} neuron-steps"]]
 
 
+def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:
+    """Gradients of an HH population: forward mode and compiled backprop against autograd."""
+    import numpy as np
+    import torch
+
+    from .neuro import HH_CHANNELS, ChannelSet, params_tensor, simulate, simulate_torch
+
+    # d(mean recorded v) / d(g_na, g_k, g_leak) of every neuron, float64.
+    n, n_steps, dt = (50, 200, 0.025) if quick else (200, 400, 0.025)
+    hh = ChannelSet(HH_CHANNELS)
+    wrt = ("g_na", "g_k", "g_leak")
+    i_ext = torch.linspace(0.0, 20.0, n, dtype=torch.float64)
+    v0 = torch.full((n,), -65.0, dtype=torch.float64)
+    s0 = torch.tensor(hh.steady_states(np.full(n, -65.0)))
+
+    def grads(how: str) -> tuple[Any, ...]:
+        g = [torch.full((n,), float(hh.param_defaults[hh.param_index(w)]),
+                        dtype=torch.float64, requires_grad=True) for w in wrt]
+        P = params_tensor(hh, n, **dict(zip(wrt, g, strict=True)))
+        if how == "autograd":
+            out = simulate_torch(hh, v0, s0, P, i_ext, dt=dt, n_steps=n_steps, record_every=4)
+        else:
+            out = simulate(hh, P, i_ext, duration=n_steps * dt, dt=dt, record_every=4,
+                           gradient=how, wrt=wrt if how == "forward" else None,
+                           backend="cpu")
+        return torch.autograd.grad(out.v_record.mean(0).sum(), g)
+
+    want = grads("autograd")
+    times, err = {}, 0.0
+    for how in ("forward", "backprop"):
+        got = grads(how)  # compile outside the timing
+        err = max(err, max(float((a - b).abs().max() / b.abs().max()) for a, b in
+                           zip(got, want, strict=True)))
+        times[how] = median_seconds(lambda how=how: grads(how), repeat=3)
+    t_torch = median_seconds(lambda: grads("autograd"), repeat=1)
+    print(f"  gradient of the mean v w.r.t. g_na, g_k, g_leak, {n} HH neurons x "
+          f"{n_steps * dt:.0f} ms: forward mode {format_seconds(times['forward'])}, compiled "
+          f"backprop {format_seconds(times['backprop'])}, torch autograd over the full "
+          f"history {format_seconds(t_torch)}; gradients agree to {err:.1e}", file=out)
+    return [["neuro", f"HH gradient, {n} neurons x {n_steps * dt:.0f} ms, float64",
+             f"{err:.1e} (vs autograd)",
+             f"forward {format_seconds(times['forward'])}, "
+             f"backprop {format_seconds(times['backprop'])}",
+             f"torch autograd, full history: {format_seconds(t_torch)}",
+             f"{t_torch / times['forward']:.0f}x / {t_torch / times['backprop']:.0f}x",
+             f"{3 * n} conductances"]]
+
+
 def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
     """Learning task (a): recover an HH cell's conductances from its voltage traces."""
     import time
@@ -316,8 +364,8 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _fit_part,
-                        _neuro_deploy_part, _digits_part, _mst_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _grad_part,
+                        _fit_part, _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
