@@ -167,7 +167,7 @@ def adjoint_backward(
     from .._errors import NoKernelError
     from .._registry import requested_backend
     from .ion_backprop import ion_adjoint, ion_adjoint_op
-    from .ion_symbolic import UntraceableChannelError, trace_step
+    from .ion_symbolic import is_traceable
 
     if is_fake(params) or params.is_meta:
         return None
@@ -186,9 +186,7 @@ def adjoint_backward(
 
     g_times = given(g_times, (max_spikes, n))
     g_times = torch.where(torch.isfinite(g_times), g_times, 0.0)
-    try:
-        trace_step(channel_set(channels))  # channels that branch: no generated adjoint
-    except UntraceableChannelError:
+    if not is_traceable(channel_set(channels)):  # channels that branch: no generated adjoint
         return None
     out = ion_adjoint(
         checkpoints.detach(), counts_at.detach(), params.detach(), i_ext.detach(),

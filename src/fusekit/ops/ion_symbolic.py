@@ -621,6 +621,20 @@ def value_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = True,
     return lines, consts
 
 
+_traceable: dict[str, bool] = {}
+
+
+def is_traceable(cs: ChannelSet) -> bool:
+    """Whether ``cs``'s channel functions can be traced (cached per channel set key)."""
+    if cs.key not in _traceable:
+        try:
+            trace_step(cs)
+            _traceable[cs.key] = True
+        except UntraceableChannelError:
+            _traceable[cs.key] = False
+    return _traceable[cs.key]
+
+
 def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
                         share_exp: bool = False) -> tuple[list[str], dict[str, float]]:
     """Lines of one step of one neuron with its tangents in the directions ``wrt``.

@@ -371,6 +371,9 @@ def step_body(cs: ChannelSet, indent: str, prefix: str = "t", const_prefix: str 
 
 def kernel_for(cs: ChannelSet, dtype: str) -> Any:
     """The compiled kernel for ``cs`` and ``dtype``, generated and compiled on first use."""
+    compiled = _kernels.get(("ion", cs.key, dtype))
+    if compiled is not None:  # the per-call path: no tracing of the channels
+        return compiled
     scalar = np.dtype(dtype).type
     consts = {k: scalar(c) for k, c in step_body(cs, "")[1].items()}
     return _generated_kernel("ion", cs, dtype, lambda: generated_source(cs) + _DRIVER,
