@@ -10,6 +10,9 @@ prototype fast (see DESIGN.md):
   loop over the neurons of a block is plain arithmetic that LLVM vectorises: the channel
   functions are inlined and ``exp`` is the polynomial of ``_vmath`` (``math.exp`` would stay a
   scalar call);
+* one step of a block is cut into a few vector loops (``staged_loops``): a whole HH step in
+  one loop body is a dependency chain longer than the core's out-of-order window, so it ran
+  at its latency; short loops whose iterations overlap ran 1.4-1.5x faster;
 * spike detection is a separate scalar loop over the block after each step (an integer
   reduction inside the vector loop kept it scalar).
 
@@ -23,9 +26,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,10 @@ from ._vmath import exp_f32, exp_f64
 _FLOATS = ("float32", "float64")
 #: Neurons per block: one thread's unit of work, small enough that its scratch stays in L1/L2.
 NEURON_BLOCK = 256
+#: Values between two rows of a block's scratch array beyond the block's: rows a multiple of
+#: 4 KiB apart made loads wait on unrelated stores (4K aliasing); 16 values measured 1.05-1.1x
+#: faster than none for the staged step.
+ROW_PAD = 16
 #: LLVM fast-math flags per dtype: FMA contraction everywhere; in float32 also reciprocal
 #: approximations (``x / 18`` as ``x * (1/18)``, within an ulp), measured 17% faster
 #: (80 -> 94 M neuron-steps per CPU-second, one thread); no gain in float64, so left exact.
@@ -57,37 +65,30 @@ _TEMPLATE = '''
 def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
               V_rec, counts, times):
     w = min(BLOCK, V.shape[0] - lo)
-    # One flat scratch array, rows of BLOCK: v, v before the step, i_ext, states, params.
+    # One flat scratch array, rows of ROW values (BLOCK and a pad): v, v before the step,
+    # i_ext, states, params, then the values carried between the stages of a step.
     # A single array with constant row offsets lets LLVM prove the vector loop free of
     # aliasing (separate arrays needed more run-time checks than it allows, so it stayed
     # scalar).
-    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
-        buf[2 * BLOCK + j] = I[0, lo + j]
+        buf[2 * ROW + j] = I[0, lo + j]
     for k in range(N_STATES):
         for j in range(w):
-            buf[(3 + k) * BLOCK + j] = S[k, lo + j]
+            buf[(3 + k) * ROW + j] = S[k, lo + j]
     for k in range(N_PARAMS):
         for j in range(w):
-            buf[(3 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+            buf[(3 + N_STATES + k) * ROW + j] = P[k, lo + j]
     for step in range(n_steps):
         if i_rows:
             for j in range(w):
-                buf[2 * BLOCK + j] = I[step, lo + j]
-        for j in range(w):
-            v = buf[j]
-            v_old = v
-            i_inj = buf[2 * BLOCK + j]
-{loads}
-{body}
-{stores}
-            buf[BLOCK + j] = v_old
-            buf[j] = v
+                buf[2 * ROW + j] = I[step, lo + j]
+{step}
         # Spike detection in its own scalar loop: a crossing count inside the loop above
         # (an integer reduction) kept LLVM from vectorising it.
         for j in range(w):
-            v_old = buf[BLOCK + j]
+            v_old = buf[ROW + j]
             v = buf[j]
             if v_old < thr and v >= thr:
                 c = counts[lo + j]
@@ -102,7 +103,7 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
         V[lo + j] = buf[j]
     for k in range(N_STATES):
         for j in range(w):
-            S[k, lo + j] = buf[(3 + k) * BLOCK + j]
+            S[k, lo + j] = buf[(3 + k) * ROW + j]
 '''
 
 _DRIVER = '''
@@ -297,17 +298,111 @@ def _compile_generated(tag: str, cs: ChannelSet, dtype: str, text: str, ns: dict
     return g[driver]
 
 
-def generated_source(cs: ChannelSet) -> str:
-    """The Python source of the CPU kernel for ``cs`` (before compilation; for reading)."""
+def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
+    """The Python source of the CPU kernel for ``cs`` (before compilation; for reading).
+
+    ``stages``: vector loops per step (:func:`staged_loops`); by default one per
+    ``STAGE_DEPTH`` cycles of the step's dependency chain (3 for squid HH).
+    """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
-    ind = " " * 12
-    body = step_body(cs, ind)[0]
-    row = {f"s{k}": 3 + k for k in range(n_states)}
-    row.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
-    loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
-    stores = [f"{ind}buf[{(3 + k) * NEURON_BLOCK} + j] = s{k}" for k in range(n_states)]
-    return _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
-                            stores="\n".join(stores) or f"{ind}pass")
+    body, _, funcs = step_body(cs, "")
+    if funcs:  # calls of the channels' own functions re-use names: not cut into stages
+        stages = 1
+    rows = {"v": 0, "i_inj": 2}
+    rows.update({f"s{k}": 3 + k for k in range(n_states)})
+    rows.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
+    states = [f"s{k}" for k in range(n_states)]
+    step, n_spill = staged_loops(
+        body, rows, 3 + n_states + n_params, stages, " " * 8, ["v_old = buf[j]"],
+        [*(f"buf[{rows[s]} * ROW + j] = {s}" for s in states), "buf[ROW + j] = v_old",
+         "buf[j] = v"])
+    return _TEMPLATE.format(step=step).replace("N_ROWS", str(3 + n_states + n_params + n_spill))
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Rough latencies (cycles) used to cut a step into stages: exp, a division, anything else.
+_COST = {"EXP": 40, "VTRAP_E": 16, "VTRAP": 50, "/": 11}
+#: Cycles of dependency chain per stage when the stage count is automatic. Squid HH (a chain
+#: of about 200) in 3 stages ran 1.4-1.5x faster than in 1, float32 and float64 alike; 4-5
+#: stages measured about the same as 3 (docs/benchmarks.md).
+STAGE_DEPTH = 65
+
+
+def _line_cost(expr: str) -> int:
+    for key in ("VTRAP_E(", "VTRAP(", "EXP("):
+        if key in expr:
+            return _COST[key[:-1]]
+    return _COST["/"] if "/" in expr else 4
+
+
+def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: int | None,
+                 indent: str, last_loads: Sequence[str] = (), last_stores: Sequence[str] = (),
+                 ) -> tuple[str, int]:
+    """One step over a block as ``stages`` vector loops over its neurons, and the spill rows.
+
+    ``body``: the step's lines (``name = expr``), ending with the re-assignment of the
+    inputs they update; ``rows``: the scratch row (of ``BLOCK`` values in ``buf``) of each
+    input; rows from ``spill_row`` on carry values between stages. The last stage runs
+    ``last_loads`` first and ``last_stores`` at its end. ``stages=None`` picks one stage per
+    ``STAGE_DEPTH`` cycles of dependency chain. Returns the loops' source and the number of
+    spill rows.
+
+    A whole HH step in one loop iteration is one long dependency chain (two exps, three
+    divisions deep) of about 300 instructions: more than the out-of-order window, so the
+    core ran it at its latency. Cut by start time along that chain, each stage is a short
+    loop whose iterations overlap; the values a later stage needs travel through the spill
+    rows (L1-resident).
+    """
+    parsed = []
+    for line in body:
+        target, expr = (x.strip() for x in line.split("=", 1))
+        parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
+    final = {t for t, _, _ in parsed if t in rows or t.endswith("_n")}
+    start: dict[str, int] = {}
+    end: dict[str, int] = {}
+    for target, expr, deps in parsed:
+        t0 = max((end.get(d, 0) for d in deps), default=0)
+        start[target], end[target] = t0, t0 + _line_cost(expr)
+    depth = max(end.values(), default=1)
+    if stages is None:
+        stages = max(1, round(depth / STAGE_DEPTH))
+    stage_of: dict[str, int] = {}
+    for target, _, deps in parsed:
+        st = stages - 1 if target in final else min(stages - 1, start[target] * stages // depth)
+        stage_of[target] = max([st, *(stage_of.get(d, 0) for d in deps)])
+    # values defined in one stage and read in a later one get a spill row
+    spill: dict[str, int] = {}
+    for target, _, deps in parsed:
+        for d in deps:
+            if d not in final and stage_of.get(d, stage_of[target]) < stage_of[target]:
+                spill.setdefault(d, len(spill))
+    def at(i: int) -> str:
+        return f"{spill_row + i} * ROW"
+
+    inner = indent + "    "
+    out = []
+    for st in range(stages):
+        last = st == stages - 1
+        lines = [(t, e, d) for t, e, d in parsed if stage_of[t] == st]
+        if not lines and not last:
+            continue
+        # read before (re)defined in this stage: loaded from the scratch rows
+        defined: set[str] = set()
+        needed: list[str] = []
+        for target, _, deps in lines:
+            needed += [d for d in deps if d not in defined]
+            defined.add(target)
+        out.append(f"{indent}for j in range(w):")
+        out += [inner + x for x in (last_loads if last else ())]
+        for name in dict.fromkeys(needed):
+            if name in spill:
+                out.append(f"{inner}{name} = buf[{at(spill[name])} + j]")
+            elif name in rows:
+                out.append(f"{inner}{name} = buf[{rows[name]} * ROW + j]")
+        out += [f"{inner}{t} = {e}" for t, e, _ in lines]
+        out += [f"{inner}buf[{at(spill[t])} + j] = {t}" for t, _, _ in lines if t in spill]
+        out += [inner + x for x in (last_stores if last else ())]
+    return "\n".join(out), len(spill)
 
 
 def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[], str],
@@ -344,7 +439,8 @@ def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[]
 
 def _block_constants(cs: ChannelSet, fixed_rows: int) -> dict[str, Any]:
     n_states, n_params = len(cs.state_names), len(cs.param_names)
-    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+    return {"BLOCK": NEURON_BLOCK, "ROW": NEURON_BLOCK + ROW_PAD, "N_STATES": n_states,
+            "N_PARAMS": n_params,
             "N_ROWS": fixed_rows + n_states + n_params}
 
 
