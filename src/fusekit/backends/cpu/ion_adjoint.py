@@ -26,7 +26,16 @@ from ...ops.ion_channel import (
 )
 from ...ops.ion_symbolic import adjoint_step_source
 from ._numba import configure
-from .ion import _FASTMATH, NEURON_BLOCK, _compile_generated, _math, graph_math, step_body
+from .ion import (
+    _FASTMATH,
+    NEURON_BLOCK,
+    ROW_PAD,
+    _compile_generated,
+    _math,
+    graph_math,
+    staged_loops,
+    step_body,
+)
 
 _FLOATS = ("float32", "float64")
 
@@ -34,21 +43,22 @@ _TEMPLATE = '''
 def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every,
               thr, max_spikes, dt, OV, OS, OP, OI):
     w = min(BLOCK, P.shape[1] - lo)
-    # Rows of BLOCK: params, then the adjoints of v and the states, of the params, of a
-    # constant i_ext, the spike-time term of the step before, the state (v, states) the
-    # vector loops work on and this step's i_ext.
-    buf = np.zeros(N_ROWS * BLOCK, dtype=DTYPE)
+    # Rows of ROW values (BLOCK and a pad): params, then the adjoints of v and the states,
+    # of the params, of a constant i_ext, the spike-time term of the step before, the
+    # state (v, states) the vector loops work on, this step's i_ext, then the values
+    # carried between the stages of the re-run forward step (cpu.ion.staged_loops).
+    buf = np.zeros(N_ROWS * ROW, dtype=DTYPE)
     traj = np.empty((seg_len + 1) * X_ROWS * BLOCK, dtype=DTYPE)
     slot = np.empty(seg_len * BLOCK, dtype=np.int64)
     count = np.empty(BLOCK, dtype=np.int64)
     for k in range(N_PARAMS):
         for j in range(w):
-            buf[k * BLOCK + j] = P[k, lo + j]
+            buf[k * ROW + j] = P[k, lo + j]
     for j in range(w):
-        buf[AV * BLOCK + j] = GV[lo + j]
+        buf[AV * ROW + j] = GV[lo + j]
     for k in range(N_STATES):
         for j in range(w):
-            buf[(AV + 1 + k) * BLOCK + j] = GS[k, lo + j]
+            buf[(AV + 1 + k) * ROW + j] = GS[k, lo + j]
     n_seg = CK.shape[0]
     for seg in range(n_seg - 1, -1, -1):
         k0 = seg * seg_len
@@ -60,7 +70,7 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
             count[j] = CNT[seg, lo + j]
         for k in range(X_ROWS):
             for j in range(w):
-                buf[(X + k) * BLOCK + j] = traj[k * BLOCK + j]
+                buf[(X + k) * ROW + j] = traj[k * BLOCK + j]
         for step in range(k0, k1):
             t = step - k0
             x0 = t * X_ROWS * BLOCK
@@ -68,17 +78,11 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
             # The vector loops read and write only buf at constant offsets (as in the
             # forward kernel): with traj or I in them LLVM could not prove them alias-free.
             for j in range(w):
-                buf[II * BLOCK + j] = I[step * i_rows, lo + j]
-            for j in range(w):
-                v = buf[X * BLOCK + j]
-                i_inj = buf[II * BLOCK + j]
-{fwd_loads}
-{fwd_body}
-                buf[X * BLOCK + j] = v
-{fwd_stores}
+                buf[II * ROW + j] = I[step * i_rows, lo + j]
+{fwd_step}
             for k in range(X_ROWS):
                 for j in range(w):
-                    traj[x1 + k * BLOCK + j] = buf[(X + k) * BLOCK + j]
+                    traj[x1 + k * BLOCK + j] = buf[(X + k) * ROW + j]
             for j in range(w):
                 if traj[x0 + j] < thr and traj[x1 + j] >= thr:
                     slot[t * BLOCK + j] = count[j]
@@ -92,7 +96,7 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
             if record_every > 0 and (step + 1) % record_every == 0:
                 r = (step + 1) // record_every - 1
                 for j in range(w):
-                    buf[AV * BLOCK + j] += GREC[r, lo + j]
+                    buf[AV * ROW + j] += GREC[r, lo + j]
             for j in range(w):
                 c = slot[t * BLOCK + j]
                 extra = ZERO
@@ -100,37 +104,37 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
                     den = traj[x1 + j] - traj[x0 + j]
                     f = (thr - traj[x0 + j]) / den
                     g = GT[c, lo + j]
-                    buf[AV * BLOCK + j] += -dt * f / den * g
+                    buf[AV * ROW + j] += -dt * f / den * g
                     extra = -dt * (ONE - f) / den * g
-                buf[EX * BLOCK + j] = extra
+                buf[EX * ROW + j] = extra
             for k in range(X_ROWS):
                 for j in range(w):
-                    buf[(X + k) * BLOCK + j] = traj[x0 + k * BLOCK + j]
+                    buf[(X + k) * ROW + j] = traj[x0 + k * BLOCK + j]
             for j in range(w):
-                buf[II * BLOCK + j] = I[step * i_rows, lo + j]
+                buf[II * ROW + j] = I[step * i_rows, lo + j]
             for j in range(w):
-                v = buf[X * BLOCK + j]
-                i_inj = buf[II * BLOCK + j]
+                v = buf[X * ROW + j]
+                i_inj = buf[II * ROW + j]
 {adj_loads}
 {adj_body}
 {adj_stores}
             if i_rows:
                 for j in range(w):
-                    OI[step, lo + j] = buf[AI * BLOCK + j]
+                    OI[step, lo + j] = buf[AI * ROW + j]
             else:
                 for j in range(w):
-                    buf[AI_SUM * BLOCK + j] += buf[AI * BLOCK + j]
+                    buf[AI_SUM * ROW + j] += buf[AI * ROW + j]
     for j in range(w):
-        OV[lo + j] = buf[AV * BLOCK + j]
+        OV[lo + j] = buf[AV * ROW + j]
     for k in range(N_STATES):
         for j in range(w):
-            OS[k, lo + j] = buf[(AV + 1 + k) * BLOCK + j]
+            OS[k, lo + j] = buf[(AV + 1 + k) * ROW + j]
     for k in range(N_PARAMS):
         for j in range(w):
-            OP[k, lo + j] = buf[(AP + k) * BLOCK + j]
+            OP[k, lo + j] = buf[(AP + k) * ROW + j]
     if not i_rows:
         for j in range(w):
-            OI[0, lo + j] = buf[AI_SUM * BLOCK + j]
+            OI[0, lo + j] = buf[AI_SUM * ROW + j]
 
 
 def adj_kernel(CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every, thr,
@@ -147,7 +151,8 @@ def _layout(cs: ChannelSet) -> dict[str, int]:
     av = n_params
     ap = av + 1 + n_states
     ai = ap + n_params
-    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+    return {"BLOCK": NEURON_BLOCK, "ROW": NEURON_BLOCK + ROW_PAD, "N_STATES": n_states,
+            "N_PARAMS": n_params,
             "X_ROWS": 1 + n_states, "AV": av, "AP": ap, "AI": ai, "AI_SUM": ai + 1,
             "EX": ai + 2, "X": ai + 3, "II": ai + 4 + n_states, "N_ROWS": ai + 5 + n_states}
 
@@ -155,27 +160,29 @@ def _layout(cs: ChannelSet) -> dict[str, int]:
 def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, Any]]:
     """The adjoint kernel's source, its constants and the channel functions it calls."""
     lay = _layout(cs)
-    block, n_states, n_params = NEURON_BLOCK, lay["N_STATES"], lay["N_PARAMS"]
+    n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
     ind = " " * 16
-    fwd_body, fwd_consts, funcs = step_body(cs, ind, prefix="f", const_prefix="KF")
+    fwd_body, fwd_consts, funcs = step_body(cs, "", prefix="f", const_prefix="KF")
+    rows = {"v": lay["X"], "i_inj": lay["II"]}
+    rows.update({f"s{k}": lay["X"] + 1 + k for k in range(n_states)})
+    rows.update({f"p{i}": i for i in range(n_params)})
+    # the forward kernel's own stage cut (one loop where it calls channel functions)
+    fwd_step, n_spill = staged_loops(
+        fwd_body, rows, lay["N_ROWS"], 1 if funcs else None, " " * 12, (),
+        [f"buf[{rows[name]} * ROW + j] = {name}" for name in rows if name[0] in "vs"])
     adj_body, consts, rows = adjoint_step_source(cs, ind, share_exp=True)
-    params = [f"{ind}p{i} = buf[{i * block} + j]" for i in range(n_params)]
-    states = [f"{ind}s{k} = buf[{(lay['X'] + 1 + k) * block} + j]" for k in range(n_states)]
-    fwd_stores = [f"{ind}buf[{(lay['X'] + 1 + k) * block} + j] = s{k}"
-                  for k in range(n_states)]
-    adj_loads = states + params + [f"{ind}av_n = buf[{lay['AV'] * block} + j]"]
-    adj_loads += [f"{ind}as{k}_n = buf[{(lay['AV'] + 1 + k) * block} + j]"
-                  for k in range(n_states)]
-    adj_stores = [f"{ind}buf[{lay['AV'] * block} + j] = av + buf[{lay['EX'] * block} + j]"]
-    adj_stores += [f"{ind}buf[{(lay['AV'] + 1 + k) * block} + j] = as{k}"
-                   for k in range(n_states)]
-    adj_stores += [f"{ind}buf[{(lay['AP'] + i) * block} + j] += ap{i}" for i in rows]
-    adj_stores.append(f"{ind}buf[{lay['AI'] * block} + j] = ai")
+    params = [f"{ind}p{i} = buf[{i} * ROW + j]" for i in range(n_params)]
+    states = [f"{ind}s{k} = buf[{lay['X'] + 1 + k} * ROW + j]" for k in range(n_states)]
+    adj_loads = states + params + [f"{ind}av_n = buf[{lay['AV']} * ROW + j]"]
+    adj_loads += [f"{ind}as{k}_n = buf[{lay['AV'] + 1 + k} * ROW + j]" for k in range(n_states)]
+    adj_stores = [f"{ind}buf[{lay['AV']} * ROW + j] = av + buf[{lay['EX']} * ROW + j]"]
+    adj_stores += [f"{ind}buf[{lay['AV'] + 1 + k} * ROW + j] = as{k}" for k in range(n_states)]
+    adj_stores += [f"{ind}buf[{lay['AP'] + i} * ROW + j] += ap{i}" for i in rows]
+    adj_stores.append(f"{ind}buf[{lay['AI']} * ROW + j] = ai")
     text = _TEMPLATE.format(
-        fwd_loads="\n".join(states + params), fwd_body="\n".join(fwd_body),
-        fwd_stores="\n".join(fwd_stores) or f"{ind}pass",
-        adj_loads="\n".join(adj_loads), adj_body="\n".join(adj_body),
+        fwd_step=fwd_step, adj_loads="\n".join(adj_loads), adj_body="\n".join(adj_body),
         adj_stores="\n".join(adj_stores))
+    text = text.replace("N_ROWS", str(lay["N_ROWS"] + n_spill))
     return text, {**consts, **fwd_consts}, funcs
 
 
