@@ -2,11 +2,12 @@
 
 Numba from pip has no vector math library: ``math.exp`` stays a scalar libm call (about 6 ns
 an element), which keeps LLVM from vectorising any loop that calls it. The functions here are
-plain arithmetic (Cody-Waite range reduction, a Taylor polynomial, the power of two built from
-its bits), so a loop over neurons that calls them vectorises.
+plain arithmetic (Cody-Waite range reduction, a polynomial, the power of two built from its
+bits), so a loop over neurons that calls them vectorises.
 
-``x = n ln2 + r`` with ``n = round(x / ln2)`` and ``|r| <= ln2 / 2``; ``exp(r)`` by its Taylor
-polynomial (degree 7 in float32, 12 in float64, truncation below one unit in the last place);
+``x = n ln2 + r`` with ``n = round(x / ln2)`` (by adding 1.5 * 2^p, no float-to-int conversion)
+and ``|r| <= ln2 / 2``; ``exp(r)`` by a polynomial (float32: a degree-5 near-minimax fit,
+float64: the degree-12 Taylor polynomial, truncation below one unit in the last place);
 ``2**n`` from its exponent bits. Arguments are clamped to the normal range (float32:
 ``[-87.3, 88.3]``, float64: ``[-708, 709]``), so the result is never infinite or subnormal.
 
@@ -25,7 +26,7 @@ from numba.extending import intrinsic
 from ._numba import njit
 
 #: Documented bounds on the relative error of :func:`exp_f32` / :func:`exp_f64` (the tests
-#: check them; measured values are about 2.4e-7 and 4e-16).
+#: check them; measured values are about 2.0e-7 and 4e-16).
 EXP32_MAX_REL_ERR = 3.0e-7
 EXP64_MAX_REL_ERR = 1.0e-15
 
@@ -34,14 +35,18 @@ _F32_OPTIONS = {"fastmath": {"contract", "nsz"}, "error_model": "numpy"}
 
 @intrinsic
 def _float_bits_as_int(typingctx, x):  # noqa: ARG001
-    """Reinterpret a float64 as int64 (a bit cast, no conversion)."""
-    if x != types.float64:
+    """Reinterpret a float32 as int32 or a float64 as int64 (a bit cast, no conversion)."""
+    if x == types.float32:
+        sig, llty = types.int32(types.float32), ir.IntType(32)
+    elif x == types.float64:
+        sig, llty = types.int64(types.float64), ir.IntType(64)
+    else:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+        return builder.bitcast(args[0], llty)
 
-    return types.int64(types.float64), codegen
+    return sig, codegen
 
 
 @intrinsic
@@ -89,29 +94,35 @@ def prefetch(typingctx, arr, offset):  # noqa: ARG001 - Numba's intrinsic signat
 
 
 _LOG2E32 = np.float32(1.4426950408889634)
+_SHIFT32 = np.float32(12582912.0)  # 1.5 * 2**23
 _LN2HI32 = np.float32(0.693359375)  # exact in 9 bits: n * _LN2HI32 is exact for |n| < 2**15
 _LN2LO32 = np.float32(-2.12194440e-4)
-_HALF32 = np.float32(0.5)
 _MIN32 = np.float32(-87.3)
 _MAX32 = np.float32(88.3)  # round(88.3 / ln2) = 127: the largest finite power of two
-_C32 = tuple(np.float32(1.0 / np.prod(np.arange(1, k + 1), dtype=np.float64)) for k in range(8))
+#: exp(r) on |r| <= ln2/2 to relative error 7.5e-8 (exact arithmetic): degree 5, fitted to
+#: the relative error by Lawson's iteration (near-minimax). The degree-7 Taylor polynomial it
+#: replaces needed two more FMAs; the ion kernel ran 1.0-1.3x faster per round with it.
+_P32 = tuple(np.float32(c) for c in (
+    1.0000000716546553, 0.9999996919902635, 0.49998894851398773, 0.16667574733010138,
+    0.04191538197649061, 0.008297654793364685))
 
 
 @njit(**_F32_OPTIONS)
 def exp_f32(x):
     """``exp(x)`` for float32 ``x``, vectorisable; relative error below ``EXP32_MAX_REL_ERR``."""
     x = min(max(x, _MIN32), _MAX32)
-    nf = np.floor(x * _LOG2E32 + _HALF32)
+    # Round x / ln2 to the nearest integer by adding 1.5 * 2**23: the sum's low mantissa bits
+    # hold n, read without a float-to-int conversion.
+    kd = x * _LOG2E32 + _SHIFT32
+    nf = kd - _SHIFT32
     r = (x - nf * _LN2HI32) - nf * _LN2LO32
-    p = _C32[7]
-    p = p * r + _C32[6]
-    p = p * r + _C32[5]
-    p = p * r + _C32[4]
-    p = p * r + _C32[3]
-    p = p * r + _C32[2]
-    p = p * r + _C32[1]
-    p = p * r + _C32[0]
-    bits = np.int32((np.int32(nf) + np.int32(127)) << np.int32(23))
+    p = _P32[5]
+    p = p * r + _P32[4]
+    p = p * r + _P32[3]
+    p = p * r + _P32[2]
+    p = p * r + _P32[1]
+    p = p * r + _P32[0]
+    bits = np.int32((_float_bits_as_int(kd) + np.int32(127)) << np.int32(23))
     return p * _int_bits_as_float(bits)
 
 
