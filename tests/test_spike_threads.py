@@ -18,6 +18,7 @@ def two_threads(monkeypatch):
     before = fusekit.get_num_threads()
     monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
     monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)
+    monkeypatch.setattr(cpu_spike, "GATHER_PARALLEL_MIN_KEYS", 0)
     _numba.set_num_threads(2)
     yield
     _numba.set_num_threads(before)
@@ -135,7 +136,7 @@ def test_parallel_step_sort_equals_the_serial_kernel(monkeypatch, rng, exact, di
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
     # 0 under the fixture: always the Numba gather, parallel with two threads
-    assert cpu_spike.PARALLEL_MIN_KEYS == 0 and cpu_spike.GATHER_MIN_KEYS == 0
+    assert cpu_spike.GATHER_PARALLEL_MIN_KEYS == 0 and cpu_spike.GATHER_MIN_KEYS == 0
     u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
     order = rng.permutation(3001)[:2000].astype(np.int64)
     for threads in (1, 2):

@@ -53,8 +53,13 @@ PREFETCH_AHEAD = 16
 #: The endpoint gather prefetches the edge this many ids ahead (measured at 2^20 vertices,
 #: under load: 32 beat 16 on RGG graphs, by 1.2-1.5x).
 GATHER_AHEAD = 32
-#: ... and runs in Numba from this many ids (NumPy's fancy indexing below).
+#: ... and runs in Numba from this many ids (NumPy's fancy indexing below) ...
 GATHER_MIN_KEYS = 1 << 14
+#: ... on several threads (when set) from this many ids: independent random reads, about 10 ms
+#: of work per million ids; lowered from :data:`PARALLEL_MIN_KEYS` (2^22) so that the
+#: 2^20-vertex Delaunay graphs (3.1e6 edges) gather in parallel too (not measured on two free
+#: cores: none was free here).
+GATHER_PARALLEL_MIN_KEYS = 1 << 20
 
 
 @njit(nogil=True)
@@ -783,13 +788,13 @@ def gather_endpoints_cpu(u: np.ndarray, v: np.ndarray, order: np.ndarray
     Small gathers use NumPy; from :data:`GATHER_MIN_KEYS` ids one Numba loop, which copies
     ``u`` and ``v`` into one interleaved array first (so an edge's endpoints are one cache
     line, not two) and prefetches ahead (measured at 2^20 vertices: 2.4-3.5x NumPy's fancy
-    indexing); parallel from :data:`PARALLEL_MIN_KEYS` ids with more than one thread.
+    indexing); parallel from :data:`GATHER_PARALLEL_MIN_KEYS` ids with more than one thread.
     """
     k = order.shape[0]
     if k < GATHER_MIN_KEYS:
         return u[order], v[order]
     u, v, order = (np.ascontiguousarray(a) for a in (u, v, order))
     threads = get_num_threads()
-    if k >= PARALLEL_MIN_KEYS and threads > 1:
+    if k >= GATHER_PARALLEL_MIN_KEYS and threads > 1:
         return gather_pairs(u, v, order, threads)
     return gather_pairs_serial(u, v, order)
