@@ -46,6 +46,9 @@ LSD_MIN_STEPS = 1 << 17
 LSD_DIGIT_BITS = 11
 #: ... for fewer keys than this (with at most 2^28 steps, step and id fit in 60 bits).
 LSD_MAX_KEYS = 1 << 32
+#: Most bits of a key's place inside its step in the bucket step sort's words (fewer when the
+#: step and the id leave fewer); keys of one step that share it are compared themselves.
+STEP_SORT_FINE_BITS = 30
 #: Union-find prefetches the parents of the edge this many places ahead in the order (and
 #: the next parents and sizes half as far ahead). Measured at 2^20 vertices (under load):
 #: 8-32 all gave 2-4x over no prefetch; 16 was as good as any.
@@ -409,7 +412,7 @@ def step_sort_layout(n: int, n_steps: int, exact: bool) -> tuple[int, int, int, 
     passes = -(-low // LSD_DIGIT_BITS)
     digit_bits = -(-low // passes)
     low = passes * digit_bits
-    fine_bits = max(63 - top_bits - low - id_bits, 0) if exact else 0
+    fine_bits = min(max(63 - top_bits - low - id_bits, 0), STEP_SORT_FINE_BITS) if exact else 0
     return top_bits, passes, digit_bits, fine_bits, id_bits
 
 
