@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -91,3 +92,57 @@ def test_512_bit_opt_in_sets_the_numba_target_or_warns_without_avx512():
     else:
         assert "has no AVX-512F" in out.stderr
         assert out.stdout.split()[0] == "None"
+
+
+def test_refresh_cache_folder_drops_stale_kernel_caches(tmp_path):
+    (tmp_path / _numba.CACHE_STAMP_FILE).write_text("old sources\n")
+    stale = ["spike.ordered_union-10.py311.nbi", "spike.ordered_union-10.py311.1.nbc",
+             "mst._solve_part-25.py311.nbi"]
+    kept = ["other.f-3.py311.nbi", "notes.txt"]  # not one of the modules: stays
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    assert _numba.refresh_cache_folder(tmp_path, "new sources", {"spike", "mst"}) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*kept, _numba.CACHE_STAMP_FILE])
+    assert (tmp_path / _numba.CACHE_STAMP_FILE).read_text().strip() == "new sources"
+    # stamped now: what is compiled from these sources afterwards stays
+    (tmp_path / stale[0]).write_bytes(b"y")
+    assert _numba.refresh_cache_folder(tmp_path, "new sources", {"spike", "mst"}) == 0
+    assert (tmp_path / stale[0]).exists()
+    # a folder never stamped (caches from before the stamp existed) is refreshed too
+    (tmp_path / _numba.CACHE_STAMP_FILE).unlink()
+    assert _numba.refresh_cache_folder(tmp_path, "new sources", {"spike"}) == 1
+
+
+def test_sources_stamp_hashes_every_backend_source():
+    import hashlib
+
+    folder = Path(_numba.__file__).parent
+    h = hashlib.sha1()
+    for path in sorted(folder.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    assert _numba.sources_stamp() == h.hexdigest()
+    assert {"spike", "mst", "_numba", "_vmath"} <= _numba._backend_modules()
+
+
+def test_first_cached_kernel_of_a_folder_checks_its_stamp(monkeypatch, tmp_path):
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    calls = []
+    monkeypatch.setattr(_numba, "refresh_cache_folder",
+                        lambda folder, stamp, modules: calls.append((folder, stamp, modules)))
+    monkeypatch.setattr(_numba, "_checked_cache_folders", set())
+    kernel = cpu_spike.firing_step
+    if getattr(kernel, "_cache", None) is None or not hasattr(kernel._cache, "_cache_path"):
+        pytest.skip("no writable Numba cache location here")
+    _numba._check_cache_folder(kernel.py_func, kernel)
+    _numba._check_cache_folder(cpu_spike.ordered_union.py_func, cpu_spike.ordered_union)
+    assert calls == [(Path(kernel._cache._cache_path), _numba.sources_stamp(),
+                      _numba._backend_modules())]  # once per folder and process
+
+    @_numba.njit
+    def outside(a):  # a kernel of another folder (this test's): its cache is left alone
+        return a
+
+    assert len(calls) == 1

@@ -112,7 +112,7 @@ def _sort_both_ways(monkeypatch, keys, quantum, exact):
     from fusekit.backends.cpu import spike as cpu_spike
 
     counting = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
-    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)  # the radix sort of (step, id) pairs
+    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)  # the bucket step sort (_step_sort)
     monkeypatch.setattr(cpu_spike, "LSD_DIGIT_BITS", 3)  # several passes on small grids
     lsd = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
     monkeypatch.undo()
@@ -141,6 +141,21 @@ def test_lsd_step_sort_orders_runs_around_the_insertion_limit(monkeypatch, run):
     assert cpu_spike.INSERTION_MAX == 24
     keys = np.concatenate([[0.0], 5.0 + np.repeat(np.linspace(0.9, 0.0, run), 2)[:run],
                            [10.0, 20.0]])
+    counting, lsd = _sort_both_ways(monkeypatch, keys, 1.0, True)
+    np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)
+
+
+@pytest.mark.parametrize("fine_bits", [1, 30])
+@pytest.mark.parametrize("n", [10, 30, 200])
+def test_step_sort_orders_keys_closer_than_its_fine_grid(rng, monkeypatch, n, fine_bits):
+    # with one fine bit most keys of a step share their fine place and the scan compares the
+    # keys; n = 30 and 200 make runs longer than the insertion limit (merge-sorted afterwards)
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    keys = np.concatenate([[0.0, 9.0], 5.0 + rng.integers(0, 40, n) / 41,
+                           5.0 + rng.integers(0, 6, n) * np.finfo(float).eps * 4])
+    monkeypatch.setattr(cpu_spike, "STEP_SORT_FINE_BITS", fine_bits)
     counting, lsd = _sort_both_ways(monkeypatch, keys, 1.0, True)
     np.testing.assert_array_equal(lsd.order, np.argsort(keys, kind="stable"))
     np.testing.assert_array_equal(lsd.step_offsets, counting.step_offsets)

@@ -18,6 +18,7 @@ def two_threads(monkeypatch):
     before = fusekit.get_num_threads()
     monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
     monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)
+    monkeypatch.setattr(cpu_spike, "GATHER_PARALLEL_MIN_KEYS", 0)
     _numba.set_num_threads(2)
     yield
     _numba.set_num_threads(before)
@@ -74,26 +75,69 @@ def test_minimum_spanning_forest_is_the_same_with_two_threads(two_threads, rng, 
         assert two.stats == one.stats
 
 
-def test_large_grids_per_key_stay_serial():
-    assert cpu_spike.sort_threads(1 << 20, 1 << 28) == 1  # one histogram per thread: too big
-    assert cpu_spike.sort_threads(100, 50) == 1  # too few keys to start threads for
+def test_large_grids_per_key_stay_serial(monkeypatch):
+    monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
+    # the counting sort keeps one histogram per thread: too big for 5 steps per key
+    assert cpu_spike.sort_threads(1000, 5000) == 1
+    assert cpu_spike.sort_threads(100, 1 << 28) == 1  # too few keys to start threads for
 
 
-def test_grids_for_the_lsd_sort_stay_serial():
+def test_step_sort_grids_take_threads_from_their_own_threshold():
     before = fusekit.get_num_threads()
     _numba.set_num_threads(2)
     try:
-        n = 1 << 23
-        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS) == 1
-        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS - 1) == 2
+        n = cpu_spike.PARALLEL_STEP_SORT_MIN_KEYS
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS) == 2
+        assert cpu_spike.sort_threads(n - 1, cpu_spike.LSD_MIN_STEPS) == 1
+        # below LSD_MIN_STEPS the chunked counting sort's larger threshold applies
+        assert cpu_spike.sort_threads(n, cpu_spike.LSD_MIN_STEPS - 1) == 1
     finally:
         _numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("digit_bits", [3, 11])
+@pytest.mark.parametrize("kind", ["float", "float32", "int wide", "float ties", "one step",
+                                  "ulps"])
+def test_parallel_step_sort_equals_the_serial_kernel(monkeypatch, rng, exact, digit_bits, kind):
+    # the bucket step sort on two threads: order, offsets and statistics as on one
+    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)
+    monkeypatch.setattr(cpu_spike, "PARALLEL_STEP_SORT_MIN_KEYS", 0)
+    monkeypatch.setattr(cpu_spike, "LSD_DIGIT_BITS", digit_bits)
+    monkeypatch.setattr(cpu_spike, "STEP_SORT_FINE_BITS", 2)  # keys of a step often compared
+    n, quantum = 4001, None
+    if kind == "float":
+        keys = rng.random(n)
+    elif kind == "float32":
+        keys, quantum = rng.random(n).astype(np.float32), 1e-3
+    elif kind == "int wide":
+        keys, quantum = rng.integers(-(10**9), 10**9, n), 977
+    elif kind == "float ties":
+        keys = rng.integers(0, 300, n) / 7.0
+    elif kind == "one step":
+        keys = np.full(n, 2.5)
+    else:  # keys an ulp apart in one step: equal fine places, ordered by the keys
+        keys, quantum = 1.0 + rng.integers(0, 40, n) * np.finfo(np.float64).eps, 1.0
+    before = fusekit.get_num_threads()
+    try:
+        _numba.set_num_threads(1)
+        serial, parallel = sort_both(keys, quantum, exact)
+    finally:
+        _numba.set_num_threads(before)
+    assert cpu_spike.uses_step_sort(n, serial.stats.time_steps)
+    np.testing.assert_array_equal(parallel.order, serial.order)
+    np.testing.assert_array_equal(parallel.step_offsets, serial.step_offsets)
+    assert parallel.stats == serial.stats
+    ref = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="reference")
+    np.testing.assert_array_equal(serial.order, ref.order)
+    np.testing.assert_array_equal(serial.step_offsets, ref.step_offsets)
+    assert serial.stats == ref.stats
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_parallel_endpoint_gather_equals_fancy_indexing(two_threads, rng, dtype):
     # 0 under the fixture: always the Numba gather, parallel with two threads
-    assert cpu_spike.PARALLEL_MIN_KEYS == 0 and cpu_spike.GATHER_MIN_KEYS == 0
+    assert cpu_spike.GATHER_PARALLEL_MIN_KEYS == 0 and cpu_spike.GATHER_MIN_KEYS == 0
     u, v = rng.integers(0, 1000, 3001).astype(dtype), rng.integers(0, 1000, 3001).astype(dtype)
     order = rng.permutation(3001)[:2000].astype(np.int64)
     for threads in (1, 2):

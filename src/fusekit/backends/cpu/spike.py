@@ -1,9 +1,10 @@
 """CPU kernels of the spike family (Numba, one thread, ``nogil`` so stages can overlap).
 
 * spike sort: a counting sort by firing step (histogram, prefix sum, stable scatter), or on
-  grids of :data:`LSD_MIN_STEPS` steps or more an LSD radix sort of (step, id) pairs (same
-  result), then, for ``exact``, each step's keys ordered by value (insertion sort for short
-  runs, a stable merge sort for long ones);
+  grids of :data:`LSD_MIN_STEPS` steps or more a bucket sort of packed (step, fine place, id)
+  words (:func:`_step_sort`, same result; parallel with several threads), then, for
+  ``exact``, each step's keys ordered by value (insertion sort for short runs, a stable merge
+  sort for long ones);
 * spiking radix sort: one stable counting-sort pass per digit of the level;
 * union-find: Kruskal's ordered union with path halving and union by size, with software
   prefetches of the parents and root sizes of edges ahead;
@@ -33,15 +34,21 @@ INSERTION_MAX = 24
 PARALLEL_MIN_KEYS = 1 << 22
 #: ... and for grids of at most this many steps per key (one histogram per thread).
 PARALLEL_MAX_STEPS_PER_KEY = 4
-#: Grids of at least this many steps are sorted by firing step with an LSD radix sort of
-#: (step, id) pairs (:func:`_spike_sort_lsd`) instead of one counting pass: measured under
-#: load, 1.2-1.5x faster from 2e5 steps (2^20-vertex Delaunay, uniform weights: 1.6e6 steps,
-#: 1.3-2.3x; RGG: 3.4e6 steps, 1.7-2x), 0.85-0.9x at 1e5 steps.
+#: The bucket step sort (grids of :data:`LSD_MIN_STEPS` steps or more) runs on several threads
+#: from this many keys.
+PARALLEL_STEP_SORT_MIN_KEYS = 1 << 18
+#: Grids of at least this many steps are sorted by firing step with a radix sort of packed
+#: words instead of one counting pass (first an LSD radix sort of (step, id) pairs: measured
+#: under load, 1.2-1.5x faster from 2e5 steps, 0.85-0.9x at 1e5 steps; now the bucket sort
+#: :func:`_step_sort`, faster again).
 LSD_MIN_STEPS = 1 << 17
 #: ... with digits of at most this many bits (2^11 counters per pass stay in L1/L2) ...
 LSD_DIGIT_BITS = 11
-#: ... for fewer keys than this (an id must fit in the pair's low 32 bits).
+#: ... for fewer keys than this (with at most 2^28 steps, step and id fit in 60 bits).
 LSD_MAX_KEYS = 1 << 32
+#: Most bits of a key's place inside its step in the bucket step sort's words (fewer when the
+#: step and the id leave fewer); keys of one step that share it are compared themselves.
+STEP_SORT_FINE_BITS = 30
 #: Union-find prefetches the parents of the edge this many places ahead in the order (and
 #: the next parents and sizes half as far ahead). Measured at 2^20 vertices (under load):
 #: 8-32 all gave 2-4x over no prefetch; 16 was as good as any.
@@ -49,8 +56,13 @@ PREFETCH_AHEAD = 16
 #: The endpoint gather prefetches the edge this many ids ahead (measured at 2^20 vertices,
 #: under load: 32 beat 16 on RGG graphs, by 1.2-1.5x).
 GATHER_AHEAD = 32
-#: ... and runs in Numba from this many ids (NumPy's fancy indexing below).
+#: ... and runs in Numba from this many ids (NumPy's fancy indexing below) ...
 GATHER_MIN_KEYS = 1 << 14
+#: ... on several threads (when set) from this many ids: independent random reads, about 10 ms
+#: of work per million ids; lowered from :data:`PARALLEL_MIN_KEYS` (2^22) so that the
+#: 2^20-vertex Delaunay graphs (3.1e6 edges) gather in parallel too (not measured on two free
+#: cores: none was free here).
+GATHER_PARALLEL_MIN_KEYS = 1 << 20
 
 
 @njit(nogil=True)
@@ -171,80 +183,237 @@ def _spike_sort(keys, lo, quantum, n_steps, exact, float_grid):
 
 
 @njit(nogil=True)
-def _spike_sort_lsd(keys, lo, quantum, n_steps, exact, float_grid, passes, digit_bits):
-    # The counting sort's result by a least-significant-digit radix sort of the firing steps:
-    # each key becomes (step << 32 | id), and ``passes`` stable counting passes of
-    # ``digit_bits``-bit digits order those by step (ids of one step stay increasing). Every
-    # histogram is small, so nothing is read or written at random across an ``n_steps``-long
-    # array (the counting sort's histogram and scatter are, once the grid outgrows the caches).
-    # The unpack scan inserts each key into its step's sorted run as it arrives (measured
-    # 1.0-1.5x faster than a separate within-step pass at 2^20-vertex graphs, under load).
-    n = keys.shape[0]
-    radix = 1 << digit_bits
-    mask = radix - 1
-    hist = np.zeros((passes, radix), np.int64)
-    packed = np.empty(n, np.int64)
+def pack_steps(keys, lo, quantum, top, float_grid, a, b, packed, hist, top_shift, fine_bits,
+               id_bits):
+    """Pack keys ``a .. b - 1`` into sortable words; returns their largest quantization error.
+
+    ``packed[i] = step << (fine_bits + id_bits) | fine << id_bits | i``: the firing step (as
+    :func:`firing_step` computes it), then ``fine``, the key's place inside its step on a
+    grid of ``2**fine_bits`` (nondecreasing in the key within a step, so a smaller ``fine``
+    means a smaller key and only equal ``fine`` values need the keys themselves), then the
+    key's index. ``hist[step >> top_shift]`` counts the words per bucket.
+    """
+    scale = np.float64(np.int64(1) << fine_bits)
+    fine_max = (np.int64(1) << fine_bits) - 1
+    low_shift = fine_bits + id_bits
     qerr = 0.0
-    top = n_steps - 1
-    for i in range(n):
-        s, e = firing_step(keys[i], lo, quantum, top, float_grid)
-        packed[i] = (s << 32) | i
-        for p in range(passes):
-            hist[p, (s >> (p * digit_bits)) & mask] += 1
+    x = 0.0
+    for i in range(a, b):
+        d = keys[i] - lo
+        if float_grid:
+            x = d / quantum
+            s = np.int64(math.floor(x))
+        else:
+            s = np.int64(d // quantum)
+        if s > top:
+            s = top
+        e = np.float64(d) - np.float64(s) * np.float64(quantum)
         if e > qerr:
             qerr = e
-    tmp = np.empty(n, np.int64)
-    for p in range(passes):
-        counts = hist[p]
-        run = 0
-        for dgt in range(radix):
-            c = counts[dgt]
-            counts[dgt] = run
-            run += c
-        shift = 32 + p * digit_bits
-        for i in range(n):
-            x = packed[i]
-            dgt = (x >> shift) & mask
-            tmp[counts[dgt]] = x
-            counts[dgt] += 1
-        packed, tmp = tmp, packed
-    order = tmp  # reuse the spare buffer
-    long_runs = 0
-    offsets = np.empty(n_steps + 1, np.int64)
-    skeys = np.empty(n if exact else 0, keys.dtype)
-    low = (np.int64(1) << 32) - 1
-    t = 0
-    for i in range(n):
+        f = np.int64(0)
+        if fine_bits:
+            if float_grid:
+                f = np.int64(math.floor((x - s) * scale))
+            else:
+                f = np.int64(math.floor(np.float64(d - s * quantum) / np.float64(quantum)
+                                        * scale))
+            f = min(max(f, np.int64(0)), fine_max)
+        packed[i] = (s << low_shift) | (f << id_bits) | i
+        hist[s >> top_shift] += 1
+    return qerr
+
+
+@njit(nogil=True)
+def scatter_words(packed, cursor, out, a, b, shift):  # noqa: D103
+    # stable scatter of words a .. b - 1 by their bucket (word >> shift)
+    for i in range(a, b):
         x = packed[i]
-        if exact:
-            j = i + GATHER_AHEAD
-            if j < n:
-                prefetch(keys, (packed[j] & low) * keys.itemsize)
-        s = x >> 32
-        e = x & low
-        order[i] = e
-        if exact:
-            skeys[i] = keys[e]
-        if t > s:  # same step as key i - 1
-            if exact and i - offsets[s] < INSERTION_MAX:
-                # into the step's sorted run now, while it is in cache (stable: ids arrive
-                # increasing, equal keys are not passed)
-                insert_last(order, skeys, offsets[s], i)
-            elif exact and i - offsets[s] == INSERTION_MAX:
-                long_runs += 1
+        d = x >> shift
+        pos = cursor[d]
+        out[pos] = x
+        cursor[d] = pos + 1
+
+
+@njit(nogil=True)
+def finish_buckets(src, bucket_off, b0, b1, keys, order, offsets, low_bits, passes, digit_bits,
+                   shift, id_bits, exact, n_steps):
+    """Order buckets ``b0 .. b1 - 1`` by step (and key), writing ``order`` and ``offsets``.
+
+    Bucket ``b`` holds ``src[bucket_off[b]:bucket_off[b + 1]]``, the words whose step's top
+    bits are ``b``, in id order; ``passes`` stable counting passes of ``digit_bits``-bit digits
+    order its low ``low_bits`` step bits in a buffer of the bucket's size (in cache for
+    buckets of a few thousand words), then one scan writes the ids, the bucket's step offsets
+    and, for ``exact``, inserts each word into its step's sorted run (runs that outgrow
+    :data:`INSERTION_MAX` words are finished by a merge sort of their keys).
+    """
+    if b1 <= b0:
+        return
+    big = 0
+    for b in range(b0, b1):
+        big = max(big, bucket_off[b + 1] - bucket_off[b])
+    buf = np.empty(big, np.int64)
+    tmp = np.empty(big, np.int64)
+    radix = 1 << digit_bits
+    mask = radix - 1
+    counts = np.empty(radix, np.int64)
+    id_mask = (np.int64(1) << id_bits) - 1
+    step_mask = (np.int64(1) << low_bits) - 1
+    for b in range(b0, b1):
+        a, z = bucket_off[b], bucket_off[b + 1]
+        k = z - a
+        first = b << low_bits
+        last = min((b + 1) << low_bits, n_steps)
+        if k == 0:
+            for t in range(first, last):
+                offsets[t] = a
             continue
-        while t <= s:  # offsets[t]: how many keys fire before step t
-            offsets[t] = i
+        cur = src[a:z]
+        for p in range(passes):
+            sh = shift + p * digit_bits
+            counts[:] = 0
+            for i in range(k):
+                counts[(cur[i] >> sh) & mask] += 1
+            run = 0
+            for dgt in range(radix):
+                c = counts[dgt]
+                counts[dgt] = run
+                run += c
+            dst = buf if p % 2 == 0 else tmp
+            for i in range(k):
+                x = cur[i]
+                dgt = (x >> sh) & mask
+                dst[counts[dgt]] = x
+                counts[dgt] += 1
+            cur = dst[:k]
+        t = first
+        long_runs = 0
+        for i in range(k):
+            s = first + ((cur[i] >> shift) & step_mask)
+            if t > s:  # same step as word i - 1
+                if not exact:
+                    order[a + i] = cur[i] & id_mask
+                elif i - (offsets[s] - a) < INSERTION_MAX:
+                    # into the step's sorted run; words compare by (step, fine place), equal
+                    # ones by key (stable: ids arrive increasing, equal keys are not passed).
+                    # Written out: as a function call the scan took 1.7x as long.
+                    ra = offsets[s] - a
+                    x = cur[i]
+                    e = x & id_mask
+                    xf = x >> id_bits
+                    j = i - 1
+                    while j >= ra:
+                        y = cur[j]
+                        yf = y >> id_bits
+                        if yf < xf:
+                            break
+                        if yf == xf and keys[y & id_mask] <= keys[e]:
+                            break
+                        cur[j + 1] = y
+                        order[a + j + 1] = y & id_mask
+                        j -= 1
+                    cur[j + 1] = x
+                    order[a + j + 1] = e
+                else:
+                    order[a + i] = cur[i] & id_mask
+                    if i - (offsets[s] - a) == INSERTION_MAX:
+                        long_runs += 1
+                continue
+            order[a + i] = cur[i] & id_mask
+            while t <= s:  # offsets[t]: how many keys fire before step t
+                offsets[t] = a + i
+                t += 1
+        while t < last:
+            offsets[t] = z
             t += 1
-    while t <= n_steps:
-        offsets[t] = n
-        t += 1
-    if long_runs:  # runs of more than INSERTION_MAX keys: their tails are still unsorted
-        for t in range(n_steps):
-            a, b = offsets[t], offsets[t + 1]
-            if b - a > INSERTION_MAX:
-                sort_run_sorted_keys(order, skeys, a, b)
+        if long_runs:  # the runs' first INSERTION_MAX ids are sorted, the rest increasing
+            for t in range(first, last):
+                lo_, hi_ = offsets[t], (offsets[t + 1] if t + 1 < last else z)
+                if hi_ - lo_ > INSERTION_MAX:
+                    sort_run_by_key(order, lo_, hi_, keys)
+
+
+@njit(nogil=True)
+def _step_sort(keys, lo, quantum, n_steps, exact, float_grid, top_bits, passes, digit_bits,
+               fine_bits, id_bits):
+    # The counting sort's result for long grids, by a bucket (MSD) radix sort of packed words
+    # (:func:`pack_steps`, layout from :func:`step_sort_layout`): one pass packs the keys and
+    # counts them per bucket (the step's top bits), one stable scatter puts each bucket's
+    # words together, then each bucket is ordered by the rest of its step in a buffer that
+    # stays in cache (:func:`finish_buckets`). It replaced an LSD sort of (step, id) pairs
+    # whose passes each read and wrote every pair in memory and whose last scan read each
+    # key at random (measured under load at 2^20-vertex Delaunay, uniform weights: the sort
+    # 1.2-2x faster). Histograms never span the grid, so nothing is read or written at random
+    # across an ``n_steps``-long array, as the counting sort does on long grids.
+    n = keys.shape[0]
+    low_bits = passes * digit_bits
+    shift = fine_bits + id_bits
+    hist = np.zeros((1, 1 << top_bits), np.int64)
+    packed = np.empty(n, np.int64)
+    qerr = pack_steps(keys, lo, quantum, n_steps - 1, float_grid, 0, n, packed, hist[0],
+                      low_bits, fine_bits, id_bits)
+    bucket_off = chunk_cursors(hist)
+    words = np.empty(n, np.int64)
+    scatter_words(packed, hist[0], words, 0, n, shift + low_bits)
+    order = packed  # reuse: the packed words are no longer needed
+    offsets = np.empty(n_steps + 1, np.int64)
+    finish_buckets(words, bucket_off, 0, hist.shape[1], keys, order, offsets, low_bits, passes,
+                   digit_bits, shift, id_bits, exact, n_steps)
+    offsets[n_steps] = n
     return order, offsets, qerr
+
+
+@njit(nogil=True, parallel=True)
+def _step_sort_parallel(keys, lo, quantum, n_steps, exact, float_grid, top_bits, passes,
+                        digit_bits, fine_bits, id_bits, n_chunks):
+    # the same on n_chunks threads: per-chunk bucket histograms, a stable parallel scatter
+    # (chunk c's words of bucket b after the earlier chunks' ones), then blocks of whole
+    # buckets holding about equal word counts finished in parallel
+    n = keys.shape[0]
+    low_bits = passes * digit_bits
+    shift = fine_bits + id_bits
+    hist = np.zeros((n_chunks, 1 << top_bits), np.int64)
+    qerrs = np.zeros(n_chunks)
+    packed = np.empty(n, np.int64)
+    for c in prange(n_chunks):
+        qerrs[c] = pack_steps(keys, lo, quantum, n_steps - 1, float_grid, n * c // n_chunks,
+                              n * (c + 1) // n_chunks, packed, hist[c], low_bits, fine_bits,
+                              id_bits)
+    bucket_off = chunk_cursors(hist)
+    words = np.empty(n, np.int64)
+    for c in prange(n_chunks):
+        scatter_words(packed, hist[c], words, n * c // n_chunks, n * (c + 1) // n_chunks,
+                      shift + low_bits)
+    order = packed
+    offsets = np.empty(n_steps + 1, np.int64)
+    n_buckets = hist.shape[1]
+    n_blocks = 4 * n_chunks
+    first = np.searchsorted(bucket_off, np.arange(n_blocks + 1) * n // n_blocks)
+    first[0], first[n_blocks] = 0, n_buckets
+    for k in prange(n_blocks):
+        finish_buckets(words, bucket_off, first[k], max(first[k + 1], first[k]), keys, order,
+                       offsets, low_bits, passes, digit_bits, shift, id_bits, exact, n_steps)
+    offsets[n_steps] = n
+    return order, offsets, qerrs.max()
+
+
+def step_sort_layout(n: int, n_steps: int, exact: bool) -> tuple[int, int, int, int, int]:
+    """``(top_bits, passes, digit_bits, fine_bits, id_bits)`` of the bucket step sort.
+
+    A word is ``step | fine | id`` (63 bits); the top ``top_bits`` of the step (at most
+    :data:`LSD_DIGIT_BITS`, at most half the step bits) pick one of ``2**top_bits`` buckets,
+    and ``passes`` digits of ``digit_bits`` (at most :data:`LSD_DIGIT_BITS`) order the rest of
+    the step inside a bucket. ``fine_bits`` (exact sorts only) take what the step and the id
+    leave.
+    """
+    step_bits = max(int(n_steps - 1).bit_length(), 1)
+    id_bits = max(int(n - 1).bit_length(), 1)
+    top_bits = min(LSD_DIGIT_BITS, step_bits // 2)
+    low = step_bits - top_bits
+    passes = -(-low // LSD_DIGIT_BITS)
+    digit_bits = -(-low // passes)
+    low = passes * digit_bits
+    fine_bits = min(max(63 - top_bits - low - id_bits, 0), STEP_SORT_FINE_BITS) if exact else 0
+    return top_bits, passes, digit_bits, fine_bits, id_bits
 
 
 @njit(nogil=True, parallel=True)
@@ -540,31 +709,40 @@ def spike_sort_cpu(keys: np.ndarray, *, lo: Any, quantum: Any, n_steps: int,
     lo_t, q_t = _typed_grid(k, lo, quantum)
     exact = exact and not (k.dtype.kind == "i" and isinstance(quantum, int) and quantum == 1)
     threads = sort_threads(k.shape[0], n_steps)
-    if threads > 1:
-        order, offsets, qerr = spike_sort_parallel(k, lo_t, q_t, n_steps, exact,
-                                                   q_t.dtype.kind == "f", threads)
-    elif n_steps >= LSD_MIN_STEPS and k.shape[0] < LSD_MAX_KEYS:
-        bits = max(int(n_steps - 1).bit_length(), 1)
-        passes = -(-bits // LSD_DIGIT_BITS)
-        order, offsets, qerr = _spike_sort_lsd(k, lo_t, q_t, n_steps, exact,
-                                               q_t.dtype.kind == "f", passes, -(-bits // passes))
+    float_grid = q_t.dtype.kind == "f"
+    if uses_step_sort(k.shape[0], n_steps):
+        layout = step_sort_layout(k.shape[0], n_steps, exact)
+        if threads > 1:
+            order, offsets, qerr = _step_sort_parallel(k, lo_t, q_t, n_steps, exact, float_grid,
+                                                       *layout, threads)
+        else:
+            order, offsets, qerr = _step_sort(k, lo_t, q_t, n_steps, exact, float_grid, *layout)
+    elif threads > 1:
+        order, offsets, qerr = spike_sort_parallel(k, lo_t, q_t, n_steps, exact, float_grid,
+                                                   threads)
     else:
-        order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, q_t.dtype.kind == "f")
+        order, offsets, qerr = _spike_sort(k, lo_t, q_t, n_steps, exact, float_grid)
     return order, offsets, np.array([qerr])
+
+
+def uses_step_sort(n: int, n_steps: int) -> bool:
+    """Whether ``n`` keys on ``n_steps`` steps take the bucket step sort (:func:`_step_sort`)."""
+    return n_steps >= LSD_MIN_STEPS and n < LSD_MAX_KEYS
 
 
 def sort_threads(n: int, n_steps: int) -> int:
     """Threads the spike sort of ``n`` keys over ``n_steps`` steps runs on (1: serial kernel).
 
-    The parallel kernel keeps one histogram of ``n_steps`` counts per thread, so it runs only
-    for at least :data:`PARALLEL_MIN_KEYS` keys and grids of at most
-    :data:`PARALLEL_MAX_STEPS_PER_KEY` steps per key, with ``fusekit.get_num_threads() > 1``,
-    and not on grids of :data:`LSD_MIN_STEPS` steps or more: there the serial LSD sort ran
-    2.1-2.3x faster than the parallel counting sort on two threads (2^20-vertex RGG, uniform
-    weights, 6.9e6 keys; measured under load, where the second core was not free).
+    ``fusekit.get_num_threads()`` when that is more than one and the sort is large enough:
+    grids that take the bucket step sort (:func:`uses_step_sort`) from
+    :data:`PARALLEL_STEP_SORT_MIN_KEYS` keys; other grids (the chunked counting sort, which
+    keeps one histogram of ``n_steps`` counts per thread) from :data:`PARALLEL_MIN_KEYS` keys
+    and for at most :data:`PARALLEL_MAX_STEPS_PER_KEY` steps per key.
     """
-    if (n < PARALLEL_MIN_KEYS or n_steps > PARALLEL_MAX_STEPS_PER_KEY * n
-            or (n_steps >= LSD_MIN_STEPS and n < LSD_MAX_KEYS)):
+    if uses_step_sort(n, n_steps):
+        if n < PARALLEL_STEP_SORT_MIN_KEYS:
+            return 1
+    elif n < PARALLEL_MIN_KEYS or n_steps > PARALLEL_MAX_STEPS_PER_KEY * n:
         return 1
     return get_num_threads()
 
@@ -613,13 +791,13 @@ def gather_endpoints_cpu(u: np.ndarray, v: np.ndarray, order: np.ndarray
     Small gathers use NumPy; from :data:`GATHER_MIN_KEYS` ids one Numba loop, which copies
     ``u`` and ``v`` into one interleaved array first (so an edge's endpoints are one cache
     line, not two) and prefetches ahead (measured at 2^20 vertices: 2.4-3.5x NumPy's fancy
-    indexing); parallel from :data:`PARALLEL_MIN_KEYS` ids with more than one thread.
+    indexing); parallel from :data:`GATHER_PARALLEL_MIN_KEYS` ids with more than one thread.
     """
     k = order.shape[0]
     if k < GATHER_MIN_KEYS:
         return u[order], v[order]
     u, v, order = (np.ascontiguousarray(a) for a in (u, v, order))
     threads = get_num_threads()
-    if k >= PARALLEL_MIN_KEYS and threads > 1:
+    if k >= GATHER_PARALLEL_MIN_KEYS and threads > 1:
         return gather_pairs(u, v, order, threads)
     return gather_pairs_serial(u, v, order)
