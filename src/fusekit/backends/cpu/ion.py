@@ -29,7 +29,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -342,15 +342,16 @@ def _line_cost(expr: str) -> int:
 
 def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: int | None,
                  indent: str, last_loads: Sequence[str] = (), last_stores: Sequence[str] = (),
-                 ) -> tuple[str, int]:
+                 last: Collection[str] = ()) -> tuple[str, int]:
     """One step over a block as ``stages`` vector loops over its neurons, and the spill rows.
 
     ``body``: the step's lines (``name = expr``), ending with the re-assignment of the
     inputs they update; ``rows``: the scratch row (of ``BLOCK`` values in ``buf``) of each
     input; rows from ``spill_row`` on carry values between stages. The last stage runs
-    ``last_loads`` first and ``last_stores`` at its end. ``stages=None`` picks one stage per
-    ``STAGE_DEPTH`` cycles of dependency chain. Returns the loops' source and the number of
-    spill rows.
+    ``last_loads`` first and ``last_stores`` at its end; the lines assigning a name in
+    ``last`` go into the last stage (they do not count towards the cut). ``stages=None``
+    picks one stage per ``STAGE_DEPTH`` cycles of dependency chain. Returns the loops'
+    source and the number of spill rows.
 
     A whole HH step in one loop iteration is one long dependency chain (two exps, three
     divisions deep) of about 300 instructions: more than the out-of-order window, so the
@@ -362,13 +363,13 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
     for line in body:
         target, expr = (x.strip() for x in line.split("=", 1))
         parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
-    final = {t for t, _, _ in parsed if t in rows or t.endswith("_n")}
+    final = {t for t, _, _ in parsed if t in rows or t.endswith("_n")} | set(last)
     start: dict[str, int] = {}
     end: dict[str, int] = {}
     for target, expr, deps in parsed:
         t0 = max((end.get(d, 0) for d in deps), default=0)
         start[target], end[target] = t0, t0 + _line_cost(expr)
-    depth = max(end.values(), default=1)
+    depth = max((end[t] for t, _, _ in parsed if t not in last), default=1)
     if stages is None:
         stages = max(1, round(depth / STAGE_DEPTH))
     stage_of: dict[str, int] = {}

@@ -18,9 +18,9 @@ import numpy as np
 from ..._registry import register_kernel
 from ...ops import ion_forward as sens
 from ...ops.ion_channel import ChannelSet, channel_set
-from ...ops.ion_symbolic import tangent_step_source
+from ...ops.ion_symbolic import tangent_step_source, value_step_source
 from ._numba import configure
-from .ion import NEURON_BLOCK, _compile_generated, graph_math
+from .ion import NEURON_BLOCK, ROW_PAD, _compile_generated, graph_math, staged_loops
 
 _FLOATS = ("float32", "float64")
 
@@ -28,39 +28,32 @@ _TEMPLATE = '''
 def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
                V_rec, DV_rec, counts, times, DTIMES):
     w = min(BLOCK, V.shape[0] - lo)
-    # Rows of BLOCK: v, v before the step, i_ext, states, params, then per direction d:
-    # dv_d, dv_d before the step, and the states' tangents.
-    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    # Rows of ROW values (BLOCK and a pad): v, v before the step, i_ext, states, params,
+    # then per direction d: dv_d, dv_d before the step, and the states' tangents; then the
+    # values carried between the stages of a step.
+    buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
-        buf[2 * BLOCK + j] = I[0, lo + j]
+        buf[2 * ROW + j] = I[0, lo + j]
     for k in range(N_STATES):
         for j in range(w):
-            buf[(3 + k) * BLOCK + j] = S[k, lo + j]
+            buf[(3 + k) * ROW + j] = S[k, lo + j]
     for k in range(N_PARAMS):
         for j in range(w):
-            buf[(3 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+            buf[(3 + N_STATES + k) * ROW + j] = P[k, lo + j]
     for d in range(N_DIR):
         for j in range(w):
-            buf[(T0 + d * T_ROWS) * BLOCK + j] = DV[d, lo + j]
+            buf[(T0 + d * T_ROWS) * ROW + j] = DV[d, lo + j]
         for k in range(N_STATES):
             for j in range(w):
-                buf[(T0 + d * T_ROWS + 2 + k) * BLOCK + j] = DS[d, k, lo + j]
+                buf[(T0 + d * T_ROWS + 2 + k) * ROW + j] = DS[d, k, lo + j]
     for step in range(n_steps):
         if i_rows:
             for j in range(w):
-                buf[2 * BLOCK + j] = I[step, lo + j]
+                buf[2 * ROW + j] = I[step, lo + j]
+{step}
         for j in range(w):
-            v = buf[j]
-            v_old = v
-            i_inj = buf[2 * BLOCK + j]
-{loads}
-{body}
-{stores}
-            buf[BLOCK + j] = v_old
-            buf[j] = v
-        for j in range(w):
-            v_old = buf[BLOCK + j]
+            v_old = buf[ROW + j]
             v = buf[j]
             if v_old < thr and v >= thr:
                 c = counts[lo + j]
@@ -69,8 +62,8 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
                     f = (thr - v_old) / den
                     times[c, lo + j] = (step + f) * dt
                     for d in range(N_DIR):
-                        row = (T0 + d * T_ROWS) * BLOCK + j
-                        DTIMES[c, d, lo + j] = -dt * ((ONE - f) * buf[row + BLOCK]
+                        row = (T0 + d * T_ROWS) * ROW + j
+                        DTIMES[c, d, lo + j] = -dt * ((ONE - f) * buf[row + ROW]
                                                       + f * buf[row]) / den
                 counts[lo + j] = c + 1
         if record_every > 0 and (step + 1) % record_every == 0:
@@ -79,18 +72,18 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
                 V_rec[r, lo + j] = buf[j]
             for d in range(N_DIR):
                 for j in range(w):
-                    DV_rec[r, d, lo + j] = buf[(T0 + d * T_ROWS) * BLOCK + j]
+                    DV_rec[r, d, lo + j] = buf[(T0 + d * T_ROWS) * ROW + j]
     for j in range(w):
         V[lo + j] = buf[j]
     for k in range(N_STATES):
         for j in range(w):
-            S[k, lo + j] = buf[(3 + k) * BLOCK + j]
+            S[k, lo + j] = buf[(3 + k) * ROW + j]
     for d in range(N_DIR):
         for j in range(w):
-            DV[d, lo + j] = buf[(T0 + d * T_ROWS) * BLOCK + j]
+            DV[d, lo + j] = buf[(T0 + d * T_ROWS) * ROW + j]
         for k in range(N_STATES):
             for j in range(w):
-                DS[d, k, lo + j] = buf[(T0 + d * T_ROWS + 2 + k) * BLOCK + j]
+                DS[d, k, lo + j] = buf[(T0 + d * T_ROWS + 2 + k) * ROW + j]
 
 
 def sens_kernel(V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
@@ -106,30 +99,39 @@ def _layout(cs: ChannelSet, n_dir: int) -> dict[str, int]:
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     t0 = 3 + n_states + n_params
     t_rows = 2 + n_states
-    return {"BLOCK": NEURON_BLOCK, "N_STATES": n_states, "N_PARAMS": n_params,
+    return {"BLOCK": NEURON_BLOCK, "ROW": NEURON_BLOCK + ROW_PAD, "N_STATES": n_states,
+            "N_PARAMS": n_params,
             "N_DIR": n_dir, "T0": t0, "T_ROWS": t_rows, "N_ROWS": t0 + n_dir * t_rows}
 
 
 def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[str, float]]:
-    """The Python source of the sensitivity kernel and its constants (before compilation)."""
-    ind = " " * 12
+    """The Python source of the sensitivity kernel and its constants (before compilation).
+
+    The step's own lines are cut into stages as in the ion kernel
+    (:func:`fusekit.backends.cpu.ion.staged_loops`); the tangent lines all go into the last
+    stage, where they give the core independent work (cut by start time like the step, they
+    ran slower).
+    """
     lay = _layout(cs, len(wrt))
-    block = NEURON_BLOCK
-    body, consts = tangent_step_source(cs, wrt, ind, share_exp=True)
-    rows = {f"s{k}": 3 + k for k in range(lay["N_STATES"])}
+    body, consts = tangent_step_source(cs, wrt, "", share_exp=True)
+    primal = {line.split("=", 1)[0].strip() for line in value_step_source(cs, "")[0]}
+    rows = {"v": 0, "i_inj": 2}
+    rows.update({f"s{k}": 3 + k for k in range(lay["N_STATES"])})
     rows.update({f"p{k}": 3 + lay["N_STATES"] + k for k in range(lay["N_PARAMS"])})
-    stores = [f"{ind}buf[{(3 + k) * block} + j] = s{k}" for k in range(lay["N_STATES"])]
+    stores = [f"buf[{3 + k} * ROW + j] = s{k}" for k in range(lay["N_STATES"])]
     for d in range(len(wrt)):
         base = lay["T0"] + d * lay["T_ROWS"]
         rows[f"dv_{d}"] = base
-        stores.append(f"{ind}buf[{(base + 1) * block} + j] = buf[{base * block} + j]")
-        stores.append(f"{ind}buf[{base * block} + j] = dv_{d}")
+        stores.append(f"buf[{base + 1} * ROW + j] = buf[{base} * ROW + j]")
+        stores.append(f"buf[{base} * ROW + j] = dv_{d}")
         for k in range(lay["N_STATES"]):
             rows[f"ds{k}_{d}"] = base + 2 + k
-            stores.append(f"{ind}buf[{(base + 2 + k) * block} + j] = ds{k}_{d}")
-    loads = [f"{ind}{name} = buf[{r * block} + j]" for name, r in rows.items()]
-    text = _TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
-                            stores="\n".join(stores))
+            stores.append(f"buf[{base + 2 + k} * ROW + j] = ds{k}_{d}")
+    stores += ["buf[ROW + j] = v_old", "buf[j] = v"]
+    last = {line.split("=", 1)[0].strip() for line in body} - primal
+    step, n_spill = staged_loops(body, rows, lay["N_ROWS"], None, " " * 8, ["v_old = buf[j]"],
+                                 stores, last=last)
+    text = _TEMPLATE.format(step=step).replace("N_ROWS", str(lay["N_ROWS"] + n_spill))
     return text, consts
 
 
