@@ -13,8 +13,9 @@ prototype fast (see DESIGN.md):
 * one step of a block is cut into a few vector loops (``staged_loops``): a whole HH step in
   one loop body is a dependency chain longer than the core's out-of-order window, so it ran
   at its latency; short loops whose iterations overlap ran 1.4-1.5x faster;
-* spike detection is a separate scalar loop over the block after each step (an integer
-  reduction inside the vector loop kept it scalar).
+* spike detection has loops of its own after each step (an integer reduction inside the
+  step's loops kept them scalar): a vector count of crossings, then a scalar loop over the
+  block only on steps with one.
 
 The generated source is written to a file (``_generated_dir``, by a hash of everything it
 depends on) so that Numba's disk cache keeps the compiled kernel for later processes; where
@@ -70,7 +71,7 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
     # A single array with constant row offsets lets LLVM prove the vector loop free of
     # aliasing (separate arrays needed more run-time checks than it allows, so it stayed
     # scalar).
-    buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
+    buf = np.empty({n_rows} * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
         buf[2 * ROW + j] = I[0, lo + j]
@@ -321,7 +322,7 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
         body, rows, 3 + n_states + n_params, stages, " " * 8, ["v_old = buf[j]"],
         [*(f"buf[{rows[s]} * ROW + j] = {s}" for s in states), "buf[ROW + j] = v_old",
          "buf[j] = v"])
-    return _TEMPLATE.format(step=step).replace("N_ROWS", str(3 + n_states + n_params + n_spill))
+    return _TEMPLATE.format(step=step, n_rows=3 + n_states + n_params + n_spill)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -388,9 +389,9 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
     inner = indent + "    "
     out = []
     for st in range(stages):
-        last = st == stages - 1
+        is_last = st == stages - 1
         lines = [(t, e, d) for t, e, d in parsed if stage_of[t] == st]
-        if not lines and not last:
+        if not lines and not is_last:
             continue
         # read before (re)defined in this stage: loaded from the scratch rows
         defined: set[str] = set()
@@ -399,7 +400,7 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
             needed += [d for d in deps if d not in defined]
             defined.add(target)
         out.append(f"{indent}for j in range(w):")
-        out += [inner + x for x in (last_loads if last else ())]
+        out += [inner + x for x in (last_loads if is_last else ())]
         for name in dict.fromkeys(needed):
             if name in spill:
                 out.append(f"{inner}{name} = buf[{at(spill[name])} + j]")
@@ -407,7 +408,7 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
                 out.append(f"{inner}{name} = buf[{rows[name]} * ROW + j]")
         out += [f"{inner}{t} = {e}" for t, e, _ in lines]
         out += [f"{inner}buf[{at(spill[t])} + j] = {t}" for t, _, _ in lines if t in spill]
-        out += [inner + x for x in (last_stores if last else ())]
+        out += [inner + x for x in (last_stores if is_last else ())]
     return "\n".join(out), len(spill)
 
 

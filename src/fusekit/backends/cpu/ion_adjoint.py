@@ -47,7 +47,7 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
     # of the params, of a constant i_ext, the spike-time term of the step before, the
     # state (v, states) the vector loops work on, this step's i_ext, then the values
     # carried between the stages of the re-run forward step (cpu.ion.staged_loops).
-    buf = np.zeros(N_ROWS * ROW, dtype=DTYPE)
+    buf = np.zeros({n_rows} * ROW, dtype=DTYPE)
     traj = np.empty((seg_len + 1) * X_ROWS * BLOCK, dtype=DTYPE)
     slot = np.empty(seg_len * BLOCK, dtype=np.int64)
     count = np.empty(BLOCK, dtype=np.int64)
@@ -163,13 +163,13 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, A
     n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
     ind = " " * 16
     fwd_body, fwd_consts, funcs = step_body(cs, "", prefix="f", const_prefix="KF")
-    rows = {"v": lay["X"], "i_inj": lay["II"]}
-    rows.update({f"s{k}": lay["X"] + 1 + k for k in range(n_states)})
-    rows.update({f"p{i}": i for i in range(n_params)})
+    x_names = ["v", *(f"s{k}" for k in range(n_states))]  # the state the loops work on
+    fwd_rows = {name: lay["X"] + k for k, name in enumerate(x_names)}
+    fwd_rows.update({"i_inj": lay["II"], **{f"p{i}": i for i in range(n_params)}})
     # the forward kernel's own stage cut (one loop where it calls channel functions)
     fwd_step, n_spill = staged_loops(
-        fwd_body, rows, lay["N_ROWS"], 1 if funcs else None, " " * 12, (),
-        [f"buf[{rows[name]} * ROW + j] = {name}" for name in rows if name[0] in "vs"])
+        fwd_body, fwd_rows, lay["N_ROWS"], 1 if funcs else None, " " * 12, (),
+        [f"buf[{fwd_rows[name]} * ROW + j] = {name}" for name in x_names])
     adj_body, consts, rows = adjoint_step_source(cs, ind, share_exp=True)
     params = [f"{ind}p{i} = buf[{i} * ROW + j]" for i in range(n_params)]
     states = [f"{ind}s{k} = buf[{lay['X'] + 1 + k} * ROW + j]" for k in range(n_states)]
@@ -181,8 +181,7 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float], dict[str, A
     adj_stores.append(f"{ind}buf[{lay['AI']} * ROW + j] = ai")
     text = _TEMPLATE.format(
         fwd_step=fwd_step, adj_loads="\n".join(adj_loads), adj_body="\n".join(adj_body),
-        adj_stores="\n".join(adj_stores))
-    text = text.replace("N_ROWS", str(lay["N_ROWS"] + n_spill))
+        adj_stores="\n".join(adj_stores), n_rows=lay["N_ROWS"] + n_spill)
     return text, {**consts, **fwd_consts}, funcs
 
 

@@ -31,7 +31,7 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
     # Rows of ROW values (BLOCK and a pad): v, v before the step, i_ext, states, params,
     # then per direction d: dv_d, dv_d before the step, and the states' tangents; then the
     # values carried between the stages of a step.
-    buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
+    buf = np.empty({n_rows} * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
         buf[2 * ROW + j] = I[0, lo + j]
@@ -131,8 +131,7 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     last = {line.split("=", 1)[0].strip() for line in body} - primal
     step, n_spill = staged_loops(body, rows, lay["N_ROWS"], None, " " * 8, ["v_old = buf[j]"],
                                  stores, last=last)
-    text = _TEMPLATE.format(step=step).replace("N_ROWS", str(lay["N_ROWS"] + n_spill))
-    return text, consts
+    return _TEMPLATE.format(step=step, n_rows=lay["N_ROWS"] + n_spill), consts
 
 
 _kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}
