@@ -108,6 +108,63 @@ def test_property_cpu_spike_sorts_are_stable_sorts(keys, quantum):
         fusekit.ops.spike_radix_sort(k, quantum, radix_bits=2, backend="cpu").order, expected)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", KEY_DTYPES)
+@pytest.mark.parametrize("quantum", [None, 0.37, 7])
+@pytest.mark.parametrize("vdtype", [np.int32, np.int64])
+def test_spike_sort_edges_is_the_sort_and_the_endpoints_in_firing_order(rng, backend, dtype,
+                                                                         quantum, vdtype):
+    w = random_keys(rng, dtype)
+    u, v = (rng.integers(0, 1000, w.size).astype(vdtype) for _ in range(2))
+    r, su, sv = fusekit.ops.spike_sort_edges(w, u, v, quantum, backend=backend)
+    plain = fusekit.ops.spike_sort(w, quantum, backend=backend)
+    np.testing.assert_array_equal(r.order, np.argsort(w, kind="stable"))
+    np.testing.assert_array_equal(r.step_offsets, plain.step_offsets)
+    assert r.stats == plain.stats
+    assert su.dtype == vdtype and sv.dtype == vdtype
+    np.testing.assert_array_equal(su, u[r.order])
+    np.testing.assert_array_equal(sv, v[r.order])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_spike_sort_edges_of_no_edges_and_bad_endpoints(backend):
+    e = np.empty(0, np.int32)
+    r, su, sv = fusekit.ops.spike_sort_edges(np.empty(0, np.int64), e, e, backend=backend)
+    assert r.order.size == su.size == sv.size == 0
+    w = np.array([3, 1, 2])
+    with pytest.raises(fusekit.InputError, match="u and v must share the keys' shape"):
+        fusekit.ops.spike_sort_edges(w, np.arange(2), np.arange(2), backend=backend)
+    with pytest.raises(fusekit.InputError, match="one dtype of int32, int64"):
+        fusekit.ops.spike_sort_edges(w, np.arange(3.0), np.arange(3.0), backend=backend)
+    with pytest.raises(fusekit.InputError, match="NaN"):
+        fusekit.ops.spike_sort_edges(np.array([1.0, np.nan, 2.0]), np.arange(3), np.arange(3),
+                                     backend=backend)
+
+
+def test_unit_grid_sort_on_two_threads_equals_one(rng, monkeypatch):
+    from fusekit.backends.cpu import _numba
+    from fusekit.backends.cpu import spike as cpu_spike
+
+    if _numba.numba_max_threads() < 2:
+        pytest.skip("needs two Numba threads")
+    w = rng.integers(1, 256, 5001).astype(np.uint8)  # a unit grid: the lean counting sort
+    u, v = rng.integers(0, 100, (2, w.size))
+    before = fusekit.get_num_threads()
+    try:
+        _numba.set_num_threads(1)
+        one = fusekit.ops.spike_sort_edges(w, u, v, backend="cpu")
+        monkeypatch.setattr(cpu_spike, "UNIT_PARALLEL_MIN_KEYS", 0)
+        _numba.set_num_threads(2)
+        assert cpu_spike.sort_threads(w.size, 255, unit=True) == 2
+        two = fusekit.ops.spike_sort_edges(w, u, v, backend="cpu")
+    finally:
+        _numba.set_num_threads(before)
+    for a, b in zip((one[0].order, one[0].step_offsets, one[1], one[2]),
+                    (two[0].order, two[0].step_offsets, two[1], two[2]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(two[0].order, np.argsort(w, kind="stable"))
+
+
 def _sort_both_ways(monkeypatch, keys, quantum, exact):
     from fusekit.backends.cpu import spike as cpu_spike
 

@@ -17,6 +17,7 @@ def two_threads(monkeypatch):
     """Two Numba threads and the parallel kernel for any input size; restored afterwards."""
     before = fusekit.get_num_threads()
     monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
+    monkeypatch.setattr(cpu_spike, "UNIT_PARALLEL_MIN_KEYS", 0)
     monkeypatch.setattr(cpu_spike, "GATHER_MIN_KEYS", 0)
     monkeypatch.setattr(cpu_spike, "GATHER_PARALLEL_MIN_KEYS", 0)
     _numba.set_num_threads(2)
@@ -27,25 +28,32 @@ def two_threads(monkeypatch):
 def sort_both(keys, quantum=None, exact=True):
     serial = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
     _numba.set_num_threads(2)
-    assert cpu_spike.sort_threads(keys.size, serial.stats.time_steps) == 2
+    lo, q, n_steps = fusekit.ops.spike.time_grid(keys, quantum)
+    unit = cpu_spike.unit_grid(keys, lo, q, n_steps)
+    assert cpu_spike.sort_threads(keys.size, n_steps, unit) == 2
     parallel = fusekit.ops.spike_sort(keys, quantum, exact=exact, backend="cpu")
     return serial, parallel
 
 
 @pytest.mark.parametrize("exact", [True, False])
-@pytest.mark.parametrize("kind", ["float", "int ties", "float ties", "one step"])
+@pytest.mark.parametrize("kind", ["float", "int ties", "uint8 ties", "int quantum 3",
+                                  "float ties", "one step"])
 def test_parallel_spike_sort_equals_the_serial_kernel(two_threads, rng, exact, kind):
     n = 5001  # odd: chunks of unequal length
     if kind == "float":
         keys = rng.random(n)
-    elif kind == "int ties":
+    elif kind == "int ties":  # a unit grid: the lean counting sort
         keys = rng.integers(-50, 50, n)
+    elif kind == "uint8 ties":
+        keys = rng.integers(0, 256, n).astype(np.uint8)
+    elif kind == "int quantum 3":  # an integer grid that is not a unit grid
+        keys = rng.integers(-50, 50, n).astype(np.int32)
     elif kind == "float ties":
         keys = rng.integers(0, 30, n) / 7.0  # several keys per step, equal keys in a step
     else:
         keys = np.full(n, 2.5)
     _numba.set_num_threads(1)
-    serial, parallel = sort_both(keys, exact=exact)
+    serial, parallel = sort_both(keys, 3 if kind == "int quantum 3" else None, exact=exact)
     np.testing.assert_array_equal(parallel.order, serial.order)
     np.testing.assert_array_equal(parallel.step_offsets, serial.step_offsets)
     assert parallel.stats == serial.stats

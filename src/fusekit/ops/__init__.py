@@ -34,6 +34,7 @@ from .spike import UnionFind as UnionFind
 from .spike import gather_endpoints as gather_endpoints
 from .spike import spike_radix_sort as spike_radix_sort
 from .spike import spike_sort as spike_sort
+from .spike import spike_sort_edges as spike_sort_edges
 from .spike import union_find_find as union_find_find
 from .spike import union_find_union as union_find_union
 
@@ -72,6 +73,7 @@ __all__ = [
     "gather_endpoints",
     "spike_radix_sort",
     "spike_sort",
+    "spike_sort_edges",
     "union_find_find",
     "union_find_union",
 ]

@@ -5,6 +5,8 @@ from ...ops import spike
 
 register_kernel(spike.spike_sort_op, backend="reference", arrays=["numpy"],
                 dtypes=spike.KEY_DTYPES)(spike.spike_sort_reference)
+register_kernel(spike.spike_sort_edges_op, backend="reference", arrays=["numpy"],
+                dtypes=spike.KEY_DTYPES)(spike.spike_sort_edges_reference)
 register_kernel(spike.spike_radix_sort_op, backend="reference", arrays=["numpy"],
                 dtypes=spike.KEY_DTYPES)(spike.spike_radix_sort_reference)
 register_kernel(spike.union_find_union_op, backend="reference", arrays=["numpy"],
