@@ -129,7 +129,9 @@ def test_pipelined_stops_the_sort_once_the_forest_is_complete(rng):
     w = np.concatenate([np.zeros(n), 1 + rng.random(5000)])  # the ring is lightest
     r = minimum_spanning_forest(u, v, w, n, method="pipelined", chunks=50)
     assert r.n_components == 1 and r.stats.uf_events < 5000
-    assert r.timings["sort_busy"] >= 0 and r.counts["batches"] < 50
+    assert r.timings["pipeline"] >= 0 and 1 <= r.counts["batches"] <= 50
+    # the network stops in the step the last ring edge fires: the ring's step only
+    assert r.stats.time_steps == 1 and r.stats.spikes == n + 1 + r.stats.uf_hops
 
 
 def test_scipy_matrix_and_networkx_graph_inputs():
@@ -229,3 +231,13 @@ def test_auto_takes_filter_kruskal_only_for_dense_float_graphs(rng, degree, expe
     g = edge_list(rng.integers(0, n, m), rng.integers(0, n, m), rng.random(m), n)
     assert choose_method(g) == expected
     assert minimum_spanning_forest(g).method == expected
+
+
+def test_pipelined_kruskal_rejects_no_batches_and_mismatched_edges():
+    u, v, w = np.array([0, 1]), np.array([1, 2]), np.array([1.0, 2.0])
+    with pytest.raises(fusekit.InputError, match="batches must be >= 1"):
+        fusekit.ops.pipelined_kruskal(u, v, w, 3, batches=0)
+    with pytest.raises(fusekit.InputError, match="must share one shape"):
+        fusekit.ops.pipelined_kruskal(u, v, w[:1], 3)
+    with pytest.raises(fusekit.InputError, match="chunks must be >= 1"):
+        minimum_spanning_forest(u, v, w, 3, method="pipelined", chunks=0)

@@ -83,6 +83,30 @@ def test_minimum_spanning_forest_is_the_same_with_two_threads(two_threads, rng, 
         assert two.stats == one.stats
 
 
+@pytest.mark.parametrize("batches", [1, 7, 300, None])
+@pytest.mark.parametrize("kind", ["float", "float32", "int wide", "light ring"])
+def test_pipelined_kruskal_on_two_threads_equals_the_reference(monkeypatch, rng, batches, kind):
+    monkeypatch.setattr(cpu_spike, "LSD_MIN_STEPS", 0)  # every grid takes the two-stage kernel
+    n, m = 400, 3000
+    u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+    w = {"float": rng.random(m), "float32": rng.random(m).astype(np.float32),
+         "int wide": rng.integers(-10**6, 10**6, m), "light ring": 1 + rng.random(m)}[kind]
+    if kind == "light ring":  # the forest is complete after the first steps: the sort stops
+        u[:n], v[:n], w[:n] = np.arange(n), (np.arange(n) + 1) % n, 0.0
+    before = fusekit.get_num_threads()
+    try:
+        _numba.set_num_threads(2)
+        cpu = fusekit.ops.pipelined_kruskal(u, v, w, n, batches=batches, backend="cpu")
+    finally:
+        _numba.set_num_threads(before)
+    ref = fusekit.ops.pipelined_kruskal(u, v, w, n, batches=batches, backend="reference")
+    np.testing.assert_array_equal(cpu[0], ref[0])
+    np.testing.assert_array_equal(cpu[1], ref[1])
+    assert cpu[2] == ref[2]
+    if kind == "light ring":
+        assert cpu[1][3] < m and cpu[2].time_steps == 1
+
+
 def test_large_grids_per_key_stay_serial(monkeypatch):
     monkeypatch.setattr(cpu_spike, "PARALLEL_MIN_KEYS", 0)
     # the counting sort keeps one histogram per thread: too big for 5 steps per key

@@ -115,9 +115,7 @@ def run(path: str, *, method: str = "auto", fmt: str | None = None, p: int = 1,
     print(_lines(rows), file=out)
     print(f"wall time per stage (after a warm-up call on {k:,} edges):", file=out)
     stages = [("read file", t_read), ("check input", t_check), *r.timings.items()]
-    print(_lines([(name, format_seconds(s) + (" (process CPU time)" if name == "pipeline_cpu"
-                                              else "")) for name, s in stages], indent="  "),
-          file=out)
+    print(_lines([(name, format_seconds(s)) for name, s in stages], indent="  "), file=out)
     print(f"spiking model, p = {p} union-find event(s) per time step:", file=out)
     try:
         s = r.schedule(p)

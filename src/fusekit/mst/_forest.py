@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +11,6 @@ import numpy as np
 
 from .._errors import BackendUnavailableError, InputError
 from .._registry import unavailable_reason
-from .._threads import set_kernel_threads
 from ..ops import mst as mst_ops
 from ..ops import spike
 from ..ops.spike import SpikeStats
@@ -30,6 +27,9 @@ METHODS = ("auto", "pipelined", "spike-kruskal", "radix-kruskal", "filter-kruska
 #: filter-Kruskal stayed 1.1-1.4x faster.
 AUTO_INT_STEPS_PER_EDGE = 4
 AUTO_FILTER_MIN_DEGREE = 20.0
+#: ... and, with two or more threads, the pipelined method for float weights from this many
+#: edges (its grid then takes the bucket step sort, whose stages the CPU kernel overlaps).
+AUTO_PIPELINE_MIN_EDGES = 1 << 18
 
 
 @dataclass
@@ -78,7 +78,8 @@ class MSTResult:
 
 def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | None = None,
                             method: str = "auto", *, quantum: float | None = None,
-                            chunks: int = 16, backend: str | None = None) -> MSTResult:
+                            chunks: int | None = None, backend: str | None = None
+                            ) -> MSTResult:
     """Minimum spanning forest of an undirected weighted graph.
 
     Example:
@@ -100,12 +101,15 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
         w: Weights, shape ``(m,)``, integer or float, no NaN or infinity.
         n: Number of vertices (ids ``0 .. n - 1``).
         method: ``"pipelined"`` (spike sort and union-find running concurrently on two
-            threads, handing events over in firing order), ``"spike-kruskal"`` (spike sort,
+            threads, handing events over in firing order; on the CPU backend with two or more
+            threads and float weights on large graphs, else one stage after the other),
+            ``"spike-kruskal"`` (spike sort,
             then union-find), ``"radix-kruskal"`` (spiking radix sort, then union-find),
             ``"filter-kruskal"``, ``"boruvka"``, or ``"auto"`` (by weight type, range and
             density; Borůvka with ``backend="cuda"``; see ``docs/mst.md``).
         quantum: Weight units per spike time step for the spiking methods.
-        chunks: Hand-over batches of the pipelined method (time slices of the firing grid).
+        chunks: Hand-over batches of the pipelined method (runs of consecutive time steps;
+            default one per 2^14 edges).
         backend: Backend of the ops (``"cpu"``, ``"reference"``; ``"cuda"`` runs Borůvka
             on the GPU, copying the edge list there and the forest's ids back).
 
@@ -127,7 +131,7 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
     # the methods that skip whole parts of the work when they stop early count the vertices
     # with an edge first (at 2^20 vertices that count took 30-60 ms, more than the loop's
     # tail after the last tree edge costs).
-    if method in ("pipelined", "filter-kruskal"):
+    if method == "filter-kruskal":
         target = _tree_edges_at_most(g)
     else:
         target = max(g.n - 1, 0)
@@ -165,7 +169,21 @@ def choose_method(g: EdgeList, quantum: float | None = None) -> str:
             return "spike-kruskal"
     if m >= AUTO_FILTER_MIN_DEGREE * max(g.n, 1) / 2:
         return "filter-kruskal"
-    return "spike-kruskal" if g.w.dtype.kind == "f" else "filter-kruskal"
+    if g.w.dtype.kind != "f":
+        return "filter-kruskal"
+    return "pipelined" if m >= AUTO_PIPELINE_MIN_EDGES and _threads() > 1 else "spike-kruskal"
+
+
+def _threads() -> int:
+    """The CPU backend's thread count here (1 without Numba)."""
+    try:
+        from .._threads import get_num_threads
+    except ImportError:  # pragma: no cover - the package always ships it
+        return 1
+    try:
+        return get_num_threads()
+    except ImportError:  # no Numba: only the reference backend, on one thread
+        return 1
 
 
 def _tree_edges_at_most(g: EdgeList) -> int:
@@ -196,7 +214,7 @@ def _union_stage(g: EdgeList, order: Any, target: int, backend: str | None,
     return order[acc], cnt
 
 
-def _spike_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
+def _spike_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int | None, backend: Any,
                    timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
     t = time.perf_counter()
     # the sort lays the endpoints out in firing order as well (in its scatter where it can)
@@ -208,7 +226,7 @@ def _spike_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend:
     return edges, res.stats.merged(_uf_stats(g.n, cnt))
 
 
-def _radix_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
+def _radix_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int | None, backend: Any,
                    timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
     t = time.perf_counter()
     res = spike.spike_radix_sort(g.w, quantum, radix_bits=8, exact=True, backend=backend)
@@ -219,7 +237,7 @@ def _radix_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend:
     return edges, res.stats.merged(_uf_stats(g.n, cnt))
 
 
-def _filter_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
+def _filter_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int | None, backend: Any,
                     timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
     t = time.perf_counter()
     edges, cnt = mst_ops.filter_kruskal(g.u, g.v, g.w, g.n, max_unions=target, backend=backend)
@@ -230,7 +248,7 @@ def _filter_kruskal(g: EdgeList, target: int, quantum: Any, chunks: int, backend
                              uf_synapse_updates=rewired)
 
 
-def _boruvka(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
+def _boruvka(g: EdgeList, target: int, quantum: Any, chunks: int | None, backend: Any,
              timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
     t = time.perf_counter()
     if backend == "cuda":  # the CUDA kernel takes device arrays: copy the edge list over
@@ -251,116 +269,24 @@ def _boruvka(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
     return edges, SpikeStats(uf_events=finds // 2, uf_hops=hops, uf_unions=unions)
 
 
-def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int, backend: Any,
+def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int | None, backend: Any,
                timings: dict[str, float]) -> tuple[np.ndarray, SpikeStats]:
-    """Sort stage on a worker thread, union-find on this one, handing over time slices.
+    """The spike sort and union-find as concurrent stages (``fusekit.ops.pipelined_kruskal``).
 
-    The sort stage first spike-sorts the edges onto a coarse grid of ``chunks`` time slices
-    (one counting pass), then, slice by slice in time order, spike-sorts the slice on the fine
-    grid and publishes it; the union-find stage consumes slices in the order published and
-    stops the sort stage as soon as the forest is complete. Both stages are Numba kernels that
-    release the GIL, so on two cores they run at the same time.
+    On the CPU backend with two or more threads and a bucket-step-sort grid (float weights,
+    from about 2^18 edges) both stages run at once on two threads of one Numba call, the sort
+    handing over batches of time steps in order; union-find stops it once the forest is
+    complete. Elsewhere the stages run in turn.
     """
-    if chunks < 1:
+    if chunks is not None and chunks < 1:
         raise InputError(f"minimum_spanning_forest: chunks must be >= 1, got {chunks}")
-    m = g.u.shape[0]
-    w = g.w
     t = time.perf_counter()
-    lo, q, n_steps = spike.time_grid(w, quantum)
-    if m == 0:
-        return np.empty(0, np.int64), SpikeStats()
-    slice_steps = max(1, math.ceil(n_steps / chunks))
-    coarse_q = q * slice_steps
-    coarse = spike.spike_sort(w, coarse_q, exact=False, origin=lo, backend=backend)
-    c_order, c_off = coarse.order, coarse.step_offsets
-    timings["coarse_sort"] = time.perf_counter() - t
-
-    handover: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = threading.Event()
-    sort_stats: list[SpikeStats] = []
-    busy = {"sort": 0.0, "union_find": 0.0}
-
-    def sort_stage() -> None:
-        try:
-            # the sort stage has one core; the other is union-find's (a new Python thread
-            # would otherwise get Numba's full thread count for the parallel spike sort)
-            set_kernel_threads(1)
-            for c in range(c_off.shape[0] - 1):
-                if stop.is_set():
-                    break
-                a, b = int(c_off[c]), int(c_off[c + 1])
-                if a == b:
-                    continue
-                t0 = time.perf_counter()
-                ids = c_order[a:b]
-                wc = w[ids]
-                # the slice's start on the global grid (rounding may put it an ulp above
-                # the slice's lightest edge; then that edge is the origin)
-                origin = min(lo + c * coarse_q, wc.min().item())  # compared as Python numbers
-                fine = spike.spike_sort(wc, q, exact=True, origin=origin, backend=backend)
-                batch = ids[fine.order]
-                # the endpoints travel with the events, so the consumer's loop only streams
-                handover.put((batch, g.u[batch], g.v[batch]))
-                busy["sort"] += time.perf_counter() - t0
-                sort_stats.append(fine.stats)
-        except BaseException as exc:  # hand the failure to the consumer
-            handover.put(exc)
-        finally:
-            handover.put(None)
-
-    producer = threading.Thread(target=sort_stage, name="fusekit-mst-sort", daemon=True)
-    t = time.perf_counter()
-    cpu = time.process_time()
-    producer.start()
-    parent = np.arange(g.n, dtype=spike.vertex_dtype(g.n))
-    size = np.ones(g.n, dtype=parent.dtype)
-    counters = np.zeros(5, np.int64)
-    taken: list[np.ndarray] = []
-    error: BaseException | None = None
-    if target == 0:
-        stop.set()  # no vertex has a neighbour: nothing to wait for
-    try:
-        while True:
-            item = handover.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                error = item
-                continue
-            if counters[2] >= target:
-                continue  # drain: the forest is complete
-            t0 = time.perf_counter()
-            batch, bu, bv = item
-            acc, cnt = spike.union_find_union(parent, size, bu, bv,
-                                              max_unions=target - int(counters[2]),
-                                              backend=backend)
-            taken.append(batch[acc])
-            counters += cnt
-            busy["union_find"] += time.perf_counter() - t0
-            if counters[2] >= target:
-                stop.set()
-    finally:
-        stop.set()  # also when union-find failed: the sort stage must not run on
-    producer.join()
-    if error is not None:
-        raise error
+    edges, counters, sort_stats, handed = mst_ops.pipelined_kruskal(
+        g.u, g.v, g.w, g.n, quantum=quantum, max_unions=target, batches=chunks,
+        backend=backend)
     timings["pipeline"] = time.perf_counter() - t
-    # process CPU seconds over the pipeline: above "pipeline" only if the stages overlapped
-    timings["pipeline_cpu"] = time.process_time() - cpu
-    timings["sort_busy"] = busy["sort"]
-    timings["union_find_busy"] = busy["union_find"]
-    timings["batches"] = len(sort_stats)
-    edges = np.concatenate(taken) if taken else np.empty(0, np.int64)
-    fired = sum(s.spikes - 1 for s in sort_stats)  # minus each slice's start spike
-    active = sum(s.active_steps for s in sort_stats)
-    st = SpikeStats(
-        neurons=m + 1, synapses=m, spikes=fired + 1, time_steps=int(n_steps),
-        active_steps=active,
-        max_spikes_per_step=max((s.max_spikes_per_step for s in sort_stats), default=0),
-        mean_spikes_per_step=fired / active if active else 0.0,
-        quantization_error=max((s.quantization_error for s in sort_stats), default=0.0),
-    )
-    return edges, st.merged(_uf_stats(g.n, counters))
+    timings["batches"] = handed
+    return edges, sort_stats.merged(_uf_stats(g.n, counters))
 
 
 _RUNNERS = {

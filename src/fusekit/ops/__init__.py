@@ -28,6 +28,7 @@ from .kron_svd import kron_rearrange_inverse as kron_rearrange_inverse
 from .kron_svd import select_rank as select_rank
 from .mst import boruvka as boruvka
 from .mst import filter_kruskal as filter_kruskal
+from .mst import pipelined_kruskal as pipelined_kruskal
 from .spike import SpikeSortResult as SpikeSortResult
 from .spike import SpikeStats as SpikeStats
 from .spike import UnionFind as UnionFind
@@ -70,6 +71,7 @@ __all__ = [
     "UnionFind",
     "boruvka",
     "filter_kruskal",
+    "pipelined_kruskal",
     "gather_endpoints",
     "spike_radix_sort",
     "spike_sort",

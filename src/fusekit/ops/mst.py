@@ -15,12 +15,23 @@ import numpy as np
 from .._errors import InputError
 from .._registry import Op, array_dtype
 from ._common import require_ndim
-from .spike import KEY_DTYPES, VERTEX_DTYPES, union_find_union_reference
+from .spike import (
+    KEY_DTYPES,
+    VERTEX_DTYPES,
+    SpikeStats,
+    sort_stats,
+    spike_sort_reference,
+    time_grid,
+    union_find_union_reference,
+    vertex_dtype,
+)
 
-__all__ = ["boruvka", "filter_kruskal", "forest_reference"]
+__all__ = ["boruvka", "filter_kruskal", "forest_reference", "pipelined_kruskal",
+           "pipelined_kruskal_reference"]
 
 
-def _check_forest(u: Any, v: Any, w: Any, *, n: int, max_unions: int = 0) -> str:
+def _check_forest(u: Any, v: Any, w: Any, *, n: int, max_unions: int = 0,
+                  **grid: Any) -> str:
     op = "minimum spanning forest kernel"
     require_ndim(op, "u", u, 1, "(m,)")
     if tuple(v.shape) != tuple(u.shape) or tuple(w.shape) != tuple(u.shape):
@@ -42,6 +53,9 @@ filter_kruskal_op = Op(name="filter_kruskal", family="mst", array_args=("u", "v"
                        check=_check_forest, params=("n", "max_unions"))
 boruvka_op = Op(name="boruvka", family="mst", array_args=("u", "v", "w"), check=_check_forest,
                 params=("n",))
+pipelined_kruskal_op = Op(name="pipelined_kruskal", family="mst", array_args=("u", "v", "w"),
+                          check=_check_forest,
+                          params=("n", "lo", "quantum", "n_steps", "max_unions", "batches"))
 
 
 def filter_kruskal(u: Any, v: Any, w: Any, n: int, *, max_unions: int | None = None,
@@ -76,6 +90,65 @@ def filter_kruskal(u: Any, v: Any, w: Any, n: int, *, max_unions: int | None = N
     return ids, np.asarray(counters)
 
 
+def pipelined_kruskal(u: Any, v: Any, w: Any, n: int, *, quantum: float | None = None,
+                      max_unions: int | None = None, batches: int | None = None,
+                      backend: str | None = None) -> tuple[Any, np.ndarray, SpikeStats, int]:
+    """Kruskal with the spike sort and union-find running at the same time, events in order.
+
+    The sort fires the edges in time order (``spike_sort(w, quantum)``, exact) and hands them
+    over in ``batches`` batches of consecutive time steps; union-find takes each batch as soon
+    as it is complete and stops the sort once ``max_unions`` edges are taken. The CPU kernel
+    runs the two stages on two threads of one Numba call (with :func:`fusekit.set_num_threads`
+    of 2 or more; the hand-over is an atomic flag per batch) for grids that take the bucket
+    step sort (``2**17`` steps or more: float weights on large graphs); on smaller grids, or
+    with one thread, the stages run one after the other.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> ids, counters, stats, handed = fusekit.ops.pipelined_kruskal(
+        ...     np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([1.0, 2.0, 3.0]), 3)
+        >>> ids.tolist(), int(counters[2]), stats.spikes
+        ([0, 1], 2, 3)
+
+    Args:
+        u: First endpoints, shape ``(m,)``, int32 or int64 in ``[0, n)``.
+        v: Second endpoints, shape ``(m,)``, the dtype of ``u``.
+        w: Weights, shape ``(m,)``, integer or float, finite.
+        n: Number of vertices.
+        quantum: Weight units per spike time step (as for ``spike_sort``).
+        max_unions: Stop after this many tree edges (default ``n - 1``).
+        batches: Hand-over batches (default: one per 2^14 edges, at least one).
+        backend: ``"reference"``, ``"cpu"`` or ``"auto"``.
+
+    Returns:
+        ``(edge_ids, counters, sort_stats, handed)``: int64 ids of the forest's edges in
+        ``(w, id)`` order; int64 ``[finds, hops, unions, edges processed, synapse updates]``;
+        the spike sort's :class:`~fusekit.ops.SpikeStats` up to the time step in which
+        union-find stopped (the network stops there); and the batches the sort handed over.
+    """
+    m = int(u.shape[0])
+    limit = max(int(n) - 1, 0) if max_unions is None else int(max_unions)
+    n_batches = max(1, m >> 14) if batches is None else int(batches)
+    if n_batches < 1:
+        raise InputError(f"pipelined_kruskal: batches must be >= 1, got {batches}")
+    lo, q, n_steps = time_grid(w, quantum, op="pipelined_kruskal")
+    ids, offsets, qerr, counters, handed = pipelined_kruskal_op.run(
+        (u, v, w), {"n": int(n), "lo": lo, "quantum": q, "n_steps": n_steps,
+                    "max_unions": limit, "batches": n_batches}, backend)
+    counters = np.asarray(counters)
+    processed = int(counters[3])
+    offs = np.asarray(offsets)
+    # the steps that fired before union-find stopped: through the last processed edge's step
+    fired_steps = n_steps if processed >= m else (
+        int(np.searchsorted(offs, processed - 1, side="right")) if processed else 0)
+    counts = np.diff(offs[:fired_steps + 1])
+    fired = int(offs[fired_steps]) if fired_steps else 0
+    st = sort_stats(fired, fired_steps, int(counts.max()) if counts.size else 0,
+                    int(np.count_nonzero(counts)), float(np.asarray(qerr).reshape(-1)[0]))
+    st.neurons, st.synapses = m + 1, m  # every edge has its neuron, fired or not
+    return ids, counters, st, int(handed)
+
+
 def boruvka(u: Any, v: Any, w: Any, n: int, *, backend: str | None = None
             ) -> tuple[Any, np.ndarray]:
     """Minimum spanning forest by Borůvka's rounds (every component takes its lightest edge).
@@ -103,6 +176,22 @@ def forest_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int,
     acc, cnt = union_find_union_reference(parent, size, u, v, order, max_unions=max_unions)
     cnt[3] = 0  # edges filtered: the oracle filters none
     return order[acc], cnt
+
+
+def pipelined_kruskal_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int, lo: Any,
+                                quantum: Any, n_steps: int, max_unions: int, batches: int
+                                ) -> tuple[np.ndarray, ...]:
+    """Oracle of :func:`pipelined_kruskal`: the whole spike sort, then the reference union-find.
+
+    Returns ``(edge_ids, step_offsets, [quantization error], counters, batches)``; the stages
+    run one after the other, so every batch counts as handed over.
+    """
+    order, offsets, qerr = spike_sort_reference(w, lo=lo, quantum=quantum, n_steps=n_steps,
+                                                exact=True)
+    parent = np.arange(n, dtype=vertex_dtype(n))
+    size = np.ones(n, dtype=parent.dtype)
+    acc, cnt = union_find_union_reference(parent, size, u, v, order, max_unions=max_unions)
+    return order[acc], offsets, qerr, cnt, batches
 
 
 def boruvka_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int

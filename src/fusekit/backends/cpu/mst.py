@@ -1,16 +1,36 @@
-"""CPU kernels of the mst family: filter-Kruskal and Borůvka in Numba (one thread, nogil).
+"""CPU kernels of the mst family: filter-Kruskal, Borůvka and the pipelined spiking Kruskal.
 
-Both compare edges by ``(w[e], e)``, so they return the same forest as a stable Kruskal.
+Filter-Kruskal and Borůvka run on one thread (nogil); the pipelined Kruskal runs its sort and
+union-find stages on two threads of one call. All compare edges by ``(w[e], e)``, so they
+return the same forest as a stable Kruskal.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import mst, spike
-from ._numba import njit
-from .spike import PREFETCH_AHEAD, find_root, ordered_union
+from ._atomic import atomic_cas, atomic_fetch_add, atomic_load, atomic_store, spin_pause
+from ._numba import get_num_threads, njit
+from .spike import (
+    PREFETCH_AHEAD,
+    _as_int_keys,
+    _typed_grid,
+    bucket_words_parallel,
+    find_root,
+    finish_buckets,
+    gather_endpoints_cpu,
+    gather_interleaved,
+    interleave,
+    ordered_union,
+    spike_sort_cpu,
+    step_sort_layout,
+    uses_step_sort,
+)
 
 #: Parts of at most this many edges are sorted and run through Kruskal's loop.
 FILTER_BASE = 2048
@@ -175,3 +195,103 @@ def boruvka_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int
     parent = np.arange(n, dtype=spike.vertex_dtype(n))
     return _boruvka(np.ascontiguousarray(u), np.ascontiguousarray(v), np.ascontiguousarray(w),
                     parent, np.ones_like(parent))
+
+
+@njit(nogil=True)
+def _hand_over(b, first, bucket_off, words, keys, order, offsets, low_bits, passes, digit_bits,
+               shift, id_bits, n_steps, uv, eu, ev):
+    # the sort stage's work for batch b: finish its buckets (ids in firing order, exact), then
+    # gather their endpoints, so union-find streams them
+    b0, b1 = first[b], first[b + 1]
+    finish_buckets(words, bucket_off, b0, b1, keys, order, offsets, low_bits, passes, digit_bits,
+                   shift, id_bits, True, n_steps)
+    gather_interleaved(uv, order, eu, ev, bucket_off[b0], bucket_off[b1])
+
+
+@njit(nogil=True, parallel=True)
+def _pipelined_step_kruskal(keys, u, v, lo, quantum, n_steps, float_grid, top_bits, passes,
+                            digit_bits, fine_bits, id_bits, n_chunks, n_batches, max_unions,
+                            parent, size):
+    """The bucket step sort and union-find as two stages on two threads, batches in order.
+
+    The sort is :func:`~fusekit.backends.cpu.spike._step_sort`'s; a batch is a run of whole
+    buckets. First, on every thread: pack the keys into words, interleave the endpoints, scatter the
+    words into buckets. Then ``prange(2)``: iteration 0 (the sort stage) claims batches in
+    order from a shared counter, finishes and gathers each, and sets its ready flag;
+    iteration 1 (union-find) waits for each batch's flag in turn and runs Kruskal's loop over
+    it; when a batch it needs is unclaimed it claims and finishes it itself, so the two
+    iterations can also run one after the other on one thread in either order. Union-find
+    raises a stop flag once it has ``max_unions`` edges; the sort stage then claims no more.
+    """
+    m = keys.shape[0]
+    low_bits = passes * digit_bits
+    shift = fine_bits + id_bits
+    packed, words, bucket_off, qerr = bucket_words_parallel(
+        keys, lo, quantum, n_steps, float_grid, top_bits, low_bits, fine_bits, id_bits, n_chunks)
+    uv = np.empty(2 * m, u.dtype)
+    for c in prange(n_chunks):
+        interleave(u, v, uv, m * c // n_chunks, m * (c + 1) // n_chunks)
+    order = packed  # reused: the packed words are no longer needed
+    offsets = np.empty(n_steps + 1, np.int64)
+    n_buckets = bucket_off.shape[0] - 1
+    first = np.searchsorted(bucket_off, np.arange(n_batches + 1) * m // n_batches)
+    first[0], first[n_batches] = 0, n_buckets
+    eu = np.empty(m, u.dtype)
+    ev = np.empty(m, v.dtype)
+    sync = np.zeros(2 + n_batches, np.int64)  # next batch to claim, stop flag, ready flags
+    accepted = np.zeros(m, np.bool_)
+    counters = np.zeros(5, np.int64)
+    for stage in prange(2):
+        if stage == 0:
+            while atomic_load(sync, 1) == 0:
+                b = atomic_fetch_add(sync, 0, 1)
+                if b >= n_batches:
+                    break
+                _hand_over(b, first, bucket_off, words, keys, order, offsets, low_bits, passes,
+                           digit_bits, shift, id_bits, n_steps, uv, eu, ev)
+                atomic_store(sync, 2 + b, 1)
+        else:
+            for b in range(n_batches):
+                while atomic_load(sync, 2 + b) == 0:
+                    if atomic_cas(sync, 0, b, b + 1) == b:  # unclaimed: finish it here
+                        _hand_over(b, first, bucket_off, words, keys, order, offsets, low_bits,
+                                   passes, digit_bits, shift, id_bits, n_steps, uv, eu, ev)
+                        atomic_store(sync, 2 + b, 1)
+                    else:
+                        spin_pause()
+                ordered_union(parent, size, eu, ev, eu, bucket_off[first[b]],
+                              bucket_off[first[b + 1]], max_unions, accepted, counters, True)
+                if counters[2] >= max_unions:
+                    atomic_store(sync, 1, 1)
+                    break
+    handed = min(atomic_load(sync, 0), n_batches)
+    # steps past the last finished batch did not fire: make offsets a nondecreasing array
+    for t in range(min(first[handed] << low_bits, n_steps), n_steps + 1):
+        offsets[t] = m
+    return order, offsets, accepted, counters, qerr, handed
+
+
+@register_kernel(mst.pipelined_kruskal_op, backend="cpu", arrays=["numpy"],
+                 dtypes=spike.VERTEX_DTYPES)
+def pipelined_kruskal_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int, lo: Any,
+                          quantum: Any, n_steps: int, max_unions: int, batches: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Two threads of one Numba call on bucket-step-sort grids, else the stages in turn."""
+    m = u.shape[0]
+    parent = np.arange(n, dtype=spike.vertex_dtype(n))
+    size = np.ones(n, dtype=parent.dtype)
+    u, v = np.ascontiguousarray(u), np.ascontiguousarray(v)
+    if m and uses_step_sort(m, n_steps) and get_num_threads() > 1:
+        k = _as_int_keys(np.ascontiguousarray(w), quantum)
+        lo_t, q_t = _typed_grid(k, lo, quantum)
+        order, offsets, acc, counters, qerr, handed = _pipelined_step_kruskal(
+            k, u, v, lo_t, q_t, n_steps, q_t.dtype.kind == "f",
+            *step_sort_layout(m, n_steps, True), get_num_threads(), min(batches, m), max_unions,
+            parent, size)
+        return order[acc], offsets, np.array([qerr]), counters, int(handed)
+    order, offsets, qerr = spike_sort_cpu(w, lo=lo, quantum=quantum, n_steps=n_steps, exact=True)
+    eu, ev = gather_endpoints_cpu(u, v, order)
+    accepted = np.zeros(m, dtype=np.bool_)
+    counters = np.zeros(5, np.int64)
+    ordered_union(parent, size, eu, ev, order, 0, m, max_unions, accepted, counters, True)
+    return order[accepted], offsets, qerr, counters, batches

@@ -443,6 +443,32 @@ def _step_sort_parallel(keys, lo, quantum, n_steps, exact, float_grid, top_bits,
     n = keys.shape[0]
     low_bits = passes * digit_bits
     shift = fine_bits + id_bits
+    packed, words, bucket_off, qerr = bucket_words_parallel(
+        keys, lo, quantum, n_steps, float_grid, top_bits, low_bits, fine_bits, id_bits, n_chunks)
+    order = packed
+    offsets = np.empty(n_steps + 1, np.int64)
+    n_buckets = bucket_off.shape[0] - 1
+    n_blocks = 4 * n_chunks
+    first = np.searchsorted(bucket_off, np.arange(n_blocks + 1) * n // n_blocks)
+    first[0], first[n_blocks] = 0, n_buckets
+    for k in prange(n_blocks):
+        finish_buckets(words, bucket_off, first[k], max(first[k + 1], first[k]), keys, order,
+                       offsets, low_bits, passes, digit_bits, shift, id_bits, exact, n_steps)
+    offsets[n_steps] = n
+    return order, offsets, qerr
+
+
+@njit(nogil=True, parallel=True)
+def bucket_words_parallel(keys, lo, quantum, n_steps, float_grid, top_bits, low_bits, fine_bits,
+                          id_bits, n_chunks):
+    """The bucket step sort's first two passes on ``n_chunks`` threads.
+
+    Packs the keys into words (:func:`pack_steps`) with one bucket histogram per chunk of
+    keys, then scatters the words stably into their buckets (chunk ``c``'s words of bucket
+    ``b`` after the earlier chunks' ones). Returns ``(packed, words, bucket_off, qerr)``:
+    bucket ``b`` is ``words[bucket_off[b]:bucket_off[b + 1]]``.
+    """
+    n = keys.shape[0]
     hist = np.zeros((n_chunks, 1 << top_bits), np.int64)
     qerrs = np.zeros(n_chunks)
     packed = np.empty(n, np.int64)
@@ -454,18 +480,8 @@ def _step_sort_parallel(keys, lo, quantum, n_steps, exact, float_grid, top_bits,
     words = np.empty(n, np.int64)
     for c in prange(n_chunks):
         scatter_words(packed, hist[c], words, n * c // n_chunks, n * (c + 1) // n_chunks,
-                      shift + low_bits)
-    order = packed
-    offsets = np.empty(n_steps + 1, np.int64)
-    n_buckets = hist.shape[1]
-    n_blocks = 4 * n_chunks
-    first = np.searchsorted(bucket_off, np.arange(n_blocks + 1) * n // n_blocks)
-    first[0], first[n_blocks] = 0, n_buckets
-    for k in prange(n_blocks):
-        finish_buckets(words, bucket_off, first[k], max(first[k + 1], first[k]), keys, order,
-                       offsets, low_bits, passes, digit_bits, shift, id_bits, exact, n_steps)
-    offsets[n_steps] = n
-    return order, offsets, qerrs.max()
+                      fine_bits + id_bits + low_bits)
+    return packed, words, bucket_off, qerrs.max()
 
 
 def step_sort_layout(n: int, n_steps: int, exact: bool) -> tuple[int, int, int, int, int]:

@@ -12,3 +12,5 @@ register_kernel(mst.filter_kruskal_op, backend="reference", arrays=["numpy"],
                 dtypes=spike.VERTEX_DTYPES)(_filter_kruskal_reference)
 register_kernel(mst.boruvka_op, backend="reference", arrays=["numpy"],
                 dtypes=spike.VERTEX_DTYPES)(mst.boruvka_reference)
+register_kernel(mst.pipelined_kruskal_op, backend="reference", arrays=["numpy"],
+                dtypes=spike.VERTEX_DTYPES)(mst.pipelined_kruskal_reference)
