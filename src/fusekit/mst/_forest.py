@@ -161,10 +161,11 @@ def choose_method(g: EdgeList, quantum: float | None = None) -> str:
     m = g.u.shape[0]
     if m == 0:
         return "spike-kruskal"
-    if g.w.dtype.kind == "f" and not math.isfinite(float(g.w.max()) - float(g.w.min())):
+    w_lo, w_hi = g.w_bounds if g.w_bounds is not None else (g.w.min().item(), g.w.max().item())
+    if g.w.dtype.kind == "f" and not math.isfinite(float(w_hi) - float(w_lo)):
         return "filter-kruskal"  # no spike-time grid spans a range that overflows float64
     if g.w.dtype.kind in "iu" and quantum is None:
-        steps = int(g.w.max()) - int(g.w.min()) + 1
+        steps = int(w_hi) - int(w_lo) + 1
         if steps <= AUTO_INT_STEPS_PER_EDGE * m:
             return "spike-kruskal"
     if m >= AUTO_FILTER_MIN_DEGREE * max(g.n, 1) / 2:

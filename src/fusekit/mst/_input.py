@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,8 @@ class EdgeList:
         w: Weights, shape ``(m,)``, the caller's integer or float dtype, finite.
         n: Number of vertices.
         nodes: For networkx input, the node of each vertex id; else ``None``.
+        w_bounds: ``(min(w), max(w))`` as found by the validation (``None`` when there are no
+            edges), so that later steps need not scan ``w`` again.
     """
 
     u: np.ndarray
@@ -29,6 +31,7 @@ class EdgeList:
     w: np.ndarray
     n: int
     nodes: list[Any] | None = None
+    w_bounds: tuple[Any, Any] | None = field(default=None, repr=False)
 
 
 _WEIGHT_KINDS = "iuf"
@@ -76,11 +79,17 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
             bad = lo if lo < 0 else hi
             raise InputError(f"{where}: vertex id {bad} is out of range [0, {n}); pass n larger "
                              "than the largest vertex id")
-        if w.dtype.kind == "f" and not np.isfinite(w).all():
+        # min and max propagate NaN and show infinities, with no boolean temporary
+        w_lo, w_hi = w.min(), w.max()
+        if w.dtype.kind == "f" and not (np.isfinite(w_lo) and np.isfinite(w_hi)):
             what = "NaN" if np.isnan(w).any() else "infinite"
             raise InputError(f"{where}: w holds {what} weights; drop or replace those edges "
                              "first")
-    return EdgeList(u.astype(vdt, copy=False), v.astype(vdt, copy=False), w, n)
+        bounds = (w_lo.item(), w_hi.item())
+    else:
+        bounds = None
+    return EdgeList(u.astype(vdt, copy=False), v.astype(vdt, copy=False), w, n,
+                    w_bounds=bounds)
 
 
 def from_scipy(matrix: Any) -> EdgeList:

@@ -195,7 +195,7 @@ def _is_int(dtype: str) -> bool:
 # ------------------------------------------------------------------------------ input checks
 
 
-def _check_keys(op: str, keys: Any) -> str:
+def _check_key_type(op: str, keys: Any) -> str:
     require_ndim(op, "keys", keys, 1, "(n,)")
     dtype = array_dtype(keys)
     if dtype not in KEY_DTYPES:
@@ -203,6 +203,11 @@ def _check_keys(op: str, keys: Any) -> str:
             f"{op}: keys has dtype {dtype}; supported are {', '.join(KEY_DTYPES)}; cast with "
             ".astype(np.float64) or .astype(np.int64)"
         )
+    return dtype
+
+
+def _check_keys(op: str, keys: Any) -> str:
+    dtype = _check_key_type(op, keys)
     if not _is_int(dtype) and keys.shape[0]:
         # min and max propagate NaN and show infinities without a temporary array
         lo, hi = float(keys.min()), float(keys.max())
@@ -359,6 +364,8 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
     if keys.shape[0] == 0:
         return 0, 1, 0
     lo, hi = keys.min(), keys.max()
+    if not _is_int(dtype) and not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        require_finite(op, "keys", keys)  # NaN or infinite keys: say which, and where
     if origin is not None:
         if float(origin) > float(lo):
             raise InputError(f"{op}: origin {origin} must not exceed the smallest key {lo}")
@@ -448,7 +455,7 @@ def spike_sort(keys: Any, quantum: float | None = None, *, exact: bool = True,
         A :class:`SpikeSortResult`: ``order`` (int64), ``step_offsets`` per time step, the
         time grid and the spiking model's :class:`SpikeStats`.
     """
-    _check_keys("spike_sort", keys)
+    _check_key_type("spike_sort", keys)  # time_grid checks the values
     lo, q, n_steps = time_grid(keys, quantum, origin)
     order, offsets, qerr = spike_sort_op.run(
         (keys,), {"lo": lo, "quantum": q, "n_steps": n_steps, "exact": bool(exact)}, backend)
@@ -485,7 +492,7 @@ def spike_sort_edges(w: Any, u: Any, v: Any, quantum: float | None = None, *,
         ``(result, u[result.order], v[result.order])``: the :class:`SpikeSortResult` of
         ``spike_sort(w, quantum, exact=exact)`` and the endpoints in firing order.
     """
-    _check_keys("spike_sort_edges", w)
+    _check_key_type("spike_sort_edges", w)  # time_grid checks the values
     lo, q, n_steps = time_grid(w, quantum, op="spike_sort_edges")
     order, offsets, qerr, su, sv = spike_sort_edges_op.run(
         (w, u, v), {"lo": lo, "quantum": q, "n_steps": n_steps, "exact": bool(exact)}, backend)
@@ -527,7 +534,7 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
         A :class:`SpikeSortResult` with ``step_offsets=None``; ``stats.time_steps`` sums
         ``2**radix_bits`` over the passes and ``max_spikes_per_step`` is the largest over them.
     """
-    _check_keys("spike_radix_sort", keys)
+    _check_key_type("spike_radix_sort", keys)  # time_grid checks the values
     if not 1 <= int(radix_bits) <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
     lo, q, n_levels = time_grid(keys, quantum, op="spike_radix_sort")
