@@ -30,6 +30,7 @@ from ..ops.ion_channel import exp as exp
 from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import network_simulate_torch as network_simulate_torch
 from ._autograd import params_tensor as params_tensor
 from ._autograd import simulate as simulate
 from ._autograd import simulate_torch as simulate_torch
@@ -121,6 +122,7 @@ __all__ = [
     "simulate",
     "simulate_nir",
     "simulate_torch",
+    "network_simulate_torch",
     "sqrt",
     "to_nir",
     "trace_loss",

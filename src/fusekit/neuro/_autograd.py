@@ -15,6 +15,7 @@ full-history oracle that the checkpointed gradient is tested against.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -287,3 +288,147 @@ def simulate_torch(
     v_record = torch.stack(rows) if rows else v.new_empty((0, n))
     spike_times = torch.stack(times) if times else v.new_empty((0, n))
     return IonSimulation(v, S, v_record, count, spike_times)
+
+
+def network_simulate_torch(
+    channels: ChannelSet | Sequence[type[Channel]],
+    v0: Any,
+    states0: Any,
+    params: Any,
+    i_ext: Any,
+    g_syn0: Any,
+    indptr: Any,
+    indices: Any,
+    weights: Any,
+    *,
+    dt: float,
+    n_steps: int,
+    delay_steps: int,
+    tau_syn: float = 5.0,
+    e_syn: float = 0.0,
+    record_every: int = 0,
+    spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+    surrogate: Any = None,
+) -> Any:
+    """Differentiable :func:`fusekit.ops.network_simulate`: gradients w.r.t. synaptic weights.
+
+    The same scheme as the op's reference (conductance synapses in CSR form, delays, the ion
+    step), as torch tensor expressions with one Python iteration per step, so autograd reaches
+    ``weights``, ``params``, ``i_ext``, ``v0``, ``states0`` and ``g_syn0``. A spike is
+    discrete: forward it is the threshold crossing, exactly as in the op; backward its
+    derivative with respect to the new potential is the ``surrogate``'s (default
+    :class:`~fusekit.neuro.SuperSpike` with slope 1/mV), so gradients flow through spikes to
+    the weights that caused them (surrogate gradients, as for :class:`HHLayer`). Gradients
+    that pass through no spike are exact. Memory grows with ``n_steps`` (autograd keeps every
+    step).
+
+    Example:
+        >>> import torch
+        >>> from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch
+        >>> hh, f64 = ChannelSet(HH_CHANNELS), torch.float64
+        >>> n = 2  # neuron 0 drives neuron 1
+        >>> w = torch.tensor([0.05], dtype=f64, requires_grad=True)
+        >>> out = network_simulate_torch(
+        ...     hh, torch.full((n,), -65.0, dtype=f64), torch.tensor(hh.initial_states(n)),
+        ...     torch.tensor(hh.default_params(n)), torch.tensor([10.0, 0.0], dtype=f64),
+        ...     torch.zeros(n, dtype=f64), torch.tensor([0, 1, 1]), torch.tensor([1]), w,
+        ...     dt=0.025, n_steps=800, delay_steps=40, record_every=1)
+        >>> out.v_record[:, 1].mean().backward()  # d(mean v of neuron 1) / d(weight)
+        >>> bool(w.grad > 0)
+        True
+
+    Args:
+        channels: As for :func:`fusekit.ops.network_simulate`.
+        v0: Initial potentials, mV, ``(n,)``, a torch tensor (float32 or float64).
+        states0: ``(n_states, n)``, torch.
+        params: ``(n_params, n)``, torch.
+        i_ext: uA/cm^2, ``(n,)`` or ``(n_steps, n)``, torch.
+        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)``, torch.
+        indptr: CSR row pointers over presynaptic neurons, ``(n + 1,)``, integers.
+        indices: Postsynaptic neuron of every synapse, ``(nnz,)``, integers.
+        weights: Conductance jump per spike, mS/cm^2, ``(nnz,)``, a torch tensor of ``v0``'s
+            dtype (may require grad).
+        dt: ms.
+        n_steps: Steps.
+        delay_steps: Synaptic delay in steps, at least 1.
+        tau_syn: Synaptic decay time constant, ms.
+        e_syn: Synaptic reversal potential, mV.
+        record_every: Record ``v`` every this many steps (0: none).
+        spike_threshold: mV.
+        max_spikes: Spike times kept per neuron.
+        surrogate: Callable ``x -> spike`` for ``x = v_new - threshold`` (Heaviside forward);
+            default ``SuperSpike(1.0)``.
+
+    Returns:
+        :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
+        ``g_syn``, ``v_record``, ``spike_count``, ``spike_times``).
+    """
+    import torch
+
+    from ..ops.ion import NetworkSimulation
+    from ..ops.ion_channel import gates_and_conductances
+
+    for name, t in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext),
+                    ("g_syn0", g_syn0), ("weights", weights)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"network_simulate_torch: {name} must be a torch tensor, got "
+                             f"{type(t).__name__}; the op fusekit.ops.network_simulate takes "
+                             "NumPy arrays")
+    cs = channel_set(channels)
+    n = v0.shape[0]
+    indptr = torch.as_tensor(indptr, dtype=torch.int64, device=v0.device)
+    indices = torch.as_tensor(indices, dtype=torch.int64, device=v0.device)
+    if indptr.shape != (n + 1,) or indices.shape != weights.shape or weights.ndim != 1:
+        raise InputError(f"network_simulate_torch: indptr must be ({n + 1},) and indices and "
+                         f"weights one (nnz,) shape, got {tuple(indptr.shape)}, "
+                         f"{tuple(indices.shape)} and {tuple(weights.shape)}")
+    if int(indptr[-1]) != weights.shape[0] or (indices.numel() and (
+            int(indices.min()) < 0 or int(indices.max()) >= n)):
+        raise InputError(f"network_simulate_torch: indptr[-1] must equal the {weights.shape[0]} "
+                         f"synapses and indices lie in [0, {n})")
+    if weights.dtype != v0.dtype:
+        raise InputError(f"network_simulate_torch: weights must have v0's dtype {v0.dtype}, got "
+                         f"{weights.dtype}")
+    if delay_steps < 1:
+        raise InputError(f"network_simulate_torch: delay_steps must be >= 1, got {delay_steps}")
+    if surrogate is None:
+        from ._layers import SuperSpike
+        surrogate = SuperSpike(1.0)
+    pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
+
+    def as_tensor(x: Any) -> Any:  # channel functions may return constants
+        return torch.as_tensor(x, dtype=v0.dtype, device=v0.device)
+
+    v, S, P, g_syn = v0, states0, params, g_syn0
+    zeros = torch.zeros_like(v0)
+    ring = [zeros] * delay_steps  # ring[k % delay_steps]: arrivals at the start of step k
+    decay = math.exp(-dt / tau_syn)
+    rows = []
+    count = torch.zeros(n, dtype=torch.int64, device=v0.device)
+    times = [torch.full((n,), float("nan"), dtype=v0.dtype, device=v0.device)
+             for _ in range(max_spikes)]
+    for step in range(n_steps):
+        slot = step % delay_steps
+        g_syn = g_syn * decay + ring[slot]
+        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
+                                                stack=torch.stack, convert=as_tensor)
+        i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
+        k_ = dt / P[0]
+        v_new = (v + k_ * (g_syn * e_syn + ge_ch + i_inj)) / (1.0 + k_ * (g_syn + g_ch))
+        crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
+        # forward exactly the crossing; backward the surrogate's derivative in v_new
+        spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
+        if max_spikes and bool(crossed.any()):
+            for s_ in range(max_spikes):
+                times[s_] = torch.where(crossed & (count == s_), t_cross, times[s_])
+        # arrives at the start of step + delay_steps, whose slot is this step's (every step,
+        # so that the surrogate reaches neurons near threshold that did not fire)
+        ring[slot] = zeros.index_add(0, indices, weights * spikes[pre])
+        count = count + crossed.to(torch.int64)
+        v = v_new
+        if record_every and (step + 1) % record_every == 0:
+            rows.append(v)
+    v_record = torch.stack(rows) if rows else v.new_empty((0, n))
+    spike_times = torch.stack(times) if times else v.new_empty((0, n))
+    return NetworkSimulation(v, S, g_syn, v_record, count, spike_times)
