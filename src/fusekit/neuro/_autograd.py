@@ -319,9 +319,11 @@ def network_simulate_torch(
     discrete: forward it is the threshold crossing, exactly as in the op; backward its
     derivative with respect to the new potential is the ``surrogate``'s (default
     :class:`~fusekit.neuro.SuperSpike` with slope 1/mV), so gradients flow through spikes to
-    the weights that caused them (surrogate gradients, as for :class:`HHLayer`). Gradients
-    that pass through no spike are exact. Memory grows with ``n_steps`` (autograd keeps every
-    step).
+    the weights that caused them (surrogate gradients, as for :class:`HHLayer`). The
+    surrogate acts at every step of every neuron with outgoing synapses, firing or not (how
+    a silent neuron learns to fire); gradients are exact where the path from the loss to a
+    parameter passes through no such neuron's spike output (e.g. the weights onto neurons
+    without outgoing synapses). Memory grows with ``n_steps`` (autograd keeps every step).
 
     Example:
         >>> import torch
