@@ -397,3 +397,16 @@ def test_integer_keys_wider_than_the_step_limit_still_sort(rng, backend, span):
 def test_float_keys_whose_range_overflows_are_rejected():
     with pytest.raises(fusekit.InputError, match="wider than float64 can hold"):
         fusekit.ops.spike_sort(np.array([-1.7e308, 1.7e308]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(-2**63, 2**63 - 1), max_size=20),
+       dtype=st.sampled_from([np.int8, np.int32, np.int64, np.uint8, np.uint32]),
+       n=st.integers(0, 300), step=st.integers(1, 3))
+def test_one_pass_id_range_check_equals_min_and_max(values, dtype, n, step):
+    from fusekit.ops._common import ids_in_range
+
+    info = np.iinfo(dtype)
+    a = np.array([min(max(x, info.min), info.max) for x in values], dtype=dtype)[::step]
+    expected = a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < n)
+    assert ids_in_range(a, n) == expected

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..ops._common import ids_in_range
 
 
 @dataclass
@@ -74,8 +75,8 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
     vdt = np.int32 if n < 2**31 else np.int64
     m = u.shape[0]
     if m:
-        lo, hi = min(int(u.min()), int(v.min())), max(int(u.max()), int(v.max()))
-        if lo < 0 or hi >= n:
+        if not (ids_in_range(u, n) and ids_in_range(v, n)):  # one pass each; then say which
+            lo, hi = min(int(u.min()), int(v.min())), max(int(u.max()), int(v.max()))
             bad = lo if lo < 0 else hi
             raise InputError(f"{where}: vertex id {bad} is out of range [0, {n}); pass n larger "
                              "than the largest vertex id")

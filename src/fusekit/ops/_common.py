@@ -12,6 +12,20 @@ from .._registry import array_dtype
 FLOAT_DTYPES = frozenset({"float32", "float64", "bfloat16"})
 
 
+def ids_in_range(a: Any, n: int) -> bool:
+    """Whether every value of the integer array ``a`` lies in ``[0, n)``, in one pass.
+
+    A signed array is read as unsigned (a negative value becomes one above ``2**31`` or
+    ``2**63``), so its largest value alone decides: one reduction instead of a min and a max.
+    Arrays of other libraries than NumPy and CuPy take the two reductions.
+    """
+    if a.shape[0] == 0:
+        return True
+    if type(a).__module__.split(".", 1)[0] in ("numpy", "cupy") and a.dtype.kind == "i":
+        return int(a.view(a.dtype.str.replace("i", "u")).max()) < n
+    return int(a.min()) >= 0 and int(a.max()) < n
+
+
 def require_ndim(op: str, name: str, a: Any, ndim: int, layout: str) -> None:
     """Raise unless ``a`` has exactly ``ndim`` dimensions (``layout`` names them)."""
     if a.ndim != ndim:

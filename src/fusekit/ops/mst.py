@@ -14,7 +14,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_ndim
+from ._common import ids_in_range, require_ndim
 from .spike import (
     KEY_DTYPES,
     VERTEX_DTYPES,
@@ -43,8 +43,7 @@ def _check_forest(u: Any, v: Any, w: Any, *, n: int, max_unions: int = 0,
     if array_dtype(w) not in KEY_DTYPES:
         raise InputError(f"{op}: w must have one of {', '.join(KEY_DTYPES)}, got "
                          f"{array_dtype(w)}")
-    if u.shape[0] and (int(u.min()) < 0 or int(v.min()) < 0 or int(u.max()) >= n
-                       or int(v.max()) >= n):
+    if not (ids_in_range(u, n) and ids_in_range(v, n)):
         raise InputError(f"{op}: vertex ids must lie in [0, {n})")
     return dtype
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_finite, require_ndim
+from ._common import ids_in_range, require_finite, require_ndim
 
 __all__ = [
     "INT_KEY_DTYPES",
@@ -232,7 +232,7 @@ def _require_parent(op: str, parent: Any) -> None:
         raise InputError(f"{op}: parent must be int32 or int64, got {array_dtype(parent)}")
     n = parent.shape[0]
     # kernels follow parent pointers unchecked: every pointer must stay inside the array
-    if n and (int(parent.min()) < 0 or int(parent.max()) >= n):
+    if n and not ids_in_range(parent, n):
         raise InputError(f"{op}: parent pointers must lie in [0, {n}); start from "
                          "np.arange(n) and change parent only through the union-find ops")
 
@@ -256,13 +256,12 @@ def _check_union(parent: Any, size: Any, u: Any, v: Any, order: Any, *, max_unio
                          f"got {dtype} and {array_dtype(v)}")
     # Kernels do not bounds-check: every vertex and edge id must be valid (values checked).
     n, m = parent.shape[0], u.shape[0]
-    if u.shape[0] and (int(u.min()) < 0 or int(u.max()) >= n or int(v.min()) < 0
-                       or int(v.max()) >= n):
+    if not (ids_in_range(u, n) and ids_in_range(v, n)):
         raise InputError(f"{op}: vertex ids in u and v must lie in [0, {n}), the length of parent")
     if all_edges and order.shape[0]:
         raise InputError(f"{op}: with all_edges, order must be empty (every edge is processed "
                          f"in index order), got {order.shape[0]} ids")
-    if order.shape[0] and (int(order.min()) < 0 or int(order.max()) >= m):
+    if not ids_in_range(order, m):
         raise InputError(f"{op}: edge ids in order must lie in [0, {m}), the length of u")
     return dtype
 
@@ -275,7 +274,7 @@ def _check_find(parent: Any, x: Any) -> str:
     if dtype not in VERTEX_DTYPES:
         raise InputError(f"{op}: x must be one of {', '.join(VERTEX_DTYPES)}, got {dtype}")
     n = parent.shape[0]
-    if x.shape[0] and (int(x.min()) < 0 or int(x.max()) >= n):
+    if not ids_in_range(x, n):
         raise InputError(f"{op}: vertex ids in x must lie in [0, {n})")
     return dtype
 
@@ -292,7 +291,7 @@ def _check_gather(u: Any, v: Any, order: Any) -> str:
     if array_dtype(order) != "int64":
         raise InputError(f"{op}: order must be int64, got {array_dtype(order)}")
     m = u.shape[0]
-    if order.shape[0] and (int(order.min()) < 0 or int(order.max()) >= m):
+    if not ids_in_range(order, m):
         raise InputError(f"{op}: edge ids in order must lie in [0, {m}), the length of u")
     return dtype
 
