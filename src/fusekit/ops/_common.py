@@ -22,6 +22,10 @@ def ids_in_range(a: Any, n: int) -> bool:
     if a.shape[0] == 0:
         return True
     if type(a).__module__.split(".", 1)[0] in ("numpy", "cupy") and a.dtype.kind == "i":
+        top = (1 << (8 * a.dtype.itemsize - 1)) - 1  # the dtype's largest value
+        if n > top:  # every value is below n: only a negative one is out of range
+            return int(a.min()) >= 0
+        # a negative value, read as unsigned, is above top, so above n - 1
         return int(a.view(a.dtype.str.replace("i", "u")).max()) < n
     return int(a.min()) >= 0 and int(a.max()) < n
 
