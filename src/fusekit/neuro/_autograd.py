@@ -236,6 +236,44 @@ def _forward_mode_function() -> Any:
     return ForwardModeSimulate
 
 
+class _Recorder:
+    """A torch simulation's spike counts, spike times and recorded ``v``, step by step.
+
+    Keeps the first ``max_spikes`` spike times per neuron and every ``record_every``-th
+    potential; shared by :func:`simulate_torch` and :func:`network_simulate_torch`.
+    """
+
+    def __init__(self, v0: Any, max_spikes: int, record_every: int) -> None:
+        import torch
+
+        n = v0.shape[0]
+        self.n, self.record_every, self.rows = n, record_every, []
+        self.count = torch.zeros(n, dtype=torch.int64, device=v0.device)
+        self.times = [torch.full((n,), float("nan"), dtype=v0.dtype, device=v0.device)
+                      for _ in range(max_spikes)]
+
+    def step(self, v: Any, v_new: Any, threshold: float, step: int, dt: float) -> None:
+        """Record step ``step``, in which the potential went from ``v`` to ``v_new``."""
+        import torch
+
+        crossed, t_cross = spike_crossing(v, v_new, threshold, step, dt)
+        if self.times and bool(crossed.any()):
+            for slot in range(len(self.times)):
+                self.times[slot] = torch.where(crossed & (self.count == slot), t_cross,
+                                               self.times[slot])
+        self.count = self.count + crossed.to(torch.int64)
+        if self.record_every and (step + 1) % self.record_every == 0:
+            self.rows.append(v_new)
+
+    def result(self, v: Any) -> tuple[Any, Any, Any]:
+        """``(v_record, spike_count, spike_times)``."""
+        import torch
+
+        v_record = torch.stack(self.rows) if self.rows else v.new_empty((0, self.n))
+        spike_times = torch.stack(self.times) if self.times else v.new_empty((0, self.n))
+        return v_record, self.count, spike_times
+
+
 def simulate_torch(
     channels: ChannelSet | Sequence[type[Channel]],
     v0: Any,
@@ -266,27 +304,14 @@ def simulate_torch(
         ...                      dt=0.025, n_steps=400, max_spikes=1)
         >>> out.spike_times[0, 0].backward()  # d(first spike time) / d(params)
     """
-    import torch
-
     cs = channel_set(channels)
     v, S, P = v0, states0, params
-    n = v.shape[0]
-    rows = []
-    count = torch.zeros(n, dtype=torch.int64, device=v.device)
-    times = [torch.full((n,), float("nan"), dtype=v.dtype, device=v.device)
-             for _ in range(max_spikes)]
+    rec = _Recorder(v0, max_spikes, record_every)
     for step in range(n_steps):
         v_new, S = torch_step(cs, v, S, P, i_ext if i_ext.ndim == 1 else i_ext[step], dt)
-        crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
-        if max_spikes and bool(crossed.any()):
-            for slot in range(max_spikes):
-                times[slot] = torch.where(crossed & (count == slot), t_cross, times[slot])
-        count = count + crossed.to(torch.int64)
+        rec.step(v, v_new, spike_threshold, step, dt)
         v = v_new
-        if record_every and (step + 1) % record_every == 0:
-            rows.append(v)
-    v_record = torch.stack(rows) if rows else v.new_empty((0, n))
-    spike_times = torch.stack(times) if times else v.new_empty((0, n))
+    v_record, count, spike_times = rec.result(v)
     return IonSimulation(v, S, v_record, count, spike_times)
 
 
@@ -406,10 +431,7 @@ def network_simulate_torch(
     zeros = torch.zeros_like(v0)
     ring = [zeros] * delay_steps  # ring[k % delay_steps]: arrivals at the start of step k
     decay = math.exp(-dt / tau_syn)
-    rows = []
-    count = torch.zeros(n, dtype=torch.int64, device=v0.device)
-    times = [torch.full((n,), float("nan"), dtype=v0.dtype, device=v0.device)
-             for _ in range(max_spikes)]
+    rec = _Recorder(v0, max_spikes, record_every)
     for step in range(n_steps):
         slot = step % delay_steps
         g_syn = g_syn * decay + ring[slot]
@@ -418,19 +440,12 @@ def network_simulate_torch(
         i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
         k_ = dt / P[0]
         v_new = (v + k_ * (g_syn * e_syn + ge_ch + i_inj)) / (1.0 + k_ * (g_syn + g_ch))
-        crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
+        rec.step(v, v_new, spike_threshold, step, dt)
         # forward exactly the crossing; backward the surrogate's derivative in v_new
         spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
-        if max_spikes and bool(crossed.any()):
-            for s_ in range(max_spikes):
-                times[s_] = torch.where(crossed & (count == s_), t_cross, times[s_])
         # arrives at the start of step + delay_steps, whose slot is this step's (every step,
         # so that the surrogate reaches neurons near threshold that did not fire)
         ring[slot] = zeros.index_add(0, indices, weights * spikes[pre])
-        count = count + crossed.to(torch.int64)
         v = v_new
-        if record_every and (step + 1) % record_every == 0:
-            rows.append(v)
-    v_record = torch.stack(rows) if rows else v.new_empty((0, n))
-    spike_times = torch.stack(times) if times else v.new_empty((0, n))
+    v_record, count, spike_times = rec.result(v)
     return NetworkSimulation(v, S, g_syn, v_record, count, spike_times)
