@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -34,20 +35,41 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
 
     Returns:
         ``(2, n_comp)`` float64: row 0 ``a_(i, parent)``, row 1 ``a_(parent, i)``, mS/cm^2;
-        broadcast it to ``(2, n_cells, n_comp)`` for a population.
+        broadcast it to ``(2, n_cells, n_comp)`` for a population. Where ``length``, ``diam``
+        or ``r_axial`` is a torch tensor, the result is a float64 tensor differentiable with
+        respect to them (fit diameters or ``r_axial`` through a differentiable
+        :func:`fusekit.ops.cable_simulate`).
     """
     parent = np.asarray(parent)
-    length_cm = np.asarray(length, dtype=np.float64) * 1e-4
-    radius_cm = np.asarray(diam, dtype=np.float64) * 0.5e-4
+    if any(type(x).__module__.startswith("torch") for x in (length, diam, r_axial)):
+        import torch
+
+        as64 = functools.partial(torch.as_tensor, dtype=torch.float64)
+        length, diam, r_axial = as64(length), as64(diam), as64(r_axial)
+        zero = torch.zeros_like(length[:1])
+        cat, stack = torch.cat, torch.stack
+    else:
+        length = np.asarray(length, dtype=np.float64)
+        diam = np.asarray(diam, dtype=np.float64)
+        zero = np.zeros(1)
+        cat, stack = np.concatenate, np.stack
+    for name, x in (("length", length), ("diam", diam)):
+        if tuple(x.shape) != parent.shape:
+            raise InputError(f"cable_coupling: {name} must have parent's shape {parent.shape} "
+                             f"(one value per compartment, um), got {tuple(x.shape)}")
+        if not bool(((x > 0) & (x < float("inf"))).all()):
+            raise InputError(f"cable_coupling: every {name} must be positive and finite (um); "
+                             "a compartment needs an area and a cross-section")
+    if not float(r_axial) > 0:
+        raise InputError(f"cable_coupling: r_axial must be positive (Ohm cm), got {r_axial!r}")
+    length_cm = length * 1e-4
+    radius_cm = diam * 0.5e-4
     area = np.pi * 2 * radius_cm * length_cm  # cm^2
     half_r = r_axial * (length_cm / 2) / (np.pi * radius_cm**2)  # Ohm
-    out = np.zeros((2, parent.shape[0]))
-    for i in range(1, parent.shape[0]):
-        p = parent[i]
-        g_ms = 1e3 / (half_r[i] + half_r[p])  # S -> mS
-        out[0, i] = g_ms / area[i]
-        out[1, i] = g_ms / area[p]
-    return out
+    p = np.asarray(parent[1:], dtype=np.int64)
+    g_ms = 1e3 / (half_r[1:] + half_r[p])  # S -> mS, between every compartment and its parent
+    rows = [cat([zero, g_ms / area[1:]]), cat([zero, g_ms / area[p]])]
+    return stack(rows)
 
 
 @dataclass(frozen=True)

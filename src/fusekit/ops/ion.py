@@ -46,6 +46,7 @@ __all__ = [
     "NetworkSimulation",
     "cable_simulate",
     "cable_simulate_reference",
+    "cable_torch_step",
     "hines_solve",
     "hines_solve_reference",
     "ion_simulate",
@@ -384,12 +385,56 @@ def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any)
     return dtype
 
 
+def _hines_solve_fake(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any,
+                      backend: str | None = None) -> Any:
+    return rhs.new_empty(rhs.shape)
+
+
+def _hines_solve_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    parent, diag, upper, lower, _rhs, *rest = inputs
+    ctx.backend = rest[0] if rest else None
+    ctx.save_for_backward(parent, diag, upper, lower, output)
+
+
+def _hines_solve_backward(ctx: Any, g_x: Any) -> tuple[Any, ...]:
+    # x = A^-1 b: g_b = A^-T g_x (the same tree with upper and lower swapped) and
+    # g_A[j, k] = -g_b[j] x[k] on the entries A has: diag (j = k = i), upper (j = parent[i],
+    # k = i) and lower (j = i, k = parent[i]); node 0 has no off-diagonal entries.
+    parent, diag, upper, lower, x = ctx.saved_tensors
+    g_b = hines_solve(parent, diag, lower, upper, g_x.contiguous(), backend=ctx.backend)
+    up = parent.clamp(min=0)
+    off = (parent >= 0).to(x.dtype)
+    g_diag = -g_b * x
+    g_upper = -g_b[..., up] * x * off
+    g_lower = -g_b * x[..., up] * off
+    needs = ctx.needs_input_grad
+    return (None, g_diag if needs[1] else None, g_upper if needs[2] else None,
+            g_lower if needs[3] else None, g_b if needs[4] else None, None)
+
+
 hines_solve_op = Op(
     name="hines_solve",
     family="ion",
     array_args=("parent", "diag", "upper", "lower", "rhs"),
     check=_check_hines_solve,
+    torch=TorchBridge(
+        schema="(Tensor parent, Tensor diag, Tensor upper, Tensor lower, Tensor rhs, "
+        "str? backend=None) -> Tensor",
+        fake=_hines_solve_fake,
+        setup_context=_hines_solve_setup,
+        backward=_hines_solve_backward,
+        bf16_outputs=False,
+    ),
 )
+
+
+def _as_index_tensor(parent: Any, like: Any) -> Any:
+    """``parent`` as an int64 tensor on ``like``'s device (NumPy index arrays are accepted)."""
+    import torch
+
+    if is_tensor(parent):
+        return parent
+    return torch.as_tensor(np.asarray(parent, dtype=np.int64), device=like.device)
 
 
 def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
@@ -422,8 +467,13 @@ def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
         backend: As for every op.
 
     Returns:
-        ``x`` with ``rhs``'s shape and dtype.
+        ``x`` with ``rhs``'s shape and dtype. For torch tensors (``parent`` may stay a NumPy
+        array) it is differentiable with respect to ``diag``, ``upper``, ``lower`` and
+        ``rhs``; the backward solves the transposed tree system, ``O(n_nodes)`` as well.
     """
+    if is_tensor(rhs):
+        return torch_call("hines_solve", {"parent": _as_index_tensor(parent, rhs), "diag": diag,
+                                          "upper": upper, "lower": lower, "rhs": rhs}, backend)
     return hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
 
 
@@ -498,12 +548,118 @@ def _check_cable_simulate(
     return dtype
 
 
+def _cable_simulate_torch(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
+    channels: str, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, checkpoint_every: int = 0,
+    backend: str | None = None,
+) -> tuple[Any, ...]:
+    # The torch form: the kernel in segments, returning the checkpoints for the backward too.
+    from .._arrays import common_kind, to_native
+
+    kw = {"channels": channels, "dt": dt, "n_steps": n_steps, "record_every": record_every,
+          "spike_threshold": spike_threshold, "max_spikes": max_spikes}
+    check_checkpoint_every(checkpoint_every)
+    _check_cable_simulate(v0, states0, params, i_ext, parent, coupling, **kw)
+    kind = common_kind(("v0", "coupling"), (v0, coupling))
+    tree = (to_native(parent, kind), to_native(coupling, kind))
+
+    def run(arrays: tuple[Any, ...], params_: dict[str, Any], backend_: str | None) -> Any:
+        return cable_simulate_op.run((*arrays, *tree), params_, backend_)
+
+    return checkpointed_forward(run, v0, states0, params, i_ext, **kw,
+                                checkpoint_every=checkpoint_every, backend=backend)
+
+
+def _cable_simulate_fake(
+    v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
+    channels: str, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, checkpoint_every: int = 0,
+    backend: str | None = None,
+) -> tuple[Any, ...]:
+    import torch
+
+    n_cells, n_comp = v0.shape
+    n_states = states0.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    n_seg = -(-n_steps // segment_length(n_steps, checkpoint_every, record_every))
+    return (v0.new_empty((n_cells, n_comp)), states0.new_empty((n_states, n_cells, n_comp)),
+            v0.new_empty((n_rec, n_cells, n_comp)),
+            v0.new_empty((n_cells,), dtype=torch.int64), v0.new_empty((max_spikes, n_cells)),
+            v0.new_empty((n_seg, 1 + n_states, n_cells, n_comp)),
+            v0.new_empty((n_seg, n_cells), dtype=torch.int64))
+
+
+def _cable_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    _, _, params, i_ext, parent, coupling, *rest = inputs
+    ctx.kw = dict(zip(_ION_TORCH_PARAMS, rest, strict=False))
+    ctx.save_for_backward(params, i_ext, parent, coupling, output[5], output[6])
+    ctx.mark_non_differentiable(output[3], output[5], output[6])
+
+
+def _cable_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
+    # The torch recompute of each segment (no compiled cable adjoint yet), with the tree
+    # solve differentiated by hines_solve's own backward.
+    params, i_ext, parent, coupling, checkpoints, counts_at = ctx.saved_tensors
+    kw = {"record_every": 0, "spike_threshold": 0.0, "max_spikes": 0, "checkpoint_every": 0,
+          **ctx.kw}
+    kw.pop("backend", None)
+    cs = channel_set(kw["channels"])
+    dt = kw["dt"]
+
+    def step(v: Any, S: Any, P: Any, i_inj: Any, cpl: Any) -> tuple[Any, Any]:
+        return cable_torch_step(cs, parent, v, S, P, i_inj, cpl, dt)
+
+    needs = ctx.needs_input_grad
+    g_v, g_S, g_P, g_I, g_c = checkpointed_backward(
+        grads[:5], checkpoints, counts_at, params, i_ext, **kw,
+        needs=(*needs[:4], needs[5]), step=step, extra=(coupling,), probe=lambda v: v[:, 0])
+    return (g_v, g_S, g_P, g_I, None, g_c, *(None,) * (len(needs) - 6))
+
+
+def cable_torch_step(cs: ChannelSet, parent: Any, v: Any, S: Any, P: Any, i_inj: Any,
+                     coupling: Any, dt: float) -> tuple[Any, Any]:
+    """One step of ``cable_simulate``'s scheme on torch tensors: ``(v_new, states_new)``.
+
+    The gates and conductances of every compartment as in :func:`~fusekit.ops.ion_grad.
+    torch_step`, then the backward-Euler voltage equation with the axial currents, solved by
+    the differentiable :func:`hines_solve`. Shapes as in :func:`cable_simulate`: ``v``
+    ``(n_cells, n_comp)``, ``S`` and ``P`` with a leading row axis, ``coupling``
+    ``(2, n_cells, n_comp)``; ``parent`` an int64 tensor.
+    """
+    import torch
+
+    def as_tensor(x: Any) -> Any:  # channel functions may return constants
+        return torch.as_tensor(x, dtype=v.dtype, device=v.device)
+
+    S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
+                                              stack=torch.stack, convert=as_tensor)
+    to_parent, from_child = coupling[0], coupling[1]
+    # Each compartment's axial conductance: to its parent, plus from each of its children.
+    axial = torch.cat([torch.zeros_like(to_parent[:, :1]), to_parent[:, 1:]], dim=1)
+    axial = axial.index_add(1, parent[1:], from_child[:, 1:])
+    c_dt = P[0] / dt
+    v_new = hines_solve(parent, c_dt + g_sum + axial, -from_child, -to_parent,
+                        c_dt * v + ge_sum + i_inj)
+    return v_new, S
+
+
 cable_simulate_op = Op(
     name="cable_simulate",
     family="ion",
     array_args=("v0", "states0", "params", "i_ext", "parent", "coupling"),
     params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
     check=_check_cable_simulate,
+    torch=TorchBridge(
+        schema="(Tensor v0, Tensor states0, Tensor params, Tensor i_ext, Tensor parent, "
+        "Tensor coupling, str channels, float dt, int n_steps, int record_every=0, "
+        "float spike_threshold=0.0, int max_spikes=0, int checkpoint_every=0, "
+        "str? backend=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        fake=_cable_simulate_fake,
+        setup_context=_cable_simulate_setup,
+        backward=_cable_simulate_backward,
+        impl=_cable_simulate_torch,
+    ),
 )
 
 
@@ -511,7 +667,7 @@ def cable_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
     channels: ChannelSet | Sequence[type[Channel]] | str, dt: float, n_steps: int,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
-    backend: str | None = None,
+    checkpoint_every: int = 0, backend: str | None = None,
 ) -> IonSimulation:
     """Simulate ``n_cells`` multi-compartment cells that share one morphology.
 
@@ -536,14 +692,33 @@ def cable_simulate(
         record_every: Record every compartment's ``v`` every this many steps (0: none).
         spike_threshold: mV, detected in compartment 0 (the soma).
         max_spikes: Spike times kept per cell.
+        checkpoint_every: For torch tensors that require grad: steps between the checkpoints
+            of the backward pass (0: about ``sqrt(n_steps)``), as for :func:`ion_simulate`.
         backend: As for every op.
 
     Returns:
         :class:`IonSimulation`: ``v`` ``(n_cells, n_comp)``, ``states``, ``v_record``
         ``(n_rec, n_cells, n_comp)``, ``spike_count`` ``(n_cells,)``, ``spike_times``
-        ``(max_spikes, n_cells)``.
+        ``(max_spikes, n_cells)``. When a torch input requires grad, ``v``, ``states``,
+        ``v_record`` and ``spike_times`` are differentiable with respect to ``v0``,
+        ``states0``, ``params``, ``i_ext`` and ``coupling`` (so, through a torch
+        :func:`fusekit.neuro.cable_coupling`, to diameters, lengths and ``r_axial``): the
+        kernel runs forward in segments, keeping checkpoints, and the backward re-runs each
+        segment in torch (:func:`cable_torch_step`), backpropagating through it.
     """
     cs = channel_set(channels)
+    check_checkpoint_every(checkpoint_every)
+    if is_tensor(v0):
+        parent = _as_index_tensor(parent, v0)  # a NumPy parent is fine with tensors
+    if is_tensor(v0) and any(getattr(a, "requires_grad", False)
+                             for a in (v0, states0, params, i_ext, coupling)):
+        out = torch_call(
+            "cable_simulate",
+            {"v0": v0, "states0": states0, "params": params, "i_ext": i_ext,
+             "parent": parent, "coupling": coupling},
+            backend, cs.key, float(dt), int(n_steps), int(record_every),
+            float(spike_threshold), int(max_spikes), checkpoint_every)
+        return IonSimulation(*out[:5])
     out = cable_simulate_op.run(
         (v0, states0, params, i_ext, parent, coupling),
         {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),

@@ -112,10 +112,12 @@ def checkpointed_forward(
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, backend: str | None,
 ) -> tuple[Any, ...]:
-    """The forward of the differentiable ``ion_simulate``: the kernel in segments.
+    """The forward of the differentiable ``ion_simulate`` / ``cable_simulate``: in segments.
 
-    ``run(arrays, params, backend)`` is the op's checked, dispatched call. Returns the five
-    results of ``ion_simulate`` and the checkpoints: ``(n_seg, 1 + n_states, n)`` (``v`` and
+    ``run(arrays, params, backend)`` is the op's checked, dispatched call on ``(v, states,
+    params, i_ext)`` (``cable_simulate``'s adds its morphology itself). ``v`` has shape
+    ``(n,)`` or ``(n_cells, n_comp)``; a constant ``i_ext`` has ``v``'s. Returns the five
+    results of the op and the checkpoints: ``(n_seg, 1 + n_states, *v.shape)`` (``v`` and
     the states at the start of every segment) and ``(n_seg, n)`` int64 spike counts there.
     """
     kind = common_kind(("v0", "states0", "params", "i_ext"), (v0, states0, params, i_ext))
@@ -124,7 +126,7 @@ def checkpointed_forward(
     n = v.shape[0]
     k = segment_length(n_steps, checkpoint_every, record_every)
     n_seg = -(-n_steps // k)
-    checkpoints = xp.empty((n_seg, 1 + S.shape[0], n), dtype=v.dtype)
+    checkpoints = xp.empty((n_seg, 1 + S.shape[0], *v.shape), dtype=v.dtype)
     counts_at = xp.empty((n_seg, n), dtype=np.int64)
     count = xp.zeros(n, dtype=np.int64)
     times = xp.full((max_spikes, n), np.nan, dtype=v.dtype)
@@ -134,7 +136,7 @@ def checkpointed_forward(
     for s in range(n_seg):
         k0, k1 = s * k, min(n_steps, (s + 1) * k)
         checkpoints[s, 0], checkpoints[s, 1:], counts_at[s] = v, S, count
-        i_seg = I_ext if I_ext.ndim == 1 else I_ext[k0:k1]
+        i_seg = I_ext if I_ext.ndim == v.ndim else I_ext[k0:k1]
         v, S, v_rec, part_count, part_times = run((v, S, P, i_seg),
                                                   {**kw, "n_steps": k1 - k0}, backend)
         merge_spike_times(times, count, part_times, part_count, k0 * dt)
@@ -202,23 +204,37 @@ def checkpointed_backward(
     grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...],
-) -> tuple[Any, Any, Any, Any]:
-    """Gradients w.r.t. ``(v0, states0, params, i_ext)`` from those of the five results.
+    step: Callable[..., tuple[Any, Any]] | None = None, extra: tuple[Any, ...] = (),
+    probe: Callable[[Any], Any] | None = None,
+) -> tuple[Any, ...]:
+    """Gradients w.r.t. ``(v0, states0, params, i_ext, *extra)`` from those of the results.
 
     ``grads`` are the incoming gradients of ``(v, states, v_record, spike_count,
     spike_times)`` (``None`` where unused); ``needs`` says which inputs want one.
+    ``step(v, S, P, i_inj, *extra)`` is the torch step (default :func:`torch_step` of the
+    channels), ``extra`` the further differentiable inputs it takes (a cable's coupling), and
+    ``probe(v)`` the potential that spikes are detected in (default ``v`` itself; a cable's
+    soma, ``v[:, 0]``).
     """
     import torch
     from torch._subclasses.fake_tensor import is_fake
 
     cs = channel_set(channels)
+    if step is None:
+        def step(v: Any, S: Any, P: Any, i_inj: Any) -> tuple[Any, Any]:
+            return torch_step(cs, v, S, P, i_inj, dt)
+    if probe is None:
+        def probe(v: Any) -> Any:
+            return v
     g_v, g_S, g_rec, _, g_times = grads
     k = segment_length(n_steps, checkpoint_every, record_every)
     n_seg = checkpoints.shape[0]
+    constant_current = i_ext.ndim == checkpoints.ndim - 2
     g_v = torch.zeros_like(checkpoints[0, 0]) if g_v is None else g_v
     g_S = torch.zeros_like(checkpoints[0, 1:]) if g_S is None else g_S
+    g_extra = [torch.zeros_like(x) for x in extra]
     if n_seg == 0:
-        return g_v, g_S, torch.zeros_like(params), torch.zeros_like(i_ext)
+        return g_v, g_S, torch.zeros_like(params), torch.zeros_like(i_ext), *g_extra
     use_times = max_spikes > 0 and g_times is not None
     use_rec = record_every > 0 and g_rec is not None and g_rec.shape[0] > 0
     g_P = torch.zeros_like(params)
@@ -230,15 +246,17 @@ def checkpointed_backward(
             v0 = checkpoints[s, 0].detach().requires_grad_()
             S0 = checkpoints[s, 1:].detach().requires_grad_()
             Ps = P.clone().requires_grad_()
-            I_seg = (i_ext if i_ext.ndim == 1 else i_ext[k0:k1]).detach().requires_grad_()
+            I_seg = (i_ext if constant_current else i_ext[k0:k1]).detach().requires_grad_()
+            X = tuple(x.detach().requires_grad_() for x in extra)
             v, S = v0, S0
             count = counts_at[s].clone()
             loss = v.new_zeros(())
-            for step in range(k0, k1):
-                i_inj = I_seg if I_seg.ndim == 1 else I_seg[step - k0]
-                v_new, S = torch_step(cs, v, S, Ps, i_inj, dt)
+            for t in range(k0, k1):
+                i_inj = I_seg if constant_current else I_seg[t - k0]
+                v_new, S = step(v, S, Ps, i_inj, *X)
                 if use_times:
-                    crossed, t_cross = spike_crossing(v, v_new, spike_threshold, step, dt)
+                    crossed, t_cross = spike_crossing(probe(v), probe(v_new), spike_threshold,
+                                                      t, dt)
                     # Steps without a crossing are skipped, except while tracing (no values).
                     if is_fake(crossed) or bool(crossed.any()):
                         kept = crossed & (count < max_spikes)
@@ -247,17 +265,19 @@ def checkpointed_backward(
                         loss = loss + (g_t * t_cross).sum()
                         count = count + crossed.to(torch.int64)
                 v = v_new
-                if use_rec and (step + 1) % record_every == 0:
-                    loss = loss + (g_rec[(step + 1) // record_every - 1] * v).sum()
+                if use_rec and (t + 1) % record_every == 0:
+                    loss = loss + (g_rec[(t + 1) // record_every - 1] * v).sum()
             loss = loss + (g_v * v).sum() + (g_S * S).sum()
-            inputs = (v0, S0, Ps, I_seg)
+            inputs = (v0, S0, Ps, I_seg, *X)
             got = torch.autograd.grad(loss, inputs, allow_unused=True)
         got = [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs, strict=True)]
         g_v, g_S = got[0], got[1]
         g_P += got[2]
-        if i_ext.ndim == 1:
+        if constant_current:
             g_I += got[3]
         else:
             g_I[k0:k1] = got[3]
-    return (g_v if needs[0] else None, g_S if needs[1] else None,
-            g_P if needs[2] else None, g_I if needs[3] else None)
+        for acc, g in zip(g_extra, got[4:], strict=True):
+            acc += g
+    out = (g_v, g_S, g_P, g_I, *g_extra)
+    return tuple(g if need else None for g, need in zip(out, needs, strict=True))

@@ -1,0 +1,235 @@
+"""Gradients of multi-compartment cells: hines_solve's backward and cable_simulate's.
+
+``cable_simulate`` on torch tensors keeps checkpoints and re-runs each segment in torch in
+the backward (``cable_torch_step``, with ``hines_solve`` differentiated by its own
+backward). Checked against finite differences (``gradcheck``) and against autograd through
+every step of the same torch scheme (the full-history oracle).
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fusekit  # noqa: E402
+from fusekit import InputError  # noqa: E402
+from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling  # noqa: E402
+from fusekit.ops.ion import cable_torch_step  # noqa: E402
+
+HH = ChannelSet(HH_CHANNELS)
+DT = 0.025
+# A soma, a dendrite that branches in two, and an axon stub: a branch point and two leaves.
+PARENT = np.array([-1, 0, 1, 1, 0])
+LENGTH = np.array([20.0, 50.0, 40.0, 40.0, 60.0])
+DIAM = np.array([20.0, 2.0, 1.5, 1.5, 1.0])
+F64 = torch.float64
+
+
+def cell(n_cells=2, soma_current=(15.0, 25.0), dtype=F64):
+    n_comp = PARENT.shape[0]
+    v0 = torch.full((n_cells, n_comp), -65.0, dtype=dtype)
+    S0 = torch.as_tensor(HH.steady_states(v0.double().numpy().reshape(-1))
+                         .reshape(-1, n_cells, n_comp), dtype=dtype)
+    P = torch.as_tensor(HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp),
+                        dtype=dtype)
+    current = torch.zeros(n_cells, n_comp, dtype=dtype)
+    current[:, 0] = torch.tensor(soma_current[:n_cells], dtype=dtype)
+    coupling = torch.as_tensor(np.broadcast_to(cable_coupling(PARENT, LENGTH, DIAM)[:, None],
+                                               (2, n_cells, n_comp)).copy(), dtype=dtype)
+    return v0, S0, P, current, coupling
+
+
+def full_history(v0, S0, P, current, coupling, n_steps, record_every, threshold=0.0):
+    """Autograd through every step of the torch scheme: v, states, recording, spike times."""
+    parent = torch.as_tensor(PARENT)
+    v, S = v0, S0
+    rows, first = [], {}
+    for step in range(n_steps):
+        i_inj = current if current.ndim == 2 else current[step]
+        v_new, S = cable_torch_step(HH, parent, v, S, P, i_inj, coupling, DT)
+        if record_every and (step + 1) % record_every == 0:
+            rows.append(v_new)
+        crossed = (v[:, 0] < threshold) & (v_new[:, 0] >= threshold)
+        for c in torch.nonzero(crossed)[:, 0].tolist():
+            if c not in first:
+                first[c] = (step + (threshold - v[c, 0]) / (v_new[c, 0] - v[c, 0])) * DT
+        v = v_new
+    return v, S, torch.stack(rows), first
+
+
+# ---------------------------------------------------------------------------- hines_solve
+
+
+def random_tree_system(batch, n_nodes, seed):
+    rng = np.random.default_rng(seed)
+    parent = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, n_nodes)])
+    shape = (batch, n_nodes) if batch else (n_nodes,)
+    diag = torch.tensor(rng.uniform(3.0, 5.0, shape), dtype=F64, requires_grad=True)
+    upper, lower = (torch.tensor(-rng.uniform(0.1, 1.0, shape), dtype=F64, requires_grad=True)
+                    for _ in range(2))
+    rhs = torch.tensor(rng.normal(size=shape), dtype=F64, requires_grad=True)
+    return parent, diag, upper, lower, rhs
+
+
+@pytest.mark.parametrize("batch", [0, 3])
+def test_hines_solve_gradcheck(batch):
+    parent, *args = random_tree_system(batch, 7, seed=batch)
+    assert torch.autograd.gradcheck(
+        lambda d, u, low, b: fusekit.ops.hines_solve(parent, d, u, low, b), tuple(args))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_hines_solve_gradient_against_dense_solve(backend):
+    parent, diag, upper, lower, rhs = random_tree_system(2, 9, seed=5)
+    weights = torch.randn(2, 9, dtype=F64)
+    x = fusekit.ops.hines_solve(parent, diag, upper, lower, rhs, backend=backend)
+    got = torch.autograd.grad((weights * x).sum(), (diag, upper, lower, rhs))
+    cells, idx, par = torch.arange(2)[:, None], torch.arange(1, 9), torch.as_tensor(parent)[1:]
+    A = torch.diag_embed(diag).index_put((cells, idx, par), lower[:, 1:])
+    A = A.index_put((cells, par, idx), upper[:, 1:])
+    dense = torch.linalg.solve(A, rhs[..., None])[..., 0]
+    want = torch.autograd.grad((weights * dense).sum(), (diag, upper, lower, rhs))
+    torch.testing.assert_close(x, dense, rtol=1e-12, atol=1e-12)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_hines_solve_tensor_parent_and_no_grad():
+    parent, diag, upper, lower, rhs = random_tree_system(0, 4, seed=1)
+    with torch.no_grad():
+        a = fusekit.ops.hines_solve(torch.as_tensor(parent), diag, upper, lower, rhs)
+    b = fusekit.ops.hines_solve(parent, diag.detach().numpy(), upper.detach().numpy(),
+                                lower.detach().numpy(), rhs.detach().numpy())
+    np.testing.assert_allclose(a.numpy(), b, rtol=1e-14)
+
+
+# ------------------------------------------------------------------------- cable_simulate
+
+
+@pytest.mark.parametrize(("backend", "checkpoint_every"), [("cpu", 37), ("cpu", 0),
+                                                           ("reference", 100)])
+def test_cable_gradient_equals_full_history(backend, checkpoint_every):
+    v0, S0, P, current, coupling = cell()
+    n_steps, record_every = 400, 10
+    for x in (v0, S0, P, current, coupling):
+        x.requires_grad_()
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, channels=HH, dt=DT,
+                                     n_steps=n_steps, record_every=record_every, max_spikes=3,
+                                     checkpoint_every=checkpoint_every, backend=backend)
+    assert out.spike_count.tolist() == [1, 1]  # both somas fire once: spike times in the loss
+    weights = torch.linspace(0.5, 1.5, out.v_record.numel(), dtype=F64).reshape(
+        out.v_record.shape)
+    loss = ((weights * out.v_record).sum() + out.spike_times[0].sum() + out.states.sum()
+            + out.v.pow(2).sum())
+    inputs = (v0, S0, P, current, coupling)
+    got = torch.autograd.grad(loss, inputs)
+    v, S, rec, first = full_history(*inputs, n_steps, record_every)
+    assert sorted(first) == [0, 1]
+    torch.testing.assert_close(rec.detach(), out.v_record.detach(), rtol=0, atol=1e-9)
+    oracle = (weights * rec).sum() + sum(first.values()) + S.sum() + v.pow(2).sum()
+    want = torch.autograd.grad(oracle, inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-9 * float(w.abs().max()))
+    assert float(got[4].abs().max()) > 0  # the coupling matters
+
+
+def test_cable_gradcheck_subthreshold():
+    """Finite differences of a sub-threshold run with a per-step current."""
+    v0, S0, P, _, coupling = cell(n_cells=1)
+    n_steps = 24
+    current = torch.zeros(n_steps, 1, PARENT.shape[0], dtype=F64)
+    current[:, 0, 0] = torch.linspace(0.0, 3.0, n_steps, dtype=F64)
+    g_rows = P[1:3].clone()  # g_na, g_k of every compartment
+    coupling[:, :, 0] = 1.0  # unused (the root has no parent); positive under perturbation
+
+    def run(g, cur, cpl):
+        params = torch.cat([P[:1], g, P[3:]])
+        out = fusekit.ops.cable_simulate(v0, S0, params, cur, PARENT, cpl, channels=HH, dt=DT,
+                                         n_steps=n_steps, record_every=4, checkpoint_every=7)
+        return out.v_record, out.states
+
+    args = (g_rows.requires_grad_(), current.requires_grad_(), coupling.requires_grad_())
+    assert torch.autograd.gradcheck(run, args, atol=1e-7)
+
+
+def test_cable_gradient_through_diameters():
+    """Diameters -> torch cable_coupling -> cable_simulate: gradient = finite difference."""
+    v0, S0, P, current, _ = cell(n_cells=1)
+
+    def mean_soma_v(diam):
+        cpl = cable_coupling(PARENT, torch.as_tensor(LENGTH), diam)[:, None]
+        out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, cpl, channels=HH, dt=DT,
+                                         n_steps=120, record_every=4)
+        return out.v_record[:, 0, 0].mean()
+
+    diam = torch.tensor(DIAM, dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(mean_soma_v(diam), diam)
+    h = 1e-6
+    for k in (0, 1, 4):
+        up, down = DIAM.copy(), DIAM.copy()
+        up[k] += h
+        down[k] -= h
+        with torch.no_grad():
+            fd = (mean_soma_v(torch.tensor(up)) - mean_soma_v(torch.tensor(down))) / (2 * h)
+        assert float(grad[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+
+
+def test_cable_coupling_torch_equals_numpy():
+    a = cable_coupling(PARENT, LENGTH, DIAM, 150.0)
+    t = cable_coupling(PARENT, torch.tensor(LENGTH), torch.tensor(DIAM), torch.tensor(150.0))
+    assert isinstance(t, torch.Tensor) and t.dtype == F64
+    np.testing.assert_allclose(t.numpy(), a, rtol=1e-14)
+
+
+def test_cable_float32_gradient_runs_and_is_close_to_float64():
+    v0, S0, P, current, coupling = cell(dtype=torch.float32)
+    P.requires_grad_()
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, channels=HH, dt=DT,
+                                     n_steps=120, record_every=4)
+    (g32,) = torch.autograd.grad(out.v_record.mean(), P)
+    v0, S0, P64, current, coupling = cell()
+    P64.requires_grad_()
+    out = fusekit.ops.cable_simulate(v0, S0, P64, current, PARENT, coupling, channels=HH,
+                                     dt=DT, n_steps=120, record_every=4)
+    (g64,) = torch.autograd.grad(out.v_record.mean(), P64)
+    assert g32.dtype == torch.float32
+    torch.testing.assert_close(g32.double(), g64, rtol=2e-3, atol=2e-3 * float(g64.abs().max()))
+
+
+def test_cable_gradient_bad_input():
+    v0, S0, P, current, coupling = cell()
+    P.requires_grad_()
+    kw = {"channels": HH, "dt": DT, "n_steps": 10}
+    with pytest.raises(InputError, match="checkpoint_every"):
+        fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, checkpoint_every=-1,
+                                   **kw)
+    with pytest.raises(InputError, match="parent must have shape"):
+        fusekit.ops.cable_simulate(v0, S0, P, current, PARENT[:3], coupling, **kw)
+    with pytest.raises(InputError, match="coupling must have shape"):
+        fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling[:, :1], **kw)
+    with pytest.raises(InputError, match="diam must have parent's shape"):
+        cable_coupling(PARENT, LENGTH, DIAM[:3])
+    with pytest.raises(InputError, match="must be positive"):
+        cable_coupling(PARENT, LENGTH, torch.tensor(-DIAM))
+
+
+def test_opcheck_hines_solve():
+    import fusekit.torch  # noqa: F401  (registers torch.ops.fusekit)
+
+    parent, *args = random_tree_system(2, 6, seed=3)
+    torch.library.opcheck(torch.ops.fusekit.hines_solve.default,
+                          (torch.as_tensor(parent), *args))
+
+
+def test_opcheck_cable_simulate():
+    import fusekit.torch  # noqa: F401  (registers torch.ops.fusekit)
+
+    v0, S0, P, current, coupling = cell()
+    P.requires_grad_()
+    args = (v0, S0, P, current, torch.as_tensor(PARENT), coupling, HH.key, DT, 400, 10, 0.0,
+            1, 100, "cpu")
+    # Both cells spike once: no NaN spike times (opcheck compares without equal_nan).
+    assert not torch.isnan(torch.ops.fusekit.cable_simulate.default(*args)[4]).any()
+    torch.library.opcheck(torch.ops.fusekit.cable_simulate.default, args,
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))
