@@ -2,8 +2,9 @@
 
 ``peers/setup.sh`` makes ``.venv-brian2`` and ``.venv-jaxley`` at the repository root (the
 README's test command and ``.ci/run`` call it). Each peer script (``peers/brian2_hh.py``,
-``peers/jaxley_hh.py``) runs in its environment through :func:`run_peer`, reads a JSON
-configuration and prints a JSON result; timings are taken inside the script.
+``peers/jaxley_hh.py``, ``peers/jaxley_cable.py``) runs in its environment through
+:func:`run_peer`, reads a JSON configuration and prints a JSON result; timings are taken
+inside the script.
 
 ``FUSEKIT_BRIAN2_PYTHON`` / ``FUSEKIT_JAXLEY_PYTHON`` point at another interpreter;
 ``FUSEKIT_REQUIRE_PEERS=1`` (set by ``.ci/run``) turns a missing environment from a skip into
@@ -63,13 +64,14 @@ def require_peer(name: str) -> None:
     pytest.skip(why)
 
 
-def run_peer(name: str, config: Any, timeout: float = 1800) -> Any:
+def run_peer(name: str, config: Any, timeout: float = 1800, script: str | None = None) -> Any:
     """Run peer ``name``'s script on ``config`` (a dict; a list for Brian2) in its environment.
 
-    Returns the script's JSON result. Call :func:`require_peer` first. Raises
-    ``RuntimeError`` with the script's stderr when it fails.
+    ``script``: another script of that peer in ``peers/`` (``"jaxley_cable.py"``); default
+    its population script. Returns the script's JSON result. Call :func:`require_peer`
+    first. Raises ``RuntimeError`` with the script's stderr when it fails.
     """
-    script = Path(__file__).with_name(PEERS[name][2])
+    script = Path(__file__).with_name(script or PEERS[name][2])
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the peer must not import this checkout's packages
     proc = subprocess.run([str(peer_python(name)), str(script)], input=json.dumps(config),

@@ -88,19 +88,7 @@ def main(cfg):
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(int(cfg.get("repeat", 1))):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    result = {"run_s": min(times), "run_s_all": times, "compile_s": compile_s,
-              "excluded": "tracing and XLA compilation (a first call of the jitted function)",
-              "devices": [str(d) for d in jax.devices()],
-              "versions": {"jaxley": jx.__version__, "jax": jax.__version__,
-                           "numpy": np.__version__}}
+    out, result = timed(fn, args, int(cfg.get("repeat", 1)))
     if mode == "trace":
         v = np.asarray(out, dtype=np.float64)
         times = []
@@ -121,6 +109,31 @@ def main(cfg):
                                         for x in leaves)) ** 0.5
         result["grad_finite"] = all(bool(jnp.isfinite(x).all()) for x in leaves)
     return result
+
+
+def timed(fn, args, repeat):
+    """``fn(*args)`` once to compile, then ``repeat`` timed calls.
+
+    Returns the last output and the timing fields of the result (``run_s``, ``run_s_all``,
+    ``compile_s``, ``excluded``, ``devices``, ``versions``); ``jaxley_cable.py`` uses it too.
+    """
+    import jax
+    import jaxley as jx
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return out, {"run_s": min(times), "run_s_all": times, "compile_s": compile_s,
+                 "excluded": "tracing and XLA compilation (a first call of the jitted "
+                             "function)",
+                 "devices": [str(d) for d in jax.devices()],
+                 "versions": {"jaxley": jx.__version__, "jax": jax.__version__,
+                              "numpy": np.__version__}}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Gradients of multi-compartment cells: hines_solve's backward and cable_simulate's.
 
-``cable_simulate`` on torch tensors keeps checkpoints and re-runs each segment in torch in
-the backward (``cable_torch_step``, with ``hines_solve`` differentiated by its own
-backward). Checked against finite differences (``gradcheck``) and against autograd through
-every step of the same torch scheme (the full-history oracle).
+``cable_simulate`` on torch tensors keeps checkpoints; its backward is the compiled
+``cable_adjoint`` (reference and cpu kernels), or, for channels that cannot be traced, a
+torch re-run of each segment (``cable_torch_step``, with ``hines_solve`` differentiated by
+its own backward). Checked against finite differences (``gradcheck``) and against autograd
+through every step of the same torch scheme (the full-history oracle).
 """
 
 import numpy as np
@@ -233,3 +234,86 @@ def test_opcheck_cable_simulate():
     torch.library.opcheck(torch.ops.fusekit.cable_simulate.default, args,
                           test_utils=("test_schema", "test_autograd_registration",
                                       "test_faketensor"))
+
+
+def test_cable_gradient_torch_recompute(monkeypatch):
+    """The backward without a compiled adjoint (CUDA tensors, tracing): torch re-runs."""
+    import fusekit.ops.ion as ion_ops
+
+    monkeypatch.setattr(ion_ops, "adjoint_backward", lambda *args, **kwargs: None)
+    v0, S0, P, current, coupling = cell()
+    for x in (v0, P, current, coupling):
+        x.requires_grad_()
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, channels=HH, dt=DT,
+                                     n_steps=300, record_every=10, max_spikes=2,
+                                     checkpoint_every=40)
+    loss = out.v_record.mean() + out.spike_times[0].sum() + out.v.sum()
+    inputs = (v0, P, current, coupling)
+    got = torch.autograd.grad(loss, inputs)
+    v, S, rec, first = full_history(v0, S0, P, current, coupling, 300, 10)
+    want = torch.autograd.grad(rec.mean() + sum(first.values()) + v.sum(), inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-9 * float(w.abs().max()))
+
+
+def adjoint_inputs(dtype=F64, per_step=False, n_steps=300, segment=50, max_spikes=2):
+    """Checkpoints of a spiking run (the torch form of the op) and random incoming grads."""
+    import fusekit.torch  # noqa: F401  (registers torch.ops.fusekit)
+
+    v0, S0, P, current, coupling = cell(dtype=dtype)
+    if per_step:
+        ramp = torch.linspace(0.5, 1.5, n_steps, dtype=dtype)
+        current = current[None] * ramp[:, None, None]
+    out = torch.ops.fusekit.cable_simulate.default(
+        v0, S0, P, current, torch.as_tensor(PARENT), coupling, HH.key, DT, n_steps, 10, 0.0,
+        max_spikes, segment, "cpu")
+    assert int(out[3].sum()) >= 2  # spikes: their times carry gradients
+    rng = np.random.default_rng(7)
+
+    def noise(like):
+        return torch.as_tensor(rng.normal(size=tuple(like.shape)), dtype=dtype)
+
+    g_times = torch.where(torch.isnan(out[4]), 0.0, noise(out[4]))
+    return ((out[5], out[6], P, current, torch.as_tensor(PARENT), coupling, noise(out[0]),
+             noise(out[1]), noise(out[2]), g_times),
+            {"channels": HH, "dt": DT, "n_steps": n_steps, "segment": segment,
+             "record_every": 10, "max_spikes": max_spikes})
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_cable_adjoint_cpu_equals_reference(per_step):
+    args, kw = adjoint_inputs(per_step=per_step)
+    got = fusekit.ops.cable_adjoint(*args, **kw, backend="cpu")
+    want = fusekit.ops.cable_adjoint(*args, **kw, backend="reference")
+    assert len(got) == 5
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9 * float(w.abs().max()))
+
+
+def test_cable_adjoint_float32_close_to_float64():
+    args, kw = adjoint_inputs(dtype=torch.float32, n_steps=120, segment=40, max_spikes=0)
+    got = fusekit.ops.cable_adjoint(*args, **kw, backend="cpu")
+    args64 = [a.double() if a.is_floating_point() else a for a in args]
+    want = fusekit.ops.cable_adjoint(*args64, **kw, backend="reference")
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g.double(), w, rtol=1e-3, atol=1e-3 * float(w.abs().max()))
+
+
+def test_cable_adjoint_bad_input():
+    args, kw = adjoint_inputs(n_steps=100, segment=50, max_spikes=1)
+    bad = list(args)
+    bad[0] = args[0][:1]
+    with pytest.raises(InputError, match="checkpoints must have shape"):
+        fusekit.ops.cable_adjoint(*bad, **kw)
+    bad = list(args)
+    bad[1] = args[1].to(torch.int32)
+    with pytest.raises(InputError, match="counts_at must be int64"):
+        fusekit.ops.cable_adjoint(*bad, **kw)
+    bad = list(args)
+    bad[6] = torch.full_like(args[6], float("nan"))
+    with pytest.raises(InputError, match="g_v"):
+        fusekit.ops.cable_adjoint(*bad, **kw)
+    with pytest.raises(InputError, match="segment"):
+        fusekit.ops.cable_adjoint(*args, **{**kw, "segment": 15})

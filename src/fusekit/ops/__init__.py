@@ -16,6 +16,7 @@ from .ion import cable_simulate as cable_simulate
 from .ion import hines_solve as hines_solve
 from .ion import ion_simulate as ion_simulate
 from .ion import network_simulate as network_simulate
+from .ion_backprop import cable_adjoint as cable_adjoint
 from .ion_backprop import ion_adjoint as ion_adjoint
 from .ion_forward import IonSensitivity as IonSensitivity
 from .ion_forward import ion_sensitivity as ion_sensitivity
@@ -52,6 +53,7 @@ __all__ = [
     "fp8_gemv_t",
     "IonSimulation",
     "NetworkSimulation",
+    "cable_adjoint",
     "cable_simulate",
     "hines_solve",
     "ion_simulate",

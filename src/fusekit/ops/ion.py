@@ -598,22 +598,27 @@ def _cable_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, 
 
 
 def _cable_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
-    # The torch recompute of each segment (no compiled cable adjoint yet), with the tree
-    # solve differentiated by hines_solve's own backward.
+    # The compiled adjoint (cable_adjoint) where the backend has one; else the torch
+    # recompute of each segment, the tree solve differentiated by hines_solve's backward.
     params, i_ext, parent, coupling, checkpoints, counts_at = ctx.saved_tensors
     kw = {"record_every": 0, "spike_threshold": 0.0, "max_spikes": 0, "checkpoint_every": 0,
-          **ctx.kw}
-    kw.pop("backend", None)
+          "backend": None, **ctx.kw}
+    backend = kw.pop("backend")
+    needs = ctx.needs_input_grad
+    wanted = (*needs[:4], needs[5])
+    got = adjoint_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
+                           needs=wanted, backend=backend, tree=(parent, coupling))
+    if got is not None:
+        return (*got[:4], None, got[4], *(None,) * (len(needs) - 6))
     cs = channel_set(kw["channels"])
     dt = kw["dt"]
 
     def step(v: Any, S: Any, P: Any, i_inj: Any, cpl: Any) -> tuple[Any, Any]:
         return cable_torch_step(cs, parent, v, S, P, i_inj, cpl, dt)
 
-    needs = ctx.needs_input_grad
     g_v, g_S, g_P, g_I, g_c = checkpointed_backward(
         grads[:5], checkpoints, counts_at, params, i_ext, **kw,
-        needs=(*needs[:4], needs[5]), step=step, extra=(coupling,), probe=lambda v: v[:, 0])
+        needs=wanted, step=step, extra=(coupling,), probe=lambda v: v[:, 0])
     return (g_v, g_S, g_P, g_I, None, g_c, *(None,) * (len(needs) - 6))
 
 

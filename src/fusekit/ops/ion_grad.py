@@ -153,12 +153,15 @@ def adjoint_backward(
     grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...], backend: str | None,
-) -> tuple[Any, Any, Any, Any] | None:
+    tree: tuple[Any, Any] | None = None,
+) -> tuple[Any, ...] | None:
     """:func:`checkpointed_backward`'s result from the compiled adjoint op, or ``None``.
 
-    ``None`` when no backend has an ``ion_adjoint`` kernel for these tensors, while torch
-    traces with fake tensors, or for channels whose functions cannot be traced (they branch
-    on their arguments); the caller then uses the torch recompute.
+    ``tree``: ``(parent, coupling)`` for ``cable_simulate`` (then ``cable_adjoint``, whose
+    extra result is the coupling's gradient); ``None`` for ``ion_simulate``
+    (``ion_adjoint``). ``None`` is returned when no backend has such a kernel for these
+    tensors, while torch traces with fake tensors, or for channels whose functions cannot
+    be traced (they branch on their arguments); the caller then uses the torch recompute.
     Gradients of spike-time slots that hold no spike (NaN times) are ignored, as in the torch
     recompute: non-finite entries of that gradient are taken as 0.
     """
@@ -168,32 +171,33 @@ def adjoint_backward(
     from .._arrays import dtype_name, kind_of
     from .._errors import NoKernelError
     from .._registry import requested_backend
-    from .ion_backprop import ion_adjoint, ion_adjoint_op
+    from .ion_backprop import cable_adjoint, cable_adjoint_op, ion_adjoint, ion_adjoint_op
     from .ion_symbolic import is_traceable
 
     if is_fake(params) or params.is_meta:
         return None
-    dtype = dtype_name(params)
+    op, fn = (ion_adjoint_op, ion_adjoint) if tree is None else (cable_adjoint_op, cable_adjoint)
     try:
-        ion_adjoint_op.select(kind_of(params), dtype, requested_backend(backend))
+        op.select(kind_of(params), dtype_name(params), requested_backend(backend))
     except NoKernelError:
         return None
+    if not is_traceable(channel_set(channels)):  # channels that branch: no generated adjoint
+        return None
     g_v, g_S, g_rec, _, g_times = grads
-    n = params.shape[1]
+    shape = tuple(checkpoints.shape[2:])  # v's: (n,) or (n_cells, n_comp)
     n_states = checkpoints.shape[1] - 1
     n_rec = n_steps // record_every if record_every else 0
 
-    def given(g: Any, shape: tuple[int, ...]) -> Any:
-        return params.new_zeros(shape) if g is None else g.detach().contiguous()
+    def given(g: Any, want: tuple[int, ...]) -> Any:
+        return params.new_zeros(want) if g is None else g.detach().contiguous()
 
-    g_times = given(g_times, (max_spikes, n))
+    g_times = given(g_times, (max_spikes, shape[0]))
     g_times = torch.where(torch.isfinite(g_times), g_times, 0.0)
-    if not is_traceable(channel_set(channels)):  # channels that branch: no generated adjoint
-        return None
-    out = ion_adjoint(
+    out = fn(
         checkpoints.detach(), counts_at.detach(), params.detach(), i_ext.detach(),
-        given(g_v, (n,)), given(g_S, (n_states, n)), given(g_rec, (n_rec, n)), g_times,
-        channels=channels, dt=dt, n_steps=n_steps,
+        *(() if tree is None else (tree[0], tree[1].detach())),
+        given(g_v, shape), given(g_S, (n_states, *shape)), given(g_rec, (n_rec, *shape)),
+        g_times, channels=channels, dt=dt, n_steps=n_steps,
         segment=segment_length(n_steps, checkpoint_every, record_every),
         record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
         backend=backend)

@@ -548,7 +548,11 @@ def wrt_directions(cs: ChannelSet, wrt: Sequence[str]) -> list[tuple[str, Arg | 
 
 
 class TracedStep(NamedTuple):
-    """One step of the ion scheme as an expression graph: inputs and outputs."""
+    """One step of the ion scheme as an expression graph: inputs and outputs.
+
+    ``g_sum`` and ``ge_sum`` are the conductance sums at the new states, from which the
+    single-compartment ``v_new`` is computed (a cable solves for it across compartments).
+    """
 
     graph: Graph
     v: Expr
@@ -557,6 +561,9 @@ class TracedStep(NamedTuple):
     i_inj: Expr
     v_new: Expr
     new_states: list[Expr]
+    g_sum: Expr
+    ge_sum: Expr
+    dt: Expr
 
 
 def trace_step(cs: ChannelSet) -> TracedStep:
@@ -598,7 +605,7 @@ def trace_step(cs: ChannelSet) -> TracedStep:
         ge_sum = ge_sum + cond * (P[rev.index] if isinstance(rev, Arg) else rev)
     k_ = dt / P[0]
     v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
-    return TracedStep(g, v, S, P, i_inj, v_new, new_states)
+    return TracedStep(g, v, S, P, i_inj, v_new, new_states, g_sum, ge_sum, dt)
 
 
 def value_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = True,
@@ -668,22 +675,14 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
     return lines, consts
 
 
-def adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = False
-                        ) -> tuple[list[str], dict[str, float], list[int]]:
-    """Lines of the reverse (vector-Jacobian) step of one neuron: the adjoint of the step.
+def _vjp_lines(st: TracedStep, outs: Sequence[Expr], adj: Sequence[Expr], indent: str,
+               share_exp: bool) -> tuple[list[str], dict[str, float], list[int]]:
+    """The vector-Jacobian lines of a traced step for outputs ``outs`` with adjoints ``adj``.
 
-    The lines read the state before the step (``v``, ``s<k>``), ``p<i>``, ``i_inj``, ``dt``
-    and the adjoints of the state after it, ``av_n`` and ``as<k>_n``; they assign the adjoints
-    of the state before it, ``av`` and ``as<k>``, the step's contribution to the adjoint of
-    each parameter ``p<i>`` that it reads, ``ap<i>``, and that of ``i_inj``, ``ai``:
-    ``a_x = sum_o (d o / d x) a_o`` over the outputs ``o = (v', s')``.
-
-    Returns the lines, their constants and the parameter rows given an ``ap<i>``.
+    They assign ``av``, ``as<k>``, ``ap<i>`` (the rows returned) and ``ai``:
+    ``a_x = sum_o (d o / d x) a_o``.
     """
-    st = trace_step(cs)
     g = st.graph
-    outs = [st.v_new, *st.new_states]
-    adj = [g.var("av_n"), *(g.var(f"as{k}_n") for k in range(len(st.states)))]
 
     def vjp(x: Expr) -> Expr:
         total: Expr = g.const(0.0)
@@ -702,3 +701,39 @@ def adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = False
     outputs.append(("ai", vjp(st.i_inj)))
     lines, consts = emit(outputs, indent, share_exp=share_exp)
     return lines, consts, rows
+
+
+def adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = False
+                        ) -> tuple[list[str], dict[str, float], list[int]]:
+    """Lines of the reverse (vector-Jacobian) step of one neuron: the adjoint of the step.
+
+    The lines read the state before the step (``v``, ``s<k>``), ``p<i>``, ``i_inj``, ``dt``
+    and the adjoints of the state after it, ``av_n`` and ``as<k>_n``; they assign the adjoints
+    of the state before it, ``av`` and ``as<k>``, the step's contribution to the adjoint of
+    each parameter ``p<i>`` that it reads, ``ap<i>``, and that of ``i_inj``, ``ai``:
+    ``a_x = sum_o (d o / d x) a_o`` over the outputs ``o = (v', s')``.
+
+    Returns the lines, their constants and the parameter rows given an ``ap<i>``.
+    """
+    st = trace_step(cs)
+    g = st.graph
+    adj = [g.var("av_n"), *(g.var(f"as{k}_n") for k in range(len(st.states)))]
+    return _vjp_lines(st, [st.v_new, *st.new_states], adj, indent, share_exp)
+
+
+def cable_adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = False
+                              ) -> tuple[list[str], dict[str, float], list[int]]:
+    """The local half of a cable compartment's adjoint step (``cable_simulate``'s scheme).
+
+    A compartment's step gives its new states and its row of the Hines system,
+    ``D = c_m / dt + g_sum`` (plus the axial conductances, constants) and
+    ``R = c_m / dt v + ge_sum + i_inj``. Given the adjoints ``as<k>_n`` of the new states and
+    ``a_d``, ``a_r`` of ``D`` and ``R`` (from the transposed tree solve), the lines assign
+    ``av``, ``as<k>``, ``ap<i>`` and ``ai`` as :func:`adjoint_step_source` does.
+    """
+    st = trace_step(cs)
+    g = st.graph
+    c_dt = st.params[0] / st.dt
+    outs = [c_dt + st.g_sum, c_dt * st.v + st.ge_sum + st.i_inj, *st.new_states]
+    adj = [g.var("a_d"), g.var("a_r"), *(g.var(f"as{k}_n") for k in range(len(st.states)))]
+    return _vjp_lines(st, outs, adj, indent, share_exp)

@@ -12,6 +12,7 @@ scalar loops between the steps. Scratch per block: ``(segment + 1) (1 + n_states
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from .ion import (
     NEURON_BLOCK,
     ROW_PAD,
     _compile_generated,
+    _generated_kernel,
     _math,
     graph_math,
     staged_loops,
@@ -242,3 +244,196 @@ def ion_adjoint_cpu(
             int(record_every), scalar(spike_threshold), int(max_spikes), scalar(dt),
             OV, OS, OP, OI)
     return OV, OS, OP, OI.reshape(i_ext.shape)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+_CABLE_TEMPLATE = '''
+def cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
+              record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+    n_comp = P.shape[2]
+    # One segment's trajectory (v and the states after every step) and the diagonal of
+    # every step's system, as the forward kernel built it (cpu.ion.cable_source).
+    traj = np.empty((seg_len + 1, X_ROWS, n_comp), dtype=DTYPE)
+    diag = np.empty((seg_len, n_comp), dtype=DTYPE)
+    slot = np.empty(seg_len, dtype=np.int64)
+    d = np.empty(n_comp, dtype=DTYPE)
+    b = np.empty(n_comp, dtype=DTYPE)
+    x = np.empty(n_comp, dtype=DTYPE)
+    av = np.empty(n_comp, dtype=DTYPE)
+    a_s = np.empty((X_ROWS, n_comp), dtype=DTYPE)
+    for j in range(n_comp):
+        av[j] = GV[c, j]
+        for k in range(N_STATES):
+            a_s[k, j] = GS[k, c, j]
+    for seg in range(CK.shape[0] - 1, -1, -1):
+        k0 = seg * seg_len
+        k1 = min(n_steps, k0 + seg_len)
+        for k in range(X_ROWS):
+            for j in range(n_comp):
+                traj[0, k, j] = CK[seg, k, c, j]
+        count = CNT[seg, c]
+        for step in range(k0, k1):
+            t = step - k0
+            irow = step * i_rows
+            for j in range(n_comp):
+                v = traj[t, 0, j]
+                i_inj = I[irow, c, j]
+{fwd_loads}
+{fwd_body}
+{fwd_stores}
+                d[j] = p0 / dt + g_sum
+                b[j] = p0 / dt * v + ge_sum + i_inj
+            for j in range(1, n_comp):
+                d[j] += CPL[0, c, j]
+                d[parent[j]] += CPL[1, c, j]
+            for j in range(n_comp):
+                diag[t, j] = d[j]
+            for j in range(n_comp - 1, 0, -1):
+                f = CPL[1, c, j] / d[j]
+                d[parent[j]] -= f * CPL[0, c, j]
+                b[parent[j]] += f * b[j]
+            traj[t + 1, 0, 0] = b[0] / d[0]
+            for j in range(1, n_comp):
+                traj[t + 1, 0, j] = (b[j] + CPL[0, c, j] * traj[t + 1, 0, parent[j]]) / d[j]
+            if traj[t, 0, 0] < thr and traj[t + 1, 0, 0] >= thr:
+                slot[t] = count
+                count += 1
+            else:
+                slot[t] = -1
+        for step in range(k1 - 1, k0 - 1, -1):
+            t = step - k0
+            irow = step * i_rows
+            if record_every > 0 and (step + 1) % record_every == 0:
+                r = (step + 1) // record_every - 1
+                for j in range(n_comp):
+                    av[j] += GREC[r, c, j]
+            extra = ZERO
+            sl = slot[t]
+            if sl >= 0 and sl < max_spikes:
+                den = traj[t + 1, 0, 0] - traj[t, 0, 0]
+                f = (thr - traj[t, 0, 0]) / den
+                g = GT[sl, c]
+                av[0] += -dt * f / den * g
+                extra = -dt * (ONE - f) / den * g
+            # a_R = A^-T a_v': the same elimination with the coupling's rows swapped.
+            for j in range(n_comp):
+                d[j] = diag[t, j]
+                b[j] = av[j]
+            for j in range(n_comp - 1, 0, -1):
+                f = CPL[0, c, j] / d[j]
+                d[parent[j]] -= f * CPL[1, c, j]
+                b[parent[j]] += f * b[j]
+            x[0] = b[0] / d[0]
+            for j in range(1, n_comp):
+                x[j] = (b[j] + CPL[1, c, j] * x[parent[j]]) / d[j]
+            for j in range(1, n_comp):
+                p = parent[j]
+                OC[0, c, j] += x[j] * (traj[t + 1, 0, p] - traj[t + 1, 0, j])
+                OC[1, c, j] += x[p] * (traj[t + 1, 0, j] - traj[t + 1, 0, p])
+            for j in range(n_comp):
+                v = traj[t, 0, j]
+                i_inj = I[irow, c, j]
+                a_r = x[j]
+                a_d = -x[j] * traj[t + 1, 0, j]
+{adj_loads}
+{adj_body}
+{adj_stores}
+                if i_rows:
+                    OI[step, c, j] = ai
+                else:
+                    OI[0, c, j] += ai
+            av[0] += extra
+    for j in range(n_comp):
+        OV[c, j] = av[j]
+        for k in range(N_STATES):
+            OS[k, c, j] = a_s[k, j]
+
+
+def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
+                record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+    for c in prange(P.shape[1]):
+        cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
+                  record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC)
+'''
+
+
+def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+    """The cable adjoint kernel's source and the constants of its adjoint lines.
+
+    Its forward re-run is the forward kernel's step (``step_source`` with the channel
+    functions, so it follows the forward's trajectory); the local adjoint of a compartment
+    is :func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`.
+    """
+    from ...ops.ion_channel import step_source
+    from ...ops.ion_symbolic import cable_adjoint_step_source
+
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    ind = " " * 16
+    fwd_body, _ = step_source(cs, ind, voltage=False)
+    fwd_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
+    fwd_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
+    fwd_stores = [f"{ind}traj[t + 1, {1 + k}, j] = s{k}" for k in range(n_states)]
+    adj_body, consts, rows = cable_adjoint_step_source(cs, ind)
+    adj_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
+    adj_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
+    adj_loads += [f"{ind}as{k}_n = a_s[{k}, j]" for k in range(n_states)]
+    adj_stores = [f"{ind}av[j] = av_"]
+    adj_stores += [f"{ind}a_s[{k}, j] = as{k}" for k in range(n_states)]
+    adj_stores += [f"{ind}OP[{i}, c, j] += ap{i}" for i in rows]
+    # ``av`` is the array of adjoints here: the emitted local named av becomes av_.
+    adj_body = [re.sub(r"^(\s*)av = ", r"\1av_ = ", line) for line in adj_body]
+    text = _CABLE_TEMPLATE.format(
+        fwd_loads="\n".join(fwd_loads), fwd_body="\n".join(fwd_body),
+        fwd_stores="\n".join(fwd_stores) or f"{ind}pass", adj_loads="\n".join(adj_loads),
+        adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores))
+    return text, consts
+
+
+_cable_kernels: dict[tuple[str, str], Any] = {}
+
+
+def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The compiled cable adjoint kernel for ``cs`` and ``dtype`` (generated on first use)."""
+    key = (cs.key, dtype)
+    compiled = _cable_kernels.get(key)
+    if compiled is None:
+        text, consts = cable_generated_source(cs)
+        scalar = np.dtype(dtype).type
+        extra = {**graph_math(dtype), **{k: scalar(v) for k, v in consts.items()},
+                 "N_STATES": len(cs.state_names), "X_ROWS": 1 + len(cs.state_names)}
+        compiled = _generated_kernel("cadj", cs, dtype, lambda: text, "cadj_cell",
+                                     "cadj_kernel", extra, voltage=False)
+        _cable_kernels[key] = compiled
+    return compiled
+
+
+@register_kernel(adj.cable_adjoint_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def cable_adjoint_cpu(
+    checkpoints: np.ndarray, counts_at: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    parent: np.ndarray, coupling: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
+    g_v_record: np.ndarray, g_spike_times: np.ndarray, *, channels: Any, dt: float,
+    n_steps: int, segment: int, record_every: int = 0, spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """The whole cable backward in one parallel Numba call, cells in parallel."""
+    cs = channel_set(channels)
+    dtype = params.dtype
+    scalar = dtype.type
+    n_states = len(cs.state_names)
+    n_cells, n_comp = params.shape[1:]
+    c = np.ascontiguousarray
+    constant = i_ext.ndim == 2
+    I_ext = c(i_ext).reshape((1, n_cells, n_comp) if constant else i_ext.shape)
+    OV = np.array(g_v, dtype=dtype)
+    OS = np.array(g_states, dtype=dtype).reshape(n_states, n_cells, n_comp)
+    OP = np.zeros(params.shape, dtype=dtype)
+    OI = np.zeros(I_ext.shape, dtype=dtype)
+    OC = np.zeros(coupling.shape, dtype=dtype)
+    if n_cells and checkpoints.shape[0]:
+        cable_kernel_for(cs, dtype.name)(
+            c(checkpoints), c(counts_at), c(params), I_ext, 0 if constant else 1,
+            c(parent, dtype=np.int64), c(coupling), c(g_v), c(g_states), c(g_v_record),
+            c(g_spike_times), int(segment), int(n_steps), int(record_every),
+            scalar(spike_threshold), int(max_spikes), scalar(dt), OV, OS, OP, OI, OC)
+    return OV, OS, OP, OI.reshape(i_ext.shape), OC
