@@ -628,6 +628,19 @@ def value_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = True,
     return lines, consts
 
 
+def cable_value_step_source(cs: ChannelSet, indent: str, *, prefix: str = "t",
+                            const_prefix: str = "K") -> tuple[list[str], dict[str, float]]:
+    """A cable compartment's half of a step from the traced graph, exponentials shared.
+
+    Reads ``v``, ``s<k>``, ``p<i>``, ``dt`` and assigns the new states ``s<k>_n`` and the
+    conductance sums ``g_sum`` and ``ge_sum`` at them (the caller builds the Hines row).
+    """
+    st = trace_step(cs)
+    outputs = [(f"s{k}_n", s) for k, s in enumerate(st.new_states)]
+    outputs += [("g_sum", st.g_sum), ("ge_sum", st.ge_sum)]
+    return emit(outputs, indent, prefix, share_exp=True, const_prefix=const_prefix)
+
+
 _traceable: dict[str, bool] = {}
 
 

@@ -591,6 +591,145 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
                    max_spikes, V_rec, counts, times)
 '''
 
+_CABLE_BLOCK_TEMPLATE = '''
+def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                max_spikes, V_rec, counts, times):
+    # Cells in SIMD blocks, as the single-compartment kernel's neurons: each compartment
+    # has NR rows of ROW values (one per cell of the block) in one flat array, so that in
+    # every vector loop over cells the rows sit at constant offsets from one base and LLVM
+    # proves the loop free of aliasing. Rows: v, i_ext, states, params, the diagonal D and
+    # right-hand side B of the Hines system, the coupling rows C0 and C1, and the axial sum.
+    w = min(BLOCK, V.shape[0] - lo)
+    n_comp = V.shape[1]
+    buf = np.zeros(n_comp * NR * ROW, dtype=DTYPE)
+    v_old = np.empty(BLOCK, dtype=DTYPE)
+    for j in range(n_comp):
+        base = j * NR * ROW
+        for i in range(w):
+            buf[base + i] = V[lo + i, j]
+            buf[base + II * ROW + i] = I[0, lo + i, j]
+            buf[base + C0 * ROW + i] = CPL[0, lo + i, j]
+            buf[base + C1 * ROW + i] = CPL[1, lo + i, j]
+        for k in range(N_STATES):
+            for i in range(w):
+                buf[base + (S0 + k) * ROW + i] = S[k, lo + i, j]
+        for k in range(N_PARAMS):
+            for i in range(w):
+                buf[base + (P0 + k) * ROW + i] = P[k, lo + i, j]
+    # The axial conductance of every compartment: to its parent, and from its children
+    # (the reference's order of sums).
+    for j in range(1, n_comp):
+        base = j * NR * ROW
+        for i in range(w):
+            buf[base + AX * ROW + i] += buf[base + C0 * ROW + i]
+    for j in range(1, n_comp):
+        base = j * NR * ROW
+        pb = parent[j] * NR * ROW
+        for i in range(w):
+            buf[pb + AX * ROW + i] += buf[base + C1 * ROW + i]
+    for step in range(n_steps):
+        for i in range(w):
+            v_old[i] = buf[i]
+        for j in range(n_comp):
+            base = j * NR * ROW
+            if i_rows:
+                for i in range(w):
+                    buf[base + II * ROW + i] = I[step, lo + i, j]
+            for i in range(w):
+                v = buf[base + i]
+                i_inj = buf[base + II * ROW + i]
+{loads}
+{body}
+{stores}
+                buf[base + D * ROW + i] = p0 / dt + g_sum + buf[base + AX * ROW + i]
+                buf[base + B * ROW + i] = p0 / dt * v + ge_sum + i_inj
+        for j in range(n_comp - 1, 0, -1):
+            base = j * NR * ROW
+            pb = parent[j] * NR * ROW
+            for i in range(w):
+                f = buf[base + C1 * ROW + i] / buf[base + D * ROW + i]
+                buf[pb + D * ROW + i] -= f * buf[base + C0 * ROW + i]
+                buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
+        for i in range(w):
+            buf[i] = buf[B * ROW + i] / buf[D * ROW + i]
+        for j in range(1, n_comp):
+            base = j * NR * ROW
+            pb = parent[j] * NR * ROW
+            for i in range(w):
+                buf[base + i] = (buf[base + B * ROW + i] + buf[base + C0 * ROW + i] * buf[pb + i]
+                                 ) / buf[base + D * ROW + i]
+        crossed = 0
+        for i in range(w):
+            crossed += (v_old[i] < thr) & (buf[i] >= thr)
+        if crossed:
+            for i in range(w):
+                vo = v_old[i]
+                vn = buf[i]
+                if vo < thr and vn >= thr:
+                    c = counts[lo + i]
+                    if c < max_spikes:
+                        times[c, lo + i] = (step + (thr - vo) / (vn - vo)) * dt
+                    counts[lo + i] = c + 1
+        if record_every > 0 and (step + 1) % record_every == 0:
+            r = (step + 1) // record_every - 1
+            for j in range(n_comp):
+                base = j * NR * ROW
+                for i in range(w):
+                    V_rec[r, lo + i, j] = buf[base + i]
+    for j in range(n_comp):
+        base = j * NR * ROW
+        for i in range(w):
+            V[lo + i, j] = buf[base + i]
+        for k in range(N_STATES):
+            for i in range(w):
+                S[k, lo + i, j] = buf[base + (S0 + k) * ROW + i]
+'''
+
+_CABLE_BLOCK_DRIVER = '''
+def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
+                       max_spikes, V_rec, counts, times):
+    n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        cable_block(blk * BLOCK, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every,
+                    thr, max_spikes, V_rec, counts, times)
+'''
+
+#: Cells per block of the vectorised cable kernel (a block's scratch is n_comp * NR * (block
+#: + pad) values).
+CABLE_BLOCK = 64
+
+
+def _cable_block_layout(cs: ChannelSet) -> dict[str, int]:
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    p0 = 2 + n_states
+    d = p0 + n_params
+    return {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
+            "N_PARAMS": n_params, "II": 1, "S0": 2, "P0": p0, "D": d, "B": d + 1,
+            "C0": d + 2, "C1": d + 3, "AX": d + 4, "NR": d + 5}
+
+
+def cable_block_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+    """The vectorised multi-compartment kernel's source and constants (traceable channels).
+
+    The step's lines are :func:`fusekit.ops.ion_symbolic.cable_value_step_source` (shared
+    exponentials, no channel function calls); the adjoint kernel re-runs the same lines.
+    """
+    from ...ops.ion_symbolic import cable_value_step_source
+
+    lay = _cable_block_layout(cs)
+    ind = " " * 16
+    body, consts = cable_value_step_source(cs, ind)
+    loads = [f"{ind}s{k} = buf[base + {lay['S0'] + k} * ROW + i]"
+             for k in range(lay["N_STATES"])]
+    loads += [f"{ind}p{k} = buf[base + {lay['P0'] + k} * ROW + i]"
+              for k in range(lay["N_PARAMS"])]
+    stores = [f"{ind}buf[base + {lay['S0'] + k} * ROW + i] = s{k}_n"
+              for k in range(lay["N_STATES"])]
+    text = _CABLE_BLOCK_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+                                        stores="\n".join(stores) or f"{ind}pass")
+    return text, consts
+
+
 _cable_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
@@ -606,9 +745,26 @@ def cable_source(cs: ChannelSet) -> str:
 
 
 def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled multi-compartment kernel for ``cs`` and ``dtype`` (one per process)."""
-    return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs) + _CABLE_DRIVER,
-                             "cable_cell", "cable_kernel", {}, voltage=False)
+    """The compiled multi-compartment kernel for ``cs`` and ``dtype`` (one per process).
+
+    Channels that can be traced get the vectorised kernel (cells in SIMD blocks,
+    :func:`cable_block_source`); the others the per-cell kernel that calls their compiled
+    functions (:func:`cable_source`).
+    """
+    from ...ops.ion_symbolic import is_traceable
+
+    if not is_traceable(cs):
+        return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs) + _CABLE_DRIVER,
+                                 "cable_cell", "cable_kernel", {}, voltage=False)
+    compiled = _kernels.get(("cable_block", cs.key, dtype))
+    if compiled is not None:
+        return compiled
+    text, consts = cable_block_source(cs)
+    scalar = np.dtype(dtype).type
+    extra = {**_cable_block_layout(cs), **graph_math(dtype),
+             **{k: scalar(c) for k, c in consts.items()}}
+    return _generated_kernel("cable_block", cs, dtype, lambda: text + _CABLE_BLOCK_DRIVER,
+                             "cable_block", "cable_block_kernel", extra, voltage=False)
 
 
 @register_kernel(ion.cable_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
