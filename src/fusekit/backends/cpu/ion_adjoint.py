@@ -32,7 +32,6 @@ from .ion import (
     NEURON_BLOCK,
     ROW_PAD,
     _compile_generated,
-    _generated_kernel,
     _math,
     graph_math,
     staged_loops,
@@ -253,7 +252,7 @@ def cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, 
               record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
     n_comp = P.shape[2]
     # One segment's trajectory (v and the states after every step) and the diagonal of
-    # every step's system, as the forward kernel built it (cpu.ion.cable_source).
+    # every step's system, as the forward kernel built it (cpu.ion.cable_block_source).
     traj = np.empty((seg_len + 1, X_ROWS, n_comp), dtype=DTYPE)
     diag = np.empty((seg_len, n_comp), dtype=DTYPE)
     slot = np.empty(seg_len, dtype=np.int64)
@@ -262,6 +261,11 @@ def cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, 
     x = np.empty(n_comp, dtype=DTYPE)
     av = np.empty(n_comp, dtype=DTYPE)
     a_s = np.empty((X_ROWS, n_comp), dtype=DTYPE)
+    axial = np.zeros(n_comp, dtype=DTYPE)  # summed in the forward kernel's order
+    for j in range(1, n_comp):
+        axial[j] += CPL[0, c, j]
+    for j in range(1, n_comp):
+        axial[parent[j]] += CPL[1, c, j]
     for j in range(n_comp):
         av[j] = GV[c, j]
         for k in range(N_STATES):
@@ -282,12 +286,8 @@ def cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, 
 {fwd_loads}
 {fwd_body}
 {fwd_stores}
-                d[j] = p0 / dt + g_sum
+                d[j] = p0 / dt + g_sum + axial[j]
                 b[j] = p0 / dt * v + ge_sum + i_inj
-            for j in range(1, n_comp):
-                d[j] += CPL[0, c, j]
-                d[parent[j]] += CPL[1, c, j]
-            for j in range(n_comp):
                 diag[t, j] = d[j]
             for j in range(n_comp - 1, 0, -1):
                 f = CPL[1, c, j] / d[j]
@@ -361,19 +361,19 @@ def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n
 def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     """The cable adjoint kernel's source and the constants of its adjoint lines.
 
-    Its forward re-run is the forward kernel's step (``step_source`` with the channel
-    functions, so it follows the forward's trajectory); the local adjoint of a compartment
-    is :func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`.
+    Its forward re-run is the forward kernel's step (the lines of
+    :func:`fusekit.ops.ion_symbolic.cable_value_step_source` and its sums in the same order,
+    so it follows the forward's trajectory); the local adjoint of a compartment is
+    :func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`.
     """
-    from ...ops.ion_channel import step_source
-    from ...ops.ion_symbolic import cable_adjoint_step_source
+    from ...ops.ion_symbolic import cable_adjoint_step_source, cable_value_step_source
 
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 16
-    fwd_body, _ = step_source(cs, ind, voltage=False)
+    fwd_body, fwd_consts = cable_value_step_source(cs, ind, prefix="f", const_prefix="KF")
     fwd_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
     fwd_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
-    fwd_stores = [f"{ind}traj[t + 1, {1 + k}, j] = s{k}" for k in range(n_states)]
+    fwd_stores = [f"{ind}traj[t + 1, {1 + k}, j] = s{k}_n" for k in range(n_states)]
     adj_body, consts, rows = cable_adjoint_step_source(cs, ind)
     adj_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
     adj_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
@@ -387,7 +387,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
         fwd_loads="\n".join(fwd_loads), fwd_body="\n".join(fwd_body),
         fwd_stores="\n".join(fwd_stores) or f"{ind}pass", adj_loads="\n".join(adj_loads),
         adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores))
-    return text, consts
+    return text, {**consts, **fwd_consts}
 
 
 _cable_kernels: dict[tuple[str, str], Any] = {}
@@ -402,8 +402,13 @@ def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
         scalar = np.dtype(dtype).type
         extra = {**graph_math(dtype), **{k: scalar(v) for k, v in consts.items()},
                  "N_STATES": len(cs.state_names), "X_ROWS": 1 + len(cs.state_names)}
-        compiled = _generated_kernel("cadj", cs, dtype, lambda: text, "cadj_cell",
-                                     "cadj_kernel", extra, voltage=False)
+        configure()
+        import numba
+
+        compiled = _compile_generated("cadj", cs, dtype, text,
+                                      {"np": np, "prange": numba.prange,
+                                       "DTYPE": np.dtype(dtype), **extra},
+                                      "cadj_cell", "cadj_kernel")
         _cable_kernels[key] = compiled
     return compiled
 
