@@ -248,118 +248,236 @@ def ion_adjoint_cpu(
 # ------------------------------------------------------------ multi-compartment cells
 
 _CABLE_TEMPLATE = '''
-def cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
-              record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
+               record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+    # Cells in SIMD blocks as in the forward kernel (cpu.ion.cable_block_source): every
+    # compartment has NR rows of ROW values in buf, at constant offsets from its base, so
+    # the vector loops over cells read and write buf only. Rows: v and the states (X_ROWS,
+    # the state the loops work on), i_ext, params, the Hines row D and B, the coupling C0
+    # and C1, the axial sum AX, the transposed solve's result XR (a_R), the potential
+    # after the step V1, the adjoints AV and AS<k> of v and the states, the accumulated
+    # parameter gradients AP<i>, the step's i_ext adjoint AI and its sum AIS, and the
+    # coupling's gradients G0 and G1. traj keeps a segment's v and states per step and
+    # compartment, diag its D rows before elimination.
+    w = min(BLOCK, P.shape[1] - lo)
     n_comp = P.shape[2]
-    # One segment's trajectory (v and the states after every step) and the diagonal of
-    # every step's system, as the forward kernel built it (cpu.ion.cable_block_source).
-    traj = np.empty((seg_len + 1, X_ROWS, n_comp), dtype=DTYPE)
-    diag = np.empty((seg_len, n_comp), dtype=DTYPE)
-    slot = np.empty(seg_len, dtype=np.int64)
-    d = np.empty(n_comp, dtype=DTYPE)
-    b = np.empty(n_comp, dtype=DTYPE)
-    x = np.empty(n_comp, dtype=DTYPE)
-    av = np.empty(n_comp, dtype=DTYPE)
-    a_s = np.empty((X_ROWS, n_comp), dtype=DTYPE)
-    axial = np.zeros(n_comp, dtype=DTYPE)  # summed in the forward kernel's order
-    for j in range(1, n_comp):
-        axial[j] += CPL[0, c, j]
-    for j in range(1, n_comp):
-        axial[parent[j]] += CPL[1, c, j]
+    RS = NR * ROW
+    TS = X_ROWS * ROW
+    buf = np.zeros(n_comp * RS, dtype=DTYPE)
+    traj = np.empty((seg_len + 1) * n_comp * TS, dtype=DTYPE)
+    diag = np.empty(seg_len * n_comp * ROW, dtype=DTYPE)
+    slot = np.empty(seg_len * BLOCK, dtype=np.int64)
+    count = np.empty(BLOCK, dtype=np.int64)
+    extra = np.zeros(BLOCK, dtype=DTYPE)
     for j in range(n_comp):
-        av[j] = GV[c, j]
+        base = j * RS
+        for i in range(w):
+            buf[base + C0 * ROW + i] = CPL[0, lo + i, j]
+            buf[base + C1 * ROW + i] = CPL[1, lo + i, j]
+            buf[base + AV * ROW + i] = GV[lo + i, j]
+            buf[base + II * ROW + i] = I[0, lo + i, j]
         for k in range(N_STATES):
-            a_s[k, j] = GS[k, c, j]
+            for i in range(w):
+                buf[base + (AS + k) * ROW + i] = GS[k, lo + i, j]
+        for k in range(N_PARAMS):
+            for i in range(w):
+                buf[base + (P0 + k) * ROW + i] = P[k, lo + i, j]
+    for j in range(1, n_comp):
+        base = j * RS
+        for i in range(w):
+            buf[base + AX * ROW + i] += buf[base + C0 * ROW + i]
+    for j in range(1, n_comp):
+        base = j * RS
+        pb = parent[j] * RS
+        for i in range(w):
+            buf[pb + AX * ROW + i] += buf[base + C1 * ROW + i]
     for seg in range(CK.shape[0] - 1, -1, -1):
         k0 = seg * seg_len
         k1 = min(n_steps, k0 + seg_len)
-        for k in range(X_ROWS):
-            for j in range(n_comp):
-                traj[0, k, j] = CK[seg, k, c, j]
-        count = CNT[seg, c]
+        for j in range(n_comp):
+            for k in range(X_ROWS):
+                for i in range(w):
+                    traj[j * TS + k * ROW + i] = CK[seg, k, lo + i, j]
+        for i in range(w):
+            count[i] = CNT[seg, lo + i]
         for step in range(k0, k1):
             t = step - k0
-            irow = step * i_rows
             for j in range(n_comp):
-                v = traj[t, 0, j]
-                i_inj = I[irow, c, j]
+                base = j * RS
+                tb = (t * n_comp + j) * TS
+                for k in range(X_ROWS):
+                    for i in range(w):
+                        buf[base + k * ROW + i] = traj[tb + k * ROW + i]
+                if i_rows:
+                    for i in range(w):
+                        buf[base + II * ROW + i] = I[step, lo + i, j]
+                for i in range(w):
+                    v = buf[base + i]
+                    i_inj = buf[base + II * ROW + i]
 {fwd_loads}
 {fwd_body}
 {fwd_stores}
-                d[j] = p0 / dt + g_sum + axial[j]
-                b[j] = p0 / dt * v + ge_sum + i_inj
-                diag[t, j] = d[j]
+                    buf[base + D * ROW + i] = p0 / dt + g_sum + buf[base + AX * ROW + i]
+                    buf[base + B * ROW + i] = p0 / dt * v + ge_sum + i_inj
+                db = (t * n_comp + j) * ROW
+                for i in range(w):
+                    diag[db + i] = buf[base + D * ROW + i]
             for j in range(n_comp - 1, 0, -1):
-                f = CPL[1, c, j] / d[j]
-                d[parent[j]] -= f * CPL[0, c, j]
-                b[parent[j]] += f * b[j]
-            traj[t + 1, 0, 0] = b[0] / d[0]
+                base = j * RS
+                pb = parent[j] * RS
+                for i in range(w):
+                    f = buf[base + C1 * ROW + i] / buf[base + D * ROW + i]
+                    buf[pb + D * ROW + i] -= f * buf[base + C0 * ROW + i]
+                    buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
+            for i in range(w):
+                buf[i] = buf[B * ROW + i] / buf[D * ROW + i]
             for j in range(1, n_comp):
-                traj[t + 1, 0, j] = (b[j] + CPL[0, c, j] * traj[t + 1, 0, parent[j]]) / d[j]
-            if traj[t, 0, 0] < thr and traj[t + 1, 0, 0] >= thr:
-                slot[t] = count
-                count += 1
-            else:
-                slot[t] = -1
+                base = j * RS
+                pb = parent[j] * RS
+                for i in range(w):
+                    buf[base + i] = (buf[base + B * ROW + i]
+                                     + buf[base + C0 * ROW + i] * buf[pb + i]
+                                     ) / buf[base + D * ROW + i]
+            for j in range(n_comp):
+                base = j * RS
+                tb = ((t + 1) * n_comp + j) * TS
+                for k in range(X_ROWS):
+                    for i in range(w):
+                        traj[tb + k * ROW + i] = buf[base + k * ROW + i]
+            tb0 = t * n_comp * TS
+            tb1 = (t + 1) * n_comp * TS
+            for i in range(w):
+                if traj[tb0 + i] < thr and traj[tb1 + i] >= thr:
+                    slot[t * BLOCK + i] = count[i]
+                    count[i] += 1
+                else:
+                    slot[t * BLOCK + i] = -1
         for step in range(k1 - 1, k0 - 1, -1):
             t = step - k0
-            irow = step * i_rows
             if record_every > 0 and (step + 1) % record_every == 0:
                 r = (step + 1) // record_every - 1
                 for j in range(n_comp):
-                    av[j] += GREC[r, c, j]
-            extra = ZERO
-            sl = slot[t]
-            if sl >= 0 and sl < max_spikes:
-                den = traj[t + 1, 0, 0] - traj[t, 0, 0]
-                f = (thr - traj[t, 0, 0]) / den
-                g = GT[sl, c]
-                av[0] += -dt * f / den * g
-                extra = -dt * (ONE - f) / den * g
+                    base = j * RS
+                    for i in range(w):
+                        buf[base + AV * ROW + i] += GREC[r, lo + i, j]
+            tb0 = t * n_comp * TS
+            tb1 = (t + 1) * n_comp * TS
+            for i in range(w):
+                extra[i] = ZERO
+                sl = slot[t * BLOCK + i]
+                if sl >= 0 and sl < max_spikes:
+                    den = traj[tb1 + i] - traj[tb0 + i]
+                    f = (thr - traj[tb0 + i]) / den
+                    g = GT[sl, lo + i]
+                    buf[AV * ROW + i] += -dt * f / den * g
+                    extra[i] = -dt * (ONE - f) / den * g
             # a_R = A^-T a_v': the same elimination with the coupling's rows swapped.
             for j in range(n_comp):
-                d[j] = diag[t, j]
-                b[j] = av[j]
+                base = j * RS
+                db = (t * n_comp + j) * ROW
+                for i in range(w):
+                    buf[base + D * ROW + i] = diag[db + i]
+                for i in range(w):
+                    buf[base + B * ROW + i] = buf[base + AV * ROW + i]
             for j in range(n_comp - 1, 0, -1):
-                f = CPL[0, c, j] / d[j]
-                d[parent[j]] -= f * CPL[1, c, j]
-                b[parent[j]] += f * b[j]
-            x[0] = b[0] / d[0]
+                base = j * RS
+                pb = parent[j] * RS
+                for i in range(w):
+                    f = buf[base + C0 * ROW + i] / buf[base + D * ROW + i]
+                    buf[pb + D * ROW + i] -= f * buf[base + C1 * ROW + i]
+                    buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
+            for i in range(w):
+                buf[XR * ROW + i] = buf[B * ROW + i] / buf[D * ROW + i]
             for j in range(1, n_comp):
-                x[j] = (b[j] + CPL[1, c, j] * x[parent[j]]) / d[j]
-            for j in range(1, n_comp):
-                p = parent[j]
-                OC[0, c, j] += x[j] * (traj[t + 1, 0, p] - traj[t + 1, 0, j])
-                OC[1, c, j] += x[p] * (traj[t + 1, 0, j] - traj[t + 1, 0, p])
+                base = j * RS
+                pb = parent[j] * RS
+                for i in range(w):
+                    buf[base + XR * ROW + i] = (buf[base + B * ROW + i]
+                                                + buf[base + C1 * ROW + i] * buf[pb + XR * ROW + i]
+                                                ) / buf[base + D * ROW + i]
             for j in range(n_comp):
-                v = traj[t, 0, j]
-                i_inj = I[irow, c, j]
-                a_r = x[j]
-                a_d = -x[j] * traj[t + 1, 0, j]
+                base = j * RS
+                tb = (t * n_comp + j) * TS
+                for k in range(X_ROWS):
+                    for i in range(w):
+                        buf[base + k * ROW + i] = traj[tb + k * ROW + i]
+                tb = ((t + 1) * n_comp + j) * TS
+                for i in range(w):
+                    buf[base + V1 * ROW + i] = traj[tb + i]
+                if i_rows:
+                    for i in range(w):
+                        buf[base + II * ROW + i] = I[step, lo + i, j]
+            for j in range(1, n_comp):
+                base = j * RS
+                pb = parent[j] * RS
+                for i in range(w):
+                    buf[base + G0 * ROW + i] += buf[base + XR * ROW + i] * (
+                        buf[pb + V1 * ROW + i] - buf[base + V1 * ROW + i])
+                for i in range(w):
+                    buf[base + G1 * ROW + i] += buf[pb + XR * ROW + i] * (
+                        buf[base + V1 * ROW + i] - buf[pb + V1 * ROW + i])
+            for j in range(n_comp):
+                base = j * RS
+                for i in range(w):
+                    v = buf[base + i]
+                    i_inj = buf[base + II * ROW + i]
+                    a_r = buf[base + XR * ROW + i]
+                    a_d = -a_r * buf[base + V1 * ROW + i]
 {adj_loads}
 {adj_body}
 {adj_stores}
                 if i_rows:
-                    OI[step, c, j] = ai
+                    for i in range(w):
+                        OI[step, lo + i, j] = buf[base + AI * ROW + i]
                 else:
-                    OI[0, c, j] += ai
-            av[0] += extra
+                    for i in range(w):
+                        buf[base + AIS * ROW + i] += buf[base + AI * ROW + i]
+            for i in range(w):
+                buf[AV * ROW + i] += extra[i]
     for j in range(n_comp):
-        OV[c, j] = av[j]
+        base = j * RS
+        for i in range(w):
+            OV[lo + i, j] = buf[base + AV * ROW + i]
+            OC[0, lo + i, j] = buf[base + G0 * ROW + i]
+            OC[1, lo + i, j] = buf[base + G1 * ROW + i]
+            if not i_rows:
+                OI[0, lo + i, j] = buf[base + AIS * ROW + i]
         for k in range(N_STATES):
-            OS[k, c, j] = a_s[k, j]
+            for i in range(w):
+                OS[k, lo + i, j] = buf[base + (AS + k) * ROW + i]
+        for k in range(N_PARAMS):
+            for i in range(w):
+                OP[k, lo + i, j] = buf[base + (AP + k) * ROW + i]
 
 
 def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
                 record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
-    for c in prange(P.shape[1]):
-        cadj_cell(c, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
-                  record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC)
+    n_blocks = (P.shape[1] + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        cadj_block(blk * BLOCK, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT,
+                   seg_len, n_steps, record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC)
 '''
 
 
+def _cable_layout(cs: ChannelSet) -> dict[str, int]:
+    from .ion import CABLE_BLOCK
+
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
+           "N_PARAMS": n_params, "X_ROWS": 1 + n_states}
+    names = ["II", "P0", "D", "B", "C0", "C1", "AX", "XR", "V1", "AV", "AS", "AP", "AI",
+             "AIS", "G0", "G1"]
+    sizes = {"P0": n_params, "AS": n_states, "AP": n_params}
+    row = 1 + n_states  # rows 0 .. n_states: v and the states
+    for name in names:
+        lay[name] = row
+        row += sizes.get(name, 1)
+    lay["NR"] = row
+    return lay
+
+
 def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
-    """The cable adjoint kernel's source and the constants of its adjoint lines.
+    """The cable adjoint kernel's source and its constants.
 
     Its forward re-run is the forward kernel's step (the lines of
     :func:`fusekit.ops.ion_symbolic.cable_value_step_source` and its sums in the same order,
@@ -368,23 +486,28 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     """
     from ...ops.ion_symbolic import cable_adjoint_step_source, cable_value_step_source
 
-    n_states, n_params = len(cs.state_names), len(cs.param_names)
-    ind = " " * 16
+    lay = _cable_layout(cs)
+    n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
+    ind = " " * 20
+
+    def row(r: int) -> str:
+        return f"buf[base + {r} * ROW + i]"
+
     fwd_body, fwd_consts = cable_value_step_source(cs, ind, prefix="f", const_prefix="KF")
-    fwd_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
-    fwd_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
-    fwd_stores = [f"{ind}traj[t + 1, {1 + k}, j] = s{k}_n" for k in range(n_states)]
+    state_loads = [f"{ind}s{k} = {row(1 + k)}" for k in range(n_states)]
+    param_loads = [f"{ind}p{i} = {row(lay['P0'] + i)}" for i in range(n_params)]
+    fwd_stores = [f"{ind}{row(1 + k)} = s{k}_n" for k in range(n_states)]
     adj_body, consts, rows = cable_adjoint_step_source(cs, ind)
-    adj_loads = [f"{ind}s{k} = traj[t, {1 + k}, j]" for k in range(n_states)]
-    adj_loads += [f"{ind}p{i} = P[{i}, c, j]" for i in range(n_params)]
-    adj_loads += [f"{ind}as{k}_n = a_s[{k}, j]" for k in range(n_states)]
-    adj_stores = [f"{ind}av[j] = av_"]
-    adj_stores += [f"{ind}a_s[{k}, j] = as{k}" for k in range(n_states)]
-    adj_stores += [f"{ind}OP[{i}, c, j] += ap{i}" for i in rows]
-    # ``av`` is the array of adjoints here: the emitted local named av becomes av_.
+    adj_loads = state_loads + param_loads
+    adj_loads += [f"{ind}as{k}_n = {row(lay['AS'] + k)}" for k in range(n_states)]
+    # ``av`` is the adjoint row's name in the template: the emitted local av becomes av_.
     adj_body = [re.sub(r"^(\s*)av = ", r"\1av_ = ", line) for line in adj_body]
+    adj_stores = [f"{ind}{row(lay['AV'])} = av_"]
+    adj_stores += [f"{ind}{row(lay['AS'] + k)} = as{k}" for k in range(n_states)]
+    adj_stores += [f"{ind}{row(lay['AP'] + i)} += ap{i}" for i in rows]
+    adj_stores.append(f"{ind}{row(lay['AI'])} = ai")
     text = _CABLE_TEMPLATE.format(
-        fwd_loads="\n".join(fwd_loads), fwd_body="\n".join(fwd_body),
+        fwd_loads="\n".join(state_loads + param_loads), fwd_body="\n".join(fwd_body),
         fwd_stores="\n".join(fwd_stores) or f"{ind}pass", adj_loads="\n".join(adj_loads),
         adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores))
     return text, {**consts, **fwd_consts}
@@ -401,14 +524,14 @@ def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
         text, consts = cable_generated_source(cs)
         scalar = np.dtype(dtype).type
         extra = {**graph_math(dtype), **{k: scalar(v) for k, v in consts.items()},
-                 "N_STATES": len(cs.state_names), "X_ROWS": 1 + len(cs.state_names)}
+                 **_cable_layout(cs)}
         configure()
         import numba
 
         compiled = _compile_generated("cadj", cs, dtype, text,
                                       {"np": np, "prange": numba.prange,
                                        "DTYPE": np.dtype(dtype), **extra},
-                                      "cadj_cell", "cadj_kernel")
+                                      "cadj_block", "cadj_kernel")
         _cable_kernels[key] = compiled
     return compiled
 
@@ -421,7 +544,7 @@ def cable_adjoint_cpu(
     n_steps: int, segment: int, record_every: int = 0, spike_threshold: float = 0.0,
     max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
-    """The whole cable backward in one parallel Numba call, cells in parallel."""
+    """The whole cable backward in one parallel Numba call, cells in SIMD blocks."""
     cs = channel_set(channels)
     dtype = params.dtype
     scalar = dtype.type
