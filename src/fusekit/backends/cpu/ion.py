@@ -601,7 +601,8 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
     # right-hand side B of the Hines system, the coupling rows C0 and C1, and the axial sum.
     w = min(BLOCK, V.shape[0] - lo)
     n_comp = V.shape[1]
-    buf = np.zeros(n_comp * NR * ROW, dtype=DTYPE)
+    RS = NR * ROW
+    buf = np.zeros(n_comp * RS, dtype=DTYPE)
     v_old = np.empty(BLOCK, dtype=DTYPE)
     for j in range(n_comp):
         base = j * NR * ROW
@@ -643,21 +644,7 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
 {stores}
                 buf[base + D * ROW + i] = p0 / dt + g_sum + buf[base + AX * ROW + i]
                 buf[base + B * ROW + i] = p0 / dt * v + ge_sum + i_inj
-        for j in range(n_comp - 1, 0, -1):
-            base = j * NR * ROW
-            pb = parent[j] * NR * ROW
-            for i in range(w):
-                f = buf[base + C1 * ROW + i] / buf[base + D * ROW + i]
-                buf[pb + D * ROW + i] -= f * buf[base + C0 * ROW + i]
-                buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
-        for i in range(w):
-            buf[i] = buf[B * ROW + i] / buf[D * ROW + i]
-        for j in range(1, n_comp):
-            base = j * NR * ROW
-            pb = parent[j] * NR * ROW
-            for i in range(w):
-                buf[base + i] = (buf[base + B * ROW + i] + buf[base + C0 * ROW + i] * buf[pb + i]
-                                 ) / buf[base + D * ROW + i]
+{solve}
         crossed = 0
         for i in range(w):
             crossed += (v_old[i] < thr) & (buf[i] >= thr)
@@ -726,8 +713,39 @@ def cable_block_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     stores = [f"{ind}buf[base + {lay['S0'] + k} * ROW + i] = s{k}_n"
               for k in range(lay["N_STATES"])]
     text = _CABLE_BLOCK_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
-                                        stores="\n".join(stores) or f"{ind}pass")
+                                        stores="\n".join(stores) or f"{ind}pass",
+                                        solve=hines_block_source(" " * 8, "C1", "C0", "0"))
     return text, consts
+
+
+def hines_block_source(indent: str, upper: str, lower: str, out: str) -> str:
+    """Source of a Hines solve over a block's cells, on the rows of the cable kernels.
+
+    Eliminates from the leaves to the root with ``f = upper / D``, ``D[p] -= f lower``,
+    ``B[p] += f B``, then substitutes back into row ``out``: ``(B + lower out[p]) / D``.
+    The rows hold the coupling with its sign flipped (``A[p, j] = -C1[j]``,
+    ``A[j, p] = -C0[j]``): ``("C1", "C0")`` solves ``A``, ``("C0", "C1")`` its transpose.
+    Uses ``buf``, ``n_comp``, ``parent``, ``w`` and the layout's ``RS`` (values per
+    compartment) and rows ``D`` and ``B``.
+    """
+    lines = [
+        "for j in range(n_comp - 1, 0, -1):",
+        "    base = j * RS",
+        "    pb = parent[j] * RS",
+        "    for i in range(w):",
+        f"        f = buf[base + {upper} * ROW + i] / buf[base + D * ROW + i]",
+        f"        buf[pb + D * ROW + i] -= f * buf[base + {lower} * ROW + i]",
+        "        buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]",
+        "for i in range(w):",
+        f"    buf[{out} * ROW + i] = buf[B * ROW + i] / buf[D * ROW + i]",
+        "for j in range(1, n_comp):",
+        "    base = j * RS",
+        "    pb = parent[j] * RS",
+        "    for i in range(w):",
+        f"        buf[base + {out} * ROW + i] = (buf[base + B * ROW + i] + buf[base + {lower} "
+        f"* ROW + i] * buf[pb + {out} * ROW + i]) / buf[base + D * ROW + i]",
+    ]
+    return "\n".join(indent + line for line in lines)
 
 
 _cable_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)

@@ -34,6 +34,7 @@ from .ion import (
     _compile_generated,
     _math,
     graph_math,
+    hines_block_source,
     staged_loops,
     step_body,
 )
@@ -322,22 +323,7 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len
                 db = (t * n_comp + j) * ROW
                 for i in range(w):
                     diag[db + i] = buf[base + D * ROW + i]
-            for j in range(n_comp - 1, 0, -1):
-                base = j * RS
-                pb = parent[j] * RS
-                for i in range(w):
-                    f = buf[base + C1 * ROW + i] / buf[base + D * ROW + i]
-                    buf[pb + D * ROW + i] -= f * buf[base + C0 * ROW + i]
-                    buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
-            for i in range(w):
-                buf[i] = buf[B * ROW + i] / buf[D * ROW + i]
-            for j in range(1, n_comp):
-                base = j * RS
-                pb = parent[j] * RS
-                for i in range(w):
-                    buf[base + i] = (buf[base + B * ROW + i]
-                                     + buf[base + C0 * ROW + i] * buf[pb + i]
-                                     ) / buf[base + D * ROW + i]
+{solve}
             for j in range(n_comp):
                 base = j * RS
                 tb = ((t + 1) * n_comp + j) * TS
@@ -379,22 +365,7 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len
                     buf[base + D * ROW + i] = diag[db + i]
                 for i in range(w):
                     buf[base + B * ROW + i] = buf[base + AV * ROW + i]
-            for j in range(n_comp - 1, 0, -1):
-                base = j * RS
-                pb = parent[j] * RS
-                for i in range(w):
-                    f = buf[base + C0 * ROW + i] / buf[base + D * ROW + i]
-                    buf[pb + D * ROW + i] -= f * buf[base + C1 * ROW + i]
-                    buf[pb + B * ROW + i] += f * buf[base + B * ROW + i]
-            for i in range(w):
-                buf[XR * ROW + i] = buf[B * ROW + i] / buf[D * ROW + i]
-            for j in range(1, n_comp):
-                base = j * RS
-                pb = parent[j] * RS
-                for i in range(w):
-                    buf[base + XR * ROW + i] = (buf[base + B * ROW + i]
-                                                + buf[base + C1 * ROW + i] * buf[pb + XR * ROW + i]
-                                                ) / buf[base + D * ROW + i]
+{solve_t}
             for j in range(n_comp):
                 base = j * RS
                 tb = (t * n_comp + j) * TS
@@ -509,7 +480,9 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     text = _CABLE_TEMPLATE.format(
         fwd_loads="\n".join(state_loads + param_loads), fwd_body="\n".join(fwd_body),
         fwd_stores="\n".join(fwd_stores) or f"{ind}pass", adj_loads="\n".join(adj_loads),
-        adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores))
+        adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores),
+        solve=hines_block_source(" " * 12, "C1", "C0", "0"),
+        solve_t=hines_block_source(" " * 12, "C0", "C1", "XR"))
     return text, {**consts, **fwd_consts}
 
 
