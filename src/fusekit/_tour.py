@@ -1,9 +1,10 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft), an HH population and a spiking HH network trained on the digits
-against the same network of LIF neurons (neuro), a minimum spanning forest against SciPy
-(mst); each new domain adds its part.
+layer against LoRA (peft), an HH population, its gradients, the gradient of branched HH
+cells, a conductance fit and a spiking HH network trained on the digits against the same
+network of LIF neurons (neuro), a minimum spanning forest against SciPy (mst); each new
+domain adds its part.
 """
 
 from __future__ import annotations
@@ -256,6 +257,65 @@ def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{3 * n} conductances"]]
 
 
+def _cable_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
+    """Gradient of branched HH cells: the compiled cable adjoint against autograd."""
+    import numpy as np
+    import torch
+
+    from . import ops as fusekit_ops
+    from .neuro import HH_CHANNELS, ChannelSet, cable_coupling
+    from .ops.ion import cable_torch_step
+
+    hh = ChannelSet(HH_CHANNELS)
+    n_cells, n_steps, dt, every = (4, 100, 0.025, 4) if quick else (20, 400, 0.025, 4)
+    # A soma and three dendrites of 4 compartments, the third branching off the first.
+    parent = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 2, 9, 10, 11])
+    n_comp = parent.shape[0]
+    length, diam = np.full(n_comp, 40.0), np.full(n_comp, 1.5)
+    length[0] = diam[0] = 20.0
+    coupling = torch.as_tensor(np.broadcast_to(cable_coupling(parent, length, diam)[:, None],
+                                               (2, n_cells, n_comp)).copy())
+    v0 = torch.full((n_cells, n_comp), -65.0, dtype=torch.float64)
+    s0 = torch.as_tensor(hh.steady_states(np.full(n_cells * n_comp, -65.0))
+                         .reshape(-1, n_cells, n_comp))
+    i_ext = torch.zeros(n_cells, n_comp, dtype=torch.float64)
+    i_ext[:, 0] = torch.linspace(5.0, 40.0, n_cells, dtype=torch.float64)
+    p0 = torch.as_tensor(hh.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp))
+
+    def grads(how: str) -> tuple[Any, ...]:
+        P, C = p0.clone().requires_grad_(), coupling.clone().requires_grad_()
+        if how == "autograd":
+            v, S, rows = v0, s0, []
+            pt = torch.as_tensor(parent)
+            for step in range(n_steps):
+                v, S = cable_torch_step(hh, pt, v, S, P, i_ext, C, dt)
+                if (step + 1) % every == 0:
+                    rows.append(v[:, 0])
+            loss = torch.stack(rows).mean(0).sum()
+        else:
+            rec = fusekit_ops.cable_simulate(v0, s0, P, i_ext, parent, C, channels=hh, dt=dt,
+                                             n_steps=n_steps, record_every=every,
+                                             backend="cpu").v_record
+            loss = rec[:, :, 0].mean(0).sum()
+        return torch.autograd.grad(loss, (P, C))
+
+    want = grads("autograd")
+    got = grads("adjoint")  # compile outside the timing
+    err = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, want,
+                                                                         strict=True))
+    t_adj = median_seconds(lambda: grads("adjoint"), repeat=3)
+    t_torch = median_seconds(lambda: grads("autograd"), repeat=1)
+    print(f"  gradient of the soma's mean v w.r.t. every compartment's parameters and the "
+          f"axial coupling, {n_cells} branched HH cells x {n_comp} compartments x "
+          f"{n_steps * dt:.0f} ms: compiled adjoint {format_seconds(t_adj)}, torch autograd "
+          f"over the full history {format_seconds(t_torch)}; gradients agree to {err:.1e}",
+          file=out)
+    return [["neuro", f"branched-cell gradient, {n_cells} cells x {n_comp} compartments x "
+             f"{n_steps * dt:.0f} ms, float64", f"{err:.1e} (vs autograd)",
+             format_seconds(t_adj), f"torch autograd, full history: {format_seconds(t_torch)}",
+             f"{t_torch / t_adj:.0f}x", f"{(7 + 2) * n_comp * n_cells} parameters"]]
+
+
 def _fit_part(quick: bool, out: TextIO) -> list[list[str]]:
     """Learning task (a): recover an HH cell's conductances from its voltage traces."""
     import time
@@ -365,7 +425,7 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     print("\nTour:", file=out)
     rows: list[list[str]] = []
     parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _grad_part,
-                        _fit_part, _neuro_deploy_part, _digits_part, _mst_part]
+                        _cable_grad_part, _fit_part, _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
