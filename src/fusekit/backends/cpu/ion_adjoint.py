@@ -29,10 +29,12 @@ from ...ops.ion_symbolic import adjoint_step_source
 from ._numba import configure
 from .ion import (
     _FASTMATH,
+    CABLE_STAGES,
     NEURON_BLOCK,
     ROW_PAD,
     _compile_generated,
     _math,
+    cable_step_loops,
     graph_math,
     hines_block_source,
     staged_loops,
@@ -312,14 +314,7 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len
                 if i_rows:
                     for i in range(w):
                         buf[base + II * ROW + i] = I[step, lo + i, j]
-                for i in range(w):
-                    v = buf[base + i]
-                    i_inj = buf[base + II * ROW + i]
-{fwd_loads}
-{fwd_body}
-{fwd_stores}
-                    buf[base + D * ROW + i] = p0 / dt + g_sum + buf[base + AX * ROW + i]
-                    buf[base + B * ROW + i] = p0 / dt * v + ge_sum + i_inj
+{fwd_step}
                 db = (t * n_comp + j) * ROW
                 for i in range(w):
                     diag[db + i] = buf[base + D * ROW + i]
@@ -437,25 +432,25 @@ def _cable_layout(cs: ChannelSet) -> dict[str, int]:
     lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "X_ROWS": 1 + n_states}
     names = ["II", "P0", "D", "B", "C0", "C1", "AX", "XR", "V1", "AV", "AS", "AP", "AI",
-             "AIS", "G0", "G1"]
+             "AIS", "G0", "G1", "SPILL"]
     sizes = {"P0": n_params, "AS": n_states, "AP": n_params}
     row = 1 + n_states  # rows 0 .. n_states: v and the states
+    lay["S0"] = 1
     for name in names:
         lay[name] = row
         row += sizes.get(name, 1)
-    lay["NR"] = row
+    lay["NR"] = lay["SPILL"] + cable_step_loops(cs, CABLE_STAGES, lay)[1]
     return lay
 
 
 def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     """The cable adjoint kernel's source and its constants.
 
-    Its forward re-run is the forward kernel's step (the lines of
-    :func:`fusekit.ops.ion_symbolic.cable_value_step_source` and its sums in the same order,
-    so it follows the forward's trajectory); the local adjoint of a compartment is
+    Its forward re-run is the forward kernel's step (:func:`cpu.ion.cable_step_loops`, the
+    same loops, so it follows the forward's trajectory); the local adjoint of a compartment is
     :func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`.
     """
-    from ...ops.ion_symbolic import cable_adjoint_step_source, cable_value_step_source
+    from ...ops.ion_symbolic import cable_adjoint_step_source
 
     lay = _cable_layout(cs)
     n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
@@ -464,10 +459,10 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     def row(r: int) -> str:
         return f"buf[base + {r} * ROW + i]"
 
-    fwd_body, fwd_consts = cable_value_step_source(cs, ind, prefix="f", const_prefix="KF")
+    fwd_step, _, fwd_consts = cable_step_loops(cs, CABLE_STAGES, lay, prefix="f",
+                                               const_prefix="KF", indent=" " * 16)
     state_loads = [f"{ind}s{k} = {row(1 + k)}" for k in range(n_states)]
     param_loads = [f"{ind}p{i} = {row(lay['P0'] + i)}" for i in range(n_params)]
-    fwd_stores = [f"{ind}{row(1 + k)} = s{k}_n" for k in range(n_states)]
     adj_body, consts, rows = cable_adjoint_step_source(cs, ind)
     adj_loads = state_loads + param_loads
     adj_loads += [f"{ind}as{k}_n = {row(lay['AS'] + k)}" for k in range(n_states)]
@@ -478,8 +473,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     adj_stores += [f"{ind}{row(lay['AP'] + i)} += ap{i}" for i in rows]
     adj_stores.append(f"{ind}{row(lay['AI'])} = ai")
     text = _CABLE_TEMPLATE.format(
-        fwd_loads="\n".join(state_loads + param_loads), fwd_body="\n".join(fwd_body),
-        fwd_stores="\n".join(fwd_stores) or f"{ind}pass", adj_loads="\n".join(adj_loads),
+        fwd_step=fwd_step, adj_loads="\n".join(adj_loads),
         adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores),
         solve=hines_block_source(" " * 12, "C1", "C0", "0"),
         solve_t=hines_block_source(" " * 12, "C0", "C1", "XR"))
