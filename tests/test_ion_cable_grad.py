@@ -317,3 +317,25 @@ def test_cable_adjoint_bad_input():
         fusekit.ops.cable_adjoint(*bad, **kw)
     with pytest.raises(InputError, match="segment"):
         fusekit.ops.cable_adjoint(*args, **{**kw, "segment": 15})
+
+
+def test_one_compartment_cable_gradient_equals_ion_simulate_gradient():
+    n = 3
+    v0 = torch.full((n, 1), -65.0, dtype=F64)
+    S0 = torch.as_tensor(HH.steady_states(np.full(n, -65.0)).reshape(-1, n, 1))
+    P = torch.as_tensor(HH.default_params(n).reshape(-1, n, 1)).clone().requires_grad_()
+    current = torch.tensor([[5.0], [10.0], [20.0]], dtype=F64, requires_grad=True)
+    coupling = torch.zeros(2, n, 1, dtype=F64)
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, np.array([-1]), coupling, channels=HH,
+                                     dt=DT, n_steps=400, max_spikes=1)
+    got = torch.autograd.grad(out.v.sum() + out.states.sum() + out.spike_times.nansum(),
+                              (P, current))
+    P1 = P.detach()[:, :, 0].clone().requires_grad_()
+    current1 = current.detach()[:, 0].clone().requires_grad_()
+    one = fusekit.ops.ion_simulate(v0[:, 0].contiguous(), S0[:, :, 0].contiguous(), P1,
+                                   current1, channels=HH, dt=DT, n_steps=400, max_spikes=1)
+    want = torch.autograd.grad(one.v.sum() + one.states.sum() + one.spike_times.nansum(),
+                               (P1, current1))
+    assert int(one.spike_count.sum()) >= 2
+    torch.testing.assert_close(got[0][:, :, 0], want[0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got[1][:, 0], want[1], rtol=1e-9, atol=1e-12)
