@@ -60,7 +60,7 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
         if not bool(((x > 0) & (x < float("inf"))).all()):
             raise InputError(f"cable_coupling: every {name} must be positive and finite (um); "
                              "a compartment needs an area and a cross-section")
-    if not float(r_axial) > 0:
+    if not float(r_axial.detach() if hasattr(r_axial, "detach") else r_axial) > 0:
         raise InputError(f"cable_coupling: r_axial must be positive (Ohm cm), got {r_axial!r}")
     length_cm = length * 1e-4
     radius_cm = diam * 0.5e-4
