@@ -102,9 +102,9 @@ def fit(quick: bool = False, *, steps: int | None = None, lbfgs_steps: int | Non
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if verbose and (step % 25 == 0 or step == steps - 1):
-            shown = ", ".join(f"{k} {float(v.exp()):.4g}" for k, v in log_values.items())
+            shown = ", ".join(f"{k} {float(v.detach().exp()):.4g}" for k, v in log_values.items())
             print(f"step {step:3d}: loss {losses[-1]:.3e} mV^2; {shown}")
     # Then L-BFGS from where Adam stopped: it finishes the last digits quickly.
     lbfgs = torch.optim.LBFGS(log_values.values(), lr=1.0, max_iter=lbfgs_steps,
@@ -117,15 +117,15 @@ def fit(quick: bool = False, *, steps: int | None = None, lbfgs_steps: int | Non
         loss = (model(values, problem["i_ext"], problem["n_steps"])
                 - problem["target"]).pow(2).mean()
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         return loss
 
     lbfgs.step(closure)
     if verbose:
-        shown = ", ".join(f"{k} {float(v.exp()):.4g}" for k, v in log_values.items())
+        shown = ", ".join(f"{k} {float(v.detach().exp()):.4g}" for k, v in log_values.items())
         print(f"L-BFGS ({len(losses) - steps} evaluations): loss {losses[-1]:.3e} mV^2; {shown}")
     seconds = time.perf_counter() - t0
-    found = {k: float(v.exp()) for k, v in log_values.items()}
+    found = {k: float(v.detach().exp()) for k, v in log_values.items()}
     errors = {k: abs(found[k] / HIDDEN[k] - 1.0) for k in HIDDEN}
     if verbose:
         print(f"\n{len(problem['amplitudes'])} sweeps x {problem['duration']:.0f} ms, "
