@@ -1035,6 +1035,64 @@ def ion_adjoint_check(checks: Checks, torch: Any) -> None:
                        got.detach()[..., :k].cpu().numpy(), want, ADJ_TOL)
 
 
+#: Branched cells for the cable_adjoint check: a soma and three dendrites of 4 compartments
+#: (the tour's tree), CABLE_CELLS cells with soma currents of 5-40 uA/cm^2, 100 ms.
+CABLE_PARENT = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 2, 9, 10, 11])
+CABLE_CELLS = 1000
+
+
+def cable_backprop(torch: Any, device: str, n_cells: int, backend: str) -> tuple[Any, Any]:
+    """The gradient of branched HH cells' loss w.r.t. parameters and coupling; spike counts.
+
+    The loss: every soma's mean v plus its first spike time.
+    """
+    import fusekit
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling
+
+    hh = ChannelSet(HH_CHANNELS)
+    n_comp = CABLE_PARENT.shape[0]
+    length, diam = np.full(n_comp, 40.0), np.full(n_comp, 1.5)
+    length[0] = diam[0] = 20.0
+    cpl = np.broadcast_to(cable_coupling(CABLE_PARENT, length, diam)[:, None],
+                          (2, n_cells, n_comp)).copy()
+    v0 = np.full((n_cells, n_comp), -65.0)
+    S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n_cells, n_comp)
+    P = hh.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
+    i_ext = np.zeros((n_cells, n_comp))
+    i_ext[:, 0] = np.linspace(5.0, 40.0, n_cells)
+    t = [torch.from_numpy(a).to(device) for a in (v0, S0, P, i_ext, cpl)]
+    t[2].requires_grad_(True)
+    t[4].requires_grad_(True)
+    out = fusekit.ops.cable_simulate(t[0], t[1], t[2], t[3], CABLE_PARENT, t[4], channels=hh,
+                                     dt=SENS_DT, n_steps=SENS_STEPS, record_every=4,
+                                     max_spikes=1, backend=backend)
+    loss = out.v_record[:, :, 0].mean(0).sum() + torch.nan_to_num(out.spike_times).sum()
+    return torch.autograd.grad(loss, (t[2], t[4])), out.spike_count
+
+
+def cable_adjoint_check(checks: Checks, torch: Any) -> None:
+    """Backprop through branched cells on CUDA tensors against the CPU kernels' gradient."""
+    from fusekit.backends.cuda import ion as cuda_ion
+    from fusekit.neuro import HH_CHANNELS, ChannelSet
+
+    n = 64
+    got, counts = cable_backprop(torch, "cuda", n, "cuda")
+    checks.expect("cable_simulate's torch backward ran the CUDA cable_adjoint kernel",
+                  ("cable_adjoint", ChannelSet(HH_CHANNELS).key, "float64") in cuda_ion._kernels)
+    want, want_counts = cable_backprop(torch, "cpu", n, "cpu")
+    checks.same(f"cable forward spike counts, {n} cells", counts.cpu().numpy(),
+                want_counts.numpy())
+    for field, a, b in zip(("params", "coupling"), got, want, strict=True):
+        checks.compare(f"cable_adjoint d loss / d {field}, {n} cells x {SENS_STEPS} steps",
+                       a.cpu().numpy(), b.numpy(), ADJ_TOL)
+    sync = torch.cuda.synchronize
+    t_cpu = wall_ms(lambda: cable_backprop(torch, "cpu", CABLE_CELLS, "cpu"), sync, 1)
+    t_gpu = wall_ms(lambda: cable_backprop(torch, "cuda", CABLE_CELLS, "cuda"), sync, 1)
+    print(f"cable gradient, {CABLE_CELLS} cells x {CABLE_PARENT.shape[0]} compartments x "
+          f"{SENS_STEPS} steps, float64 (forward + backward): cuda {t_gpu:.1f} ms, cpu "
+          f"{t_cpu:.1f} ms ({t_cpu / t_gpu:.1f}x)")
+
+
 def time_ion_adjoint_row(torch: Any, dtype: str, repeats: int, *, recompute: bool) -> None:
     """One row: the forward alone, forward and backward, and the torch recompute (float64)."""
     import fusekit.ops.ion as ion_ops
@@ -1190,6 +1248,8 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
     print("ion_adjoint (backprop), torch CUDA tensors, backend='cuda':")
     checks.run("ion_adjoint HH float64", ion_adjoint_check, checks, torch)
+    print("cable_adjoint (backprop through branched cells), torch CUDA tensors:")
+    checks.run("cable_adjoint HH float64", cable_adjoint_check, checks, torch)
     if not args.no_timing:
         time_kron_linear(checks, torch, cupy, args.repeats)
         time_fp8_gemv(checks, torch, cupy, args.repeats)

@@ -200,3 +200,222 @@ def ion_adjoint_cuda(
             workspace=to_device("workspace", traj, stream), stream=stream,
         )
     return OV, OS[:n_states], OP, OI.reshape(i_ext.shape)
+
+
+# ------------------------------------------------------------ multi-compartment cells
+
+# Workspace arrays have the cell index last, so a warp's accesses coalesce.
+_CABLE_TEMPLATE = '''
+def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len,
+                         n_steps, record_every, thr, max_spikes, dt, TRAJ, DIAG, DD, XB, AV,
+                         AS, OV, OS, OP, OI, OC):
+    c = cuda.grid(1)
+    if c >= P.shape[1]:
+        return
+    n_comp = P.shape[2]
+    for j in range(n_comp):
+        AV[j, c] = GV[c, j]
+{adjoint_inits}
+{param_grad_inits}
+        OC[0, c, j] = ZERO
+        OC[1, c, j] = ZERO
+        if not i_rows:
+            OI[0, c, j] = ZERO
+    for seg in range(CK.shape[0] - 1, -1, -1):
+        k0 = seg * seg_len
+        k1 = min(n_steps, k0 + seg_len)
+        for j in range(n_comp):
+            for k in range({x_rows}):
+                TRAJ[0, k, j, c] = CK[seg, k, c, j]
+        count = CNT[seg, c]
+        for step in range(k0, k1):
+            pos = step - k0
+            irow = step * i_rows
+            for j in range(n_comp):
+                v = TRAJ[pos, 0, j, c]
+                i_inj = I[irow, c, j]
+{forward_loads}
+{forward}
+{forward_stores}
+                DD[j, c] = p0 / dt + g_sum
+                XB[j, c] = p0 / dt * v + ge_sum + i_inj
+            # As the forward kernel (cuda.ion.cable_source), in the same order.
+            for j in range(1, n_comp):
+                DD[j, c] += CPL[0, c, j]
+                DD[parent[j], c] += CPL[1, c, j]
+            for j in range(n_comp):
+                DIAG[pos, j, c] = DD[j, c]
+            for j in range(n_comp - 1, 0, -1):
+                f = CPL[1, c, j] / DD[j, c]
+                DD[parent[j], c] -= f * CPL[0, c, j]
+                XB[parent[j], c] += f * XB[j, c]
+            TRAJ[pos + 1, 0, 0, c] = XB[0, c] / DD[0, c]
+            for j in range(1, n_comp):
+                TRAJ[pos + 1, 0, j, c] = (XB[j, c] + CPL[0, c, j] * TRAJ[pos + 1, 0, parent[j], c]
+                                          ) / DD[j, c]
+            if TRAJ[pos, 0, 0, c] < thr and TRAJ[pos + 1, 0, 0, c] >= thr:
+                count += 1
+        for step in range(k1 - 1, k0 - 1, -1):
+            pos = step - k0
+            irow = step * i_rows
+            if record_every > 0 and (step + 1) % record_every == 0:
+                r = (step + 1) // record_every - 1
+                for j in range(n_comp):
+                    AV[j, c] += GREC[r, c, j]
+            v_old = TRAJ[pos, 0, 0, c]
+            v_new = TRAJ[pos + 1, 0, 0, c]
+            extra = ZERO
+            if v_old < thr and v_new >= thr:
+                # This step's spike is the count-th of the cell (0-based).
+                count -= 1
+                if count < max_spikes:
+                    den = v_new - v_old
+                    frac = (thr - v_old) / den
+                    g_t = GT[count, c]
+                    AV[0, c] += -dt * frac / den * g_t
+                    extra = -dt * (ONE - frac) / den * g_t
+            # a_R = A^-T a_v': the elimination with the coupling's rows swapped, in place.
+            for j in range(n_comp):
+                DD[j, c] = DIAG[pos, j, c]
+                XB[j, c] = AV[j, c]
+            for j in range(n_comp - 1, 0, -1):
+                f = CPL[0, c, j] / DD[j, c]
+                DD[parent[j], c] -= f * CPL[1, c, j]
+                XB[parent[j], c] += f * XB[j, c]
+            XB[0, c] = XB[0, c] / DD[0, c]
+            for j in range(1, n_comp):
+                XB[j, c] = (XB[j, c] + CPL[1, c, j] * XB[parent[j], c]) / DD[j, c]
+            for j in range(1, n_comp):
+                pj = parent[j]
+                OC[0, c, j] += XB[j, c] * (TRAJ[pos + 1, 0, pj, c] - TRAJ[pos + 1, 0, j, c])
+                OC[1, c, j] += XB[pj, c] * (TRAJ[pos + 1, 0, j, c] - TRAJ[pos + 1, 0, pj, c])
+            for j in range(n_comp):
+                v = TRAJ[pos, 0, j, c]
+                i_inj = I[irow, c, j]
+                a_r = XB[j, c]
+                a_d = -a_r * TRAJ[pos + 1, 0, j, c]
+{adjoint_loads}
+{adjoint}
+                AV[j, c] = av
+{adjoint_stores}
+                if i_rows:
+                    OI[step, c, j] = ai
+                else:
+                    OI[0, c, j] += ai
+            AV[0, c] += extra
+    for j in range(n_comp):
+        OV[c, j] = AV[j, c]
+{state_grad_stores}
+'''
+
+
+def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+    """The Python source of the CUDA cable adjoint kernel and its constants (for reading).
+
+    The forward re-run is the CUDA forward's step (``ops.ion_channel.step_source``, the same
+    device functions and sums in the same order); the local adjoint of a compartment is
+    :func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`.
+    """
+    from ...ops.ion_symbolic import cable_adjoint_step_source
+
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    ind = " " * 16
+    forward, _ = step_source(cs, ind, voltage=False)
+    adjoint, consts, rows = cable_adjoint_step_source(cs, ind)
+
+    def lines(fmt: str, count: int | list[int], indent: int) -> str:
+        items = range(count) if isinstance(count, int) else count
+        return "\n".join(" " * indent + fmt.format(i=i, row=i + 1) for i in items)
+
+    text = _CABLE_TEMPLATE.format(
+        adjoint_inits=lines("AS[{i}, j, c] = GS[{i}, c, j]", n_states, 8),
+        param_grad_inits=lines("OP[{i}, c, j] = ZERO", n_params, 8),
+        forward_loads="\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
+                                 lines("p{i} = P[{i}, c, j]", n_params, 16)]),
+        forward="\n".join(forward),
+        forward_stores=lines("TRAJ[pos + 1, {row}, j, c] = s{i}", n_states, 16) or ind + "pass",
+        adjoint_loads="\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
+                                 lines("p{i} = P[{i}, c, j]", n_params, 16),
+                                 lines("as{i}_n = AS[{i}, j, c]", n_states, 16)]),
+        adjoint="\n".join(adjoint),
+        adjoint_stores="\n".join([lines("AS[{i}, j, c] = as{i}", n_states, 16),
+                                  lines("OP[{i}, c, j] += ap{i}", rows, 16)]),
+        state_grad_stores=lines("OS[{i}, c, j] = AS[{i}, j, c]", n_states, 8),
+        x_rows=1 + n_states,
+    )
+    return text, consts
+
+
+def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
+    """The CUDA cable adjoint kernel for ``cs`` and ``dtype`` (generated on first use)."""
+    return _generated_kernel("cable_adjoint", cs, dtype, lambda: cable_generated_source(cs),
+                             "cable_adjoint_kernel", voltage=False)
+
+
+def cable_adjoint_launch(
+    CK: Any, CNT: Any, P: Any, I_ext: Any, parent: Any, CPL: Any, GV: Any, GS: Any,
+    GREC: Any, GT: Any, OV: Any, OS: Any, OP: Any, OI: Any, OC: Any, *, channels: Any,
+    dt: float, n_steps: int, segment: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
+) -> None:
+    """Run :func:`fusekit.ops.cable_adjoint` on device arrays, one thread per cell.
+
+    The keyword arguments are :func:`fusekit.ops.cable_adjoint`'s; the arrays are its inputs
+    (``I_ext`` with a leading axis of 1 for a constant current, ``GS`` with at least one row)
+    and its five outputs, every element of which is written. The workspaces (one segment's
+    trajectory and diagonals, and the per-compartment rows of the solves and adjoints) are
+    allocated here on ``stream``.
+    """
+    cs = channel_set(channels)
+    n_cells, n_comp = P.shape[1], P.shape[2]
+    if n_cells == 0:
+        return
+    dtype = np.dtype(P.dtype)
+    scalar = dtype.type
+    seg = min(segment, n_steps)
+    x_rows = 1 + len(cs.state_names)
+    work = [cuda.device_array(shape, dtype=dtype, stream=stream) for shape in (
+        (seg + 1, x_rows, n_comp, n_cells), (max(seg, 1), n_comp, n_cells),
+        (n_comp, n_cells), (n_comp, n_cells), (n_comp, n_cells),
+        (max(x_rows - 1, 1), n_comp, n_cells))]
+    i_rows = 0 if I_ext.shape[0] == 1 else 1
+    cable_kernel_for(cs, dtype.name)[-(-n_cells // THREADS), THREADS, stream](
+        CK, CNT, P, I_ext, i_rows, parent, CPL, GV, GS, GREC, GT, segment, n_steps,
+        record_every, scalar(spike_threshold), max_spikes, scalar(dt), *work, OV, OS, OP, OI,
+        OC,
+    )
+
+
+@register_kernel(adj.cable_adjoint_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
+def cable_adjoint_cuda(
+    checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
+    g_v: Any, g_states: Any, g_v_record: Any, g_spike_times: Any, *, channels: Any,
+    dt: float, n_steps: int, segment: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
+) -> tuple[Any, ...]:
+    """The whole cable backward in one launch, one thread per cell, on CuPy's stream."""
+    import cupy
+
+    cs = channel_set(channels)
+    n_states = len(cs.state_names)
+    n_cells, n_comp = params.shape[1], params.shape[2]
+    dtype = params.dtype
+    with params.device, cuda.gpus[params.device.id]:
+        stream = cupy_stream(cupy)
+        c = cupy.ascontiguousarray
+        I_ext = c(i_ext).reshape(i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
+        GS = c(g_states) if n_states else cupy.zeros((1, n_cells, n_comp), dtype=dtype)
+        outs = [cupy.empty(shape, dtype=dtype) for shape in (
+            (n_cells, n_comp), GS.shape, params.shape, I_ext.shape, coupling.shape)]
+        arrays = [("checkpoints", c(checkpoints)), ("counts_at", c(counts_at)),
+                  ("params", c(params)), ("i_ext", I_ext),
+                  ("parent", cupy.asarray(parent, dtype=cupy.int64)), ("coupling", c(coupling)),
+                  ("g_v", c(g_v)), ("g_states", GS), ("g_v_record", c(g_v_record)),
+                  ("g_spike_times", c(g_spike_times)),
+                  *zip(("OV", "OS", "OP", "OI", "OC"), outs, strict=True)]
+        cable_adjoint_launch(
+            *(to_device(name, a, stream) for name, a in arrays), channels=cs, dt=dt,
+            n_steps=n_steps, segment=segment, record_every=record_every,
+            spike_threshold=spike_threshold, max_spikes=max_spikes, stream=stream)
+    OV, OS, OP, OI, OC = outs
+    return OV, OS[:n_states], OP, OI.reshape(i_ext.shape), OC

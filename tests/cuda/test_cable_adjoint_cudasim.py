@@ -1,0 +1,76 @@
+"""The generated CUDA cable_adjoint kernel against the float64 oracle, in the CUDA simulator.
+
+The checkpoints come from the CPU forward (``checkpointed_forward`` with ``cable_simulate``),
+as the torch backward gets them. The simulator runs every GPU thread as a Python thread, so
+the cells and step counts are tiny.
+"""
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from fusekit.backends.cuda import ion_adjoint as cuda_adj
+from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling
+from fusekit.ops.ion import cable_simulate_op
+from fusekit.ops.ion_backprop import cable_adjoint_reference
+from fusekit.ops.ion_grad import checkpointed_forward
+
+pytestmark = pytest.mark.cudasim
+
+HH = ChannelSet(HH_CHANNELS)
+PARENT = np.array([-1, 0, 1, 1])
+
+
+def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0):
+    """Two branched cells that fire, their checkpoints and random incoming gradients."""
+    rng = np.random.default_rng(seed)
+    n_cells, n_comp = 2, PARENT.shape[0]
+    v0 = np.full((n_cells, n_comp), -65.0)
+    S0 = HH.steady_states(v0.reshape(-1)).reshape(3, n_cells, n_comp)
+    P = HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
+    coupling = np.broadcast_to(cable_coupling(PARENT, np.full(4, 30.0), np.full(4, 4.0))
+                               [:, None], (2, n_cells, n_comp)).copy()
+    i_ext = np.zeros((n_cells, n_comp))
+    i_ext[:, 0] = [300.0, 400.0]  # enough to fire within 0.75 ms
+    if per_step:
+        i_ext = i_ext[None] * np.linspace(0.8, 1.2, n_steps)[:, None, None]
+    v0, S0, P, i_ext, coupling = (a.astype(dtype) for a in (v0, S0, P, i_ext, coupling))
+    kw = dict(channels=HH.key, dt=0.025, n_steps=n_steps, record_every=record_every,
+              spike_threshold=0.0, max_spikes=max_spikes)
+
+    def run(arrays, params, backend):
+        return cable_simulate_op.run((*arrays, PARENT, coupling), params, backend)
+
+    out = checkpointed_forward(run, v0, S0, P, i_ext, **kw, checkpoint_every=segment,
+                               backend="cpu")
+    assert out[3].sum() >= 2  # both cells fire: spike times carry gradients
+    n_rec = n_steps // record_every
+    grads = (rng.normal(size=v0.shape), rng.normal(size=S0.shape),
+             rng.normal(size=(n_rec, n_cells, n_comp)),
+             np.where(np.isnan(out[4]), 0.0, rng.normal(size=(max_spikes, n_cells))))
+    arrays = (out[5], out[6], P, i_ext, PARENT, coupling, *(g.astype(dtype) for g in grads))
+    return arrays, {**kw, "segment": segment}
+
+
+def launch(arrays, kw):
+    """The kernel on Numba device arrays (no CuPy); the five gradients copied back."""
+    CK, CNT, P, i_ext, parent, coupling, g_v, g_S, g_rec, g_t = arrays
+    I_ext = i_ext if i_ext.ndim == 3 else i_ext[None]
+    outs = [cuda.device_array(a.shape, dtype=a.dtype) for a in (g_v, g_S, P, I_ext, coupling)]
+    dev = [cuda.to_device(np.ascontiguousarray(a))
+           for a in (CK, CNT, P, I_ext, parent, coupling, g_v, g_S, g_rec, g_t)]
+    cuda_adj.cable_adjoint_launch(*dev, *outs, **kw)
+    got = [o.copy_to_host() for o in outs]
+    got[3] = got[3].reshape(i_ext.shape)
+    return got
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_cable_adjoint_matches_the_reference_in_float64(per_step):
+    arrays, kw = problem(30, 10, per_step=per_step, dtype=np.float64)
+    got = launch(arrays, kw)
+    want = cable_adjoint_reference(*arrays, **kw)
+    for name, a, b in zip(("v0", "states0", "params", "i_ext", "coupling"), got, want,
+                          strict=True):
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-8 * np.abs(b).max(), err_msg=name)
