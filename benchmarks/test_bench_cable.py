@@ -6,7 +6,8 @@ every compartment, Jaxley's default geometry (10 um long, 1 um radius, 5,000 Ohm
 a constant current into compartment 0 (5 to 40 uA/cm^2 across the cells), 100 ms at
 dt = 0.025 ms, float64. Gradient: of every cell's mean potential in compartment 0 with
 respect to the HH conductances (fusekit: every compartment's parameter rows, by
-``cable_simulate``'s checkpointed backward, ``cable_adjoint``; Jaxley: ``HH_gNa``, ``HH_gK``,
+``cable_simulate``'s checkpointed backward, ``cable_adjoint``, recording compartment 0 only
+as Jaxley does; Jaxley: ``HH_gNa``, ``HH_gK``,
 ``HH_gLeak`` per cell, its checkpointed reverse mode). Jaxley runs in its own environment
 (``bash peers/setup.sh``; skipped without it) and times itself inside the subprocess, JIT
 excluded. ``extra_info`` reports compartment-steps/s.
@@ -86,7 +87,8 @@ def test_fusekit_cable_gradient(benchmark):
     def gradient():
         params = P.clone().requires_grad_()
         out = fusekit.ops.cable_simulate(v0, S, params, i_ext, parent, coupling, channels=HH,
-                                         dt=DT, n_steps=N_STEPS, record_every=1, backend="cpu")
+                                         dt=DT, n_steps=N_STEPS, record_every=1, record_at=[0],
+                                         backend="cpu")
         out.v_record[:, :, 0].mean(0).sum().backward()
         return params.grad
 

@@ -228,7 +228,7 @@ def test_opcheck_cable_simulate():
     v0, S0, P, current, coupling = cell()
     P.requires_grad_()
     args = (v0, S0, P, current, torch.as_tensor(PARENT), coupling, HH.key, DT, 400, 10, 0.0,
-            1, 100, "cpu")
+            1, [0, 3], 100, "cpu")
     # Both cells spike once: no NaN spike times (opcheck compares without equal_nan).
     assert not torch.isnan(torch.ops.fusekit.cable_simulate.default(*args)[4]).any()
     torch.library.opcheck(torch.ops.fusekit.cable_simulate.default, args,
@@ -266,7 +266,7 @@ def adjoint_inputs(dtype=F64, per_step=False, n_steps=300, segment=50, max_spike
         current = current[None] * ramp[:, None, None]
     out = torch.ops.fusekit.cable_simulate.default(
         v0, S0, P, current, torch.as_tensor(PARENT), coupling, HH.key, DT, n_steps, 10, 0.0,
-        max_spikes, segment, "cpu")
+        max_spikes, None, segment, "cpu")
     assert int(out[3].sum()) >= 2  # spikes: their times carry gradients
     rng = np.random.default_rng(7)
 
@@ -339,3 +339,52 @@ def test_one_compartment_cable_gradient_equals_ion_simulate_gradient():
     assert int(one.spike_count.sum()) >= 2
     torch.testing.assert_close(got[0][:, :, 0], want[0], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(got[1][:, 0], want[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_record_at_records_those_compartments_and_differentiates_them(backend):
+    v0, S0, P, current, coupling = cell()
+    kw = {"channels": HH, "dt": DT, "n_steps": 200, "record_every": 5, "max_spikes": 1,
+          "backend": backend}
+    full = fusekit.ops.cable_simulate(*(a.numpy() for a in (v0, S0, P, current)), PARENT,
+                                      coupling.numpy(), **kw)
+    some = fusekit.ops.cable_simulate(*(a.numpy() for a in (v0, S0, P, current)), PARENT,
+                                      coupling.numpy(), **kw, record_at=[4, 0, 4])
+    np.testing.assert_array_equal(some.v_record, full.v_record[:, :, [4, 0, 4]])
+    np.testing.assert_array_equal(some.v, full.v)
+    weights = torch.linspace(0.5, 1.5, 40 * 2 * 3, dtype=F64).reshape(40, 2, 3)
+    grads = []
+    for record_at in ([4, 0, 4], None):
+        params, cpl = P.clone().requires_grad_(), coupling.clone().requires_grad_()
+        out = fusekit.ops.cable_simulate(v0, S0, params, current, PARENT, cpl, **kw,
+                                         record_at=record_at, checkpoint_every=50)
+        rec = out.v_record if record_at is not None else out.v_record[:, :, [4, 0, 4]]
+        grads.append(torch.autograd.grad((weights * rec).sum(), (params, cpl)))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_record_at_through_the_torch_recompute(monkeypatch):
+    import fusekit.ops.ion as ion_ops
+
+    v0, S0, P, current, coupling = cell()
+    P.requires_grad_()
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, channels=HH, dt=DT,
+                                     n_steps=100, record_every=5, record_at=[2],
+                                     checkpoint_every=25)
+    want = torch.autograd.grad(out.v_record.sum(), P)[0]
+    monkeypatch.setattr(ion_ops, "adjoint_backward", lambda *args, **kwargs: None)
+    out = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, channels=HH, dt=DT,
+                                     n_steps=100, record_every=5, record_at=[2],
+                                     checkpoint_every=25)
+    got = torch.autograd.grad(out.v_record.sum(), P)[0]
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("record_at", [[], [5], [-1], [0.5], [[0]]])
+def test_record_at_bad_input(record_at):
+    v0, S0, P, current, coupling = cell()
+    with pytest.raises(InputError, match="record_at"):
+        fusekit.ops.cable_simulate(v0.numpy(), S0.numpy(), P.numpy(), current.numpy(), PARENT,
+                                   coupling.numpy(), channels=HH, dt=DT, n_steps=10,
+                                   record_every=5, record_at=record_at)

@@ -58,8 +58,9 @@ def model(values: dict[str, Any], i_ext: Any, n_steps: int) -> Any:
     S0 = torch.as_tensor(hh.steady_states(np.full(n_cells * n_comp, -65.0))
                          .reshape(-1, n_cells, n_comp))
     out = fusekit.ops.cable_simulate(v0, S0, P, i_ext, PARENT, coupling, channels=hh, dt=DT,
-                                     n_steps=n_steps, record_every=RECORD_EVERY)
-    return out.v_record[:, :, [0, TIP]]  # (n_rec, n_cells, 2): soma and dendritic tip
+                                     n_steps=n_steps, record_every=RECORD_EVERY,
+                                     record_at=[0, TIP])
+    return out.v_record  # (n_rec, n_cells, 2): soma and dendritic tip
 
 
 def setup(quick: bool) -> dict[str, Any]:

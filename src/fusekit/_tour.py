@@ -294,7 +294,7 @@ def _cable_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
             loss = torch.stack(rows).mean(0).sum()
         else:
             rec = fusekit_ops.cable_simulate(v0, s0, P, i_ext, parent, C, channels=hh, dt=dt,
-                                             n_steps=n_steps, record_every=every,
+                                             n_steps=n_steps, record_every=every, record_at=[0],
                                              backend="cpu").v_record
             loss = rec[:, :, 0].mean(0).sum()
         return torch.autograd.grad(loss, (P, C))

@@ -21,7 +21,8 @@ HH = ChannelSet(HH_CHANNELS)
 PARENT = np.array([-1, 0, 1, 1])
 
 
-def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0):
+def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0,
+            record_at=None):
     """Two branched cells that fire, their checkpoints and random incoming gradients."""
     rng = np.random.default_rng(seed)
     n_cells, n_comp = 2, PARENT.shape[0]
@@ -39,17 +40,19 @@ def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, 
               spike_threshold=0.0, max_spikes=max_spikes)
 
     def run(arrays, params, backend):
-        return cable_simulate_op.run((*arrays, PARENT, coupling), params, backend)
+        return cable_simulate_op.run((*arrays, PARENT, coupling),
+                                     {**params, "record_at": record_at}, backend)
 
     out = checkpointed_forward(run, v0, S0, P, i_ext, **kw, checkpoint_every=segment,
                                backend="cpu")
     assert out[3].sum() >= 2  # both cells fire: spike times carry gradients
     n_rec = n_steps // record_every
+    n_cols = n_comp if record_at is None else len(record_at)
     grads = (rng.normal(size=v0.shape), rng.normal(size=S0.shape),
-             rng.normal(size=(n_rec, n_cells, n_comp)),
+             rng.normal(size=(n_rec, n_cells, n_cols)),
              np.where(np.isnan(out[4]), 0.0, rng.normal(size=(max_spikes, n_cells))))
     arrays = (out[5], out[6], P, i_ext, PARENT, coupling, *(g.astype(dtype) for g in grads))
-    return arrays, {**kw, "segment": segment}
+    return arrays, {**kw, "segment": segment, "record_at": record_at}
 
 
 def launch(arrays, kw):
@@ -59,15 +62,19 @@ def launch(arrays, kw):
     outs = [cuda.device_array(a.shape, dtype=a.dtype) for a in (g_v, g_S, P, I_ext, coupling)]
     dev = [cuda.to_device(np.ascontiguousarray(a))
            for a in (CK, CNT, P, I_ext, parent, coupling, g_v, g_S, g_rec, g_t)]
-    cuda_adj.cable_adjoint_launch(*dev, *outs, **kw)
+    kw = dict(kw)
+    record_at = kw.pop("record_at")
+    rec = None if record_at is None else cuda.to_device(np.asarray(record_at, np.int64))
+    cuda_adj.cable_adjoint_launch(*dev, *outs, rec, **kw)
     got = [o.copy_to_host() for o in outs]
     got[3] = got[3].reshape(i_ext.shape)
     return got
 
 
-@pytest.mark.parametrize("per_step", [False, True])
-def test_cable_adjoint_matches_the_reference_in_float64(per_step):
-    arrays, kw = problem(30, 10, per_step=per_step, dtype=np.float64)
+@pytest.mark.parametrize(("per_step", "record_at"), [(False, None), (True, None),
+                                                     (False, [3, 0])])
+def test_cable_adjoint_matches_the_reference_in_float64(per_step, record_at):
+    arrays, kw = problem(30, 10, per_step=per_step, dtype=np.float64, record_at=record_at)
     got = launch(arrays, kw)
     want = cable_adjoint_reference(*arrays, **kw)
     for name, a, b in zip(("v0", "states0", "params", "i_ext", "coupling"), got, want,

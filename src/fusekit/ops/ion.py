@@ -500,15 +500,42 @@ def hines_solve_reference(parent: np.ndarray, diag: np.ndarray, upper: np.ndarra
 # ------------------------------------------------------------ multi-compartment cells
 
 
+def record_columns(record_at: Sequence[int] | None, n_comp: int) -> np.ndarray:
+    """The recorded compartments of a cable run as an int64 array (``None``: all)."""
+    if record_at is None:
+        return np.arange(n_comp, dtype=np.int64)
+    return np.asarray(record_at, dtype=np.int64).reshape(-1)
+
+
+def check_record_at(op: str, record_at: Any, n_comp: int) -> tuple[int, ...] | None:
+    """``record_at`` as a tuple of compartment indices (``None`` stays: every compartment).
+
+    Raises :class:`InputError` unless it is a non-empty sequence of integers in
+    ``[0, n_comp)``.
+    """
+    if record_at is None:
+        return None
+    values = np.asarray(record_at)
+    if values.ndim != 1 or values.size == 0 or not (
+            np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_):
+        raise InputError(f"{op}: record_at must be a non-empty sequence of compartment indices "
+                         f"(integers), got {record_at!r}")
+    if bool(((values < 0) | (values >= n_comp)).any()):
+        raise InputError(f"{op}: record_at indices must lie in [0, {n_comp}) (the cell has "
+                         f"{n_comp} compartments), got {values.tolist()}")
+    return tuple(int(x) for x in values)
+
+
 def _check_cable_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
     channels: Any, dt: float, n_steps: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
 ) -> str:
     op = "cable_simulate"
     cs = channel_set(channels)
     require_ndim(op, "v0", v0, 2, "(n_cells, n_comp)")
     n_cells, n_comp = (int(x) for x in v0.shape)
+    check_record_at(op, record_at, n_comp)
     if tuple(parent.shape) != (n_comp,):
         raise InputError(f"{op}: parent must have shape (n_comp,) = ({n_comp},), got "
                          f"{tuple(parent.shape)}")
@@ -551,8 +578,8 @@ def _check_cable_simulate(
 def _cable_simulate_torch(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
     channels: str, dt: float, n_steps: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0, checkpoint_every: int = 0,
-    backend: str | None = None,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
+    checkpoint_every: int = 0, backend: str | None = None,
 ) -> tuple[Any, ...]:
     # The torch form: the kernel in segments, returning the checkpoints for the backward too.
     from .._arrays import common_kind, to_native
@@ -560,12 +587,14 @@ def _cable_simulate_torch(
     kw = {"channels": channels, "dt": dt, "n_steps": n_steps, "record_every": record_every,
           "spike_threshold": spike_threshold, "max_spikes": max_spikes}
     check_checkpoint_every(checkpoint_every)
-    _check_cable_simulate(v0, states0, params, i_ext, parent, coupling, **kw)
+    _check_cable_simulate(v0, states0, params, i_ext, parent, coupling, **kw,
+                          record_at=record_at)
     kind = common_kind(("v0", "coupling"), (v0, coupling))
     tree = (to_native(parent, kind), to_native(coupling, kind))
+    cols = None if record_at is None else tuple(record_at)
 
     def run(arrays: tuple[Any, ...], params_: dict[str, Any], backend_: str | None) -> Any:
-        return cable_simulate_op.run((*arrays, *tree), params_, backend_)
+        return cable_simulate_op.run((*arrays, *tree), {**params_, "record_at": cols}, backend_)
 
     return checkpointed_forward(run, v0, states0, params, i_ext, **kw,
                                 checkpoint_every=checkpoint_every, backend=backend)
@@ -574,8 +603,8 @@ def _cable_simulate_torch(
 def _cable_simulate_fake(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
     channels: str, dt: float, n_steps: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0, checkpoint_every: int = 0,
-    backend: str | None = None,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
+    checkpoint_every: int = 0, backend: str | None = None,
 ) -> tuple[Any, ...]:
     import torch
 
@@ -583,16 +612,21 @@ def _cable_simulate_fake(
     n_states = states0.shape[0]
     n_rec = n_steps // record_every if record_every else 0
     n_seg = -(-n_steps // segment_length(n_steps, checkpoint_every, record_every))
+    n_cols = n_comp if record_at is None else len(record_at)
     return (v0.new_empty((n_cells, n_comp)), states0.new_empty((n_states, n_cells, n_comp)),
-            v0.new_empty((n_rec, n_cells, n_comp)),
+            v0.new_empty((n_rec, n_cells, n_cols)),
             v0.new_empty((n_cells,), dtype=torch.int64), v0.new_empty((max_spikes, n_cells)),
             v0.new_empty((n_seg, 1 + n_states, n_cells, n_comp)),
             v0.new_empty((n_seg, n_cells), dtype=torch.int64))
 
 
+_CABLE_TORCH_PARAMS = ("channels", "dt", "n_steps", "record_every", "spike_threshold",
+                       "max_spikes", "record_at", "checkpoint_every", "backend")
+
+
 def _cable_simulate_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
     _, _, params, i_ext, parent, coupling, *rest = inputs
-    ctx.kw = dict(zip(_ION_TORCH_PARAMS, rest, strict=False))
+    ctx.kw = dict(zip(_CABLE_TORCH_PARAMS, rest, strict=False))
     ctx.save_for_backward(params, i_ext, parent, coupling, output[5], output[6])
     ctx.mark_non_differentiable(output[3], output[5], output[6])
 
@@ -602,12 +636,15 @@ def _cable_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
     # recompute of each segment, the tree solve differentiated by hines_solve's backward.
     params, i_ext, parent, coupling, checkpoints, counts_at = ctx.saved_tensors
     kw = {"record_every": 0, "spike_threshold": 0.0, "max_spikes": 0, "checkpoint_every": 0,
-          "backend": None, **ctx.kw}
+          "backend": None, "record_at": None, **ctx.kw}
     backend = kw.pop("backend")
+    record_at = kw.pop("record_at")
+    cols = None if record_at is None else tuple(record_at)
     needs = ctx.needs_input_grad
     wanted = (*needs[:4], needs[5])
     got = adjoint_backward(grads[:5], checkpoints, counts_at, params, i_ext, **kw,
-                           needs=wanted, backend=backend, tree=(parent, coupling))
+                           needs=wanted, backend=backend, tree=(parent, coupling),
+                           record_at=cols)
     if got is not None:
         return (*got[:4], None, got[4], *(None,) * (len(needs) - 6))
     cs = channel_set(kw["channels"])
@@ -618,7 +655,8 @@ def _cable_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
 
     g_v, g_S, g_P, g_I, g_c = checkpointed_backward(
         grads[:5], checkpoints, counts_at, params, i_ext, **kw,
-        needs=wanted, step=step, extra=(coupling,), probe=lambda v: v[:, 0])
+        needs=wanted, step=step, extra=(coupling,), probe=lambda v: v[:, 0],
+        record=None if cols is None else (lambda v: v[:, list(cols)]))
     return (g_v, g_S, g_P, g_I, None, g_c, *(None,) * (len(needs) - 6))
 
 
@@ -653,13 +691,15 @@ cable_simulate_op = Op(
     name="cable_simulate",
     family="ion",
     array_args=("v0", "states0", "params", "i_ext", "parent", "coupling"),
-    params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes"),
+    params=("channels", "dt", "n_steps", "record_every", "spike_threshold", "max_spikes",
+            "record_at"),
     check=_check_cable_simulate,
     torch=TorchBridge(
         schema="(Tensor v0, Tensor states0, Tensor params, Tensor i_ext, Tensor parent, "
         "Tensor coupling, str channels, float dt, int n_steps, int record_every=0, "
-        "float spike_threshold=0.0, int max_spikes=0, int checkpoint_every=0, "
-        "str? backend=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        "float spike_threshold=0.0, int max_spikes=0, int[]? record_at=None, "
+        "int checkpoint_every=0, str? backend=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
         fake=_cable_simulate_fake,
         setup_context=_cable_simulate_setup,
         backward=_cable_simulate_backward,
@@ -672,7 +712,8 @@ def cable_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
     channels: ChannelSet | Sequence[type[Channel]] | str, dt: float, n_steps: int,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
-    checkpoint_every: int = 0, backend: str | None = None,
+    record_at: Sequence[int] | None = None, checkpoint_every: int = 0,
+    backend: str | None = None,
 ) -> IonSimulation:
     """Simulate ``n_cells`` multi-compartment cells that share one morphology.
 
@@ -694,7 +735,9 @@ def cable_simulate(
         channels: As for :func:`ion_simulate`.
         dt: ms.
         n_steps: Steps.
-        record_every: Record every compartment's ``v`` every this many steps (0: none).
+        record_every: Record ``v`` every this many steps (0: none).
+        record_at: The compartments recorded (indices; ``None``: every compartment). A
+            loss on a few compartments then neither records nor differentiates the rest.
         spike_threshold: mV, detected in compartment 0 (the soma).
         max_spikes: Spike times kept per cell.
         checkpoint_every: For torch tensors that require grad: steps between the checkpoints
@@ -703,7 +746,8 @@ def cable_simulate(
 
     Returns:
         :class:`IonSimulation`: ``v`` ``(n_cells, n_comp)``, ``states``, ``v_record``
-        ``(n_rec, n_cells, n_comp)``, ``spike_count`` ``(n_cells,)``, ``spike_times``
+        ``(n_rec, n_cells, n_comp)`` (``len(record_at)`` columns when given),
+        ``spike_count`` ``(n_cells,)``, ``spike_times``
         ``(max_spikes, n_cells)``. When a torch input requires grad, ``v``, ``states``,
         ``v_record`` and ``spike_times`` are differentiable with respect to ``v0``,
         ``states0``, ``params``, ``i_ext`` and ``coupling`` (so, through a torch
@@ -713,6 +757,7 @@ def cable_simulate(
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)
+    record_at = check_record_at("cable_simulate", record_at, int(v0.shape[-1]))
     if is_tensor(v0):
         parent = _as_index_tensor(parent, v0)  # a NumPy parent is fine with tensors
     if is_tensor(v0) and any(getattr(a, "requires_grad", False)
@@ -722,12 +767,14 @@ def cable_simulate(
             {"v0": v0, "states0": states0, "params": params, "i_ext": i_ext,
              "parent": parent, "coupling": coupling},
             backend, cs.key, float(dt), int(n_steps), int(record_every),
-            float(spike_threshold), int(max_spikes), checkpoint_every)
+            float(spike_threshold), int(max_spikes),
+            None if record_at is None else list(record_at), checkpoint_every)
         return IonSimulation(*out[:5])
     out = cable_simulate_op.run(
         (v0, states0, params, i_ext, parent, coupling),
         {"channels": cs, "dt": dt, "n_steps": int(n_steps), "record_every": int(record_every),
-         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes),
+         "record_at": record_at},
         backend,
     )
     return IonSimulation(*out)
@@ -737,6 +784,7 @@ def cable_simulate_reference(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
     parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    record_at: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Float64 NumPy oracle of :func:`cable_simulate` (gates vectorised, Hines per step)."""
     cs = channel_set(channels)
@@ -748,7 +796,8 @@ def cable_simulate_reference(
     A = coupling.astype(np.float64)
     n_cells, n_comp = v.shape
     n_rec = n_steps // record_every if record_every else 0
-    v_record = np.empty((n_rec, n_cells, n_comp))
+    cols = record_columns(record_at, n_comp)
+    v_record = np.empty((n_rec, n_cells, cols.shape[0]))
     spike_count = np.zeros(n_cells, dtype=np.int64)
     spike_times = np.full((max_spikes, n_cells), np.nan)
     lower, upper = -A[0], -A[1]
@@ -769,7 +818,7 @@ def cable_simulate_reference(
             spike_count[c] += 1
         v = v_new
         if record_every and (step + 1) % record_every == 0:
-            v_record[(step + 1) // record_every - 1] = v
+            v_record[(step + 1) // record_every - 1] = v[:, cols]
     return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
             spike_times.astype(dtype))
 

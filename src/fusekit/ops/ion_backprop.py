@@ -18,6 +18,7 @@ gradient to ``a_v`` at their step; a spike time ``t = (k + f) dt`` adds
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -252,8 +253,10 @@ def _check_cable_adjoint(
     checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
     g_v: Any, g_states: Any, g_v_record: Any, g_spike_times: Any, *, channels: Any,
     dt: float, n_steps: int, segment: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
 ) -> str:
+    from .ion import check_record_at
+
     op = "cable_adjoint"
     cs = channel_set(channels)
     n_states, n_params = len(cs.state_names), len(cs.param_names)
@@ -263,6 +266,8 @@ def _check_cable_adjoint(
     n_cells, n_comp = (int(x) for x in params.shape[1:])
     n_seg, n_rec = _segments(op, segment, n_steps, record_every)
     cells = (n_cells, n_comp)
+    record_at = check_record_at(op, record_at, n_comp)
+    recorded = (n_cells, n_comp if record_at is None else len(record_at))
     shapes = {
         "checkpoints": (checkpoints, (n_seg, 1 + n_states, *cells)),
         "counts_at": (counts_at, (n_seg, n_cells)),
@@ -271,7 +276,7 @@ def _check_cable_adjoint(
         "coupling": (coupling, (2, *cells)),
         "g_v": (g_v, cells),
         "g_states": (g_states, (n_states, *cells)),
-        "g_v_record": (g_v_record, (n_rec, *cells)),
+        "g_v_record": (g_v_record, (n_rec, *recorded)),
         "g_spike_times": (g_spike_times, (max_spikes, n_cells)),
     }
     for name, (a, shape) in shapes.items():
@@ -303,7 +308,7 @@ cable_adjoint_op = Op(
     array_args=("checkpoints", "counts_at", "params", "i_ext", "parent", "coupling", "g_v",
                 "g_states", "g_v_record", "g_spike_times"),
     params=("channels", "dt", "n_steps", "segment", "record_every", "spike_threshold",
-            "max_spikes"),
+            "max_spikes", "record_at"),
     check=_check_cable_adjoint,
 )
 
@@ -312,7 +317,8 @@ def cable_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, par
                   coupling: Any, g_v: Any, g_states: Any, g_v_record: Any,
                   g_spike_times: Any, *, channels: Any, dt: float, n_steps: int,
                   segment: int, record_every: int = 0, spike_threshold: float = 0.0,
-                  max_spikes: int = 0, backend: str | None = None) -> tuple[Any, ...]:
+                  max_spikes: int = 0, record_at: Sequence[int] | None = None,
+                  backend: str | None = None) -> tuple[Any, ...]:
     """Gradients of ``cable_simulate`` w.r.t. ``(v0, states0, params, i_ext, coupling)``.
 
     As :func:`ion_adjoint`, for cells sharing a morphology: each step's adjoint is the
@@ -333,7 +339,8 @@ def cable_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, par
         coupling: ``(2, n_cells, n_comp)``.
         g_v: Gradient of the final ``v``, ``(n_cells, n_comp)`` (zeros when unused).
         g_states: Gradient of the final states, ``(n_states, n_cells, n_comp)``.
-        g_v_record: Gradient of ``v_record``, ``(n_rec, n_cells, n_comp)``.
+        g_v_record: Gradient of ``v_record``, ``(n_rec, n_cells, n_comp)`` (or
+            ``len(record_at)`` columns).
         g_spike_times: Gradient of ``spike_times``, ``(max_spikes, n_cells)`` (zeros where no
             spike; NaN is refused).
         channels: The channel set.
@@ -343,6 +350,7 @@ def cable_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, par
         record_every: As for ``cable_simulate``.
         spike_threshold: mV, in compartment 0.
         max_spikes: As for ``cable_simulate``.
+        record_at: As for ``cable_simulate``: the recorded compartments (``None``: all).
         backend: ``"reference"``, ``"cpu"`` or ``"auto"``.
 
     Returns:
@@ -354,7 +362,8 @@ def cable_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, par
          g_spike_times),
         {"channels": channel_set(channels), "dt": dt, "n_steps": int(n_steps),
          "segment": int(segment), "record_every": int(record_every),
-         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
+         "spike_threshold": spike_threshold, "max_spikes": int(max_spikes),
+         "record_at": None if record_at is None else tuple(int(x) for x in record_at)},
         backend,
     )
 
@@ -364,10 +373,10 @@ def cable_adjoint_reference(
     parent: np.ndarray, coupling: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
     g_v_record: np.ndarray, g_spike_times: np.ndarray, *, channels: Any, dt: float,
     n_steps: int, segment: int, record_every: int = 0, spike_threshold: float = 0.0,
-    max_spikes: int = 0,
+    max_spikes: int = 0, record_at: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Float64 NumPy oracle of :func:`cable_adjoint` (steps in Python, cells as arrays)."""
-    from .ion import hines_solve_reference
+    from .ion import hines_solve_reference, record_columns
 
     cs = channel_set(channels)
     dtype = params.dtype
@@ -377,6 +386,7 @@ def cable_adjoint_reference(
     I_ext = i_ext.astype(np.float64)
     C = coupling.astype(np.float64)
     n_cells, n_comp = P.shape[1:]
+    cols = record_columns(record_at, n_comp)
     constant = I_ext.ndim == 2
     thr = spike_threshold
     axial = np.zeros((n_cells, n_comp))
@@ -405,7 +415,8 @@ def cable_adjoint_reference(
         for step in range(k1 - 1, k0 - 1, -1):
             t = step - k0
             if record_every and (step + 1) % record_every == 0:
-                av = av + g_v_record[(step + 1) // record_every - 1]
+                av = av.copy()
+                np.add.at(av, (slice(None), cols), g_v_record[(step + 1) // record_every - 1])
             (v0, S0), v1 = traj[t], traj[t + 1][0]
             after, extra = _spike_time_adjoint(v0[:, 0], v1[:, 0], slots[t], g_spike_times,
                                                thr, dt)

@@ -153,15 +153,16 @@ def adjoint_backward(
     grads: tuple[Any, ...], checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, *,
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...], backend: str | None,
-    tree: tuple[Any, Any] | None = None,
+    tree: tuple[Any, Any] | None = None, record_at: tuple[int, ...] | None = None,
 ) -> tuple[Any, ...] | None:
     """:func:`checkpointed_backward`'s result from the compiled adjoint op, or ``None``.
 
     ``tree``: ``(parent, coupling)`` for ``cable_simulate`` (then ``cable_adjoint``, whose
-    extra result is the coupling's gradient); ``None`` for ``ion_simulate``
-    (``ion_adjoint``). ``None`` is returned when no backend has such a kernel for these
-    tensors, while torch traces with fake tensors, or for channels whose functions cannot
-    be traced (they branch on their arguments); the caller then uses the torch recompute.
+    extra result is the coupling's gradient; ``record_at`` its recorded compartments);
+    ``None`` for ``ion_simulate`` (``ion_adjoint``). ``None`` is returned when no backend
+    has such a kernel for these tensors, while torch traces with fake tensors, or for
+    channels whose functions cannot be traced (they branch on their arguments); the caller
+    then uses the torch recompute.
     Gradients of spike-time slots that hold no spike (NaN times) are ignored, as in the torch
     recompute: non-finite entries of that gradient are taken as 0.
     """
@@ -193,11 +194,13 @@ def adjoint_backward(
 
     g_times = given(g_times, (max_spikes, shape[0]))
     g_times = torch.where(torch.isfinite(g_times), g_times, 0.0)
+    rec_shape = shape if record_at is None else (*shape[:-1], len(record_at))
+    cable = {} if tree is None else {"record_at": record_at}
     out = fn(
         checkpoints.detach(), counts_at.detach(), params.detach(), i_ext.detach(),
         *(() if tree is None else (tree[0], tree[1].detach())),
-        given(g_v, shape), given(g_S, (n_states, *shape)), given(g_rec, (n_rec, *shape)),
-        g_times, channels=channels, dt=dt, n_steps=n_steps,
+        given(g_v, shape), given(g_S, (n_states, *shape)), given(g_rec, (n_rec, *rec_shape)),
+        g_times, **cable, channels=channels, dt=dt, n_steps=n_steps,
         segment=segment_length(n_steps, checkpoint_every, record_every),
         record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
         backend=backend)
@@ -209,7 +212,7 @@ def checkpointed_backward(
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, needs: tuple[bool, ...],
     step: Callable[..., tuple[Any, Any]] | None = None, extra: tuple[Any, ...] = (),
-    probe: Callable[[Any], Any] | None = None,
+    probe: Callable[[Any], Any] | None = None, record: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, ...]:
     """Gradients w.r.t. ``(v0, states0, params, i_ext, *extra)`` from those of the results.
 
@@ -218,7 +221,7 @@ def checkpointed_backward(
     ``step(v, S, P, i_inj, *extra)`` is the torch step (default :func:`torch_step` of the
     channels), ``extra`` the further differentiable inputs it takes (a cable's coupling), and
     ``probe(v)`` the potential that spikes are detected in (default ``v`` itself; a cable's
-    soma, ``v[:, 0]``).
+    soma, ``v[:, 0]``), ``record(v)`` what is recorded of ``v`` (default all of it).
     """
     import torch
     from torch._subclasses.fake_tensor import is_fake
@@ -229,6 +232,9 @@ def checkpointed_backward(
             return torch_step(cs, v, S, P, i_inj, dt)
     if probe is None:
         def probe(v: Any) -> Any:
+            return v
+    if record is None:
+        def record(v: Any) -> Any:
             return v
     g_v, g_S, g_rec, _, g_times = grads
     k = segment_length(n_steps, checkpoint_every, record_every)
@@ -270,7 +276,7 @@ def checkpointed_backward(
                         count = count + crossed.to(torch.int64)
                 v = v_new
                 if use_rec and (t + 1) % record_every == 0:
-                    loss = loss + (g_rec[(t + 1) // record_every - 1] * v).sum()
+                    loss = loss + (g_rec[(t + 1) // record_every - 1] * record(v)).sum()
             loss = loss + (g_v * v).sum() + (g_S * S).sum()
             inputs = (v0, S0, Ps, I_seg, *X)
             got = torch.autograd.grad(loss, inputs, allow_unused=True)

@@ -549,7 +549,7 @@ def hines_solve_cpu(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
 
 _CABLE_TEMPLATE = '''
 def cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-               max_spikes, V_rec, counts, times):
+               max_spikes, V_rec, counts, times, REC):
     n_comp = V.shape[1]
     d = np.empty(n_comp, dtype=DTYPE)
     b = np.empty(n_comp, dtype=DTYPE)
@@ -582,21 +582,21 @@ def cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, th
             counts[c] = k + 1
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
-            for j in range(n_comp):
-                V_rec[r, c, j] = V[c, j]
+            for q in range(REC.shape[0]):
+                V_rec[r, c, q] = V[c, REC[q]]
 '''
 
 _CABLE_DRIVER = '''
 def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                 max_spikes, V_rec, counts, times):
+                 max_spikes, V_rec, counts, times, REC):
     for c in prange(V.shape[0]):
         cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                   max_spikes, V_rec, counts, times)
+                   max_spikes, V_rec, counts, times, REC)
 '''
 
 _CABLE_BLOCK_TEMPLATE = '''
 def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                max_spikes, V_rec, counts, times):
+                max_spikes, V_rec, counts, times, REC):
     # Cells in SIMD blocks, as the single-compartment kernel's neurons: each compartment
     # has NR rows of ROW values (one per cell of the block) in one flat array, so that in
     # every vector loop over cells the rows sit at constant offsets from one base and LLVM
@@ -655,10 +655,10 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
                     counts[lo + i] = c + 1
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
-            for j in range(n_comp):
-                base = j * NR * ROW
+            for q in range(REC.shape[0]):
+                base = REC[q] * NR * ROW
                 for i in range(w):
-                    V_rec[r, lo + i, j] = buf[base + i]
+                    V_rec[r, lo + i, q] = buf[base + i]
     for j in range(n_comp):
         base = j * NR * ROW
         for i in range(w):
@@ -670,11 +670,11 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
 
 _CABLE_BLOCK_DRIVER = '''
 def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                       max_spikes, V_rec, counts, times):
+                       max_spikes, V_rec, counts, times, REC):
     n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
     for blk in prange(n_blocks):
         cable_block(blk * BLOCK, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every,
-                    thr, max_spikes, V_rec, counts, times)
+                    thr, max_spikes, V_rec, counts, times, REC)
 '''
 
 #: Cells per block of the vectorised cable kernel (a block's scratch is n_comp * NR * (block
@@ -815,6 +815,7 @@ def cable_simulate_cpu(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
     parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    record_at: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Cells in parallel (``prange``), all steps inside: channels, then the Hines solve."""
     cs = channel_set(channels)
@@ -826,7 +827,8 @@ def cable_simulate_cpu(
     I_ext = np.ascontiguousarray(i_ext).reshape(
         i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
     n_rec = n_steps // record_every if record_every else 0
-    V_rec = np.empty((n_rec, n_cells, n_comp), dtype=dtype)
+    cols = ion.record_columns(record_at, n_comp)
+    V_rec = np.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
     counts = np.zeros(n_cells, dtype=np.int64)
     times = np.full((max_spikes, n_cells), np.nan, dtype=dtype)
     if n_cells and n_steps:
@@ -835,7 +837,7 @@ def cable_simulate_cpu(
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling),
             scalar(dt), n_steps, record_every, scalar(spike_threshold), max_spikes, V_rec,
-            counts, times,
+            counts, times, cols,
         )
     return V, S, V_rec, counts, times
 

@@ -251,8 +251,8 @@ def ion_adjoint_cpu(
 # ------------------------------------------------------------ multi-compartment cells
 
 _CABLE_TEMPLATE = '''
-def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
-               record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, seg_len,
+               n_steps, record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
     # Cells in SIMD blocks as in the forward kernel (cpu.ion.cable_block_source): every
     # compartment has NR rows of ROW values in buf, at constant offsets from its base, so
     # the vector loops over cells read and write buf only. Rows: v and the states (X_ROWS,
@@ -337,10 +337,10 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len
             t = step - k0
             if record_every > 0 and (step + 1) % record_every == 0:
                 r = (step + 1) // record_every - 1
-                for j in range(n_comp):
-                    base = j * RS
+                for q in range(REC.shape[0]):
+                    base = REC[q] * RS
                     for i in range(w):
-                        buf[base + AV * ROW + i] += GREC[r, lo + i, j]
+                        buf[base + AV * ROW + i] += GREC[r, lo + i, q]
             tb0 = t * n_comp * TS
             tb1 = (t + 1) * n_comp * TS
             for i in range(w):
@@ -416,11 +416,11 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len
                 OP[k, lo + i, j] = buf[base + (AP + k) * ROW + i]
 
 
-def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len, n_steps,
-                record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
+def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, seg_len,
+                n_steps, record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC):
     n_blocks = (P.shape[1] + BLOCK - 1) // BLOCK
     for blk in prange(n_blocks):
-        cadj_block(blk * BLOCK, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT,
+        cadj_block(blk * BLOCK, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC,
                    seg_len, n_steps, record_every, thr, max_spikes, dt, OV, OS, OP, OI, OC)
 '''
 
@@ -509,9 +509,11 @@ def cable_adjoint_cpu(
     parent: np.ndarray, coupling: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
     g_v_record: np.ndarray, g_spike_times: np.ndarray, *, channels: Any, dt: float,
     n_steps: int, segment: int, record_every: int = 0, spike_threshold: float = 0.0,
-    max_spikes: int = 0,
+    max_spikes: int = 0, record_at: Any = None,
 ) -> tuple[np.ndarray, ...]:
     """The whole cable backward in one parallel Numba call, cells in SIMD blocks."""
+    from ...ops.ion import record_columns
+
     cs = channel_set(channels)
     dtype = params.dtype
     scalar = dtype.type
@@ -529,6 +531,7 @@ def cable_adjoint_cpu(
         cable_kernel_for(cs, dtype.name)(
             c(checkpoints), c(counts_at), c(params), I_ext, 0 if constant else 1,
             c(parent, dtype=np.int64), c(coupling), c(g_v), c(g_states), c(g_v_record),
-            c(g_spike_times), int(segment), int(n_steps), int(record_every),
+            c(g_spike_times), record_columns(record_at, n_comp), int(segment), int(n_steps),
+            int(record_every),
             scalar(spike_threshold), int(max_spikes), scalar(dt), OV, OS, OP, OI, OC)
     return OV, OS, OP, OI.reshape(i_ext.shape), OC

@@ -301,7 +301,7 @@ def hines_solve_cuda(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -
 
 _CABLE_TEMPLATE = '''
 def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                 max_spikes, V_rec, counts, times, D, B):
+                 max_spikes, V_rec, counts, times, D, B, REC):
     c = cuda.grid(1)
     if c >= V.shape[0]:
         return
@@ -335,8 +335,8 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
             k_spikes += 1
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
-            for j in range(n_comp):
-                V_rec[r, c, j] = V[c, j]
+            for q in range(REC.shape[0]):
+                V_rec[r, c, q] = V[c, REC[q]]
     counts[c] = k_spikes
 '''
 
@@ -359,7 +359,7 @@ def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 
 def cable_simulate_launch(
     V: Any, S: Any, P: Any, I_ext: Any, parent: Any, coupling: Any, V_rec: Any, counts: Any,
-    times: Any, D: Any, B: Any, *, channels: Any, dt: float, n_steps: int,
+    times: Any, D: Any, B: Any, REC: Any = None, *, channels: Any, dt: float, n_steps: int,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
     stream: Any = 0,
 ) -> None:
@@ -367,17 +367,20 @@ def cable_simulate_launch(
 
     ``V`` ``(n_cells, n_comp)`` and ``S`` ``(n_states or 1, n_cells, n_comp)`` are updated;
     ``I_ext`` is ``(1 or n_steps, n_cells, n_comp)``; ``D`` and ``B`` are ``(n_cells,
-    n_comp)`` workspaces; ``times`` must be NaN-filled beforehand.
+    n_comp)`` workspaces; ``times`` must be NaN-filled beforehand. ``REC``: the recorded
+    compartments (int64 device array, one per column of ``V_rec``; ``None``: all).
     """
     cs = channel_set(channels)
     n_cells = V.shape[0]
     if n_cells == 0 or n_steps == 0:
         return
     scalar = np.dtype(V.dtype).type
+    if REC is None:
+        REC = cuda.to_device(np.arange(V.shape[1], dtype=np.int64), stream=stream)
     kernel = cable_kernel_for(cs, np.dtype(V.dtype).name)
     kernel[-(-n_cells // THREADS), THREADS, stream](
         V, S, P, I_ext, 1 if I_ext.shape[0] > 1 else 0, parent, coupling, scalar(dt), n_steps,
-        record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, D, B,
+        record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, D, B, REC,
     )
 
 
@@ -385,12 +388,13 @@ def cable_simulate_launch(
 def cable_simulate_cuda(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
     channels: Any, dt: float, n_steps: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
 ) -> tuple[Any, ...]:
     """All steps in one launch, one thread per cell, on CuPy's current stream."""
     import cupy
 
     n_cells, n_comp = v0.shape
+    cols = ion.record_columns(record_at, n_comp)
     dtype = v0.dtype
     with v0.device, cuda.gpus[v0.device.id]:
         stream = cupy_stream(cupy)
@@ -398,7 +402,7 @@ def cable_simulate_cuda(
         S = cupy.array(states0, dtype=dtype, order="C")
         S_dev = S if S.shape[0] else cupy.zeros((1, n_cells, n_comp), dtype=dtype)
         n_rec = n_steps // record_every if record_every else 0
-        V_rec = cupy.empty((n_rec, n_cells, n_comp), dtype=dtype)
+        V_rec = cupy.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
         counts = cupy.zeros(n_cells, dtype=cupy.int64)
         times = cupy.full((max_spikes, n_cells), cupy.nan, dtype=dtype)
         I_ext = cupy.ascontiguousarray(i_ext).reshape(
@@ -407,7 +411,8 @@ def cable_simulate_cuda(
         arrays = [("V", V), ("S", S_dev), ("P", cupy.ascontiguousarray(params)),
                   ("I_ext", I_ext), ("parent", cupy.asarray(parent, dtype=cupy.int64)),
                   ("coupling", cupy.ascontiguousarray(coupling)), ("V_rec", V_rec),
-                  ("counts", counts), ("times", times), ("D", D), ("B", B)]
+                  ("counts", counts), ("times", times), ("D", D), ("B", B),
+                  ("REC", cupy.asarray(cols))]
         cable_simulate_launch(
             *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
             n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,

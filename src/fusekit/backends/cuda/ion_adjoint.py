@@ -206,9 +206,9 @@ def ion_adjoint_cuda(
 
 # Workspace arrays have the cell index last, so a warp's accesses coalesce.
 _CABLE_TEMPLATE = '''
-def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, seg_len,
-                         n_steps, record_every, thr, max_spikes, dt, TRAJ, DIAG, DD, XB, AV,
-                         AS, OV, OS, OP, OI, OC):
+def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC,
+                         seg_len, n_steps, record_every, thr, max_spikes, dt, TRAJ, DIAG, DD,
+                         XB, AV, AS, OV, OS, OP, OI, OC):
     c = cuda.grid(1)
     if c >= P.shape[1]:
         return
@@ -260,8 +260,8 @@ def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, s
             irow = step * i_rows
             if record_every > 0 and (step + 1) % record_every == 0:
                 r = (step + 1) // record_every - 1
-                for j in range(n_comp):
-                    AV[j, c] += GREC[r, c, j]
+                for q in range(REC.shape[0]):
+                    AV[REC[q], c] += GREC[r, c, q]
             v_old = TRAJ[pos, 0, 0, c]
             v_new = TRAJ[pos + 1, 0, 0, c]
             extra = ZERO
@@ -354,15 +354,16 @@ def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 
 def cable_adjoint_launch(
     CK: Any, CNT: Any, P: Any, I_ext: Any, parent: Any, CPL: Any, GV: Any, GS: Any,
-    GREC: Any, GT: Any, OV: Any, OS: Any, OP: Any, OI: Any, OC: Any, *, channels: Any,
-    dt: float, n_steps: int, segment: int, record_every: int = 0,
+    GREC: Any, GT: Any, OV: Any, OS: Any, OP: Any, OI: Any, OC: Any, REC: Any = None, *,
+    channels: Any, dt: float, n_steps: int, segment: int, record_every: int = 0,
     spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
 ) -> None:
     """Run :func:`fusekit.ops.cable_adjoint` on device arrays, one thread per cell.
 
     The keyword arguments are :func:`fusekit.ops.cable_adjoint`'s; the arrays are its inputs
     (``I_ext`` with a leading axis of 1 for a constant current, ``GS`` with at least one row)
-    and its five outputs, every element of which is written. The workspaces (one segment's
+    and its five outputs, every element of which is written; ``REC`` the recorded
+    compartments (int64, one per column of ``GREC``; ``None``: all). The workspaces (one segment's
     trajectory and diagonals, and the per-compartment rows of the solves and adjoints) are
     allocated here on ``stream``.
     """
@@ -379,8 +380,10 @@ def cable_adjoint_launch(
         (n_comp, n_cells), (n_comp, n_cells), (n_comp, n_cells),
         (max(x_rows - 1, 1), n_comp, n_cells))]
     i_rows = 0 if I_ext.shape[0] == 1 else 1
+    if REC is None:
+        REC = cuda.to_device(np.arange(n_comp, dtype=np.int64), stream=stream)
     cable_kernel_for(cs, dtype.name)[-(-n_cells // THREADS), THREADS, stream](
-        CK, CNT, P, I_ext, i_rows, parent, CPL, GV, GS, GREC, GT, segment, n_steps,
+        CK, CNT, P, I_ext, i_rows, parent, CPL, GV, GS, GREC, GT, REC, segment, n_steps,
         record_every, scalar(spike_threshold), max_spikes, scalar(dt), *work, OV, OS, OP, OI,
         OC,
     )
@@ -391,10 +394,12 @@ def cable_adjoint_cuda(
     checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, parent: Any, coupling: Any,
     g_v: Any, g_states: Any, g_v_record: Any, g_spike_times: Any, *, channels: Any,
     dt: float, n_steps: int, segment: int, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
 ) -> tuple[Any, ...]:
     """The whole cable backward in one launch, one thread per cell, on CuPy's stream."""
     import cupy
+
+    from ...ops.ion import record_columns
 
     cs = channel_set(channels)
     n_states = len(cs.state_names)
@@ -412,7 +417,8 @@ def cable_adjoint_cuda(
                   ("parent", cupy.asarray(parent, dtype=cupy.int64)), ("coupling", c(coupling)),
                   ("g_v", c(g_v)), ("g_states", GS), ("g_v_record", c(g_v_record)),
                   ("g_spike_times", c(g_spike_times)),
-                  *zip(("OV", "OS", "OP", "OI", "OC"), outs, strict=True)]
+                  *zip(("OV", "OS", "OP", "OI", "OC"), outs, strict=True),
+                  ("REC", cupy.asarray(record_columns(record_at, n_comp)))]
         cable_adjoint_launch(
             *(to_device(name, a, stream) for name, a in arrays), channels=cs, dt=dt,
             n_steps=n_steps, segment=segment, record_every=record_every,
