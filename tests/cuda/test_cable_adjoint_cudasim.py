@@ -81,3 +81,30 @@ def test_cable_adjoint_matches_the_reference_in_float64(per_step, record_at):
                           strict=True):
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-8 * np.abs(b).max(), err_msg=name)
+
+
+def test_cable_forward_records_the_compartments_of_record_at():
+    from fusekit.backends.cuda import ion as cuda_ion
+    from fusekit.ops.ion import cable_simulate_reference
+
+    n_cells, n_comp, steps = 2, PARENT.shape[0], 20
+    v = np.full((n_cells, n_comp), -65.0)
+    S = HH.steady_states(v.reshape(-1)).reshape(3, n_cells, n_comp)
+    P = HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
+    coupling = np.broadcast_to(cable_coupling(PARENT, np.full(4, 30.0), np.full(4, 4.0))
+                               [:, None], (2, n_cells, n_comp)).copy()
+    i_ext = np.zeros((n_cells, n_comp))
+    i_ext[:, 0] = [300.0, 400.0]
+    kw = dict(dt=0.025, n_steps=steps, record_every=5, spike_threshold=0.0, max_spikes=1)
+    ref = cable_simulate_reference(v, S, P, i_ext, PARENT, coupling, channels=HH, **kw,
+                                   record_at=[3, 0])
+    V, S_d = cuda.to_device(v.copy()), cuda.to_device(S.copy())
+    V_rec = cuda.device_array((4, n_cells, 2))
+    counts = cuda.to_device(np.zeros(n_cells, np.int64))
+    times = cuda.to_device(np.full((1, n_cells), np.nan))
+    D, B = cuda.device_array((n_cells, n_comp)), cuda.device_array((n_cells, n_comp))
+    cuda_ion.cable_simulate_launch(
+        V, S_d, cuda.to_device(P), cuda.to_device(i_ext[None]), cuda.to_device(PARENT),
+        cuda.to_device(coupling), V_rec, counts, times, D, B,
+        cuda.to_device(np.array([3, 0], np.int64)), channels=HH, **kw)
+    np.testing.assert_allclose(V_rec.copy_to_host(), ref[2], rtol=1e-10, atol=1e-10)
