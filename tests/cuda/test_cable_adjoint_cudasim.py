@@ -21,10 +21,8 @@ HH = ChannelSet(HH_CHANNELS)
 PARENT = np.array([-1, 0, 1, 1])
 
 
-def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0,
-            record_at=None):
-    """Two branched cells that fire, their checkpoints and random incoming gradients."""
-    rng = np.random.default_rng(seed)
+def branched_cells():
+    """Two 4-compartment HH cells with strong soma currents: ``v0, S0, P, coupling, i_ext``."""
     n_cells, n_comp = 2, PARENT.shape[0]
     v0 = np.full((n_cells, n_comp), -65.0)
     S0 = HH.steady_states(v0.reshape(-1)).reshape(3, n_cells, n_comp)
@@ -33,6 +31,15 @@ def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, 
                                [:, None], (2, n_cells, n_comp)).copy()
     i_ext = np.zeros((n_cells, n_comp))
     i_ext[:, 0] = [300.0, 400.0]  # enough to fire within 0.75 ms
+    return v0, S0, P, coupling, i_ext
+
+
+def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0,
+            record_at=None):
+    """Two branched cells that fire, their checkpoints and random incoming gradients."""
+    rng = np.random.default_rng(seed)
+    v0, S0, P, coupling, i_ext = branched_cells()
+    n_cells, n_comp = v0.shape
     if per_step:
         i_ext = i_ext[None] * np.linspace(0.8, 1.2, n_steps)[:, None, None]
     v0, S0, P, i_ext, coupling = (a.astype(dtype) for a in (v0, S0, P, i_ext, coupling))
@@ -87,14 +94,8 @@ def test_cable_forward_records_the_compartments_of_record_at():
     from fusekit.backends.cuda import ion as cuda_ion
     from fusekit.ops.ion import cable_simulate_reference
 
-    n_cells, n_comp, steps = 2, PARENT.shape[0], 20
-    v = np.full((n_cells, n_comp), -65.0)
-    S = HH.steady_states(v.reshape(-1)).reshape(3, n_cells, n_comp)
-    P = HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
-    coupling = np.broadcast_to(cable_coupling(PARENT, np.full(4, 30.0), np.full(4, 4.0))
-                               [:, None], (2, n_cells, n_comp)).copy()
-    i_ext = np.zeros((n_cells, n_comp))
-    i_ext[:, 0] = [300.0, 400.0]
+    v, S, P, coupling, i_ext = branched_cells()
+    (n_cells, n_comp), steps = v.shape, 20
     kw = dict(dt=0.025, n_steps=steps, record_every=5, spike_threshold=0.0, max_spikes=1)
     ref = cable_simulate_reference(v, S, P, i_ext, PARENT, coupling, channels=HH, **kw,
                                    record_at=[3, 0])
