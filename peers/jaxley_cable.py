@@ -30,21 +30,16 @@ import math
 import sys
 
 import numpy as np
-from jaxley_hh import timed  # the same directory: run as a script from peers/
+from jaxley_hh import setup, timed  # the same directory: run as a script from peers/
 
 
 def main(cfg):
+    dtype, dt, n_steps = setup(cfg)
     import jax
-
-    dtype = cfg.get("dtype", "float64")
-    jax.config.update("jax_enable_x64", dtype == "float64")
-    jax.config.update("jax_platforms", "cpu")
     import jax.numpy as jnp
     import jaxley as jx
     from jaxley.channels import HH
 
-    dt, t_stop = float(cfg["dt"]), float(cfg["t_stop"])
-    n_steps = round(t_stop / dt)
     mode = cfg.get("mode", "forward")
     cell = jx.Cell(jx.Branch(jx.Compartment(), ncomp=int(cfg["ncomp"])),
                    parents=list(cfg["parents"]))

@@ -36,18 +36,27 @@ import time
 import numpy as np
 
 
-def main(cfg):
+def setup(cfg):
+    """JAX on the CPU in ``cfg``'s dtype (before jaxley is imported); ``(dtype, dt, n_steps)``.
+
+    ``jaxley_cable.py`` uses it too.
+    """
     import jax
 
     dtype = cfg.get("dtype", "float64")
     jax.config.update("jax_enable_x64", dtype == "float64")
     jax.config.update("jax_platforms", "cpu")
+    dt = float(cfg["dt"])
+    return dtype, dt, round(float(cfg["t_stop"]) / dt)
+
+
+def main(cfg):
+    dtype, dt, n_steps = setup(cfg)
+    import jax
     import jax.numpy as jnp
     import jaxley as jx
     from jaxley.channels import HH
 
-    dt, t_stop = float(cfg["dt"]), float(cfg["t_stop"])
-    n_steps = round(t_stop / dt)
     mode = cfg.get("mode", "forward")
     comp = jx.Compartment()
     comp.insert(HH())
