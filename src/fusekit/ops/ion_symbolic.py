@@ -313,6 +313,74 @@ class Graph:
                             self.mul(self.div(self.sub(n, self.mul(a, bx)), y), d[1]))
         raise NotImplementedError(f"no derivative for {n.op}")  # sign, vtrap_dx: never needed
 
+    def adjoints(self, seeds: Sequence[tuple[Expr, Expr]],
+                 stop: Sequence[Expr] = ()) -> dict[int, Expr]:
+        """Reverse-mode sweep: ``{id(node): adjoint}`` for the nodes the seeds reach.
+
+        ``seeds`` pairs output nodes with their adjoints; each node's adjoint is
+        ``sum over its users u of adjoint(u) * d u / d node``, built in one pass from the
+        outputs down (so a shared subexpression is differentiated once for all inputs,
+        where :meth:`diff` differentiates it once per input). Nodes in ``stop`` get their
+        adjoint but pass nothing on: they act as inputs.
+        """
+        stop_ids = {id(s) for s in stop}
+        adj: dict[int, Expr] = {}
+        reach: dict[int, Expr] = {}
+        stack = []
+        for node, seed in seeds:
+            adj[id(node)] = self.add(adj[id(node)], seed) if id(node) in adj else seed
+            stack.append(node)
+        while stack:
+            node = stack.pop()
+            if id(node) in reach:
+                continue
+            reach[id(node)] = node
+            if id(node) not in stop_ids:
+                stack.extend(a for a in node.args if a.deps)
+        for node in sorted(reach.values(), key=lambda n: n.index, reverse=True):
+            a = adj.get(id(node))
+            if a is None or id(node) in stop_ids or node.op in ("var", "const"):
+                continue
+            for arg, part in self._pullback(node, a):
+                if arg.deps and not self._is(part, 0.0):
+                    adj[id(arg)] = self.add(adj[id(arg)], part) if id(arg) in adj else part
+        return adj
+
+    def _pullback(self, n: Expr, a: Expr) -> list[tuple[Expr, Expr]]:
+        """``(arg, a * d n / d arg)`` for the arguments of ``n`` that depend on a variable."""
+        x, y = n.args[0], n.args[-1]
+        out: list[tuple[Expr, Expr]] = []
+        if n.op in ("add", "sub", "neg"):
+            out = [(x, self.neg(a) if n.op == "neg" else a)]
+            if n.op != "neg":
+                out.append((y, a if n.op == "add" else self.neg(a)))
+        elif n.op == "mul":
+            out = ([(x, self.mul(self.mul(self.const(2.0), x), a))] if x is y
+                   else [(x, self.mul(a, y)), (y, self.mul(a, x))])
+        elif n.op == "div":  # a / y to the numerator, -(a / y) n to the denominator
+            # (a constant y: times 1 / y, one rounding more but no division in the kernel)
+            const_y = y.op == "const" and y.value != 0.0
+            q = self.mul(a, self.const(1.0 / y.value)) if const_y else self.div(a, y)
+            out = [(x, q), (y, self.neg(self.mul(q, n)))] if y.deps else [(x, q)]
+        elif n.op == "pow":
+            out = [(x, self.mul(a, self.mul(self.const(n.value), self.pow(x, n.value - 1.0))))]
+        elif n.op == "exp":
+            out = [(x, self.mul(a, n))]
+        elif n.op == "log":
+            out = [(x, self.div(a, x))]
+        elif n.op == "sqrt":
+            out = [(x, self.div(a, self.mul(self.const(2.0), n)))]
+        elif n.op == "abs":
+            out = [(x, self.mul(a, self._node("sign", x)))]
+        elif n.op == "vtrap":  # see _diff_uncached
+            bx = self._node("vtrap_dx", x, y, n)
+            out = [(x, self.mul(a, bx))]
+            if y.deps:
+                out.append((y, self.mul(a, self.div(self.sub(n, self.mul(x, bx)), y))))
+        else:
+            raise NotImplementedError(f"no derivative for {n.op}")
+        return [(arg, part) for arg, part in out if arg.deps]
+
 
 _MATH_NAMES = {"exp": "EXP", "log": "LOG", "sqrt": "SQRT", "abs": "ABS", "sign": "SIGN",
                "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX", "vtrap_e": "VTRAP_E"}
@@ -668,18 +736,28 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
     st = trace_step(cs)
     g, v, S, P = st.graph, st.v, st.states, st.params
     n_states = len(S)
+    zero = g.const(0.0)
     outputs: list[tuple[str, Expr]] = [("v_n", st.v_new)]
     outputs += [(f"s{k}_n", s) for k, s in enumerate(st.new_states)]
-    x_in = [v, *S]
+    # Jacobians by reverse sweeps, shared by every direction: each new state's row, then
+    # v_new's partials with the new states held as inputs (v_new reads them).
+    one = g.const(1.0)
+    rows = [g.adjoints([(s, one)]) for s in st.new_states]
+    v_row = g.adjoints([(st.v_new, one)], stop=st.new_states)
+
+    def chain(row: dict[int, Expr], theta: Expr, pairs: list[tuple[Expr, Expr]]) -> Expr:
+        total = row.get(id(theta), zero)
+        for x, t in pairs:
+            total = g.add(total, g.mul(row.get(id(x), zero), t))
+        return total
+
     for j, (_, src) in enumerate(directions):
         theta = st.i_inj if src is None else P[src.index]
-        t_in = [g.var(f"dv_{j}"), *(g.var(f"ds{k}_{j}") for k in range(n_states))]
-        for name, out in zip(["dv", *(f"ds{k}" for k in range(n_states))],
-                             [st.v_new, *st.new_states], strict=True):
-            total = g.diff(out, theta)
-            for x, t in zip(x_in, t_in, strict=True):
-                total = g.add(total, g.mul(g.diff(out, x), t))
-            outputs.append((f"{name}_{j}_n" if name != "dv" else f"dv_{j}_n", total))
+        t_in = [(v, g.var(f"dv_{j}")), *((s, g.var(f"ds{k}_{j}")) for k, s in enumerate(S))]
+        ds_new = [chain(row, theta, t_in) for row in rows]
+        dv_new = chain(v_row, theta, t_in + list(zip(st.new_states, ds_new, strict=True)))
+        outputs.append((f"dv_{j}_n", dv_new))
+        outputs += [(f"ds{k}_{j}_n", ds_new[k]) for k in range(n_states)]
     lines, consts = emit(outputs, indent, share_exp=share_exp)
     lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(n_states)]
     for j in range(len(directions)):
@@ -696,12 +774,10 @@ def _vjp_lines(st: TracedStep, outs: Sequence[Expr], adj: Sequence[Expr], indent
     ``a_x = sum_o (d o / d x) a_o``.
     """
     g = st.graph
+    adjoint = g.adjoints(list(zip(outs, adj, strict=True)))
 
     def vjp(x: Expr) -> Expr:
-        total: Expr = g.const(0.0)
-        for out, a in zip(outs, adj, strict=True):
-            total = g.add(total, g.mul(g.diff(out, x), a))
-        return total
+        return adjoint.get(id(x), g.const(0.0))
 
     outputs: list[tuple[str, Expr]] = [("av", vjp(st.v))]
     outputs += [(f"as{k}", vjp(s)) for k, s in enumerate(st.states)]
