@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-GRAPHS = "delaunay:uniform,delaunay:int255,delaunay:int1000,rgg:uniform,rgg:int255"
+GRAPHS = ("delaunay:uniform,delaunay:int255,delaunay:int1000,rgg:uniform,rgg:int255,"
+          "rgg:int1000")
 
 
 def worker(variant: str, specs: list[str], scale: int, calls: int, cache: str | None,

@@ -42,7 +42,8 @@ FAMILIES = {
     "rgg": lambda scheme: graphs.random_geometric_graph(1 << LOG2N, seed=0, weights=scheme),
     "kronecker": lambda scheme: graphs.kronecker_graph(LOG2N - 2, seed=0, weights=scheme),
 }
-CASES = [(f, s) for f in FAMILIES for s in ("uniform", "int255")]
+SCHEMES = ("uniform", "int255", "int1000")  # the three weight schemes
+CASES = [(f, s) for f in FAMILIES for s in SCHEMES]
 METHODS = ["auto", "spike-kruskal", "pipelined", "radix-kruskal", "filter-kruskal", "boruvka"]
 
 
@@ -130,8 +131,7 @@ def test_scipy_csr_small(benchmark):
 
 
 E2E_LOG2N = [16] + ([18, 20] if os.environ.get("FUSEKIT_BENCH_MST_LARGE") == "1" else [])
-E2E_CASES = [(f, s, k) for k in E2E_LOG2N for f in ("delaunay", "rgg")
-             for s in ("uniform", "int255")]
+E2E_CASES = [(f, s, k) for k in E2E_LOG2N for f in ("delaunay", "rgg") for s in SCHEMES]
 
 
 @functools.cache

@@ -197,3 +197,43 @@ def test_torch_network_rejects_numpy_weights_and_mismatched_csr():
     with pytest.raises(fusekit.InputError, match="indices lie in"):
         network_simulate_torch(HH, t, S, P, t, t, [0, 1, 1], [2], torch.tensor([0.1],
                                dtype=torch.float64), dt=0.025, n_steps=2, delay_steps=1)
+
+
+def test_channels_that_branch_take_the_one_loop_network_kernel():
+    # The staged network kernel runs the traced step; a channel that branches on v cannot be
+    # traced, so its network runs the kernel that calls the compiled channel functions.
+    from branchy_channel import Branchy
+    from fusekit.backends.cpu import ion as cpu_ion
+
+    cs = ChannelSet([*HH_CHANNELS, Branchy])
+    n = 40
+    rng = np.random.default_rng(3)
+    v0 = rng.uniform(-70.0, -60.0, n)
+    indptr, indices, weights = random_csr(n, 0.2, rng, 0.3)
+    i_ext = np.where(np.arange(n) < 8, 15.0, 0.0)
+    kw = dict(channels=cs, dt=0.025, n_steps=600, delay_steps=20, tau_syn=3.0, e_syn=0.0,
+              record_every=50, max_spikes=4)
+    args = (v0, cs.steady_states(v0), cs.default_params(n), i_ext, np.zeros(n), indptr,
+            indices, weights)
+    got = fusekit.ops.network_simulate(*args, backend="cpu", **kw)
+    ref = fusekit.ops.network_simulate(*args, backend="reference", **kw)
+    assert ref.spike_count[8:].sum() > 0
+    np.testing.assert_array_equal(got.spike_count, ref.spike_count)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    assert ("network", cs.key, "float64") in cpu_ion._kernels
+    assert ("network_staged", cs.key, "float64") not in cpu_ion._kernels
+
+
+def test_traced_channels_run_the_staged_network_kernel():
+    from fusekit.backends.cpu import ion as cpu_ion
+
+    text, n_spill, _ = cpu_ion.network_staged_source(HH)
+    assert n_spill > 0 and text.count("for j in range(w):") >= 3 + 4  # stages + the rest
+    assert "EXP(" in text and "c0_alpha_m(" not in text  # traced lines, no channel calls
+    v0, S, P, rng = population(30, seed=4)
+    indptr, indices, weights = random_csr(30, 0.1, rng, 0.3)
+    fusekit.ops.network_simulate(v0, S, P, np.full(30, 10.0), np.zeros(30), indptr, indices,
+                                 weights, channels=HH, dt=0.025, n_steps=20, delay_steps=5,
+                                 backend="cpu")
+    assert ("network_staged", HH.key, "float64") in cpu_ion._kernels

@@ -62,6 +62,24 @@ ROW_PAD = 16
 #: (80 -> 94 M neuron-steps per CPU-second, one thread); no gain in float64, so left exact.
 _FASTMATH = {"float32": {"contract", "nsz", "arcp"}, "float64": {"contract", "nsz"}}
 
+#: Spike detection after a step of a block (rows 0 and 1 of ``buf``: ``v`` after and before
+#: the step), in loops of its own: a crossing count inside the step's loops (an integer
+#: reduction) kept LLVM from vectorising them. A vector count first, then the scalar loop
+#: only on the (rare) steps with a crossing: 1.04-1.06x faster. ``{on_spike}``: lines more
+#: per crossing (the network marks the neuron as spiked).
+_SPIKES = """        crossed = 0
+        for j in range(w):
+            crossed += (buf[ROW + j] < thr) & (buf[j] >= thr)
+        if crossed:
+            for j in range(w):
+                v_old = buf[ROW + j]
+                v = buf[j]
+                if v_old < thr and v >= thr:
+                    c = counts[lo + j]
+                    if c < max_spikes:
+                        times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
+                    counts[lo + j] = c + 1{on_spike}"""
+
 _TEMPLATE = '''
 def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
               V_rec, counts, times):
@@ -86,21 +104,7 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
             for j in range(w):
                 buf[2 * ROW + j] = I[step, lo + j]
 {step}
-        # Spike detection in loops of its own: a crossing count inside the loops above (an
-        # integer reduction) kept LLVM from vectorising them. A vector count first, then
-        # the scalar loop only on the (rare) steps with a crossing: 1.04-1.06x faster.
-        crossed = 0
-        for j in range(w):
-            crossed += (buf[ROW + j] < thr) & (buf[j] >= thr)
-        if crossed:
-            for j in range(w):
-                v_old = buf[ROW + j]
-                v = buf[j]
-                if v_old < thr and v >= thr:
-                    c = counts[lo + j]
-                    if c < max_spikes:
-                        times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
-                    counts[lo + j] = c + 1
+{spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
             for j in range(w):
@@ -322,7 +326,8 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
         body, rows, 3 + n_states + n_params, stages, " " * 8, ["v_old = buf[j]"],
         [*(f"buf[{rows[s]} * ROW + j] = {s}" for s in states), "buf[ROW + j] = v_old",
          "buf[j] = v"])
-    return _TEMPLATE.format(step=step, n_rows=3 + n_states + n_params + n_spill)
+    return _TEMPLATE.format(step=step, n_rows=3 + n_states + n_params + n_spill,
+                            spikes=_SPIKES.format(on_spike=""))
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -844,65 +849,73 @@ def cable_simulate_cpu(
 
 # ------------------------------------------------------- networks: CSR synapses on spikes
 
+#: A network's spike detection also marks the neurons that spiked, for the delivery.
+_NET_SPIKES = _SPIKES.format(on_spike="\n                    SPIKED[s, lo + j] = 1")
+
 _NET_TEMPLATE = '''
 def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,
               record_every, thr, max_spikes, V_rec, counts, times):
     w = min(BLOCK, V.shape[0] - lo)
-    # Rows of BLOCK: v, v before the step, i_ext, g_syn, arrivals, states, params.
-    buf = np.empty(N_ROWS * BLOCK, dtype=DTYPE)
+    # Rows of ROW values: v, v before the step, i_ext, g_syn, arrivals, states, params,
+    # then the values carried between the stages of a step (as in ion_block).
+    buf = np.empty({n_rows} * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
-        buf[2 * BLOCK + j] = I[0, lo + j]
-        buf[3 * BLOCK + j] = GS[lo + j]
+        buf[2 * ROW + j] = I[0, lo + j]
+        buf[3 * ROW + j] = GS[lo + j]
     for k in range(N_STATES):
         for j in range(w):
-            buf[(5 + k) * BLOCK + j] = S[k, lo + j]
+            buf[(5 + k) * ROW + j] = S[k, lo + j]
     for k in range(N_PARAMS):
         for j in range(w):
-            buf[(5 + N_STATES + k) * BLOCK + j] = P[k, lo + j]
+            buf[(5 + N_STATES + k) * ROW + j] = P[k, lo + j]
     for s in range(w_len):
         step = w0 + s
         if i_rows:
             for j in range(w):
-                buf[2 * BLOCK + j] = I[step, lo + j]
+                buf[2 * ROW + j] = I[step, lo + j]
         for j in range(w):
-            buf[4 * BLOCK + j] = INC[s, lo + j]
+            buf[4 * ROW + j] = INC[s, lo + j]
             SPIKED[s, lo + j] = 0
-        for j in range(w):
-            v = buf[j]
-            v_old = v
-            i_inj = buf[2 * BLOCK + j]
-            gs = buf[3 * BLOCK + j] * syn_decay + buf[4 * BLOCK + j]
-{loads}
-{body}
-            g_sum = g_sum + gs
-            ge_sum = ge_sum + gs * e_syn
-            k_ = dt / p0
-            v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
-{stores}
-            buf[3 * BLOCK + j] = gs
-            buf[BLOCK + j] = v_old
-            buf[j] = v
-        for j in range(w):
-            v_old = buf[BLOCK + j]
-            v = buf[j]
-            if v_old < thr and v >= thr:
-                c = counts[lo + j]
-                if c < max_spikes:
-                    times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
-                counts[lo + j] = c + 1
-                SPIKED[s, lo + j] = 1
+{step}
+{spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
             for j in range(w):
                 V_rec[r, lo + j] = buf[j]
     for j in range(w):
         V[lo + j] = buf[j]
-        GS[lo + j] = buf[3 * BLOCK + j]
+        GS[lo + j] = buf[3 * ROW + j]
     for k in range(N_STATES):
         for j in range(w):
-            S[k, lo + j] = buf[(5 + k) * BLOCK + j]
+            S[k, lo + j] = buf[(5 + k) * ROW + j]
 '''
+
+
+def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
+    """The vectorised network block kernel for traceable channels, its spill rows, constants.
+
+    A neuron's step is :func:`fusekit.ops.ion_symbolic.cable_value_step_source` (new states
+    and conductance sums from the traced graph, exponentials shared) plus the synaptic
+    conductance and the backward-Euler potential, cut into vector loops by
+    :func:`staged_loops` as in ``ion_block``.
+    """
+    from ...ops.ion_symbolic import cable_value_step_source
+
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    body, consts = cable_value_step_source(cs, "")
+    body += ["gs = g_syn * syn_decay + inc", "g_tot = g_sum + gs", "ge_tot = ge_sum + gs * e_syn",
+             "k_ = dt / p0", "v_n = (v + k_ * (ge_tot + i_inj)) / (ONE + k_ * g_tot)"]
+    rows = {"v": 0, "i_inj": 2, "g_syn": 3, "inc": 4}
+    rows.update({f"s{k}": 5 + k for k in range(n_states)})
+    rows.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
+    stores = [f"buf[{5 + k} * ROW + j] = s{k}_n" for k in range(n_states)]
+    stores += ["buf[3 * ROW + j] = gs", "buf[ROW + j] = v_old", "buf[j] = v_n"]
+    fixed = 5 + n_states + n_params
+    step, n_spill = staged_loops(body, rows, fixed, None, " " * 8, ["v_old = buf[j]"], stores)
+    text = _NET_TEMPLATE.format(step=step, n_rows=fixed + n_spill, spikes=_NET_SPIKES)
+    return text, n_spill, consts
+
 
 _NET_DRIVER = '''
 def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, delay,
@@ -916,10 +929,10 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, de
             net_block(blk * BLOCK, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt,
                       syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times)
         # Spikes of this window arrive delay steps later: in the next window, same offset.
-        for s in range(w_len):
+        # Each offset has its own row of INC, so the offsets are delivered in parallel.
+        for s in prange(w_len):
             for j in range(n):
                 INC[s, j] = 0
-        for s in range(w_len):
             for j in range(n):
                 if SPIKED[s, j]:
                     for e in range(indptr[j], indptr[j + 1]):
@@ -929,23 +942,63 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, de
 _net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
 
+_NET_ONE_LOOP = """        for j in range(w):
+            v = buf[j]
+            v_old = v
+            i_inj = buf[2 * ROW + j]
+            gs = buf[3 * ROW + j] * syn_decay + buf[4 * ROW + j]
+{loads}
+{body}
+            g_sum = g_sum + gs
+            ge_sum = ge_sum + gs * e_syn
+            k_ = dt / p0
+            v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
+{stores}
+            buf[3 * ROW + j] = gs
+            buf[ROW + j] = v_old
+            buf[j] = v"""
+
+
 def network_source(cs: ChannelSet) -> str:
-    """The Python source of the CPU network block kernel for ``cs`` (for reading)."""
+    """The network block kernel for channels that cannot be traced (for reading).
+
+    The template of :func:`network_staged_source` with the step in one loop that calls the
+    compiled channel functions (``step_source``).
+    """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 12
     body, _ = step_source(cs, ind, voltage=False)
     row = {f"s{k}": 5 + k for k in range(n_states)}
     row.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
-    loads = [f"{ind}{name} = buf[{r * NEURON_BLOCK} + j]" for name, r in row.items()]
-    stores = [f"{ind}buf[{(5 + k) * NEURON_BLOCK} + j] = s{k}" for k in range(n_states)]
-    return _NET_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+    loads = [f"{ind}{name} = buf[{r} * ROW + j]" for name, r in row.items()]
+    stores = [f"{ind}buf[{5 + k} * ROW + j] = s{k}" for k in range(n_states)]
+    step = _NET_ONE_LOOP.format(loads="\n".join(loads), body="\n".join(body),
                                 stores="\n".join(stores) or f"{ind}pass")
+    return _NET_TEMPLATE.format(step=step, n_rows=5 + n_states + n_params,
+                                spikes=_NET_SPIKES)
 
 
 def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled network kernel for ``cs`` and ``dtype`` (one per process)."""
-    return _generated_kernel("network", cs, dtype, lambda: network_source(cs) + _NET_DRIVER,
-                             "net_block", "net_kernel", _block_constants(cs, 5), voltage=False)
+    """The compiled network kernel for ``cs`` and ``dtype`` (one per process).
+
+    Traceable channels get the staged vector kernel (:func:`network_staged_source`), the
+    others the one-loop kernel that calls their compiled functions (:func:`network_source`).
+    """
+    from ...ops.ion_symbolic import is_traceable
+
+    if not is_traceable(cs):
+        return _generated_kernel("network", cs, dtype,
+                                 lambda: network_source(cs) + _NET_DRIVER, "net_block",
+                                 "net_kernel", _block_constants(cs, 5), voltage=False)
+    compiled = _kernels.get(("network_staged", cs.key, dtype))
+    if compiled is not None:
+        return compiled
+    text, _, consts = network_staged_source(cs)
+    scalar = np.dtype(dtype).type
+    extra = {**_block_constants(cs, 5), **graph_math(dtype),
+             **{k: scalar(c) for k, c in consts.items()}}
+    return _generated_kernel("network_staged", cs, dtype, lambda: text + _NET_DRIVER,
+                             "net_block", "net_kernel", extra, voltage=False)
 
 
 @register_kernel(ion.network_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
