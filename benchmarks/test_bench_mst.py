@@ -17,7 +17,9 @@ End to end (the issue's comparison), groups ``mst end-to-end``: Delaunay and RGG
 2^16 vertices (``FUSEKIT_BENCH_MST_LARGE=1`` adds 2^18 and 2^20), a user holding COO edge
 arrays: ``fusekit[1 thread]`` / ``fusekit[2 threads]`` is ``minimum_spanning_forest(u, v, w,
 n)`` (method ``auto``) with that many Numba threads, ``scipy_coo_to_csr_mst`` is
-``minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr())``, CSR build included.
+``minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr())``, CSR build included;
+``scipy_csr_given`` and ``igraph`` are SciPy and igraph on structures built beforehand, so one
+run (``FUSEKIT_BENCH_MST_LARGE=1 ... -k e2e``) gives every figure of the issue's table.
 Groups ``spike_sort threads`` time the spike sort of the same weights with one and two
 threads (the stage that runs in parallel).
 """
@@ -90,13 +92,9 @@ def test_scipy_from_coo(benchmark, family, scheme):
 
 @pytest.mark.parametrize("family,scheme", CASES)
 def test_igraph(benchmark, family, scheme):
-    igraph = pytest.importorskip("igraph")
     u, v, w, n = graph(family, scheme)
     benchmark.group = group(family, scheme)
-    g = igraph.Graph(n=n, edges=np.column_stack([u, v]).tolist())
-    weights = w.astype(np.float64).tolist()
-    tree = benchmark(g.spanning_tree, weights=weights)
-    assert tree.ecount() == n - len(g.connected_components())
+    igraph_tree(benchmark, u, v, w, n)
 
 
 SMALL = 1 << 12
@@ -180,6 +178,32 @@ def test_e2e_scipy_coo_to_csr_mst(benchmark, family, scheme, log2n):
     u, v, w, n = e2e_graph(family, scheme, log2n)
     benchmark.group = f"mst end-to-end {family} n=2^{log2n} m={u.size} {scheme}"
     benchmark(lambda: minimum_spanning_tree(coo_matrix((w, (u, v)), shape=(n, n)).tocsr()))
+
+
+@pytest.mark.parametrize("family,scheme,log2n", E2E_CASES)
+def test_e2e_scipy_csr_given(benchmark, family, scheme, log2n):
+    """SciPy on a CSR matrix built beforehand (the 3x and 4.5x goals), in the same group."""
+    u, v, w, n = e2e_graph(family, scheme, log2n)
+    benchmark.group = f"mst end-to-end {family} n=2^{log2n} m={u.size} {scheme}"
+    a = coo_matrix((w.astype(np.float64), (u, v)), shape=(n, n)).tocsr()
+    benchmark(minimum_spanning_tree, a)
+
+
+@pytest.mark.parametrize("family,scheme,log2n", E2E_CASES)
+def test_e2e_igraph(benchmark, family, scheme, log2n):
+    """igraph on a graph built beforehand, in the same group."""
+    u, v, w, n = e2e_graph(family, scheme, log2n)
+    benchmark.group = f"mst end-to-end {family} n=2^{log2n} m={u.size} {scheme}"
+    igraph_tree(benchmark, u, v, w, n)
+
+
+def igraph_tree(benchmark, u, v, w, n):
+    """Time ``Graph.spanning_tree`` on a graph built beforehand (skips without igraph)."""
+    igraph = pytest.importorskip("igraph")
+    g = igraph.Graph(n=n, edges=np.column_stack([u, v]).tolist())
+    weights = w.astype(np.float64).tolist()
+    tree = benchmark(g.spanning_tree, weights=weights)
+    assert tree.ecount() == n - len(g.connected_components())
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
