@@ -237,3 +237,64 @@ def test_traced_channels_run_the_staged_network_kernel():
                                  weights, channels=HH, dt=0.025, n_steps=20, delay_steps=5,
                                  backend="cpu")
     assert ("network_staged", HH.key, "float64") in cpu_ion._kernels
+
+
+def _saved_bytes(fn):
+    """Peak bytes of the tensors autograd saves (outside checkpointed segments) while fn runs."""
+    live, peak, seen = [0], [0], set()
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            live[0] += t.untyped_storage().nbytes()
+            peak[0] = max(peak[0], live[0])
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, peak[0]
+
+
+def test_checkpointed_network_gives_the_same_results_and_gradients_in_less_memory():
+    n = 30
+    v0, S, P, rng = population(n, seed=5)
+    i_ext = np.where(np.arange(n) < 6, 14.0, 0.0)
+    indptr, indices, weights = random_csr(n, 0.2, rng, 0.3)
+    kw = dict(dt=0.025, n_steps=400, delay_steps=20, tau_syn=3.0, record_every=10,
+              max_spikes=3)
+
+    def run(checkpoint_every):
+        w = torch.tensor(weights, requires_grad=True)
+        g = torch.tensor(P, requires_grad=True)
+
+        def forward():
+            return _torch_run(v0, S, g, i_ext, indptr, indices, w,
+                              checkpoint_every=checkpoint_every, **kw)
+
+        out, saved = _saved_bytes(forward)
+        loss = out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()
+        return out, torch.autograd.grad(loss, (w, g)), saved
+
+    full, grads_full, saved_full = run(0)
+    assert full.spike_count[6:].sum() > 0  # spikes cross segment boundaries too
+    for k in (7, 20, 400):
+        seg, grads_seg, saved_seg = run(k)
+        np.testing.assert_array_equal(seg.spike_count.numpy(), full.spike_count.numpy())
+        for name in ("v", "states", "g_syn", "v_record", "spike_times"):
+            np.testing.assert_allclose(getattr(seg, name).detach().numpy(),
+                                       getattr(full, name).detach().numpy(), rtol=1e-12,
+                                       err_msg=name)
+        for a, b in zip(grads_seg, grads_full, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
+        if k == 20:  # about sqrt(400): a small fraction of the full history's memory
+            assert saved_seg < saved_full / 5, (saved_seg, saved_full)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_checkpoint_every_must_be_a_non_negative_int(bad):
+    v0, S, P, _ = population(2)
+    with pytest.raises(fusekit.InputError, match="checkpoint_every"):
+        _torch_run(v0, S, P, np.zeros(2), np.array([0, 1, 1]), np.array([1]),
+                   torch.tensor([0.1], dtype=torch.float64), dt=0.025, n_steps=10,
+                   delay_steps=2, checkpoint_every=bad)

@@ -265,6 +265,13 @@ class _Recorder:
         if self.record_every and (step + 1) % self.record_every == 0:
             self.rows.append(v_new)
 
+    def continued(self, count: Any, times: list[Any]) -> _Recorder:
+        """A recorder with this one's settings that goes on from ``count`` and ``times``."""
+        other = object.__new__(_Recorder)
+        other.n, other.record_every, other.rows = self.n, self.record_every, []
+        other.count, other.times = count, times
+        return other
+
     def result(self, v: Any) -> tuple[Any, Any, Any]:
         """``(v_record, spike_count, spike_times)``."""
         import torch
@@ -272,6 +279,34 @@ class _Recorder:
         v_record = torch.stack(self.rows) if self.rows else v.new_empty((0, self.n))
         spike_times = torch.stack(self.times) if self.times else v.new_empty((0, self.n))
         return v_record, self.count, spike_times
+
+
+def _checkpointed_segment(checkpoint: Any, run: Any, rec: _Recorder, a: int, b: int,
+                          state: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Steps ``a .. b - 1`` of :func:`network_simulate_torch` under ``checkpoint``.
+
+    The segment's function takes the state and the spike times so far and returns them
+    after the segment with what it recorded, so autograd keeps only the segment's inputs and
+    outputs. Each run of it (the forward, and the re-run in the backward) records into a
+    recorder of its own that starts from ``rec``'s counts; ``rec`` takes the forward's.
+    """
+    import torch
+
+    v, S, g_syn, ring = state
+    n_ring = len(ring)
+    count0 = rec.count
+
+    def segment(v: Any, S: Any, g_syn: Any, *tensors: Any) -> tuple[Any, ...]:
+        seg = rec.continued(count0, list(tensors[n_ring:]))
+        v, S, g_syn, ring = run(a, b, v, S, g_syn, list(tensors[:n_ring]), seg)
+        rows = torch.stack(seg.rows) if seg.rows else v.new_empty((0, v.shape[0]))
+        return (v, S, g_syn, *ring, seg.count, rows, *seg.times)
+
+    out = checkpoint(segment, v, S, g_syn, *ring, *rec.times, use_reentrant=False)
+    rec.count, rows = out[3 + n_ring], out[4 + n_ring]
+    rec.times = list(out[5 + n_ring:])
+    rec.rows += list(rows.unbind(0))
+    return out[0], out[1], out[2], list(out[3:3 + n_ring])
 
 
 def simulate_torch(
@@ -335,6 +370,7 @@ def network_simulate_torch(
     spike_threshold: float = 0.0,
     max_spikes: int = 0,
     surrogate: Any = None,
+    checkpoint_every: int = 0,
 ) -> Any:
     """Differentiable :func:`fusekit.ops.network_simulate`: gradients w.r.t. synaptic weights.
 
@@ -348,7 +384,12 @@ def network_simulate_torch(
     surrogate acts at every step of every neuron with outgoing synapses, firing or not (how
     a silent neuron learns to fire); gradients are exact where the path from the loss to a
     parameter passes through no such neuron's spike output (e.g. the weights onto neurons
-    without outgoing synapses). Memory grows with ``n_steps`` (autograd keeps every step).
+    without outgoing synapses). Memory: autograd keeps every step's intermediates, unless
+    ``checkpoint_every = K > 0``: then the steps run in segments of ``K`` under
+    :func:`torch.utils.checkpoint.checkpoint`, which keeps only each segment's inputs (the
+    potentials, states, conductances and spikes in flight) and re-runs the segment in the
+    backward, so memory grows with ``n_steps / K + K`` steps instead of ``n_steps`` for
+    about one more forward pass (the same gradients).
 
     Example:
         >>> import torch
@@ -386,6 +427,8 @@ def network_simulate_torch(
         max_spikes: Spike times kept per neuron.
         surrogate: Callable ``x -> spike`` for ``x = v_new - threshold`` (Heaviside forward);
             default ``SuperSpike(1.0)``.
+        checkpoint_every: Steps per checkpointed segment (0: no checkpoints; about
+            ``sqrt(n_steps)`` bounds memory best).
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
@@ -419,6 +462,10 @@ def network_simulate_torch(
                          f"{weights.dtype}")
     if delay_steps < 1:
         raise InputError(f"network_simulate_torch: delay_steps must be >= 1, got {delay_steps}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+            or checkpoint_every < 0:
+        raise InputError(f"network_simulate_torch: checkpoint_every must be an int >= 0 (0: no "
+                         f"checkpoints), got {checkpoint_every!r}")
     if surrogate is None:
         from ._layers import SuperSpike
         surrogate = SuperSpike(1.0)
@@ -427,25 +474,40 @@ def network_simulate_torch(
     def as_tensor(x: Any) -> Any:  # channel functions may return constants
         return torch.as_tensor(x, dtype=v0.dtype, device=v0.device)
 
-    v, S, P, g_syn = v0, states0, params, g_syn0
     zeros = torch.zeros_like(v0)
-    ring = [zeros] * delay_steps  # ring[k % delay_steps]: arrivals at the start of step k
     decay = math.exp(-dt / tau_syn)
     rec = _Recorder(v0, max_spikes, record_every)
-    for step in range(n_steps):
-        slot = step % delay_steps
-        g_syn = g_syn * decay + ring[slot]
-        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
-                                                stack=torch.stack, convert=as_tensor)
-        i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
-        k_ = dt / P[0]
-        v_new = (v + k_ * (g_syn * e_syn + ge_ch + i_inj)) / (1.0 + k_ * (g_syn + g_ch))
-        rec.step(v, v_new, spike_threshold, step, dt)
-        # forward exactly the crossing; backward the surrogate's derivative in v_new
-        spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
-        # arrives at the start of step + delay_steps, whose slot is this step's (every step,
-        # so that the surrogate reaches neurons near threshold that did not fire)
-        ring[slot] = zeros.index_add(0, indices, weights * spikes[pre])
-        v = v_new
+
+    def run(a: int, b: int, v: Any, S: Any, g_syn: Any, ring: list[Any],
+            rec: _Recorder) -> tuple[Any, ...]:
+        # steps a .. b - 1; ring[k % delay_steps]: arrivals at the start of step k
+        for step in range(a, b):
+            slot = step % delay_steps
+            g_syn = g_syn * decay + ring[slot]
+            S, g_ch, ge_ch = gates_and_conductances(cs, v, S, params, dt, exp=torch.exp,
+                                                    stack=torch.stack, convert=as_tensor)
+            i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
+            k_ = dt / params[0]
+            v_new = (v + k_ * (g_syn * e_syn + ge_ch + i_inj)) / (1.0 + k_ * (g_syn + g_ch))
+            rec.step(v, v_new, spike_threshold, step, dt)
+            # forward exactly the crossing; backward the surrogate's derivative in v_new
+            spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
+            # arrives at the start of step + delay_steps, whose slot is this step's (every
+            # step, so that the surrogate reaches neurons near threshold that did not fire)
+            ring = [*ring[:slot], zeros.index_add(0, indices, weights * spikes[pre]),
+                    *ring[slot + 1:]]
+            v = v_new
+        return v, S, g_syn, ring
+
+    state = (v0, states0, g_syn0, [zeros] * delay_steps)
+    if not checkpoint_every:
+        state = run(0, n_steps, *state, rec)
+    else:
+        from torch.utils.checkpoint import checkpoint
+
+        for a in range(0, n_steps, checkpoint_every):
+            b = min(a + checkpoint_every, n_steps)
+            state = _checkpointed_segment(checkpoint, run, rec, a, b, state)
+    v, S, g_syn, _ = state
     v_record, count, spike_times = rec.result(v)
     return NetworkSimulation(v, S, g_syn, v_record, count, spike_times)
