@@ -151,3 +151,27 @@ def test_get_op_knows_declared_ops_and_rejects_unknown_names():
     assert _registry.get_op("kron_linear").family == "kron"
     with pytest.raises(KeyError, match="no fusekit op is called 'kron'"):
         _registry.get_op("kron")
+
+
+def test_every_op_refuses_an_unavailable_cuda_backend_by_name():
+    # Each call goes check -> select; a request for a backend this machine lacks must say
+    # which op, why and what to do, for every declared op (not a crash inside a kernel).
+    if "cuda" in fusekit.available_backends():
+        pytest.skip("this machine has a usable CUDA backend")
+    import importlib
+
+    from fusekit._arrays import ArrayKind
+
+    importlib.import_module("fusekit.ops")  # declares every op
+
+    ops = _registry.all_ops()
+    assert {"fp8_gemv", "kron_linear", "ion_simulate", "cable_adjoint",
+            "spike_sort"} <= {op.name for op in ops}
+    reason = _registry.unavailable_reason("cuda")
+    for op in ops:
+        _registry._selection_cache.clear()
+        with pytest.raises(fusekit.BackendUnavailableError) as err:
+            op.select(ArrayKind("numpy", "cpu"), "float32", "cuda")
+        text = str(err.value)
+        assert f"for {op.name} but is not available" in text, text
+        assert reason in text and "fusekit info" in text, text
