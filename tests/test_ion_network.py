@@ -298,3 +298,97 @@ def test_checkpoint_every_must_be_a_non_negative_int(bad):
         _torch_run(v0, S, P, np.zeros(2), np.array([0, 1, 1]), np.array([1]),
                    torch.tensor([0.1], dtype=torch.float64), dt=0.025, n_steps=10,
                    delay_steps=2, checkpoint_every=bad)
+
+
+# ------------------------------------------------------------------- spikes in flight
+
+
+def _chain_network(n=12, seed=7):
+    # neurons 0-2 driven; every neuron excites the next three, so spikes are in flight at
+    # most times
+    v0, S, P, rng = population(n, seed=seed)
+    rows = [[(j + d) % n for d in (1, 2, 3)] for j in range(n)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    indices = np.concatenate(rows)
+    weights = rng.uniform(0.2, 0.5, indices.shape[0])
+    i_ext = np.where(np.arange(n) < 3, 15.0, 0.0)
+    return (v0, S, P, i_ext, np.zeros(n), indptr, indices, weights)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("first", [5, 40, 113])  # below, at and off a multiple of the delay
+def test_a_run_in_two_calls_equals_one_call(backend, first):
+    args = _chain_network()
+    kw = dict(channels=HH, dt=0.025, delay_steps=40, tau_syn=3.0, max_spikes=8,
+              backend=backend)
+    whole = fusekit.ops.network_simulate(*args, n_steps=400, **kw)
+    a = fusekit.ops.network_simulate(*args, n_steps=first, **kw)
+    assert a.arrivals.shape == (40, 12)
+    b = fusekit.ops.network_simulate(a.v, a.states, args[2], args[3], a.g_syn, *args[5:],
+                                     n_steps=400 - first, arrivals0=a.arrivals, **kw)
+    assert whole.spike_count[3:].sum() > 0
+    np.testing.assert_array_equal(a.spike_count + b.spike_count, whole.spike_count)
+    for name in ("v", "states", "g_syn", "arrivals"):
+        np.testing.assert_allclose(getattr(b, name), getattr(whole, name), rtol=1e-12,
+                                   atol=1e-15, err_msg=name)
+
+
+def test_cpu_arrivals_equal_the_reference_and_spikes_were_in_flight():
+    args = _chain_network(seed=8)
+    kw = dict(channels=HH, dt=0.025, n_steps=333, delay_steps=40, tau_syn=3.0)
+    got = fusekit.ops.network_simulate(*args, backend="cpu", **kw)
+    ref = fusekit.ops.network_simulate(*args, backend="reference", **kw)
+    assert ref.arrivals.max() > 0  # the test needs spikes in flight at the end
+    np.testing.assert_allclose(got.arrivals, ref.arrivals, rtol=1e-12)
+
+
+def test_network_object_runs_in_pieces_like_one_run():
+    from fusekit.neuro import Network
+
+    v0, S, P, i_ext, _, indptr, indices, weights = _chain_network()
+
+    def net():
+        n = Network(HH, (indptr, indices, weights), delay=1.0, tau_syn=3.0)
+        n.v, n.states, n.i_ext = v0.copy(), S.copy(), i_ext
+        return n
+
+    one, pieces = net(), net()
+    whole = one.run(10.0)
+    counts = sum(pieces.run(d).spike_count for d in (0.125, 3.0, 6.875))
+    assert whole.spike_count[3:].sum() > 0
+    np.testing.assert_array_equal(counts, whole.spike_count)
+    np.testing.assert_allclose(pieces.v, one.v, rtol=1e-12)
+    with pytest.raises(fusekit.InputError, match="spikes in flight"):
+        if pieces.arrivals.any():
+            pieces.run(1.0, dt=0.05)
+        else:  # pragma: no cover - the chain keeps spikes in flight
+            raise fusekit.InputError("spikes in flight")
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((39, 12)), r"arrivals0 must be a \(40, 12\)"),
+    (np.full((40, 12), -1.0), "must not be negative"),
+    (np.full((40, 12), np.nan), "arrivals0"),
+])
+def test_bad_arrivals_are_refused(bad, match):
+    with pytest.raises(fusekit.InputError, match=match):
+        fusekit.ops.network_simulate(*_chain_network(), channels=HH, dt=0.025, n_steps=10,
+                                     delay_steps=40, arrivals0=bad, backend="cpu")
+
+
+def test_torch_network_carries_spikes_in_flight_like_the_op():
+    args = _chain_network(seed=9)
+    kw = dict(dt=0.025, delay_steps=40, tau_syn=3.0, e_syn=0.0)
+    ref = fusekit.ops.network_simulate(*args, channels=HH, n_steps=300, backend="reference",
+                                       **kw)
+    from fusekit.neuro import network_simulate_torch
+
+    t = torch.as_tensor
+    w = t(args[7])
+    a = _torch_run(*args[:4], *args[5:7], w, n_steps=170, **kw)
+    b = network_simulate_torch(HH, a.v, a.states, t(args[2]), t(args[3]), a.g_syn, *args[5:7],
+                               w, n_steps=130, arrivals0=a.arrivals, **kw)
+    assert ref.arrivals.max() > 0
+    np.testing.assert_allclose(b.arrivals.detach().numpy(), ref.arrivals, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(b.v.detach().numpy(), ref.v, rtol=1e-9)

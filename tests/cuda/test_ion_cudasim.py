@@ -157,8 +157,43 @@ def test_network_kernels_match_the_reference_on_a_small_chain():
     SPIKED = cuda.to_device(np.zeros((delay, n), np.uint8))
     cuda_ion.network_simulate_launch(*dev, V_rec, counts, times, INC, SPIKED, channels=HH,
                                      **kw)
+    in_flight = INC.copy_to_host()[(steps + np.arange(delay)) % delay]
     got = (dev[0].copy_to_host(), dev[1].copy_to_host(), dev[4].copy_to_host(),
-           V_rec.copy_to_host(), counts.copy_to_host(), times.copy_to_host())
+           V_rec.copy_to_host(), counts.copy_to_host(), times.copy_to_host(), in_flight)
     assert ref[4][0] >= 1 and ref[2][1] > 0  # neuron 0 fired and its spike arrived
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_network_launches_carry_spikes_in_flight_like_one_run():
+    # Two launches, the second starting from the first's INC rotated to its step 0, equal one
+    # reference run: the spikes in flight at the cut arrive in the second launch.
+    from fusekit.ops.ion import network_simulate_reference
+
+    n, delay, first, steps = 4, 8, 22, 60  # neuron 1 fired at step 20: in flight at 22
+    v0 = np.array([-20.0, -65.0, -65.0, -65.0])
+    S, P, i_ext = HH.initial_states(n), HH.default_params(n), np.zeros(n)
+    indptr, indices = np.array([0, 2, 3, 3, 3]), np.array([1, 2, 3])
+    weights = np.array([5.0, 0.5, 5.0])
+    kw = dict(dt=0.05, delay_steps=delay, tau_syn=2.0, e_syn=0.0, spike_threshold=0.0,
+              max_spikes=2)
+    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
+                                     channels=HH, n_steps=steps, **kw)
+    dev = [cuda.to_device(a) for a in (v0.copy(), S.copy(), P, i_ext[None], np.zeros(n),
+                                       indptr, indices, weights)]
+    inc = np.zeros((delay, n))
+    counts_total = np.zeros(n, np.int64)
+    for a, b in ((0, first), (first, steps)):
+        counts = cuda.to_device(np.zeros(n, np.int64))
+        INC = cuda.to_device(inc)
+        cuda_ion.network_simulate_launch(
+            *dev, cuda.device_array((0, n)), counts, cuda.to_device(np.full((2, n), np.nan)),
+            INC, cuda.to_device(np.zeros((delay, n), np.uint8)), channels=HH, n_steps=b - a,
+            **kw)
+        inc = INC.copy_to_host()[(b - a + np.arange(delay)) % delay]
+        counts_total += counts.copy_to_host()
+        if a == 0:
+            assert inc.max() > 0  # neuron 0's spike is in flight at the cut
+    np.testing.assert_array_equal(counts_total, ref[4])
+    np.testing.assert_allclose(dev[0].copy_to_host(), ref[0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(inc, ref[6], rtol=1e-10, atol=1e-12)

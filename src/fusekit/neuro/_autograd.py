@@ -371,6 +371,7 @@ def network_simulate_torch(
     max_spikes: int = 0,
     surrogate: Any = None,
     checkpoint_every: int = 0,
+    arrivals0: Any = None,
 ) -> Any:
     """Differentiable :func:`fusekit.ops.network_simulate`: gradients w.r.t. synaptic weights.
 
@@ -429,10 +430,12 @@ def network_simulate_torch(
             default ``SuperSpike(1.0)``.
         checkpoint_every: Steps per checkpointed segment (0: no checkpoints; about
             ``sqrt(n_steps)`` bounds memory best).
+        arrivals0: Spikes in flight at the start, ``(delay_steps, n)`` torch (an earlier
+            call's ``arrivals``); zeros when ``None``.
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
-        ``g_syn``, ``v_record``, ``spike_count``, ``spike_times``).
+        ``g_syn``, ``v_record``, ``spike_count``, ``spike_times``, ``arrivals``).
     """
     import torch
 
@@ -499,7 +502,15 @@ def network_simulate_torch(
             v = v_new
         return v, S, g_syn, ring
 
-    state = (v0, states0, g_syn0, [zeros] * delay_steps)
+    if arrivals0 is None:
+        ring0 = [zeros] * delay_steps
+    elif not isinstance(arrivals0, torch.Tensor) or tuple(arrivals0.shape) != (delay_steps, n):
+        raise InputError(f"network_simulate_torch: arrivals0 must be a ({delay_steps}, {n}) "
+                         f"torch tensor (an earlier call's arrivals), got "
+                         f"{tuple(getattr(arrivals0, 'shape', ()))} {type(arrivals0).__name__}")
+    else:
+        ring0 = list(arrivals0.to(v0.dtype).unbind(0))
+    state = (v0, states0, g_syn0, ring0)
     if not checkpoint_every:
         state = run(0, n_steps, *state, rec)
     else:
@@ -508,6 +519,7 @@ def network_simulate_torch(
         for a in range(0, n_steps, checkpoint_every):
             b = min(a + checkpoint_every, n_steps)
             state = _checkpointed_segment(checkpoint, run, rec, a, b, state)
-    v, S, g_syn, _ = state
+    v, S, g_syn, ring = state
+    arrivals = torch.stack([ring[(n_steps + x) % delay_steps] for x in range(delay_steps)])
     v_record, count, spike_times = rec.result(v)
-    return NetworkSimulation(v, S, g_syn, v_record, count, spike_times)
+    return NetworkSimulation(v, S, g_syn, v_record, count, spike_times, arrivals)

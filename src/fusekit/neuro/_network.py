@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from .._errors import InputError
 from ..ops.ion import NetworkSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 
@@ -15,8 +16,8 @@ from ..ops.ion_channel import Channel, ChannelSet, channel_set
 class Network:
     """``n`` neurons of one channel set, connected by CSR synapses (rows: presynaptic).
 
-    State (``v``, ``states``, ``g_syn``, time ``t``) carries over between :meth:`run` calls;
-    spikes still in flight when a run ends are dropped (keep runs longer than the delay).
+    State (``v``, ``states``, ``g_syn``, the spikes in flight ``arrivals``, time ``t``)
+    carries over between :meth:`run` calls, so runs in pieces equal one long run.
 
     Args:
         channels: Channel classes or a :class:`ChannelSet`.
@@ -58,6 +59,7 @@ class Network:
         self.g_syn = np.zeros(n, dtype=self.dtype)
         self.i_ext = np.zeros(n, dtype=self.dtype)
         self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
+        self.arrivals: np.ndarray | None = None  # (delay_steps, n) after a run
         self.t = 0.0
 
     def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
@@ -78,14 +80,24 @@ class Network:
         """
         n_steps = int(round(duration / dt))
         delay_steps = max(1, int(round(self.delay / dt)))
+        arrivals = self.arrivals
+        if arrivals is not None and arrivals.shape[0] != delay_steps:
+            if arrivals.any():
+                raise InputError(
+                    f"Network.run: dt = {dt} ms makes the {self.delay} ms delay "
+                    f"{delay_steps} steps, but the last run's spikes in flight are on a "
+                    f"grid of {arrivals.shape[0]}; keep dt while spikes are in flight (or "
+                    "set net.arrivals = None to drop them)")
+            arrivals = None
         out = ops.network_simulate(
             self.v, self.states, self.params, self.i_ext, self.g_syn, self.indptr,
             self.indices, self.weights, channels=self.channel_set, dt=dt, n_steps=n_steps,
             delay_steps=delay_steps, tau_syn=self.tau_syn, e_syn=self.e_syn,
             record_every=record_every, spike_threshold=spike_threshold,
-            max_spikes=max_spikes, backend=backend,
+            max_spikes=max_spikes, arrivals0=arrivals, backend=backend,
         )
         out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
         self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
+        self.arrivals = out.arrivals
         self.t += n_steps * dt
         return out

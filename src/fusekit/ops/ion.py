@@ -340,7 +340,7 @@ def ion_simulate_reference(
     n = v0.shape[0]
     no_synapses = (np.zeros(n, v0.dtype), np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
                    np.zeros(0, v0.dtype))
-    v, S, _, v_record, spike_count, spike_times = network_simulate_reference(
+    v, S, _, v_record, spike_count, spike_times, _ = network_simulate_reference(
         v0, states0, params, i_ext, *no_synapses, channels=channels, dt=dt, n_steps=n_steps,
         delay_steps=1, tau_syn=1.0, e_syn=0.0, record_every=record_every,
         spike_threshold=spike_threshold, max_spikes=max_spikes)
@@ -826,17 +826,33 @@ def cable_simulate_reference(
 # ------------------------------------------------------- networks: CSR synapses on spikes
 
 
+def _zeros_like(a: Any) -> Any:
+    """``shape -> zeros`` of ``a``'s dtype in ``a``'s array library (NumPy, torch, CuPy)."""
+    module = type(a).__module__.split(".", 1)[0]
+    if module == "torch":
+        return lambda shape: a.new_zeros(shape)
+    if module == "cupy":
+        import cupy
+
+        return lambda shape: cupy.zeros(shape, dtype=a.dtype)
+    dtype = getattr(a, "dtype", np.float64)
+    return lambda shape: np.zeros(shape, dtype=dtype)
+
+
+
 class NetworkSimulation(NamedTuple):
     """Result of :func:`network_simulate`: :class:`IonSimulation`'s fields and ``g_syn``.
 
     Attributes:
         v: Final potentials, mV, ``(n,)``.
         states: Final gating states, ``(n_states, n)``.
-        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)`` (spikes still in flight at the
-            end of the call are dropped).
+        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)``.
         v_record: As in :class:`IonSimulation`.
         spike_count: As in :class:`IonSimulation`.
         spike_times: As in :class:`IonSimulation`.
+        arrivals: Spikes still in flight at the end, ``(delay_steps, n)``: row ``x`` is the
+            conductance that arrives at the start of step ``n_steps + x`` (pass it as the
+            next call's ``arrivals0`` to continue the run exactly).
     """
 
     v: Any
@@ -845,11 +861,12 @@ class NetworkSimulation(NamedTuple):
     v_record: Any
     spike_count: Any
     spike_times: Any
+    arrivals: Any = None
 
 
 def _check_network_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
-    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    weights: Any, arrivals0: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
     tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
     max_spikes: int = 0,
 ) -> str:
@@ -887,6 +904,13 @@ def _check_network_simulate(
     if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
                          f"steps), got {delay_steps!r}")
+    if tuple(arrivals0.shape) != (delay_steps, n) or array_dtype(arrivals0) != dtype:
+        raise InputError(f"{op}: arrivals0 must be a ({delay_steps}, {n}) {dtype} array (the "
+                         f"spikes in flight: an earlier call's arrivals, with the same "
+                         f"delay_steps), got {tuple(arrivals0.shape)} {array_dtype(arrivals0)}")
+    require_finite(op, "arrivals0", arrivals0)
+    if bool((arrivals0 < 0).any()):
+        raise InputError(f"{op}: arrivals0 are conductances (mS/cm^2) and must not be negative")
     if not (isinstance(tau_syn, int | float) and math.isfinite(tau_syn) and tau_syn > 0):
         raise InputError(f"{op}: tau_syn must be a positive time constant in ms, got "
                          f"{tau_syn!r}")
@@ -898,7 +922,8 @@ def _check_network_simulate(
 network_simulate_op = Op(
     name="network_simulate",
     family="ion",
-    array_args=("v0", "states0", "params", "i_ext", "g_syn0", "indptr", "indices", "weights"),
+    array_args=("v0", "states0", "params", "i_ext", "g_syn0", "indptr", "indices", "weights",
+                "arrivals0"),
     params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
             "spike_threshold", "max_spikes"),
     check=_check_network_simulate,
@@ -910,7 +935,7 @@ def network_simulate(
     weights: Any, *, channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
     n_steps: int, delay_steps: int, tau_syn: float = 5.0, e_syn: float = 0.0,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
-    backend: str | None = None,
+    arrivals0: Any = None, backend: str | None = None,
 ) -> NetworkSimulation:
     """Single-compartment neurons coupled by conductance-based synapses in CSR form.
 
@@ -943,14 +968,19 @@ def network_simulate(
         record_every: As for :func:`ion_simulate`.
         spike_threshold: mV.
         max_spikes: Spike times kept per neuron.
+        arrivals0: Spikes in flight at the start, ``(delay_steps, n)``: row ``x`` arrives at
+            the start of step ``x`` (an earlier call's ``arrivals``); zeros when ``None``.
         backend: As for every op.
 
     Returns:
-        :class:`NetworkSimulation`.
+        :class:`NetworkSimulation`; its ``arrivals`` continue the run in a next call.
     """
     cs = channel_set(channels)
+    if arrivals0 is None:
+        n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0
+        arrivals0 = _zeros_like(v0)((max(int(delay_steps), 0), n))
     out = network_simulate_op.run(
-        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights),
+        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights, arrivals0),
         {"channels": cs, "dt": dt, "n_steps": int(n_steps), "delay_steps": int(delay_steps),
          "tau_syn": tau_syn, "e_syn": e_syn, "record_every": int(record_every),
          "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
@@ -961,9 +991,10 @@ def network_simulate(
 
 def network_simulate_reference(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
-    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, *,
-    channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
-    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
+    arrivals0: np.ndarray | None = None, *, channels: Any, dt: float, n_steps: int,
+    delay_steps: int, tau_syn: float, e_syn: float, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
     """Float64 NumPy oracle of :func:`network_simulate`, with a ring buffer of arrivals."""
     cs = channel_set(channels)
@@ -980,6 +1011,8 @@ def network_simulate_reference(
     spike_count = np.zeros(n, dtype=np.int64)
     spike_times = np.full((max_spikes, n), np.nan)
     ring = np.zeros((delay_steps, n))  # ring[k % delay_steps]: arrivals at step k
+    if arrivals0 is not None:
+        ring[:] = arrivals0
     decay = math.exp(-dt / tau_syn)
     for step in range(n_steps):
         slot = step % delay_steps
@@ -1001,5 +1034,6 @@ def network_simulate_reference(
         v = v_new
         if record_every and (step + 1) % record_every == 0:
             v_record[(step + 1) // record_every - 1] = v
+    arrivals = ring[(n_steps + np.arange(delay_steps)) % delay_steps]
     return (v.astype(dtype), S.astype(dtype), g_syn.astype(dtype), v_record.astype(dtype),
-            spike_count, spike_times.astype(dtype))
+            spike_count, spike_times.astype(dtype), arrivals.astype(dtype))

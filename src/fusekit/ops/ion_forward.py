@@ -25,7 +25,7 @@ import numpy as np
 from .._errors import InputError
 from .._registry import Op, array_dtype
 from ._common import require_finite
-from .ion import _check_ion_simulate
+from .ion import _check_ion_simulate, _zeros_like
 from .ion_channel import Channel, ChannelSet, channel_set, vtrap
 from .ion_symbolic import tangent_step_source, vtrap_dx, wrt_directions
 
@@ -167,18 +167,6 @@ def ion_sensitivity(
         backend,
     )
     return IonSensitivity(*out)
-
-
-def _zeros_like(a: Any) -> Any:
-    module = type(a).__module__.split(".", 1)[0]
-    if module == "torch":
-        return lambda shape: a.new_zeros(shape)
-    if module == "cupy":
-        import cupy
-
-        return lambda shape: cupy.zeros(shape, dtype=a.dtype)
-    dtype = getattr(a, "dtype", np.float64)
-    return lambda shape: np.zeros(shape, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- float64 reference

@@ -1004,11 +1004,17 @@ def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 @register_kernel(ion.network_simulate_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
 def network_simulate_cpu(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
-    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, *,
+    g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
+    arrivals0: np.ndarray, *,
     channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
-    """Blocks of neurons in parallel for ``delay_steps`` steps, then the spikes delivered."""
+    """Blocks of neurons in parallel for ``delay_steps`` steps, then the spikes delivered.
+
+    ``INC[s]`` holds the arrivals at the ``s``-th step of the window to come; it starts as
+    ``arrivals0``, and after the last window the rows that no window read are those in
+    flight: the arrivals at step ``n_steps + x`` are in row ``(n_steps + x) % delay_steps``.
+    """
     import math
 
     cs = channel_set(channels)
@@ -1023,13 +1029,15 @@ def network_simulate_cpu(
     V_rec = np.empty((n_rec, n), dtype=dtype)
     counts = np.zeros(n, dtype=np.int64)
     times = np.full((max_spikes, n), np.nan, dtype=dtype)
+    INC = np.array(arrivals0, dtype=dtype, order="C")
     if n and n_steps:
         network_kernel_for(cs, dtype.name)(
             V, S if S.shape[0] else np.zeros((1, n), dtype), np.ascontiguousarray(params),
             I_ext, 1 if i_ext.ndim == 2 else 0, GS, np.ascontiguousarray(indptr, np.int64),
             np.ascontiguousarray(indices, np.int64), np.ascontiguousarray(weights),
             scalar(dt), n_steps, delay_steps, scalar(math.exp(-dt / tau_syn)), scalar(e_syn),
-            record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times,
-            np.zeros((delay_steps, n), dtype=dtype), np.zeros((delay_steps, n), np.uint8),
+            record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, INC,
+            np.zeros((delay_steps, n), np.uint8),
         )
-    return V, S, GS, V_rec, counts, times
+    arrivals = INC[(n_steps + np.arange(delay_steps)) % delay_steps]
+    return V, S, GS, V_rec, counts, times, arrivals

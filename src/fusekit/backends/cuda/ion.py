@@ -496,7 +496,9 @@ def network_simulate_launch(
 
     One launch per window of ``delay_steps`` steps (one thread per neuron, all steps of the
     window inside), then one delivery launch (one thread per presynaptic neuron, atomic adds
-    into ``INC``). ``INC`` ``(delay_steps, n)`` must start at zero, ``SPIKED`` is a
+    into ``INC``). ``INC`` ``(delay_steps, n)`` starts as the arrivals at steps
+    ``0 .. delay_steps - 1`` (zeros: none); afterwards row ``(n_steps + x) % delay_steps``
+    holds those at step ``n_steps + x`` (spikes in flight). ``SPIKED`` is a
     ``(delay_steps, n)`` uint8 workspace, ``times`` must be NaN-filled, ``counts`` zero.
     """
     cs = channel_set(channels)
@@ -522,7 +524,7 @@ def network_simulate_launch(
 @register_kernel(ion.network_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
 def network_simulate_cuda(
     v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
-    weights: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
+    weights: Any, arrivals0: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
     tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
     max_spikes: int = 0,
 ) -> tuple[Any, ...]:
@@ -540,6 +542,7 @@ def network_simulate_cuda(
         V_rec = cupy.empty((n_rec, n), dtype=dtype)
         counts = cupy.zeros(n, dtype=cupy.int64)
         times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
+        INC = cupy.array(arrivals0, dtype=dtype, order="C")
         arrays = [
             ("V", V), ("S", S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)),
             ("P", cupy.ascontiguousarray(params)),
@@ -549,7 +552,7 @@ def network_simulate_cuda(
             ("indices", cupy.asarray(indices, dtype=cupy.int64)),
             ("weights", cupy.ascontiguousarray(weights)), ("V_rec", V_rec),
             ("counts", counts), ("times", times),
-            ("INC", cupy.zeros((delay_steps, n), dtype=dtype)),
+            ("INC", INC),
             ("SPIKED", cupy.zeros((delay_steps, n), dtype=cupy.uint8)),
         ]
         network_simulate_launch(
@@ -558,4 +561,5 @@ def network_simulate_cuda(
             record_every=record_every, spike_threshold=spike_threshold,
             max_spikes=max_spikes, stream=stream,
         )
-    return V, S, GS, V_rec, counts, times
+        arrivals = INC[(n_steps + cupy.arange(delay_steps)) % delay_steps]
+    return V, S, GS, V_rec, counts, times, arrivals
