@@ -79,9 +79,14 @@ def ion_simulate_of_layer(layer, x):
     return v0, v_record.reshape(T, batch, -1), count.reshape(batch, -1), times
 
 
+ENGINES = ["kernel", "torch"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("params", [None, {"g_na": 100.0, "g_k": 30.0}])
-def test_hh_layer_voltages_and_spikes_equal_ion_simulate(params):
-    layer = HHLayer(3, 4, dt=0.1, current_mean=8.0, generator=gen(1), dtype=F64, params=params)
+def test_hh_layer_voltages_and_spikes_equal_ion_simulate(params, engine):
+    layer = HHLayer(3, 4, dt=0.1, current_mean=8.0, generator=gen(1), dtype=F64, params=params,
+                    engine=engine)
     x = torch.rand(150, 2, 3, generator=gen(2), dtype=F64) * 2.0
     spikes, v = layer(x, return_v=True)
     v0, v_ref, count_ref, times = ion_simulate_of_layer(layer, x)
@@ -110,8 +115,10 @@ def test_hh_layer_fires_once_per_upward_crossing():
     assert 2 <= int(crossings.sum()) <= 4 and set(spikes.unique().tolist()) == {0.0, 1.0}
 
 
-def test_hh_layer_gradients_pass_gradcheck_with_a_smooth_spike_function():
-    layer = HHLayer(2, 2, dt=0.1, spike=SuperSpike(0.1).smooth, generator=gen(3), dtype=F64)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hh_layer_gradients_pass_gradcheck_with_a_smooth_spike_function(engine):
+    layer = HHLayer(2, 2, dt=0.1, spike=SuperSpike(0.1).smooth, generator=gen(3), dtype=F64,
+                    engine=engine)
     x = torch.rand(8, 1, 2, generator=gen(4), dtype=F64, requires_grad=True)
 
     def run(weight, bias, x):
@@ -320,3 +327,34 @@ def test_bad_layer_settings_get_clear_errors():
         SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 0)
     with pytest.raises(InputError, match=r"input must be a tensor \(batch, n_in\)"):
         SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 3)(torch.zeros(3, 1, 2))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(F64, 1e-9), (torch.float32, 2e-3)])
+def test_hh_layer_engines_give_the_same_spikes_voltages_and_gradients(dtype, rtol):
+    # The compiled kernel with its adjoint against the step-by-step torch graph, on a layer
+    # that spikes, surrogate gradients through the spikes into the weights and the input.
+    x = torch.rand(120, 3, 5, generator=gen(7), dtype=dtype)
+    results = {}
+    for engine in ENGINES:
+        layer = HHLayer(5, 6, dt=0.1, current_mean=6.0, generator=gen(8), dtype=dtype,
+                        engine=engine)
+        xi = x.clone().requires_grad_()
+        spikes, v = layer(xi, return_v=True)
+        loss = (spikes * torch.linspace(0.5, 1.5, 120, dtype=dtype)[:, None, None]).sum() \
+            + 1e-3 * v.square().mean()
+        loss.backward()
+        results[engine] = (spikes.detach(), v.detach(), layer.weight.grad, layer.bias.grad,
+                           xi.grad)
+    k, t = results["kernel"], results["torch"]
+    assert float(k[0].sum()) >= 10  # spikes, so the surrogate path is exercised
+    np.testing.assert_array_equal(k[0].numpy(), t[0].numpy())
+    np.testing.assert_allclose(k[1].numpy(), t[1].numpy(), rtol=rtol, atol=rtol * 1e-2)
+    for a, b in zip(k[2:], t[2:], strict=True):
+        scale = float(b.abs().max())
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rtol, atol=rtol * scale)
+
+
+def test_hh_layer_engine_is_checked_and_shown():
+    with pytest.raises(InputError, match="engine"):
+        HHLayer(2, 2, engine="numba")
+    assert "engine='auto'" in repr(HHLayer(2, 2))
