@@ -65,3 +65,42 @@ def test_missing_scikit_learn_gets_an_install_hint(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         load_digits_split()
+
+
+def test_per_step_noise_draws_every_time_step_and_is_reproducible():
+    from fusekit.neuro import LeakyReadout, LIFLayer, SpikingClassifier
+
+    _, X_te, _, y_te = load_digits_split(seed=0)
+    X, y = X_te[:40], y_te[:40]
+    g = torch.Generator().manual_seed(0)
+    model = SpikingClassifier(LIFLayer(64, 16, dt=0.5, generator=g),
+                              LeakyReadout(16, 10, dt=0.5, generator=g), n_steps=6)
+    seen = []
+    forward = model.forward
+
+    def spy(x):
+        seen.append((x.shape, not torch.equal(x[0], x[1])))
+        return forward(x)
+
+    model.forward = spy
+    acc = accuracy_under_noise(model, X, y, [0.0, 0.5], draws=2, seed=1, per_step=True)
+    assert [s for s, _ in seen] == [(6, 40, 64)] * 3  # sigma 0 once, 0.5 twice
+    assert [differ for _, differ in seen] == [False, True, True]  # a new draw every step
+    assert acc == accuracy_under_noise(model, X, y, [0.0, 0.5], draws=2, seed=1, per_step=True)
+    with torch.no_grad():  # sigma 0 with per-step input equals the held image
+        clean = float((forward(X).argmax(1) == y).double().mean())
+    assert acc[0.0] == (clean, 0.0)
+
+
+def test_spiking_classifier_takes_held_or_time_varying_input():
+    from fusekit import InputError
+    from fusekit.neuro import LeakyReadout, LIFLayer, SpikingClassifier
+
+    g = torch.Generator().manual_seed(0)
+    model = SpikingClassifier(LIFLayer(4, 3, dt=0.5, generator=g),
+                              LeakyReadout(3, 2, dt=0.5, generator=g), n_steps=5)
+    x = torch.rand(7, 4, generator=g)
+    held = model(x)
+    assert torch.equal(model(x.expand(5, -1, -1)), held)
+    with pytest.raises(InputError, match=r"\(5, batch, n_in\)"):
+        model(x.expand(4, -1, -1))

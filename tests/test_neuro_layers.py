@@ -326,7 +326,7 @@ def test_bad_layer_settings_get_clear_errors():
     with pytest.raises(InputError, match="n_steps must be at least 1"):
         SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 0)
     with pytest.raises(InputError, match=r"input must be a tensor \(batch, n_in\)"):
-        SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 3)(torch.zeros(3, 1, 2))
+        SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 3)(torch.zeros(4, 1, 2))
 
 
 @pytest.mark.parametrize("dtype,rtol", [(F64, 1e-9), (torch.float32, 2e-3)])

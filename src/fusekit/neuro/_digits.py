@@ -40,6 +40,8 @@ class DigitsConfig:
         train_limit: Use only this many training images (0: all).
         sigmas: Noise standard deviations (in units of the [0, 1] pixel scale).
         draws: Noise draws per sigma (mean and std over them).
+        noise: ``"image"``: one noise draw per test image, held for the whole window (as the
+            image is); ``"step"``: a new draw at every time step (input current noise).
     """
 
     hidden: int = 100
@@ -51,6 +53,11 @@ class DigitsConfig:
     train_limit: int = 0
     sigmas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8)
     draws: int = 5
+    noise: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.noise not in ("image", "step"):
+            raise ValueError(f"noise must be 'image' or 'step', got {self.noise!r}")
 
     @classmethod
     def quick(cls) -> DigitsConfig:
@@ -148,22 +155,31 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *
 
 @torch.no_grad()
 def accuracy_under_noise(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
-                         sigmas: Sequence[float], *, draws: int, seed: int = 0
-                         ) -> dict[float, tuple[float, float]]:
+                         sigmas: Sequence[float], *, draws: int, seed: int = 0,
+                         per_step: bool = False) -> dict[float, tuple[float, float]]:
     """Accuracy (mean, std over ``draws``) with ``N(0, sigma^2)`` added to every input value.
 
     The noise draws depend only on ``seed``, ``sigma`` and the draw index, so two models are
-    tested on the same noisy images. ``sigma = 0`` is evaluated once (std 0).
+    tested on the same noisy images. ``sigma = 0`` is evaluated once (std 0). With
+    ``per_step`` (a :class:`SpikingClassifier`) every time step of the presentation gets its
+    own draw (noise in the input current) instead of one per image.
     """
     out = {}
     for sigma in sigmas:
         accs = []
         for d in range(draws if sigma > 0 else 1):
             g = torch.Generator().manual_seed(
-                (seed * 1_000_003 + round(float(sigma) * 10_000)) * 1_009 + d)
-            noisy = X + sigma * torch.randn(X.shape, generator=g, dtype=X.dtype)
-            pred = torch.cat([model(noisy[i:i + 256]).argmax(1)
-                              for i in range(0, X.shape[0], 256)])
+                (seed * 1_000_003 + round(float(sigma) * 10_000)) * 1_009 + d
+                + (7_919 if per_step else 0))
+            if per_step:
+                shape = (model.n_steps, *X.shape)
+                noisy = X + sigma * torch.randn(shape, generator=g, dtype=X.dtype)
+                pred = torch.cat([model(noisy[:, i:i + 256]).argmax(1)
+                                  for i in range(0, X.shape[0], 256)])
+            else:
+                noisy = X + sigma * torch.randn(X.shape, generator=g, dtype=X.dtype)
+                pred = torch.cat([model(noisy[i:i + 256]).argmax(1)
+                                  for i in range(0, X.shape[0], 256)])
             accs.append(float((pred == y).double().mean()))
         out[float(sigma)] = (float(np.mean(accs)), float(np.std(accs)))
     return out
@@ -225,7 +241,8 @@ def _study(config: DigitsConfig, seed: int, models: Sequence[str], out: TextIO |
         model.eval()
         result.firing[kind] = mean_spike_rate(model, X_te)
         result.accuracy[kind] = accuracy_under_noise(model, X_te, y_te, config.sigmas,
-                                                     draws=config.draws, seed=seed)
+                                                     draws=config.draws, seed=seed,
+                                                     per_step=config.noise == "step")
         clean = result.accuracy[kind][config.sigmas[0]][0]
         log(f"  {kind}: trained in {result.train_seconds[kind]:.1f} s, test accuracy "
             f"{100 * clean:.1f}% at sigma {config.sigmas[0]:g}, hidden rate "

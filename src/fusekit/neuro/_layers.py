@@ -400,8 +400,15 @@ class SpikingClassifier(torch.nn.Module):
         self.hidden, self.readout, self.n_steps = hidden, readout, int(n_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, n_classes)`` for inputs ``(batch, n_in)``."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 2:
-            raise InputError("SpikingClassifier: input must be a tensor (batch, n_in), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
-        return self.readout(self.hidden(x.expand(self.n_steps, -1, -1)))
+        """Logits ``(batch, n_classes)``.
+
+        ``x``: inputs ``(batch, n_in)``, each held for ``n_steps``, or a time-varying input
+        ``(n_steps, batch, n_in)``.
+        """
+        if not isinstance(x, torch.Tensor) or not (
+                x.ndim == 2 or (x.ndim == 3 and x.shape[0] == self.n_steps)):
+            raise InputError(f"SpikingClassifier: input must be a tensor (batch, n_in) or "
+                             f"({self.n_steps}, batch, n_in), got "
+                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        seq = x if x.ndim == 3 else x.expand(self.n_steps, -1, -1)
+        return self.readout(self.hidden(seq))
