@@ -65,8 +65,9 @@ _FASTMATH = {"float32": {"contract", "nsz", "arcp"}, "float64": {"contract", "ns
 #: Spike detection after a step of a block (rows 0 and 1 of ``buf``: ``v`` after and before
 #: the step), in loops of its own: a crossing count inside the step's loops (an integer
 #: reduction) kept LLVM from vectorising them. A vector count first, then the scalar loop
-#: only on the (rare) steps with a crossing: 1.04-1.06x faster. ``{on_spike}``: lines more
-#: per crossing (the network marks the neuron as spiked).
+#: only on the (rare) steps with a crossing: 1.04-1.06x faster. ``{in_slot}``: lines more
+#: per kept spike time (forward mode: its tangents), ``{on_spike}``: per crossing (the
+#: network marks the neuron as spiked); ``spikes_source`` fills both.
 _SPIKES = """        crossed = 0
         for j in range(w):
             crossed += (buf[ROW + j] < thr) & (buf[j] >= thr)
@@ -77,8 +78,15 @@ _SPIKES = """        crossed = 0
                 if v_old < thr and v >= thr:
                     c = counts[lo + j]
                     if c < max_spikes:
-                        times[c, lo + j] = (step + (thr - v_old) / (v - v_old)) * dt
+                        f = (thr - v_old) / (v - v_old)
+                        times[c, lo + j] = (step + f) * dt{in_slot}
                     counts[lo + j] = c + 1{on_spike}"""
+
+
+def spikes_source(in_slot: Sequence[str] = (), on_spike: Sequence[str] = ()) -> str:
+    """The spike-detection loops of a block kernel (:data:`_SPIKES`) with extra lines."""
+    return _SPIKES.format(in_slot="".join("\n" + " " * 24 + x for x in in_slot),
+                          on_spike="".join("\n" + " " * 20 + x for x in on_spike))
 
 _TEMPLATE = '''
 def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
@@ -327,7 +335,7 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
         [*(f"buf[{rows[s]} * ROW + j] = {s}" for s in states), "buf[ROW + j] = v_old",
          "buf[j] = v"])
     return _TEMPLATE.format(step=step, n_rows=3 + n_states + n_params + n_spill,
-                            spikes=_SPIKES.format(on_spike=""))
+                            spikes=spikes_source())
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -850,7 +858,7 @@ def cable_simulate_cpu(
 # ------------------------------------------------------- networks: CSR synapses on spikes
 
 #: A network's spike detection also marks the neurons that spiked, for the delivery.
-_NET_SPIKES = _SPIKES.format(on_spike="\n                    SPIKED[s, lo + j] = 1")
+_NET_SPIKES = spikes_source(on_spike=["SPIKED[s, lo + j] = 1"])
 
 _NET_TEMPLATE = '''
 def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,

@@ -20,7 +20,14 @@ from ...ops import ion_forward as sens
 from ...ops.ion_channel import ChannelSet, channel_set
 from ...ops.ion_symbolic import tangent_step_source, value_step_source
 from ._numba import configure
-from .ion import NEURON_BLOCK, ROW_PAD, _compile_generated, graph_math, staged_loops
+from .ion import (
+    NEURON_BLOCK,
+    ROW_PAD,
+    _compile_generated,
+    graph_math,
+    spikes_source,
+    staged_loops,
+)
 
 _FLOATS = ("float32", "float64")
 
@@ -52,20 +59,7 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
             for j in range(w):
                 buf[2 * ROW + j] = I[step, lo + j]
 {step}
-        for j in range(w):
-            v_old = buf[ROW + j]
-            v = buf[j]
-            if v_old < thr and v >= thr:
-                c = counts[lo + j]
-                if c < max_spikes:
-                    den = v - v_old
-                    f = (thr - v_old) / den
-                    times[c, lo + j] = (step + f) * dt
-                    for d in range(N_DIR):
-                        row = (T0 + d * T_ROWS) * ROW + j
-                        DTIMES[c, d, lo + j] = -dt * ((ONE - f) * buf[row + ROW]
-                                                      + f * buf[row]) / den
-                counts[lo + j] = c + 1
+{spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
             for j in range(w):
@@ -131,7 +125,13 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     last = {line.split("=", 1)[0].strip() for line in body} - primal
     step, n_spill = staged_loops(body, rows, lay["N_ROWS"], None, " " * 8, ["v_old = buf[j]"],
                                  stores, last=last)
-    return _TEMPLATE.format(step=step, n_rows=lay["N_ROWS"] + n_spill), consts
+    spikes = spikes_source(in_slot=[
+        "for d in range(N_DIR):",
+        "    row = (T0 + d * T_ROWS) * ROW + j",
+        "    dv_row = (ONE - f) * buf[row + ROW] + f * buf[row]",
+        "    DTIMES[c, d, lo + j] = -dt * dv_row / (v - v_old)",
+    ])
+    return _TEMPLATE.format(step=step, n_rows=lay["N_ROWS"] + n_spill, spikes=spikes), consts
 
 
 _kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}
