@@ -21,7 +21,7 @@ HH = ChannelSet(HH_CHANNELS)
 PARENT = np.array([-1, 0, 1, 1])
 
 
-def branched_cells():
+def branched_cells(soma_currents=(300.0, 400.0)):
     """Two 4-compartment HH cells with strong soma currents: ``v0, S0, P, coupling, i_ext``."""
     n_cells, n_comp = 2, PARENT.shape[0]
     v0 = np.full((n_cells, n_comp), -65.0)
@@ -30,7 +30,7 @@ def branched_cells():
     coupling = np.broadcast_to(cable_coupling(PARENT, np.full(4, 30.0), np.full(4, 4.0))
                                [:, None], (2, n_cells, n_comp)).copy()
     i_ext = np.zeros((n_cells, n_comp))
-    i_ext[:, 0] = [300.0, 400.0]  # enough to fire within 0.75 ms
+    i_ext[:, 0] = soma_currents  # enough to fire within 0.75 ms
     return v0, S0, P, coupling, i_ext
 
 

@@ -104,18 +104,13 @@ def test_hines_kernel_matches_the_reference_on_a_branched_tree(dtype):
 
 
 def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
-    from fusekit.neuro import cable_coupling
+    from test_cable_adjoint_cudasim import PARENT as parent
+    from test_cable_adjoint_cudasim import branched_cells
+
     from fusekit.ops.ion import cable_simulate_reference
 
-    parent = np.array([-1, 0, 1, 1])
+    v, S, P, coupling, i_ext = branched_cells(soma_currents=(200.0, 400.0))
     n_cells, n_comp, steps = 2, 4, 30
-    v = np.full((n_cells, n_comp), -65.0)
-    S = HH.steady_states(v.reshape(-1)).reshape(3, n_cells, n_comp)
-    P = HH.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
-    coupling = np.broadcast_to(cable_coupling(parent, np.full(4, 30.0), np.full(4, 4.0))
-                               [:, None], (2, n_cells, n_comp)).copy()
-    i_ext = np.zeros((n_cells, n_comp))
-    i_ext[:, 0] = [200.0, 400.0]  # enough to fire within 0.75 ms
     kw = dict(dt=0.025, n_steps=steps, record_every=10, spike_threshold=0.0, max_spikes=2)
     ref = cable_simulate_reference(v, S, P, i_ext, parent, coupling, channels=HH, **kw)
     V, S_d = cuda.to_device(v.copy()), cuda.to_device(S.copy())

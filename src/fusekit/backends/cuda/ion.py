@@ -309,25 +309,9 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
     k_spikes = 0
     for step in range(n_steps):
         irow = step * i_rows
-        for j in range(n_comp):
-            v = V[c, j]
-            i_inj = I[irow, c, j]
-{loads}
-{body}
-{stores}
-            D[c, j] = p0 / dt + g_sum
-            B[c, j] = p0 / dt * v + ge_sum + i_inj
-        for j in range(1, n_comp):
-            D[c, j] += CPL[0, c, j]
-            D[c, parent[j]] += CPL[1, c, j]
-        for j in range(n_comp - 1, 0, -1):
-            f = CPL[1, c, j] / D[c, j]
-            D[c, parent[j]] -= f * CPL[0, c, j]
-            B[c, parent[j]] += f * B[c, j]
+{rows}
         v_old = V[c, 0]
-        V[c, 0] = B[c, 0] / D[c, 0]
-        for j in range(1, n_comp):
-            V[c, j] = (B[c, j] + CPL[0, c, j] * V[c, parent[j]]) / D[c, j]
+{solve}
         v = V[c, 0]
         if v_old < thr and v >= thr:
             if k_spikes < max_spikes:
@@ -347,8 +331,60 @@ def cable_source(cs: ChannelSet) -> str:
     loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
     loads += [f"{ind}p{k} = P[{k}, c, j]" for k in range(len(cs.param_names))]
     stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
-    return _CABLE_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
-                                  stores="\n".join(stores) or f"{ind}pass")
+    rows = cable_rows_source(" " * 8, "V[c, {j}]", "D[c, {j}]", "B[c, {j}]", "\n".join(loads),
+                             "\n".join(body), "\n".join(stores) or f"{ind}pass")
+    return _CABLE_TEMPLATE.format(rows=rows, solve=hines_source(" " * 8, "D[c, {j}]", "B[c, {j}]",
+                                                                "V[c, {j}]"))
+
+
+def cable_rows_source(indent: str, v: str, d: str, b: str, loads: str, body: str,
+                      stores: str) -> str:
+    """One cell's step of every compartment and its row of the Hines system (CUDA kernels).
+
+    ``v``, ``d``, ``b``: compartment ``{j}``'s potential before the step, diagonal and
+    right-hand side; ``loads``, ``body``, ``stores`` (indented one level deeper than
+    ``indent``) load its states and parameters, step them (``step_source``) and store them.
+    Then the axial coupling is added to the diagonal. The forward kernel and the adjoint's
+    re-run share it (then :func:`hines_source`), so they sum in the same order.
+    """
+    at = [
+        "for j in range(n_comp):",
+        f"    v = {v.format(j='j')}",
+        "    i_inj = I[irow, c, j]",
+    ]
+    after = [
+        f"    {d.format(j='j')} = p0 / dt + g_sum",
+        f"    {b.format(j='j')} = p0 / dt * v + ge_sum + i_inj",
+        "for j in range(1, n_comp):",
+        f"    {d.format(j='j')} += CPL[0, c, j]",
+        f"    {d.format(j='parent[j]')} += CPL[1, c, j]",
+    ]
+    return "\n".join([*(indent + x for x in at), loads, body, stores,
+                      *(indent + x for x in after)])
+
+
+def hines_source(indent: str, d: str, b: str, out: str, upper: str = "CPL[0, c, j]",
+                 lower: str = "CPL[1, c, j]") -> str:
+    """One cell's Hines elimination and back-substitution, for the CUDA cable kernels.
+
+    ``d``, ``b`` and ``out`` give the diagonal, the right-hand side and the solution of
+    compartment ``{j}`` (``"D[c, {j}]"``); ``upper``/``lower`` are compartment ``j``'s
+    coupling to its parent and back. The forward kernel, the adjoint's re-run of it and
+    (with the coupling's rows swapped) the adjoint's transposed solve share it, so the re-run
+    computes what the forward did. The CPU kernels' counterpart is
+    ``backends.cpu.ion.hines_block_source``.
+    """
+    lines = [
+        "for j in range(n_comp - 1, 0, -1):",
+        f"    f = {lower} / {d.format(j='j')}",
+        f"    {d.format(j='parent[j]')} -= f * {upper}",
+        f"    {b.format(j='parent[j]')} += f * {b.format(j='j')}",
+        f"{out.format(j=0)} = {b.format(j=0)} / {d.format(j=0)}",
+        "for j in range(1, n_comp):",
+        f"    {out.format(j='j')} = ({b.format(j='j')} + {upper} * {out.format(j='parent[j]')}"
+        f") / {d.format(j='j')}",
+    ]
+    return "\n".join(indent + line for line in lines)
 
 
 def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:

@@ -27,7 +27,31 @@ from ...ops import ion_backprop as adj
 from ...ops.ion_channel import ChannelSet, channel_set, step_source
 from ...ops.ion_symbolic import adjoint_step_source
 from ._device import checked_workspace, cupy_stream, to_device
-from .ion import THREADS, _generated_kernel
+from .ion import THREADS, _generated_kernel, cable_rows_source, hines_source
+
+
+def spike_time_adjoint_source(indent: str, v_old: str, v_new: str, g_t: str, av: str) -> str:
+    """The adjoint of a kept spike time ``t = (k + f) dt`` in a step from ``v_old`` to ``v_new``.
+
+    Walking backwards, ``count`` drops to the spike's slot; its gradient ``g_t`` adds
+    ``-dt f / D g_t`` to ``av`` (the potential after the step) and leaves
+    ``extra = -dt (1 - f) / D g_t`` for the potential before it (``D = v_new - v_old``). The
+    same lines for the CUDA ion and cable adjoints (the NumPy references share
+    ``ops.ion_backprop._spike_time_adjoint``).
+    """
+    lines = [
+        "extra = ZERO",
+        f"if {v_old} < thr and {v_new} >= thr:",
+        "    count -= 1  # this step's spike is the count-th (0-based)",
+        "    if count < max_spikes:",
+        f"        den = {v_new} - {v_old}",
+        f"        frac = (thr - {v_old}) / den",
+        f"        g_t = {g_t}",
+        f"        {av} += -dt * frac / den * g_t",
+        "        extra = -dt * (ONE - frac) / den * g_t",
+    ]
+    return "\n".join(indent + line for line in lines)
+
 
 _FLOATS = ("float32", "float64")
 
@@ -66,16 +90,7 @@ def adjoint_kernel(CK, CNT, P, I, i_rows, GV, GS, GREC, GT, TRAJ, seg_len, n_ste
                 av += GREC[(step + 1) // record_every - 1, j]
             v = TRAJ[pos, 0, j]
             v_new = TRAJ[pos + 1, 0, j]
-            extra = ZERO
-            if v < thr and v_new >= thr:
-                # This step's spike is the count-th of the neuron (0-based).
-                count -= 1
-                if count < max_spikes:
-                    den = v_new - v
-                    frac = (thr - v) / den
-                    g_t = GT[count, j]
-                    av += -dt * frac / den * g_t
-                    extra = -dt * (ONE - frac) / den * g_t
+{spike_adjoint}
 {trajectory_loads}
             i_inj = I[step * i_rows, j]
             av_n = av
@@ -107,6 +122,7 @@ def generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     stores = [lines("OS[{i}, j] = as{i}", n_states, 4)]
     stores += [f"    OP[{i}, j] = " + (f"gp{i}" if i in rows else "ZERO") for i in range(n_params)]
     text = _TEMPLATE.format(
+        spike_adjoint=spike_time_adjoint_source(" " * 12, "v", "v_new", "GT[count, j]", "av"),
         param_loads=lines("p{i} = P[{i}, j]", n_params, 4),
         adjoint_loads=lines("as{i} = GS[{i}, j]", n_states, 4),
         sum_inits=lines("gp{i} = ZERO", rows, 4),
@@ -231,28 +247,11 @@ def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, R
         for step in range(k0, k1):
             pos = step - k0
             irow = step * i_rows
-            for j in range(n_comp):
-                v = TRAJ[pos, 0, j, c]
-                i_inj = I[irow, c, j]
-{forward_loads}
-{forward}
-{forward_stores}
-                DD[j, c] = p0 / dt + g_sum
-                XB[j, c] = p0 / dt * v + ge_sum + i_inj
-            # As the forward kernel (cuda.ion.cable_source), in the same order.
-            for j in range(1, n_comp):
-                DD[j, c] += CPL[0, c, j]
-                DD[parent[j], c] += CPL[1, c, j]
+            # The forward kernel's step (cuda.ion.cable_source), in the same order.
+{forward_rows}
             for j in range(n_comp):
                 DIAG[pos, j, c] = DD[j, c]
-            for j in range(n_comp - 1, 0, -1):
-                f = CPL[1, c, j] / DD[j, c]
-                DD[parent[j], c] -= f * CPL[0, c, j]
-                XB[parent[j], c] += f * XB[j, c]
-            TRAJ[pos + 1, 0, 0, c] = XB[0, c] / DD[0, c]
-            for j in range(1, n_comp):
-                TRAJ[pos + 1, 0, j, c] = (XB[j, c] + CPL[0, c, j] * TRAJ[pos + 1, 0, parent[j], c]
-                                          ) / DD[j, c]
+{forward_solve}
             if TRAJ[pos, 0, 0, c] < thr and TRAJ[pos + 1, 0, 0, c] >= thr:
                 count += 1
         for step in range(k1 - 1, k0 - 1, -1):
@@ -264,27 +263,12 @@ def cable_adjoint_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, R
                     AV[REC[q], c] += GREC[r, c, q]
             v_old = TRAJ[pos, 0, 0, c]
             v_new = TRAJ[pos + 1, 0, 0, c]
-            extra = ZERO
-            if v_old < thr and v_new >= thr:
-                # This step's spike is the count-th of the cell (0-based).
-                count -= 1
-                if count < max_spikes:
-                    den = v_new - v_old
-                    frac = (thr - v_old) / den
-                    g_t = GT[count, c]
-                    AV[0, c] += -dt * frac / den * g_t
-                    extra = -dt * (ONE - frac) / den * g_t
+{spike_adjoint}
             # a_R = A^-T a_v': the elimination with the coupling's rows swapped, in place.
             for j in range(n_comp):
                 DD[j, c] = DIAG[pos, j, c]
                 XB[j, c] = AV[j, c]
-            for j in range(n_comp - 1, 0, -1):
-                f = CPL[0, c, j] / DD[j, c]
-                DD[parent[j], c] -= f * CPL[1, c, j]
-                XB[parent[j], c] += f * XB[j, c]
-            XB[0, c] = XB[0, c] / DD[0, c]
-            for j in range(1, n_comp):
-                XB[j, c] = (XB[j, c] + CPL[1, c, j] * XB[parent[j], c]) / DD[j, c]
+{transposed_solve}
             for j in range(1, n_comp):
                 pj = parent[j]
                 OC[0, c, j] += XB[j, c] * (TRAJ[pos + 1, 0, pj, c] - TRAJ[pos + 1, 0, j, c])
@@ -328,12 +312,16 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
         return "\n".join(" " * indent + fmt.format(i=i, row=i + 1) for i in items)
 
     text = _CABLE_TEMPLATE.format(
+        spike_adjoint=spike_time_adjoint_source(" " * 12, "v_old", "v_new", "GT[count, c]",
+                                                "AV[0, c]"),
         adjoint_inits=lines("AS[{i}, j, c] = GS[{i}, c, j]", n_states, 8),
         param_grad_inits=lines("OP[{i}, c, j] = ZERO", n_params, 8),
-        forward_loads="\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
-                                 lines("p{i} = P[{i}, c, j]", n_params, 16)]),
-        forward="\n".join(forward),
-        forward_stores=lines("TRAJ[pos + 1, {row}, j, c] = s{i}", n_states, 16) or ind + "pass",
+        forward_rows=cable_rows_source(
+            " " * 12, "TRAJ[pos, 0, {j}, c]", "DD[{j}, c]", "XB[{j}, c]",
+            "\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
+                       lines("p{i} = P[{i}, c, j]", n_params, 16)]),
+            "\n".join(forward),
+            lines("TRAJ[pos + 1, {row}, j, c] = s{i}", n_states, 16) or ind + "pass"),
         adjoint_loads="\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
                                  lines("p{i} = P[{i}, c, j]", n_params, 16),
                                  lines("as{i}_n = AS[{i}, j, c]", n_states, 16)]),
@@ -342,6 +330,10 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
                                   lines("OP[{i}, c, j] += ap{i}", rows, 16)]),
         state_grad_stores=lines("OS[{i}, c, j] = AS[{i}, j, c]", n_states, 8),
         x_rows=1 + n_states,
+        forward_solve=hines_source(" " * 12, "DD[{j}, c]", "XB[{j}, c]",
+                                   "TRAJ[pos + 1, 0, {j}, c]"),
+        transposed_solve=hines_source(" " * 12, "DD[{j}, c]", "XB[{j}, c]", "XB[{j}, c]",
+                                      upper="CPL[1, c, j]", lower="CPL[0, c, j]"),
     )
     return text, consts
 
