@@ -146,3 +146,34 @@ def test_first_cached_kernel_of_a_folder_checks_its_stamp(monkeypatch, tmp_path)
         return a
 
     assert len(calls) == 1
+
+
+def _vm_flags(address):
+    """The ``VmFlags`` of the mapping of this process that holds ``address``."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+def test_huge_scratch_arrays_are_advised_for_huge_pages():
+    from fusekit.backends.cpu._memory import ADVISE_MIN_BYTES, huge_empty, huge_zeros
+
+    @_numba.njit
+    def make(n):
+        return huge_empty(n, np.int64), huge_zeros(n, np.float64), huge_empty(4, np.float32)
+
+    n = 4 * ADVISE_MIN_BYTES // 8  # 16 MiB of int64, well past the 2 MiB alignment
+    a, z, small = make(n)
+    assert a.shape == (n,) and a.dtype == np.int64 and small.shape == (4,)
+    assert z.dtype == np.float64 and not z.any()
+    a[:] = 1  # touched after the advice, as the kernels do
+    # "hg": the range was advised MADV_HUGEPAGE (what lets the kernel back it by 2 MiB pages)
+    assert "hg" in _vm_flags(a.ctypes.data + a.nbytes // 2)
+    assert "hg" in _vm_flags(z.ctypes.data + z.nbytes // 2)

@@ -15,6 +15,7 @@ from numba import prange
 from ..._registry import register_kernel
 from ...ops import mst, spike
 from ._atomic import atomic_cas, atomic_fetch_add, atomic_load, atomic_store, spin_pause
+from ._memory import huge_empty, huge_zeros
 from ._numba import get_num_threads, njit
 from .spike import (
     PREFETCH_AHEAD,
@@ -228,18 +229,18 @@ def _pipelined_step_kruskal(keys, u, v, lo, quantum, n_steps, float_grid, top_bi
     shift = fine_bits + id_bits
     packed, words, bucket_off, qerr = bucket_words_parallel(
         keys, lo, quantum, n_steps, float_grid, top_bits, low_bits, fine_bits, id_bits, n_chunks)
-    uv = np.empty(2 * m, u.dtype)
+    uv = huge_empty(2 * m, u.dtype)
     for c in prange(n_chunks):
         interleave(u, v, uv, m * c // n_chunks, m * (c + 1) // n_chunks)
     order = packed  # reused: the packed words are no longer needed
-    offsets = np.empty(n_steps + 1, np.int64)
+    offsets = huge_empty(n_steps + 1, np.int64)
     n_buckets = bucket_off.shape[0] - 1
     first = np.searchsorted(bucket_off, np.arange(n_batches + 1) * m // n_batches)
     first[0], first[n_batches] = 0, n_buckets
-    eu = np.empty(m, u.dtype)
-    ev = np.empty(m, v.dtype)
+    eu = huge_empty(m, u.dtype)
+    ev = huge_empty(m, v.dtype)
     sync = np.zeros(2 + n_batches, np.int64)  # next batch to claim, stop flag, ready flags
-    accepted = np.zeros(m, np.bool_)
+    accepted = huge_zeros(m, np.bool_)
     counters = np.zeros(5, np.int64)
     for stage in prange(2):
         if stage == 0:

@@ -24,6 +24,7 @@ from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import spike
+from ._memory import huge_empty, huge_zeros
 from ._numba import get_num_threads, njit
 from ._vmath import prefetch
 
@@ -200,14 +201,14 @@ def _unit_sort(keys, lo, n_steps, u, v, carry):
     """
     n = keys.shape[0]
     top = n_steps - 1
-    offsets = np.zeros(n_steps + 1, np.int64)
+    offsets = huge_zeros(n_steps + 1, np.int64)
     for i in range(n):
         offsets[min(np.int64(keys[i]) - lo, top) + 1] += 1
     for t in range(n_steps):
         offsets[t + 1] += offsets[t]
-    order = np.empty(n, np.int64)
-    su = np.empty(n if carry else 0, u.dtype)
-    sv = np.empty(n if carry else 0, v.dtype)
+    order = huge_empty(n, np.int64)
+    su = huge_empty(n if carry else 0, u.dtype)
+    sv = huge_empty(n if carry else 0, v.dtype)
     _unit_scatter(keys, lo, top, offsets[:-1].copy(), order, u, v, su, sv, 0, n, carry)
     return order, offsets, su, sv
 
@@ -245,9 +246,9 @@ def _unit_sort_parallel(keys, lo, n_steps, u, v, carry, n_chunks):
         for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
             counts[min(np.int64(keys[i]) - lo, top)] += 1
     offsets = chunk_cursors(hist)
-    order = np.empty(n, np.int64)
-    su = np.empty(n if carry else 0, u.dtype)
-    sv = np.empty(n if carry else 0, v.dtype)
+    order = huge_empty(n, np.int64)
+    su = huge_empty(n if carry else 0, u.dtype)
+    sv = huge_empty(n if carry else 0, v.dtype)
     for c in prange(n_chunks):
         _unit_scatter(keys, lo, top, hist[c], order, u, v, su, sv, n * c // n_chunks,
                       n * (c + 1) // n_chunks, carry)
@@ -420,14 +421,14 @@ def _step_sort(keys, lo, quantum, n_steps, exact, float_grid, top_bits, passes, 
     low_bits = passes * digit_bits
     shift = fine_bits + id_bits
     hist = np.zeros((1, 1 << top_bits), np.int64)
-    packed = np.empty(n, np.int64)
+    packed = huge_empty(n, np.int64)
     qerr = pack_steps(keys, lo, quantum, n_steps - 1, float_grid, 0, n, packed, hist[0],
                       low_bits, fine_bits, id_bits)
     bucket_off = chunk_cursors(hist)
-    words = np.empty(n, np.int64)
+    words = huge_empty(n, np.int64)
     scatter_words(packed, hist[0], words, 0, n, shift + low_bits)
     order = packed  # reuse: the packed words are no longer needed
-    offsets = np.empty(n_steps + 1, np.int64)
+    offsets = huge_empty(n_steps + 1, np.int64)
     finish_buckets(words, bucket_off, 0, hist.shape[1], keys, order, offsets, low_bits, passes,
                    digit_bits, shift, id_bits, exact, n_steps)
     offsets[n_steps] = n
@@ -446,7 +447,7 @@ def _step_sort_parallel(keys, lo, quantum, n_steps, exact, float_grid, top_bits,
     packed, words, bucket_off, qerr = bucket_words_parallel(
         keys, lo, quantum, n_steps, float_grid, top_bits, low_bits, fine_bits, id_bits, n_chunks)
     order = packed
-    offsets = np.empty(n_steps + 1, np.int64)
+    offsets = huge_empty(n_steps + 1, np.int64)
     n_buckets = bucket_off.shape[0] - 1
     n_blocks = 4 * n_chunks
     first = np.searchsorted(bucket_off, np.arange(n_blocks + 1) * n // n_blocks)
@@ -471,13 +472,13 @@ def bucket_words_parallel(keys, lo, quantum, n_steps, float_grid, top_bits, low_
     n = keys.shape[0]
     hist = np.zeros((n_chunks, 1 << top_bits), np.int64)
     qerrs = np.zeros(n_chunks)
-    packed = np.empty(n, np.int64)
+    packed = huge_empty(n, np.int64)
     for c in prange(n_chunks):
         qerrs[c] = pack_steps(keys, lo, quantum, n_steps - 1, float_grid, n * c // n_chunks,
                               n * (c + 1) // n_chunks, packed, hist[c], low_bits, fine_bits,
                               id_bits)
     bucket_off = chunk_cursors(hist)
-    words = np.empty(n, np.int64)
+    words = huge_empty(n, np.int64)
     for c in prange(n_chunks):
         scatter_words(packed, hist[c], words, n * c // n_chunks, n * (c + 1) // n_chunks,
                       fine_bits + id_bits + low_bits)
@@ -629,11 +630,11 @@ def gather_interleaved(uv, order, gu, gv, a, b):
 
 @njit(nogil=True)
 def gather_pairs_serial(u, v, order):  # noqa: D103
-    uv = np.empty(2 * u.shape[0], u.dtype)
+    uv = huge_empty(2 * u.shape[0], u.dtype)
     interleave(u, v, uv, 0, u.shape[0])
     k = order.shape[0]
-    gu = np.empty(k, u.dtype)
-    gv = np.empty(k, u.dtype)
+    gu = huge_empty(k, u.dtype)
+    gv = huge_empty(k, u.dtype)
     gather_interleaved(uv, order, gu, gv, 0, k)
     return gu, gv
 
@@ -641,12 +642,12 @@ def gather_pairs_serial(u, v, order):  # noqa: D103
 @njit(nogil=True, parallel=True)
 def gather_pairs(u, v, order, n_chunks):  # noqa: D103
     m = u.shape[0]
-    uv = np.empty(2 * m, u.dtype)
+    uv = huge_empty(2 * m, u.dtype)
     for c in prange(n_chunks):
         interleave(u, v, uv, m * c // n_chunks, m * (c + 1) // n_chunks)
     k = order.shape[0]
-    gu = np.empty(k, u.dtype)
-    gv = np.empty(k, u.dtype)
+    gu = huge_empty(k, u.dtype)
+    gv = huge_empty(k, u.dtype)
     for c in prange(n_chunks):
         gather_interleaved(uv, order, gu, gv, k * c // n_chunks, k * (c + 1) // n_chunks)
     return gu, gv
