@@ -137,7 +137,7 @@ def _boruvka(u, v, w, parent, size):
     best = np.full(n, -1, np.int64)
     alive = np.arange(m)
     n_alive = m
-    taken = np.zeros(m, np.bool_)
+    taken = huge_zeros(m, np.bool_)
     counters = np.zeros(4, np.int64)  # rounds, finds, hops, unions
     while True:
         k = 0

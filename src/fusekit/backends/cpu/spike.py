@@ -91,8 +91,8 @@ def firing_step(key, lo, quantum, top, float_grid):
 @njit(nogil=True)
 def firing_steps(keys, lo, quantum, n_steps, float_grid):  # noqa: D103 - see module doc
     n = keys.shape[0]
-    steps = np.empty(n, np.int64)
-    counts = np.zeros(n_steps + 1, np.int64)
+    steps = huge_empty(n, np.int64)
+    counts = huge_zeros(n_steps + 1, np.int64)
     qerr = 0.0
     top = n_steps - 1
     for i in range(n):
@@ -111,8 +111,8 @@ def scatter_by_step(steps, offsets, keys, with_keys):  # noqa: D103
     # with_keys: also lay the keys out in firing order, so that ordering each step by value
     # reads them sequentially instead of at random (measured: most of the exact sort's time)
     n = steps.shape[0]
-    order = np.empty(n, np.int64)
-    skeys = np.empty(n if with_keys else 0, keys.dtype)
+    order = huge_empty(n, np.int64)
+    skeys = huge_empty(n if with_keys else 0, keys.dtype)
     cursor = offsets[:-1].copy()
     for i in range(n):
         s = steps[i]
@@ -240,7 +240,7 @@ def _unit_sort_parallel(keys, lo, n_steps, u, v, carry, n_chunks):
     """
     n = keys.shape[0]
     top = n_steps - 1
-    hist = np.zeros((n_chunks, n_steps), np.int64)
+    hist = huge_zeros(n_chunks * n_steps, np.int64).reshape((n_chunks, n_steps))
     for c in prange(n_chunks):
         counts = hist[c]
         for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
@@ -509,8 +509,8 @@ def step_sort_layout(n: int, n_steps: int, exact: bool) -> tuple[int, int, int, 
 def chunk_histograms(keys, lo, quantum, n_steps, float_grid, n_chunks):  # noqa: D103
     # firing steps of every key and one histogram of steps per chunk of consecutive keys
     n = keys.shape[0]
-    steps = np.empty(n, np.int64)
-    hist = np.zeros((n_chunks, n_steps), np.int64)
+    steps = huge_empty(n, np.int64)
+    hist = huge_zeros(n_chunks * n_steps, np.int64).reshape((n_chunks, n_steps))
     qerrs = np.zeros(n_chunks)
     for c in prange(n_chunks):
         counts = hist[c]
@@ -531,7 +531,7 @@ def chunk_cursors(hist):  # noqa: D103
     # hist[c, s] becomes chunk c's first slot for step s: keys of earlier steps, then the
     # earlier chunks' keys of step s, come first (a stable order); returns the step offsets
     n_chunks, n_steps = hist.shape
-    offsets = np.empty(n_steps + 1, np.int64)
+    offsets = huge_empty(n_steps + 1, np.int64)
     run = 0
     for t in range(n_steps):
         offsets[t] = run
@@ -547,8 +547,8 @@ def chunk_cursors(hist):  # noqa: D103
 def chunk_scatter(steps, hist, keys, with_keys):  # noqa: D103
     n = steps.shape[0]
     n_chunks = hist.shape[0]
-    order = np.empty(n, np.int64)
-    skeys = np.empty(n if with_keys else 0, keys.dtype)
+    order = huge_empty(n, np.int64)
+    skeys = huge_empty(n if with_keys else 0, keys.dtype)
     for c in prange(n_chunks):
         _scatter_chunk(steps, hist[c], keys, order, skeys, n * c // n_chunks,
                        n * (c + 1) // n_chunks, with_keys)
@@ -658,7 +658,7 @@ def _radix_sort(keys, lo, quantum, n_levels, radix_bits, passes, exact, float_gr
     levels, offsets, qerr = firing_steps(keys, lo, quantum, max(n_levels, 1), float_grid)
     n = keys.shape[0]
     order = np.arange(n)
-    tmp = np.empty(n, np.int64)
+    tmp = huge_empty(n, np.int64)
     radix = 1 << radix_bits
     mask = radix - 1
     pass_stats = np.zeros((passes, 2), np.int64)
@@ -766,7 +766,7 @@ def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, 
 
 @njit(nogil=True)
 def _find_many(parent, x):
-    out = np.empty(x.shape[0], np.int64)
+    out = huge_empty(x.shape[0], np.int64)
     for i in range(x.shape[0]):
         r = np.int64(x[i])
         while parent[r] != r:
