@@ -392,3 +392,151 @@ def test_torch_network_carries_spikes_in_flight_like_the_op():
     np.testing.assert_allclose(b.arrivals.detach().numpy(), ref.arrivals, rtol=1e-9,
                                atol=1e-12)
     np.testing.assert_allclose(b.v.detach().numpy(), ref.v, rtol=1e-9)
+
+
+# ------------------------------------------------------------------- synapse types
+
+
+def _ei_network(n=200, seed=11):
+    # 80 % excitatory (type 0: 0 mV, 3 ms), 20 % inhibitory (type 1: -80 mV, 8 ms), Dale's
+    # law: a neuron's synapses share its type; a fifth of the neurons are driven
+    v0, S, P, rng = population(n, seed=seed)
+    indptr, indices, weights = random_csr(n, 0.08, rng, 0.5)
+    kind = (np.arange(n) >= int(0.8 * n)).astype(np.int64)
+    types = np.repeat(kind, np.diff(indptr))
+    i_ext = np.where(rng.random(n) < 0.2, 15.0, 0.0)
+    return (v0, S, P, i_ext, np.zeros((2, n)), indptr, indices, weights), types
+
+
+EI = dict(tau_syn=[3.0, 8.0], e_syn=[0.0, -80.0])
+
+
+def test_two_synapse_types_cpu_match_the_reference():
+    args, types = _ei_network()
+    kw = dict(channels=HH, dt=0.025, n_steps=800, delay_steps=40, record_every=100,
+              max_spikes=6, synapse_type=types, **EI)
+    got = fusekit.ops.network_simulate(*args, backend="cpu", **kw)
+    ref = fusekit.ops.network_simulate(*args, backend="reference", **kw)
+    assert ref.g_syn.shape == (2, 200) and ref.arrivals.shape == (40, 2, 200)
+    assert (ref.g_syn > 0).any(axis=1).all()  # both types carried conductance
+    np.testing.assert_array_equal(got.spike_count, ref.spike_count)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_two_types_follow_the_float64_reference():
+    args, types = _ei_network(n=120, seed=12)
+    kw = dict(channels=HH, dt=0.025, n_steps=600, delay_steps=40, synapse_type=types, **EI)
+    ref = fusekit.ops.network_simulate(*args, backend="reference", **kw)
+    got = fusekit.ops.network_simulate(*(a.astype(np.float32) if a.dtype == np.float64 else a
+                                         for a in args), backend="cpu", **kw)
+    assert got.g_syn.dtype == np.float32
+    # float32 rounding moves a spike by a step now and then: counts within one
+    assert np.abs(got.spike_count - ref.spike_count).max() <= 1
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_each_type_has_its_own_conductance(backend):
+    # two identical types equal one type; with E and I types, a neuron's conductance of a
+    # type is nonzero exactly when a spike over a synapse of that type has reached it
+    args, types = _ei_network(n=100, seed=13)
+    v0, S, P, i_ext, g2, indptr, indices, weights = args
+    kw = dict(channels=HH, dt=0.025, n_steps=800, delay_steps=40, backend=backend)
+    one = fusekit.ops.network_simulate(v0, S, P, i_ext, np.zeros(100), indptr, indices,
+                                       weights, tau_syn=3.0, e_syn=0.0, **kw)
+    same = fusekit.ops.network_simulate(*args, tau_syn=[3.0, 3.0], e_syn=0.0,
+                                        synapse_type=types, **kw)
+    ei = fusekit.ops.network_simulate(*args, synapse_type=types, max_spikes=16, **EI, **kw)
+    np.testing.assert_array_equal(same.spike_count, one.spike_count)
+    np.testing.assert_allclose(same.v, one.v, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(same.g_syn.sum(0), one.g_syn, rtol=1e-10, atol=1e-12)
+    # a spike in step k arrives at the start of step k + 40, inside the run if k + 40 < 800
+    steps = np.floor(ei.spike_times / 0.025)
+    arrived = np.nan_to_num(steps, nan=1e9).min(0) + 40 < 800
+    pre = np.repeat(np.arange(100), np.diff(indptr))
+    for k in (0, 1):
+        reached = np.zeros(100, bool)
+        reached[indices[(types == k) & arrived[pre]]] = True
+        assert reached.any()
+        np.testing.assert_array_equal(ei.g_syn[k] > 0, reached)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_typed_run_in_two_calls_equals_one_call(backend):
+    args, types = _ei_network(n=60, seed=14)
+    kw = dict(channels=HH, dt=0.025, delay_steps=40, synapse_type=types, max_spikes=8,
+              backend=backend, **EI)
+    whole = fusekit.ops.network_simulate(*args, n_steps=400, **kw)
+    a = fusekit.ops.network_simulate(*args, n_steps=113, **kw)
+    b = fusekit.ops.network_simulate(a.v, a.states, args[2], args[3], a.g_syn, *args[5:],
+                                     n_steps=287, arrivals0=a.arrivals, **kw)
+    np.testing.assert_array_equal(a.spike_count + b.spike_count, whole.spike_count)
+    for name in ("v", "g_syn", "arrivals"):
+        np.testing.assert_allclose(getattr(b, name), getattr(whole, name), rtol=1e-12,
+                                   atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tau_syn=[3.0, 8.0]), "give synapse_type"),
+    (dict(tau_syn=[3.0, 8.0], e_syn=[0.0, -80.0, -70.0]), "one value per synapse type"),
+    (dict(tau_syn=[3.0, -1.0], synapse_type="types"), "tau_syn must be a positive"),
+    (dict(tau_syn=[], e_syn=0.0), "at least one synapse type"),
+    (dict(e_syn=[0.0, float("nan")], synapse_type="types"), "e_syn must be a finite"),
+    (dict(tau_syn=[3.0, 8.0], synapse_type="types+2"), r"synapse_type must lie in \[0, 2\)"),
+    (dict(tau_syn=[3.0, 8.0], synapse_type="short"), "synapse_type must be an int"),
+    (dict(tau_syn=[3.0, 8.0], synapse_type="types", g_syn0="flat"), r"g_syn0 must be a \(2, "),
+    (dict(g_syn0="typed"), r"g_syn0 must be a \(60,\) float64 array \(one synapse type\)"),
+])
+def test_bad_synapse_types_are_refused(kwargs, match):
+    args, types = _ei_network(n=60, seed=15)
+    args = list(args)
+    resolve = {"types": types, "types+2": types + 2, "short": types[:-1],
+               "flat": np.zeros(60), "typed": np.zeros((2, 60))}
+    kwargs = {k: resolve.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    args[4] = kwargs.pop("g_syn0", args[4] if "tau_syn" in kwargs and
+                         isinstance(kwargs["tau_syn"], list) and kwargs["tau_syn"] else
+                         np.zeros(60))
+    with pytest.raises(fusekit.InputError, match=match):
+        fusekit.ops.network_simulate(*args, channels=HH, dt=0.025, n_steps=10,
+                                     delay_steps=4, backend="cpu", **kwargs)
+
+
+def test_network_object_takes_a_type_per_neuron():
+    from fusekit.neuro import Network
+
+    args, types = _ei_network(n=80, seed=16)
+    v0, S, P, i_ext, _, indptr, indices, weights = args
+    kind = (np.arange(80) >= 64).astype(int)
+    net = Network(HH, (indptr, indices, weights), delay=1.0, synapse_type=kind, **EI)
+    net.v, net.states, net.i_ext = v0.copy(), S.copy(), i_ext
+    assert net.g_syn.shape == (2, 80)
+    out = net.run(20.0)
+    ref = fusekit.ops.network_simulate(*args, channels=HH, dt=0.025, n_steps=800,
+                                       delay_steps=40, synapse_type=types, max_spikes=64, **EI)
+    np.testing.assert_array_equal(out.spike_count, ref.spike_count)
+    np.testing.assert_allclose(net.g_syn, ref.g_syn, rtol=1e-12, atol=1e-15)
+    with pytest.raises(fusekit.InputError, match="type of every synapse"):
+        Network(HH, (indptr, indices, weights), synapse_type=kind[:-1], **EI)
+
+
+def test_torch_network_with_two_types_matches_the_reference_and_trains_both():
+    from fusekit.neuro import network_simulate_torch
+
+    args, types = _ei_network(n=40, seed=17)
+    v0, S, P, i_ext, g0, indptr, indices, weights = args
+    kw = dict(dt=0.025, n_steps=400, delay_steps=40, record_every=40, max_spikes=4, **EI)
+    ref = fusekit.ops.network_simulate(*args, channels=HH, backend="reference",
+                                       synapse_type=types, **kw)
+    t = torch.as_tensor
+    w = t(weights).clone().requires_grad_()
+    got = network_simulate_torch(HH, t(v0), t(S), t(P), t(i_ext), t(g0), indptr, indices, w,
+                                 synapse_type=types, **kw)
+    assert ref.spike_count.sum() > 0
+    np.testing.assert_array_equal(got.spike_count.numpy(), ref.spike_count)
+    for name in ("v", "g_syn", "v_record", "arrivals"):
+        np.testing.assert_allclose(getattr(got, name).detach().numpy(), getattr(ref, name),
+                                   rtol=1e-9, atol=1e-9, err_msg=name)
+    got.v_record.mean().backward()
+    fired = np.repeat(ref.spike_count > 0, np.diff(indptr))
+    for k in (0, 1):  # gradients reach the weights of both types from neurons that fired
+        assert float(w.grad[t((types == k) & fired)].abs().sum()) > 0

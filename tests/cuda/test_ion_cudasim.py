@@ -128,6 +128,15 @@ def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+def _network_launch_args(v0, S, P, i_ext, g_syn0, indptr, indices, weights, types, tau_syn,
+                         e_syn, dt):
+    """Device arrays for ``network_simulate_launch`` up to ``weights``, then types."""
+    dev = [cuda.to_device(a) for a in (v0.copy(), S.copy(), P, i_ext[None], g_syn0.copy(),
+                                       indptr, indices, weights, types)]
+    syn = np.array([[np.exp(-dt / t) for t in tau_syn], list(e_syn)])
+    return dev, cuda.to_device(syn)
+
+
 def test_network_kernels_match_the_reference_on_a_small_chain():
     from fusekit.ops.ion import network_simulate_reference
 
@@ -139,24 +148,60 @@ def test_network_kernels_match_the_reference_on_a_small_chain():
     indptr = np.array([0, 2, 3, 3, 3])  # 0 -> 1, 0 -> 2, 1 -> 3
     indices = np.array([1, 2, 3])
     weights = np.array([5.0, 0.5, 5.0])
-    kw = dict(dt=0.05, n_steps=steps, delay_steps=delay, tau_syn=2.0, e_syn=0.0,
-              record_every=20, spike_threshold=0.0, max_spikes=2)
-    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
-                                     channels=HH, **kw)
-    dev = [cuda.to_device(a) for a in (v0.copy(), S.copy(), P, i_ext[None], np.zeros(n),
-                                       indptr, indices, weights)]
+    types = np.zeros(3, np.int64)
+    kw = dict(dt=0.05, n_steps=steps, delay_steps=delay, record_every=20, spike_threshold=0.0,
+              max_spikes=2)
+    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices,
+                                     weights, np.zeros((delay, 1, n)), types, channels=HH,
+                                     tau_syn=(2.0,), e_syn=(0.0,), **kw)
+    dev, syn = _network_launch_args(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices,
+                                    weights, types, (2.0,), (0.0,), kw["dt"])
     V_rec = cuda.device_array((3, n))
     counts = cuda.to_device(np.zeros(n, np.int64))
     times = cuda.to_device(np.full((2, n), np.nan))
-    INC = cuda.to_device(np.zeros((delay, n)))
+    INC = cuda.to_device(np.zeros((delay, 1, n)))
     SPIKED = cuda.to_device(np.zeros((delay, n), np.uint8))
-    cuda_ion.network_simulate_launch(*dev, V_rec, counts, times, INC, SPIKED, channels=HH,
+    cuda_ion.network_simulate_launch(*dev, V_rec, counts, times, INC, SPIKED, syn, channels=HH,
                                      **kw)
     in_flight = INC.copy_to_host()[(steps + np.arange(delay)) % delay]
     got = (dev[0].copy_to_host(), dev[1].copy_to_host(), dev[4].copy_to_host(),
            V_rec.copy_to_host(), counts.copy_to_host(), times.copy_to_host(), in_flight)
-    assert ref[4][0] >= 1 and ref[2][1] > 0  # neuron 0 fired and its spike arrived
+    assert ref[4][0] >= 1 and ref[2][0, 1] > 0  # neuron 0 fired and its spike arrived
     for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_network_kernels_match_the_reference_with_two_synapse_types():
+    # neuron 0 excites 1 and 2 (type 0, 0 mV, 2 ms); neuron 1 inhibits 2 and 3 (type 1,
+    # -80 mV, 8 ms): each type's conductance decays and reverses on its own
+    from fusekit.ops.ion import network_simulate_reference
+
+    n, steps, delay = 4, 80, 8
+    v0 = np.array([-20.0, -65.0, -65.0, -65.0])
+    S, P, i_ext = HH.initial_states(n), HH.default_params(n), np.array([0.0, 0.0, 8.0, 8.0])
+    indptr = np.array([0, 2, 4, 4, 4])
+    indices = np.array([1, 2, 2, 3])
+    weights = np.array([5.0, 0.5, 2.0, 2.0])
+    types = np.array([0, 0, 1, 1])
+    taus, es = (2.0, 8.0), (0.0, -80.0)
+    kw = dict(dt=0.05, n_steps=steps, delay_steps=delay, record_every=20, spike_threshold=0.0,
+              max_spikes=2)
+    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros((2, n)), indptr, indices,
+                                     weights, np.zeros((delay, 2, n)), types, channels=HH,
+                                     tau_syn=taus, e_syn=es, **kw)
+    dev, syn = _network_launch_args(v0, S, P, i_ext, np.zeros((2, n)), indptr, indices,
+                                    weights, types, taus, es, kw["dt"])
+    V_rec = cuda.device_array((4, n))
+    counts = cuda.to_device(np.zeros(n, np.int64))
+    times = cuda.to_device(np.full((2, n), np.nan))
+    INC = cuda.to_device(np.zeros((delay, 2, n)))
+    cuda_ion.network_simulate_launch(*dev, V_rec, counts, times, INC,
+                                     cuda.to_device(np.zeros((delay, n), np.uint8)), syn,
+                                     channels=HH, **kw)
+    assert ref[2][1, 2] > 0 and ref[2][1, 3] > 0  # the inhibitory spikes arrived
+    got = (dev[0].copy_to_host(), dev[4].copy_to_host(), V_rec.copy_to_host(),
+           counts.copy_to_host())
+    for a, b in zip(got, (ref[0], ref[2], ref[3], ref[4]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
@@ -170,21 +215,22 @@ def test_network_launches_carry_spikes_in_flight_like_one_run():
     S, P, i_ext = HH.initial_states(n), HH.default_params(n), np.zeros(n)
     indptr, indices = np.array([0, 2, 3, 3, 3]), np.array([1, 2, 3])
     weights = np.array([5.0, 0.5, 5.0])
-    kw = dict(dt=0.05, delay_steps=delay, tau_syn=2.0, e_syn=0.0, spike_threshold=0.0,
-              max_spikes=2)
-    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
-                                     channels=HH, n_steps=steps, **kw)
-    dev = [cuda.to_device(a) for a in (v0.copy(), S.copy(), P, i_ext[None], np.zeros(n),
-                                       indptr, indices, weights)]
-    inc = np.zeros((delay, n))
+    types = np.zeros(3, np.int64)
+    kw = dict(dt=0.05, delay_steps=delay, spike_threshold=0.0, max_spikes=2)
+    ref = network_simulate_reference(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices,
+                                     weights, np.zeros((delay, 1, n)), types, channels=HH,
+                                     n_steps=steps, tau_syn=(2.0,), e_syn=(0.0,), **kw)
+    dev, syn = _network_launch_args(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices,
+                                    weights, types, (2.0,), (0.0,), kw["dt"])
+    inc = np.zeros((delay, 1, n))
     counts_total = np.zeros(n, np.int64)
     for a, b in ((0, first), (first, steps)):
         counts = cuda.to_device(np.zeros(n, np.int64))
         INC = cuda.to_device(inc)
         cuda_ion.network_simulate_launch(
             *dev, cuda.device_array((0, n)), counts, cuda.to_device(np.full((2, n), np.nan)),
-            INC, cuda.to_device(np.zeros((delay, n), np.uint8)), channels=HH, n_steps=b - a,
-            **kw)
+            INC, cuda.to_device(np.zeros((delay, n), np.uint8)), syn, channels=HH,
+            n_steps=b - a, **kw)
         inc = INC.copy_to_host()[(b - a + np.arange(delay)) % delay]
         counts_total += counts.copy_to_host()
         if a == 0:

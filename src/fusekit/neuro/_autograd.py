@@ -364,8 +364,9 @@ def network_simulate_torch(
     dt: float,
     n_steps: int,
     delay_steps: int,
-    tau_syn: float = 5.0,
-    e_syn: float = 0.0,
+    tau_syn: float | Sequence[float] = 5.0,
+    e_syn: float | Sequence[float] = 0.0,
+    synapse_type: Any = None,
     record_every: int = 0,
     spike_threshold: float = 0.0,
     max_spikes: int = 0,
@@ -413,7 +414,8 @@ def network_simulate_torch(
         states0: ``(n_states, n)``, torch.
         params: ``(n_params, n)``, torch.
         i_ext: uA/cm^2, ``(n,)`` or ``(n_steps, n)``, torch.
-        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)``, torch.
+        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)`` (``(n_types, n)`` with
+            several synapse types), torch.
         indptr: CSR row pointers over presynaptic neurons, ``(n + 1,)``, integers.
         indices: Postsynaptic neuron of every synapse, ``(nnz,)``, integers.
         weights: Conductance jump per spike, mS/cm^2, ``(nnz,)``, a torch tensor of ``v0``'s
@@ -421,8 +423,10 @@ def network_simulate_torch(
         dt: ms.
         n_steps: Steps.
         delay_steps: Synaptic delay in steps, at least 1.
-        tau_syn: Synaptic decay time constant, ms.
-        e_syn: Synaptic reversal potential, mV.
+        tau_syn: Synaptic decay time constant, ms, or one per synapse type.
+        e_syn: Synaptic reversal potential, mV, or one per synapse type.
+        synapse_type: Type of every synapse, ``(nnz,)`` integers (as for
+            :func:`fusekit.ops.network_simulate`); zeros when ``None``.
         record_every: Record ``v`` every this many steps (0: none).
         spike_threshold: mV.
         max_spikes: Spike times kept per neuron.
@@ -430,8 +434,8 @@ def network_simulate_torch(
             default ``SuperSpike(1.0)``.
         checkpoint_every: Steps per checkpointed segment (0: no checkpoints; about
             ``sqrt(n_steps)`` bounds memory best).
-        arrivals0: Spikes in flight at the start, ``(delay_steps, n)`` torch (an earlier
-            call's ``arrivals``); zeros when ``None``.
+        arrivals0: Spikes in flight at the start, ``(delay_steps, n)`` (``(delay_steps,
+            n_types, n)``) torch (an earlier call's ``arrivals``); zeros when ``None``.
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
@@ -439,7 +443,7 @@ def network_simulate_torch(
     """
     import torch
 
-    from ..ops.ion import NetworkSimulation
+    from ..ops.ion import NetworkSimulation, synapse_kinds
     from ..ops.ion_channel import gates_and_conductances
 
     for name, t in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext),
@@ -469,16 +473,35 @@ def network_simulate_torch(
             or checkpoint_every < 0:
         raise InputError(f"network_simulate_torch: checkpoint_every must be an int >= 0 (0: no "
                          f"checkpoints), got {checkpoint_every!r}")
+    taus, es, typed = synapse_kinds(tau_syn, e_syn)
+    n_types = len(taus)
+    if tuple(g_syn0.shape) != ((n_types, n) if typed else (n,)):
+        raise InputError(f"network_simulate_torch: g_syn0 must be "
+                         f"{(n_types, n) if typed else (n,)} (one row per synapse type when "
+                         f"tau_syn or e_syn name several), got {tuple(g_syn0.shape)}")
+    if synapse_type is None:
+        if n_types > 1:
+            raise InputError(f"network_simulate_torch: {n_types} synapse types are declared by "
+                             f"tau_syn and e_syn; give synapse_type, the type of every synapse")
+        synapse_type = torch.zeros_like(indices)
+    types = torch.as_tensor(synapse_type, dtype=torch.int64, device=v0.device)
+    if types.shape != indices.shape or (types.numel() and (
+            int(types.min()) < 0 or int(types.max()) >= n_types)):
+        raise InputError(f"network_simulate_torch: synapse_type must be ({indices.shape[0]},) "
+                         f"integers in [0, {n_types}), got {tuple(types.shape)}")
     if surrogate is None:
         from ._layers import SuperSpike
         surrogate = SuperSpike(1.0)
     pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
+    target = types * n + indices  # a synapse's row in the flattened (n_types, n) arrivals
 
     def as_tensor(x: Any) -> Any:  # channel functions may return constants
         return torch.as_tensor(x, dtype=v0.dtype, device=v0.device)
 
-    zeros = torch.zeros_like(v0)
-    decay = math.exp(-dt / tau_syn)
+    zeros = v0.new_zeros(n_types * n)
+    decay = torch.tensor([math.exp(-dt / tau) for tau in taus], dtype=v0.dtype,
+                         device=v0.device)[:, None]
+    e_rev = torch.tensor(es, dtype=v0.dtype, device=v0.device)[:, None]
     rec = _Recorder(v0, max_spikes, record_every)
 
     def run(a: int, b: int, v: Any, S: Any, g_syn: Any, ring: list[Any],
@@ -491,26 +514,28 @@ def network_simulate_torch(
                                                     stack=torch.stack, convert=as_tensor)
             i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
             k_ = dt / params[0]
-            v_new = (v + k_ * (g_syn * e_syn + ge_ch + i_inj)) / (1.0 + k_ * (g_syn + g_ch))
+            v_new = ((v + k_ * ((g_syn * e_rev).sum(0) + ge_ch + i_inj))
+                     / (1.0 + k_ * (g_syn.sum(0) + g_ch)))
             rec.step(v, v_new, spike_threshold, step, dt)
             # forward exactly the crossing; backward the surrogate's derivative in v_new
             spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
             # arrives at the start of step + delay_steps, whose slot is this step's (every
             # step, so that the surrogate reaches neurons near threshold that did not fire)
-            ring = [*ring[:slot], zeros.index_add(0, indices, weights * spikes[pre]),
-                    *ring[slot + 1:]]
+            arrived = zeros.index_add(0, target, weights * spikes[pre]).view(n_types, n)
+            ring = [*ring[:slot], arrived, *ring[slot + 1:]]
             v = v_new
         return v, S, g_syn, ring
 
+    in_flight = (delay_steps, n_types, n) if typed else (delay_steps, n)
     if arrivals0 is None:
-        ring0 = [zeros] * delay_steps
-    elif not isinstance(arrivals0, torch.Tensor) or tuple(arrivals0.shape) != (delay_steps, n):
-        raise InputError(f"network_simulate_torch: arrivals0 must be a ({delay_steps}, {n}) "
-                         f"torch tensor (an earlier call's arrivals), got "
+        ring0 = [zeros.view(n_types, n)] * delay_steps
+    elif not isinstance(arrivals0, torch.Tensor) or tuple(arrivals0.shape) != in_flight:
+        raise InputError(f"network_simulate_torch: arrivals0 must be a {in_flight} torch tensor "
+                         f"(an earlier call's arrivals), got "
                          f"{tuple(getattr(arrivals0, 'shape', ()))} {type(arrivals0).__name__}")
     else:
-        ring0 = list(arrivals0.to(v0.dtype).unbind(0))
-    state = (v0, states0, g_syn0, ring0)
+        ring0 = list(arrivals0.to(v0.dtype).reshape(delay_steps, n_types, n).unbind(0))
+    state = (v0, states0, g_syn0.reshape(n_types, n), ring0)
     if not checkpoint_every:
         state = run(0, n_steps, *state, rec)
     else:
@@ -521,5 +546,7 @@ def network_simulate_torch(
             state = _checkpointed_segment(checkpoint, run, rec, a, b, state)
     v, S, g_syn, ring = state
     arrivals = torch.stack([ring[(n_steps + x) % delay_steps] for x in range(delay_steps)])
+    if not typed:
+        g_syn, arrivals = g_syn[0], arrivals[:, 0]
     v_record, count, spike_times = rec.result(v)
     return NetworkSimulation(v, S, g_syn, v_record, count, spike_times, arrivals)

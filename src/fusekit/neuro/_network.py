@@ -24,8 +24,11 @@ class Network:
         connectivity: A ``scipy.sparse`` matrix with ``.indptr``, ``.indices``, ``.data``
             (``W[pre, post]``, mS/cm^2 per spike), or a tuple ``(indptr, indices, weights)``.
         delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
-        tau_syn: Synaptic decay time constant, ms.
-        e_syn: Synaptic reversal potential, mV.
+        tau_syn: Synaptic decay time constant, ms, or one per synapse type.
+        e_syn: Synaptic reversal potential, mV, or one per synapse type.
+        synapse_type: With several types (``tau_syn`` or ``e_syn`` a sequence), the type of
+            every synapse, ``(nnz,)``, or of every presynaptic neuron, ``(n,)`` (Dale's law:
+            all of a neuron's synapses share its type); ``g_syn`` is then ``(n_types, n)``.
         v0: Initial potential, mV; gates start at their steady state there.
         dtype: ``np.float32`` or ``np.float64``.
         **params: Parameter overrides (scalars or ``(n,)`` arrays).
@@ -37,11 +40,20 @@ class Network:
         >>> net = Network(HH_CHANNELS, W, delay=1.0)
         >>> net.i_ext[:10] = 15.0
         >>> out = net.run(50.0)  # doctest: +SKIP
+
+        Excitatory and inhibitory neurons (the last 20 inhibit):
+
+        >>> kind = (np.arange(100) >= 80).astype(int)  # 0: excitatory, 1: inhibitory
+        >>> net = Network(HH_CHANNELS, W, tau_syn=[5.0, 10.0], e_syn=[0.0, -80.0],
+        ...               synapse_type=kind)
     """
 
     def __init__(self, channels: ChannelSet | Sequence[type[Channel]], connectivity: Any, *,
-                 delay: float = 1.0, tau_syn: float = 5.0, e_syn: float = 0.0,
+                 delay: float = 1.0, tau_syn: float | Sequence[float] = 5.0,
+                 e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
                  v0: float = -65.0, dtype: Any = np.float64, **params: Any):
+        from ..ops.ion import synapse_kinds
+
         if isinstance(connectivity, tuple):
             indptr, indices, weights = connectivity
         else:
@@ -56,10 +68,24 @@ class Network:
         self.params = self.channel_set.default_params(n, self.dtype, **params)
         self.v = np.full(n, v0, dtype=self.dtype)
         self.states = self.channel_set.steady_states(self.v, self.params).astype(self.dtype)
-        self.g_syn = np.zeros(n, dtype=self.dtype)
+        taus, _, typed = synapse_kinds(tau_syn, e_syn)
+        self.synapse_type = None
+        if synapse_type is not None:
+            kinds = np.asarray(synapse_type, dtype=np.int64)
+            nnz = self.indices.shape[0]
+            if kinds.shape == (nnz,):
+                self.synapse_type = kinds
+            elif kinds.shape == (n,):  # per presynaptic neuron: repeat along its CSR row
+                self.synapse_type = np.repeat(kinds, np.diff(self.indptr))
+            else:
+                raise InputError(f"Network: synapse_type must give the type of every synapse "
+                                 f"({nnz},) or of every presynaptic neuron ({n},), got "
+                                 f"{kinds.shape}")
+        self.g_syn = np.zeros((len(taus), n) if typed else n, dtype=self.dtype)
         self.i_ext = np.zeros(n, dtype=self.dtype)
         self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
-        self.arrivals: np.ndarray | None = None  # (delay_steps, n) after a run
+        # (delay_steps, n) after a run ((delay_steps, n_types, n) with several types)
+        self.arrivals: np.ndarray | None = None
         self.t = 0.0
 
     def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
@@ -93,8 +119,9 @@ class Network:
             self.v, self.states, self.params, self.i_ext, self.g_syn, self.indptr,
             self.indices, self.weights, channels=self.channel_set, dt=dt, n_steps=n_steps,
             delay_steps=delay_steps, tau_syn=self.tau_syn, e_syn=self.e_syn,
-            record_every=record_every, spike_threshold=spike_threshold,
-            max_spikes=max_spikes, arrivals0=arrivals, backend=backend,
+            synapse_type=self.synapse_type, record_every=record_every,
+            spike_threshold=spike_threshold, max_spikes=max_spikes, arrivals0=arrivals,
+            backend=backend,
         )
         out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
         self.v, self.states, self.g_syn = out.v, out.states, out.g_syn

@@ -338,11 +338,11 @@ def ion_simulate_reference(
     arithmetic: a zero synaptic conductance adds exactly nothing).
     """
     n = v0.shape[0]
-    no_synapses = (np.zeros(n, v0.dtype), np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
-                   np.zeros(0, v0.dtype))
+    no_synapses = (np.zeros((1, n), v0.dtype), np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, v0.dtype), np.zeros((1, 1, n), v0.dtype), np.zeros(0, np.int64))
     v, S, _, v_record, spike_count, spike_times, _ = network_simulate_reference(
         v0, states0, params, i_ext, *no_synapses, channels=channels, dt=dt, n_steps=n_steps,
-        delay_steps=1, tau_syn=1.0, e_syn=0.0, record_every=record_every,
+        delay_steps=1, tau_syn=(1.0,), e_syn=(0.0,), record_every=record_every,
         spike_threshold=spike_threshold, max_spikes=max_spikes)
     return v, S, v_record, spike_count, spike_times
 
@@ -846,13 +846,15 @@ class NetworkSimulation(NamedTuple):
     Attributes:
         v: Final potentials, mV, ``(n,)``.
         states: Final gating states, ``(n_states, n)``.
-        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)``.
+        g_syn: Final synaptic conductances, mS/cm^2, ``(n,)`` (``(n_types, n)`` with
+            several synapse types).
         v_record: As in :class:`IonSimulation`.
         spike_count: As in :class:`IonSimulation`.
         spike_times: As in :class:`IonSimulation`.
-        arrivals: Spikes still in flight at the end, ``(delay_steps, n)``: row ``x`` is the
-            conductance that arrives at the start of step ``n_steps + x`` (pass it as the
-            next call's ``arrivals0`` to continue the run exactly).
+        arrivals: Spikes still in flight at the end, ``(delay_steps, n)`` (``(delay_steps,
+            n_types, n)`` with several types): row ``x`` is the conductance that arrives at
+            the start of step ``n_steps + x`` (pass it as the next call's ``arrivals0`` to
+            continue the run exactly).
     """
 
     v: Any
@@ -866,18 +868,19 @@ class NetworkSimulation(NamedTuple):
 
 def _check_network_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
-    weights: Any, arrivals0: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
-    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
-    max_spikes: int = 0,
+    weights: Any, arrivals0: Any, synapse_type: Any, *, channels: Any, dt: float, n_steps: int,
+    delay_steps: int, tau_syn: tuple[float, ...], e_syn: tuple[float, ...],
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> str:
     op = "network_simulate"
     dtype = _check_ion_simulate(v0, states0, params, i_ext, channels=channels, dt=dt,
                                 n_steps=n_steps, record_every=record_every,
                                 spike_threshold=spike_threshold, max_spikes=max_spikes)
     n = v0.shape[0]
-    if tuple(g_syn0.shape) != (n,) or array_dtype(g_syn0) != dtype:
-        raise InputError(f"{op}: g_syn0 must be a ({n},) {dtype} array, got "
-                         f"{tuple(g_syn0.shape)} {array_dtype(g_syn0)}")
+    n_types = len(synapse_kinds(tau_syn, e_syn)[0])
+    if tuple(g_syn0.shape) != (n_types, n) or array_dtype(g_syn0) != dtype:
+        raise InputError(f"{op}: g_syn0 must be a ({n_types}, {n}) {dtype} array (one row per "
+                         f"synapse type), got {tuple(g_syn0.shape)} {array_dtype(g_syn0)}")
     require_finite(op, "g_syn0", g_syn0)
     if tuple(indptr.shape) != (n + 1,) or array_dtype(indptr) not in ("int32", "int64"):
         raise InputError(f"{op}: indptr must be an int ({n + 1},) array (CSR rows: the "
@@ -896,6 +899,15 @@ def _check_network_simulate(
     idx = np.asarray(indices)
     if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
+    if tuple(synapse_type.shape) != (nnz,) or array_dtype(synapse_type) not in ("int32",
+                                                                              "int64"):
+        raise InputError(f"{op}: synapse_type must be an int ({nnz},) array (the type of every "
+                         f"synapse), got {tuple(synapse_type.shape)} "
+                         f"{array_dtype(synapse_type)}")
+    types = np.asarray(synapse_type)
+    if nnz and (int(types.min()) < 0 or int(types.max()) >= n_types):
+        raise InputError(f"{op}: synapse_type must lie in [0, {n_types}): {n_types} synapse "
+                         f"types are declared by tau_syn and e_syn")
     require_finite(op, "weights", weights)
     if bool((weights < 0).any()) or bool((g_syn0 < 0).any()):
         raise InputError(f"{op}: synaptic weights and g_syn0 are conductances (mS/cm^2) and must "
@@ -904,26 +916,61 @@ def _check_network_simulate(
     if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
                          f"steps), got {delay_steps!r}")
-    if tuple(arrivals0.shape) != (delay_steps, n) or array_dtype(arrivals0) != dtype:
-        raise InputError(f"{op}: arrivals0 must be a ({delay_steps}, {n}) {dtype} array (the "
-                         f"spikes in flight: an earlier call's arrivals, with the same "
-                         f"delay_steps), got {tuple(arrivals0.shape)} {array_dtype(arrivals0)}")
+    if tuple(arrivals0.shape) != (delay_steps, n_types, n) or array_dtype(arrivals0) != dtype:
+        raise InputError(f"{op}: arrivals0 must be a ({delay_steps}, {n_types}, {n}) {dtype} "
+                         f"array (the spikes in flight: an earlier call's arrivals, with the "
+                         f"same delay_steps), got {tuple(arrivals0.shape)} "
+                         f"{array_dtype(arrivals0)}")
     require_finite(op, "arrivals0", arrivals0)
     if bool((arrivals0 < 0).any()):
         raise InputError(f"{op}: arrivals0 are conductances (mS/cm^2) and must not be negative")
-    if not (isinstance(tau_syn, int | float) and math.isfinite(tau_syn) and tau_syn > 0):
-        raise InputError(f"{op}: tau_syn must be a positive time constant in ms, got "
-                         f"{tau_syn!r}")
-    if not (isinstance(e_syn, int | float) and math.isfinite(e_syn)):
-        raise InputError(f"{op}: e_syn must be a finite potential in mV, got {e_syn!r}")
     return dtype
+
+
+def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[float, ...],
+                                                     bool]:
+    """``(tau_syn, e_syn, typed)``: one value per synapse type, and whether any was a sequence.
+
+    A number stands for one type (``typed`` False) or, beside a sequence, for every type.
+    """
+    op = "network_simulate"
+
+    def values(name: str, x: Any) -> tuple[float, ...] | None:
+        if isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool):
+            return None
+        try:
+            vals = tuple(float(e) for e in x)
+        except TypeError:
+            raise InputError(f"{op}: {name} must be a number or a sequence of numbers (one per "
+                             f"synapse type), got {x!r}") from None
+        if not vals:
+            raise InputError(f"{op}: {name} must name at least one synapse type, got {x!r}")
+        return vals
+
+    taus, es = values("tau_syn", tau_syn), values("e_syn", e_syn)
+    if taus is not None and es is not None and len(taus) != len(es):
+        raise InputError(f"{op}: tau_syn and e_syn must have one value per synapse type, got "
+                         f"{len(taus)} and {len(es)}")
+    n_types = len(taus if taus is not None else es if es is not None else (0.0,))
+    taus_t = taus if taus is not None else (tau_syn,) * n_types
+    es_t = es if es is not None else (e_syn,) * n_types
+    for tau in taus_t:
+        if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 0):
+            raise InputError(f"{op}: tau_syn must be a positive time constant in ms (per "
+                             f"synapse type), got {tau_syn!r}")
+    for e in es_t:
+        if not (isinstance(e, int | float) and math.isfinite(e)):
+            raise InputError(f"{op}: e_syn must be a finite potential in mV (per synapse "
+                             f"type), got {e_syn!r}")
+    return (tuple(float(t) for t in taus_t), tuple(float(e) for e in es_t),
+            taus is not None or es is not None)
 
 
 network_simulate_op = Op(
     name="network_simulate",
     family="ion",
     array_args=("v0", "states0", "params", "i_ext", "g_syn0", "indptr", "indices", "weights",
-                "arrivals0"),
+                "arrivals0", "synapse_type"),
     params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
             "spike_threshold", "max_spikes"),
     check=_check_network_simulate,
@@ -933,19 +980,27 @@ network_simulate_op = Op(
 def network_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
     weights: Any, *, channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
-    n_steps: int, delay_steps: int, tau_syn: float = 5.0, e_syn: float = 0.0,
-    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
-    arrivals0: Any = None, backend: str | None = None,
+    n_steps: int, delay_steps: int, tau_syn: float | Sequence[float] = 5.0,
+    e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, arrivals0: Any = None,
+    backend: str | None = None,
 ) -> NetworkSimulation:
     """Single-compartment neurons coupled by conductance-based synapses in CSR form.
 
-    Each neuron has one synaptic conductance ``g_syn`` (mS/cm^2) with reversal ``e_syn``
-    that decays with ``tau_syn``; it enters the backward-Euler voltage update like a channel.
-    A spike of neuron ``j`` during step ``k`` adds ``weights[e]`` to ``g_syn[indices[e]]``
-    for every ``e`` in ``indptr[j]:indptr[j+1]`` at the start of step ``k + delay_steps``
-    (event-driven: work per spike, not per synapse and step). Per step:
+    Each neuron has one synaptic conductance ``g_syn`` (mS/cm^2) per synapse type, with the
+    type's reversal ``e_syn`` and decay time constant ``tau_syn``; it enters the
+    backward-Euler voltage update like a channel. A spike of neuron ``j`` during step ``k``
+    adds ``weights[e]`` to ``g_syn[synapse_type[e], indices[e]]`` for every ``e`` in
+    ``indptr[j]:indptr[j+1]`` at the start of step ``k + delay_steps`` (event-driven: work per
+    spike, not per synapse and step). Per step and type:
     ``g_syn' = g_syn exp(-dt / tau_syn) + arrivals``, then the step of :func:`ion_simulate`
-    with ``g_syn'`` added to the channels.
+    with every type's ``g_syn'`` added to the channels.
+
+    One type (``tau_syn`` and ``e_syn`` numbers, the default) keeps ``g_syn0``, the result's
+    ``g_syn`` and ``arrivals`` without a type axis. Several types (excitatory and
+    inhibitory, AMPA and GABA-A, ...): give ``tau_syn`` and/or ``e_syn`` one value per type
+    (a number beside a sequence serves every type) and ``synapse_type``; ``g_syn0`` is then
+    ``(n_types, n)`` and ``arrivals`` ``(delay_steps, n_types, n)``.
 
     The CPU kernel runs ``delay_steps`` steps between synchronisations of its threads (the
     delay is what lets neurons run independently in between).
@@ -955,7 +1010,7 @@ def network_simulate(
         states0: ``(n_states, n)``.
         params: ``(n_params, n)``.
         i_ext: uA/cm^2, ``(n,)`` or ``(n_steps, n)``.
-        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)``.
+        g_syn0: Initial synaptic conductances, mS/cm^2, ``(n,)`` (``(n_types, n)``).
         indptr: CSR row pointers over presynaptic neurons, int, ``(n + 1,)``.
         indices: Postsynaptic neuron of every synapse, int, ``(nnz,)``.
         weights: Conductance jump per spike, mS/cm^2, ``(nnz,)``, the dtype of ``v0``.
@@ -963,40 +1018,70 @@ def network_simulate(
         dt: ms.
         n_steps: Steps.
         delay_steps: Synaptic delay in steps, at least 1.
-        tau_syn: Decay time constant, ms.
-        e_syn: Synaptic reversal potential, mV (0: excitatory; -80: inhibitory).
+        tau_syn: Decay time constant, ms, or one per synapse type.
+        e_syn: Synaptic reversal potential, mV (0: excitatory; -80: inhibitory), or one per
+            synapse type.
+        synapse_type: Type of every synapse, int ``(nnz,)`` in ``[0, n_types)`` (with
+            Dale's law, ``np.repeat(neuron_type, np.diff(indptr))``); required with more
+            than one type, zeros when ``None``.
         record_every: As for :func:`ion_simulate`.
         spike_threshold: mV.
         max_spikes: Spike times kept per neuron.
-        arrivals0: Spikes in flight at the start, ``(delay_steps, n)``: row ``x`` arrives at
-            the start of step ``x`` (an earlier call's ``arrivals``); zeros when ``None``.
+        arrivals0: Spikes in flight at the start, ``(delay_steps, n)`` (``(delay_steps,
+            n_types, n)``): row ``x`` arrives at the start of step ``x`` (an earlier call's
+            ``arrivals``); zeros when ``None``.
         backend: As for every op.
 
     Returns:
         :class:`NetworkSimulation`; its ``arrivals`` continue the run in a next call.
     """
     cs = channel_set(channels)
+    taus, es, typed = synapse_kinds(tau_syn, e_syn)
+    n_types = len(taus)
+    n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0
+    delay = max(int(delay_steps), 0) if isinstance(delay_steps, int | np.integer) else 0
     if arrivals0 is None:
-        n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0
-        arrivals0 = _zeros_like(v0)((max(int(delay_steps), 0), n))
+        arrivals0 = _zeros_like(v0)((delay, n_types, n))
+    elif not typed:
+        if tuple(getattr(arrivals0, "shape", ())) != (delay, n):
+            raise InputError(f"network_simulate: arrivals0 must be a ({delay}, {n}) array (the "
+                             f"spikes in flight: an earlier call's arrivals, with the same "
+                             f"delay_steps), got {tuple(getattr(arrivals0, 'shape', ()))}")
+        arrivals0 = arrivals0[:, None]
+    if not typed:
+        shape = tuple(getattr(g_syn0, "shape", ()))
+        if shape != (n,) or array_dtype(g_syn0) != array_dtype(v0):
+            raise InputError(f"network_simulate: g_syn0 must be a ({n},) {array_dtype(v0)} "
+                             f"array (one synapse type), got {shape} {array_dtype(g_syn0)}")
+        g_syn0 = g_syn0[None]
+    if synapse_type is None:
+        if n_types > 1:
+            raise InputError(f"network_simulate: {n_types} synapse types are declared by "
+                             f"tau_syn and e_syn; give synapse_type, the type of every synapse "
+                             f"(int (nnz,) in [0, {n_types}))")
+        nnz = indices.shape[0] if hasattr(indices, "shape") and len(indices.shape) else 0
+        synapse_type = _zeros_like(indices)((nnz,))
     out = network_simulate_op.run(
-        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights, arrivals0),
+        (v0, states0, params, i_ext, g_syn0, indptr, indices, weights, arrivals0,
+         synapse_type),
         {"channels": cs, "dt": dt, "n_steps": int(n_steps), "delay_steps": int(delay_steps),
-         "tau_syn": tau_syn, "e_syn": e_syn, "record_every": int(record_every),
+         "tau_syn": taus, "e_syn": es, "record_every": int(record_every),
          "spike_threshold": spike_threshold, "max_spikes": int(max_spikes)},
         backend,
     )
+    if not typed:
+        out = (*out[:2], out[2][0], *out[3:6], out[6][:, 0])
     return NetworkSimulation(*out)
 
 
 def network_simulate_reference(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
     g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-    arrivals0: np.ndarray | None = None, *, channels: Any, dt: float, n_steps: int,
-    delay_steps: int, tau_syn: float, e_syn: float, record_every: int = 0,
-    spike_threshold: float = 0.0, max_spikes: int = 0,
+    arrivals0: np.ndarray, synapse_type: np.ndarray, *, channels: Any, dt: float,
+    n_steps: int, delay_steps: int, tau_syn: tuple[float, ...], e_syn: tuple[float, ...],
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
-    """Float64 NumPy oracle of :func:`network_simulate`, with a ring buffer of arrivals."""
+    """Float64 NumPy oracle of :func:`network_simulate` (a type axis on ``g_syn``)."""
     cs = channel_set(channels)
     dtype = v0.dtype
     v = v0.astype(np.float64)
@@ -1010,17 +1095,18 @@ def network_simulate_reference(
     v_record = np.empty((n_rec, n))
     spike_count = np.zeros(n, dtype=np.int64)
     spike_times = np.full((max_spikes, n), np.nan)
-    ring = np.zeros((delay_steps, n))  # ring[k % delay_steps]: arrivals at step k
-    if arrivals0 is not None:
-        ring[:] = arrivals0
-    decay = math.exp(-dt / tau_syn)
+    # ring[k % delay_steps]: arrivals at step k, one row per synapse type
+    ring = arrivals0.astype(np.float64)
+    types = np.asarray(synapse_type, dtype=np.int64)
+    decay = np.exp(-dt / np.array(tau_syn))[:, None]
+    e_rev = np.array(e_syn)[:, None]
     for step in range(n_steps):
         slot = step % delay_steps
         g_syn = g_syn * decay + ring[slot]
         ring[slot] = 0.0
         S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
-        g_sum = g_syn + g_ch
-        ge_sum = g_syn * e_syn + ge_ch
+        g_sum = g_syn.sum(0) + g_ch
+        ge_sum = (g_syn * e_rev).sum(0) + ge_ch
         i_inj = I_ext if I_ext.ndim == 1 else I_ext[step]
         k_ = dt / P[0]
         v_new = (v + k_ * (ge_sum + i_inj)) / (1.0 + k_ * g_sum)
@@ -1030,7 +1116,8 @@ def network_simulate_reference(
                 spike_times[spike_count[j], j] = (step + frac) * dt
             spike_count[j] += 1
             # Arrives at the start of step + delay_steps, whose slot is this step's.
-            np.add.at(ring[slot], indices[indptr[j]:indptr[j + 1]], w[indptr[j]:indptr[j + 1]])
+            e = slice(indptr[j], indptr[j + 1])
+            np.add.at(ring[slot], (types[e], indices[e]), w[e])
         v = v_new
         if record_every and (step + 1) % record_every == 0:
             v_record[(step + 1) // record_every - 1] = v

@@ -864,13 +864,13 @@ _NET_TEMPLATE = '''
 def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,
               record_every, thr, max_spikes, V_rec, counts, times):
     w = min(BLOCK, V.shape[0] - lo)
-    # Rows of ROW values: v, v before the step, i_ext, g_syn, arrivals, states, params,
-    # then the values carried between the stages of a step (as in ion_block).
+    # Rows of ROW values: v, v before the step, i_ext, the step's synaptic conductance and
+    # its product with the reversal potentials (sums over the synapse types), states,
+    # params, then the values carried between the stages of a step (as in ion_block).
     buf = np.empty({n_rows} * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
         buf[2 * ROW + j] = I[0, lo + j]
-        buf[3 * ROW + j] = GS[lo + j]
     for k in range(N_STATES):
         for j in range(w):
             buf[(5 + k) * ROW + j] = S[k, lo + j]
@@ -883,8 +883,18 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
             for j in range(w):
                 buf[2 * ROW + j] = I[step, lo + j]
         for j in range(w):
-            buf[4 * ROW + j] = INC[s, lo + j]
+            buf[3 * ROW + j] = 0.0
+            buf[4 * ROW + j] = 0.0
             SPIKED[s, lo + j] = 0
+        # each synapse type's conductance: decay, this step's arrivals, then into the sums
+        for t in range(GS.shape[0]):
+            decay = syn_decay[t]
+            e_rev = e_syn[t]
+            for j in range(w):
+                g = GS[t, lo + j] * decay + INC[s, t, lo + j]
+                GS[t, lo + j] = g
+                buf[3 * ROW + j] += g
+                buf[4 * ROW + j] += g * e_rev
 {step}
 {spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
@@ -893,7 +903,6 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
                 V_rec[r, lo + j] = buf[j]
     for j in range(w):
         V[lo + j] = buf[j]
-        GS[lo + j] = buf[3 * ROW + j]
     for k in range(N_STATES):
         for j in range(w):
             S[k, lo + j] = buf[(5 + k) * ROW + j]
@@ -912,13 +921,13 @@ def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
 
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     body, consts = cable_value_step_source(cs, "")
-    body += ["gs = g_syn * syn_decay + inc", "g_tot = g_sum + gs", "ge_tot = ge_sum + gs * e_syn",
-             "k_ = dt / p0", "v_n = (v + k_ * (ge_tot + i_inj)) / (ONE + k_ * g_tot)"]
-    rows = {"v": 0, "i_inj": 2, "g_syn": 3, "inc": 4}
+    body += ["g_tot = g_sum + g_syn", "ge_tot = ge_sum + ge_syn", "k_ = dt / p0",
+             "v_n = (v + k_ * (ge_tot + i_inj)) / (ONE + k_ * g_tot)"]
+    rows = {"v": 0, "i_inj": 2, "g_syn": 3, "ge_syn": 4}
     rows.update({f"s{k}": 5 + k for k in range(n_states)})
     rows.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
     stores = [f"buf[{5 + k} * ROW + j] = s{k}_n" for k in range(n_states)]
-    stores += ["buf[3 * ROW + j] = gs", "buf[ROW + j] = v_old", "buf[j] = v_n"]
+    stores += ["buf[ROW + j] = v_old", "buf[j] = v_n"]
     fixed = 5 + n_states + n_params
     step, n_spill = staged_loops(body, rows, fixed, None, " " * 8, ["v_old = buf[j]"], stores)
     text = _NET_TEMPLATE.format(step=step, n_rows=fixed + n_spill, spikes=_NET_SPIKES)
@@ -926,7 +935,7 @@ def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
 
 
 _NET_DRIVER = '''
-def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, delay,
+def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, types, dt, n_steps, delay,
                syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times, INC,
                SPIKED):
     n = V.shape[0]
@@ -939,12 +948,13 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, dt, n_steps, de
         # Spikes of this window arrive delay steps later: in the next window, same offset.
         # Each offset has its own row of INC, so the offsets are delivered in parallel.
         for s in prange(w_len):
-            for j in range(n):
-                INC[s, j] = 0
+            for t in range(INC.shape[1]):
+                for j in range(n):
+                    INC[s, t, j] = 0
             for j in range(n):
                 if SPIKED[s, j]:
                     for e in range(indptr[j], indptr[j + 1]):
-                        INC[s, indices[e]] += weights[e]
+                        INC[s, types[e], indices[e]] += weights[e]
 '''
 
 _net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
@@ -954,15 +964,13 @@ _NET_ONE_LOOP = """        for j in range(w):
             v = buf[j]
             v_old = v
             i_inj = buf[2 * ROW + j]
-            gs = buf[3 * ROW + j] * syn_decay + buf[4 * ROW + j]
 {loads}
 {body}
-            g_sum = g_sum + gs
-            ge_sum = ge_sum + gs * e_syn
+            g_sum = g_sum + buf[3 * ROW + j]
+            ge_sum = ge_sum + buf[4 * ROW + j]
             k_ = dt / p0
             v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
 {stores}
-            buf[3 * ROW + j] = gs
             buf[ROW + j] = v_old
             buf[j] = v"""
 
@@ -1013,13 +1021,14 @@ def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 def network_simulate_cpu(
     v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
     g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-    arrivals0: np.ndarray, *,
-    channels: Any, dt: float, n_steps: int, delay_steps: int, tau_syn: float, e_syn: float,
+    arrivals0: np.ndarray, synapse_type: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    delay_steps: int, tau_syn: tuple[float, ...], e_syn: tuple[float, ...],
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
     """Blocks of neurons in parallel for ``delay_steps`` steps, then the spikes delivered.
 
-    ``INC[s]`` holds the arrivals at the ``s``-th step of the window to come; it starts as
+    ``INC[s]`` (one row per synapse type) holds the arrivals at the ``s``-th step of the
+    window to come; it starts as
     ``arrivals0``, and after the last window the rows that no window read are those in
     flight: the arrivals at step ``n_steps + x`` are in row ``(n_steps + x) % delay_steps``.
     """
@@ -1043,8 +1052,10 @@ def network_simulate_cpu(
             V, S if S.shape[0] else np.zeros((1, n), dtype), np.ascontiguousarray(params),
             I_ext, 1 if i_ext.ndim == 2 else 0, GS, np.ascontiguousarray(indptr, np.int64),
             np.ascontiguousarray(indices, np.int64), np.ascontiguousarray(weights),
-            scalar(dt), n_steps, delay_steps, scalar(math.exp(-dt / tau_syn)), scalar(e_syn),
-            record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times, INC,
+            np.ascontiguousarray(synapse_type, np.int64), scalar(dt), n_steps, delay_steps,
+            np.array([math.exp(-dt / tau) for tau in tau_syn], dtype=dtype),
+            np.array(e_syn, dtype=dtype), record_every, scalar(spike_threshold), max_spikes,
+            V_rec, counts, times, INC,
             np.zeros((delay_steps, n), np.uint8),
         )
     arrivals = INC[(n_steps + np.arange(delay_steps)) % delay_steps]

@@ -466,18 +466,23 @@ def net_window(V, S, P, I, i_rows, GS, INC, SPIKED, w0, w_len, dt, syn_decay, e_
     if j >= V.shape[0]:
         return
     v = V[j]
-    gs = GS[j]
     c = counts[j]
 {loads}
     for s in range(w_len):
         step = w0 + s
         i_inj = I[step * i_rows, j]
-        gs = gs * syn_decay + INC[s, j]
-        INC[s, j] = 0  # read once; the delivery kernel refills it for the next window
+        g_syn = ZERO
+        ge_syn = ZERO
+        for t in range(GS.shape[0]):  # each synapse type: decay, then this step's arrivals
+            g = GS[t, j] * syn_decay[t] + INC[s, t, j]
+            INC[s, t, j] = 0  # read once; the delivery kernel refills it for the next window
+            GS[t, j] = g
+            g_syn += g
+            ge_syn += g * e_syn[t]
         v_old = v
 {body}
-        g_sum = g_sum + gs
-        ge_sum = ge_sum + gs * e_syn
+        g_sum = g_sum + g_syn
+        ge_sum = ge_sum + ge_syn
         k_ = dt / p0
         v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
         SPIKED[s, j] = 0
@@ -490,20 +495,19 @@ def net_window(V, S, P, I, i_rows, GS, INC, SPIKED, w0, w_len, dt, syn_decay, e_
             V_rec[(step + 1) // record_every - 1, j] = v
     counts[j] = c
     V[j] = v
-    GS[j] = gs
 {stores}
 '''
 
 
 @cuda.jit
-def _deliver(SPIKED, w_len, indptr, indices, weights, INC):  # noqa: N803
+def _deliver(SPIKED, w_len, indptr, indices, weights, types, INC):  # noqa: N803
     j = cuda.grid(1)
     if j >= SPIKED.shape[1]:
         return
     for s in range(w_len):
         if SPIKED[s, j]:
             for e in range(indptr[j], indptr[j + 1]):
-                cuda.atomic.add(INC, (s, indices[e]), weights[e])
+                cuda.atomic.add(INC, (s, types[e], indices[e]), weights[e])
 
 
 def network_source(cs: ChannelSet) -> str:
@@ -524,18 +528,20 @@ def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 
 def network_simulate_launch(
     V: Any, S: Any, P: Any, I_ext: Any, GS: Any, indptr: Any, indices: Any, weights: Any,
-    V_rec: Any, counts: Any, times: Any, INC: Any, SPIKED: Any, *, channels: Any, dt: float,
-    n_steps: int, delay_steps: int, tau_syn: float, e_syn: float, record_every: int = 0,
+    types: Any, V_rec: Any, counts: Any, times: Any, INC: Any, SPIKED: Any, SYN: Any, *,
+    channels: Any, dt: float, n_steps: int, delay_steps: int, record_every: int = 0,
     spike_threshold: float = 0.0, max_spikes: int = 0, stream: Any = 0,
 ) -> None:
     """Run :func:`fusekit.ops.network_simulate` in place on device arrays.
 
     One launch per window of ``delay_steps`` steps (one thread per neuron, all steps of the
     window inside), then one delivery launch (one thread per presynaptic neuron, atomic adds
-    into ``INC``). ``INC`` ``(delay_steps, n)`` starts as the arrivals at steps
-    ``0 .. delay_steps - 1`` (zeros: none); afterwards row ``(n_steps + x) % delay_steps``
-    holds those at step ``n_steps + x`` (spikes in flight). ``SPIKED`` is a
-    ``(delay_steps, n)`` uint8 workspace, ``times`` must be NaN-filled, ``counts`` zero.
+    into ``INC``). ``GS`` is ``(n_types, n)``, ``types`` the type of every synapse, ``SYN``
+    ``(2, n_types)`` each type's decay factor per step and reversal potential. ``INC``
+    ``(delay_steps, n_types, n)`` starts as the arrivals at steps ``0 .. delay_steps - 1``
+    (zeros: none); afterwards row ``(n_steps + x) % delay_steps`` holds those at step
+    ``n_steps + x`` (spikes in flight). ``SPIKED`` is a ``(delay_steps, n)`` uint8 workspace,
+    ``times`` must be NaN-filled, ``counts`` zero.
     """
     cs = channel_set(channels)
     n = V.shape[0]
@@ -546,23 +552,21 @@ def network_simulate_launch(
     window = network_kernel_for(cs, dtype.name)
     blocks = -(-n // THREADS)
     i_rows = 1 if I_ext.shape[0] > 1 else 0
-    decay = scalar(math.exp(-dt / tau_syn))
     for w0 in range(0, n_steps, delay_steps):
         w_len = min(delay_steps, n_steps - w0)
         window[blocks, THREADS, stream](
-            V, S, P, I_ext, i_rows, GS, INC, SPIKED, w0, w_len, scalar(dt), decay,
-            scalar(e_syn), record_every, scalar(spike_threshold), max_spikes, V_rec, counts,
-            times,
+            V, S, P, I_ext, i_rows, GS, INC, SPIKED, w0, w_len, scalar(dt), SYN[0], SYN[1],
+            record_every, scalar(spike_threshold), max_spikes, V_rec, counts, times,
         )
-        _deliver[blocks, THREADS, stream](SPIKED, w_len, indptr, indices, weights, INC)
+        _deliver[blocks, THREADS, stream](SPIKED, w_len, indptr, indices, weights, types, INC)
 
 
 @register_kernel(ion.network_simulate_op, backend="cuda", arrays=["cupy"], dtypes=_FLOATS)
 def network_simulate_cuda(
     v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any, indptr: Any, indices: Any,
-    weights: Any, arrivals0: Any, *, channels: Any, dt: float, n_steps: int, delay_steps: int,
-    tau_syn: float, e_syn: float, record_every: int = 0, spike_threshold: float = 0.0,
-    max_spikes: int = 0,
+    weights: Any, arrivals0: Any, synapse_type: Any, *, channels: Any, dt: float, n_steps: int,
+    delay_steps: int, tau_syn: tuple[float, ...], e_syn: tuple[float, ...],
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[Any, ...]:
     """Windows of ``delay_steps`` steps per launch, spikes delivered between windows."""
     import cupy
@@ -586,14 +590,17 @@ def network_simulate_cuda(
                 i_ext.shape if i_ext.ndim == 2 else (1, n))),
             ("GS", GS), ("indptr", cupy.asarray(indptr, dtype=cupy.int64)),
             ("indices", cupy.asarray(indices, dtype=cupy.int64)),
-            ("weights", cupy.ascontiguousarray(weights)), ("V_rec", V_rec),
+            ("weights", cupy.ascontiguousarray(weights)),
+            ("types", cupy.asarray(synapse_type, dtype=cupy.int64)), ("V_rec", V_rec),
             ("counts", counts), ("times", times),
             ("INC", INC),
             ("SPIKED", cupy.zeros((delay_steps, n), dtype=cupy.uint8)),
+            ("SYN", cupy.asarray([[math.exp(-dt / tau) for tau in tau_syn], list(e_syn)],
+                                 dtype=dtype)),
         ]
         network_simulate_launch(
             *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
-            n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn,
+            n_steps=n_steps, delay_steps=delay_steps,
             record_every=record_every, spike_threshold=spike_threshold,
             max_spikes=max_spikes, stream=stream,
         )
