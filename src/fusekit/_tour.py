@@ -1,7 +1,8 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft), an HH population, its gradients, the gradient of branched HH
+layer against LoRA (peft), an HH population, an excitatory-inhibitory HH network, the
+population's gradients, the gradient of branched HH
 cells, a conductance fit and a spiking HH network trained on the digits against the same
 network of LIF neurons (neuro), a minimum spanning forest against SciPy (mst); each new
 domain adds its part.
@@ -10,6 +11,7 @@ domain adds its part.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, TextIO
 
 from ._timing import format_seconds, median_seconds, table
@@ -207,6 +209,50 @@ def _neuro_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{err:.1e} ms (spike times, f64)", format_seconds(t_cpu),
              f"NumPy, same scheme (f64): {format_seconds(t_np)}", f"{t_np / t_cpu:.1f}x",
              f"{n * n_steps:,} neuron-steps"]]
+
+
+def _network_part(quick: bool, out: TextIO) -> list[list[str]]:
+    import numpy as np
+
+    from . import ops
+    from .neuro import HH_CHANNELS, ChannelSet
+
+    # An excitatory-inhibitory HH network: 80 % excitatory (0 mV, 5 ms), 20 % inhibitory
+    # (-80 mV, 10 ms) synapses by Dale's law, random connectivity, a quarter of the neurons
+    # driven, 1 ms delay, against the NumPy reference of the same scheme.
+    n, n_steps, dt, p = (400, 1000, 0.025, 0.05) if quick else (2000, 4000, 0.025, 0.02)
+    hh = ChannelSet(HH_CHANNELS)
+    rng = np.random.default_rng(0)
+    v0 = rng.uniform(-66.0, -64.0, n)
+    dense = (rng.random((n, n)) < p) & ~np.eye(n, dtype=bool)
+    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
+    indices = np.nonzero(dense)[1]
+    weights = rng.uniform(0.0, 0.05, indices.shape[0])
+    kind = (np.arange(n) >= int(0.8 * n)).astype(np.int64)
+    driven = rng.random(n) < 0.25
+    args = (v0, hh.steady_states(v0), hh.default_params(n), np.where(driven, 12.0, 0.0),
+            np.zeros((2, n)), indptr, indices, weights)
+    kw = {"channels": hh, "dt": dt, "n_steps": n_steps, "delay_steps": 40, "max_spikes": 64,
+          "tau_syn": [5.0, 10.0], "e_syn": [0.0, -80.0],
+          "synapse_type": np.repeat(kind, np.diff(indptr))}
+    start = time.perf_counter()
+    ref = ops.network_simulate(*args, backend="reference", **kw)
+    t_np = time.perf_counter() - start
+    cpu = ops.network_simulate(*args, backend="cpu", **kw)  # compiles (or loads) the kernel
+    t_cpu = median_seconds(lambda: ops.network_simulate(*args, backend="cpu", **kw), repeat=3)
+    err = float(np.abs(cpu.v - ref.v).max() / np.abs(ref.v).max())
+    excit = ops.network_simulate(*args, backend="cpu", **{**kw, "e_syn": [0.0, 0.0]})
+    print(f"  E/I HH network, {n:,} neurons, {indices.shape[0]:,} synapses (80 % excitatory, "
+          f"20 % inhibitory), {n_steps * dt:.0f} ms: fusekit cpu {format_seconds(t_cpu)}, "
+          f"NumPy reference {format_seconds(t_np)}; spike counts equal for "
+          f"{100 * float(np.mean(cpu.spike_count == ref.spike_count)):.0f}% of neurons; the "
+          f"undriven neurons fired {int(cpu.spike_count[~driven].sum()):,} spikes, "
+          f"{int(excit.spike_count[~driven].sum()):,} with every synapse excitatory",
+          file=out)
+    return [["neuro", f"E/I HH network, {n:,} neurons x {n_steps * dt:.0f} ms, float64",
+             f"{err:.1e} (final v)", format_seconds(t_cpu),
+             f"NumPy, same scheme: {format_seconds(t_np)}", f"{t_np / t_cpu:.1f}x",
+             f"{indices.shape[0]:,} synapses, 2 types"]]
 
 
 def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:
@@ -424,8 +470,9 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     info(file=out)
     print("\nTour:", file=out)
     rows: list[list[str]] = []
-    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _grad_part,
-                        _cable_grad_part, _fit_part, _neuro_deploy_part, _digits_part, _mst_part]
+    parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _network_part,
+                        _grad_part, _cable_grad_part, _fit_part, _neuro_deploy_part,
+                        _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
