@@ -343,6 +343,35 @@ def test_numpy_scipy_hh_network(benchmark):
     assert np.abs(count - ref.spike_count).max() <= 1
 
 
+@pytest.mark.parametrize("threads", [1, BENCH_THREADS])
+def test_brian2_hh_network(benchmark, threads):
+    """Brian2 2.9.0 C++ standalone, the same network in fusekit's scheme (the gates by
+    exponential Euler, the synaptic conductance decayed and given its arrivals, ``v`` by
+    backward Euler; ``peers/brian2_network.py``; its delay is fusekit's minus one step).
+
+    The time is Brian2's own measure of the generated main loop (the C++ compile excluded).
+    """
+    require_peer("brian2")
+    if benchmark.disabled and threads > 1:
+        pytest.skip("timing only: the same generated code as the 1-thread run")
+    v0, _, _, i_ext, csr = make_network()
+    benchmark.group = NET_GROUP
+    config = dict(v0=v0.tolist(), i_ext=i_ext.tolist(), indptr=csr.indptr.tolist(),
+                  indices=csr.indices.tolist(), weights=csr.data.tolist(),
+                  synapse_type=[0] * csr.nnz, tau_syn=[3.0], e_syn=[0.0], dt=DT,
+                  t_stop=NET_STEPS * DT, delay_steps=NET_DELAY, target="cpp_standalone",
+                  threads=threads, repeat=1 if benchmark.disabled else 3)
+    result = benchmark.pedantic(lambda: run_peer("brian2", config, script="brian2_network.py"),
+                                rounds=1, iterations=1)
+    report_peer(benchmark, result, NET_N * NET_STEPS)
+    v0, S, P, i_ext, csr = make_network()
+    ref = fusekit.ops.network_simulate(
+        v0, S, P, i_ext, np.zeros(NET_N), csr.indptr, csr.indices, csr.data, channels=HH,
+        dt=DT, n_steps=NET_STEPS, delay_steps=NET_DELAY, tau_syn=3.0, backend="cpu")
+    diff = np.abs(np.array(result["spike_count"]) - ref.spike_count)
+    assert ref.spike_count[NET_N // 10:].sum() > 0 and diff.max() <= 1
+
+
 # ----------------------------------------------------------------- large (opt-in) runs
 
 LARGE = os.environ.get("FUSEKIT_BENCH_ION_LARGE", "") not in ("", "0")

@@ -2,7 +2,8 @@
 
 ``peers/setup.sh`` makes ``.venv-brian2`` and ``.venv-jaxley`` at the repository root (the
 README's test command and ``.ci/run`` call it). Each peer script (``peers/brian2_hh.py``,
-``peers/jaxley_hh.py``, ``peers/jaxley_cable.py``) runs in its environment through
+``peers/brian2_network.py``, ``peers/jaxley_hh.py``, ``peers/jaxley_cable.py``) runs in its
+environment through
 :func:`run_peer`, reads a JSON configuration and prints a JSON result; timings are taken
 inside the script.
 
@@ -67,7 +68,8 @@ def require_peer(name: str) -> None:
 def run_peer(name: str, config: Any, timeout: float = 1800, script: str | None = None) -> Any:
     """Run peer ``name``'s script on ``config`` (a dict; a list for Brian2) in its environment.
 
-    ``script``: another script of that peer in ``peers/`` (``"jaxley_cable.py"``); default
+    ``script``: another script of that peer in ``peers/`` (``"jaxley_cable.py"``,
+    ``"brian2_network.py"``); default
     its population script. Returns the script's JSON result. Call :func:`require_peer`
     first. Raises ``RuntimeError`` with the script's stderr when it fails.
     """

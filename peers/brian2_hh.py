@@ -115,8 +115,13 @@ def main(cfg):
     if record_v:
         trace = b2.StateMonitor(group, "v", record=True, when="end")
         objects.append(trace)
-    net = b2.Network(*objects)
-    repeat = int(cfg.get("repeat", 1))
+    result = run_timed(b2.Network(*objects), target, dt, t_stop, int(cfg.get("repeat", 1)))
+    result.update(spike_results(spikes, trace if record_v else None, np.full(n, -65.0), dt))
+    return result
+
+
+def run_timed(net, target, dt, t_stop, repeat):
+    """Run ``net`` ``repeat`` times for ``t_stop`` ms; the timing keys of the result."""
     times = []
     if target == "cpp_standalone":
         net.run(t_stop * ms, namespace={})  # builds, compiles and runs the generated C++ project
@@ -134,17 +139,23 @@ def main(cfg):
             net.run(t_stop * ms, namespace={})
             times.append(time.perf_counter() - t0)
         excluded = "code generation and compilation (a one-step warm-up run, then restore)"
-    result = {"run_s": min(times), "run_s_all": times, "excluded": excluded,
-              "versions": {"brian2": b2.__version__, "numpy": np.__version__}}
-    if record_v:
-        v = np.concatenate([np.full((n, 1), -65.0), np.asarray(trace.v / mV)], axis=1)
-        result["spike_times"] = crossings(v, dt)
-        result["spike_count"] = [len(t) for t in result["spike_times"]]
-    else:
-        result["spike_count"] = np.asarray(spikes.count).tolist()
-        trains = spikes.spike_trains()
-        result["spike_times"] = [np.asarray(trains[i] / ms).tolist() for i in range(n)]
-    return result
+    return {"run_s": min(times), "run_s_all": times, "excluded": excluded,
+            "versions": {"brian2": b2.__version__, "numpy": np.__version__}}
+
+
+def spike_results(spikes, trace, v0, dt):
+    """``spike_count`` and ``spike_times`` of a run.
+
+    Interpolated crossings of the recorded ``v`` (``trace``, which starts at ``v0``) when
+    there is one, else the spike monitor's counts and step times.
+    """
+    if trace is not None:
+        v = np.concatenate([v0[:, None], np.asarray(trace.v / mV)], axis=1)
+        times = crossings(v, dt)
+        return {"spike_times": times, "spike_count": [len(t) for t in times]}
+    trains = spikes.spike_trains()
+    return {"spike_count": np.asarray(spikes.count).tolist(),
+            "spike_times": [np.asarray(trains[i] / ms).tolist() for i in range(v0.shape[0])]}
 
 
 if __name__ == "__main__":
