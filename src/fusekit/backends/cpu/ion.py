@@ -864,13 +864,23 @@ _NET_TEMPLATE = '''
 def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,
               record_every, thr, max_spikes, V_rec, counts, times):
     w = min(BLOCK, V.shape[0] - lo)
-    # Rows of ROW values: v, v before the step, i_ext, the step's synaptic conductance and
-    # its product with the reversal potentials (sums over the synapse types), states,
-    # params, then the values carried between the stages of a step (as in ion_block).
-    buf = np.empty({n_rows} * ROW, dtype=DTYPE)
+    # Rows of ROW values: v, v before the step, i_ext, the first synapse type's conductance
+    # and its arrivals, states, params, the other types' summed conductance and its product
+    # with their reversal potentials, the values carried between the stages of a step (as
+    # in ion_block), then one row per further synapse type (its conductance).
+    n_types = GS.shape[0]
+    syn_decay0 = syn_decay[0]
+    e_syn0 = e_syn[0]
+    buf = np.empty(({n_rows} + n_types - 1) * ROW, dtype=DTYPE)
     for j in range(w):
         buf[j] = V[lo + j]
         buf[2 * ROW + j] = I[0, lo + j]
+        buf[3 * ROW + j] = GS[0, lo + j]
+        buf[{g_rest} * ROW + j] = 0.0
+        buf[{ge_rest} * ROW + j] = 0.0
+    for t in range(1, n_types):
+        for j in range(w):
+            buf[({n_rows} + t - 1) * ROW + j] = GS[t, lo + j]
     for k in range(N_STATES):
         for j in range(w):
             buf[(5 + k) * ROW + j] = S[k, lo + j]
@@ -883,18 +893,22 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
             for j in range(w):
                 buf[2 * ROW + j] = I[step, lo + j]
         for j in range(w):
-            buf[3 * ROW + j] = 0.0
-            buf[4 * ROW + j] = 0.0
+            buf[4 * ROW + j] = INC[s, 0, lo + j]
             SPIKED[s, lo + j] = 0
-        # each synapse type's conductance: decay, this step's arrivals, then into the sums
-        for t in range(GS.shape[0]):
+        # further synapse types: each decays and takes its arrivals, then into the sums
+        for t in range(1, n_types):
             decay = syn_decay[t]
             e_rev = e_syn[t]
+            row = ({n_rows} + t - 1) * ROW
             for j in range(w):
-                g = GS[t, lo + j] * decay + INC[s, t, lo + j]
-                GS[t, lo + j] = g
-                buf[3 * ROW + j] += g
-                buf[4 * ROW + j] += g * e_rev
+                g = buf[row + j] * decay + INC[s, t, lo + j]
+                buf[row + j] = g
+                if t == 1:
+                    buf[{g_rest} * ROW + j] = g
+                    buf[{ge_rest} * ROW + j] = g * e_rev
+                else:
+                    buf[{g_rest} * ROW + j] += g
+                    buf[{ge_rest} * ROW + j] += g * e_rev
 {step}
 {spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
@@ -903,10 +917,30 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
                 V_rec[r, lo + j] = buf[j]
     for j in range(w):
         V[lo + j] = buf[j]
+        GS[0, lo + j] = buf[3 * ROW + j]
+    for t in range(1, n_types):
+        for j in range(w):
+            GS[t, lo + j] = buf[({n_rows} + t - 1) * ROW + j]
     for k in range(N_STATES):
         for j in range(w):
             S[k, lo + j] = buf[(5 + k) * ROW + j]
 '''
+
+#: The synaptic lines of a network step (both kernels): the first type's conductance decays
+#: and takes its arrivals (``inc``); the other types' sums ``g_rest``, ``ge_rest`` (zero with
+#: one type) come from the block's loop over them.
+_NET_SYNAPSE = ["gs = g_syn * syn_decay0 + inc", "g_tot = g_sum + gs + g_rest",
+                "ge_tot = ge_sum + gs * e_syn0 + ge_rest"]
+
+
+def _net_rows(cs: ChannelSet) -> dict[str, int]:
+    """The network block's fixed rows by name (the staged step's spill rows follow)."""
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    rows = {"v": 0, "i_inj": 2, "g_syn": 3, "inc": 4}
+    rows.update({f"s{k}": 5 + k for k in range(n_states)})
+    rows.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
+    rows.update({"g_rest": 5 + n_states + n_params, "ge_rest": 6 + n_states + n_params})
+    return rows
 
 
 def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
@@ -914,23 +948,22 @@ def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
 
     A neuron's step is :func:`fusekit.ops.ion_symbolic.cable_value_step_source` (new states
     and conductance sums from the traced graph, exponentials shared) plus the synaptic
-    conductance and the backward-Euler potential, cut into vector loops by
+    conductances and the backward-Euler potential, cut into vector loops by
     :func:`staged_loops` as in ``ion_block``.
     """
     from ...ops.ion_symbolic import cable_value_step_source
 
-    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    n_states = len(cs.state_names)
     body, consts = cable_value_step_source(cs, "")
-    body += ["g_tot = g_sum + g_syn", "ge_tot = ge_sum + ge_syn", "k_ = dt / p0",
+    body += [*_NET_SYNAPSE, "k_ = dt / p0",
              "v_n = (v + k_ * (ge_tot + i_inj)) / (ONE + k_ * g_tot)"]
-    rows = {"v": 0, "i_inj": 2, "g_syn": 3, "ge_syn": 4}
-    rows.update({f"s{k}": 5 + k for k in range(n_states)})
-    rows.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
+    rows = _net_rows(cs)
     stores = [f"buf[{5 + k} * ROW + j] = s{k}_n" for k in range(n_states)]
-    stores += ["buf[ROW + j] = v_old", "buf[j] = v_n"]
-    fixed = 5 + n_states + n_params
+    stores += ["buf[3 * ROW + j] = gs", "buf[ROW + j] = v_old", "buf[j] = v_n"]
+    fixed = len(rows) + 1  # and row 1, v before the step
     step, n_spill = staged_loops(body, rows, fixed, None, " " * 8, ["v_old = buf[j]"], stores)
-    text = _NET_TEMPLATE.format(step=step, n_rows=fixed + n_spill, spikes=_NET_SPIKES)
+    text = _NET_TEMPLATE.format(step=step, n_rows=fixed + n_spill, spikes=_NET_SPIKES,
+                                g_rest=rows["g_rest"], ge_rest=rows["ge_rest"])
     return text, n_spill, consts
 
 
@@ -964,13 +997,19 @@ _NET_ONE_LOOP = """        for j in range(w):
             v = buf[j]
             v_old = v
             i_inj = buf[2 * ROW + j]
+            g_syn = buf[3 * ROW + j]
+            inc = buf[4 * ROW + j]
+            g_rest = buf[{g_rest} * ROW + j]
+            ge_rest = buf[{ge_rest} * ROW + j]
 {loads}
 {body}
-            g_sum = g_sum + buf[3 * ROW + j]
-            ge_sum = ge_sum + buf[4 * ROW + j]
+{synapse}
+            g_sum = g_tot
+            ge_sum = ge_tot
             k_ = dt / p0
             v = (v + k_ * (ge_sum + i_inj)) / (ONE + k_ * g_sum)
 {stores}
+            buf[3 * ROW + j] = gs
             buf[ROW + j] = v_old
             buf[j] = v"""
 
@@ -981,17 +1020,20 @@ def network_source(cs: ChannelSet) -> str:
     The template of :func:`network_staged_source` with the step in one loop that calls the
     compiled channel functions (``step_source``).
     """
-    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    n_states = len(cs.state_names)
     ind = " " * 12
     body, _ = step_source(cs, ind, voltage=False)
-    row = {f"s{k}": 5 + k for k in range(n_states)}
-    row.update({f"p{k}": 5 + n_states + k for k in range(n_params)})
-    loads = [f"{ind}{name} = buf[{r} * ROW + j]" for name, r in row.items()]
+    rows = _net_rows(cs)
+    loads = [f"{ind}{name} = buf[{r} * ROW + j]" for name, r in rows.items()
+             if name[0] in "sp" and name[1:].isdigit()]
     stores = [f"{ind}buf[{5 + k} * ROW + j] = s{k}" for k in range(n_states)]
-    step = _NET_ONE_LOOP.format(loads="\n".join(loads), body="\n".join(body),
-                                stores="\n".join(stores) or f"{ind}pass")
-    return _NET_TEMPLATE.format(step=step, n_rows=5 + n_states + n_params,
-                                spikes=_NET_SPIKES)
+    step = _NET_ONE_LOOP.format(
+        loads="\n".join(loads), body="\n".join(body),
+        synapse="\n".join(ind + line for line in _NET_SYNAPSE),
+        stores="\n".join(stores) or f"{ind}pass", g_rest=rows["g_rest"],
+        ge_rest=rows["ge_rest"])
+    return _NET_TEMPLATE.format(step=step, n_rows=len(rows) + 1, spikes=_NET_SPIKES,
+                                g_rest=rows["g_rest"], ge_rest=rows["ge_rest"])
 
 
 def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
