@@ -481,6 +481,8 @@ def test_typed_run_in_two_calls_equals_one_call(backend):
     (dict(tau_syn=[3.0, 8.0], e_syn=[0.0, -80.0, -70.0]), "one value per synapse type"),
     (dict(tau_syn=[3.0, -1.0], synapse_type="types"), "tau_syn must be a positive"),
     (dict(tau_syn=[], e_syn=0.0), "at least one synapse type"),
+    (dict(tau_syn="3.0"), "tau_syn must be a number or a sequence of numbers"),
+    (dict(e_syn=None), "e_syn must be a number or a sequence of numbers"),
     (dict(e_syn=[0.0, float("nan")], synapse_type="types"), "e_syn must be a finite"),
     (dict(tau_syn=[3.0, 8.0], synapse_type="types+2"), r"synapse_type must lie in \[0, 2\)"),
     (dict(tau_syn=[3.0, 8.0], synapse_type="short"), "synapse_type must be an int"),
@@ -540,3 +542,13 @@ def test_torch_network_with_two_types_matches_the_reference_and_trains_both():
     fired = np.repeat(ref.spike_count > 0, np.diff(indptr))
     for k in (0, 1):  # gradients reach the weights of both types from neurons that fired
         assert float(w.grad[t((types == k) & fired)].abs().sum()) > 0
+
+
+def test_numpy_scalars_serve_as_one_synapse_type():
+    args, _ = _ei_network(n=30, seed=18)
+    args = (*args[:4], np.zeros(30), *args[5:])
+    kw = dict(channels=HH, dt=0.025, n_steps=200, delay_steps=20, backend="reference")
+    a = fusekit.ops.network_simulate(*args, tau_syn=np.float32(4.0), e_syn=np.int64(0), **kw)
+    b = fusekit.ops.network_simulate(*args, tau_syn=4.0, e_syn=0.0, **kw)
+    assert a.g_syn.shape == (30,)
+    np.testing.assert_array_equal(a.v, b.v)

@@ -939,8 +939,10 @@ def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[fl
         if isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool):
             return None
         try:
+            if isinstance(x, str | bytes):
+                raise TypeError
             vals = tuple(float(e) for e in x)
-        except TypeError:
+        except (TypeError, ValueError):
             raise InputError(f"{op}: {name} must be a number or a sequence of numbers (one per "
                              f"synapse type), got {x!r}") from None
         if not vals:
@@ -952,18 +954,17 @@ def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[fl
         raise InputError(f"{op}: tau_syn and e_syn must have one value per synapse type, got "
                          f"{len(taus)} and {len(es)}")
     n_types = len(taus if taus is not None else es if es is not None else (0.0,))
-    taus_t = taus if taus is not None else (tau_syn,) * n_types
-    es_t = es if es is not None else (e_syn,) * n_types
+    taus_t = taus if taus is not None else (float(tau_syn),) * n_types
+    es_t = es if es is not None else (float(e_syn),) * n_types
     for tau in taus_t:
-        if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 0):
+        if not (math.isfinite(tau) and tau > 0):
             raise InputError(f"{op}: tau_syn must be a positive time constant in ms (per "
                              f"synapse type), got {tau_syn!r}")
     for e in es_t:
-        if not (isinstance(e, int | float) and math.isfinite(e)):
+        if not math.isfinite(e):
             raise InputError(f"{op}: e_syn must be a finite potential in mV (per synapse "
                              f"type), got {e_syn!r}")
-    return (tuple(float(t) for t in taus_t), tuple(float(e) for e in es_t),
-            taus is not None or es is not None)
+    return taus_t, es_t, taus is not None or es is not None
 
 
 network_simulate_op = Op(
