@@ -552,3 +552,10 @@ def test_numpy_scalars_serve_as_one_synapse_type():
     b = fusekit.ops.network_simulate(*args, tau_syn=4.0, e_syn=0.0, **kw)
     assert a.g_syn.shape == (30,)
     np.testing.assert_array_equal(a.v, b.v)
+    # the types given explicitly (all 0) take the typed delivery: the same run
+    for backend in CPU_BACKENDS:
+        c = fusekit.ops.network_simulate(*args, tau_syn=4.0, e_syn=0.0,
+                                         synapse_type=np.zeros(args[6].shape[0], np.int64),
+                                         **{**kw, "backend": backend})
+        np.testing.assert_allclose(c.v, b.v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(c.arrivals, b.arrivals, rtol=1e-12, atol=1e-15)

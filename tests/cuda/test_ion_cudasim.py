@@ -215,7 +215,7 @@ def test_network_launches_carry_spikes_in_flight_like_one_run():
     S, P, i_ext = HH.initial_states(n), HH.default_params(n), np.zeros(n)
     indptr, indices = np.array([0, 2, 3, 3, 3]), np.array([1, 2, 3])
     weights = np.array([5.0, 0.5, 5.0])
-    types = np.zeros(3, np.int64)
+    types = np.zeros(0, np.int64)  # empty: every synapse of type 0 (the one-type form)
     kw = dict(dt=0.05, delay_steps=delay, spike_threshold=0.0, max_spikes=2)
     ref = network_simulate_reference(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices,
                                      weights, np.zeros((delay, 1, n)), types, channels=HH,

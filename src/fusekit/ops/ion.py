@@ -899,13 +899,14 @@ def _check_network_simulate(
     idx = np.asarray(indices)
     if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
-    if tuple(synapse_type.shape) != (nnz,) or array_dtype(synapse_type) not in ("int32",
-                                                                              "int64"):
+    # (0,): every synapse is of type 0 (what network_simulate passes for one type)
+    if (tuple(synapse_type.shape) not in ((nnz,), (0,))
+            or array_dtype(synapse_type) not in ("int32", "int64")):
         raise InputError(f"{op}: synapse_type must be an int ({nnz},) array (the type of every "
                          f"synapse), got {tuple(synapse_type.shape)} "
                          f"{array_dtype(synapse_type)}")
     types = np.asarray(synapse_type)
-    if nnz and (int(types.min()) < 0 or int(types.max()) >= n_types):
+    if types.size and (int(types.min()) < 0 or int(types.max()) >= n_types):
         raise InputError(f"{op}: synapse_type must lie in [0, {n_types}): {n_types} synapse "
                          f"types are declared by tau_syn and e_syn")
     require_finite(op, "weights", weights)
@@ -1060,8 +1061,7 @@ def network_simulate(
             raise InputError(f"network_simulate: {n_types} synapse types are declared by "
                              f"tau_syn and e_syn; give synapse_type, the type of every synapse "
                              f"(int (nnz,) in [0, {n_types}))")
-        nnz = indices.shape[0] if hasattr(indices, "shape") and len(indices.shape) else 0
-        synapse_type = _zeros_like(indices)((nnz,))
+        synapse_type = _zeros_like(indices)((0,))  # empty: every synapse is of type 0
     out = network_simulate_op.run(
         (v0, states0, params, i_ext, g_syn0, indptr, indices, weights, arrivals0,
          synapse_type),
@@ -1099,6 +1099,8 @@ def network_simulate_reference(
     # ring[k % delay_steps]: arrivals at step k, one row per synapse type
     ring = arrivals0.astype(np.float64)
     types = np.asarray(synapse_type, dtype=np.int64)
+    if types.size == 0:  # every synapse of type 0
+        types = np.zeros(w.shape[0], np.int64)
     decay = np.exp(-dt / np.array(tau_syn))[:, None]
     e_rev = np.array(e_syn)[:, None]
     for step in range(n_steps):

@@ -984,10 +984,16 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, types, dt, n_st
             for t in range(INC.shape[1]):
                 for j in range(n):
                     INC[s, t, j] = 0
-            for j in range(n):
-                if SPIKED[s, j]:
-                    for e in range(indptr[j], indptr[j + 1]):
-                        INC[s, types[e], indices[e]] += weights[e]
+            if types.shape[0] == 0:  # every synapse of type 0: no type to read
+                for j in range(n):
+                    if SPIKED[s, j]:
+                        for e in range(indptr[j], indptr[j + 1]):
+                            INC[s, 0, indices[e]] += weights[e]
+            else:
+                for j in range(n):
+                    if SPIKED[s, j]:
+                        for e in range(indptr[j], indptr[j + 1]):
+                            INC[s, types[e], indices[e]] += weights[e]
 '''
 
 _net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)

@@ -507,7 +507,8 @@ def _deliver(SPIKED, w_len, indptr, indices, weights, types, INC):  # noqa: N803
     for s in range(w_len):
         if SPIKED[s, j]:
             for e in range(indptr[j], indptr[j + 1]):
-                cuda.atomic.add(INC, (s, types[e], indices[e]), weights[e])
+                t = types[e] if types.shape[0] else 0  # empty: every synapse of type 0
+                cuda.atomic.add(INC, (s, t, indices[e]), weights[e])
 
 
 def network_source(cs: ChannelSet) -> str:
