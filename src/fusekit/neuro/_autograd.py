@@ -15,7 +15,6 @@ full-history oracle that the checkpointed gradient is tested against.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -443,7 +442,7 @@ def network_simulate_torch(
     """
     import torch
 
-    from ..ops.ion import NetworkSimulation, synapse_kinds
+    from ..ops.ion import NetworkSimulation, synapse_decays, synapse_kinds
     from ..ops.ion_channel import gates_and_conductances
 
     for name, t in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext),
@@ -499,8 +498,7 @@ def network_simulate_torch(
         return torch.as_tensor(x, dtype=v0.dtype, device=v0.device)
 
     zeros = v0.new_zeros(n_types * n)
-    decay = torch.tensor([math.exp(-dt / tau) for tau in taus], dtype=v0.dtype,
-                         device=v0.device)[:, None]
+    decay = torch.tensor(synapse_decays(dt, taus), dtype=v0.dtype, device=v0.device)[:, None]
     e_rev = torch.tensor(es, dtype=v0.dtype, device=v0.device)[:, None]
     rec = _Recorder(v0, max_spikes, record_every)
 

@@ -171,15 +171,10 @@ def accuracy_under_noise(model: torch.nn.Module, X: torch.Tensor, y: torch.Tenso
             g = torch.Generator().manual_seed(
                 (seed * 1_000_003 + round(float(sigma) * 10_000)) * 1_009 + d
                 + (7_919 if per_step else 0))
-            if per_step:
-                shape = (model.n_steps, *X.shape)
-                noisy = X + sigma * torch.randn(shape, generator=g, dtype=X.dtype)
-                pred = torch.cat([model(noisy[:, i:i + 256]).argmax(1)
-                                  for i in range(0, X.shape[0], 256)])
-            else:
-                noisy = X + sigma * torch.randn(X.shape, generator=g, dtype=X.dtype)
-                pred = torch.cat([model(noisy[i:i + 256]).argmax(1)
-                                  for i in range(0, X.shape[0], 256)])
+            shape = (model.n_steps, *X.shape) if per_step else X.shape
+            noisy = X + sigma * torch.randn(shape, generator=g, dtype=X.dtype)
+            pred = torch.cat([model(noisy[..., i:i + 256, :]).argmax(1)  # batches of images
+                              for i in range(0, X.shape[0], 256)])
             accs.append(float((pred == y).double().mean()))
         out[float(sigma)] = (float(np.mean(accs)), float(np.std(accs)))
     return out

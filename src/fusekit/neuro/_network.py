@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
-from ..ops.ion import NetworkSimulation
+from ..ops.ion import NetworkSimulation, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 
 
@@ -52,7 +52,6 @@ class Network:
                  delay: float = 1.0, tau_syn: float | Sequence[float] = 5.0,
                  e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
                  v0: float = -65.0, dtype: Any = np.float64, **params: Any):
-        from ..ops.ion import synapse_kinds
 
         if isinstance(connectivity, tuple):
             indptr, indices, weights = connectivity

@@ -968,6 +968,11 @@ def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[fl
     return taus_t, es_t, taus is not None or es is not None
 
 
+def synapse_decays(dt: float, tau_syn: Sequence[float]) -> tuple[float, ...]:
+    """Each synapse type's conductance factor per step, ``exp(-dt / tau_syn)``."""
+    return tuple(math.exp(-dt / tau) for tau in tau_syn)
+
+
 network_simulate_op = Op(
     name="network_simulate",
     family="ion",
@@ -1101,7 +1106,7 @@ def network_simulate_reference(
     types = np.asarray(synapse_type, dtype=np.int64)
     if types.size == 0:  # every synapse of type 0
         types = np.zeros(w.shape[0], np.int64)
-    decay = np.exp(-dt / np.array(tau_syn))[:, None]
+    decay = np.array(synapse_decays(dt, tau_syn))[:, None]
     e_rev = np.array(e_syn)[:, None]
     for step in range(n_steps):
         slot = step % delay_steps

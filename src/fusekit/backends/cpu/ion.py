@@ -896,6 +896,10 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
             buf[4 * ROW + j] = INC[s, 0, lo + j]
             SPIKED[s, lo + j] = 0
         # further synapse types: each decays and takes its arrivals, then into the sums
+        if n_types > 1:
+            for j in range(w):
+                buf[{g_rest} * ROW + j] = 0.0
+                buf[{ge_rest} * ROW + j] = 0.0
         for t in range(1, n_types):
             decay = syn_decay[t]
             e_rev = e_syn[t]
@@ -903,12 +907,8 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
             for j in range(w):
                 g = buf[row + j] * decay + INC[s, t, lo + j]
                 buf[row + j] = g
-                if t == 1:
-                    buf[{g_rest} * ROW + j] = g
-                    buf[{ge_rest} * ROW + j] = g * e_rev
-                else:
-                    buf[{g_rest} * ROW + j] += g
-                    buf[{ge_rest} * ROW + j] += g * e_rev
+                buf[{g_rest} * ROW + j] += g
+                buf[{ge_rest} * ROW + j] += g * e_rev
 {step}
 {spikes}
         if record_every > 0 and (step + 1) % record_every == 0:
@@ -984,16 +984,11 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, types, dt, n_st
             for t in range(INC.shape[1]):
                 for j in range(n):
                     INC[s, t, j] = 0
-            if types.shape[0] == 0:  # every synapse of type 0: no type to read
-                for j in range(n):
-                    if SPIKED[s, j]:
-                        for e in range(indptr[j], indptr[j + 1]):
-                            INC[s, 0, indices[e]] += weights[e]
-            else:
-                for j in range(n):
-                    if SPIKED[s, j]:
-                        for e in range(indptr[j], indptr[j + 1]):
-                            INC[s, types[e], indices[e]] += weights[e]
+            typed = types.shape[0] > 0  # empty: every synapse of type 0, no type to read
+            for j in range(n):
+                if SPIKED[s, j]:
+                    for e in range(indptr[j], indptr[j + 1]):
+                        INC[s, types[e] if typed else 0, indices[e]] += weights[e]
 '''
 
 _net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
@@ -1003,10 +998,6 @@ _NET_ONE_LOOP = """        for j in range(w):
             v = buf[j]
             v_old = v
             i_inj = buf[2 * ROW + j]
-            g_syn = buf[3 * ROW + j]
-            inc = buf[4 * ROW + j]
-            g_rest = buf[{g_rest} * ROW + j]
-            ge_rest = buf[{ge_rest} * ROW + j]
 {loads}
 {body}
 {synapse}
@@ -1031,13 +1022,12 @@ def network_source(cs: ChannelSet) -> str:
     body, _ = step_source(cs, ind, voltage=False)
     rows = _net_rows(cs)
     loads = [f"{ind}{name} = buf[{r} * ROW + j]" for name, r in rows.items()
-             if name[0] in "sp" and name[1:].isdigit()]
+             if name not in ("v", "i_inj")]  # the template reads those two itself
     stores = [f"{ind}buf[{5 + k} * ROW + j] = s{k}" for k in range(n_states)]
     step = _NET_ONE_LOOP.format(
         loads="\n".join(loads), body="\n".join(body),
         synapse="\n".join(ind + line for line in _NET_SYNAPSE),
-        stores="\n".join(stores) or f"{ind}pass", g_rest=rows["g_rest"],
-        ge_rest=rows["ge_rest"])
+        stores="\n".join(stores) or f"{ind}pass")
     return _NET_TEMPLATE.format(step=step, n_rows=len(rows) + 1, spikes=_NET_SPIKES,
                                 g_rest=rows["g_rest"], ge_rest=rows["ge_rest"])
 
@@ -1080,8 +1070,6 @@ def network_simulate_cpu(
     ``arrivals0``, and after the last window the rows that no window read are those in
     flight: the arrivals at step ``n_steps + x`` are in row ``(n_steps + x) % delay_steps``.
     """
-    import math
-
     cs = channel_set(channels)
     dtype = v0.dtype
     scalar = dtype.type
@@ -1101,7 +1089,7 @@ def network_simulate_cpu(
             I_ext, 1 if i_ext.ndim == 2 else 0, GS, np.ascontiguousarray(indptr, np.int64),
             np.ascontiguousarray(indices, np.int64), np.ascontiguousarray(weights),
             np.ascontiguousarray(synapse_type, np.int64), scalar(dt), n_steps, delay_steps,
-            np.array([math.exp(-dt / tau) for tau in tau_syn], dtype=dtype),
+            np.array(ion.synapse_decays(dt, tau_syn), dtype=dtype),
             np.array(e_syn, dtype=dtype), record_every, scalar(spike_threshold), max_spikes,
             V_rec, counts, times, INC,
             np.zeros((delay_steps, n), np.uint8),

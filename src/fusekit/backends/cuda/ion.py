@@ -596,8 +596,7 @@ def network_simulate_cuda(
             ("counts", counts), ("times", times),
             ("INC", INC),
             ("SPIKED", cupy.zeros((delay_steps, n), dtype=cupy.uint8)),
-            ("SYN", cupy.asarray([[math.exp(-dt / tau) for tau in tau_syn], list(e_syn)],
-                                 dtype=dtype)),
+            ("SYN", cupy.asarray([ion.synapse_decays(dt, tau_syn), e_syn], dtype=dtype)),
         ]
         network_simulate_launch(
             *(to_device(name, a, stream) for name, a in arrays), channels=channels, dt=dt,
