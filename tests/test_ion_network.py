@@ -94,6 +94,61 @@ def test_bad_connectivity_is_refused(kwargs, match):
                                      tau_syn=args["tau_syn"], backend="reference")
 
 
+class DeviceOnly:
+    """An int array that, like CuPy's, refuses to become a NumPy array (only its own ops)."""
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def __getitem__(self, key):
+        return DeviceOnly(self._a[key])
+
+    def __lt__(self, other):
+        return DeviceOnly(self._a < other._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def any(self):
+        return DeviceOnly(self._a.any())
+
+    def min(self):
+        return DeviceOnly(self._a.min())
+
+    def max(self):
+        return DeviceOnly(self._a.max())
+
+
+@pytest.mark.parametrize("indptr, indices, types, match", [
+    ([0, 1, 2, 2], [1, 2], [0, 1], None),
+    ([0, 2, 1, 2], [1, 2], [0, 1], "indptr must start at 0, never decrease"),
+    ([0, 1, 2, 2], [1, 3], [0, 1], r"indices \(postsynaptic neurons\) must lie in"),
+    ([0, 1, 2, 2], [1, 2], [0, 2], r"synapse_type must lie in \[0, 2\)"),
+])
+def test_connectivity_checks_never_copy_to_the_host(indptr, indices, types, match):
+    """The op's checks of the CSR arrays and synapse types run on device arrays (CuPy)."""
+    from fusekit.ops.ion import _check_network_simulate
+
+    v0, S, P, _ = population(3)
+    args = (v0, S, P, np.zeros(3), np.zeros((2, 3)), DeviceOnly(np.array(indptr)),
+            DeviceOnly(np.array(indices)), np.array([0.1, 0.1]), np.zeros((4, 2, 3)),
+            DeviceOnly(np.array(types)))
+    kw = dict(channels=HH, dt=0.025, n_steps=2, delay_steps=4, tau_syn=(3.0, 8.0),
+              e_syn=(0.0, -80.0))
+    if match is None:
+        assert _check_network_simulate(*args, **kw) == "float64"
+    else:
+        with pytest.raises(fusekit.InputError, match=match):
+            _check_network_simulate(*args, **kw)
+
+
 def test_network_object_wraps_the_op_and_keeps_state():
     import scipy.sparse as sp
 

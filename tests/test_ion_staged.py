@@ -58,3 +58,28 @@ def test_staged_loops_carry_values_between_stages():
     # one stage: no spill rows, everything in one loop
     text, n_spill = staged_loops(body, {"v": 0, "p0": 3}, 4, 1, "")
     assert n_spill == 0 and text.count("for j in range(w):") == 1
+
+
+def test_lines_of_parameters_only_leave_the_step_loop():
+    from fusekit.backends.cpu.ion import generated_source, hoist_invariants
+
+    body = ["k = dt / p0", "q = k * K1", "g = p1 * p2", "a = EXP(v)", "b = a * q",
+            "c = g * s0", "v_n = v + b + c", "v = v_n"]
+    rows = {"v": 0, "s0": 3, "p0": 4, "p1": 5, "p2": 6}
+    pre, rest, new_rows = hoist_invariants(body, rows, ["p0", "p1", "p2"], 7, "")
+    # every line that reads only parameters, dt, constants or such lines is hoisted ...
+    assert rest == ["a = EXP(v)", "b = a * q", "c = g * s0", "v_n = v + b + c", "v = v_n"]
+    assert new_rows == {**rows, "k": 7, "q": 8, "g": 9}
+    # ... into one loop that loads the parameters once and stores into the new rows
+    assert pre.count("for j in range(w):") == 1
+    for line in ("p0 = buf[4 * ROW + j]", "k = dt / p0", "buf[8 * ROW + j] = q",
+                 "buf[9 * ROW + j] = g"):
+        assert line in pre
+    assert "s0" not in pre and "EXP" not in pre
+    # nothing to hoist: no loop, the body unchanged
+    pre, again, same = hoist_invariants(rest, new_rows, ["p0", "p1", "p2"], 10, "")
+    assert pre == "" and again == rest and same == new_rows
+    # squid HH: dt / c_m is computed once per call, before the step loop
+    src = generated_source(SETS["hh"])
+    head, steps = src.split("for step in range(n_steps):")
+    assert "dt / p0" in head and "dt / p0" not in steps

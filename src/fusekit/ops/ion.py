@@ -886,18 +886,19 @@ def _check_network_simulate(
         raise InputError(f"{op}: indptr must be an int ({n + 1},) array (CSR rows: the "
                          f"presynaptic neurons), got {tuple(indptr.shape)} "
                          f"{array_dtype(indptr)}")
-    ptr = np.asarray(indptr)
     nnz = indices.shape[0] if indices.ndim == 1 else -1
     if (indices.ndim != 1 or array_dtype(indices) not in ("int32", "int64")
             or tuple(weights.shape) != (nnz,) or array_dtype(weights) != dtype):
         raise InputError(f"{op}: indices must be an int (nnz,) array and weights a (nnz,) "
                          f"{dtype} array, got {tuple(indices.shape)} {array_dtype(indices)} "
                          f"and {tuple(weights.shape)} {array_dtype(weights)}")
-    if ptr[0] != 0 or ptr[-1] != nnz or bool((np.diff(ptr) < 0).any()):
+    # The structural checks use the arrays' own operations (NumPy, CuPy or torch alike): a
+    # CuPy array refuses to become a NumPy one.
+    if (int(indptr[0]) != 0 or int(indptr[-1]) != nnz
+            or bool((indptr[1:] < indptr[:-1]).any())):
         raise InputError(f"{op}: indptr must start at 0, never decrease and end at nnz = "
                          f"{nnz} (scipy.sparse.csr_matrix(...).indptr has this form)")
-    idx = np.asarray(indices)
-    if nnz and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n):
         raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
     # (0,): every synapse is of type 0 (what network_simulate passes for one type)
     if (tuple(synapse_type.shape) not in ((nnz,), (0,))
@@ -905,8 +906,8 @@ def _check_network_simulate(
         raise InputError(f"{op}: synapse_type must be an int ({nnz},) array (the type of every "
                          f"synapse), got {tuple(synapse_type.shape)} "
                          f"{array_dtype(synapse_type)}")
-    types = np.asarray(synapse_type)
-    if types.size and (int(types.min()) < 0 or int(types.max()) >= n_types):
+    if synapse_type.shape[0] and (int(synapse_type.min()) < 0
+                                  or int(synapse_type.max()) >= n_types):
         raise InputError(f"{op}: synapse_type must lie in [0, {n_types}): {n_types} synapse "
                          f"types are declared by tau_syn and e_syn")
     require_finite(op, "weights", weights)

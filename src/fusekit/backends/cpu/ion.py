@@ -107,6 +107,7 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
     for k in range(N_PARAMS):
         for j in range(w):
             buf[(3 + N_STATES + k) * ROW + j] = P[k, lo + j]
+{prelude}
     for step in range(n_steps):
         if i_rows:
             for j in range(w):
@@ -330,11 +331,15 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
     rows.update({f"s{k}": 3 + k for k in range(n_states)})
     rows.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
     states = [f"s{k}" for k in range(n_states)]
+    fixed = 3 + n_states + n_params
+    prelude, body, rows = hoist_invariants(body, rows, [f"p{k}" for k in range(n_params)],
+                                           fixed, " " * 4)
+    fixed = len(rows) + 1  # and row 1, v before the step
     step, n_spill = staged_loops(
-        body, rows, 3 + n_states + n_params, stages, " " * 8, ["v_old = buf[j]"],
+        body, rows, fixed, stages, " " * 8, ["v_old = buf[j]"],
         [*(f"buf[{rows[s]} * ROW + j] = {s}" for s in states), "buf[ROW + j] = v_old",
          "buf[j] = v"])
-    return _TEMPLATE.format(step=step, n_rows=3 + n_states + n_params + n_spill,
+    return _TEMPLATE.format(prelude=prelude, step=step, n_rows=fixed + n_spill,
                             spikes=spikes_source())
 
 
@@ -352,6 +357,49 @@ def _line_cost(expr: str) -> int:
         if key in expr:
             return _COST[key[:-1]]
     return _COST["/"] if "/" in expr else 4
+
+
+def hoist_invariants(body: list[str], rows: dict[str, int], invariant: Collection[str],
+                     first_row: int, indent: str) -> tuple[str, list[str], dict[str, int]]:
+    """Take the lines of a step that read only ``invariant`` inputs out of the step loop.
+
+    ``body`` and ``rows`` as :func:`staged_loops` takes them; ``invariant``: the inputs that
+    do not change over a call (the parameter rows; ``dt`` and the ``K`` constants never
+    change). A line is hoisted when every name it reads is invariant, a hoisted line's
+    target or a constant, and it reads at least one invariant row (``dt / p0`` for squid
+    HH: a division per step fewer). Returns a vector loop over the block that computes the
+    hoisted values into rows from ``first_row`` on (to run once per call, before the step
+    loop), the remaining body, and ``rows`` with the hoisted values' rows added (the step's
+    loops load them from there). The same expression is evaluated, so results are
+    bit-identical to the step computing it every time.
+    """
+    parsed = []
+    for line in body:
+        target, expr = (x.strip() for x in line.split("=", 1))
+        parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
+    targets = {t for t, _, _ in parsed}
+    hoisted: list[tuple[str, str, list[str]]] = []
+    kept: list[str] = []
+    stable = set(invariant)
+    for line, (target, expr, deps) in zip(body, parsed, strict=True):
+        varying = [d for d in deps if (d in rows or d in targets) and d not in stable]
+        if not varying and target not in rows and any(d in stable for d in deps):
+            hoisted.append((target, expr, deps))
+            stable.add(target)
+        else:
+            kept.append(line)
+    new_rows = dict(rows)
+    for i, (target, _, _) in enumerate(hoisted):
+        new_rows[target] = first_row + i
+    if not hoisted:
+        return "", kept, new_rows
+    inner = indent + "    "
+    loads = dict.fromkeys(d for _, _, deps in hoisted for d in deps if d in rows)
+    out = [f"{indent}for j in range(w):"]
+    out += [f"{inner}{d} = buf[{rows[d]} * ROW + j]" for d in loads]
+    out += [f"{inner}{t} = {e}" for t, e, _ in hoisted]
+    out += [f"{inner}buf[{new_rows[t]} * ROW + j] = {t}" for t, _, _ in hoisted]
+    return "\n".join(out), kept, new_rows
 
 
 def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: int | None,
@@ -887,6 +935,7 @@ def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
     for k in range(N_PARAMS):
         for j in range(w):
             buf[(5 + N_STATES + k) * ROW + j] = P[k, lo + j]
+{prelude}
     for s in range(w_len):
         step = w0 + s
         if i_rows:
@@ -960,10 +1009,13 @@ def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
     rows = _net_rows(cs)
     stores = [f"buf[{5 + k} * ROW + j] = s{k}_n" for k in range(n_states)]
     stores += ["buf[3 * ROW + j] = gs", "buf[ROW + j] = v_old", "buf[j] = v_n"]
+    prelude, body, rows = hoist_invariants(body, rows, [p for p in rows if p[0] == "p"],
+                                           len(rows) + 1, " " * 4)
     fixed = len(rows) + 1  # and row 1, v before the step
     step, n_spill = staged_loops(body, rows, fixed, None, " " * 8, ["v_old = buf[j]"], stores)
-    text = _NET_TEMPLATE.format(step=step, n_rows=fixed + n_spill, spikes=_NET_SPIKES,
-                                g_rest=rows["g_rest"], ge_rest=rows["ge_rest"])
+    text = _NET_TEMPLATE.format(prelude=prelude, step=step, n_rows=fixed + n_spill,
+                                spikes=_NET_SPIKES, g_rest=rows["g_rest"],
+                                ge_rest=rows["ge_rest"])
     return text, n_spill, consts
 
 
@@ -1028,7 +1080,7 @@ def network_source(cs: ChannelSet) -> str:
         loads="\n".join(loads), body="\n".join(body),
         synapse="\n".join(ind + line for line in _NET_SYNAPSE),
         stores="\n".join(stores) or f"{ind}pass")
-    return _NET_TEMPLATE.format(step=step, n_rows=len(rows) + 1, spikes=_NET_SPIKES,
+    return _NET_TEMPLATE.format(prelude="", step=step, n_rows=len(rows) + 1, spikes=_NET_SPIKES,
                                 g_rest=rows["g_rest"], ge_rest=rows["ge_rest"])
 
 

@@ -25,6 +25,7 @@ from .ion import (
     ROW_PAD,
     _compile_generated,
     graph_math,
+    hoist_invariants,
     spikes_source,
     staged_loops,
 )
@@ -54,6 +55,7 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
         for k in range(N_STATES):
             for j in range(w):
                 buf[(T0 + d * T_ROWS + 2 + k) * ROW + j] = DS[d, k, lo + j]
+{prelude}
     for step in range(n_steps):
         if i_rows:
             for j in range(w):
@@ -123,7 +125,11 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
             stores.append(f"buf[{base + 2 + k} * ROW + j] = ds{k}_{d}")
     stores += ["buf[ROW + j] = v_old", "buf[j] = v"]
     last = {line.split("=", 1)[0].strip() for line in body} - primal
-    step, n_spill = staged_loops(body, rows, lay["N_ROWS"], None, " " * 8, ["v_old = buf[j]"],
+    n_rows = len(rows)
+    prelude, body, rows = hoist_invariants(body, rows, [f"p{k}" for k in range(lay["N_PARAMS"])],
+                                           lay["N_ROWS"], " " * 4)
+    fixed = lay["N_ROWS"] + len(rows) - n_rows
+    step, n_spill = staged_loops(body, rows, fixed, None, " " * 8, ["v_old = buf[j]"],
                                  stores, last=last)
     spikes = spikes_source(in_slot=[
         "for d in range(N_DIR):",
@@ -131,7 +137,8 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
         "    dv_row = (ONE - f) * buf[row + ROW] + f * buf[row]",
         "    DTIMES[c, d, lo + j] = -dt * dv_row / (v - v_old)",
     ])
-    return _TEMPLATE.format(step=step, n_rows=lay["N_ROWS"] + n_spill, spikes=spikes), consts
+    text = _TEMPLATE.format(prelude=prelude, step=step, n_rows=fixed + n_spill, spikes=spikes)
+    return text, consts
 
 
 _kernels: dict[tuple[str, tuple[str, ...], str], Any] = {}
