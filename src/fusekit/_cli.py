@@ -55,7 +55,10 @@ def _bench(args: argparse.Namespace) -> int:
             cmd += ["-k", args.group]
         cmd += args.pytest_args
         print("$ " + " ".join(cmd), flush=True)
-        rc = subprocess.call(cmd, env={**os.environ, "FUSEKIT_BENCH": "1"})
+        # A pytest-xdist worker's variables (a test calling this) would make pytest-benchmark
+        # in the child think it runs under xdist and refuse to time anything.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+        rc = subprocess.call(cmd, env={**env, "FUSEKIT_BENCH": "1"})
         if report_path.exists() and report_path.stat().st_size:
             rows = comparison_rows(json.loads(report_path.read_text()))
             if rows:
