@@ -76,6 +76,10 @@ def test_lines_of_parameters_only_leave_the_step_loop():
                  "buf[9 * ROW + j] = g"):
         assert line in pre
     assert "s0" not in pre and "EXP" not in pre
+    # a name assigned twice (the untraced step re-uses names) is never hoisted
+    pre, again, _ = hoist_invariants(["a_ = dt / p0", "b = a_ * v", "a_ = b + p1"], rows,
+                                     ["p0", "p1"], 7, "")
+    assert pre == "" and again[0] == "a_ = dt / p0"
     # nothing to hoist: no loop, the body unchanged
     pre, again, same = hoist_invariants(rest, new_rows, ["p0", "p1", "p2"], 10, "")
     assert pre == "" and again == rest and same == new_rows

@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import types
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -331,9 +332,8 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
     rows.update({f"s{k}": 3 + k for k in range(n_states)})
     rows.update({f"p{k}": 3 + n_states + k for k in range(n_params)})
     states = [f"s{k}" for k in range(n_states)]
-    fixed = 3 + n_states + n_params
     prelude, body, rows = hoist_invariants(body, rows, [f"p{k}" for k in range(n_params)],
-                                           fixed, " " * 4)
+                                           3 + n_states + n_params, " " * 4)
     fixed = len(rows) + 1  # and row 1, v before the step
     step, n_spill = staged_loops(
         body, rows, fixed, stages, " " * 8, ["v_old = buf[j]"],
@@ -377,13 +377,15 @@ def hoist_invariants(body: list[str], rows: dict[str, int], invariant: Collectio
     for line in body:
         target, expr = (x.strip() for x in line.split("=", 1))
         parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
-    targets = {t for t, _, _ in parsed}
+    targets = Counter(t for t, _, _ in parsed)
     hoisted: list[tuple[str, str, list[str]]] = []
     kept: list[str] = []
     stable = set(invariant)
     for line, (target, expr, deps) in zip(body, parsed, strict=True):
         varying = [d for d in deps if (d in rows or d in targets) and d not in stable]
-        if not varying and target not in rows and any(d in stable for d in deps):
+        # a name assigned more than once (the untraced step re-uses a_, b_, ...) stays
+        if (not varying and target.isidentifier() and targets[target] == 1
+                and target not in rows and any(d in stable for d in deps)):
             hoisted.append((target, expr, deps))
             stable.add(target)
         else:
