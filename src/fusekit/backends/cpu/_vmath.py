@@ -7,7 +7,7 @@ bits), so a loop over neurons that calls them vectorises.
 
 ``x = n ln2 + r`` with ``n = round(x / ln2)`` (by adding 1.5 * 2^p, no float-to-int conversion)
 and ``|r| <= ln2 / 2``; ``exp(r)`` by a polynomial (float32: a degree-5 near-minimax fit,
-float64: the degree-12 Taylor polynomial, truncation below one unit in the last place);
+float64: a degree-10 near-minimax fit, truncation about one unit in the last place);
 ``2**n`` from its exponent bits. Arguments are clamped to the normal range (float32:
 ``[-87.3, 88.3]``, float64: ``[-708, 709]``), so the result is never infinite or subnormal.
 
@@ -130,7 +130,13 @@ _LOG2E64 = 1.4426950408889634
 _SHIFT64 = 6755399441055744.0  # 1.5 * 2**52
 _LN2HI64 = 6.93147180369123816490e-01  # fdlibm's split of ln 2: n * hi is exact
 _LN2LO64 = 1.90821492927058770002e-10
-_C64 = tuple(1.0 / float(np.prod(np.arange(1, k + 1), dtype=np.float64)) for k in range(13))
+#: exp(r) on |r| <= ln2/2 to relative error 2.9e-16 (exact arithmetic): degree 10, the
+#: interpolant at the 11 Chebyshev nodes of the interval (near-minimax), solved in 50-digit
+#: arithmetic and rounded to float64. The degree-12 Taylor polynomial it replaces needed two
+#: more FMAs per exp; the float64 HH forward ran 6.5% faster with it (session 10).
+_P64 = (1.0, 1.0000000000000067, 0.5000000000000006, 0.16666666666554406, 0.04166666666657314,
+        0.008333333385667782, 0.0013888888932488599, 0.00019841170270440067,
+        2.4801504346997686e-05, 2.764018079620985e-06, 2.7626357241447223e-07)
 
 
 @njit(**_F32_OPTIONS)
@@ -142,18 +148,16 @@ def exp_f64(x):
     kd = x * _LOG2E64 + _SHIFT64
     nf = kd - _SHIFT64
     r = (x - nf * _LN2HI64) - nf * _LN2LO64
-    p = _C64[12]
-    p = p * r + _C64[11]
-    p = p * r + _C64[10]
-    p = p * r + _C64[9]
-    p = p * r + _C64[8]
-    p = p * r + _C64[7]
-    p = p * r + _C64[6]
-    p = p * r + _C64[5]
-    p = p * r + _C64[4]
-    p = p * r + _C64[3]
-    p = p * r + _C64[2]
-    p = p * r + _C64[1]
-    p = p * r + _C64[0]
+    p = _P64[10]
+    p = p * r + _P64[9]
+    p = p * r + _P64[8]
+    p = p * r + _P64[7]
+    p = p * r + _P64[6]
+    p = p * r + _P64[5]
+    p = p * r + _P64[4]
+    p = p * r + _P64[3]
+    p = p * r + _P64[2]
+    p = p * r + _P64[1]
+    p = p * r + _P64[0]
     bits = (_float_bits_as_int(kd) + np.int64(1023)) << np.int64(52)
     return p * _int_bits_as_float(bits)
