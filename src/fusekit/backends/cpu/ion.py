@@ -327,7 +327,7 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
     """The Python source of the CPU kernel for ``cs`` (before compilation; for reading).
 
     ``stages``: vector loops per step (:func:`staged_loops`); by default one per
-    ``STAGE_DEPTH`` cycles of the step's dependency chain (3 for squid HH).
+    ``STAGE_DEPTH`` cycles of the step's dependency chain (5 for squid HH).
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     body, _, funcs = step_body(cs, "")
@@ -352,9 +352,11 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Rough latencies (cycles) used to cut a step into stages: exp, a division, anything else.
 _COST = {"EXP": 40, "VTRAP_E": 16, "VTRAP": 50, "/": 11}
 #: Cycles of dependency chain per stage when the stage count is automatic. Squid HH (a chain
-#: of about 200) in 3 stages ran 1.4-1.5x faster than in 1, float32 and float64 alike; 4-5
-#: stages measured about the same as 3 (docs/benchmarks.md).
-STAGE_DEPTH = 65
+#: of about 200) in 3 stages ran 1.4-1.5x faster than in 1 on Zen 3, float32 and float64
+#: alike, and 4-5 stages about the same as 3 there; on Zen 1 (a smaller out-of-order window,
+#: 256-bit operations split in two) 5 stages (40) ran 10% faster than 3 (65) in float32 and
+#: 5% in float64, forward mode 6%, the network 5% (docs/benchmarks.md).
+STAGE_DEPTH = 40
 
 
 def _line_cost(expr: str) -> int:
@@ -753,8 +755,9 @@ CABLE_BLOCK = 64
 
 
 #: Vector loops per compartment and step in the vectorised cable kernel (``None``: by the
-#: dependency chain, as the single-compartment kernel: 3 for squid HH, 1.2-1.5x faster than
-#: one loop on 200 cells of 20 compartments).
+#: dependency chain, as the single-compartment kernel: 3 for squid HH until session 10,
+#: 1.2-1.5x faster than one loop on 200 cells of 20 compartments; 5 since, 0-3% faster than 3
+#: on 256 cells of 20 compartments, one thread, Zen 1).
 CABLE_STAGES: int | None = None
 
 
