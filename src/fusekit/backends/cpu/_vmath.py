@@ -93,6 +93,15 @@ def prefetch(typingctx, arr, offset):  # noqa: ARG001 - Numba's intrinsic signat
     return types.void(arr, offset), codegen
 
 
+@njit(**_F32_OPTIONS)
+def _horner(coeffs, r):
+    """``sum(coeffs[k] * r**k)`` by Horner's rule (a tuple: unrolled and inlined by LLVM)."""
+    p = coeffs[-1]
+    for k in range(len(coeffs) - 2, -1, -1):
+        p = p * r + coeffs[k]
+    return p
+
+
 _LOG2E32 = np.float32(1.4426950408889634)
 _SHIFT32 = np.float32(12582912.0)  # 1.5 * 2**23
 _LN2HI32 = np.float32(0.693359375)  # exact in 9 bits: n * _LN2HI32 is exact for |n| < 2**15
@@ -116,12 +125,7 @@ def exp_f32(x):
     kd = x * _LOG2E32 + _SHIFT32
     nf = kd - _SHIFT32
     r = (x - nf * _LN2HI32) - nf * _LN2LO32
-    p = _P32[5]
-    p = p * r + _P32[4]
-    p = p * r + _P32[3]
-    p = p * r + _P32[2]
-    p = p * r + _P32[1]
-    p = p * r + _P32[0]
+    p = _horner(_P32, r)
     bits = np.int32((_float_bits_as_int(kd) + np.int32(127)) << np.int32(23))
     return p * _int_bits_as_float(bits)
 
@@ -148,16 +152,6 @@ def exp_f64(x):
     kd = x * _LOG2E64 + _SHIFT64
     nf = kd - _SHIFT64
     r = (x - nf * _LN2HI64) - nf * _LN2LO64
-    p = _P64[10]
-    p = p * r + _P64[9]
-    p = p * r + _P64[8]
-    p = p * r + _P64[7]
-    p = p * r + _P64[6]
-    p = p * r + _P64[5]
-    p = p * r + _P64[4]
-    p = p * r + _P64[3]
-    p = p * r + _P64[2]
-    p = p * r + _P64[1]
-    p = p * r + _P64[0]
+    p = _horner(_P64, r)
     bits = (_float_bits_as_int(kd) + np.int64(1023)) << np.int64(52)
     return p * _int_bits_as_float(bits)
