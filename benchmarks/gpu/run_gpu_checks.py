@@ -7,8 +7,8 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
 
 It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
 CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
-kron, fp8, kron_svd, spike, mst and ion_sensitivity kernels (spike, mst and ion_sensitivity
-with CuPy only; Borůvka on Delaunay graphs up to 2^20 vertices against the CPU's
+kron, fp8, kron_svd, spike, mst, network_simulate and ion_sensitivity kernels (spike, mst,
+network_simulate and ion_sensitivity with CuPy only; Borůvka on Delaunay graphs up to 2^20 vertices against the CPU's
 spike-Kruskal, with one timing line each), then four timing tables: ``kron_linear`` at
 LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64 factors) next to the dense ``x @ W.T``
 product and a cuBLAS reshape+matmul version written in torch, ``fp8_gemv`` on DeepSeek-V3
@@ -861,6 +861,56 @@ def time_kpsvd(checks: Checks, torch: Any, cupy: Any, repeats: int) -> None:
     )
 
 
+# ------------------------------------------------------------ network_simulate check
+
+#: Largest error allowed in the network check (float64, 50 ms), relative to the largest
+#: reference value: the device's exp and the atomic order of arrivals differ in the last bits.
+NET_TOL = 1e-8
+
+
+def network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None:
+    """An E/I HH network through the op on CuPy arrays (its checks too) against the reference.
+
+    300 neurons, 8% connectivity, 80% excitatory (0 mV, 3 ms) and 20% inhibitory (-80 mV,
+    8 ms) by presynaptic neuron, a fifth of them driven; 50 ms at dt = 0.025 ms, 1 ms delay.
+    """
+    from fusekit.neuro import HH_CHANNELS
+    from fusekit.ops import network_simulate
+    from fusekit.ops.ion_channel import ChannelSet
+
+    hh = ChannelSet(HH_CHANNELS)
+    n = 300
+    rng = np.random.default_rng(2009)
+    v0 = rng.uniform(-70.0, -60.0, n)
+    adjacency = rng.random((n, n)) < 0.08
+    np.fill_diagonal(adjacency, False)
+    indptr = np.concatenate([[0], np.cumsum(adjacency.sum(axis=1))]).astype(np.int64)
+    indices = np.nonzero(adjacency)[1].astype(np.int64)
+    weights = rng.uniform(0.0, 0.5, indices.size)
+    types = np.repeat((np.arange(n) >= int(0.8 * n)).astype(np.int64), np.diff(indptr))
+    i_ext = np.where(rng.random(n) < 0.2, 15.0, 0.0)
+    arrays = (v0, hh.steady_states(v0), hh.default_params(n), i_ext, np.zeros((2, n)), indptr,
+              indices, weights)
+    kw = dict(channels=hh, dt=0.025, n_steps=2000, delay_steps=40, tau_syn=[3.0, 8.0],
+              e_syn=[0.0, -80.0], record_every=200, max_spikes=20)
+    got = network_simulate(*(cupy.asarray(a) for a in arrays),
+                           synapse_type=cupy.asarray(types), backend=backend, **kw)
+    ref = network_simulate(*arrays, synapse_type=types, backend="reference", **kw)
+    checks.expect("network_simulate on CuPy arrays returns CuPy arrays",
+                  all(isinstance(a, cupy.ndarray) for a in got))
+    checks.expect("network_simulate E/I network: both types carried conductance",
+                  bool((ref.g_syn > 0).any(axis=1).all()))
+    name = f"HH E/I network float64, {n} neurons, {indices.size} synapses, 50 ms"
+    for field in ref._fields:
+        want, have = getattr(ref, field), cupy.asnumpy(getattr(got, field))
+        label = f"network_simulate {field} {name}"
+        if field == "spike_count":
+            checks.same(label, have, want)
+            continue
+        nan = np.isnan(want)
+        checks.compare(label, np.where(nan, 0.0, have), np.where(nan, 0.0, want), NET_TOL)
+
+
 # ------------------------------------------------------ ion_sensitivity check and timing
 
 #: HH population of the ion_sensitivity check and timing: 100 ms at dt = 0.025 ms.
@@ -1244,6 +1294,8 @@ def main(argv: list[str] | None = None) -> int:
     check_kron_svd_cupy(checks, cupy)
     check_kron_svd_torch(checks, torch)
     check_spike_mst_cupy(checks, cupy, not args.no_timing)
+    print("network_simulate, CuPy arrays, backend='cuda':")
+    checks.run("network_simulate E/I float64", network_cupy_check, checks, cupy)
     print("ion_sensitivity, CuPy arrays, backend='cuda':")
     checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
     print("ion_adjoint (backprop), torch CUDA tensors, backend='cuda':")
