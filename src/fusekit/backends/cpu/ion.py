@@ -366,6 +366,15 @@ def _line_cost(expr: str) -> int:
     return _COST["/"] if "/" in expr else 4
 
 
+def _parse_lines(body: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    """``(target, expression, names it reads)`` of each ``name = expr`` line of a step."""
+    parsed = []
+    for line in body:
+        target, expr = (x.strip() for x in line.split("=", 1))
+        parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
+    return parsed
+
+
 def hoist_invariants(body: list[str], rows: dict[str, int], invariant: Collection[str],
                      first_row: int, indent: str) -> tuple[str, list[str], dict[str, int]]:
     """Take the lines of a step that read only ``invariant`` inputs out of the step loop.
@@ -380,10 +389,7 @@ def hoist_invariants(body: list[str], rows: dict[str, int], invariant: Collectio
     loops load them from there). The same expression is evaluated, so results are
     bit-identical to the step computing it every time.
     """
-    parsed = []
-    for line in body:
-        target, expr = (x.strip() for x in line.split("=", 1))
-        parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
+    parsed = _parse_lines(body)
     targets = Counter(t for t, _, _ in parsed)
     hoisted: list[tuple[str, str, list[str]]] = []
     kept: list[str] = []
@@ -432,10 +438,7 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
     loop whose iterations overlap; the values a later stage needs travel through the spill
     rows (L1-resident).
     """
-    parsed = []
-    for line in body:
-        target, expr = (x.strip() for x in line.split("=", 1))
-        parsed.append((target, expr, [n for n in _NAME.findall(expr) if n != target]))
+    parsed = _parse_lines(body)
     final = {t for t, _, _ in parsed if t in rows or t.endswith("_n")} | set(last)
     start: dict[str, int] = {}
     end: dict[str, int] = {}
