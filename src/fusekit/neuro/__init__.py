@@ -37,6 +37,7 @@ from ._autograd import simulate_torch as simulate_torch
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
 from ._cable import read_swc as read_swc
+from ._cable_network import CableNetwork as CableNetwork
 from ._fit import ParameterFit as ParameterFit
 from ._fit import fit_parameters as fit_parameters
 from ._fit import noisy_steps as noisy_steps
@@ -81,6 +82,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HH_CHANNELS",
+    "CableNetwork",
     "Channel",
     "ChannelSet",
     "FixedPointError",

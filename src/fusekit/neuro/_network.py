@@ -13,6 +13,50 @@ from ..ops.ion import NetworkSimulation, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 
 
+def csr_arrays(connectivity: Any, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """``(indptr, indices, weights)`` of a scipy.sparse matrix or of such a tuple."""
+    if isinstance(connectivity, tuple):
+        indptr, indices, weights = connectivity
+    else:
+        indptr, indices, weights = (connectivity.indptr, connectivity.indices,
+                                    connectivity.data)
+    return (np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
+            np.asarray(weights, dtype=dtype))
+
+
+def per_synapse_types(owner: str, synapse_type: Any, indptr: np.ndarray,
+                      nnz: int) -> np.ndarray | None:
+    """Every synapse's type from one per synapse ``(nnz,)`` or one per presynaptic neuron."""
+    if synapse_type is None:
+        return None
+    n = indptr.shape[0] - 1
+    kinds = np.asarray(synapse_type, dtype=np.int64)
+    if kinds.shape == (nnz,):
+        return kinds
+    if kinds.shape == (n,):  # per presynaptic neuron: repeat along its CSR row
+        return np.repeat(kinds, np.diff(indptr))
+    raise InputError(f"{owner}: synapse_type must give the type of every synapse ({nnz},) or "
+                     f"of every presynaptic neuron ({n},), got {kinds.shape}")
+
+
+def delay_and_arrivals(owner: str, delay: float, dt: float, arrivals: np.ndarray | None
+                       ) -> tuple[int, np.ndarray | None]:
+    """The delay in steps at ``dt``, and the last run's spikes in flight if they still fit.
+
+    Raises :class:`InputError` when spikes are in flight on another step grid.
+    """
+    delay_steps = max(1, int(round(delay / dt)))
+    if arrivals is not None and arrivals.shape[0] != delay_steps:
+        if arrivals.any():
+            raise InputError(
+                f"{owner}: dt = {dt} ms makes the {delay} ms delay {delay_steps} steps, but "
+                f"the last run's spikes in flight are on a grid of {arrivals.shape[0]}; keep "
+                "dt while spikes are in flight (or set net.arrivals = None to drop them)")
+        arrivals = None
+    return delay_steps, arrivals
+
+
 class Network:
     """``n`` neurons of one channel set, connected by CSR synapses (rows: presynaptic).
 
@@ -53,33 +97,16 @@ class Network:
                  e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
                  v0: float = -65.0, dtype: Any = np.float64, **params: Any):
 
-        if isinstance(connectivity, tuple):
-            indptr, indices, weights = connectivity
-        else:
-            indptr, indices, weights = (connectivity.indptr, connectivity.indices,
-                                        connectivity.data)
         self.dtype = np.dtype(dtype)
-        self.indptr = np.asarray(indptr, dtype=np.int64)
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.weights = np.asarray(weights, dtype=self.dtype)
+        self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
         n = self.indptr.shape[0] - 1
         self.channel_set = channel_set(channels)
         self.params = self.channel_set.default_params(n, self.dtype, **params)
         self.v = np.full(n, v0, dtype=self.dtype)
         self.states = self.channel_set.steady_states(self.v, self.params).astype(self.dtype)
         taus, _, typed = synapse_kinds(tau_syn, e_syn)
-        self.synapse_type = None
-        if synapse_type is not None:
-            kinds = np.asarray(synapse_type, dtype=np.int64)
-            nnz = self.indices.shape[0]
-            if kinds.shape == (nnz,):
-                self.synapse_type = kinds
-            elif kinds.shape == (n,):  # per presynaptic neuron: repeat along its CSR row
-                self.synapse_type = np.repeat(kinds, np.diff(self.indptr))
-            else:
-                raise InputError(f"Network: synapse_type must give the type of every synapse "
-                                 f"({nnz},) or of every presynaptic neuron ({n},), got "
-                                 f"{kinds.shape}")
+        self.synapse_type = per_synapse_types("Network", synapse_type, self.indptr,
+                                              self.indices.shape[0])
         self.g_syn = np.zeros((len(taus), n) if typed else n, dtype=self.dtype)
         self.i_ext = np.zeros(n, dtype=self.dtype)
         self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
@@ -104,16 +131,8 @@ class Network:
             The :class:`~fusekit.ops.NetworkSimulation` of this run.
         """
         n_steps = int(round(duration / dt))
-        delay_steps = max(1, int(round(self.delay / dt)))
-        arrivals = self.arrivals
-        if arrivals is not None and arrivals.shape[0] != delay_steps:
-            if arrivals.any():
-                raise InputError(
-                    f"Network.run: dt = {dt} ms makes the {self.delay} ms delay "
-                    f"{delay_steps} steps, but the last run's spikes in flight are on a "
-                    f"grid of {arrivals.shape[0]}; keep dt while spikes are in flight (or "
-                    "set net.arrivals = None to drop them)")
-            arrivals = None
+        delay_steps, arrivals = delay_and_arrivals("Network.run", self.delay, dt,
+                                                   self.arrivals)
         out = ops.network_simulate(
             self.v, self.states, self.params, self.i_ext, self.g_syn, self.indptr,
             self.indices, self.weights, channels=self.channel_set, dt=dt, n_steps=n_steps,

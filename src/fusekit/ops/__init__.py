@@ -18,6 +18,7 @@ from .ion import ion_simulate as ion_simulate
 from .ion import network_simulate as network_simulate
 from .ion_backprop import cable_adjoint as cable_adjoint
 from .ion_backprop import ion_adjoint as ion_adjoint
+from .ion_cable_network import cable_network_simulate as cable_network_simulate
 from .ion_forward import IonSensitivity as IonSensitivity
 from .ion_forward import ion_sensitivity as ion_sensitivity
 from .kron import kron_factor_grads as kron_factor_grads
@@ -54,6 +55,7 @@ __all__ = [
     "IonSimulation",
     "NetworkSimulation",
     "cable_adjoint",
+    "cable_network_simulate",
     "cable_simulate",
     "hines_solve",
     "ion_simulate",

@@ -877,9 +877,24 @@ def _check_network_simulate(
                                 n_steps=n_steps, record_every=record_every,
                                 spike_threshold=spike_threshold, max_spikes=max_spikes)
     n = v0.shape[0]
-    n_types = len(synapse_kinds(tau_syn, e_syn)[0])
-    if tuple(g_syn0.shape) != (n_types, n) or array_dtype(g_syn0) != dtype:
-        raise InputError(f"{op}: g_syn0 must be a ({n_types}, {n}) {dtype} array (one row per "
+    check_synapses(op, dtype, (n,), g_syn0, indptr, indices, weights, arrivals0, synapse_type,
+                   n_types=len(synapse_kinds(tau_syn, e_syn)[0]), delay_steps=delay_steps)
+    return dtype
+
+def check_synapses(op: str, dtype: str, post: tuple[int, ...], g_syn0: Any, indptr: Any,
+                   indices: Any, weights: Any, arrivals0: Any, synapse_type: Any, *,
+                   n_types: int, delay_steps: Any) -> None:
+    """The CSR synapses, their types, conductances and spikes in flight of a network op.
+
+    ``post``: the shape of one type's conductances, ``(n,)`` or ``(n_cells, n_comp)``; its
+    first entry is the number of neurons (cells), which are the CSR's rows and the values of
+    ``indices``. ``g_syn0`` must be ``(n_types, *post)`` and ``arrivals0`` ``(delay_steps,
+    n_types, *post)``.
+    """
+    n = post[0]
+    g_shape = (n_types, *post)
+    if tuple(g_syn0.shape) != g_shape or array_dtype(g_syn0) != dtype:
+        raise InputError(f"{op}: g_syn0 must be a {g_shape} {dtype} array (one row per "
                          f"synapse type), got {tuple(g_syn0.shape)} {array_dtype(g_syn0)}")
     require_finite(op, "g_syn0", g_syn0)
     if tuple(indptr.shape) != (n + 1,) or array_dtype(indptr) not in ("int32", "int64"):
@@ -900,7 +915,7 @@ def _check_network_simulate(
                          f"{nnz} (scipy.sparse.csr_matrix(...).indptr has this form)")
     if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n):
         raise InputError(f"{op}: indices (postsynaptic neurons) must lie in [0, {n})")
-    # (0,): every synapse is of type 0 (what network_simulate passes for one type)
+    # (0,): every synapse is of type 0 (what the ops pass for one type)
     if (tuple(synapse_type.shape) not in ((nnz,), (0,))
             or array_dtype(synapse_type) not in ("int32", "int64")):
         raise InputError(f"{op}: synapse_type must be an int ({nnz},) array (the type of every "
@@ -918,15 +933,15 @@ def _check_network_simulate(
     if not isinstance(delay_steps, int | np.integer) or delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
                          f"steps), got {delay_steps!r}")
-    if tuple(arrivals0.shape) != (delay_steps, n_types, n) or array_dtype(arrivals0) != dtype:
-        raise InputError(f"{op}: arrivals0 must be a ({delay_steps}, {n_types}, {n}) {dtype} "
-                         f"array (the spikes in flight: an earlier call's arrivals, with the "
-                         f"same delay_steps), got {tuple(arrivals0.shape)} "
-                         f"{array_dtype(arrivals0)}")
+    a_shape = (int(delay_steps), *g_shape)
+    if tuple(arrivals0.shape) != a_shape or array_dtype(arrivals0) != dtype:
+        raise InputError(f"{op}: arrivals0 must be a {a_shape} {dtype} array (the spikes in "
+                         f"flight: an earlier call's arrivals, with the same delay_steps), got "
+                         f"{tuple(arrivals0.shape)} {array_dtype(arrivals0)}")
     require_finite(op, "arrivals0", arrivals0)
     if bool((arrivals0 < 0).any()):
         raise InputError(f"{op}: arrivals0 are conductances (mS/cm^2) and must not be negative")
-    return dtype
+
 
 
 def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[float, ...],

@@ -669,9 +669,14 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
                    max_spikes, V_rec, counts, times, REC)
 '''
 
+#: ``{name}``, ``{args}`` (arguments after ``CPL``) and ``{first}`` (the first step): the
+#: plain kernel runs steps ``0 .. n_steps - 1``, the network's (``ion_cable_network``) a
+#: window ``w0 .. n_steps - 1`` of them with its synapse lines in ``{syn_load}`` (after the
+#: block is loaded), ``{syn_step}`` (per compartment, after its row of the Hines system),
+#: ``{on_spike}`` and ``{syn_store}``.
 _CABLE_BLOCK_TEMPLATE = '''
-def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                max_spikes, V_rec, counts, times, REC):
+def {name}(lo, V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every, thr,
+           max_spikes, V_rec, counts, times, REC):
     # Cells in SIMD blocks, as the single-compartment kernel's neurons: each compartment
     # has NR rows of ROW values (one per cell of the block) in one flat array, so that in
     # every vector loop over cells the rows sit at constant offsets from one base and LLVM
@@ -706,7 +711,8 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
         pb = parent[j] * NR * ROW
         for i in range(w):
             buf[pb + AX * ROW + i] += buf[base + C1 * ROW + i]
-    for step in range(n_steps):
+{syn_load}
+    for step in range({first}, n_steps):
         for i in range(w):
             v_old[i] = buf[i]
         for j in range(n_comp):
@@ -715,6 +721,7 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
                 for i in range(w):
                     buf[base + II * ROW + i] = I[step, lo + i, j]
 {step}
+{syn_step}
 {solve}
         crossed = 0
         for i in range(w):
@@ -728,6 +735,7 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
                     if c < max_spikes:
                         times[c, lo + i] = (step + (thr - vo) / (vn - vo)) * dt
                     counts[lo + i] = c + 1
+{on_spike}
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
             for q in range(REC.shape[0]):
@@ -741,6 +749,7 @@ def cable_block(lo, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, 
         for k in range(N_STATES):
             for i in range(w):
                 S[k, lo + i, j] = buf[base + (S0 + k) * ROW + i]
+{syn_store}
 '''
 
 _CABLE_BLOCK_DRIVER = '''
@@ -764,15 +773,19 @@ CABLE_BLOCK = 64
 CABLE_STAGES: int | None = None
 
 
-def _cable_block_layout(cs: ChannelSet, stages: int | None = 1) -> dict[str, int]:
-    """Rows of a compartment in the vectorised cable kernel (``SPILL`` on: the stages')."""
+def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = True
+                        ) -> dict[str, int]:
+    """Rows of a compartment in the vectorised cable kernel (``SPILL`` on: the stages').
+
+    ``traced=False``: no spill rows (a step in one loop, for channels that cannot be traced).
+    """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     p0 = 2 + n_states
     d = p0 + n_params
     lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "II": 1, "S0": 2, "P0": p0, "D": d, "B": d + 1,
            "C0": d + 2, "C1": d + 3, "AX": d + 4, "SPILL": d + 5}
-    lay["NR"] = d + 5 + cable_step_loops(cs, stages, lay)[1]
+    lay["NR"] = d + 5 + (cable_step_loops(cs, stages, lay)[1] if traced else 0)
     return lay
 
 
@@ -814,9 +827,20 @@ def cable_block_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     """
     lay = _cable_block_layout(cs, CABLE_STAGES)
     step, _, consts = cable_step_loops(cs, CABLE_STAGES, lay)
-    text = _CABLE_BLOCK_TEMPLATE.format(step=step,
-                                        solve=hines_block_source(" " * 8, "C1", "C0", "0"))
-    return text, consts
+    return cable_block_text(step, "cable_block"), consts
+
+
+def cable_block_text(step: str, name: str, args: str = "", first: str = "0",
+                     **synapses: str) -> str:
+    """:data:`_CABLE_BLOCK_TEMPLATE` with ``step`` (a compartment's loops) and the solve.
+
+    ``synapses``: the network kernel's ``syn_load``, ``syn_step``, ``on_spike`` and
+    ``syn_store`` lines (none for the plain kernel).
+    """
+    slots = {"syn_load": "", "syn_step": "", "on_spike": "", "syn_store": "", **synapses}
+    return _CABLE_BLOCK_TEMPLATE.format(
+        name=name, args=args, first=first, step=step,
+        solve=hines_block_source(" " * 8, "C1", "C0", "0"), **slots)
 
 
 def hines_block_source(indent: str, upper: str, lower: str, out: str) -> str:
@@ -1045,18 +1069,32 @@ def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, types, dt, n_st
         for blk in prange(n_blocks):
             net_block(blk * BLOCK, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt,
                       syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times)
-        # Spikes of this window arrive delay steps later: in the next window, same offset.
-        # Each offset has its own row of INC, so the offsets are delivered in parallel.
-        for s in prange(w_len):
-            for t in range(INC.shape[1]):
-                for j in range(n):
-                    INC[s, t, j] = 0
-            typed = types.shape[0] > 0  # empty: every synapse of type 0, no type to read
-            for j in range(n):
-                if SPIKED[s, j]:
-                    for e in range(indptr[j], indptr[j + 1]):
-                        INC[s, types[e] if typed else 0, indices[e]] += weights[e]
+{deliver}
 '''
+
+#: The delivery of a window's spikes (both network kernels): a spike of ``j`` at offset ``s``
+#: adds each of its synapses' weights to row ``s`` of ``INC`` at the synapse's type and
+#: target (``indices``: a neuron, or a flat compartment index), arriving ``delay`` steps
+#: later, in the next window at the same offset. Each offset has its own row of ``INC``, so
+#: the offsets are delivered in parallel.
+_DELIVER = """for s in prange(w_len):
+    for t in range(INC.shape[1]):
+        for k in range(INC.shape[2]):
+            INC[s, t, k] = 0
+    typed = types.shape[0] > 0  # empty: every synapse of type 0, no type to read
+    for j in range(n):
+        if SPIKED[s, j]:
+            for e in range(indptr[j], indptr[j + 1]):
+                INC[s, types[e] if typed else 0, indices[e]] += weights[e]"""
+
+
+def deliver_source(indent: str) -> str:
+    """:data:`_DELIVER` indented for a network kernel's driver (``n``: presynaptic rows)."""
+    return "\n".join(indent + line for line in _DELIVER.splitlines())
+
+def _net_driver() -> str:
+    return _NET_DRIVER.format(deliver=deliver_source(" " * 8))
+
 
 _net_kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
 
@@ -1109,7 +1147,7 @@ def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
 
     if not is_traceable(cs):
         return _generated_kernel("network", cs, dtype,
-                                 lambda: network_source(cs) + _NET_DRIVER, "net_block",
+                                 lambda: network_source(cs) + _net_driver(), "net_block",
                                  "net_kernel", _block_constants(cs, 5, NETWORK_BLOCK),
                                  voltage=False)
     compiled = _kernels.get(("network_staged", cs.key, dtype))
@@ -1119,7 +1157,7 @@ def network_kernel_for(cs: ChannelSet, dtype: str) -> Any:
     scalar = np.dtype(dtype).type
     extra = {**_block_constants(cs, 5, NETWORK_BLOCK), **graph_math(dtype),
              **{k: scalar(c) for k, c in consts.items()}}
-    return _generated_kernel("network_staged", cs, dtype, lambda: text + _NET_DRIVER,
+    return _generated_kernel("network_staged", cs, dtype, lambda: text + _net_driver(),
                              "net_block", "net_kernel", extra, voltage=False)
 
 

@@ -299,17 +299,22 @@ def hines_solve_cuda(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any) -
 
 # ------------------------------------------------------------ multi-compartment cells
 
+#: ``{name}``, ``{args}`` (after ``CPL``) and ``{first}`` (the first step): the plain kernel
+#: runs steps ``0 .. n_steps - 1``; the network's (``cuda.ion_cable_network``) a window
+#: ``w0 .. n_steps - 1`` with its synapses in ``{syn_step}`` (after the Hines rows) and
+#: ``{on_spike}``, continuing the spike count of earlier windows.
 _CABLE_TEMPLATE = '''
-def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                 max_spikes, V_rec, counts, times, D, B, REC):
+def {name}(V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every, thr,
+           max_spikes, V_rec, counts, times, D, B, REC):
     c = cuda.grid(1)
     if c >= V.shape[0]:
         return
     n_comp = V.shape[1]
-    k_spikes = 0
-    for step in range(n_steps):
+    k_spikes = counts[c]
+    for step in range({first}, n_steps):
         irow = step * i_rows
 {rows}
+{syn_step}
         v_old = V[c, 0]
 {solve}
         v = V[c, 0]
@@ -317,6 +322,7 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
             if k_spikes < max_spikes:
                 times[k_spikes, c] = (step + (thr - v_old) / (v - v_old)) * dt
             k_spikes += 1
+{on_spike}
         if record_every > 0 and (step + 1) % record_every == 0:
             r = (step + 1) // record_every - 1
             for q in range(REC.shape[0]):
@@ -324,8 +330,13 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
     counts[c] = k_spikes
 '''
 
-def cable_source(cs: ChannelSet) -> str:
-    """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading)."""
+def cable_source(cs: ChannelSet, name: str = "cable_kernel", args: str = "",
+                 first: str = "0", syn_step: str = "", on_spike: str = "") -> str:
+    """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading).
+
+    ``name``, ``args``, ``first``, ``syn_step``, ``on_spike``: the slots of
+    :data:`_CABLE_TEMPLATE` that the network kernel fills.
+    """
     ind = " " * 12
     body, _ = step_source(cs, ind, voltage=False)
     loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
@@ -333,8 +344,9 @@ def cable_source(cs: ChannelSet) -> str:
     stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
     rows = cable_rows_source(" " * 8, "V[c, {j}]", "D[c, {j}]", "B[c, {j}]", "\n".join(loads),
                              "\n".join(body), "\n".join(stores) or f"{ind}pass")
-    return _CABLE_TEMPLATE.format(rows=rows, solve=hines_source(" " * 8, "D[c, {j}]", "B[c, {j}]",
-                                                                "V[c, {j}]"))
+    return _CABLE_TEMPLATE.format(
+        name=name, args=args, first=first, rows=rows, syn_step=syn_step, on_spike=on_spike,
+        solve=hines_source(" " * 8, "D[c, {j}]", "B[c, {j}]", "V[c, {j}]"))
 
 
 def cable_rows_source(indent: str, v: str, d: str, b: str, loads: str, body: str,
@@ -403,8 +415,9 @@ def cable_simulate_launch(
 
     ``V`` ``(n_cells, n_comp)`` and ``S`` ``(n_states or 1, n_cells, n_comp)`` are updated;
     ``I_ext`` is ``(1 or n_steps, n_cells, n_comp)``; ``D`` and ``B`` are ``(n_cells,
-    n_comp)`` workspaces; ``times`` must be NaN-filled beforehand. ``REC``: the recorded
-    compartments (int64 device array, one per column of ``V_rec``; ``None``: all).
+    n_comp)`` workspaces; ``times`` must be NaN-filled and ``counts`` zero beforehand.
+    ``REC``: the recorded compartments (int64 device array, one per column of ``V_rec``;
+    ``None``: all).
     """
     cs = channel_set(channels)
     n_cells = V.shape[0]

@@ -1,0 +1,151 @@
+"""A network of multi-compartment cells: synapses from somata onto chosen compartments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from .._errors import InputError
+from ..ops.ion import NetworkSimulation, synapse_kinds
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ._cable import Morphology, cable_coupling
+from ._network import csr_arrays, delay_and_arrivals, per_synapse_types
+
+
+class CableNetwork:
+    """``n_cells`` cells of one morphology, connected by CSR synapses (rows: presynaptic cells).
+
+    A spike (a threshold crossing in a cell's compartment 0, the soma) reaches each of the
+    cell's synapses ``delay`` ms later; synapse ``e`` is a conductance on compartment
+    ``synapse_compartment[e]`` of cell ``indices[e]`` (:func:`fusekit.ops.cable_network_simulate`).
+    State (``v``, ``states``, ``g_syn``, the spikes in flight ``arrivals``, time ``t``)
+    carries over between :meth:`run` calls.
+
+    NEURON's ``NetCon`` with ``delay = d`` onto an ``ExpSyn`` of weight ``w`` (uS) is
+    ``delay = d + dt`` here (NEURON stamps a spike with the end of its step) and a weight of
+    ``w * 1e-3 / area_cm2`` mS/cm^2 of the target compartment (``morphology.area``).
+
+    Args:
+        channels: Channel classes or a :class:`ChannelSet` (in every compartment).
+        morphology: A :class:`Morphology` (:func:`read_swc`), or ``(parent, length, diam)``
+            (Hines order, um).
+        connectivity: A ``scipy.sparse`` matrix ``W[pre, post]`` (mS/cm^2 per spike) or a
+            tuple ``(indptr, indices, weights)``; its rows are the cells.
+        synapse_compartment: The compartment every synapse sits on, ``(nnz,)`` int, or one
+            compartment for all (default 0, the soma).
+        r_axial: Axial resistivity, Ohm cm.
+        delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
+        tau_syn: Synaptic decay time constant, ms, or one per synapse type.
+        e_syn: Synaptic reversal potential, mV, or one per synapse type.
+        synapse_type: With several types, the type of every synapse ``(nnz,)`` or of every
+            presynaptic cell ``(n_cells,)``.
+        v0: Initial potential, mV; gates start at their steady state there.
+        dtype: ``np.float32`` or ``np.float64``.
+        **params: Parameter overrides: scalars, one value per compartment ``(n_comp,)`` (the
+            same in every cell) or ``(n_cells, n_comp)``.
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> from fusekit.neuro import HH_CHANNELS, CableNetwork
+        >>> ball_and_stick = (np.array([-1, 0, 1, 2]), [20.0, 100, 100, 100], [20.0, 2, 2, 2])
+        >>> W = sp.random(50, 50, density=0.1, format="csr", random_state=0) * 0.5
+        >>> net = CableNetwork(HH_CHANNELS, ball_and_stick, W, synapse_compartment=3)
+        >>> net.i_ext[:10, 0] = 20.0       # drive ten somata
+        >>> out = net.run(20.0)            # doctest: +SKIP
+    """
+
+    def __init__(self, channels: ChannelSet | Sequence[type[Channel]], morphology: Any,
+                 connectivity: Any, *, synapse_compartment: Any = 0, r_axial: float = 100.0,
+                 delay: float = 1.0, tau_syn: float | Sequence[float] = 5.0,
+                 e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
+                 v0: float = -65.0, dtype: Any = np.float64, **params: Any):
+        self.dtype = np.dtype(dtype)
+        if isinstance(morphology, Morphology):
+            parent, length, diam = morphology.parent, morphology.length, morphology.diam
+        else:
+            try:
+                parent, length, diam = morphology
+            except (TypeError, ValueError):
+                raise InputError("CableNetwork: morphology must be a Morphology (read_swc) or "
+                                 "a tuple (parent, length, diam) of per-compartment arrays "
+                                 f"(um), got {type(morphology).__name__}") from None
+        self.parent = np.asarray(parent, dtype=np.int64)
+        cpl = cable_coupling(self.parent, length, diam, r_axial)
+        #: Lateral area of every compartment, cm^2 (to convert NEURON weights in uS).
+        self.area = np.pi * np.asarray(diam, np.float64) * np.asarray(length, np.float64) * 1e-8
+        self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
+        n_cells, n_comp = self.indptr.shape[0] - 1, self.parent.shape[0]
+        nnz = self.indices.shape[0]
+        self.coupling = np.ascontiguousarray(
+            np.broadcast_to(cpl[:, None], (2, n_cells, n_comp)), dtype=self.dtype)
+        comps = np.asarray(synapse_compartment)
+        if comps.ndim == 0:
+            comps = np.full(nnz, int(comps), dtype=np.int64)
+        if comps.shape != (nnz,) or not np.issubdtype(comps.dtype, np.integer):
+            raise InputError(f"CableNetwork: synapse_compartment must be one compartment index "
+                             f"or one per synapse, int ({nnz},), got {comps.shape} {comps.dtype}")
+        self.synapse_compartment = comps.astype(np.int64)
+        self.channel_set = channel_set(channels)
+        flat = {}
+        for name, value in params.items():
+            try:
+                flat[name] = np.broadcast_to(np.asarray(value, dtype=self.dtype),
+                                             (n_cells, n_comp)).reshape(-1)
+            except ValueError:
+                raise InputError(f"CableNetwork: parameter {name} must be a number, one value "
+                                 f"per compartment ({n_comp},) or ({n_cells}, {n_comp}), got "
+                                 f"shape {np.shape(value)}") from None
+        cells = (n_cells, n_comp)
+        self.params = self.channel_set.default_params(
+            n_cells * n_comp, self.dtype, **flat).reshape(-1, *cells)
+        self.v = np.full(cells, v0, dtype=self.dtype)
+        self.states = self.channel_set.steady_states(
+            self.v.reshape(-1), self.params.reshape(self.params.shape[0], -1)
+        ).astype(self.dtype).reshape(-1, *cells)
+        taus, _, typed = synapse_kinds(tau_syn, e_syn)
+        self.synapse_type = per_synapse_types("CableNetwork", synapse_type, self.indptr, nnz)
+        self.g_syn = np.zeros((len(taus), *cells) if typed else cells, dtype=self.dtype)
+        #: Injected current per compartment, uA/cm^2, ``(n_cells, n_comp)``.
+        self.i_ext = np.zeros(cells, dtype=self.dtype)
+        self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
+        self.arrivals: np.ndarray | None = None
+        self.t = 0.0
+
+    def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
+            record_at: Sequence[int] | None = None, spike_threshold: float = 0.0,
+            max_spikes: int = 64, backend: str | None = None) -> NetworkSimulation:
+        """Advance by ``duration`` ms; spike times in the result are absolute (ms).
+
+        Args:
+            duration: ms (rounded to whole steps).
+            dt: Time step, ms.
+            record_every: Record ``v`` every this many steps (0: none).
+            record_at: The compartments recorded (``None``: all).
+            spike_threshold: mV, in compartment 0.
+            max_spikes: Spike times kept per cell.
+            backend: As for every fusekit op.
+
+        Returns:
+            The :class:`~fusekit.ops.NetworkSimulation` of this run (``v_record``
+            ``(n_rec, n_cells, n_recorded)``).
+        """
+        n_steps = int(round(duration / dt))
+        delay_steps, arrivals = delay_and_arrivals("CableNetwork.run", self.delay, dt,
+                                                   self.arrivals)
+        out = ops.cable_network_simulate(
+            self.v, self.states, self.params, self.i_ext, self.parent, self.coupling,
+            self.g_syn, self.indptr, self.indices, self.weights, channels=self.channel_set,
+            dt=dt, n_steps=n_steps, delay_steps=delay_steps, tau_syn=self.tau_syn,
+            e_syn=self.e_syn, synapse_type=self.synapse_type,
+            synapse_compartment=self.synapse_compartment, record_every=record_every,
+            record_at=record_at, spike_threshold=spike_threshold, max_spikes=max_spikes,
+            arrivals0=arrivals, backend=backend,
+        )
+        out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
+        self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
+        self.arrivals = out.arrivals
+        self.t += n_steps * dt
+        return out
