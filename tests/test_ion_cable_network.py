@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 import fusekit
 from fusekit import InputError
-from fusekit.neuro import HH_CHANNELS, CableNetwork, ChannelSet, cable_coupling
+from fusekit.neuro import (
+    HH_CHANNELS,
+    CableNetwork,
+    ChannelSet,
+    cable_coupling,
+    random_connectivity,
+)
 
 HH = ChannelSet(HH_CHANNELS)
 CPU_BACKENDS = [b for b in fusekit.available_backends() if b in ("cpu", "reference")]
@@ -34,13 +40,6 @@ def cells(n_cells, seed=0, soma_current=(0.0, 25.0), dtype=np.float64):
     return v, S, P, i_ext, coupling, rng
 
 
-def random_csr(n, p, rng, w_max):
-    dense = (rng.random((n, n)) < p) & ~np.eye(n, dtype=bool)
-    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
-    indices = np.nonzero(dense)[1]
-    return indptr, indices, rng.uniform(0.0, w_max, indices.shape[0])
-
-
 def assert_same(got, ref, tol):
     np.testing.assert_array_equal(got.spike_count, ref.spike_count)
     for a, b in zip(got, ref, strict=True):
@@ -54,7 +53,7 @@ def test_one_compartment_cells_are_network_simulate(backend):
     v0 = rng.uniform(-70.0, -60.0, n)
     S, P = HH.steady_states(v0), HH.default_params(n)
     i_ext = np.where(np.arange(n) < 10, 15.0, 0.0)
-    indptr, indices, weights = random_csr(n, 0.2, rng, 0.4)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.4, rng)
     kw = dict(channels=HH, dt=0.025, n_steps=800, delay_steps=30, record_every=40,
               max_spikes=6, backend=backend)
     net = fusekit.ops.network_simulate(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
@@ -86,7 +85,7 @@ def test_without_synapses_it_is_cable_simulate():
 def test_cpu_matches_the_reference_on_a_random_network_of_branched_cells(typed):
     n = 30
     v, S, P, i_ext, coupling, rng = cells(n, seed=2)
-    indptr, indices, weights = random_csr(n, 0.2, rng, 1.5)
+    indptr, indices, weights = random_connectivity(n, 0.2, 1.5, rng)
     comps = rng.integers(0, PARENT.size, indices.shape[0])
     kinds = {}
     g0 = np.zeros_like(v)
@@ -107,7 +106,7 @@ def test_cpu_matches_the_reference_on_a_random_network_of_branched_cells(typed):
 def test_float32_follows_the_float64_reference():
     n = 30
     v, S, P, i_ext, coupling, rng = cells(n, seed=4)
-    indptr, indices, weights = random_csr(n, 0.15, rng, 1.0)
+    indptr, indices, weights = random_connectivity(n, 0.15, 1.0, rng)
     comps = rng.integers(0, PARENT.size, indices.shape[0])
     kw = dict(channels=HH, dt=0.025, n_steps=800, delay_steps=40, max_spikes=8,
               synapse_compartment=comps)
@@ -157,7 +156,7 @@ def test_a_spike_reaches_exactly_its_compartment_delay_steps_later(backend):
 def test_a_run_in_two_calls_equals_one_call(backend, first):
     n = 20
     v, S, P, i_ext, coupling, rng = cells(n, seed=5)
-    indptr, indices, weights = random_csr(n, 0.25, rng, 1.5)
+    indptr, indices, weights = random_connectivity(n, 0.25, 1.5, rng)
     comps = rng.integers(0, PARENT.size, indices.shape[0])
     kw = dict(channels=HH, dt=0.025, delay_steps=20, tau_syn=[3.0, 8.0], e_syn=[0.0, -80.0],
               synapse_type=rng.integers(0, 2, indices.shape[0]), synapse_compartment=comps,
@@ -186,7 +185,7 @@ def test_channels_that_branch_take_the_one_loop_kernel():
     v = np.full((n, n_comp), -65.0)
     S = cs.steady_states(v.reshape(-1)).reshape(-1, n, n_comp)
     P = cs.default_params(n * n_comp).reshape(-1, n, n_comp)
-    indptr, indices, weights = random_csr(n, 0.3, rng, 1.5)
+    indptr, indices, weights = random_connectivity(n, 0.3, 1.5, rng)
     kw = dict(channels=cs, dt=0.025, n_steps=400, delay_steps=20, record_every=50,
               max_spikes=4, synapse_compartment=rng.integers(0, n_comp, indices.shape[0]))
     args = (v, S, P, i_ext, PARENT, coupling, np.zeros_like(v), indptr, indices, weights)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fusekit
-from fusekit.neuro import HH_CHANNELS, ChannelSet
+from fusekit.neuro import HH_CHANNELS, ChannelSet, random_connectivity
 
 HH = ChannelSet(HH_CHANNELS)
 CPU_BACKENDS = [b for b in fusekit.available_backends() if b in ("cpu", "reference")]
@@ -16,13 +16,6 @@ def population(n, seed=0):
     rng = np.random.default_rng(seed)
     v0 = rng.uniform(-70.0, -60.0, n)
     return v0, HH.steady_states(v0), HH.default_params(n), rng
-
-
-def random_csr(n, p, rng, w_max):
-    dense = (rng.random((n, n)) < p) & ~np.eye(n, dtype=bool)
-    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
-    indices = np.nonzero(dense)[1]
-    return indptr, indices, rng.uniform(0.0, w_max, indices.shape[0])
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -43,7 +36,7 @@ def test_cpu_matches_reference_on_a_random_excitatory_network():
     n = 300
     v0, S, P, rng = population(n, seed=1)
     i_ext = np.where(np.arange(n) < 30, 15.0, 0.0)  # a tenth of the neurons are driven
-    indptr, indices, weights = random_csr(n, 0.05, rng, 0.4)
+    indptr, indices, weights = random_connectivity(n, 0.05, 0.4, rng)
     kw = dict(channels=HH, dt=0.025, n_steps=1200, delay_steps=40, tau_syn=3.0, e_syn=0.0,
               record_every=100, max_spikes=5)
     got = fusekit.ops.network_simulate(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
@@ -188,7 +181,7 @@ def test_torch_network_matches_the_reference_forward():
     n = 40
     v0, S, P, rng = population(n, seed=3)
     i_ext = np.where(np.arange(n) < 8, 14.0, 0.0)
-    indptr, indices, weights = random_csr(n, 0.15, rng, 0.3)
+    indptr, indices, weights = random_connectivity(n, 0.15, 0.3, rng)
     kw = dict(dt=0.025, n_steps=600, delay_steps=40, tau_syn=3.0, e_syn=0.0, record_every=60,
               max_spikes=4)
     ref = fusekit.ops.network_simulate(v0, S, P, i_ext, np.zeros(n), indptr, indices, weights,
@@ -264,7 +257,7 @@ def test_channels_that_branch_take_the_one_loop_network_kernel():
     n = 40
     rng = np.random.default_rng(3)
     v0 = rng.uniform(-70.0, -60.0, n)
-    indptr, indices, weights = random_csr(n, 0.2, rng, 0.3)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.3, rng)
     i_ext = np.where(np.arange(n) < 8, 15.0, 0.0)
     kw = dict(channels=cs, dt=0.025, n_steps=600, delay_steps=20, tau_syn=3.0, e_syn=0.0,
               record_every=50, max_spikes=4)
@@ -287,7 +280,7 @@ def test_traced_channels_run_the_staged_network_kernel():
     assert n_spill > 0 and text.count("for j in range(w):") >= 3 + 4  # stages + the rest
     assert "EXP(" in text and "c0_alpha_m(" not in text  # traced lines, no channel calls
     v0, S, P, rng = population(30, seed=4)
-    indptr, indices, weights = random_csr(30, 0.1, rng, 0.3)
+    indptr, indices, weights = random_connectivity(30, 0.1, 0.3, rng)
     fusekit.ops.network_simulate(v0, S, P, np.full(30, 10.0), np.zeros(30), indptr, indices,
                                  weights, channels=HH, dt=0.025, n_steps=20, delay_steps=5,
                                  backend="cpu")
@@ -315,7 +308,7 @@ def test_checkpointed_network_gives_the_same_results_and_gradients_in_less_memor
     n = 30
     v0, S, P, rng = population(n, seed=5)
     i_ext = np.where(np.arange(n) < 6, 14.0, 0.0)
-    indptr, indices, weights = random_csr(n, 0.2, rng, 0.3)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.3, rng)
     kw = dict(dt=0.025, n_steps=400, delay_steps=20, tau_syn=3.0, record_every=10,
               max_spikes=3)
 
@@ -456,7 +449,7 @@ def _ei_network(n=200, seed=11):
     # 80 % excitatory (type 0: 0 mV, 3 ms), 20 % inhibitory (type 1: -80 mV, 8 ms), Dale's
     # law: a neuron's synapses share its type; a fifth of the neurons are driven
     v0, S, P, rng = population(n, seed=seed)
-    indptr, indices, weights = random_csr(n, 0.08, rng, 0.5)
+    indptr, indices, weights = random_connectivity(n, 0.08, 0.5, rng)
     kind = (np.arange(n) >= int(0.8 * n)).astype(np.int64)
     types = np.repeat(kind, np.diff(indptr))
     i_ext = np.where(rng.random(n) < 0.2, 15.0, 0.0)
@@ -614,3 +607,32 @@ def test_numpy_scalars_serve_as_one_synapse_type():
                                          **{**kw, "backend": backend})
         np.testing.assert_allclose(c.v, b.v, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(c.arrivals, b.arrivals, rtol=1e-12, atol=1e-15)
+
+
+def test_random_connectivity_is_a_csr_without_self_connections():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(n=st.integers(0, 60), p=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1),
+           self_connections=st.booleans())
+    def check(n, p, seed, self_connections):
+        indptr, indices, weights = random_connectivity(n, p, 0.3, seed,
+                                                       self_connections=self_connections)
+        assert indptr.shape == (n + 1,) and indptr[0] == 0 and (np.diff(indptr) >= 0).all()
+        assert indices.shape == weights.shape == (indptr[-1],)
+        assert ((indices >= 0) & (indices < n)).all()
+        assert ((weights >= 0) & (weights < 0.3)).all()
+        pre = np.repeat(np.arange(n), np.diff(indptr))
+        if not self_connections:
+            assert (pre != indices).all()
+        if p == 1.0:
+            assert indptr[-1] == n * n - (0 if self_connections else n)
+
+    check()
+    big = random_connectivity(400, 0.05, 1.0, 1)
+    assert abs(big[0][-1] / (400 * 399) - 0.05) < 0.005  # about p of the pairs
+    for bad, match in (((-1, 0.1, 1.0), "n must be"), ((10, 1.5, 1.0), "p is a probability"),
+                       ((10, 0.1, float("nan")), "w_max must be")):
+        with pytest.raises(fusekit.InputError, match=match):
+            random_connectivity(*bad)

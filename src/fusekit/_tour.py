@@ -215,7 +215,7 @@ def _network_part(quick: bool, out: TextIO) -> list[list[str]]:
     import numpy as np
 
     from . import ops
-    from .neuro import HH_CHANNELS, ChannelSet
+    from .neuro import HH_CHANNELS, ChannelSet, random_connectivity
 
     # An excitatory-inhibitory HH network: 80 % excitatory (0 mV, 5 ms), 20 % inhibitory
     # (-80 mV, 10 ms) synapses by Dale's law, random connectivity, a quarter of the neurons
@@ -224,10 +224,7 @@ def _network_part(quick: bool, out: TextIO) -> list[list[str]]:
     hh = ChannelSet(HH_CHANNELS)
     rng = np.random.default_rng(0)
     v0 = rng.uniform(-66.0, -64.0, n)
-    dense = (rng.random((n, n)) < p) & ~np.eye(n, dtype=bool)
-    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))])
-    indices = np.nonzero(dense)[1]
-    weights = rng.uniform(0.0, 0.05, indices.shape[0])
+    indptr, indices, weights = random_connectivity(n, p, 0.05, rng)
     kind = (np.arange(n) >= int(0.8 * n)).astype(np.int64)
     driven = rng.random(n) < 0.25
     args = (v0, hh.steady_states(v0), hh.default_params(n), np.where(driven, 12.0, 0.0),

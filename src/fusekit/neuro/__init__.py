@@ -47,6 +47,7 @@ from ._fixed_point import FixedPointHH as FixedPointHH
 from ._fixed_point import FixedPointRangeError as FixedPointRangeError
 from ._fixed_point import fixed_point_error as fixed_point_error
 from ._network import Network as Network
+from ._network import random_connectivity as random_connectivity
 from ._nir import LIFFit as LIFFit
 from ._nir import LIFRun as LIFRun
 from ._nir import fit_lif as fit_lif
@@ -120,6 +121,7 @@ __all__ = [
     "params_tensor",
     "plot_raster",
     "plot_traces",
+    "random_connectivity",
     "read_swc",
     "simulate",
     "simulate_nir",

@@ -13,6 +13,50 @@ from ..ops.ion import NetworkSimulation, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 
 
+def random_connectivity(n: int, p: float, w_max: float, rng: Any = None, *,
+                        self_connections: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random (Erdos-Renyi) synapses among ``n`` neurons as CSR ``(indptr, indices, weights)``.
+
+    Every ordered pair ``(pre, post)`` is connected with probability ``p`` (Brian2's
+    ``connect(p=...)``), no neuron onto itself unless ``self_connections``; weights are
+    uniform in ``[0, w_max)`` (mS/cm^2). Draws an ``n x n`` matrix, so it suits networks up to
+    some ten thousand neurons. The tuple serves :class:`Network`, :class:`CableNetwork` and
+    the network ops as it is.
+
+    Args:
+        n: Neurons (or cells).
+        p: Connection probability.
+        w_max: Largest weight.
+        rng: A ``numpy.random.Generator`` or a seed (``None``: a fresh one).
+        self_connections: Allow ``pre == post``.
+
+    Returns:
+        ``indptr`` ``(n + 1,)`` int64, ``indices`` (postsynaptic neurons) and ``weights``,
+        ``(nnz,)``; rows are the presynaptic neurons.
+
+    Example:
+        >>> from fusekit.neuro import random_connectivity
+        >>> indptr, indices, weights = random_connectivity(100, 0.1, 0.3, rng=0)
+        >>> indptr.shape
+        (101,)
+    """
+    if not (isinstance(n, int | np.integer) and n >= 0):
+        raise InputError(f"random_connectivity: n must be a non-negative integer, got {n!r}")
+    if not 0.0 <= p <= 1.0:
+        raise InputError(f"random_connectivity: p is a probability in [0, 1], got {p!r}")
+    if not (np.isfinite(w_max) and w_max >= 0):
+        raise InputError(f"random_connectivity: w_max must be a finite conductance >= 0 "
+                         f"(mS/cm^2), got {w_max!r}")
+    rng = np.random.default_rng(rng)
+    dense = rng.random((n, n)) < p
+    if not self_connections:
+        dense &= ~np.eye(n, dtype=bool)
+    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))]).astype(np.int64)
+    indices = np.nonzero(dense)[1].astype(np.int64)
+    return indptr, indices, rng.uniform(0.0, w_max, indices.shape[0])
+
+
 def csr_arrays(connectivity: Any, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray,
                                                              np.ndarray]:
     """``(indptr, indices, weights)`` of a scipy.sparse matrix or of such a tuple."""
