@@ -328,3 +328,28 @@ def test_synapses_on_dendrites_agree_with_neuron():
         record_every=1, max_spikes=8, backend="cpu")
     assert (out.spike_count >= 1).all()  # every cell fired: cells 1 and 2 by their synapses
     np.testing.assert_allclose(out.v_record.transpose(1, 2, 0), v_neuron, atol=1e-8)
+
+
+def test_to_neuron_builds_the_same_network_in_neuron():
+    """A random E/I network of unbranched cells with per-compartment conductances, built in
+    NEURON by to_neuron: the same voltages to round-off and the same spike counts."""
+    pytest.importorskip("neuron")
+    from fusekit.neuro import to_neuron
+
+    rng = np.random.default_rng(8)
+    n = 40
+    morph = (np.array([-1, 0, 1, 2]), [20.0, 100.0, 100.0, 100.0], [20.0, 2.0, 1.5, 1.0])
+    net = CableNetwork(HH_CHANNELS, morph, random_connectivity(n, 0.1, 0.5, rng),
+                       synapse_compartment=rng.integers(0, 4, 157), tau_syn=[2.0, 6.0],
+                       e_syn=[0.0, -80.0], synapse_type=(np.arange(n) >= 32).astype(int),
+                       g_na=np.array([120.0, 60.0, 30.0, 0.0]), delay=0.5)
+    assert net.indices.shape == (157,)
+    net.i_ext[:10, 0] = rng.uniform(5.0, 30.0, 10)
+    net.i_ext[32:36, 0] = 20.0  # inhibitory cells
+    v_neuron, counts = to_neuron(net).run(30.0, record_every=4, record_at=[0, 3])
+    out = net.run(30.0, record_every=4, record_at=[0, 3])
+    assert out.spike_count[10:32].sum() > 0 and (out.g_syn[1] > 0).any()
+    np.testing.assert_array_equal(counts, out.spike_count)
+    np.testing.assert_allclose(v_neuron, out.v_record, atol=1e-8)
+    with pytest.raises(InputError, match="before it runs"):
+        to_neuron(net)

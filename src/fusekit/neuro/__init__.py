@@ -48,6 +48,8 @@ from ._fixed_point import FixedPointRangeError as FixedPointRangeError
 from ._fixed_point import fixed_point_error as fixed_point_error
 from ._network import Network as Network
 from ._network import random_connectivity as random_connectivity
+from ._neuron import NeuronModel as NeuronModel
+from ._neuron import to_neuron as to_neuron
 from ._nir import LIFFit as LIFFit
 from ._nir import LIFRun as LIFRun
 from ._nir import fit_lif as fit_lif
@@ -100,6 +102,7 @@ __all__ = [
     "LeakyReadout",
     "Morphology",
     "Network",
+    "NeuronModel",
     "POSPISCHIL_RS_CHANNELS",
     "ParameterFit",
     "Population",
@@ -128,6 +131,7 @@ __all__ = [
     "simulate_torch",
     "network_simulate_torch",
     "sqrt",
+    "to_neuron",
     "to_nir",
     "trace_loss",
     "vtrap",

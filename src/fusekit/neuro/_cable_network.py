@@ -74,8 +74,12 @@ class CableNetwork:
                                  f"(um), got {type(morphology).__name__}") from None
         self.parent = np.asarray(parent, dtype=np.int64)
         cpl = cable_coupling(self.parent, length, diam, r_axial)
+        #: Every compartment's length and diameter (um), the axial resistivity (Ohm cm).
+        self.length = np.asarray(length, np.float64)
+        self.diam = np.asarray(diam, np.float64)
+        self.r_axial = float(r_axial)
         #: Lateral area of every compartment, cm^2 (to convert NEURON weights in uS).
-        self.area = np.pi * np.asarray(diam, np.float64) * np.asarray(length, np.float64) * 1e-8
+        self.area = np.pi * self.diam * self.length * 1e-8
         self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
         n_cells, n_comp = self.indptr.shape[0] - 1, self.parent.shape[0]
         nnz = self.indices.shape[0]

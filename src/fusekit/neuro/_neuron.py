@@ -1,0 +1,164 @@
+"""The same network in NEURON: to cross-check fusekit, or to time it against NEURON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from ..ops.ion_channel import ChannelSet
+from ._cable_network import CableNetwork
+from .hh import HH_CHANNELS
+
+
+@dataclass
+class NeuronModel:
+    """A :class:`CableNetwork` built in NEURON by :func:`to_neuron`.
+
+    Attributes:
+        h: NEURON's ``h``.
+        sections: ``sections[cell][compartment]``, one section (nseg = 1) per compartment.
+        synapses: ``(cell, compartment, type) -> ExpSyn`` for every target of a synapse.
+        netcons: One ``NetCon`` per synapse, in CSR order.
+        counters: One ``APCount`` per cell, in compartment 0.
+        dt: The step the delays were set for, ms.
+        v0: The initial potential, mV.
+    """
+
+    h: Any
+    sections: list[list[Any]]
+    synapses: dict[tuple[int, int, int], Any]
+    netcons: list[Any]
+    counters: list[Any]
+    dt: float
+    v0: float
+    _keep: list[Any] = field(default_factory=list, repr=False)
+
+    def run(self, duration: float, *, record_every: int = 0, record_at: Any = (0,),
+            threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Run ``duration`` ms from the initial state with fixed steps of ``dt``.
+
+        Args:
+            duration: ms.
+            record_every: Record ``v`` every this many steps (0: none).
+            record_at: The compartments recorded.
+            threads: NEURON's threads (``ParallelContext.nthread``).
+
+        Returns:
+            ``v_record`` ``(n_steps // record_every, n_cells, len(record_at))`` (mV, as
+            fusekit records: after every ``record_every``-th step) and every cell's spike
+            count (threshold crossings in compartment 0).
+        """
+        h = self.h
+        cols = [int(c) for c in record_at] if record_every else []
+        recs = [[h.Vector().record(cell[c](0.5)._ref_v) for c in cols] for cell in self.sections]
+        pc = h.ParallelContext()
+        pc.nthread(threads)
+        h.dt, h.steps_per_ms = self.dt, 1.0 / self.dt
+        h.tstop = duration
+        h.finitialize(self.v0)
+        h.run()
+        pc.nthread(1)
+        n_steps = int(round(duration / self.dt))
+        counts = np.array([c.n for c in self.counters], dtype=np.int64)
+        if not record_every:
+            return np.empty((0, len(self.sections), 0)), counts
+        v = np.array([[np.array(r)[1:n_steps + 1] for r in cell] for cell in recs])
+        return v.transpose(2, 0, 1)[record_every - 1::record_every], counts
+
+
+def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 0.0,
+              h: Any = None) -> NeuronModel:
+    """Build ``net`` in NEURON: a section per compartment, ``ExpSyn`` targets, ``NetCon``s.
+
+    The squid HH channels become NEURON's ``hh`` (rate tables off, 6.3 degC) with every
+    compartment's conductances and reversal potentials; ``i_ext`` becomes ``IClamp``s; every
+    synapse a ``NetCon`` from its cell's soma onto an ``ExpSyn`` of its compartment and type
+    (one ``ExpSyn`` per compartment and type: it is linear, so its ``NetCon``s sum as
+    fusekit's conductance does), with the weight in uS (``w * area * 1e3``) and NEURON's delay
+    ``(delay_steps - 1) dt`` (NEURON stamps a spike with the end of its step). Cells whose
+    compartments each have at most one child then agree with :meth:`CableNetwork.run` to
+    round-off (``tests/test_ion_cable_network.py``); at a branch point NEURON's zero-area
+    node couples the three half-sections at once, where fusekit couples each child to its
+    parent.
+
+    Args:
+        net: A network that has not run yet (``net.t == 0``), of HH channels, with one
+            initial potential everywhere.
+        dt: The time step NEURON will use, ms.
+        spike_threshold: mV, for the ``NetCon``s (and :meth:`NeuronModel.run`'s counts).
+        h: NEURON's ``h`` (default: ``neuron.h``).
+
+    Returns:
+        The :class:`NeuronModel`; :meth:`NeuronModel.run` runs it.
+    """
+    if h is None:
+        try:
+            from neuron import h
+        except ImportError:
+            raise InputError("to_neuron: NEURON is not installed (pip install neuron)") from None
+    cs = net.channel_set
+    if cs.key != ChannelSet(HH_CHANNELS).key:
+        raise InputError(f"to_neuron: only the squid HH channels (HH_CHANNELS, NEURON's hh) "
+                         f"can be built in NEURON without mod files, got {cs!r}")
+    if net.t != 0 or not (net.v == net.v.flat[0]).all() or (net.g_syn != 0).any():
+        raise InputError("to_neuron: build the network before it runs (one initial potential "
+                         "everywhere, no synaptic conductance): NEURON starts from finitialize")
+    h.load_file("stdrun.hoc")
+    h.celsius = 6.3
+    h.usetable_hh = 0
+    n_cells, n_comp = net.v.shape
+    names = dict(zip(cs.param_names, range(len(cs.param_names)), strict=True))
+    P = np.asarray(net.params, dtype=np.float64)
+    keep: list[Any] = []
+    sections = []
+    for c in range(n_cells):
+        cell = [h.Section(name=f"fusekit_c{c}_{j}") for j in range(n_comp)]
+        for j, sec in enumerate(cell):
+            sec.L, sec.diam, sec.nseg = float(net.length[j]), float(net.diam[j]), 1
+            sec.Ra, sec.cm = float(net.r_axial), float(P[names["c_m"], c, j])
+            sec.insert("hh")
+            seg = sec(0.5)
+            seg.hh.gnabar = P[names["g_na"], c, j] * 1e-3  # mS/cm^2 -> S/cm^2
+            seg.hh.gkbar = P[names["g_k"], c, j] * 1e-3
+            seg.hh.gl = P[names["g_leak"], c, j] * 1e-3
+            seg.hh.el = P[names["e_leak"], c, j]
+            sec.ena, sec.ek = P[names["e_na"], c, j], P[names["e_k"], c, j]
+            if net.parent[j] >= 0:
+                sec.connect(cell[net.parent[j]](1))
+            if net.i_ext[c, j]:
+                stim = h.IClamp(seg)
+                stim.delay, stim.dur = 0.0, 1e9
+                stim.amp = float(net.i_ext[c, j]) * net.area[j] * 1e3  # uA/cm^2 -> nA
+                keep.append(stim)
+        sections.append(cell)
+    n_types = net.g_syn.shape[0] if net.g_syn.ndim == 3 else 1
+    taus = np.broadcast_to(np.asarray(net.tau_syn, np.float64), (n_types,))
+    es = np.broadcast_to(np.asarray(net.e_syn, np.float64), (n_types,))
+    kinds = net.synapse_type if net.synapse_type is not None else np.zeros(
+        net.indices.shape[0], np.int64)
+    delay_steps = max(1, int(round(net.delay / dt)))
+    synapses: dict[tuple[int, int, int], Any] = {}
+    netcons = []
+    for pre in range(n_cells):
+        soma = sections[pre][0]
+        for e in range(net.indptr[pre], net.indptr[pre + 1]):
+            post, comp, kind = int(net.indices[e]), int(net.synapse_compartment[e]), int(kinds[e])
+            syn = synapses.get((post, comp, kind))
+            if syn is None:
+                syn = h.ExpSyn(sections[post][comp](0.5))
+                syn.tau, syn.e = float(taus[kind]), float(es[kind])
+                synapses[(post, comp, kind)] = syn
+            nc = h.NetCon(soma(0.5)._ref_v, syn, sec=soma)
+            nc.threshold, nc.delay = spike_threshold, (delay_steps - 1) * dt
+            nc.weight[0] = float(net.weights[e]) * net.area[comp] * 1e3  # mS/cm^2 -> uS
+            netcons.append(nc)
+    counters = []
+    for cell in sections:
+        count = h.APCount(cell[0](0.5))
+        count.thresh = spike_threshold
+        counters.append(count)
+    return NeuronModel(h, sections, synapses, netcons, counters, dt, float(net.v.flat[0]),
+                       keep)
