@@ -1,8 +1,8 @@
 """``fusekit tour``: a short run of every domain on built-in data, ending in a results table.
 
 Parts today: an FP8 DeepSeek-V3 expert (moe), the Kronecker-sum product and a SoKA-adapted
-layer against LoRA (peft), an HH population, an excitatory-inhibitory HH network, the
-population's gradients, the gradient of branched HH
+layer against LoRA (peft), an HH population, an excitatory-inhibitory HH network, a network
+of multi-compartment cells against NEURON, the population's gradients, the gradient of branched HH
 cells, a conductance fit and a spiking HH network trained on the digits against the same
 network of LIF neurons (neuro), a minimum spanning forest against SciPy (mst); each new
 domain adds its part.
@@ -252,6 +252,63 @@ def _network_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{indices.shape[0]:,} synapses, 2 types"]]
 
 
+def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
+    """Multi-compartment cells with synapses on their dendrites, against NEURON."""
+    import numpy as np
+
+    from .neuro import HH_CHANNELS, CableNetwork, random_connectivity
+
+    # Cells of a soma and a dendrite of five sections (one compartment each), a fifth of the
+    # somata driven; excitatory synapses from somata onto random compartments, 1 ms delay.
+    n, duration, dt = (40, 20.0, 0.025) if quick else (300, 50.0, 0.025)
+    rng = np.random.default_rng(0)
+    morph = (np.array([-1, 0, 1, 2, 3, 4]), [20.0, 100.0, 100.0, 100.0, 100.0, 100.0],
+             [20.0, 2.0, 1.5, 1.0, 1.0, 1.0])
+    csr = random_connectivity(n, 20 / n, 0.8, rng)
+    comps = rng.integers(0, 6, csr[1].shape[0])
+
+    def make() -> CableNetwork:
+        # NEURON stamps a spike with the end of its step: its 1 ms is 1 ms + dt here
+        net = CableNetwork(HH_CHANNELS, morph, csr, synapse_compartment=comps,
+                           delay=1.0 + dt, tau_syn=2.0, e_syn=0.0)
+        net.i_ext[: n // 5, 0] = np.linspace(5.0, 30.0, n // 5)
+        return net
+
+    make().run(dt * 2, dt=dt)  # compile (or load) the kernel outside the timing
+    t_cpu = median_seconds(lambda: make().run(duration, dt=dt), repeat=3)
+    got = make().run(duration, dt=dt, record_every=1, record_at=[0])
+    try:
+        from .neuro import to_neuron
+
+        model = to_neuron(make(), dt)
+    except Exception as exc:  # NEURON missing or broken: the NumPy reference instead
+        print(f"  (NEURON not usable here: {exc}; comparing with the NumPy reference)",
+              file=out)
+        model = None
+    if model is not None:  # as many threads as fusekit's
+        from . import get_num_threads
+
+        t_peer = median_seconds(lambda: model.run(duration, threads=get_num_threads()),
+                                repeat=1)
+        v_peer, counts = model.run(duration, record_every=1)
+        peer = "NEURON"
+    else:
+        t_peer = median_seconds(lambda: make().run(duration, dt=dt, backend="reference"),
+                                repeat=1)
+        ref = make().run(duration, dt=dt, record_every=1, record_at=[0], backend="reference")
+        v_peer, counts, peer = ref.v_record, ref.spike_count, "NumPy reference"
+    err = float(np.abs(got.v_record - v_peer).max())
+    print(f"  HH network of {n} cells x 6 compartments, {csr[1].shape[0]:,} synapses on "
+          f"dendrites, {duration:.0f} ms: fusekit cpu {format_seconds(t_cpu)}, {peer} "
+          f"{format_seconds(t_peer)}; somatic voltages agree to {err:.1e} mV, spike counts "
+          f"equal for {100 * float(np.mean(counts == got.spike_count)):.0f}% of cells; "
+          f"undriven cells fired {int(got.spike_count[n // 5:].sum()):,} spikes", file=out)
+    return [["neuro", f"HH network of {n} cells x 6 compartments x {duration:.0f} ms, float64",
+             f"{err:.1e} mV (vs {peer})", format_seconds(t_cpu),
+             f"{peer}: {format_seconds(t_peer)}", f"{t_peer / t_cpu:.1f}x",
+             f"{csr[1].shape[0]:,} synapses on dendrites"]]
+
+
 def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:
     """Gradients of an HH population: forward mode and compiled backprop against autograd."""
     import numpy as np
@@ -468,8 +525,8 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     print("\nTour:", file=out)
     rows: list[list[str]] = []
     parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _network_part,
-                        _grad_part, _cable_grad_part, _fit_part, _neuro_deploy_part,
-                        _digits_part, _mst_part]
+                        _cable_network_part, _grad_part, _cable_grad_part, _fit_part,
+                        _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
     headers = ["domain", "case", "max rel err vs f64", "fusekit (cpu)", "peer", "speed-up",
