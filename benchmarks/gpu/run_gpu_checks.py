@@ -911,6 +911,56 @@ def network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None
         checks.compare(label, np.where(nan, 0.0, have), np.where(nan, 0.0, want), NET_TOL)
 
 
+def cable_network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None:
+    """A network of branched HH cells through the op on CuPy arrays against the reference.
+
+    60 cells of a soma, a dendrite of three compartments and a side branch; 10% connectivity,
+    synapses on random compartments, 80% excitatory (0 mV, 3 ms) and 20% inhibitory (-80 mV,
+    8 ms) by presynaptic cell, a fifth of the somata driven; 30 ms at dt = 0.025 ms, 1 ms
+    delay. (Runs here with NumPy standing in for CuPy and ``backend="cpu"``.)
+    """
+    from fusekit.neuro import HH_CHANNELS, cable_coupling, random_connectivity
+    from fusekit.ops import cable_network_simulate
+    from fusekit.ops.ion_channel import ChannelSet
+
+    hh = ChannelSet(HH_CHANNELS)
+    n, parent = 60, np.array([-1, 0, 1, 2, 1])
+    n_comp = parent.size
+    rng = np.random.default_rng(2026)
+    v0 = rng.uniform(-70.0, -60.0, (n, n_comp))
+    cpl = cable_coupling(parent, [20.0, 100.0, 80.0, 60.0, 50.0], [20.0, 2.0, 1.5, 1.0, 1.0])
+    indptr, indices, weights = random_connectivity(n, 0.1, 1.5, rng)
+    types = np.repeat((np.arange(n) >= int(0.8 * n)).astype(np.int64), np.diff(indptr))
+    comps = rng.integers(0, n_comp, indices.size)
+    i_ext = np.zeros((n, n_comp))
+    i_ext[:, 0] = np.where(rng.random(n) < 0.2, 25.0, 0.0)
+    arrays = (v0, hh.steady_states(v0.reshape(-1)).reshape(-1, n, n_comp),
+              hh.default_params(n * n_comp).reshape(-1, n, n_comp), i_ext, parent,
+              np.ascontiguousarray(np.broadcast_to(cpl[:, None], (2, n, n_comp))),
+              np.zeros((2, n, n_comp)), indptr, indices, weights)
+    kw = dict(channels=hh, dt=0.025, n_steps=1200, delay_steps=40, tau_syn=[3.0, 8.0],
+              e_syn=[0.0, -80.0], record_every=100, record_at=[0, 3], max_spikes=20)
+    got = cable_network_simulate(*(cupy.asarray(a) for a in arrays),
+                                 synapse_type=cupy.asarray(types),
+                                 synapse_compartment=cupy.asarray(comps), backend=backend, **kw)
+    ref = cable_network_simulate(*arrays, synapse_type=types, synapse_compartment=comps,
+                                 backend="reference", **kw)
+    checks.expect("cable_network_simulate on CuPy arrays returns CuPy arrays",
+                  all(isinstance(a, cupy.ndarray) for a in got))
+    checks.expect("cable_network_simulate: both types carried conductance, undriven cells fired",
+                  bool((ref.g_syn > 0).any(axis=(1, 2)).all())
+                  and int(ref.spike_count[i_ext[:, 0] == 0].sum()) > 0)
+    name = f"HH network of branched cells float64, {n} x {n_comp}, {indices.size} synapses"
+    for field in ref._fields:
+        want, have = getattr(ref, field), cupy.asnumpy(getattr(got, field))
+        label = f"cable_network_simulate {field} {name}"
+        if field == "spike_count":
+            checks.same(label, have, want)
+            continue
+        nan = np.isnan(want)
+        checks.compare(label, np.where(nan, 0.0, have), np.where(nan, 0.0, want), NET_TOL)
+
+
 # ------------------------------------------------------ ion_sensitivity check and timing
 
 #: HH population of the ion_sensitivity check and timing: 100 ms at dt = 0.025 ms.
@@ -1296,6 +1346,8 @@ def main(argv: list[str] | None = None) -> int:
     check_spike_mst_cupy(checks, cupy, not args.no_timing)
     print("network_simulate, CuPy arrays, backend='cuda':")
     checks.run("network_simulate E/I float64", network_cupy_check, checks, cupy)
+    print("cable_network_simulate, CuPy arrays, backend='cuda':")
+    checks.run("cable_network_simulate float64", cable_network_cupy_check, checks, cupy)
     print("ion_sensitivity, CuPy arrays, backend='cuda':")
     checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
     print("ion_adjoint (backprop), torch CUDA tensors, backend='cuda':")
