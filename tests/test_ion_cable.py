@@ -148,3 +148,31 @@ def test_swc_cell_fires_from_a_somatic_current(tmp_path):
                                      channels=HH, dt=0.025, n_steps=400, max_spikes=2,
                                      backend="reference")
     assert out.spike_count[0] >= 1
+
+
+def test_cable_tree_adds_a_junction_where_two_or_more_children_meet():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fusekit.neuro import cable_tree
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.integers(0, 1000), min_size=0, max_size=12), st.integers(0, 2**31))
+    def check(picks, seed):
+        parent = np.array([-1] + [p % (i + 1) for i, p in enumerate(picks)])  # Hines order
+        rng = np.random.default_rng(seed)
+        length, diam = rng.uniform(5, 200, parent.size), rng.uniform(0.5, 20, parent.size)
+        tree = cable_tree(parent, length, diam)
+        kids = np.bincount(parent[1:], minlength=parent.size)
+        assert tree.junction.sum() == (kids >= 2).sum()
+        assert (tree.parent[1:] < np.arange(1, tree.parent.size)).all()  # Hines order
+        assert (tree.coupling[:, 1:] > 0).all() and (tree.coupling[:, 0] == 0).all()
+        # every compartment hangs from its parent, directly or through the parent's junction
+        for i in range(1, parent.size):
+            up = tree.parent[tree.node[i]]
+            assert up == tree.node[parent[i]] or (tree.junction[up]
+                                                  and tree.parent[up] == tree.node[parent[i]])
+        if (kids < 2).all():  # no branch point: exactly the pairwise coupling
+            np.testing.assert_allclose(tree.coupling, cable_coupling(parent, length, diam))
+
+    check()

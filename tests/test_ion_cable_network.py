@@ -195,12 +195,14 @@ def test_channels_that_branch_take_the_one_loop_kernel():
     assert_same(got, ref, 1e-9)
 
 
-def test_cable_network_object_runs_in_pieces_like_one_run():
+@pytest.mark.parametrize("junctions", [True, False])
+def test_cable_network_object_runs_in_pieces_like_one_run(junctions):
     import scipy.sparse as sp
 
     W = sp.random(24, 24, density=0.2, format="csr", random_state=3) * 1.5
     morph = (PARENT, LENGTH, DIAM)
-    kw = dict(synapse_compartment=np.arange(W.nnz) % PARENT.size, tau_syn=[3.0, 8.0],
+    kw = dict(junctions=junctions, synapse_compartment=np.arange(W.nnz) % PARENT.size,
+              tau_syn=[3.0, 8.0],
               e_syn=[0.0, -80.0], synapse_type=(np.arange(24) >= 20).astype(int),
               g_na=np.array([120.0, 0, 0, 0, 0]))  # sodium in the soma only
     one, parts = CableNetwork(HH_CHANNELS, morph, W, **kw), CableNetwork(HH_CHANNELS, morph, W,
@@ -210,7 +212,8 @@ def test_cable_network_object_runs_in_pieces_like_one_run():
     whole = one.run(30.0, record_every=40, record_at=[0])
     got = [parts.run(12.5), parts.run(17.5)]
     assert whole.spike_count[6:].sum() > 0  # synapses on dendrites made undriven cells fire
-    assert whole.v_record.shape == (30, 24, 1)
+    assert whole.v_record.shape == (30, 24, 1) and parts.v.shape == (24, PARENT.size)
+    assert one.coupling.shape[2] == PARENT.size + junctions  # PARENT branches once
     np.testing.assert_allclose(parts.v, one.v, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(got[0].spike_count + got[1].spike_count, whole.spike_count)
     times = np.sort(np.concatenate([g.spike_times[:, 0] for g in got]))
@@ -330,16 +333,18 @@ def test_synapses_on_dendrites_agree_with_neuron():
     np.testing.assert_allclose(out.v_record.transpose(1, 2, 0), v_neuron, atol=1e-8)
 
 
-def test_to_neuron_builds_the_same_network_in_neuron():
-    """A random E/I network of unbranched cells with per-compartment conductances, built in
-    NEURON by to_neuron: the same voltages to round-off and the same spike counts."""
+@pytest.mark.parametrize("parent", [[-1, 0, 1, 2], [-1, 0, 0, 1]], ids=["chain", "branched"])
+def test_to_neuron_builds_the_same_network_in_neuron(parent):
+    """A random E/I network with per-compartment conductances, built in NEURON by
+    to_neuron: the same voltages to round-off and the same spike counts (branched cells
+    through CableNetwork's junction nodes)."""
     pytest.importorskip("neuron")
     from fusekit.neuro import to_neuron
 
     rng = np.random.default_rng(8)
     n = 40
-    morph = (np.array([-1, 0, 1, 2]), [20.0, 100.0, 100.0, 100.0], [20.0, 2.0, 1.5, 1.0])
-    net = CableNetwork(HH_CHANNELS, morph, random_connectivity(n, 0.1, 0.5, rng),
+    morph = (np.array(parent), [20.0, 100.0, 100.0, 100.0], [20.0, 2.0, 1.5, 1.0])
+    net = CableNetwork(HH_CHANNELS, morph, random_connectivity(n, 0.1, 2.0, rng),
                        synapse_compartment=rng.integers(0, 4, 157), tau_syn=[2.0, 6.0],
                        e_syn=[0.0, -80.0], synapse_type=(np.arange(n) >= 32).astype(int),
                        g_na=np.array([120.0, 60.0, 30.0, 0.0]), delay=0.5)

@@ -89,3 +89,54 @@ def test_branched_cell_voltages_agree_with_neuron():
         dt=0.025, n_steps=400, record_every=1, backend="reference")
     assert v_neuron.max() > 0  # the cell fired
     np.testing.assert_allclose(out.v_record[:, 0, :].T, v_neuron, atol=1e-8)
+
+
+def test_branch_points_agree_with_neuron_through_junction_nodes():
+    """Two dendrites off the soma's end and two off the first dendrite's (nseg = 1): NEURON
+    joins each end's sections at a zero-area node; cable_tree adds those nodes (c_m = 0, no
+    channel conductance), and the voltages agree to round-off. Pairwise coupling does not."""
+    from fusekit.neuro import cable_coupling, cable_tree
+
+    h = neuron.h
+    h.load_file("stdrun.hoc")
+    h.celsius = 6.3
+    h.usetable_hh = 0
+    parent = np.array([-1, 0, 0, 1, 1, 2])
+    length = [20.0, 150.0, 100.0, 80.0, 60.0, 120.0]
+    diam = [20.0, 2.0, 1.5, 1.0, 1.0, 1.2]
+    sections = [h.Section(name=f"branchy{i}") for i in range(6)]
+    for i, sec in enumerate(sections):
+        sec.L, sec.diam, sec.nseg, sec.Ra, sec.cm = length[i], diam[i], 1, 100.0, 1.0
+        sec.insert("hh")
+        sec.ena, sec.ek = 50.0, -77.0
+        if parent[i] >= 0:
+            sec.connect(sections[parent[i]](1))
+    stim = h.IClamp(sections[0](0.5))
+    stim.delay, stim.dur = 0.0, 1e9
+    stim.amp = 20.0 * sections[0](0.5).area() * 1e-8 * 1e3
+    records = [h.Vector().record(sec(0.5)._ref_v) for sec in sections]
+    h.dt, h.steps_per_ms, h.tstop = 0.025, 40, 20.0
+    h.finitialize(-65.0)
+    h.run()
+    v_neuron = np.array([np.array(r)[1:] for r in records])
+
+    def run(par, coupling, junction):
+        n = par.shape[0]
+        v = np.full((1, n), -65.0)
+        P = HH.default_params(n).reshape(-1, 1, n)
+        for name in ("c_m", "g_na", "g_k", "g_leak"):
+            P[HH.param_names.index(name), 0, junction] = 0.0
+        i_ext = np.zeros((1, n))
+        i_ext[0, 0] = 20.0
+        return fusekit.ops.cable_simulate(
+            v, HH.steady_states(v.reshape(-1)).reshape(3, 1, n), P, i_ext, par,
+            coupling[:, None], channels=HH, dt=0.025, n_steps=800, record_every=1,
+            backend="cpu").v_record[:, 0]
+
+    tree = cable_tree(parent, length, diam, 100.0)
+    assert tree.junction.sum() == 2 and tree.parent.shape == (8,)
+    with_junctions = run(tree.parent, tree.coupling, tree.junction)[:, tree.node].T
+    pairwise = run(parent, cable_coupling(parent, length, diam, 100.0), np.zeros(6, bool)).T
+    assert v_neuron.max() > 0  # the cell fired
+    np.testing.assert_allclose(with_junctions, v_neuron, atol=1e-8)
+    assert np.abs(pairwise - v_neuron).max() > 1.0  # mV: the junctions are what agrees

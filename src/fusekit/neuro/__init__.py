@@ -34,8 +34,10 @@ from ._autograd import network_simulate_torch as network_simulate_torch
 from ._autograd import params_tensor as params_tensor
 from ._autograd import simulate as simulate
 from ._autograd import simulate_torch as simulate_torch
+from ._cable import CableTree as CableTree
 from ._cable import Morphology as Morphology
 from ._cable import cable_coupling as cable_coupling
+from ._cable import cable_tree as cable_tree
 from ._cable import read_swc as read_swc
 from ._cable_network import CableNetwork as CableNetwork
 from ._fit import ParameterFit as ParameterFit
@@ -86,6 +88,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "HH_CHANNELS",
     "CableNetwork",
+    "CableTree",
     "Channel",
     "ChannelSet",
     "FixedPointError",
@@ -115,6 +118,7 @@ __all__ = [
     "SpikingClassifier",
     "SuperSpike",
     "cable_coupling",
+    "cable_tree",
     "exp",
     "fit_lif",
     "fit_parameters",

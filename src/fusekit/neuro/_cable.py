@@ -73,6 +73,98 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
 
 
 @dataclass(frozen=True)
+class CableTree:
+    """Compartments and NEURON's zero-area junction nodes, as ``cable_simulate`` takes them.
+
+    Attributes:
+        parent: ``(n_nodes,)`` Hines order: the compartments, each junction right after the
+            compartment whose end it is.
+        coupling: ``(2, n_nodes)`` mS/cm^2, as :func:`cable_coupling`'s rows (a junction's
+            row per the area of the compartment it ends, any positive scale would do).
+        junction: ``(n_nodes,)`` bool: a junction node (give it ``c_m = 0``, no channel
+            conductance and no current: its row is then only its axial currents).
+        node: ``(n_comp,)`` every compartment's index among the nodes.
+        area: ``(n_nodes,)`` lateral area, cm^2 (a junction's: its scale above).
+    """
+
+    parent: np.ndarray
+    coupling: np.ndarray
+    junction: np.ndarray
+    node: np.ndarray
+    area: np.ndarray
+
+
+def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> CableTree:
+    """Cylinders joined at their ends as NEURON joins sections: zero-area nodes at branches.
+
+    NEURON (one segment per section, children attached at the parent's ``1`` end) puts a
+    node of zero area where a section ends: with one child it only joins two
+    half-sections in series, which :func:`cable_coupling` computes; with several children it
+    couples the parent's half-section and all of theirs at once. This inserts such a node
+    after every compartment with two or more children (``junction``), so that
+    ``cable_simulate`` and ``cable_network_simulate`` with ``c_m = 0`` there compute what
+    NEURON does (``tests/test_ion_cable_network.py`` compares them to round-off).
+    :class:`CableNetwork` does this by default and keeps the junctions out of sight.
+
+    Args:
+        parent: ``(n_comp,)`` parent compartments in Hines order.
+        length: ``(n_comp,)`` um.
+        diam: ``(n_comp,)`` um.
+        r_axial: Axial resistivity, Ohm cm.
+
+    Returns:
+        The :class:`CableTree`.
+
+    Example:
+        >>> import numpy as np
+        >>> tree = cable_tree(np.array([-1, 0, 0]), np.full(3, 50.0), np.full(3, 2.0))
+        >>> tree.parent.tolist(), tree.junction.tolist()  # the soma's end joins both
+        ([-1, 0, 1, 1], [False, True, False, False])
+    """
+    cable_coupling(parent, length, diam, r_axial)  # the same checks of the geometry
+    parent = np.asarray(parent, dtype=np.int64)
+    length_cm = np.asarray(length, dtype=np.float64) * 1e-4
+    radius_cm = np.asarray(diam, dtype=np.float64) * 0.5e-4
+    area = np.pi * 2 * radius_cm * length_cm
+    half_r = r_axial * (length_cm / 2) / (np.pi * radius_cm**2)  # Ohm
+    n_comp = parent.shape[0]
+    n_children = np.bincount(parent[1:], minlength=n_comp) if n_comp > 1 else np.zeros(1, int)
+    node = np.empty(n_comp, dtype=np.int64)
+    parents: list[int] = []
+    areas: list[float] = []
+    junction: list[bool] = []
+    g_up: list[float] = []  # conductance to the parent node, mS
+    joint = np.full(n_comp, -1)  # the junction node at a compartment's end
+    for i in range(n_comp):
+        node[i] = len(parents)
+        p = int(parent[i])
+        if p < 0:
+            parents.append(-1)
+            g_up.append(0.0)
+        elif joint[p] >= 0:  # onto the parent's junction: this half-section alone
+            parents.append(int(joint[p]))
+            g_up.append(1e3 / half_r[i])
+        else:  # the parent's only child: both half-sections in series
+            parents.append(int(node[p]))
+            g_up.append(1e3 / (half_r[i] + half_r[p]))
+        areas.append(float(area[i]))
+        junction.append(False)
+        if n_children[i] >= 2:
+            joint[i] = len(parents)
+            parents.append(int(node[i]))
+            g_up.append(1e3 / half_r[i])
+            areas.append(float(area[i]))
+            junction.append(True)
+    par = np.array(parents, dtype=np.int64)
+    a = np.array(areas)
+    g = np.array(g_up)
+    up = np.where(par >= 0, par, 0)
+    coupling = np.stack([g / a, g / a[up]])
+    coupling[:, 0] = 0.0
+    return CableTree(par, coupling, np.array(junction), node, a)
+
+
+@dataclass(frozen=True)
 class Morphology:
     """Compartments of a reconstructed cell, one per SWC point, in Hines order.
 

@@ -9,9 +9,9 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
-from ..ops.ion import NetworkSimulation, synapse_kinds
-from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._cable import Morphology, cable_coupling
+from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
+from ..ops.ion_channel import Channel, ChannelSet, _arg_names, channel_set
+from ._cable import CableTree, Morphology, cable_coupling, cable_tree
 from ._network import csr_arrays, delay_and_arrivals, per_synapse_types
 
 
@@ -24,9 +24,14 @@ class CableNetwork:
     State (``v``, ``states``, ``g_syn``, the spikes in flight ``arrivals``, time ``t``)
     carries over between :meth:`run` calls.
 
-    NEURON's ``NetCon`` with ``delay = d`` onto an ``ExpSyn`` of weight ``w`` (uS) is
-    ``delay = d + dt`` here (NEURON stamps a spike with the end of its step) and a weight of
-    ``w * 1e-3 / area_cm2`` mS/cm^2 of the target compartment (``morphology.area``).
+    Compartments join as NEURON joins sections of one segment at their ``1`` ends: where a
+    compartment has two or more children, a zero-area node at its end couples them all at
+    once (:func:`cable_tree`; ``junctions=False``: every child coupled to its parent in
+    series, :func:`cable_coupling`). The junction nodes stay out of sight: every array here
+    has one column per compartment. NEURON's ``NetCon`` with ``delay = d`` onto an
+    ``ExpSyn`` of weight ``w`` (uS) is ``delay = d + dt`` here (NEURON stamps a spike with the
+    end of its step) and a weight of ``w * 1e-3 / area`` mS/cm^2 of the target compartment
+    (``net.area``, cm^2); :func:`to_neuron` builds the same network in NEURON.
 
     Args:
         channels: Channel classes or a :class:`ChannelSet` (in every compartment).
@@ -37,6 +42,8 @@ class CableNetwork:
         synapse_compartment: The compartment every synapse sits on, ``(nnz,)`` int, or one
             compartment for all (default 0, the soma).
         r_axial: Axial resistivity, Ohm cm.
+        junctions: NEURON's zero-area nodes at branch points (default), or ``False`` for
+            pairwise coupling (as :func:`cable_coupling`, ``cable_simulate``'s usual input).
         delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
         tau_syn: Synaptic decay time constant, ms, or one per synapse type.
         e_syn: Synaptic reversal potential, mV, or one per synapse type.
@@ -59,7 +66,7 @@ class CableNetwork:
 
     def __init__(self, channels: ChannelSet | Sequence[type[Channel]], morphology: Any,
                  connectivity: Any, *, synapse_compartment: Any = 0, r_axial: float = 100.0,
-                 delay: float = 1.0, tau_syn: float | Sequence[float] = 5.0,
+                 junctions: bool = True, delay: float = 1.0, tau_syn: float | Sequence[float] = 5.0,
                  e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
                  v0: float = -65.0, dtype: Any = np.float64, **params: Any):
         self.dtype = np.dtype(dtype)
@@ -73,7 +80,12 @@ class CableNetwork:
                                  "a tuple (parent, length, diam) of per-compartment arrays "
                                  f"(um), got {type(morphology).__name__}") from None
         self.parent = np.asarray(parent, dtype=np.int64)
-        cpl = cable_coupling(self.parent, length, diam, r_axial)
+        if junctions:
+            self.tree: CableTree | None = cable_tree(self.parent, length, diam, r_axial)
+            nodes, cpl = self.tree.parent, self.tree.coupling
+        else:
+            self.tree = None
+            nodes, cpl = self.parent, cable_coupling(self.parent, length, diam, r_axial)
         #: Every compartment's length and diameter (um), the axial resistivity (Ohm cm).
         self.length = np.asarray(length, np.float64)
         self.diam = np.asarray(diam, np.float64)
@@ -83,8 +95,11 @@ class CableNetwork:
         self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
         n_cells, n_comp = self.indptr.shape[0] - 1, self.parent.shape[0]
         nnz = self.indices.shape[0]
+        #: The kernel's tree: parents and coupling ``(2, n_cells, n_nodes)`` of the
+        #: compartments and junction nodes (the compartments alone without junctions).
+        self.node_parent = nodes
         self.coupling = np.ascontiguousarray(
-            np.broadcast_to(cpl[:, None], (2, n_cells, n_comp)), dtype=self.dtype)
+            np.broadcast_to(cpl[:, None], (2, n_cells, nodes.shape[0])), dtype=self.dtype)
         comps = np.asarray(synapse_compartment)
         if comps.ndim == 0:
             comps = np.full(nnz, int(comps), dtype=np.int64)
@@ -139,17 +154,60 @@ class CableNetwork:
         n_steps = int(round(duration / dt))
         delay_steps, arrivals = delay_and_arrivals("CableNetwork.run", self.delay, dt,
                                                    self.arrivals)
+        arrays = (self.v, self.states, self.params, self.i_ext, self.g_syn, arrivals)
+        comps, cols = self.synapse_compartment, record_at
+        if self.tree is not None:  # the kernel's columns: compartments and junctions
+            arrays = self._with_junctions(*arrays)
+            node = self.tree.node
+            comps = node[comps]
+            record_at = check_record_at("CableNetwork.run", record_at, node.shape[0])
+            cols = node if record_at is None else node[list(record_at)]
+        v, states, params, i_ext, g_syn, arrivals = arrays
         out = ops.cable_network_simulate(
-            self.v, self.states, self.params, self.i_ext, self.parent, self.coupling,
-            self.g_syn, self.indptr, self.indices, self.weights, channels=self.channel_set,
-            dt=dt, n_steps=n_steps, delay_steps=delay_steps, tau_syn=self.tau_syn,
-            e_syn=self.e_syn, synapse_type=self.synapse_type,
-            synapse_compartment=self.synapse_compartment, record_every=record_every,
-            record_at=record_at, spike_threshold=spike_threshold, max_spikes=max_spikes,
-            arrivals0=arrivals, backend=backend,
+            v, states, params, i_ext, self.node_parent, self.coupling, g_syn, self.indptr,
+            self.indices, self.weights, channels=self.channel_set, dt=dt, n_steps=n_steps,
+            delay_steps=delay_steps, tau_syn=self.tau_syn, e_syn=self.e_syn,
+            synapse_type=self.synapse_type, synapse_compartment=comps,
+            record_every=record_every, record_at=None if cols is None else list(cols),
+            spike_threshold=spike_threshold, max_spikes=max_spikes, arrivals0=arrivals,
+            backend=backend,
         )
+        if self.tree is not None:  # back to one column per compartment
+            node = self.tree.node
+            out = out._replace(v=out.v[:, node], states=out.states[..., node],
+                               g_syn=out.g_syn[..., node], arrivals=out.arrivals[..., node])
         out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
         self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
         self.arrivals = out.arrivals
         self.t += n_steps * dt
         return out
+
+    def _with_junctions(self, v: np.ndarray, states: np.ndarray, params: np.ndarray,
+                        i_ext: np.ndarray, g_syn: np.ndarray, arrivals: np.ndarray | None
+                        ) -> tuple[Any, ...]:
+        """The arrays with the junction nodes' columns added.
+
+        A junction has no capacitance, channel conductance, current or synapse; its potential
+        and states are copied from the compartment it ends (they enter nothing: its row of
+        the system is its axial currents alone).
+        """
+        tree = self.tree
+        assert tree is not None
+        n_nodes = tree.parent.shape[0]
+        junction = np.flatnonzero(tree.junction)
+        ends = tree.parent[junction]  # node index of the compartment each junction ends
+
+        def widen(a: np.ndarray, fill: float | None) -> np.ndarray:
+            out = np.empty((*a.shape[:-1], n_nodes), dtype=a.dtype)
+            out[..., tree.node] = a
+            out[..., junction] = out[..., ends] if fill is None else fill
+            return out
+
+        params = widen(params, None)
+        cs = self.channel_set
+        rows = {cs.param_names.index(name) for ch in cs.channels
+                for name in _arg_names(ch.conductance_fn) if name in cs.param_names}
+        for row in (0, *sorted(rows)):  # c_m and every parameter a conductance reads
+            params[row][:, junction] = 0.0
+        return (widen(v, None), widen(states, None), params, widen(i_ext, 0.0),
+                widen(g_syn, 0.0), None if arrivals is None else widen(arrivals, 0.0))

@@ -78,11 +78,11 @@ def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 
     synapse a ``NetCon`` from its cell's soma onto an ``ExpSyn`` of its compartment and type
     (one ``ExpSyn`` per compartment and type: it is linear, so its ``NetCon``s sum as
     fusekit's conductance does), with the weight in uS (``w * area * 1e3``) and NEURON's delay
-    ``(delay_steps - 1) dt`` (NEURON stamps a spike with the end of its step). Cells whose
-    compartments each have at most one child then agree with :meth:`CableNetwork.run` to
-    round-off (``tests/test_ion_cable_network.py``); at a branch point NEURON's zero-area
-    node couples the three half-sections at once, where fusekit couples each child to its
-    parent.
+    ``(delay_steps - 1) dt`` (NEURON stamps a spike with the end of its step); every
+    compartment's section is attached to its parent's ``1`` end. The two then agree to
+    round-off (``tests/test_ion_cable_network.py``: chains and branched cells, whose branch
+    points NEURON joins at a zero-area node, as :class:`CableNetwork` does by default; a
+    network made with ``junctions=False`` differs there).
 
     Args:
         net: A network that has not run yet (``net.t == 0``), of HH channels, with one

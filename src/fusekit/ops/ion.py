@@ -82,7 +82,9 @@ class IonSimulation(NamedTuple):
 def _check_ion_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, *, channels: Any, dt: float,
     n_steps: int, record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    zero_cm_ok: bool = False,
 ) -> str:
+    # zero_cm_ok: c_m = 0 passes (the cable ops' zero-area junction nodes; they check the rest)
     op = "ion_simulate"
     cs = channel_set(channels)
     require_ndim(op, "v0", v0, 1, "(n,)")
@@ -124,9 +126,9 @@ def _check_ion_simulate(
                          f"{spike_threshold!r}")
     for name, a in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext)):
         require_finite(op, name, a)
-    if n and not bool((params[0] > 0).all()):
+    if n and not bool((params[0] >= 0).all() if zero_cm_ok else (params[0] > 0).all()):
         raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
-                         "positive for every neuron")
+                         f"{'non-negative' if zero_cm_ok else 'positive'} for every neuron")
     for row, name in enumerate(cs.param_names):
         if name.startswith("g_") and n and bool((params[row] < 0).any()):
             raise InputError(f"{op}: params row {row} ({name}, a conductance density in "
@@ -560,9 +562,13 @@ def _check_cable_simulate(
     flat = (v0.reshape(n), states0.reshape(states0.shape[0], n),
             params.reshape(params.shape[0], n))
     i_flat = i_ext.reshape(n) if i_ext.ndim == 2 else i_ext.reshape(n_steps, n)
-    dtype = _check_ion_simulate(*flat, i_flat, channels=cs, dt=dt, n_steps=n_steps,
-                                record_every=record_every, spike_threshold=spike_threshold,
-                                max_spikes=max_spikes)
+    try:
+        dtype = _check_ion_simulate(*flat, i_flat, channels=cs, dt=dt, n_steps=n_steps,
+                                    record_every=record_every, spike_threshold=spike_threshold,
+                                    max_spikes=max_spikes, zero_cm_ok=True)
+    except InputError as exc:  # the same checks, in this op's terms
+        raise InputError(str(exc).replace("ion_simulate:", f"{op}:", 1).replace(
+            "every neuron", "every compartment")) from None
     if array_dtype(coupling) != dtype:
         raise InputError(f"{op}: coupling must have the dtype of v0 ({dtype}), got "
                          f"{array_dtype(coupling)}")
@@ -571,6 +577,14 @@ def _check_cable_simulate(
         raise InputError(f"{op}: coupling holds axial conductances (mS/cm^2) and must not be "
                          "negative; fusekit.neuro.cable_coupling computes them from lengths, "
                          "diameters and r_axial")
+    # c_m = 0: a zero-area node (NEURON's junction at a branch point), whose row of the
+    # system is only its axial coupling; it needs a parent it is coupled to.
+    if n and (not bool((params[0, :, 0] > 0).all())
+              or bool(((params[0] == 0) & ~(coupling[0] > 0)).any())):
+        raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) may be 0 "
+                         "only at a zero-area junction node (fusekit.neuro.cable_tree makes "
+                         "them), which must be coupled to its parent (coupling[0] > 0); "
+                         "compartment 0, the root, needs c_m > 0")
     _check_hines_solve(parent, *(v0 for _ in range(4)))  # the parent array's Hines order
     return dtype
 
