@@ -7,7 +7,7 @@ junctions). Squid HH in every compartment; 20 % of the somata driven at 5-30 uA/
 excitatory synapses (20 per cell on average, p = 0.04, no self-connections) from somata onto
 random compartments, tau 2 ms, 0 mV, 1 ms delay; 50 ms at dt = 0.025 ms, float64. NEURON (built
 by ``fusekit.neuro.to_neuron``): one ``ExpSyn`` per compartment (an ExpSyn is linear, so its
-NetCons sum as fusekit's per- compartment conductance does), a ``NetCon`` per synapse, rate
+NetCons sum as fusekit's per-compartment conductance does), a ``NetCon`` per synapse, rate
 tables off, its threads set to the benchmark's count; set-up is not timed. ``extra_info``
 reports compartment-steps/s; the spike counts of the two are compared (equal in every cell when
 measured; the voltages of every compartment of all 500 cells agreed to 1.0e-7 mV over the 50

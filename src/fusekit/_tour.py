@@ -258,12 +258,13 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
 
     from .neuro import HH_CHANNELS, CableNetwork, random_connectivity
 
-    # Cells of a soma and a dendrite of five sections (one compartment each), a fifth of the
+    # Cells of a soma with two dendrites, the first branching in two (six sections of one
+    # compartment, joined at zero-area nodes where they branch, as in NEURON), a fifth of the
     # somata driven; excitatory synapses from somata onto random compartments, 1 ms delay.
     n, duration, dt = (40, 20.0, 0.025) if quick else (300, 50.0, 0.025)
     rng = np.random.default_rng(0)
-    morph = (np.array([-1, 0, 1, 2, 3, 4]), [20.0, 100.0, 100.0, 100.0, 100.0, 100.0],
-             [20.0, 2.0, 1.5, 1.0, 1.0, 1.0])
+    morph = (np.array([-1, 0, 0, 1, 1, 2]), [20.0, 150.0, 100.0, 80.0, 60.0, 120.0],
+             [20.0, 2.0, 1.5, 1.0, 1.0, 1.2])
     csr = random_connectivity(n, 20 / n, 0.8, rng)
     comps = rng.integers(0, 6, csr[1].shape[0])
 
@@ -298,12 +299,12 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
         ref = make().run(duration, dt=dt, record_every=1, record_at=[0], backend="reference")
         v_peer, counts, peer = ref.v_record, ref.spike_count, "NumPy reference"
     err = float(np.abs(got.v_record - v_peer).max())
-    print(f"  HH network of {n} cells x 6 compartments, {csr[1].shape[0]:,} synapses on "
+    print(f"  HH network of {n} branched cells x 6 compartments, {csr[1].shape[0]:,} synapses on "
           f"dendrites, {duration:.0f} ms: fusekit cpu {format_seconds(t_cpu)}, {peer} "
           f"{format_seconds(t_peer)}; somatic voltages agree to {err:.1e} mV, spike counts "
           f"equal for {100 * float(np.mean(counts == got.spike_count)):.0f}% of cells; "
           f"undriven cells fired {int(got.spike_count[n // 5:].sum()):,} spikes", file=out)
-    return [["neuro", f"HH network of {n} cells x 6 compartments x {duration:.0f} ms, float64",
+    return [["neuro", f"HH network of {n} branched cells x 6 comp. x {duration:.0f} ms, float64",
              f"{err:.1e} mV (vs {peer})", format_seconds(t_cpu),
              f"{peer}: {format_seconds(t_peer)}", f"{t_peer / t_cpu:.1f}x",
              f"{csr[1].shape[0]:,} synapses on dendrites"]]
