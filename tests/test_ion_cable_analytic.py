@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fusekit
-from fusekit.neuro import ChannelSet, HHLeak, cable_coupling
+from fusekit.neuro import ChannelSet, HHLeak, cable_coupling, cable_tree
 
 LEAK = ChannelSet([HHLeak])
 G_L, E_L, RA, C_M = 0.3, -65.0, 100.0, 1.0  # mS/cm^2, mV, Ohm cm, uF/cm^2
@@ -29,9 +29,9 @@ def length_constant_um(diam_um):
     return math.sqrt(diam_um * 1e-4 * r_m / (4 * RA)) * 1e4
 
 
-def steady_state(parent, length_um, diam_um, i0_ua, backend, coupling=None):
+def steady_state(parent, length_um, diam_um, i0_ua, backend, coupling=None, junction=None):
     """Potentials after 200 ms (60 membrane time constants; dt = 0.5 ms) with ``i0_ua`` into
-    compartment 0."""
+    compartment 0. ``junction``: zero-area nodes (no capacitance, no leak)."""
     n_comp = len(parent)
     area_cm2 = math.pi * np.asarray(diam_um) * np.asarray(length_um) * 1e-8
     if coupling is None:
@@ -40,10 +40,12 @@ def steady_state(parent, length_um, diam_um, i0_ua, backend, coupling=None):
     v0 = np.full((1, n_comp), E_L)
     i_ext = np.zeros((1, n_comp))
     i_ext[0, 0] = i0_ua / area_cm2[0]  # uA/cm^2
+    params = LEAK.default_params(n_comp, g_leak=G_L, e_leak=E_L)
+    if junction is not None:
+        params[0, junction] = params[LEAK.param_names.index("g_leak"), junction] = 0.0
     out = fusekit.ops.cable_simulate(
-        v0, np.zeros((0, 1, n_comp)), LEAK.default_params(n_comp, g_leak=G_L, e_leak=E_L)
-        .reshape(-1, 1, n_comp), i_ext, np.asarray(parent), coupling, channels=LEAK, dt=0.5,
-        n_steps=400, backend=backend)
+        v0, np.zeros((0, 1, n_comp)), params.reshape(-1, 1, n_comp), i_ext,
+        np.asarray(parent), coupling, channels=LEAK, dt=0.5, n_steps=400, backend=backend)
     return out.v[0]
 
 
@@ -76,7 +78,7 @@ def test_sealed_cable_steady_state_matches_the_cosh_solution(backend):
     assert 3.8 < err50 / err100 < 4.2
 
 
-def rall_tree(n0, n1, junction_once):
+def rall_tree(n0, n1, junction_once, tree=False):
     """A 2 um parent in ``n0`` compartments forking into two daughters of 2 / 2^(2/3) um in
     ``n1`` each; every compartment 0.6/n0 length constants long; error against the
     equivalent cylinder (electrotonic length 1) relative to the largest depolarisation.
@@ -86,6 +88,7 @@ def rall_tree(n0, n1, junction_once):
     conductances, the elimination of a zero-area junction node as NEURON has; exact here
     because the daughters are at equal potentials); otherwise :func:`cable_coupling`'s
     convention, which puts the parent half in series with each daughter separately.
+    ``tree``: the zero-area node itself, inserted by :func:`fusekit.neuro.cable_tree`.
     """
     d0 = 2.0
     d1 = d0 / 2 ** (2 / 3)
@@ -106,7 +109,12 @@ def rall_tree(n0, n1, junction_once):
             g_ms = 1e3 * half_g[n0 - 1] * half_g[k] / (half_g[n0 - 1] + half_g[kids].sum())
             coupling[:, k] = g_ms / area[k], g_ms / area[n0 - 1]
     i0 = 1e-4
-    v = steady_state(parent, length, diam, i0, "reference", coupling=coupling)
+    if tree:
+        nodes = cable_tree(parent, length, diam, RA)
+        v = steady_state(nodes.parent, nodes.area * 1e8 / (math.pi * diam[0]), np.full(
+            nodes.parent.size, diam[0]), i0, "cpu", nodes.coupling, nodes.junction)[nodes.node]
+    else:
+        v = steady_state(parent, length, diam, i0, "reference", coupling=coupling)
     np.testing.assert_allclose(v[n0:n0 + n1], v[n0 + n1:], rtol=0, atol=1e-12)  # symmetric
     x = (np.concatenate([np.arange(n0), n0 + np.arange(n1), n0 + np.arange(n1)]) + 0.5) * x_step
     exact = sealed_cable_v(x, 1.0, i0, d0)
@@ -123,6 +131,17 @@ def test_rall_equivalent_cylinder_with_the_junction_counted_once():
     err2, _ = rall_tree(60, 40, junction_once=True)
     assert err < 0.1 * x_step**2
     assert 3.8 < err / err2 < 4.2
+
+
+def test_junction_nodes_of_cable_tree_make_the_fork_second_order():
+    """The same Rall tree through cable_tree's zero-area node (c_m = 0, no leak) on the CPU
+    kernel: the errors of the coupling counted once, second order."""
+    err, x_step = rall_tree(30, 20, junction_once=False, tree=True)
+    err2, _ = rall_tree(60, 40, junction_once=False, tree=True)
+    want, _ = rall_tree(30, 20, junction_once=True)
+    assert err < 0.1 * x_step**2
+    assert 3.8 < err / err2 < 4.2
+    assert abs(err - want) < 1e-3 * want
 
 
 def test_cable_coupling_at_a_branch_point_is_first_order():
