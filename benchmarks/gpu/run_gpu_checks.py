@@ -5,20 +5,19 @@ Run on a machine with an NVIDIA GPU, CuPy and a CUDA build of torch::
     python benchmarks/gpu/run_gpu_checks.py            # checks, then the timing table
     python benchmarks/gpu/run_gpu_checks.py --no-timing
 
-It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and
-torch CUDA tensors through the public API with ``backend="cuda"``, torch autograd included)
-of the kron, fp8, kron_svd, spike, mst, network_simulate and ion_sensitivity kernels (spike,
-mst, network_simulate and ion_sensitivity with CuPy only; Borůvka on Delaunay graphs up to
-2^20 vertices against the CPU's spike-Kruskal, with one timing line each), then four timing
-tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64 factors) next
-to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul version written in torch,
-``fp8_gemv`` on DeepSeek-V3 expert shapes next to a bf16 matmul on weights dequantized at
-load time and a dequantize-then-matmul in torch, ``kpsvd`` (randomized and exact) of a 4096
-x 4096 weight next to ``torch.svd_lowrank`` and ``torch.linalg.svd`` of the weight (PiSSA's
-two initialisations), and ``ion_sensitivity`` of 10,000 HH neurons over 100 ms next to
+It prints ``fusekit.info()``, one PASS/FAIL line per correctness check (CuPy arrays and torch
+CUDA tensors through the public API with ``backend="cuda"``, torch autograd included) of the
+kron, fp8, kron_svd, spike, mst, network_simulate, cable_network_simulate and ion_sensitivity
+kernels (spike, mst, the networks and ion_sensitivity with CuPy only; Borůvka on Delaunay
+graphs up to 2^20 vertices against the CPU's spike-Kruskal, with one timing line each), then
+four timing tables: ``kron_linear`` at LLaMA-like sizes (a 4096 x 4096 weight as 64 x 64
+factors) next to the dense ``x @ W.T`` product and a cuBLAS reshape+matmul version written in
+torch, ``fp8_gemv`` on DeepSeek-V3 expert shapes next to a bf16 matmul on weights dequantized
+at load time and a dequantize-then-matmul in torch, ``kpsvd`` (randomized and exact) of a 4096
+x 4096 weight next to ``torch.svd_lowrank`` and ``torch.linalg.svd`` of the weight (PiSSA's two
+initialisations), and ``ion_sensitivity`` of 10,000 HH neurons over 100 ms next to
 ``ion_simulate``'s forward pass. It exits 1 when any check fails, 2 when there is no usable
-GPU. A minute or two on one GPU, most of it Numba compiling the kernels on first use.
-"""
+GPU. A minute or two on one GPU, most of it Numba compiling the kernels on first use."""
 
 from __future__ import annotations
 
