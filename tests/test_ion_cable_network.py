@@ -358,3 +358,134 @@ def test_to_neuron_builds_the_same_network_in_neuron(parent):
     np.testing.assert_allclose(v_neuron, out.v_record, atol=1e-8)
     with pytest.raises(InputError, match="before it runs"):
         to_neuron(net)
+
+
+# ------------------------------------------------------------------ the torch form
+
+
+def torch_network(n=6, seed=9, junction_tree=False):
+    """A small E/I network of branched cells as torch tensors, and the op's NumPy inputs."""
+    torch = pytest.importorskip("torch")
+    from fusekit.neuro import cable_tree
+
+    v, S, P, i_ext, coupling, rng = cells(n, seed=seed, soma_current=(15.0, 40.0))
+    parent = PARENT
+    if junction_tree:  # the same cells through cable_tree's zero-area nodes
+        tree = cable_tree(PARENT, LENGTH, DIAM)
+        parent, m = tree.parent, tree.parent.size
+        widen = np.zeros((PARENT.size, m))
+        widen[np.arange(PARENT.size), tree.node] = 1.0
+        v, i_ext = v @ widen, i_ext @ widen
+        S = np.einsum("kcj,jm->kcm", S, widen)
+        P = np.einsum("kcj,jm->kcm", P, widen)
+        P[:, :, tree.junction] = HH.default_params(1)[:, :, None]
+        for name in ("c_m", "g_na", "g_k", "g_leak"):
+            P[HH.param_names.index(name)][:, tree.junction] = 0.0
+        v[:, tree.junction] = -65.0
+        S[:, :, tree.junction] = HH.steady_states(np.full(1, -65.0))[:, :, None]
+        coupling = np.ascontiguousarray(np.broadcast_to(tree.coupling[:, None], (2, n, m)))
+    indptr, indices, weights = random_connectivity(n, 0.5, 1.0, rng)
+    m = parent.size
+    comps = rng.integers(0, m, indices.shape[0])
+    kinds = (np.arange(n) >= n - 2).astype(np.int64)
+    numpy_args = (v, S, P, i_ext, parent, coupling, np.zeros((2, n, m)), indptr, indices,
+                  weights)
+    kw = dict(dt=0.025, n_steps=240, delay_steps=20, tau_syn=[2.0, 6.0], e_syn=[0.0, -80.0],
+              synapse_type=np.repeat(kinds, np.diff(indptr)), synapse_compartment=comps,
+              record_every=8, record_at=[0, m - 1], max_spikes=4)
+    return torch, numpy_args, kw
+
+
+@pytest.mark.parametrize("junction_tree", [False, True])
+def test_torch_cable_network_matches_the_op(junction_tree):
+    from fusekit.neuro import cable_network_simulate_torch
+
+    torch, args, kw = torch_network(junction_tree=junction_tree)
+    ref = fusekit.ops.cable_network_simulate(*args, channels=HH, backend="reference", **kw)
+    t = [torch.as_tensor(a) for a in args]
+    got = cable_network_simulate_torch(HH, *t, **kw)
+    assert ref.spike_count.sum() >= 6 and (ref.g_syn > 0).any()
+    np.testing.assert_array_equal(got.spike_count.numpy(), ref.spike_count)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.nan_to_num(a.detach().numpy()), np.nan_to_num(b),
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_torch_cable_network_of_one_compartment_is_network_simulate_torch():
+    from fusekit.neuro import cable_network_simulate_torch, network_simulate_torch
+
+    torch = pytest.importorskip("torch")
+    n = 12
+    rng = np.random.default_rng(4)
+    v0 = rng.uniform(-70.0, -60.0, n)
+    indptr, indices, weights = random_connectivity(n, 0.3, 0.4, rng)
+    i_ext = np.where(np.arange(n) < 4, 15.0, 0.0)
+    kw = dict(dt=0.025, n_steps=300, delay_steps=20, record_every=10, max_spikes=3)
+    w1 = torch.tensor(weights, requires_grad=True)
+    w2 = torch.tensor(weights, requires_grad=True)
+    a = network_simulate_torch(HH, torch.tensor(v0), torch.tensor(HH.steady_states(v0)),
+                               torch.tensor(HH.default_params(n)), torch.tensor(i_ext),
+                               torch.zeros(n, dtype=torch.float64), indptr, indices, w1, **kw)
+    b = cable_network_simulate_torch(
+        HH, torch.tensor(v0[:, None]), torch.tensor(HH.steady_states(v0)[:, :, None]),
+        torch.tensor(HH.default_params(n)[:, :, None]), torch.tensor(i_ext[:, None]), [-1],
+        torch.zeros(2, n, 1, dtype=torch.float64), torch.zeros(n, 1, dtype=torch.float64),
+        indptr, indices, w2, **kw)
+    assert int(a.spike_count[4:].sum()) > 0
+    np.testing.assert_array_equal(a.spike_count.numpy(), b.spike_count.numpy())
+    torch.testing.assert_close(b.v_record[..., 0], a.v_record, rtol=1e-9, atol=1e-9)
+    a.v_record.mean().backward()
+    b.v_record.mean().backward()
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_torch_cable_network_weight_gradients_pass_gradcheck_on_an_exact_path():
+    """Weights onto a cell without outgoing synapses, a loss on that cell only: no spike
+    output lies on the path, so the gradient is exact (finite differences agree)."""
+    from fusekit.neuro import cable_network_simulate_torch
+
+    torch = pytest.importorskip("torch")
+    v, S, P, i_ext, coupling, _ = cells(3, soma_current=(0.0, 0.0))
+    i_ext[0, 0] = 30.0  # cell 0 fires; cells 0 and 1 project onto cell 2 (no outputs)
+    t = [torch.as_tensor(a) for a in (v, S, P, i_ext, coupling)]
+
+    def loss(w):
+        out = cable_network_simulate_torch(
+            HH, *t[:4], PARENT, t[4], torch.zeros(3, 5, dtype=torch.float64),
+            [0, 2, 3, 3], [2, 2, 2], w, synapse_compartment=[3, 0, 4], dt=0.025, n_steps=120,
+            delay_steps=10, record_every=4, record_at=[0, 3])
+        return out.v_record[:, 2].mean(0)
+
+    w = torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(loss, (w,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_torch_cable_network_checkpoints_give_the_same_gradients():
+    from fusekit.neuro import cable_network_simulate_torch
+
+    torch, args, kw = torch_network(seed=10)
+    grads = []
+    for every in (0, 37):
+        t = [torch.as_tensor(a) for a in args]
+        for k in (2, 5, 9):  # params, coupling, weights
+            t[k].requires_grad_()
+        out = cable_network_simulate_torch(HH, *t, checkpoint_every=every, **kw)
+        loss = out.v_record.mean() + out.g_syn.sum()
+        grads.append(torch.autograd.grad(loss, [t[2], t[5], t[9]]))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert all(float(g.abs().max()) > 0 for g in grads[0])
+
+
+def test_torch_cable_network_refuses_numpy_and_bad_compartments():
+    from fusekit.neuro import cable_network_simulate_torch
+
+    torch, args, kw = torch_network()
+    t = [torch.as_tensor(a) for a in args]
+    with pytest.raises(InputError, match="weights must be a torch tensor"):
+        cable_network_simulate_torch(HH, *t[:9], args[9], **kw)
+    bad = {**kw, "synapse_compartment": np.full(args[8].shape, 7)}
+    with pytest.raises(InputError, match="synapse_compartment must be"):
+        cable_network_simulate_torch(HH, *t, **bad)
+    with pytest.raises(InputError, match="cable_network_simulate_torch: coupling must have"):
+        cable_network_simulate_torch(HH, *t[:5], t[5][:, :, :3], *t[6:], **kw)

@@ -30,6 +30,7 @@ from ..ops.ion_channel import exp as exp
 from ..ops.ion_channel import log as log
 from ..ops.ion_channel import sqrt as sqrt
 from ..ops.ion_channel import vtrap as vtrap
+from ._autograd import cable_network_simulate_torch as cable_network_simulate_torch
 from ._autograd import network_simulate_torch as network_simulate_torch
 from ._autograd import params_tensor as params_tensor
 from ._autograd import simulate as simulate
@@ -118,6 +119,7 @@ __all__ = [
     "SpikingClassifier",
     "SuperSpike",
     "cable_coupling",
+    "cable_network_simulate_torch",
     "cable_tree",
     "exp",
     "fit_lif",

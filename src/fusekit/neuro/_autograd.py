@@ -15,7 +15,7 @@ full-history oracle that the checkpointed gradient is tested against.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -242,17 +242,24 @@ class _Recorder:
     potential; shared by :func:`simulate_torch` and :func:`network_simulate_torch`.
     """
 
-    def __init__(self, v0: Any, max_spikes: int, record_every: int) -> None:
+    def __init__(self, v0: Any, max_spikes: int, record_every: int,
+                 row_shape: tuple[int, ...] | None = None) -> None:
         import torch
 
         n = v0.shape[0]
         self.n, self.record_every, self.rows = n, record_every, []
+        #: The shape of a recorded row (``(n,)``; a cable network's ``(n_cells, n_cols)``).
+        self.row_shape = (n,) if row_shape is None else row_shape
         self.count = torch.zeros(n, dtype=torch.int64, device=v0.device)
         self.times = [torch.full((n,), float("nan"), dtype=v0.dtype, device=v0.device)
                       for _ in range(max_spikes)]
 
-    def step(self, v: Any, v_new: Any, threshold: float, step: int, dt: float) -> None:
-        """Record step ``step``, in which the potential went from ``v`` to ``v_new``."""
+    def step(self, v: Any, v_new: Any, threshold: float, step: int, dt: float,
+             row: Any = None) -> None:
+        """Record step ``step``, in which the potential went from ``v`` to ``v_new``.
+
+        ``row``: what a recording keeps of this step (default ``v_new``).
+        """
         import torch
 
         crossed, t_cross = spike_crossing(v, v_new, threshold, step, dt)
@@ -262,12 +269,13 @@ class _Recorder:
                                                self.times[slot])
         self.count = self.count + crossed.to(torch.int64)
         if self.record_every and (step + 1) % self.record_every == 0:
-            self.rows.append(v_new)
+            self.rows.append(v_new if row is None else row)
 
     def continued(self, count: Any, times: list[Any]) -> _Recorder:
         """A recorder with this one's settings that goes on from ``count`` and ``times``."""
         other = object.__new__(_Recorder)
         other.n, other.record_every, other.rows = self.n, self.record_every, []
+        other.row_shape = self.row_shape
         other.count, other.times = count, times
         return other
 
@@ -275,7 +283,7 @@ class _Recorder:
         """``(v_record, spike_count, spike_times)``."""
         import torch
 
-        v_record = torch.stack(self.rows) if self.rows else v.new_empty((0, self.n))
+        v_record = torch.stack(self.rows) if self.rows else v.new_empty((0, *self.row_shape))
         spike_times = torch.stack(self.times) if self.times else v.new_empty((0, self.n))
         return v_record, self.count, spike_times
 
@@ -298,7 +306,7 @@ def _checkpointed_segment(checkpoint: Any, run: Any, rec: _Recorder, a: int, b: 
     def segment(v: Any, S: Any, g_syn: Any, *tensors: Any) -> tuple[Any, ...]:
         seg = rec.continued(count0, list(tensors[n_ring:]))
         v, S, g_syn, ring = run(a, b, v, S, g_syn, list(tensors[:n_ring]), seg)
-        rows = torch.stack(seg.rows) if seg.rows else v.new_empty((0, v.shape[0]))
+        rows = torch.stack(seg.rows) if seg.rows else v.new_empty((0, *rec.row_shape))
         return (v, S, g_syn, *ring, seg.count, rows, *seg.times)
 
     out = checkpoint(segment, v, S, g_syn, *ring, *rec.times, use_reentrant=False)
@@ -442,65 +450,118 @@ def network_simulate_torch(
     """
     import torch
 
-    from ..ops.ion import NetworkSimulation, synapse_decays, synapse_kinds
     from ..ops.ion_channel import gates_and_conductances
 
-    for name, t in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext),
-                    ("g_syn0", g_syn0), ("weights", weights)):
-        if not isinstance(t, torch.Tensor):
-            raise InputError(f"network_simulate_torch: {name} must be a torch tensor, got "
-                             f"{type(t).__name__}; the op fusekit.ops.network_simulate takes "
-                             "NumPy arrays")
+    op = "network_simulate_torch"
+    _require_tensors(op, "fusekit.ops.network_simulate", v0=v0, states0=states0,
+                     params=params, i_ext=i_ext, g_syn0=g_syn0, weights=weights)
     cs = channel_set(channels)
-    n = v0.shape[0]
-    indptr = torch.as_tensor(indptr, dtype=torch.int64, device=v0.device)
-    indices = torch.as_tensor(indices, dtype=torch.int64, device=v0.device)
-    if indptr.shape != (n + 1,) or indices.shape != weights.shape or weights.ndim != 1:
-        raise InputError(f"network_simulate_torch: indptr must be ({n + 1},) and indices and "
-                         f"weights one (nnz,) shape, got {tuple(indptr.shape)}, "
-                         f"{tuple(indices.shape)} and {tuple(weights.shape)}")
-    if int(indptr[-1]) != weights.shape[0] or (indices.numel() and (
-            int(indices.min()) < 0 or int(indices.max()) >= n)):
-        raise InputError(f"network_simulate_torch: indptr[-1] must equal the {weights.shape[0]} "
-                         f"synapses and indices lie in [0, {n})")
-    if weights.dtype != v0.dtype:
-        raise InputError(f"network_simulate_torch: weights must have v0's dtype {v0.dtype}, got "
-                         f"{weights.dtype}")
-    if delay_steps < 1:
-        raise InputError(f"network_simulate_torch: delay_steps must be >= 1, got {delay_steps}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
-            or checkpoint_every < 0:
-        raise InputError(f"network_simulate_torch: checkpoint_every must be an int >= 0 (0: no "
-                         f"checkpoints), got {checkpoint_every!r}")
-    taus, es, typed = synapse_kinds(tau_syn, e_syn)
-    n_types = len(taus)
-    if tuple(g_syn0.shape) != ((n_types, n) if typed else (n,)):
-        raise InputError(f"network_simulate_torch: g_syn0 must be "
-                         f"{(n_types, n) if typed else (n,)} (one row per synapse type when "
-                         f"tau_syn or e_syn name several), got {tuple(g_syn0.shape)}")
-    if synapse_type is None:
-        if n_types > 1:
-            raise InputError(f"network_simulate_torch: {n_types} synapse types are declared by "
-                             f"tau_syn and e_syn; give synapse_type, the type of every synapse")
-        synapse_type = torch.zeros_like(indices)
-    types = torch.as_tensor(synapse_type, dtype=torch.int64, device=v0.device)
-    if types.shape != indices.shape or (types.numel() and (
-            int(types.min()) < 0 or int(types.max()) >= n_types)):
-        raise InputError(f"network_simulate_torch: synapse_type must be ({indices.shape[0]},) "
-                         f"integers in [0, {n_types}), got {tuple(types.shape)}")
-    if surrogate is None:
-        from ._layers import SuperSpike
-        surrogate = SuperSpike(1.0)
-    pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
-    target = types * n + indices  # a synapse's row in the flattened (n_types, n) arrivals
 
     def as_tensor(x: Any) -> Any:  # channel functions may return constants
         return torch.as_tensor(x, dtype=v0.dtype, device=v0.device)
 
-    zeros = v0.new_zeros(n_types * n)
-    decay = torch.tensor(synapse_decays(dt, taus), dtype=v0.dtype, device=v0.device)[:, None]
-    e_rev = torch.tensor(es, dtype=v0.dtype, device=v0.device)[:, None]
-    rec = _Recorder(v0, max_spikes, record_every)
+    def membrane(step: int, v: Any, S: Any, g: Any, ge: Any) -> tuple[Any, Any]:
+        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, params, dt, exp=torch.exp,
+                                                stack=torch.stack, convert=as_tensor)
+        i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
+        k_ = dt / params[0]
+        return (v + k_ * (ge + ge_ch + i_inj)) / (1.0 + k_ * (g + g_ch)), S
+
+    return _torch_network(
+        op, membrane, v0, states0, g_syn0, indptr, indices, weights, None, post=tuple(v0.shape),
+        probe=lambda v: v, record=lambda v: v, dt=dt, n_steps=n_steps,
+        delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn, synapse_type=synapse_type,
+        record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
+        surrogate=surrogate, checkpoint_every=checkpoint_every, arrivals0=arrivals0)
+
+
+def _require_tensors(op: str, numpy_op: str, **tensors: Any) -> None:
+    import torch
+
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{op}: {name} must be a torch tensor, got {type(t).__name__}; the "
+                             f"op {numpy_op} takes NumPy arrays")
+
+
+def _torch_network(
+    op: str, membrane: Callable[..., tuple[Any, Any]], v0: Any, states0: Any, g_syn0: Any,
+    indptr: Any, indices: Any, weights: Any, synapse_compartment: Any, *,
+    post: tuple[int, ...], probe: Callable[[Any], Any], record: Callable[[Any], Any],
+    dt: float, n_steps: int, delay_steps: int, tau_syn: Any, e_syn: Any, synapse_type: Any,
+    record_every: int, spike_threshold: float, max_spikes: int, surrogate: Any,
+    checkpoint_every: int, arrivals0: Any,
+) -> Any:
+    """The torch network of :func:`network_simulate_torch` and :func:`cable_network_simulate_torch`.
+
+    ``post``: the shape of one synapse type's conductances, ``(n,)`` or ``(n_cells,
+    n_comp)``; its first entry is the neurons (cells) the CSR's rows and ``indices`` count.
+    ``membrane(step, v, S, g, ge) -> (v_new, S_new)`` takes the synaptic conductance summed
+    over the types and its product with their reversal potentials; ``probe(v)`` is where
+    spikes are detected (``(n,)``), ``record(v)`` what a recording keeps.
+    """
+    import torch
+
+    from ..ops.ion import NetworkSimulation, synapse_decays, synapse_kinds
+
+    n = post[0]
+    n_post = int(np.prod(post))
+    indptr = torch.as_tensor(indptr, dtype=torch.int64, device=v0.device)
+    indices = torch.as_tensor(indices, dtype=torch.int64, device=v0.device)
+    if indptr.shape != (n + 1,) or indices.shape != weights.shape or weights.ndim != 1:
+        raise InputError(f"{op}: indptr must be ({n + 1},) and indices and weights one (nnz,) "
+                         f"shape, got {tuple(indptr.shape)}, {tuple(indices.shape)} and "
+                         f"{tuple(weights.shape)}")
+    if int(indptr[-1]) != weights.shape[0] or (indices.numel() and (
+            int(indices.min()) < 0 or int(indices.max()) >= n)):
+        raise InputError(f"{op}: indptr[-1] must equal the {weights.shape[0]} synapses and "
+                         f"indices lie in [0, {n})")
+    if weights.dtype != v0.dtype:
+        raise InputError(f"{op}: weights must have v0's dtype {v0.dtype}, got {weights.dtype}")
+    if delay_steps < 1:
+        raise InputError(f"{op}: delay_steps must be >= 1, got {delay_steps}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+            or checkpoint_every < 0:
+        raise InputError(f"{op}: checkpoint_every must be an int >= 0 (0: no checkpoints), got "
+                         f"{checkpoint_every!r}")
+    taus, es, typed = synapse_kinds(tau_syn, e_syn)
+    n_types = len(taus)
+    if tuple(g_syn0.shape) != ((n_types, *post) if typed else post):
+        raise InputError(f"{op}: g_syn0 must be {(n_types, *post) if typed else post} (one row "
+                         f"per synapse type when tau_syn or e_syn name several), got "
+                         f"{tuple(g_syn0.shape)}")
+    if synapse_type is None:
+        if n_types > 1:
+            raise InputError(f"{op}: {n_types} synapse types are declared by tau_syn and e_syn; "
+                             f"give synapse_type, the type of every synapse")
+        synapse_type = torch.zeros_like(indices)
+    types = torch.as_tensor(synapse_type, dtype=torch.int64, device=v0.device)
+    if types.shape != indices.shape or (types.numel() and (
+            int(types.min()) < 0 or int(types.max()) >= n_types)):
+        raise InputError(f"{op}: synapse_type must be ({indices.shape[0]},) integers in [0, "
+                         f"{n_types}), got {tuple(types.shape)}")
+    flat = indices  # a synapse's postsynaptic column of the flattened post shape
+    if len(post) == 2:  # cells of n_comp compartments: compartment 0 unless given
+        n_comp = post[1]
+        flat = indices * n_comp
+        if synapse_compartment is not None:
+            comps = torch.as_tensor(synapse_compartment, dtype=torch.int64, device=v0.device)
+            if comps.shape != indices.shape or (comps.numel() and (
+                    int(comps.min()) < 0 or int(comps.max()) >= n_comp)):
+                raise InputError(f"{op}: synapse_compartment must be ({indices.shape[0]},) "
+                                 f"integers in [0, {n_comp}), got {tuple(comps.shape)}")
+            flat = flat + comps
+    if surrogate is None:
+        from ._layers import SuperSpike
+        surrogate = SuperSpike(1.0)
+    pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
+    target = types * n_post + flat  # a synapse's place in the flattened (n_types, *post)
+    zeros = v0.new_zeros(n_types * n_post)
+    shape = (1,) * len(post)
+    decay = torch.tensor(synapse_decays(dt, taus), dtype=v0.dtype,
+                         device=v0.device).view(-1, *shape)
+    e_rev = torch.tensor(es, dtype=v0.dtype, device=v0.device).view(-1, *shape)
+    rec = _Recorder(probe(v0), max_spikes, record_every, tuple(record(v0).shape))
 
     def run(a: int, b: int, v: Any, S: Any, g_syn: Any, ring: list[Any],
             rec: _Recorder) -> tuple[Any, ...]:
@@ -508,32 +569,29 @@ def network_simulate_torch(
         for step in range(a, b):
             slot = step % delay_steps
             g_syn = g_syn * decay + ring[slot]
-            S, g_ch, ge_ch = gates_and_conductances(cs, v, S, params, dt, exp=torch.exp,
-                                                    stack=torch.stack, convert=as_tensor)
-            i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
-            k_ = dt / params[0]
-            v_new = ((v + k_ * ((g_syn * e_rev).sum(0) + ge_ch + i_inj))
-                     / (1.0 + k_ * (g_syn.sum(0) + g_ch)))
-            rec.step(v, v_new, spike_threshold, step, dt)
+            v_new, S = membrane(step, v, S, g_syn.sum(0), (g_syn * e_rev).sum(0))
+            soma, soma_new = probe(v), probe(v_new)
+            rec.step(soma, soma_new, spike_threshold, step, dt, record(v_new))
             # forward exactly the crossing; backward the surrogate's derivative in v_new
-            spikes = surrogate(v_new - spike_threshold) * (v < spike_threshold).to(v.dtype)
+            spikes = (surrogate(soma_new - spike_threshold)
+                      * (soma < spike_threshold).to(v.dtype))
             # arrives at the start of step + delay_steps, whose slot is this step's (every
             # step, so that the surrogate reaches neurons near threshold that did not fire)
-            arrived = zeros.index_add(0, target, weights * spikes[pre]).view(n_types, n)
+            arrived = zeros.index_add(0, target, weights * spikes[pre]).view(n_types, *post)
             ring = [*ring[:slot], arrived, *ring[slot + 1:]]
             v = v_new
         return v, S, g_syn, ring
 
-    in_flight = (delay_steps, n_types, n) if typed else (delay_steps, n)
+    in_flight = (delay_steps, n_types, *post) if typed else (delay_steps, *post)
     if arrivals0 is None:
-        ring0 = [zeros.view(n_types, n)] * delay_steps
+        ring0 = [zeros.view(n_types, *post)] * delay_steps
     elif not isinstance(arrivals0, torch.Tensor) or tuple(arrivals0.shape) != in_flight:
-        raise InputError(f"network_simulate_torch: arrivals0 must be a {in_flight} torch tensor "
-                         f"(an earlier call's arrivals), got "
-                         f"{tuple(getattr(arrivals0, 'shape', ()))} {type(arrivals0).__name__}")
+        raise InputError(f"{op}: arrivals0 must be a {in_flight} torch tensor (an earlier "
+                         f"call's arrivals), got {tuple(getattr(arrivals0, 'shape', ()))} "
+                         f"{type(arrivals0).__name__}")
     else:
-        ring0 = list(arrivals0.to(v0.dtype).reshape(delay_steps, n_types, n).unbind(0))
-    state = (v0, states0, g_syn0.reshape(n_types, n), ring0)
+        ring0 = list(arrivals0.to(v0.dtype).reshape(delay_steps, n_types, *post).unbind(0))
+    state = (v0, states0, g_syn0.reshape(n_types, *post), ring0)
     if not checkpoint_every:
         state = run(0, n_steps, *state, rec)
     else:
@@ -548,3 +606,128 @@ def network_simulate_torch(
         g_syn, arrivals = g_syn[0], arrivals[:, 0]
     v_record, count, spike_times = rec.result(v)
     return NetworkSimulation(v, S, g_syn, v_record, count, spike_times, arrivals)
+
+
+def cable_network_simulate_torch(
+    channels: ChannelSet | Sequence[type[Channel]],
+    v0: Any,
+    states0: Any,
+    params: Any,
+    i_ext: Any,
+    parent: Any,
+    coupling: Any,
+    g_syn0: Any,
+    indptr: Any,
+    indices: Any,
+    weights: Any,
+    *,
+    dt: float,
+    n_steps: int,
+    delay_steps: int,
+    tau_syn: float | Sequence[float] = 5.0,
+    e_syn: float | Sequence[float] = 0.0,
+    synapse_type: Any = None,
+    synapse_compartment: Any = None,
+    record_every: int = 0,
+    record_at: Sequence[int] | None = None,
+    spike_threshold: float = 0.0,
+    max_spikes: int = 0,
+    surrogate: Any = None,
+    checkpoint_every: int = 0,
+    arrivals0: Any = None,
+) -> Any:
+    """Differentiable :func:`fusekit.ops.cable_network_simulate` (networks of branched cells).
+
+    Gradients w.r.t. synaptic weights, parameters, currents and the axial coupling. The op's
+    scheme in torch, one Python iteration per step (the cable step of
+    :func:`fusekit.ops.cable_torch_step`, its Hines solve differentiable), with the spikes of
+    :func:`network_simulate_torch`: forward exactly the threshold crossing in compartment 0,
+    backward the ``surrogate``'s derivative (default ``SuperSpike(1.0)``) at every step of
+    every cell with outgoing synapses. Gradients are exact where the path from the loss to a
+    parameter passes through no such spike output. ``checkpoint_every = K`` bounds memory as
+    there. Zero-area junction nodes (``fusekit.neuro.cable_tree``, ``c_m = 0``) work as in
+    the op. Suits small networks and short runs (Python per step).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling
+        >>> hh, f64 = ChannelSet(HH_CHANNELS), torch.float64
+        >>> parent = np.array([-1, 0, 1])
+        >>> cpl = cable_coupling(parent, [20.0, 100.0, 100.0], [20.0, 2.0, 1.0])
+        >>> v = torch.full((2, 3), -65.0, dtype=f64)
+        >>> S = torch.tensor(hh.steady_states(np.full(6, -65.0)).reshape(3, 2, 3))
+        >>> P = torch.tensor(hh.default_params(6).reshape(-1, 2, 3))
+        >>> i_ext = torch.zeros(2, 3, dtype=f64); i_ext[0, 0] = 20.0   # drive cell 0
+        >>> w = torch.tensor([0.05], dtype=f64, requires_grad=True)     # onto cell 1's tip
+        >>> out = cable_network_simulate_torch(
+        ...     hh, v, S, P, i_ext, parent, torch.tensor(np.stack([cpl, cpl], 1)),
+        ...     torch.zeros(2, 3, dtype=f64), [0, 1, 1], [1], w, synapse_compartment=[2],
+        ...     dt=0.025, n_steps=400, delay_steps=40, record_every=1)
+        >>> out.v_record[:, 1, 2].mean().backward()   # d(mean v of the tip) / d(weight)
+        >>> bool(w.grad > 0)  # a larger EPSP (at 0.5, cell 1 fires and its AHP wins)
+        True
+
+    Args:
+        channels: As for the op.
+        v0: Initial potentials, mV, ``(n_cells, n_comp)``, a torch tensor.
+        states0: ``(n_states, n_cells, n_comp)``, torch.
+        params: ``(n_params, n_cells, n_comp)``, torch.
+        i_ext: uA/cm^2, ``(n_cells, n_comp)`` or ``(n_steps, n_cells, n_comp)``, torch.
+        parent: Parent compartments, ``(n_comp,)`` integers (any array).
+        coupling: ``(2, n_cells, n_comp)`` mS/cm^2, torch (may require grad).
+        g_syn0: ``(n_cells, n_comp)`` (``(n_types, n_cells, n_comp)``), torch.
+        indptr: CSR row pointers over presynaptic cells, integers.
+        indices: Postsynaptic cell of every synapse, integers.
+        weights: ``(nnz,)`` mS/cm^2 of the target compartment, torch (may require grad).
+        dt: ms.
+        n_steps: Steps.
+        delay_steps: Synaptic delay in steps, at least 1.
+        tau_syn: As for the op.
+        e_syn: As for the op.
+        synapse_type: As for the op.
+        synapse_compartment: As for the op (``None``: compartment 0).
+        record_every: Record ``v`` every this many steps (0: none).
+        record_at: The compartments recorded (``None``: all).
+        spike_threshold: mV, in compartment 0.
+        max_spikes: Spike times kept per cell.
+        surrogate: As for :func:`network_simulate_torch`.
+        checkpoint_every: As for :func:`network_simulate_torch`.
+        arrivals0: Spikes in flight, as for the op (torch).
+
+    Returns:
+        :class:`~fusekit.ops.NetworkSimulation` of torch tensors.
+    """
+    import torch
+
+    from ..ops.ion import _check_cable_simulate, cable_torch_step, check_record_at
+
+    op = "cable_network_simulate_torch"
+    _require_tensors(op, "fusekit.ops.cable_network_simulate", v0=v0, states0=states0,
+                     params=params, i_ext=i_ext, coupling=coupling, g_syn0=g_syn0,
+                     weights=weights)
+    cs = channel_set(channels)
+    parent_t = torch.as_tensor(np.asarray(parent), dtype=torch.int64, device=v0.device)
+    if v0.ndim != 2:
+        raise InputError(f"{op}: v0 must have shape (n_cells, n_comp), got {tuple(v0.shape)}")
+    try:
+        with torch.no_grad():
+            _check_cable_simulate(v0, states0, params, i_ext, parent_t, coupling, channels=cs,
+                                  dt=dt, n_steps=n_steps, record_every=record_every,
+                                  spike_threshold=spike_threshold, max_spikes=max_spikes,
+                                  record_at=record_at)
+    except InputError as exc:
+        raise InputError(str(exc).replace("cable_simulate:", f"{op}:", 1)) from None
+    cols = check_record_at(op, record_at, int(v0.shape[1]))
+
+    def membrane(step: int, v: Any, S: Any, g: Any, ge: Any) -> tuple[Any, Any]:
+        i_inj = i_ext if i_ext.ndim == 2 else i_ext[step]
+        return cable_torch_step(cs, parent_t, v, S, params, i_inj, coupling, dt, g, ge)
+
+    return _torch_network(
+        op, membrane, v0, states0, g_syn0, indptr, indices, weights, synapse_compartment,
+        post=tuple(v0.shape), probe=lambda v: v[:, 0],
+        record=(lambda v: v) if cols is None else (lambda v: v[:, list(cols)]), dt=dt,
+        n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn,
+        synapse_type=synapse_type, record_every=record_every,
+        spike_threshold=spike_threshold, max_spikes=max_spikes, surrogate=surrogate,
+        checkpoint_every=checkpoint_every, arrivals0=arrivals0)

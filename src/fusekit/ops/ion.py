@@ -675,14 +675,17 @@ def _cable_simulate_backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
 
 
 def cable_torch_step(cs: ChannelSet, parent: Any, v: Any, S: Any, P: Any, i_inj: Any,
-                     coupling: Any, dt: float) -> tuple[Any, Any]:
+                     coupling: Any, dt: float, g_syn: Any = None, ge_syn: Any = None
+                     ) -> tuple[Any, Any]:
     """One step of ``cable_simulate``'s scheme on torch tensors: ``(v_new, states_new)``.
 
     The gates and conductances of every compartment as in :func:`~fusekit.ops.ion_grad.
     torch_step`, then the backward-Euler voltage equation with the axial currents, solved by
     the differentiable :func:`hines_solve`. Shapes as in :func:`cable_simulate`: ``v``
     ``(n_cells, n_comp)``, ``S`` and ``P`` with a leading row axis, ``coupling``
-    ``(2, n_cells, n_comp)``; ``parent`` an int64 tensor.
+    ``(2, n_cells, n_comp)``; ``parent`` an int64 tensor. ``g_syn`` and ``ge_syn``: a
+    synaptic conductance per compartment and its product with the reversal potential
+    (``cable_network_simulate``'s, summed over the synapse types), added as a channel.
     """
     import torch
 
@@ -695,6 +698,8 @@ def cable_torch_step(cs: ChannelSet, parent: Any, v: Any, S: Any, P: Any, i_inj:
     # Each compartment's axial conductance: to its parent, plus from each of its children.
     axial = torch.cat([torch.zeros_like(to_parent[:, :1]), to_parent[:, 1:]], dim=1)
     axial = axial.index_add(1, parent[1:], from_child[:, 1:])
+    if g_syn is not None:  # as the reference sums them: the synapses first
+        g_sum, ge_sum = g_syn + g_sum, ge_syn + ge_sum
     c_dt = P[0] / dt
     v_new = hines_solve(parent, c_dt + g_sum + axial, -from_child, -to_parent,
                         c_dt * v + ge_sum + i_inj)
