@@ -489,3 +489,28 @@ def test_torch_cable_network_refuses_numpy_and_bad_compartments():
         cable_network_simulate_torch(HH, *t, **bad)
     with pytest.raises(InputError, match="cable_network_simulate_torch: coupling must have"):
         cable_network_simulate_torch(HH, *t[:5], t[5][:, :, :3], *t[6:], **kw)
+
+
+def test_cable_network_of_swc_cells_agrees_with_neuron(tmp_path):
+    """Cells read from an SWC file (a soma with two neurites, one forking): the network
+    inserts a junction node at each fork, and NEURON (to_neuron) computes the same."""
+    pytest.importorskip("neuron")
+    from fusekit.neuro import read_swc, to_neuron
+
+    path = tmp_path / "cell.swc"
+    path.write_text("# soma, a forked dendrite and an axon stub\n1 1 0 0 0 10 -1\n"
+                    "2 3 0 10 0 1.5 1\n3 3 0 30 0 1 2\n4 3 20 30 0 0.5 3\n"
+                    "5 3 -20 30 0 0.5 3\n6 2 0 -20 0 0.5 1\n")
+    morph = read_swc(path)
+    rng = np.random.default_rng(12)
+    n = 10
+    csr = random_connectivity(n, 0.3, 3.0, rng)
+    net = CableNetwork(HH_CHANNELS, morph, csr,
+                       synapse_compartment=rng.integers(0, 6, csr[1].shape[0]))
+    net.i_ext[:3, 0] = 30.0
+    assert net.tree.junction.sum() == 2 and net.coupling.shape == (2, n, 8)
+    v_neuron, counts = to_neuron(net).run(20.0, record_every=2, record_at=range(6))
+    out = net.run(20.0, record_every=2)
+    assert out.v_record.shape == (400, n, 6) and out.spike_count[3:].sum() > 0
+    np.testing.assert_array_equal(counts, out.spike_count)
+    np.testing.assert_allclose(v_neuron, out.v_record, atol=1e-8)
