@@ -900,10 +900,19 @@ def network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None
                   all(isinstance(a, cupy.ndarray) for a in got))
     checks.expect("network_simulate E/I network: both types carried conductance",
                   bool((ref.g_syn > 0).any(axis=1).all()))
-    name = f"HH E/I network float64, {n} neurons, {indices.size} synapses, 50 ms"
+    compare_simulations(checks, cupy, got, ref, "network_simulate",
+                        f"HH E/I network float64, {n} neurons, {indices.size} synapses, 50 ms")
+
+
+def compare_simulations(checks: Checks, cupy: Any, got: Any, ref: Any, op: str,
+                        name: str) -> None:
+    """Every field of a network op's result against the reference's.
+
+    Spike counts exactly, the rest to ``NET_TOL`` (NaN where the reference has NaN).
+    """
     for field in ref._fields:
         want, have = getattr(ref, field), cupy.asnumpy(getattr(got, field))
-        label = f"network_simulate {field} {name}"
+        label = f"{op} {field} {name}"
         if field == "spike_count":
             checks.same(label, have, want)
             continue
@@ -950,15 +959,9 @@ def cable_network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -
     checks.expect("cable_network_simulate: both types carried conductance, undriven cells fired",
                   bool((ref.g_syn > 0).any(axis=(1, 2)).all())
                   and int(ref.spike_count[i_ext[:, 0] == 0].sum()) > 0)
-    name = f"HH network of branched cells float64, {n} x {n_comp}, {indices.size} synapses"
-    for field in ref._fields:
-        want, have = getattr(ref, field), cupy.asnumpy(getattr(got, field))
-        label = f"cable_network_simulate {field} {name}"
-        if field == "spike_count":
-            checks.same(label, have, want)
-            continue
-        nan = np.isnan(want)
-        checks.compare(label, np.where(nan, 0.0, have), np.where(nan, 0.0, want), NET_TOL)
+    compare_simulations(checks, cupy, got, ref, "cable_network_simulate",
+                        f"HH network of branched cells float64, {n} x {n_comp}, "
+                        f"{indices.size} synapses")
 
 
 # ------------------------------------------------------ ion_sensitivity check and timing

@@ -805,44 +805,42 @@ def cable_simulate_reference(
     record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
     record_at: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 NumPy oracle of :func:`cable_simulate` (gates vectorised, Hines per step)."""
-    cs = channel_set(channels)
-    dtype = v0.dtype
-    v = v0.astype(np.float64)
-    S = states0.astype(np.float64)
-    P = params.astype(np.float64)
-    I_ext = i_ext.astype(np.float64)
-    A = coupling.astype(np.float64)
-    n_cells, n_comp = v.shape
-    n_rec = n_steps // record_every if record_every else 0
-    cols = record_columns(record_at, n_comp)
-    v_record = np.empty((n_rec, n_cells, cols.shape[0]))
-    spike_count = np.zeros(n_cells, dtype=np.int64)
-    spike_times = np.full((max_spikes, n_cells), np.nan)
-    lower, upper = -A[0], -A[1]
-    axial = A[0].copy()
-    for i in range(1, n_comp):
-        axial[:, parent[i]] += A[1, :, i]
-    axial[:, 0] -= A[0, :, 0]  # the root has no parent
-    for step in range(n_steps):
-        S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
-        i_inj = I_ext if I_ext.ndim == 2 else I_ext[step]
-        c_dt = P[0] / dt
-        v_new = hines_solve_reference(parent, c_dt + g_sum + axial, upper, lower,
-                                      c_dt * v + ge_sum + i_inj)
-        for c in np.flatnonzero((v[:, 0] < spike_threshold) & (v_new[:, 0] >= spike_threshold)):
-            if spike_count[c] < max_spikes:
-                frac = (spike_threshold - v[c, 0]) / (v_new[c, 0] - v[c, 0])
-                spike_times[spike_count[c], c] = (step + frac) * dt
-            spike_count[c] += 1
-        v = v_new
-        if record_every and (step + 1) % record_every == 0:
-            v_record[(step + 1) // record_every - 1] = v[:, cols]
-    return (v.astype(dtype), S.astype(dtype), v_record.astype(dtype), spike_count,
-            spike_times.astype(dtype))
+    """Float64 NumPy oracle of :func:`cable_simulate` (gates vectorised, Hines per step).
+
+    :func:`~fusekit.ops.ion_cable_network.cable_network_simulate_reference` without synapses
+    (their zero conductance adds exactly nothing).
+    """
+    from .ion_cable_network import cable_network_simulate_reference
+
+    n_cells, n_comp = v0.shape
+    none = np.zeros(0, dtype=np.int64)
+    out = cable_network_simulate_reference(
+        v0, states0, params, i_ext, parent, coupling, np.zeros((1, n_cells, n_comp), v0.dtype),
+        np.zeros(n_cells + 1, np.int64), none, np.zeros(0, v0.dtype),
+        np.zeros((1, 1, n_cells, n_comp), v0.dtype), none, none, channels=channels, dt=dt,
+        n_steps=n_steps, delay_steps=1, tau_syn=(1.0,), e_syn=(0.0,),
+        record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
+        record_at=record_at)
+    return out[0], out[1], out[3], out[4], out[5]
 
 
 # ------------------------------------------------------- networks: CSR synapses on spikes
+
+
+def kernel_outputs(xp: Any, v0: Any, states0: Any, n_steps: int, record_every: int,
+                   max_spikes: int, n_cols: int | None = None) -> tuple[Any, ...]:
+    """The arrays a simulation kernel fills, in ``xp`` (NumPy or CuPy).
+
+    ``(V, S, V_rec, counts, times)``: C-ordered copies of ``v0`` and ``states0`` (the kernel
+    updates them in place), ``V_rec`` ``(n_rec, n)`` (``(n_rec, n_cells, n_cols)`` for
+    cells), zero spike counts and NaN spike times ``(max_spikes, n)``.
+    """
+    dtype = v0.dtype
+    n = v0.shape[0]
+    n_rec = n_steps // record_every if record_every else 0
+    return (xp.array(v0, dtype=dtype, order="C"), xp.array(states0, dtype=dtype, order="C"),
+            xp.empty((n_rec, n) if n_cols is None else (n_rec, n, n_cols), dtype=dtype),
+            xp.zeros(n, dtype=xp.int64), xp.full((max_spikes, n), xp.nan, dtype=dtype))
 
 
 def _zeros_like(a: Any) -> Any:

@@ -922,15 +922,11 @@ def cable_simulate_cpu(
     dtype = v0.dtype
     scalar = dtype.type
     n_cells, n_comp = v0.shape
-    V = np.array(v0, dtype=dtype, order="C")
-    S = np.array(states0, dtype=dtype, order="C")
     I_ext = np.ascontiguousarray(i_ext).reshape(
         i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
-    n_rec = n_steps // record_every if record_every else 0
     cols = ion.record_columns(record_at, n_comp)
-    V_rec = np.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
-    counts = np.zeros(n_cells, dtype=np.int64)
-    times = np.full((max_spikes, n_cells), np.nan, dtype=dtype)
+    V, S, V_rec, counts, times = ion.kernel_outputs(np, v0, states0, n_steps, record_every,
+                                                    max_spikes, cols.shape[0])
     if n_cells and n_steps:
         cable_kernel_for(cs, dtype.name)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
@@ -1180,14 +1176,10 @@ def network_simulate_cpu(
     dtype = v0.dtype
     scalar = dtype.type
     n = v0.shape[0]
-    V = np.array(v0, dtype=dtype, order="C")
-    S = np.array(states0, dtype=dtype, order="C")
+    V, S, V_rec, counts, times = ion.kernel_outputs(np, v0, states0, n_steps, record_every,
+                                                    max_spikes)
     GS = np.array(g_syn0, dtype=dtype, order="C")
     I_ext = np.ascontiguousarray(i_ext).reshape(i_ext.shape if i_ext.ndim == 2 else (1, n))
-    n_rec = n_steps // record_every if record_every else 0
-    V_rec = np.empty((n_rec, n), dtype=dtype)
-    counts = np.zeros(n, dtype=np.int64)
-    times = np.full((max_spikes, n), np.nan, dtype=dtype)
     INC = np.array(arrivals0, dtype=dtype, order="C")
     if n and n_steps:
         network_kernel_for(cs, dtype.name)(

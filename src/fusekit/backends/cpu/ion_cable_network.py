@@ -150,16 +150,12 @@ def cable_network_simulate_cpu(
     scalar = dtype.type
     n_cells, n_comp = v0.shape
     n_types = g_syn0.shape[0]
-    V = np.array(v0, dtype=dtype, order="C")
-    S = np.array(states0, dtype=dtype, order="C")
+    cols = ion.record_columns(record_at, n_comp)
+    V, S, V_rec, counts, times = ion.kernel_outputs(np, v0, states0, n_steps, record_every,
+                                                    max_spikes, cols.shape[0])
     GS = np.array(g_syn0, dtype=dtype, order="C")
     I_ext = np.ascontiguousarray(i_ext).reshape(
         i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
-    n_rec = n_steps // record_every if record_every else 0
-    cols = ion.record_columns(record_at, n_comp)
-    V_rec = np.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
-    counts = np.zeros(n_cells, dtype=np.int64)
-    times = np.full((max_spikes, n_cells), np.nan, dtype=dtype)
     # arrivals compartment-major: (delay, n_types, n_comp * n_cells)
     INC = np.ascontiguousarray(np.asarray(arrivals0, dtype=dtype).transpose(0, 1, 3, 2)
                                ).reshape(delay_steps, n_types, n_comp * n_cells)

@@ -447,13 +447,9 @@ def cable_simulate_cuda(
     dtype = v0.dtype
     with v0.device, cuda.gpus[v0.device.id]:
         stream = cupy_stream(cupy)
-        V = cupy.array(v0, dtype=dtype, order="C")
-        S = cupy.array(states0, dtype=dtype, order="C")
+        V, S, V_rec, counts, times = ion.kernel_outputs(cupy, v0, states0, n_steps,
+                                                        record_every, max_spikes, cols.shape[0])
         S_dev = S if S.shape[0] else cupy.zeros((1, n_cells, n_comp), dtype=dtype)
-        n_rec = n_steps // record_every if record_every else 0
-        V_rec = cupy.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
-        counts = cupy.zeros(n_cells, dtype=cupy.int64)
-        times = cupy.full((max_spikes, n_cells), cupy.nan, dtype=dtype)
         I_ext = cupy.ascontiguousarray(i_ext).reshape(
             i_ext.shape if i_ext.ndim == 3 else (1, n_cells, n_comp))
         D, B = (cupy.empty((n_cells, n_comp), dtype=dtype) for _ in range(2))
@@ -589,13 +585,9 @@ def network_simulate_cuda(
     dtype = v0.dtype
     with v0.device, cuda.gpus[v0.device.id]:
         stream = cupy_stream(cupy)
-        V = cupy.array(v0, dtype=dtype, order="C")
-        S = cupy.array(states0, dtype=dtype, order="C")
+        V, S, V_rec, counts, times = ion.kernel_outputs(cupy, v0, states0, n_steps,
+                                                        record_every, max_spikes)
         GS = cupy.array(g_syn0, dtype=dtype, order="C")
-        n_rec = n_steps // record_every if record_every else 0
-        V_rec = cupy.empty((n_rec, n), dtype=dtype)
-        counts = cupy.zeros(n, dtype=cupy.int64)
-        times = cupy.full((max_spikes, n), cupy.nan, dtype=dtype)
         INC = cupy.array(arrivals0, dtype=dtype, order="C")
         arrays = [
             ("V", V), ("S", S if S.shape[0] else cupy.zeros((1, n), dtype=dtype)),

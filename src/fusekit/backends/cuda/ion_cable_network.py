@@ -104,13 +104,9 @@ def cable_network_simulate_cuda(
     cols = ion.record_columns(record_at, n_comp)
     with v0.device, cuda.gpus[v0.device.id]:
         stream = cupy_stream(cupy)
-        V = cupy.array(v0, dtype=dtype, order="C")
-        S = cupy.array(states0, dtype=dtype, order="C")
+        V, S, V_rec, counts, times = ion.kernel_outputs(cupy, v0, states0, n_steps,
+                                                        record_every, max_spikes, cols.shape[0])
         GS = cupy.array(g_syn0, dtype=dtype, order="C")
-        n_rec = n_steps // record_every if record_every else 0
-        V_rec = cupy.empty((n_rec, n_cells, cols.shape[0]), dtype=dtype)
-        counts = cupy.zeros(n_cells, dtype=cupy.int64)
-        times = cupy.full((max_spikes, n_cells), cupy.nan, dtype=dtype)
         INC = cupy.array(arrivals0, dtype=dtype, order="C").reshape(
             delay_steps, n_types, n_cells * n_comp)
         targets = icn.synapse_targets(cupy.asarray(indices, dtype=cupy.int64),
