@@ -95,6 +95,10 @@ def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 
         The :class:`NeuronModel`; :meth:`NeuronModel.run` runs it.
     """
     if h is None:
+        import os
+
+        # no GUI: NEURON otherwise warns on import about a missing X display
+        os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")
         try:
             from neuron import h
         except ImportError:
