@@ -514,3 +514,32 @@ def test_cable_network_of_swc_cells_agrees_with_neuron(tmp_path):
     assert out.v_record.shape == (400, n, 6) and out.spike_count[3:].sum() > 0
     np.testing.assert_array_equal(counts, out.spike_count)
     np.testing.assert_allclose(v_neuron, out.v_record, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["Network", "CableNetwork"])
+def test_network_runs_with_a_progress_bar_equal_one_call(kind):
+    """The bar splits the run into about 50 kernel calls; spikes in flight carry over."""
+    import io
+
+    from fusekit.neuro import Network
+
+    csr = random_connectivity(16, 0.3, 1.5, 3)
+
+    def make():
+        if kind == "Network":
+            net = Network(HH_CHANNELS, (csr[0], csr[1], csr[2] * 0.2))
+            net.i_ext[:5] = 15.0
+        else:
+            net = CableNetwork(HH_CHANNELS, (PARENT, LENGTH, DIAM), csr,
+                               synapse_compartment=np.arange(csr[1].size) % 5)
+            net.i_ext[:5, 0] = 25.0
+        return net
+
+    bar = io.StringIO()
+    chunked = make().run(25.0, record_every=10, max_spikes=6, progress=True, progress_file=bar)
+    whole = make().run(25.0, record_every=10, max_spikes=6)
+    assert "100%" in bar.getvalue() and bar.getvalue().count("\r") >= 40
+    assert whole.spike_count[5:].sum() > 0  # synapses made undriven neurons fire
+    np.testing.assert_array_equal(chunked.spike_count, whole.spike_count)
+    for a, b in zip(chunked, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

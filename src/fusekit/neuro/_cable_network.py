@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, _arg_names, channel_set
 from ._cable import CableTree, Morphology, cable_coupling, cable_tree
 from ._network import csr_arrays, delay_and_arrivals, per_synapse_types
+from ._population import run_with_progress
 
 
 class CableNetwork:
@@ -135,7 +136,8 @@ class CableNetwork:
 
     def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
             record_at: Sequence[int] | None = None, spike_threshold: float = 0.0,
-            max_spikes: int = 64, backend: str | None = None) -> NetworkSimulation:
+            max_spikes: int = 64, progress: bool = False, progress_file: TextIO | None = None,
+            backend: str | None = None) -> NetworkSimulation:
         """Advance by ``duration`` ms; spike times in the result are absolute (ms).
 
         Args:
@@ -145,13 +147,26 @@ class CableNetwork:
             record_at: The compartments recorded (``None``: all).
             spike_threshold: mV, in compartment 0.
             max_spikes: Spike times kept per cell.
+            progress: Show a progress bar (on ``progress_file``, default stderr); the run
+                is then split into about 50 kernel calls (the same results).
+            progress_file: Where the bar goes.
             backend: As for every fusekit op.
 
         Returns:
             The :class:`~fusekit.ops.NetworkSimulation` of this run (``v_record``
             ``(n_rec, n_cells, n_recorded)``).
         """
-        n_steps = int(round(duration / dt))
+
+        def advance(steps: int) -> NetworkSimulation:
+            return self._advance(steps, dt, record_every, record_at, spike_threshold,
+                                 max_spikes, backend)
+
+        return run_with_progress(advance, int(round(duration / dt)), record_every, progress,
+                                 progress_file, lambda: self.t)
+
+    def _advance(self, n_steps: int, dt: float, record_every: int,
+                 record_at: Sequence[int] | None, spike_threshold: float, max_spikes: int,
+                 backend: str | None) -> NetworkSimulation:
         delay_steps, arrivals = delay_and_arrivals("CableNetwork.run", self.delay, dt,
                                                    self.arrivals)
         arrays = (self.v, self.states, self.params, self.i_ext, self.g_syn, arrivals)

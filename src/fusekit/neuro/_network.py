@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from .. import ops
 from .._errors import InputError
 from ..ops.ion import NetworkSimulation, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ._population import run_with_progress
 
 
 def random_connectivity(n: int, p: float, w_max: float, rng: Any = None, *,
@@ -159,7 +160,8 @@ class Network:
         self.t = 0.0
 
     def run(self, duration: float, *, dt: float = 0.025, record_every: int = 0,
-            spike_threshold: float = 0.0, max_spikes: int = 64,
+            spike_threshold: float = 0.0, max_spikes: int = 64, progress: bool = False,
+            progress_file: TextIO | None = None,
             backend: str | None = None) -> NetworkSimulation:
         """Advance by ``duration`` ms; spike times in the result are absolute (ms).
 
@@ -169,12 +171,23 @@ class Network:
             record_every: Record ``v`` every this many steps (0: none).
             spike_threshold: mV.
             max_spikes: Spike times kept per neuron.
+            progress: Show a progress bar (on ``progress_file``, default stderr); the run
+                is then split into about 50 kernel calls (the same results).
+            progress_file: Where the bar goes.
             backend: As for every fusekit op.
 
         Returns:
             The :class:`~fusekit.ops.NetworkSimulation` of this run.
         """
-        n_steps = int(round(duration / dt))
+
+        def advance(steps: int) -> NetworkSimulation:
+            return self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
+
+        return run_with_progress(advance, int(round(duration / dt)), record_every, progress,
+                                 progress_file, lambda: self.t)
+
+    def _advance(self, n_steps: int, dt: float, record_every: int, spike_threshold: float,
+                 max_spikes: int, backend: str | None) -> NetworkSimulation:
         delay_steps, arrivals = delay_and_arrivals("Network.run", self.delay, dt,
                                                    self.arrivals)
         out = ops.network_simulate(

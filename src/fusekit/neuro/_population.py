@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -15,6 +15,44 @@ from ..ops.ion_grad import merge_spike_times
 
 #: Chunks a run with ``progress=True`` is split into (one kernel call each).
 PROGRESS_CHUNKS = 50
+
+
+def run_with_progress(advance: Callable[[int], Any], n_steps: int, record_every: int,
+                      progress: bool, progress_file: TextIO | None,
+                      clock: Callable[[], float]) -> Any:
+    """``advance(n_steps)`` in about ``PROGRESS_CHUNKS`` calls with a text progress bar.
+
+    ``advance(k)`` runs ``k`` steps of a model whose state carries over between calls and
+    returns its result (an :class:`IonSimulation` or a ``NetworkSimulation``) with absolute
+    spike times; ``clock()`` is the model's time after it. The pieces' recordings, spike
+    counts and spike times are joined; the other fields are the last piece's (a run in
+    pieces equals one run). Without ``progress`` (or with fewer than 2 steps): one call.
+    """
+    if not progress or n_steps < 2:
+        return advance(n_steps)
+    chunk = max(1, n_steps // PROGRESS_CHUNKS)
+    if record_every:
+        chunk = max(record_every, chunk // record_every * record_every)
+    out = sys.stderr if progress_file is None else progress_file
+    records: list[Any] = []
+    count = times = part = None
+    done = 0
+    while done < n_steps:
+        steps = min(chunk, n_steps - done)
+        part = advance(steps)
+        if count is None:
+            count = np.zeros_like(part.spike_count)
+            times = np.full_like(part.spike_times, np.nan)
+        records.append(part.v_record)
+        merge_spike_times(times, count, part.spike_times, part.spike_count, 0.0)
+        done += steps
+        filled = int(30 * done / n_steps)
+        out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "
+                  f"t = {clock():.1f} ms")
+        out.flush()
+    out.write("\n")
+    return part._replace(v_record=np.concatenate(records), spike_count=count,
+                         spike_times=times)
 
 
 class Population:
@@ -64,29 +102,12 @@ class Population:
             The :class:`IonSimulation` of this run.
         """
         n_steps = int(round(duration / dt))
-        if not progress or n_steps < 2:
-            return self._advance(n_steps, dt, record_every, spike_threshold, max_spikes,
-                                 backend)
-        chunk = max(1, n_steps // PROGRESS_CHUNKS)
-        if record_every:
-            chunk = max(record_every, chunk // record_every * record_every)
-        out = sys.stderr if progress_file is None else progress_file
-        n = self.v.shape[0]
-        records, count = [], np.zeros(n, dtype=np.int64)
-        times = np.full((max_spikes, n), np.nan, dtype=self.dtype)
-        done = 0
-        while done < n_steps:
-            steps = min(chunk, n_steps - done)
-            part = self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
-            records.append(part.v_record)
-            merge_spike_times(times, count, part.spike_times, part.spike_count, 0.0)
-            done += steps
-            filled = int(30 * done / n_steps)
-            out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "
-                      f"t = {self.t:.1f} ms")
-            out.flush()
-        out.write("\n")
-        return IonSimulation(self.v, self.states, np.concatenate(records), count, times)
+
+        def advance(steps: int) -> IonSimulation:
+            return self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
+
+        return run_with_progress(advance, n_steps, record_every, progress, progress_file,
+                                 lambda: self.t)
 
     def _advance(self, n_steps: int, dt: float, record_every: int, spike_threshold: float,
                  max_spikes: int, backend: str | None) -> IonSimulation:
