@@ -513,11 +513,11 @@ def _deliver(SPIKED, w_len, indptr, indices, weights, types, INC):  # noqa: N803
     j = cuda.grid(1)
     if j >= SPIKED.shape[1]:
         return
+    typed = types.shape[0] > 0  # empty: every synapse of type 0, no type to read
     for s in range(w_len):
         if SPIKED[s, j]:
             for e in range(indptr[j], indptr[j + 1]):
-                t = types[e] if types.shape[0] else 0  # empty: every synapse of type 0
-                cuda.atomic.add(INC, (s, t, indices[e]), weights[e])
+                cuda.atomic.add(INC, (s, types[e] if typed else 0, indices[e]), weights[e])
 
 
 def network_source(cs: ChannelSet) -> str:
