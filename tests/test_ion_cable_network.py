@@ -257,6 +257,9 @@ def test_cable_network_object_refuses_bad_morphology_and_parameters():
         CableNetwork(HH_CHANNELS, (PARENT, LENGTH, DIAM), W, g_na=np.ones(3))
     with pytest.raises(InputError, match="synapse_compartment must be one compartment"):
         CableNetwork(HH_CHANNELS, (PARENT, LENGTH, DIAM), W, synapse_compartment=[0, 1])
+    for bad in (5, -1):  # -1 would index the last junction node
+        with pytest.raises(InputError, match=r"synapse_compartment must lie in \[0, 5\)"):
+            CableNetwork(HH_CHANNELS, (PARENT, LENGTH, DIAM), W, synapse_compartment=bad)
 
 
 @settings(max_examples=12, deadline=None)
@@ -543,3 +546,26 @@ def test_network_runs_with_a_progress_bar_equal_one_call(kind):
     np.testing.assert_array_equal(chunked.spike_count, whole.spike_count)
     for a, b in zip(chunked, whole, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_network_ops_refuse_inputs_that_require_grad():
+    """The ops' spikes are discrete: a tensor that requires grad would get no gradient, so
+    they say so and name the torch form instead."""
+    torch, args, kw = torch_network()
+    t = [torch.as_tensor(a) for a in args]
+    kw = {k: torch.as_tensor(x) if isinstance(x, np.ndarray) else x for k, x in kw.items()}
+    t[9].requires_grad_()
+    with pytest.raises(InputError, match="use fusekit.neuro.cable_network_simulate_torch"):
+        fusekit.ops.cable_network_simulate(*t, channels=HH, **kw)
+    out = fusekit.ops.cable_network_simulate(*t[:4], args[4], *t[5:9], t[9].detach(),
+                                             channels=HH, **kw)
+    assert isinstance(out.v, torch.Tensor)  # tensors without grad run (parent may be NumPy)
+    n = 4
+    v0 = torch.full((n,), -65.0, dtype=torch.float64)
+    w = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(InputError, match="use fusekit.neuro.network_simulate_torch"):
+        fusekit.ops.network_simulate(
+            v0, torch.tensor(HH.steady_states(np.full(n, -65.0))),
+            torch.tensor(HH.default_params(n)), torch.zeros(n, dtype=torch.float64),
+            torch.zeros(n, dtype=torch.float64), torch.tensor([0, 1, 1, 1, 1]),
+            torch.tensor([1]), w, channels=HH, dt=0.025, n_steps=10, delay_steps=4)

@@ -107,6 +107,10 @@ class CableNetwork:
         if comps.shape != (nnz,) or not np.issubdtype(comps.dtype, np.integer):
             raise InputError(f"CableNetwork: synapse_compartment must be one compartment index "
                              f"or one per synapse, int ({nnz},), got {comps.shape} {comps.dtype}")
+        if nnz and (int(comps.min()) < 0 or int(comps.max()) >= n_comp):
+            raise InputError(f"CableNetwork: synapse_compartment must lie in [0, {n_comp}) (the "
+                             f"morphology has {n_comp} compartments), got values from "
+                             f"{int(comps.min())} to {int(comps.max())}")
         self.synapse_compartment = comps.astype(np.int64)
         self.channel_set = channel_set(channels)
         flat = {}

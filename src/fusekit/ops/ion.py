@@ -53,6 +53,7 @@ __all__ = [
     "ion_simulate_reference",
     "network_simulate",
     "network_simulate_reference",
+    "refuse_grad",
 ]
 
 _ION_DTYPES = ("float32", "float64")
@@ -961,6 +962,19 @@ def check_synapses(op: str, dtype: str, post: tuple[int, ...], g_syn0: Any, indp
 
 
 
+def refuse_grad(op: str, torch_form: str, *arrays: Any) -> None:
+    """Raise when a torch input requires grad: the network ops are not differentiable.
+
+    Their spikes are discrete; the torch forms in ``fusekit.neuro`` (``torch_form``) run the
+    same scheme with surrogate spike gradients.
+    """
+    if any(getattr(a, "requires_grad", False) for a in arrays):
+        raise InputError(f"{op} is not differentiable (its spikes are discrete events); for "
+                         f"gradients use fusekit.neuro.{torch_form}, the same scheme in torch "
+                         "with surrogate spike gradients, or pass tensors that do not require "
+                         "grad (.detach())")
+
+
 def synapse_kinds(tau_syn: Any, e_syn: Any) -> tuple[tuple[float, ...], tuple[float, ...],
                                                      bool]:
     """``(tau_syn, e_syn, typed)``: one value per synapse type, and whether any was a sequence.
@@ -1076,6 +1090,8 @@ def network_simulate(
         :class:`NetworkSimulation`; its ``arrivals`` continue the run in a next call.
     """
     cs = channel_set(channels)
+    refuse_grad("network_simulate", "network_simulate_torch", v0, states0, params, i_ext,
+                g_syn0, weights, arrivals0)
     taus, es, typed = synapse_kinds(tau_syn, e_syn)
     n_types = len(taus)
     n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0

@@ -18,14 +18,17 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
+from ._common import is_tensor
 from .ion import (
     NetworkSimulation,
+    _as_index_tensor,
     _check_cable_simulate,
     _zeros_like,
     check_record_at,
     check_synapses,
     hines_solve_reference,
     record_columns,
+    refuse_grad,
     synapse_decays,
     synapse_kinds,
 )
@@ -177,6 +180,10 @@ def cable_network_simulate(
         [2, 1]
     """
     cs = channel_set(channels)
+    refuse_grad("cable_network_simulate", "cable_network_simulate_torch", v0, states0, params,
+                i_ext, coupling, g_syn0, weights, arrivals0)
+    if is_tensor(v0):
+        parent = _as_index_tensor(parent, v0)  # a NumPy parent is fine with tensors
     taus, es, typed = synapse_kinds(tau_syn, e_syn)
     n_types = len(taus)
     shape = tuple(int(x) for x in getattr(v0, "shape", ()))
