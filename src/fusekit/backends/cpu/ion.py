@@ -1088,6 +1088,7 @@ def deliver_source(indent: str) -> str:
     """:data:`_DELIVER` indented for a network kernel's driver (``n``: presynaptic rows)."""
     return "\n".join(indent + line for line in _DELIVER.splitlines())
 
+
 def _net_driver() -> str:
     return _NET_DRIVER.format(deliver=deliver_source(" " * 8))
 
