@@ -569,3 +569,20 @@ def test_network_ops_refuse_inputs_that_require_grad():
             torch.tensor(HH.default_params(n)), torch.zeros(n, dtype=torch.float64),
             torch.zeros(n, dtype=torch.float64), torch.tensor([0, 1, 1, 1, 1]),
             torch.tensor([1]), w, channels=HH, dt=0.025, n_steps=10, delay_steps=4)
+
+
+def test_a_current_per_step_follows_the_reference():
+    """``i_ext`` of shape (n_steps, n_cells, n_comp): the windows read the right rows."""
+    n, n_steps = 8, 300
+    v, S, P, _, coupling, rng = cells(n, seed=13)
+    i_ext = np.zeros((n_steps, n, PARENT.size))
+    i_ext[50:250, :, 0] = rng.uniform(10.0, 40.0, n)  # a pulse into every soma
+    i_ext[100:140, :, 3] = 5.0                         # and a shorter one into a dendrite
+    indptr, indices, weights = random_connectivity(n, 0.4, 1.5, rng)
+    kw = dict(channels=HH, dt=0.025, n_steps=n_steps, delay_steps=17, record_every=10,
+              max_spikes=4, synapse_compartment=rng.integers(0, PARENT.size, indices.size))
+    args = (v, S, P, i_ext, PARENT, coupling, np.zeros_like(v), indptr, indices, weights)
+    ref = fusekit.ops.cable_network_simulate(*args, backend="reference", **kw)
+    got = fusekit.ops.cable_network_simulate(*args, backend="cpu", **kw)
+    assert ref.spike_count.sum() >= n and np.isnan(ref.spike_times[0, :]).sum() == 0
+    assert_same(got, ref, 1e-8)
