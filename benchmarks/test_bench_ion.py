@@ -380,14 +380,18 @@ large_only = pytest.mark.skipif(not LARGE, reason="tens of seconds per round and
 LARGE_N = 100_000
 
 
+def large_currents():
+    """The 100,000 neurons' constant currents, uA/cm^2 (float64; fusekit casts them)."""
+    return np.random.default_rng(0).uniform(0.0, 20.0, LARGE_N)
+
+
 @large_only
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fusekit_hh_population_100k(benchmark, dtype):
     """100,000 HH neurons, 100 ms at dt = 0.025 ms (4e8 neuron-steps)."""
-    rng = np.random.default_rng(0)
     v0 = np.full(LARGE_N, -65.0, dtype)
     S, P = HH.steady_states(v0).astype(dtype), HH.default_params(LARGE_N, dtype)
-    i_ext = rng.uniform(0.0, 20.0, LARGE_N).astype(dtype)
+    i_ext = large_currents().astype(dtype)
     benchmark.group = f"HH {LARGE_N} neurons, 100 ms at dt={DT} {np.dtype(dtype).name}"
     fusekit.ops.ion_simulate(v0, S, P, i_ext, channels=HH, dt=DT, n_steps=2, backend="cpu")
     out = benchmark.pedantic(
@@ -395,6 +399,31 @@ def test_fusekit_hh_population_100k(benchmark, dtype):
                                          backend="cpu"), rounds=2, iterations=1)
     report(benchmark, LARGE_N * N_STEPS)
     assert out.spike_count.max() > 5
+
+
+@large_only
+def test_jaxley_hh_population_100k_float32(benchmark):
+    """Jaxley at the 100,000 neurons of the row above, float32, JIT excluded (as at 10,000)."""
+    require_peer("jaxley")
+    benchmark.group = f"HH {LARGE_N} neurons, 100 ms at dt={DT} float32"
+    cfg = dict(i_ext=large_currents().tolist(), dt=DT, t_stop=N_STEPS * DT,
+               repeat=1 if benchmark.disabled else 2, dtype="float32", mode="forward")
+    result = benchmark.pedantic(lambda: run_peer("jaxley", cfg), rounds=1, iterations=1)
+    report_peer(benchmark, result, LARGE_N * N_STEPS)
+    assert max(result["spike_count"]) > 5
+
+
+@large_only
+def test_brian2_hh_population_100k(benchmark):
+    """Brian2 C++ standalone with the benchmark's threads at 100,000 neurons, float64."""
+    require_peer("brian2")
+    benchmark.group = f"HH {LARGE_N} neurons, 100 ms at dt={DT} float64"
+    cfg = dict(i_ext=large_currents().tolist(), dt=DT, t_stop=N_STEPS * DT,
+               repeat=1 if benchmark.disabled else 2, target="cpp_standalone",
+               scheme="exponential_euler", threads=BENCH_THREADS)
+    result = benchmark.pedantic(lambda: run_peer("brian2", cfg), rounds=1, iterations=1)
+    report_peer(benchmark, result, LARGE_N * N_STEPS)
+    assert max(result["spike_count"]) > 5
 
 
 BIG_NET_N, BIG_NET_P = 10_000, 0.1  # 10 million synapses, 1,000 per neuron
