@@ -857,7 +857,6 @@ def _zeros_like(a: Any) -> Any:
     return lambda shape: np.zeros(shape, dtype=dtype)
 
 
-
 class NetworkSimulation(NamedTuple):
     """Result of :func:`network_simulate`: :class:`IonSimulation`'s fields and ``g_syn``.
 
@@ -898,6 +897,7 @@ def _check_network_simulate(
     check_synapses(op, dtype, (n,), g_syn0, indptr, indices, weights, arrivals0, synapse_type,
                    n_types=len(synapse_kinds(tau_syn, e_syn)[0]), delay_steps=delay_steps)
     return dtype
+
 
 def check_synapses(op: str, dtype: str, post: tuple[int, ...], g_syn0: Any, indptr: Any,
                    indices: Any, weights: Any, arrivals0: Any, synapse_type: Any, *,
@@ -959,7 +959,6 @@ def check_synapses(op: str, dtype: str, post: tuple[int, ...], g_syn0: Any, indp
     require_finite(op, "arrivals0", arrivals0)
     if bool((arrivals0 < 0).any()):
         raise InputError(f"{op}: arrivals0 are conductances (mS/cm^2) and must not be negative")
-
 
 
 def refuse_grad(op: str, torch_form: str, *arrays: Any) -> None:

@@ -330,6 +330,7 @@ def {name}(V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every, thr
     counts[c] = k_spikes
 '''
 
+
 def cable_source(cs: ChannelSet, name: str = "cable_kernel", args: str = "",
                  first: str = "0", syn_step: str = "", on_spike: str = "") -> str:
     """The Python source of the CUDA multi-compartment kernel for ``cs`` (for reading).
