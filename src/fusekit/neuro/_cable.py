@@ -41,6 +41,19 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
         :func:`fusekit.ops.cable_simulate`).
     """
     parent = np.asarray(parent)
+    area, half_r, zero, cat, stack = _cylinders(parent, length, diam, r_axial)
+    p = np.asarray(parent[1:], dtype=np.int64)
+    g_ms = 1e3 / (half_r[1:] + half_r[p])  # S -> mS, between every compartment and its parent
+    rows = [cat([zero, g_ms / area[1:]]), cat([zero, g_ms / area[p]])]
+    return stack(rows)
+
+
+def _cylinders(parent: np.ndarray, length: Any, diam: Any, r_axial: Any) -> tuple[Any, ...]:
+    """Checked geometry: every cylinder's lateral area (cm^2) and half axial resistance (Ohm).
+
+    Also returns a one-element zero and ``cat``/``stack`` of the arrays' library (torch when
+    any input is a tensor, so that gradients reach the geometry; else NumPy float64).
+    """
     if any(type(x).__module__.startswith("torch") for x in (length, diam, r_axial)):
         import torch
 
@@ -66,10 +79,7 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
     radius_cm = diam * 0.5e-4
     area = np.pi * 2 * radius_cm * length_cm  # cm^2
     half_r = r_axial * (length_cm / 2) / (np.pi * radius_cm**2)  # Ohm
-    p = np.asarray(parent[1:], dtype=np.int64)
-    g_ms = 1e3 / (half_r[1:] + half_r[p])  # S -> mS, between every compartment and its parent
-    rows = [cat([zero, g_ms / area[1:]]), cat([zero, g_ms / area[p]])]
-    return stack(rows)
+    return area, half_r, zero, cat, stack
 
 
 @dataclass(frozen=True)
@@ -121,12 +131,9 @@ def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> C
         >>> tree.parent.tolist(), tree.junction.tolist()  # the soma's end joins both
         ([-1, 0, 1, 1], [False, True, False, False])
     """
-    cable_coupling(parent, length, diam, r_axial)  # the same checks of the geometry
     parent = np.asarray(parent, dtype=np.int64)
-    length_cm = np.asarray(length, dtype=np.float64) * 1e-4
-    radius_cm = np.asarray(diam, dtype=np.float64) * 0.5e-4
-    area = np.pi * 2 * radius_cm * length_cm
-    half_r = r_axial * (length_cm / 2) / (np.pi * radius_cm**2)  # Ohm
+    area, half_r = _cylinders(parent, np.asarray(length, np.float64),
+                              np.asarray(diam, np.float64), float(r_axial))[:2]
     n_comp = parent.shape[0]
     n_children = np.bincount(parent[1:], minlength=n_comp) if n_comp > 1 else np.zeros(1, int)
     node = np.empty(n_comp, dtype=np.int64)

@@ -12,7 +12,7 @@ from .._errors import InputError
 from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, _arg_names, channel_set
 from ._cable import CableTree, Morphology, cable_coupling, cable_tree
-from ._network import csr_arrays, delay_and_arrivals, per_synapse_types
+from ._network import carry_state, csr_arrays, delay_and_arrivals, per_synapse_types
 from ._population import run_with_progress
 
 
@@ -195,11 +195,7 @@ class CableNetwork:
             node = self.tree.node
             out = out._replace(v=out.v[:, node], states=out.states[..., node],
                                g_syn=out.g_syn[..., node], arrivals=out.arrivals[..., node])
-        out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
-        self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
-        self.arrivals = out.arrivals
-        self.t += n_steps * dt
-        return out
+        return carry_state(self, out, n_steps, dt)
 
     def _with_junctions(self, v: np.ndarray, states: np.ndarray, params: np.ndarray,
                         i_ext: np.ndarray, g_syn: np.ndarray, arrivals: np.ndarray | None

@@ -85,6 +85,19 @@ def per_synapse_types(owner: str, synapse_type: Any, indptr: np.ndarray,
                      f"of every presynaptic neuron ({n},), got {kinds.shape}")
 
 
+def carry_state(net: Any, out: NetworkSimulation, n_steps: int, dt: float
+                ) -> NetworkSimulation:
+    """Keep a network run's end state on ``net`` and make its spike times absolute.
+
+    ``net`` (a :class:`Network` or :class:`CableNetwork`) takes ``v``, ``states``, ``g_syn``
+    and the spikes in flight, and its clock ``t`` advances by the run.
+    """
+    out = out._replace(spike_times=out.spike_times + net.dtype.type(net.t))
+    net.v, net.states, net.g_syn, net.arrivals = out.v, out.states, out.g_syn, out.arrivals
+    net.t += n_steps * dt
+    return out
+
+
 def delay_and_arrivals(owner: str, delay: float, dt: float, arrivals: np.ndarray | None
                        ) -> tuple[int, np.ndarray | None]:
     """The delay in steps at ``dt``, and the last run's spikes in flight if they still fit.
@@ -198,8 +211,4 @@ class Network:
             spike_threshold=spike_threshold, max_spikes=max_spikes, arrivals0=arrivals,
             backend=backend,
         )
-        out = out._replace(spike_times=out.spike_times + self.dtype.type(self.t))
-        self.v, self.states, self.g_syn = out.v, out.states, out.g_syn
-        self.arrivals = out.arrivals
-        self.t += n_steps * dt
-        return out
+        return carry_state(self, out, n_steps, dt)
