@@ -586,3 +586,14 @@ def test_a_current_per_step_follows_the_reference():
     got = fusekit.ops.cable_network_simulate(*args, backend="cpu", **kw)
     assert ref.spike_count.sum() >= n and np.isnan(ref.spike_times[0, :]).sum() == 0
     assert_same(got, ref, 1e-8)
+
+
+def test_to_neuron_without_neuron_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from fusekit.neuro import to_neuron
+
+    monkeypatch.setitem(sys.modules, "neuron", None)  # makes `import neuron` fail
+    net = CableNetwork(HH_CHANNELS, (PARENT, LENGTH, DIAM), random_connectivity(4, 0.5, 0.1, 0))
+    with pytest.raises(InputError, match=r"NEURON is not installed \(pip install neuron\)"):
+        to_neuron(net)
