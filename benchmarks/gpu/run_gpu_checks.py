@@ -1312,10 +1312,52 @@ def check_spike_mst_cupy(checks: Checks, cupy: Any, timing: bool) -> None:
     checks.run("CUDA Boruvka", mst_cuda_boruvka, checks, cupy, timing)
 
 
+def numba_versions() -> str:
+    """Numba's version, and numba-cuda's where that package provides ``numba.cuda``."""
+    import numba
+
+    try:
+        from importlib.metadata import version
+
+        return f"Numba {numba.__version__}, numba-cuda {version('numba-cuda')}"
+    except Exception:  # numba.cuda from Numba itself
+        return f"Numba {numba.__version__} (its own numba.cuda)"
+
+
+def gpu_sections(checks: Checks, torch: Any, cupy: Any,
+                 args: argparse.Namespace) -> dict[str, tuple[bool, Callable[[], None]]]:
+    """The script's sections in order: name -> (is a timing section, what it runs)."""
+    timing = not args.no_timing
+    n = args.repeats
+
+    def networks() -> None:
+        checks.run("network_simulate E/I float64", network_cupy_check, checks, cupy)
+        checks.run("cable_network_simulate float64", cable_network_cupy_check, checks, cupy)
+
+    return {
+        "kron": (False, lambda: (check_cupy(checks, cupy), check_torch(checks, torch))),
+        "fp8": (False, lambda: (check_fp8_cupy(checks, cupy), check_fp8_torch(checks, torch))),
+        "kron_svd": (False, lambda: (check_kron_svd_cupy(checks, cupy),
+                                     check_kron_svd_torch(checks, torch))),
+        "spike_mst": (False, lambda: check_spike_mst_cupy(checks, cupy, timing)),
+        "networks": (False, networks),
+        "ion_sensitivity": (False, lambda: ion_sensitivity_check(checks, cupy)),
+        "ion_adjoint": (False, lambda: ion_adjoint_check(checks, torch)),
+        "cable_adjoint": (False, lambda: cable_adjoint_check(checks, torch)),
+        "time_kron": (True, lambda: time_kron_linear(checks, torch, cupy, n)),
+        "time_fp8": (True, lambda: time_fp8_gemv(checks, torch, cupy, n)),
+        "time_kpsvd": (True, lambda: time_kpsvd(checks, torch, cupy, n)),
+        "time_ion_sensitivity": (True, lambda: time_ion_sensitivity(checks, cupy, n)),
+        "time_ion_adjoint": (True, lambda: time_ion_adjoint(checks, torch, n)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-timing", action="store_true", help="run the checks only")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per case")
+    parser.add_argument("--only", nargs="+", metavar="SECTION",
+                        help="run only these sections (names as in the '[section ...]' lines)")
     args = parser.parse_args(argv)
 
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -1337,32 +1379,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusekit's cuda backend is unavailable: {reason}", file=sys.stderr)
         return 1
     print(f"GPU: {torch.cuda.get_device_name()}, CuPy {cupy.__version__}, torch "
-          f"{torch.__version__}\n")
+          f"{torch.__version__}, {numba_versions()}\n")
 
     checks = Checks()
-    check_cupy(checks, cupy)
-    check_torch(checks, torch)
-    check_fp8_cupy(checks, cupy)
-    check_fp8_torch(checks, torch)
-    check_kron_svd_cupy(checks, cupy)
-    check_kron_svd_torch(checks, torch)
-    check_spike_mst_cupy(checks, cupy, not args.no_timing)
-    print("network_simulate, CuPy arrays, backend='cuda':")
-    checks.run("network_simulate E/I float64", network_cupy_check, checks, cupy)
-    print("cable_network_simulate, CuPy arrays, backend='cuda':")
-    checks.run("cable_network_simulate float64", cable_network_cupy_check, checks, cupy)
-    print("ion_sensitivity, CuPy arrays, backend='cuda':")
-    checks.run("ion_sensitivity HH float64", ion_sensitivity_check, checks, cupy)
-    print("ion_adjoint (backprop), torch CUDA tensors, backend='cuda':")
-    checks.run("ion_adjoint HH float64", ion_adjoint_check, checks, torch)
-    print("cable_adjoint (backprop through branched cells), torch CUDA tensors:")
-    checks.run("cable_adjoint HH float64", cable_adjoint_check, checks, torch)
-    if not args.no_timing:
-        time_kron_linear(checks, torch, cupy, args.repeats)
-        time_fp8_gemv(checks, torch, cupy, args.repeats)
-        checks.run("kpsvd timing", time_kpsvd, checks, torch, cupy, args.repeats)
-        time_ion_sensitivity(checks, cupy, args.repeats)
-        time_ion_adjoint(checks, torch, args.repeats)
+    sections = gpu_sections(checks, torch, cupy, args)
+    unknown = set(args.only or ()) - set(sections)
+    if unknown:
+        print(f"unknown sections {sorted(unknown)}; known: {', '.join(sections)}",
+              file=sys.stderr)
+        return 2
+    for name, (timing, run) in sections.items():
+        if (args.only and name not in args.only) or (timing and args.no_timing):
+            continue
+        print(f"[{name}]", flush=True)
+        start = time.perf_counter()
+        checks.run(f"section {name}", run)
+        print(f"[section {name}: {time.perf_counter() - start:.1f} s]", flush=True)
 
     print(f"\n{checks.passed} passed, {len(checks.failed)} failed")
     for name in checks.failed:
