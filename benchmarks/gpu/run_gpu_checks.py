@@ -55,6 +55,14 @@ from fusekit.ops.kron_svd import (
     kron_rearrange_reference,
 )
 
+# numba-cuda 0.30 registers an overload of np.row_stack, which NumPy 2.5 removed, and then
+# fails on every first kernel compilation. fusekit's cuda backend reports that as unavailable
+# (with what to upgrade); this script restores the alias so that it can check the kernels on
+# such an image all the same.
+ROW_STACK_SHIM = not hasattr(np, "row_stack")
+if ROW_STACK_SHIM:
+    np.row_stack = np.vstack
+
 #: (batch shape, r, m1, n1, m2, n2): odd sizes leave partial tiles on every axis.
 CHECK_SHAPES = [
     ((5,), 3, 7, 9, 6, 11),
@@ -153,8 +161,9 @@ def random_inputs(
 ) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((*batch, n1 * n2)).astype(dtype)
-    A = rng.standard_normal((r, m1, n1)).astype(dtype) / np.sqrt(n1)
-    B = rng.standard_normal((r, m2, n2)).astype(dtype) / np.sqrt(n2)
+    # Divide first: a float32 array over a NumPy float64 scalar is float64 (NEP 50).
+    A = (rng.standard_normal((r, m1, n1)) / np.sqrt(n1)).astype(dtype)
+    B = (rng.standard_normal((r, m2, n2)) / np.sqrt(n2)).astype(dtype)
     g = rng.standard_normal((*batch, m1 * m2)).astype(dtype)
     return x, A, B, g
 
@@ -411,10 +420,16 @@ def fp8_torch_codes(checks: Checks, torch: Any) -> None:
         values = fusekit.ops.fp8_decode(codes, fmt, backend="cuda")
         checks.same(f"torch fp8_decode {fmt}", values.cpu().numpy(),
                     fp8_decode_reference(got, fmt), bitwise=True)
-    ours = fusekit.ops.fp8_encode(xt, "e4m3fn", backend="cuda").view(torch.uint8)
+    # torch's CUDA cast does not saturate: beyond +-448 and infinities become NaN, which is
+    # fusekit's saturate=False (seen with torch 2.11, whose CPU cast did the same; torch
+    # 2.13's CPU cast saturates, as fusekit's default does).
+    ours = fusekit.ops.fp8_encode(xt, "e4m3fn", saturate=False, backend="cuda")
     theirs = xt.to(torch.float8_e4m3fn).view(torch.uint8)
-    checks.same("torch fp8_encode e4m3fn equals torch's own CUDA cast", ours.cpu().numpy(),
-                theirs.cpu().numpy())
+    checks.same("torch fp8_encode e4m3fn saturate=False equals torch's own CUDA cast",
+                ours.view(torch.uint8).cpu().numpy(), theirs.cpu().numpy())
+    cpu_cuda = int((xt.cpu().to(torch.float8_e4m3fn).view(torch.uint8) != theirs.cpu()).sum())
+    print(f"  (torch {torch.__version__}'s CUDA and CPU casts to float8_e4m3fn differ on "
+          f"{cpu_cuda} of {x.size} values)")
     xb = xt[:50_000].to(torch.bfloat16)
     got = fusekit.ops.fp8_encode(xb, backend="cuda").view(torch.uint8).cpu().numpy()
     checks.same("torch fp8_encode bfloat16 input", got,
@@ -1312,6 +1327,88 @@ def check_spike_mst_cupy(checks: Checks, cupy: Any, timing: bool) -> None:
     checks.run("CUDA Boruvka", mst_cuda_boruvka, checks, cupy, timing)
 
 
+# ------------------------------------------------- where the time of one small call goes
+
+
+def launch_us(fn: Callable[[], Any], sync: Callable[[], None], n: int = 200) -> float:
+    """Mean wall-clock microseconds per call of ``n`` back-to-back calls, synchronised once."""
+    fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def kernel_table(torch: Any, label: str, fn: Callable[[], Any], calls: int = 10) -> None:
+    """The GPU kernels of ``calls`` calls of ``fn`` and their device time, by torch.profiler.
+
+    CUPTI sees every kernel of the process: Numba's and CuPy's as well as torch's.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
+    rows.sort(key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in rows) / calls
+    print(f"  {label}: {total:.1f} us of GPU kernels per call")
+    for e in rows[:6]:
+        print(f"    {e.device_time_total / calls:9.1f} us  x{e.count / calls:4.1f}  "
+              f"{e.key[:90]}")
+
+
+def diag_overhead(checks: Checks, torch: Any, cupy: Any) -> None:
+    """Launch costs, and the kernels (with their device time) of small fusekit calls."""
+    from numba import cuda
+
+    from fusekit.backends.cuda.fp8 import device_table
+    from fusekit.backends.cuda.fp8_matmul import fp8_gemv_launch
+
+    @cuda.jit
+    def empty(a, b, c, d, e, f):  # pragma: no cover - runs on the GPU
+        pass
+
+    small = [cupy.zeros(256, cupy.float32) for _ in range(6)]
+    numba_arrays = [cuda.as_cuda_array(a) for a in small]
+    sync = cupy.cuda.get_current_stream().synchronize
+    print("  launch cost, us per call (200 back-to-back, one sync):")
+    print(f"    empty Numba kernel, 6 Numba device arrays: "
+          f"{launch_us(lambda: empty[1, 32](*numba_arrays), sync):8.1f}")
+    print(f"    empty Numba kernel, 6 CuPy arrays:         "
+          f"{launch_us(lambda: empty[1, 32](*small), sync):8.1f}")
+    print(f"    CuPy elementwise a + 1:                    "
+          f"{launch_us(lambda: small[0] + 1, sync):8.1f}")
+    n, k = 2048, 7168
+    w = cupy.asarray(fp8_weight(n, k, "float32", 11))
+    q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    table = device_table(cupy, "e4m3fn", "float32")
+    for m in (1, 16, 64):
+        x = cupy.asarray(np.random.default_rng(m).standard_normal((m, k), np.float32))
+        out = cupy.empty((m, n), cupy.float32)
+        op_us = launch_us(lambda x=x: fusekit.ops.fp8_gemv(x, q, sc, backend="cuda"), sync)
+        raw_us = launch_us(lambda x=x, out=out: fp8_gemv_launch(x, q, sc, out, table=table),
+                           sync)
+        print(f"  fp8_gemv [{n}, {k}] M={m}: op {op_us:.1f} us per call, the launch function "
+              f"alone {raw_us:.1f} us")
+        kernel_table(torch, f"fp8_gemv M={m} op",
+                     lambda x=x: fusekit.ops.fp8_gemv(x, q, sc, backend="cuda"))
+    rng = np.random.default_rng(3)
+    A = cupy.asarray(rng.standard_normal((4, 64, 64), np.float32))
+    B = cupy.asarray(rng.standard_normal((4, 64, 64), np.float32))
+    x = cupy.asarray(rng.standard_normal((16, 4096), np.float32))
+    op_us = launch_us(lambda: fusekit.ops.kron_linear(x, A, B, backend="cuda"), sync)
+    print(f"  kron_linear r=4 batch=16 (CuPy): op {op_us:.1f} us per call")
+    kernel_table(torch, "kron_linear r=4 batch=16 op",
+                 lambda: fusekit.ops.kron_linear(x, A, B, backend="cuda"))
+    checks.expect("overhead diagnostics ran", True)
+
+
 def numba_versions() -> str:
     """Numba's version, and numba-cuda's where that package provides ``numba.cuda``."""
     import numba
@@ -1344,6 +1441,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         "ion_sensitivity": (False, lambda: ion_sensitivity_check(checks, cupy)),
         "ion_adjoint": (False, lambda: ion_adjoint_check(checks, torch)),
         "cable_adjoint": (False, lambda: cable_adjoint_check(checks, torch)),
+        "diag_overhead": (True, lambda: diag_overhead(checks, torch, cupy)),
         "time_kron": (True, lambda: time_kron_linear(checks, torch, cupy, n)),
         "time_fp8": (True, lambda: time_fp8_gemv(checks, torch, cupy, n)),
         "time_kpsvd": (True, lambda: time_kpsvd(checks, torch, cupy, n)),
@@ -1364,6 +1462,9 @@ def main(argv: list[str] | None = None) -> int:
         print("unset NUMBA_ENABLE_CUDASIM: this script needs a real GPU", file=sys.stderr)
         return 2
     fusekit.info()
+    if ROW_STACK_SHIM:
+        print("NumPy has no row_stack: aliased to vstack for numba-cuda (see the top of this "
+              "script)")
     print()
     try:
         import cupy

@@ -375,7 +375,9 @@ def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any)
     if dtype not in _ION_DTYPES or any(array_dtype(a) != dtype for a in (upper, lower, rhs)):
         raise InputError(f"{op}: diag, upper, lower and rhs must share one dtype, float32 or "
                          f"float64; got {[array_dtype(a) for a in (diag, upper, lower, rhs)]}")
-    p = np.asarray(parent) if not hasattr(parent, "get") else parent.get()
+    from .._arrays import to_host
+
+    p = to_host(parent)
     idx = np.arange(n_nodes)
     if p[0] != -1 or bool(((p[1:] < 0) | (p[1:] >= idx[1:])).any()):
         raise InputError(

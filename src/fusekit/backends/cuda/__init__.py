@@ -33,4 +33,25 @@ def unavailable_reason() -> str | None:
             return "Numba cannot use the CUDA driver (numba.cuda.is_available() is False)"
     except Exception as exc:
         return f"numba.cuda failed to import: {exc!r}"
+    return _compile_probe(cuda)
+
+
+def _compile_probe(cuda) -> str | None:
+    """Compile one trivial kernel to PTX: a Numba CUDA that imports may still not compile.
+
+    numba-cuda 0.30 with NumPy 2.5, for one, imports and finds the GPU, then fails on every
+    first compilation (it overloads ``np.row_stack``, which NumPy 2.5 removed).
+    """
+
+    def _probe(x):  # pragma: no cover - compiled, never run
+        x[0] = 1.0
+
+    try:
+        cuda.compile_ptx(_probe, "void(float32[:])")
+    except Exception as exc:
+        hint = ""
+        if "row_stack" in str(exc):
+            hint = (" (this numba-cuda uses np.row_stack, which NumPy 2.5 removed: upgrade "
+                    "numba-cuda, or install numpy<2.5)")
+        return f"Numba CUDA cannot compile kernels here: {exc!r}{hint}"
     return None
