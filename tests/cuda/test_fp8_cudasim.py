@@ -271,6 +271,21 @@ def test_gemv_uses_the_real_128_block_across_tiles():
     np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, 128), **TOL[np.float32])
 
 
+@pytest.mark.parametrize(("block", "splits", "rows_per_block"), [(6, 3, 3), (5, 2, 1), (8, 1, 2)])
+def test_gemv_splits_rows_over_warps_and_reads_vec_bytes_per_step(block, splits,
+                                                                   rows_per_block):
+    # block 6 reads 2 bytes per step, 5 one, 8 eight; N = 7 leaves a partial block of rows,
+    # K = 29 a ragged end of each row and splits that get no whole step.
+    w_fp8, scale = fp8_block_quantize_reference(
+        np.random.default_rng(12).standard_normal((7, 29)), block)
+    x = np.random.default_rng(13).standard_normal((3, 29))
+    out = np.empty((3, 7))
+    cuda_mm.fp8_gemv_launch(x, w_fp8, scale, out, block=block, splits=splits,
+                            rows_per_block=rows_per_block, m_tile=2)
+    np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, block),
+                               **TOL[np.float64])
+
+
 def test_gemv_of_an_empty_batch_is_empty():
     w_fp8, scale = quantized_weight(5, 6)
     assert gemv(np.empty((0, 6)), w_fp8, scale).shape == (0, 5)

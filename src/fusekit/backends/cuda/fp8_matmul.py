@@ -6,18 +6,23 @@ dequantized in memory. Both kernels follow the same plan, made for small M (deco
 * The 256-entry decode table goes to shared memory once per thread block; every weight byte
   is decoded by one shared-memory lookup.
 * Each thread keeps ``m_tile`` accumulators (one per row of x) in registers, so each weight
-  byte is read from global memory once per call for up to ``m_tile`` rows of x (``m_tile``
-  is 1, 4, 16 or 64, the smallest that holds M; larger M runs in chunks of 64).
-* Products are summed over one ``block``-wide tile of the reduced axis, then multiplied by
-  that tile's scale once and added to the accumulator, as a tile-scaled GEMM does.
+  byte is read from global memory once per pass for up to ``m_tile`` rows of x (``m_tile``
+  is 1, 2, 4 or 8, the smallest that holds M; larger M runs as several passes side by side,
+  which find the weight in L2 after the first).
 * Partial sums of the threads that share an output are added in shared memory in a fixed
   order, so results do not depend on timing (no atomics).
 
-:func:`fp8_gemv_launch` (``y = x W^T``): one warp per weight row ``n`` (``ROWS_PER_BLOCK``
-warps per block); the lanes stride over K, so a warp reads 32 consecutive weight bytes at a
-time. :func:`fp8_gemv_t_launch` (``g W``, the gradient w.r.t. x): one lane per column ``k``
-(32 columns per block) and ``SPLITS`` warps that split the rows ``n``. Accumulation is in the
-input dtype (float32 or float64).
+:func:`fp8_gemv_launch` (``y = x W^T``): ``ROWS_PER_BLOCK`` weight rows per thread block and
+``ROW_SPLITS`` warps per row, which split the row's K. A lane reads ``vec`` consecutive
+weight bytes per step (8 where the scale tile allows, so that the bytes of one step share a
+scale), so a warp keeps 256 bytes of its row in flight; each decoded weight is multiplied by
+its tile's scale before the multiply-add. (Lanes reading consecutive bytes instead, 8 loads
+of 32 bytes per warp and step with the scale looked up per byte, ran 2x slower at M = 1 on an
+H200.)
+:func:`fp8_gemv_t_launch` (``g W``, the gradient w.r.t. x): one lane per column ``k`` (32
+columns per block) and ``SPLITS`` warps that split the rows ``n``; products are summed over
+one ``block``-wide tile of the rows, then multiplied by that tile's scale once.
+Accumulation is in the input dtype (float32 or float64).
 
 The ``*_launch`` functions take Numba device arrays (or host NumPy arrays, copied over) and
 run without CuPy, so the simulator tests call them directly. The registered kernels take
@@ -41,12 +46,17 @@ from .fp8 import _table_on_device, device_table
 
 _FLOATS = ("float32", "float64")
 WARP = 32
-#: Warps (weight rows) per thread block of the forward product.
-ROWS_PER_BLOCK = 4
+#: Weight rows per thread block of the forward product.
+ROWS_PER_BLOCK = 2
+#: Warps that split one weight row's reduced axis in the forward product.
+ROW_SPLITS = 4
 #: Warps that split the weight rows in a thread block of the transposed product.
 SPLITS = 8
-#: Rows of x one pass over the weight serves; M is rounded up to the next of these.
-M_TILES = (1, 4, 16, 64)
+#: Rows of x one pass over the weight serves; M is rounded up to the next of these. Larger M
+#: runs as several passes side by side (grid y), which read the weight from L2 after the
+#: first: more accumulators per thread would spill to local memory (64 ran 14x slower than
+#: 16 on an H200).
+M_TILES = (1, 2, 4, 8)
 _MAX_GRID_Y = 65535
 
 
@@ -54,26 +64,36 @@ def _m_tile(m: int) -> int:
     return next((t for t in M_TILES if t >= m), M_TILES[-1])
 
 
+def _vec(block: int) -> int:
+    """Weight bytes a lane reads per step: the most of 8, 4, 2, 1 that divides ``block``.
+
+    The bytes of one step then share one scale tile.
+    """
+    return next(v for v in (8, 4, 2, 1) if block % v == 0)
+
+
 @functools.cache
-def _gemv_kernel(dtype: str, m_tile: int, rows: int) -> Any:
-    """``y[m, n] = sum_kt scale[n // b, kt] * sum_{j in kt} x[m, j] * table[w[n, j]]``."""
+def _gemv_kernel(dtype: str, m_tile: int, rows: int, splits: int, vec: int) -> Any:
+    """``y[m, n] = sum_j x[m, j] * table[w[n, j]] * scale[n // b, j // b]``."""
     scalar = np.dtype(dtype).type
+    warps = rows * splits
 
     @cuda.jit
     def gemv(x, w, scale, table_in, y, block):
         table = cuda.shared.array(256, scalar)
-        partial_sums = cuda.shared.array((rows, WARP), scalar)
+        sums = cuda.shared.array((warps, m_tile, WARP), scalar)
         acc = cuda.local.array(m_tile, scalar)
-        part = cuda.local.array(m_tile, scalar)
         lane = cuda.threadIdx.x
         warp = cuda.threadIdx.y
-        for t in range(warp * WARP + lane, 256, WARP * rows):
+        tid = warp * WARP + lane
+        for t in range(tid, 256, WARP * warps):
             table[t] = table_in[t]
         cuda.syncthreads()
         m_rows, k = x.shape
         n = w.shape[0]
-        row = cuda.blockIdx.x * rows + warp
-        n_ktiles = (k + block - 1) // block
+        first_row = cuda.blockIdx.x * rows
+        row = first_row + warp // splits
+        step = WARP * splits * vec
         # Every thread runs the same m0 loop and reaches every barrier; warps past the
         # last weight row only add zeros.
         for m0 in range(cuda.blockIdx.y * m_tile, m_rows, cuda.gridDim.y * m_tile):
@@ -81,29 +101,34 @@ def _gemv_kernel(dtype: str, m_tile: int, rows: int) -> Any:
                 acc[m] = scalar(0)
             if row < n:
                 srow = row // block
-                for kt in range(n_ktiles):
-                    for m in range(m_tile):
-                        part[m] = scalar(0)
-                    k_end = kt * block + block
-                    if k_end > k:  # no builtin min: see the fp8 module
-                        k_end = k
-                    for j in range(kt * block + lane, k_end, WARP):
-                        wv = table[w[row, j]]
-                        for m in range(m_tile):
-                            if m0 + m < m_rows:
-                                part[m] += x[m0 + m, j] * wv
-                    s = scalar(scale[srow, kt])
-                    for m in range(m_tile):
-                        acc[m] += part[m] * s
+                for j in range(((warp % splits) * WARP + lane) * vec, k, step):
+                    s = scalar(scale[srow, j // block])
+                    if j + vec <= k:  # vec bytes in flight per lane, in one scale tile
+                        for e in range(vec):
+                            wv = table[w[row, j + e]] * s
+                            for m in range(m_tile):
+                                if m0 + m < m_rows:
+                                    acc[m] += x[m0 + m, j + e] * wv
+                    else:  # the ragged end of a row
+                        for e in range(k - j):
+                            wv = table[w[row, j + e]] * s
+                            for m in range(m_tile):
+                                if m0 + m < m_rows:
+                                    acc[m] += x[m0 + m, j + e] * wv
             for m in range(m_tile):
-                partial_sums[warp, lane] = acc[m]
-                cuda.syncthreads()
-                if lane == 0 and row < n and m0 + m < m_rows:
+                sums[warp, m, lane] = acc[m]
+            cuda.syncthreads()
+            # One thread per (row, m) adds the row's splits * 32 partial sums in a fixed order.
+            for i in range(tid, rows * m_tile, WARP * warps):
+                r = i // m_tile
+                m = i - r * m_tile
+                if first_row + r < n and m0 + m < m_rows:
                     total = scalar(0)
-                    for t in range(WARP):
-                        total += partial_sums[warp, t]
-                    y[m0 + m, row] = total
-                cuda.syncthreads()
+                    for p in range(splits):
+                        for t in range(WARP):
+                            total += sums[r * splits + p, m, t]
+                    y[m0 + m, first_row + r] = total
+            cuda.syncthreads()
 
     return gemv
 
@@ -163,9 +188,10 @@ def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
 # ----------------------------------------------------------------------- launch functions
 
 
-def _product_launch(kernel_of: Any, name: str, a: Any, w_fp8: Any, weight_scale_inv: Any,
-                    out: Any, out_cols: int, grid_x: int, threads_y: int, block: int,
+def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
+                    weight_scale_inv: Any, out: Any, out_cols: int, grid_x: int, block: int,
                     table: Any, stream: Any, m_tile: int | None) -> None:
+    """Launch ``kernel(dtype, m_tile)`` on a ``(grid_x, passes)`` grid of (32, threads_y)."""
     reduced = a.shape[-1]
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
     dtype = np.dtype(a.dtype).name
@@ -176,7 +202,7 @@ def _product_launch(kernel_of: Any, name: str, a: Any, w_fp8: Any, weight_scale_
     if m > 0 and out_cols > 0:
         mt = _m_tile(m) if m_tile is None else m_tile
         grid = (grid_x, min(-(-m // mt), _MAX_GRID_Y))
-        kernel_of(dtype, mt, threads_y)[grid, (WARP, threads_y), stream](
+        kernel(dtype, mt)[grid, (WARP, threads_y), stream](
             ad, wd, sd, _table_on_device(table, "e4m3fn", dtype, stream), od, block)
     copy_back(stream, (od, host))
 
@@ -191,6 +217,7 @@ def fp8_gemv_launch(
     table: Any = None,
     stream: Any = 0,
     rows_per_block: int = ROWS_PER_BLOCK,
+    splits: int = ROW_SPLITS,
     m_tile: int | None = None,
 ) -> None:
     """Write ``y = x W^T`` into ``out``, W = E4M3FN ``w_fp8`` times its tile scales.
@@ -204,7 +231,8 @@ def fp8_gemv_launch(
         table: Optional device copy of ``host_table("e4m3fn", x.dtype)``; copied per call
             when ``None``.
         stream: Numba stream to launch on (``0``: the default stream).
-        rows_per_block: Warps, one per weight row, in a thread block.
+        rows_per_block: Weight rows in a thread block.
+        splits: Warps that split each weight row's K (``rows_per_block * splits`` warps).
         m_tile: Rows of x served by one pass over the weight; by default the smallest of
             :data:`M_TILES` that holds all rows.
 
@@ -221,8 +249,10 @@ def fp8_gemv_launch(
         array([[3., 3.]], dtype=float32)
     """
     n = w_fp8.shape[0]
-    _product_launch(_gemv_kernel, "x", x, w_fp8, weight_scale_inv, out, n,
-                    -(-n // rows_per_block), rows_per_block, block, table, stream, m_tile)
+    vec = _vec(block)
+    _product_launch(lambda dtype, mt: _gemv_kernel(dtype, mt, rows_per_block, splits, vec),
+                    rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
+                    -(-n // rows_per_block), block, table, stream, m_tile)
 
 
 def fp8_gemv_t_launch(
@@ -254,8 +284,9 @@ def fp8_gemv_t_launch(
     Arrays are taken as by :func:`fp8_gemv_launch`; ``N = 0`` gives zeros.
     """
     k = w_fp8.shape[1]
-    _product_launch(_gemv_t_kernel, "grad_y", grad_y, w_fp8, weight_scale_inv, out, k,
-                    -(-k // WARP), splits, block, table, stream, m_tile)
+    _product_launch(lambda dtype, mt: _gemv_t_kernel(dtype, mt, splits), splits, "grad_y",
+                    grad_y, w_fp8, weight_scale_inv, out, k, -(-k // WARP), block, table,
+                    stream, m_tile)
 
 
 # ------------------------------------------------------------------ registered kernels
