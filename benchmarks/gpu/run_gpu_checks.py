@@ -17,7 +17,7 @@ at load time and a dequantize-then-matmul in torch, ``kpsvd`` (randomized and ex
 x 4096 weight next to ``torch.svd_lowrank`` and ``torch.linalg.svd`` of the weight (PiSSA's two
 initialisations), and ``ion_sensitivity`` of 10,000 HH neurons over 100 ms next to
 ``ion_simulate``'s forward pass. It exits 1 when any check fails, 2 when there is no usable
-GPU. A minute or two on one GPU, most of it Numba compiling the kernels on first use.
+GPU. About four minutes on an H200 (benchmarks/gpu/README.md); ``--only`` runs some sections.
 """
 
 from __future__ import annotations
