@@ -427,3 +427,19 @@ def test_cable_gradient_through_junction_nodes_matches_finite_differences():
         else:
             fd = (loss(P, up) - loss(P, down)) / (2 * eps)
         assert abs(float(grad[idx]) - float(fd)) < 1e-4 * abs(float(fd)) + 1e-9
+
+
+def test_parent_and_record_at_may_be_tensors():
+    # On a GPU they arrive as CUDA tensors, which NumPy cannot read in place (seen on an
+    # H200); the checks copy them to the host.
+    v0, S0, P, current, coupling = cell()
+    kw = {"channels": HH, "dt": DT, "n_steps": 120, "record_every": 4, "max_spikes": 1}
+    want = fusekit.ops.cable_simulate(v0, S0, P, current, PARENT, coupling, **kw,
+                                      record_at=[4, 0])
+    params = P.clone().requires_grad_()
+    got = fusekit.ops.cable_simulate(v0, S0, params, current, torch.as_tensor(PARENT),
+                                     coupling, **kw, record_at=torch.tensor([4, 0]))
+    torch.testing.assert_close(got.v_record, want.v_record, rtol=0, atol=0)
+    torch.testing.assert_close(got.v, want.v, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(got.v_record.sum(), params)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -64,3 +64,25 @@ def test_cli_bench_runs_one_group_and_prints_the_comparison(capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "Comparison" in out and "fusekit_dispatch_auto" in out
+
+
+def test_info_finds_cupy_under_its_per_cuda_wheel_name(monkeypatch):
+    # CuPy installs as cupy-cuda12x or cupy-cuda13x, never as "cupy" (seen on an H200 image).
+    import importlib.metadata as metadata
+
+    from fusekit import _info
+
+    real_version = metadata.version
+
+    def version(name):
+        if name == "cupy-cuda13x":
+            return "14.2.0"
+        if name == "cupy":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {"cupy": ["cupy-cuda13x"]})
+    assert _info._version("cupy") == "14.2.0 (cupy-cuda13x)"
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
+    assert _info._version("cupy") == "not installed"

@@ -117,17 +117,6 @@ def to_native(a: Any, kind: ArrayKind) -> Any:
     return a
 
 
-def to_host(a: Any) -> Any:
-    """A NumPy copy (or view, on the host) of a NumPy/CuPy array or torch tensor on any device."""
-    import numpy as np
-
-    if hasattr(a, "detach"):  # torch, possibly on a GPU or requiring grad
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get") and not isinstance(a, np.ndarray):  # CuPy
-        return a.get()
-    return np.asarray(a)
-
-
 def from_native(out: Any, kind: ArrayKind) -> Any:
     """View a kernel's native result as an array of ``kind`` (no copy)."""
     if kind.framework == "torch":

@@ -21,10 +21,15 @@ from ._registry import (
 
 
 def _version(dist: str) -> str:
+    """The installed version of ``dist``; CuPy's wheels are named per CUDA (``cupy-cuda13x``)."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        pass
+    if dist == "cupy":
+        for name in importlib.metadata.packages_distributions().get("cupy", []):
+            return f"{importlib.metadata.version(name)} ({name})"
+    return "not installed"
 
 
 def collect() -> dict[str, Any]:

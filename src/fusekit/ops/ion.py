@@ -375,11 +375,9 @@ def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any)
     if dtype not in _ION_DTYPES or any(array_dtype(a) != dtype for a in (upper, lower, rhs)):
         raise InputError(f"{op}: diag, upper, lower and rhs must share one dtype, float32 or "
                          f"float64; got {[array_dtype(a) for a in (diag, upper, lower, rhs)]}")
-    from .._arrays import to_host
-
-    p = to_host(parent)
+    p = _host_array(parent)  # from the GPU too; None for fake tensors (tracing: no values)
     idx = np.arange(n_nodes)
-    if p[0] != -1 or bool(((p[1:] < 0) | (p[1:] >= idx[1:])).any()):
+    if p is not None and (p[0] != -1 or bool(((p[1:] < 0) | (p[1:] >= idx[1:])).any())):
         raise InputError(
             f"{op}: parent must list the nodes in Hines order: parent[0] = -1 (the root) and "
             "0 <= parent[i] < i for every other node (number the nodes depth-first from the "
@@ -520,7 +518,10 @@ def check_record_at(op: str, record_at: Any, n_comp: int) -> tuple[int, ...] | N
     """
     if record_at is None:
         return None
-    values = np.asarray(record_at)
+    values = _host_array(record_at) if hasattr(record_at, "shape") else np.asarray(record_at)
+    if values is None:  # a fake tensor while tracing: no values to check
+        raise InputError(f"{op}: record_at must be concrete compartment indices (a tuple of "
+                         "integers), not a traced tensor")
     if values.ndim != 1 or values.size == 0 or not (
             np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_):
         raise InputError(f"{op}: record_at must be a non-empty sequence of compartment indices "
