@@ -56,7 +56,9 @@ from ._neuron import to_neuron as to_neuron
 from ._nir import LIFFit as LIFFit
 from ._nir import LIFRun as LIFRun
 from ._nir import fit_lif as fit_lif
+from ._nir import fit_lif_cable as fit_lif_cable
 from ._nir import simulate_nir as simulate_nir
+from ._nir import soma_attenuation as soma_attenuation
 from ._nir import to_nir as to_nir
 from ._nir import write_nir as write_nir
 from ._plots import plot_raster as plot_raster
@@ -123,6 +125,7 @@ __all__ = [
     "cable_tree",
     "exp",
     "fit_lif",
+    "fit_lif_cable",
     "fit_parameters",
     "fixed_point_error",
     "log",
@@ -134,6 +137,7 @@ __all__ = [
     "read_swc",
     "simulate",
     "simulate_nir",
+    "soma_attenuation",
     "simulate_torch",
     "network_simulate_torch",
     "sqrt",

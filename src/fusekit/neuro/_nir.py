@@ -28,12 +28,15 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
+from ..ops.ion import synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ._cable_network import CableNetwork
 from ._network import Network
 from ._population import Population
 from .hh import HH_CHANNELS
 
-__all__ = ["LIFFit", "LIFRun", "fit_lif", "simulate_nir", "to_nir", "write_nir"]
+__all__ = ["LIFFit", "LIFRun", "fit_lif", "fit_lif_cable", "simulate_nir", "soma_attenuation",
+           "to_nir", "write_nir"]
 
 #: Constant currents (uA/cm^2) of the default f-I curve.
 DEFAULT_CURRENTS = tuple(float(i) for i in range(0, 42, 2))
@@ -160,8 +163,6 @@ def fit_lif(channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS, *,
         >>> fit = fit_lif(currents=[0, 10, 20, 40], duration=100.0)  # doctest: +SKIP
         >>> fit.rate_rel_rms  # doctest: +SKIP
     """
-    from scipy.optimize import minimize
-
     cs = channel_set(channels)
     currents = np.asarray(currents, np.float64)
     if currents.ndim != 1 or currents.size < 3 or not np.isfinite(currents).all():
@@ -176,13 +177,24 @@ def fit_lif(channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS, *,
     v = np.full(n, float(v0))
     hh = ops.ion_simulate(v, cs.steady_states(v, p), p, i_ext, channels=cs, dt=dt,
                           n_steps=n_steps, record_every=1, max_spikes=1, backend=backend)
-    count_hh = hh.spike_count[:-1].astype(np.float64)
-    first_hh = _first_spike(hh.spike_times)[:-1]
-    if count_hh.max() == 0:
-        raise InputError(f"fit_lif: the neuron never fired for currents {currents.tolist()} "
-                         f"uA/cm^2 within {duration} ms; give larger currents")
     # Rest from the zero-current neuron; reset at the deepest after-spike trough.
-    v_leak, v_reset = float(hh.v[-1]), float(min(hh.v_record.min(), hh.v[-1]))
+    return _fit_runs("fit_lif", currents, hh.spike_count[:-1], hh.spike_times[:, :-1],
+                     float(hh.v[-1]), float(min(hh.v_record.min(), hh.v[-1])), duration, dt,
+                     latency_weight)
+
+
+def _fit_runs(op: str, currents: np.ndarray, counts: np.ndarray, spike_times: np.ndarray,
+              v_leak: float, v_reset: float, duration: float, dt: float,
+              latency_weight: float) -> LIFFit:
+    """The LIF fit to one neuron's runs at ``currents`` (spike counts, first spike times)."""
+    from scipy.optimize import minimize
+
+    n_steps = int(round(duration / dt))
+    count_hh = np.asarray(counts).astype(np.float64)
+    first_hh = _first_spike(spike_times)
+    if count_hh.max() == 0:
+        raise InputError(f"{op}: the neuron never fired for currents {currents.tolist()} "
+                         f"uA/cm^2 within {duration} ms; give larger currents")
 
     # Only tau, the rheobase gap / r and (v_threshold - v_reset) / r shape the counts; the
     # flat HH f-I curve drives the gap towards 0 (reset far below threshold in its units),
@@ -280,33 +292,171 @@ def _fit_columns(params: np.ndarray, cs: ChannelSet, fit_kwargs: dict[str, Any]
     return fits, which.reshape(-1)
 
 
-def to_nir(model: Population | Network, *, fits: Sequence[LIFFit] | LIFFit | None = None,
-           time_unit: str = "s", currents: Sequence[float] | np.ndarray = DEFAULT_CURRENTS,
-           duration: float = 200.0, dt: float = 0.025,
-           backend: str | None = "reference") -> Any:
-    """The NIR graph of a :class:`Population` or :class:`Network`, with LIF stand-ins.
+def _cell_kinds(model: CableNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct cells of a cable network, ``(kinds, n_params, n_comp)``, and each one's kind."""
+    params = np.asarray(model.params, np.float64)  # (n_params, n_cells, n_comp)
+    flat = params.transpose(1, 0, 2).reshape(params.shape[1], -1)
+    kinds, which = np.unique(flat, axis=0, return_inverse=True)
+    return kinds.reshape(-1, params.shape[0], params.shape[2]), which.reshape(-1)
+
+
+def _cell_copies(model: CableNetwork, params: np.ndarray, n: int) -> CableNetwork:
+    """``n`` unconnected float64 copies of one cell of ``model``, from rest at -65 mV.
+
+    ``params``: the cell's, ``(n_params, n_comp)``.
+    """
+    names = model.channel_set.param_names
+    empty = (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    return CableNetwork(model.channel_set, (model.parent, model.length, model.diam), empty,
+                        r_axial=model.r_axial, junctions=model.tree is not None,
+                        dtype=np.float64, **dict(zip(names, params, strict=True)))
+
+
+def fit_lif_cable(model: CableNetwork, cell: int = 0, *,
+                  currents: Sequence[float] | np.ndarray = DEFAULT_CURRENTS,
+                  duration: float = 200.0, dt: float = 0.025,
+                  latency_weight: float = LATENCY_WEIGHT,
+                  backend: str | None = None) -> LIFFit:
+    """Fit a LIF stand-in to the somatic f-I curve of one cell of a :class:`CableNetwork`.
+
+    As :func:`fit_lif`, with the cell (its morphology and every compartment's parameters)
+    simulated whole and the constant currents injected into compartment 0, the soma (uA/cm^2
+    of the soma's area). The stand-in's ``r`` is in kOhm cm^2 of the soma.
+
+    Args:
+        model: The network; its synapses and state are not used.
+        cell: Which cell's parameters.
+        currents: Constant currents into the soma, uA/cm^2.
+        duration: ms per current.
+        dt: ms.
+        latency_weight: As for :func:`fit_lif`.
+        backend: As for every fusekit op (default: the fastest available).
+
+    Returns:
+        A :class:`LIFFit`.
+    """
+    currents = np.asarray(currents, np.float64)
+    if currents.ndim != 1 or currents.size < 3 or not np.isfinite(currents).all():
+        raise InputError(f"fit_lif_cable: currents must be a finite 1-d list of at least 3 "
+                         f"currents (uA/cm^2) to fit 3 parameters, got {currents!r}")
+    if not (duration > 0 and dt > 0):
+        raise InputError(f"fit_lif_cable: duration and dt must be positive ms, got "
+                         f"{duration}, {dt}")
+    net = _cell_copies(model, np.asarray(model.params, np.float64)[:, cell], currents.size + 1)
+    net.i_ext[:-1, 0] = currents  # the last cell finds the rest potential
+    out = net.run(duration, dt=dt, record_every=1, record_at=[0], max_spikes=1,
+                  backend=backend)
+    return _fit_runs("fit_lif_cable", currents, out.spike_count[:-1], out.spike_times[:, :-1],
+                     float(out.v[-1, 0]), float(min(out.v_record.min(), out.v[-1, 0])),
+                     duration, dt, latency_weight)
+
+
+#: Current (uA/cm^2 of the soma, as an absolute current at other compartments) and settling
+#: time (ms) of :func:`soma_attenuation`'s runs.
+_PROBE_CURRENT, _PROBE_MS = 0.01, 200.0
+
+
+def soma_attenuation(model: CableNetwork, cell: int = 0, *, dt: float = 0.025,
+                     backend: str | None = None) -> np.ndarray:
+    """How much of a small steady current into each compartment reaches the soma.
+
+    ``a[c]`` is the soma's steady depolarisation by a current into compartment ``c`` over
+    that by the same current (in uA, not per area) into the soma: 1 at the soma, less out
+    on the dendrites. It is the ratio of transfer to input resistance (``Z[0, c] /
+    Z[0, 0]``) of the cell linearised at rest, measured by running it (with its channels,
+    not a passive stand-in) for 200 ms with 0.01 uA/cm^2 of the soma's area.
+
+    Args:
+        model: The network; only its morphology and ``cell``'s parameters are used.
+        cell: Which cell's parameters.
+        dt: ms.
+        backend: As for every fusekit op.
+
+    Returns:
+        ``(n_comp,)`` float64.
+    """
+    n_comp = model.parent.shape[0]
+    net = _cell_copies(model, np.asarray(model.params, np.float64)[:, cell], n_comp + 1)
+    current = _PROBE_CURRENT * model.area[0]  # uA
+    net.i_ext[np.arange(n_comp), np.arange(n_comp)] = current / model.area
+    out = net.run(_PROBE_MS, dt=dt, max_spikes=1, backend=backend)
+    if out.spike_count.any():
+        raise InputError("soma_attenuation: the cell fires at rest (or with a current of "
+                         f"{_PROBE_CURRENT} uA/cm^2): it has no resting state to linearise")
+    dv = out.v[:n_comp, 0] - out.v[n_comp, 0]
+    if not dv[0] > 0:
+        raise InputError("soma_attenuation: a depolarising current did not depolarise the "
+                         "soma at rest")
+    return dv / dv[0]
+
+
+def _synapses(model: Network | CableNetwork, v_leak: np.ndarray, scale: float,
+              gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense NIR current-synapse weights ``(post, pre)``, and each neuron's ``tau_syn``.
+
+    Times are in the graph's unit (``scale`` per ms).
+    A spike of synapse ``e`` (weight ``W``, type ``k``) adds the charge of the HH synapse at
+    rest, ``W (e_syn[k] - v_leak[post]) tau_syn[k]``, times ``gain[e]`` (the cable's
+    attenuation to the soma). CubaLIF has one synaptic time constant per neuron: with several
+    synapse types it is the mean of the types' weighted by the absolute charge a neuron
+    receives from each, and each synapse keeps its own type's charge.
+    """
+    taus, es, _ = synapse_kinds(model.tau_syn, model.e_syn)
+    taus_a, es_a = np.asarray(taus), np.asarray(es)
+    n = model.indptr.shape[0] - 1
+    nnz = model.indices.shape[0]
+    kind = (np.zeros(nnz, np.int64) if model.synapse_type is None
+            else np.asarray(model.synapse_type, np.int64))
+    pre = np.repeat(np.arange(n), np.diff(model.indptr))
+    post = np.asarray(model.indices, np.int64)
+    charge = (np.asarray(model.weights, np.float64) * (es_a[kind] - v_leak[post])
+              * taus_a[kind] * (1.0 if gain is None else gain))
+    dense = np.zeros((n, n))
+    np.add.at(dense, (post, pre), charge * scale)
+    per_type = np.zeros((n, taus_a.size))
+    np.add.at(per_type, (post, kind), np.abs(charge))
+    total = per_type.sum(axis=1)
+    tau = np.where(total > 0, per_type @ taus_a / np.where(total > 0, total, 1.0), taus_a[0])
+    return dense, tau * scale
+
+
+def to_nir(model: Population | Network | CableNetwork, *,
+           fits: Sequence[LIFFit] | LIFFit | None = None, time_unit: str = "s",
+           currents: Sequence[float] | np.ndarray = DEFAULT_CURRENTS, duration: float = 200.0,
+           dt: float = 0.025, backend: str | None = "reference") -> Any:
+    """The NIR graph of a :class:`Population`, :class:`Network` or :class:`CableNetwork`.
 
     A population becomes ``input -> neurons (LIF) -> output``; a network becomes ``input ->
-    neurons (CubaLIF, tau_syn of the network)``, ``neurons -> delay -> synapses (Linear) ->
-    neurons`` and ``neurons -> output``. ``synapses.weight`` is dense ``(post, pre)`` (NIR's
-    ``y = W x``): ``W[pre, post] (e_syn - v_leak[post]) tau_syn``, so that a spike lifts the
-    stand-in's synaptic current by the HH synapse's current at rest, ``W (e_syn - v_leak)``.
-    The input is the injected current per neuron, uA/cm^2.
+    neurons (CubaLIF)``, ``neurons -> delay -> synapses (Linear) -> neurons`` and ``neurons
+    -> output``. ``synapses.weight`` is dense ``(post, pre)`` (NIR's ``y = W x``): each
+    synapse adds the charge of the HH synapse at rest, ``W[pre, post] (e_syn - v_leak[post])
+    tau_syn``, so that a spike lifts the stand-in's synaptic current by the HH synapse's
+    current at rest, ``W (e_syn - v_leak)``. With several synapse types each keeps its own
+    ``e_syn`` and ``tau_syn`` in its charge, and a neuron's one ``tau_syn`` is the mean of the
+    types' weighted by the charge it receives of each. The input is the injected current per
+    neuron, uA/cm^2.
 
-    Neurons with the same parameters share one fit (:func:`fit_lif`, run here unless
-    ``fits`` are given); the graph's metadata holds each fit's parameters and errors
+    A cable network's cells become point neurons: each stand-in is fitted to its cell's
+    somatic f-I curve (:func:`fit_lif_cable`, current into the soma, uA/cm^2 of the soma), and
+    a synapse on compartment ``c`` carries its charge times ``area[c] / area[0]`` (the same
+    current as a density of the soma) times ``soma_attenuation(model)[c]``, the share of a
+    steady current at ``c`` that reaches the soma. The metadata holds the attenuation per
+    fit (``soma_attenuation``, ``(n_fits, n_comp)``).
+
+    Neurons (cells) with the same parameters share one fit (run here unless ``fits`` are
+    given); the graph's metadata holds each fit's parameters and errors
     (``fit_rate_rel_rms``, ``fit_first_spike_mae_ms``, one entry per fit) and which fit each
     neuron uses (``fit_index``).
 
     Args:
         model: The population or network (its channels and parameters; its state is not
             exported).
-        fits: Fits to use, one per distinct parameter column of ``model.params`` (in
-            ``np.unique(params, axis=1)`` order), or one for all.
+        fits: Fits to use, one per distinct neuron (in ``np.unique`` order of the parameter
+            columns, of whole cells for a cable network), or one for all.
         time_unit: ``"s"`` or ``"ms"``: the unit of the graph's times.
         currents: Passed to :func:`fit_lif` (when ``fits`` is None).
         duration: Passed to :func:`fit_lif`.
-        dt: Passed to :func:`fit_lif`.
+        dt: Passed to :func:`fit_lif`, and the time step of the attenuation runs.
         backend: Passed to :func:`fit_lif`.
 
     Returns:
@@ -318,24 +468,34 @@ def to_nir(model: Population | Network, *, fits: Sequence[LIFFit] | LIFFit | Non
         >>> graph.metadata["fit_rate_rel_rms"]  # doctest: +SKIP
     """
     nir = _nir()
-    if not isinstance(model, Population | Network):
-        raise InputError(f"to_nir: model must be a fusekit.neuro Population or Network, got "
-                         f"{type(model).__name__}")
+    if not isinstance(model, Population | Network | CableNetwork):
+        raise InputError(f"to_nir: model must be a fusekit.neuro Population, Network or "
+                         f"CableNetwork, got {type(model).__name__}")
     if time_unit not in _TIME_SCALE:
         raise InputError(f"to_nir: time_unit must be 's' or 'ms', got {time_unit!r}")
     scale = _TIME_SCALE[time_unit]
-    params = np.asarray(model.params, np.float64)
-    n = params.shape[1]
+    fit_kwargs = dict(currents=currents, duration=duration, dt=dt, backend=backend)
+    cable = isinstance(model, CableNetwork)
+    if cable:
+        kinds, which = _cell_kinds(model)
+        firsts = [int(np.flatnonzero(which == k)[0]) for k in range(kinds.shape[0])]
+    else:
+        params = np.asarray(model.params, np.float64)
+        kinds, which = np.unique(params, axis=1, return_inverse=True)
+        kinds, which = kinds.T, which.reshape(-1)
+    n = which.shape[0]
     if fits is None:
-        fit_list, which = _fit_columns(params, model.channel_set, dict(
-            currents=currents, duration=duration, dt=dt, backend=backend))
+        if cable:
+            fit_list = [fit_lif_cable(model, cell, **fit_kwargs) for cell in firsts]
+        else:
+            fit_list, which = _fit_columns(params, model.channel_set, fit_kwargs)
     else:
         fit_list = [fits] if isinstance(fits, LIFFit) else list(fits)
-        which = (np.zeros(n, np.int64) if len(fit_list) == 1
-                 else np.unique(params, axis=1, return_inverse=True)[1].reshape(-1))
-        if which.max(initial=0) >= len(fit_list):
-            raise InputError(f"to_nir: the model has {which.max() + 1} distinct parameter "
-                             f"columns but {len(fit_list)} fits were given")
+        if len(fit_list) == 1:
+            which = np.zeros(n, np.int64)
+        elif which.max(initial=0) >= len(fit_list):
+            raise InputError(f"to_nir: the model has {which.max() + 1} distinct neurons (by "
+                             f"their parameters) but {len(fit_list)} fits were given")
 
     def per_neuron(name: str) -> np.ndarray:
         return np.array([getattr(f, name) for f in fit_list], np.float64)[which]
@@ -362,25 +522,32 @@ def to_nir(model: Population | Network, *, fits: Sequence[LIFFit] | LIFFit | Non
     if isinstance(model, Population):
         nodes["neurons"] = nir.LIF(tau=tau, r=r, v_leak=v_leak, v_threshold=v_threshold,
                                    v_reset=v_reset)
-    else:
-        tau_syn = np.full(n, model.tau_syn * scale)
-        nodes["neurons"] = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=v_leak,
-                                       v_threshold=v_threshold, v_reset=v_reset,
-                                       w_in=np.ones(n))
-        dense = np.zeros((n, n))
-        for pre in range(n):
-            lo, hi = model.indptr[pre], model.indptr[pre + 1]
-            np.add.at(dense[:, pre], model.indices[lo:hi], model.weights[lo:hi])
-        weight = dense * ((model.e_syn - v_leak) * model.tau_syn * scale)[:, None]
-        nodes["delay"] = nir.Delay(np.full(n, model.delay * scale))
-        nodes["synapses"] = nir.Linear(weight=weight)
-        edges += [("neurons", "delay"), ("delay", "synapses"), ("synapses", "neurons")]
-        metadata["synapse_note"] = (f"conductance synapses (tau_syn = {model.tau_syn} ms, "
-                                    f"e_syn = {model.e_syn} mV) as current synapses")
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+    gain = None
+    if cable:
+        # one attenuation per fit: the first cell of each kind (a given single fit: cell 0)
+        cells = firsts if len(fit_list) == len(firsts) else [0] * len(fit_list)
+        atten = np.stack([soma_attenuation(model, c, dt=dt, backend=backend) for c in cells])
+        comp = model.synapse_compartment
+        post = np.asarray(model.indices, np.int64)
+        gain = atten[which[post], comp] * model.area[comp] / model.area[0]
+        metadata["soma_attenuation"] = atten
+        metadata["lost"] += ("; the cells' dendrites (synapses act at the soma with the "
+                             "steady-state attenuation from their compartment, so dendritic "
+                             "filtering and local dendritic spikes are lost)")
+    weight, tau_syn = _synapses(model, v_leak, scale, gain)
+    nodes["neurons"] = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=v_leak,
+                                   v_threshold=v_threshold, v_reset=v_reset, w_in=np.ones(n))
+    nodes["delay"] = nir.Delay(np.full(n, model.delay * scale))
+    nodes["synapses"] = nir.Linear(weight=weight)
+    edges += [("neurons", "delay"), ("delay", "synapses"), ("synapses", "neurons")]
+    metadata["synapse_note"] = (f"conductance synapses (tau_syn = {model.tau_syn} ms, "
+                                f"e_syn = {model.e_syn} mV) as current synapses")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-def write_nir(path: str | Path, model: Population | Network, **kwargs: Any) -> Any:
+def write_nir(path: str | Path, model: Population | Network | CableNetwork,
+              **kwargs: Any) -> Any:
     """Write :func:`to_nir` of ``model`` to ``path`` (HDF5, read back by ``nir.read``).
 
     Returns:
