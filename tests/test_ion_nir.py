@@ -252,3 +252,24 @@ def test_a_cell_that_fires_at_rest_has_no_attenuation_to_measure():
         soma_attenuation(net)
     with pytest.raises(fusekit.InputError, match="at least 3 currents"):
         fit_lif_cable(net, currents=[1.0, 2.0])
+
+
+def test_cable_cells_of_two_kinds_get_their_own_attenuation():
+    from fusekit.neuro import CableNetwork, soma_attenuation
+
+    W = sp.csr_matrix(np.array([[0.0, 0.2, 0.1], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    g_leak = np.full((3, 5), 0.0003)
+    g_leak[2] = 0.003  # cell 2 leaks ten times more
+    net = CableNetwork(HH_CHANNELS, BALL_AND_STICK, W, synapse_compartment=3, g_leak=g_leak)
+    fits = [made_up_fit(v_leak=-65.0), made_up_fit(v_leak=-60.0)]
+    graph = to_nir(net, fits=fits, time_unit="ms")
+    atten = graph.metadata["soma_attenuation"]
+    assert atten.shape == (2, 5) and atten[0, 3] != atten[1, 3]
+    np.testing.assert_array_equal(graph.metadata["fit_index"], [0, 0, 1])
+    for cell, kind in ((1, 0), (2, 1)):
+        want = soma_attenuation(net, cell, backend="reference")
+        np.testing.assert_allclose(atten[kind], want, rtol=1e-12)
+        gain = want[3] * net.area[3] / net.area[0]
+        v_leak = fits[kind].v_leak
+        np.testing.assert_allclose(graph.nodes["synapses"].weight[cell, 0],
+                                   W[0, cell] * (0.0 - v_leak) * 5.0 * gain, rtol=1e-12)

@@ -440,8 +440,9 @@ def to_nir(model: Population | Network | CableNetwork, *,
     somatic f-I curve (:func:`fit_lif_cable`, current into the soma, uA/cm^2 of the soma), and
     a synapse on compartment ``c`` carries its charge times ``area[c] / area[0]`` (the same
     current as a density of the soma) times ``soma_attenuation(model)[c]``, the share of a
-    steady current at ``c`` that reaches the soma. The metadata holds the attenuation per
-    fit (``soma_attenuation``, ``(n_fits, n_comp)``).
+    steady current at ``c`` that reaches the soma. The metadata holds it per kind of cell
+    (``soma_attenuation``, ``(n_kinds, n_comp)``, kinds by their parameters in ``np.unique``
+    order, the order of the fits when there is one fit per kind).
 
     Neurons (cells) with the same parameters share one fit (run here unless ``fits`` are
     given); the graph's metadata holds each fit's parameters and errors
@@ -478,6 +479,7 @@ def to_nir(model: Population | Network | CableNetwork, *,
     cable = isinstance(model, CableNetwork)
     if cable:
         kinds, which = _cell_kinds(model)
+        kind = which  # every cell's kind, whatever fit it gets
         firsts = [int(np.flatnonzero(which == k)[0]) for k in range(kinds.shape[0])]
     else:
         params = np.asarray(model.params, np.float64)
@@ -525,12 +527,11 @@ def to_nir(model: Population | Network | CableNetwork, *,
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     gain = None
     if cable:
-        # one attenuation per fit: the first cell of each kind (a given single fit: cell 0)
-        cells = firsts if len(fit_list) == len(firsts) else [0] * len(fit_list)
-        atten = np.stack([soma_attenuation(model, c, dt=dt, backend=backend) for c in cells])
+        # one attenuation per kind of cell, measured on its first cell
+        atten = np.stack([soma_attenuation(model, c, dt=dt, backend=backend) for c in firsts])
         comp = model.synapse_compartment
         post = np.asarray(model.indices, np.int64)
-        gain = atten[which[post], comp] * model.area[comp] / model.area[0]
+        gain = atten[kind[post], comp] * model.area[comp] / model.area[0]
         metadata["soma_attenuation"] = atten
         metadata["lost"] += ("; the cells' dendrites (synapses act at the soma with the "
                              "steady-state attenuation from their compartment, so dendritic "
