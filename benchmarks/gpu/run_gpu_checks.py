@@ -1341,8 +1341,8 @@ def launch_us(fn: Callable[[], Any], sync: Callable[[], None], n: int = 200) -> 
     return (time.perf_counter() - start) / n * 1e6
 
 
-def kernel_table(torch: Any, label: str, fn: Callable[[], Any], calls: int = 10) -> None:
-    """The GPU kernels of ``calls`` calls of ``fn`` and their device time, by torch.profiler.
+def profiled(torch: Any, fn: Callable[[], Any], calls: int = 10) -> tuple[float, list[Any]]:
+    """GPU kernel time per call of ``fn`` (us) and the kernels, by torch.profiler.
 
     CUPTI sees every kernel of the process: Numba's and CuPy's as well as torch's.
     """
@@ -1356,11 +1356,63 @@ def kernel_table(torch: Any, label: str, fn: Callable[[], Any], calls: int = 10)
         torch.cuda.synchronize()
     rows = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
     rows.sort(key=lambda e: -e.device_time_total)
-    total = sum(e.device_time_total for e in rows) / calls
+    return sum(e.device_time_total for e in rows) / calls, rows
+
+
+def kernel_table(torch: Any, label: str, fn: Callable[[], Any], calls: int = 10) -> None:
+    """Print the GPU kernels of ``calls`` calls of ``fn`` and their device time."""
+    total, rows = profiled(torch, fn, calls)
     print(f"  {label}: {total:.1f} us of GPU kernels per call")
     for e in rows[:6]:
         print(f"    {e.device_time_total / calls:9.1f} us  x{e.count / calls:4.1f}  "
               f"{e.key[:90]}")
+
+
+#: (rows per block, warps per row) of the fp8_gemv tuning sweep, and its (M, m_tile) columns.
+TUNE_BLOCKS = ((1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 2))
+TUNE_COLUMNS = ((1, 1), (4, 4), (16, 8), (16, 16), (64, 8), (64, 16))
+#: The weight of the sweep: gate/up of a DeepSeek-V3 expert.
+TUNE_SHAPE = (2048, 7168)
+
+
+def tune_fp8(checks: Checks, torch: Any, cupy: Any) -> None:
+    """fp8_gemv's kernel time on the gate/up weight for each block shape and M tile.
+
+    Each configuration is first checked against a float32 product with the dequantized
+    weight (1e-4 of the largest value); a wrong one prints ``wrong`` and fails a check.
+    """
+    from fusekit.backends.cuda.fp8 import device_table
+    from fusekit.backends.cuda.fp8_matmul import fp8_gemv_launch
+
+    n, k = TUNE_SHAPE
+    w = cupy.asarray(fp8_weight(n, k, "float32", 11))
+    q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    wd = fusekit.ops.fp8_block_dequantize(q, sc, backend="cuda")
+    table = device_table(cupy, "e4m3fn", "float32")
+    print(f"  fp8_gemv kernel [{n}, {k}], float32, us per call (torch.profiler, 10 calls):")
+    header = f"  {'rows x warps':>12} | " + " ".join(f"{f'M={m} t{t}':>10}"
+                                                    for m, t in TUNE_COLUMNS)
+    print(header)
+    for rows, splits in TUNE_BLOCKS:
+        cells = []
+        for m, tile in TUNE_COLUMNS:
+            x = cupy.asarray(np.random.default_rng(m).standard_normal((m, k), np.float32))
+            out = cupy.empty((m, n), cupy.float32)
+
+            def call(x=x, out=out, tile=tile, rows=rows, splits=splits) -> None:
+                fp8_gemv_launch(x, q, sc, out, table=table, rows_per_block=rows,
+                                splits=splits, m_tile=tile)
+
+            call()
+            ref = x @ wd.T
+            err = float(cupy.abs(out - ref).max() / cupy.abs(ref).max())
+            if err > 1e-4:
+                checks.fail(f"tune_fp8 {rows}x{splits} M={m} tile={tile}", f"error {err:.1e}")
+                cells.append(f"{'wrong':>10}")
+                continue
+            cells.append(f"{profiled(torch, call)[0]:>10.1f}")
+        print(f"  {f'{rows} x {splits}':>12} | " + " ".join(cells), flush=True)
+    checks.expect("fp8_gemv tuning sweep ran", True)
 
 
 def diag_overhead(checks: Checks, torch: Any, cupy: Any) -> None:
@@ -1422,8 +1474,12 @@ def numba_versions() -> str:
 
 
 def gpu_sections(checks: Checks, torch: Any, cupy: Any,
-                 args: argparse.Namespace) -> dict[str, tuple[bool, Callable[[], None]]]:
-    """The script's sections in order: name -> (is a timing section, what it runs)."""
+                 args: argparse.Namespace) -> dict[str, tuple[str, Callable[[], None]]]:
+    """The script's sections in order: name -> (kind, what it runs).
+
+    Kinds: ``check``; ``timing`` (skipped by ``--no-timing``); ``extra`` (run only when
+    ``--only`` names it).
+    """
     timing = not args.no_timing
     n = args.repeats
 
@@ -1432,21 +1488,22 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         checks.run("cable_network_simulate float64", cable_network_cupy_check, checks, cupy)
 
     return {
-        "kron": (False, lambda: (check_cupy(checks, cupy), check_torch(checks, torch))),
-        "fp8": (False, lambda: (check_fp8_cupy(checks, cupy), check_fp8_torch(checks, torch))),
-        "kron_svd": (False, lambda: (check_kron_svd_cupy(checks, cupy),
-                                     check_kron_svd_torch(checks, torch))),
-        "spike_mst": (False, lambda: check_spike_mst_cupy(checks, cupy, timing)),
-        "networks": (False, networks),
-        "ion_sensitivity": (False, lambda: ion_sensitivity_check(checks, cupy)),
-        "ion_adjoint": (False, lambda: ion_adjoint_check(checks, torch)),
-        "cable_adjoint": (False, lambda: cable_adjoint_check(checks, torch)),
-        "diag_overhead": (True, lambda: diag_overhead(checks, torch, cupy)),
-        "time_kron": (True, lambda: time_kron_linear(checks, torch, cupy, n)),
-        "time_fp8": (True, lambda: time_fp8_gemv(checks, torch, cupy, n)),
-        "time_kpsvd": (True, lambda: time_kpsvd(checks, torch, cupy, n)),
-        "time_ion_sensitivity": (True, lambda: time_ion_sensitivity(checks, cupy, n)),
-        "time_ion_adjoint": (True, lambda: time_ion_adjoint(checks, torch, n)),
+        "kron": ("check", lambda: (check_cupy(checks, cupy), check_torch(checks, torch))),
+        "fp8": ("check", lambda: (check_fp8_cupy(checks, cupy), check_fp8_torch(checks, torch))),
+        "kron_svd": ("check", lambda: (check_kron_svd_cupy(checks, cupy),
+                                       check_kron_svd_torch(checks, torch))),
+        "spike_mst": ("check", lambda: check_spike_mst_cupy(checks, cupy, timing)),
+        "networks": ("check", networks),
+        "ion_sensitivity": ("check", lambda: ion_sensitivity_check(checks, cupy)),
+        "ion_adjoint": ("check", lambda: ion_adjoint_check(checks, torch)),
+        "cable_adjoint": ("check", lambda: cable_adjoint_check(checks, torch)),
+        "diag_overhead": ("timing", lambda: diag_overhead(checks, torch, cupy)),
+        "time_kron": ("timing", lambda: time_kron_linear(checks, torch, cupy, n)),
+        "time_fp8": ("timing", lambda: time_fp8_gemv(checks, torch, cupy, n)),
+        "time_kpsvd": ("timing", lambda: time_kpsvd(checks, torch, cupy, n)),
+        "time_ion_sensitivity": ("timing", lambda: time_ion_sensitivity(checks, cupy, n)),
+        "time_ion_adjoint": ("timing", lambda: time_ion_adjoint(checks, torch, n)),
+        "tune_fp8": ("extra", lambda: tune_fp8(checks, torch, cupy)),
     }
 
 
@@ -1489,8 +1546,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown sections {sorted(unknown)}; known: {', '.join(sections)}",
               file=sys.stderr)
         return 2
-    for name, (timing, run) in sections.items():
-        if (args.only and name not in args.only) or (timing and args.no_timing):
+    for name, (kind, run) in sections.items():
+        if args.only and name not in args.only:
+            continue
+        if (kind == "timing" and args.no_timing) or (kind == "extra" and not args.only):
             continue
         print(f"[{name}]", flush=True)
         start = time.perf_counter()
