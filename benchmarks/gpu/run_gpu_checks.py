@@ -1461,6 +1461,60 @@ def diag_overhead(checks: Checks, torch: Any, cupy: Any) -> None:
     checks.expect("overhead diagnostics ran", True)
 
 
+def diag_launch(checks: Checks, torch: Any, cupy: Any) -> None:
+    """A cheaper launch of a Numba-compiled kernel, tried on fp8_gemv (numba-cuda >= 0.2x).
+
+    Numba's dispatcher wraps every array argument (15-20 us each with CuPy arrays). This
+    launches the same compiled kernel through ``cuda.core.launch`` with the arguments
+    flattened as Numba's ``_Kernel.launch`` flattens them (arrays: meminfo 0, parent 0,
+    size, itemsize, data pointer, shape, strides in bytes), checks that the result equals
+    the normal launch's bit for bit, and times both. Internals of numba-cuda: a diagnostic
+    for deciding whether fusekit should launch this way, not a path the library uses.
+    """
+    import ctypes
+
+    from numba.cuda import dispatcher as numba_dispatcher
+    from numba.cuda._compat import CUDA_CORE_GE_1_0
+    from numba.cuda.cudadrv import driver
+
+    from fusekit.backends.cuda import fp8_matmul as mm
+    from fusekit.backends.cuda.fp8 import device_table
+
+    n, k = 2048, 7168
+    w = cupy.asarray(fp8_weight(n, k, "float32", 11))
+    q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    table = device_table(cupy, "e4m3fn", "float32")
+    x = cupy.asarray(np.random.default_rng(1).standard_normal((1, k), np.float32))
+    want = cupy.empty((1, n), cupy.float32)
+    mm.fp8_gemv_launch(x, q, sc, want, table=table)  # compiles the kernel
+    dispatcher = mm._gemv_kernel("float32", 1, mm.ROWS_PER_BLOCK, mm.ROW_SPLITS, mm._vec(128))
+    overloads = list(dispatcher.overloads.values())
+    kernel = overloads[0]._codelibrary.get_cufunc().kernel
+    flag = {"is_cooperative": False} if CUDA_CORE_GE_1_0 else {"cooperative_launch": False}
+    config = numba_dispatcher.LaunchConfig(
+        grid=(-(-n // mm.ROWS_PER_BLOCK), 1, 1),
+        block=(mm.WARP, mm.ROWS_PER_BLOCK * mm.ROW_SPLITS, 1), shmem_size=0, **flag)
+    stream = driver._to_core_stream(0)
+
+    def flat(a: Any) -> list[Any]:
+        return [0, 0, a.size, a.itemsize, a.data.ptr, *a.shape, *a.strides]
+
+    got = cupy.zeros((1, n), cupy.float32)
+
+    def fast() -> None:
+        args = [*flat(x), *flat(q), *flat(sc), *flat(table), *flat(got), ctypes.c_int64(128)]
+        numba_dispatcher.launch(stream, config, kernel, *args)
+
+    fast()
+    cupy.cuda.get_current_stream().synchronize()
+    checks.same(f"fast launch equals Numba's launch ({len(overloads)} overload(s))",
+                cupy.asnumpy(got), cupy.asnumpy(want), bitwise=True)
+    sync = cupy.cuda.get_current_stream().synchronize
+    normal = launch_us(lambda: mm.fp8_gemv_launch(x, q, sc, want, table=table), sync)
+    print(f"  fp8_gemv M=1, us per call: Numba's launch {normal:.1f}, cuda.core.launch with "
+          f"flattened arguments {launch_us(fast, sync):.1f}")
+
+
 def numba_versions() -> str:
     """Numba's version, and numba-cuda's where that package provides ``numba.cuda``."""
     import numba
@@ -1504,6 +1558,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         "time_ion_sensitivity": ("timing", lambda: time_ion_sensitivity(checks, cupy, n)),
         "time_ion_adjoint": ("timing", lambda: time_ion_adjoint(checks, torch, n)),
         "tune_fp8": ("extra", lambda: tune_fp8(checks, torch, cupy)),
+        "diag_launch": ("extra", lambda: diag_launch(checks, torch, cupy)),
     }
 
 
