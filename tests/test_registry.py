@@ -175,3 +175,25 @@ def test_every_op_refuses_an_unavailable_cuda_backend_by_name():
         text = str(err.value)
         assert f"for {op.name} but is not available" in text, text
         assert reason in text and "fusekit info" in text, text
+
+
+def test_a_numba_cuda_that_cannot_compile_makes_cuda_unavailable_with_a_fix():
+    # Seen on an H200 image: numba-cuda 0.30 with NumPy 2.5 found the GPU, then failed on
+    # every first compilation (np.row_stack is gone). The probe compiles one kernel.
+    from fusekit.backends.cuda import _compile_probe
+
+    class NoCompile:
+        @staticmethod
+        def compile_ptx(fn, sig):
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    class Compiles:
+        @staticmethod
+        def compile_ptx(fn, sig):
+            assert sig == "void(float32[:])"
+            return "ptx", None
+
+    reason = _compile_probe(NoCompile)
+    assert reason.startswith("Numba CUDA cannot compile kernels here")
+    assert "upgrade numba-cuda, or install numpy<2.5" in reason
+    assert _compile_probe(Compiles) is None
