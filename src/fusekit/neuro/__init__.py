@@ -64,6 +64,8 @@ from ._nir import write_nir as write_nir
 from ._plots import plot_raster as plot_raster
 from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
+from ._record import Recording as Recording
+from ._record import record as record
 from .hh import HH_CHANNELS as HH_CHANNELS
 from .hh import HHLeak as HHLeak
 from .hh import HHPotassium as HHPotassium
@@ -118,6 +120,7 @@ __all__ = [
     "PospischilLeak",
     "PospischilM",
     "PospischilNa",
+    "Recording",
     "SpikingClassifier",
     "SuperSpike",
     "cable_coupling",
@@ -135,6 +138,7 @@ __all__ = [
     "plot_traces",
     "random_connectivity",
     "read_swc",
+    "record",
     "simulate",
     "simulate_nir",
     "soma_attenuation",

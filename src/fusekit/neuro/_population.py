@@ -17,23 +17,16 @@ from ..ops.ion_grad import merge_spike_times
 PROGRESS_CHUNKS = 50
 
 
-def run_with_progress(advance: Callable[[int], Any], n_steps: int, record_every: int,
-                      progress: bool, progress_file: TextIO | None,
-                      clock: Callable[[], float]) -> Any:
-    """``advance(n_steps)`` in about ``PROGRESS_CHUNKS`` calls with a text progress bar.
+def run_in_pieces(advance: Callable[[int], Any], n_steps: int, chunk: int,
+                  after_piece: Callable[[int, int], None] | None = None) -> Any:
+    """``advance(n_steps)`` as calls of ``chunk`` steps (the last may be shorter), joined.
 
     ``advance(k)`` runs ``k`` steps of a model whose state carries over between calls and
     returns its result (an :class:`IonSimulation` or a ``NetworkSimulation``) with absolute
-    spike times; ``clock()`` is the model's time after it. The pieces' recordings, spike
-    counts and spike times are joined; the other fields are the last piece's (a run in
-    pieces equals one run). Without ``progress`` (or with fewer than 2 steps): one call.
+    spike times. The pieces' recordings, spike counts and spike times are joined; the other
+    fields are the last piece's, so a run in pieces equals one run (with ``chunk`` a multiple
+    of the recording period). ``after_piece(done, steps)`` runs after each piece.
     """
-    if not progress or n_steps < 2:
-        return advance(n_steps)
-    chunk = max(1, n_steps // PROGRESS_CHUNKS)
-    if record_every:
-        chunk = max(record_every, chunk // record_every * record_every)
-    out = sys.stderr if progress_file is None else progress_file
     records: list[Any] = []
     count = times = part = None
     done = 0
@@ -46,13 +39,43 @@ def run_with_progress(advance: Callable[[int], Any], n_steps: int, record_every:
         records.append(part.v_record)
         merge_spike_times(times, count, part.spike_times, part.spike_count, 0.0)
         done += steps
+        if after_piece is not None:
+            after_piece(done, steps)
+    return part._replace(v_record=np.concatenate(records), spike_count=count,
+                         spike_times=times)
+
+
+def progress_bar(progress_file: TextIO | None, n_steps: int,
+                 clock: Callable[[], float]) -> Callable[[int], None]:
+    """A function that draws a text progress bar at ``done`` of ``n_steps`` steps."""
+    out = sys.stderr if progress_file is None else progress_file
+
+    def draw(done: int) -> None:
         filled = int(30 * done / n_steps)
         out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {100 * done // n_steps:3d}% "
                   f"t = {clock():.1f} ms")
+        if done >= n_steps:
+            out.write("\n")
         out.flush()
-    out.write("\n")
-    return part._replace(v_record=np.concatenate(records), spike_count=count,
-                         spike_times=times)
+
+    return draw
+
+
+def run_with_progress(advance: Callable[[int], Any], n_steps: int, record_every: int,
+                      progress: bool, progress_file: TextIO | None,
+                      clock: Callable[[], float]) -> Any:
+    """``advance(n_steps)`` in about ``PROGRESS_CHUNKS`` calls with a text progress bar.
+
+    As :func:`run_in_pieces`; ``clock()`` is the model's time after a piece. Without
+    ``progress`` (or with fewer than 2 steps): one call.
+    """
+    if not progress or n_steps < 2:
+        return advance(n_steps)
+    chunk = max(1, n_steps // PROGRESS_CHUNKS)
+    if record_every:
+        chunk = max(record_every, chunk // record_every * record_every)
+    draw = progress_bar(progress_file, n_steps, clock)
+    return run_in_pieces(advance, n_steps, chunk, lambda done, _: draw(done))
 
 
 class Population:
