@@ -11,7 +11,7 @@ from .. import ops
 from .._errors import InputError
 from ..ops.ion import NetworkSimulation, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._population import run_with_progress
+from ._population import absolute_spike_times, run_with_progress
 
 
 def random_connectivity(n: int, p: float, w_max: float, rng: Any = None, *,
@@ -92,7 +92,7 @@ def carry_state(net: Any, out: NetworkSimulation, n_steps: int, dt: float
     ``net`` (a :class:`Network` or :class:`CableNetwork`) takes ``v``, ``states``, ``g_syn``
     and the spikes in flight, and its clock ``t`` advances by the run.
     """
-    out = out._replace(spike_times=out.spike_times + net.dtype.type(net.t))
+    absolute_spike_times(out.spike_times, out.spike_count, net.t)
     net.v, net.states, net.g_syn, net.arrivals = out.v, out.states, out.g_syn, out.arrivals
     net.t += n_steps * dt
     return out

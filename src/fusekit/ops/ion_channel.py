@@ -404,8 +404,12 @@ class ChannelSet:
         rows = sorted({a.index for ch in self.channels for g in ch.gates
                        for fn in (g.first, g.second) for a in self.arg_sources(ch, fn)
                        if a.kind == "param"})
-        P = np.asarray(params, dtype=np.float64)
-        cols = np.unique(P[rows], axis=1) if rows and P.shape[1] else P[:, :1]
+        P = np.asarray(params)
+        read = np.asarray(P[rows], dtype=np.float64)  # only the rows the gates read
+        if not rows or not P.shape[1] or (read == read[:, :1]).all():
+            cols = read[:, :1]  # one combination (np.unique of 10,000 columns took 13 ms)
+        else:
+            cols = np.unique(read, axis=1)
         P_grid = np.zeros((len(self.param_names), cols.shape[1] * len(v)))
         if rows:
             P_grid[rows] = np.repeat(cols, len(v), axis=1)
