@@ -96,3 +96,22 @@ def test_record_refuses_what_it_cannot_record():
         record(object(), 5.0, record_every=2)
     with pytest.raises(fusekit.InputError, match="nothing would be recorded"):
         record(population(), 0.05, record_every=4)
+
+
+def test_plot_states_draws_the_chosen_gates():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fusekit.neuro import plot_states
+
+    rec = record(population(), 10.0, record_every=4)
+    assert rec.state_names == ("HHSodium.m", "HHSodium.h", "HHPotassium.n")
+    ax = plot_states(rec, neurons=[2], states=["m", "HHPotassium.n"])
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), rec.states[:, 2, 2])
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), rec.t)
+    assert len(plot_states(rec).lines) == 3
+    with pytest.raises(fusekit.InputError, match="no state named"):
+        plot_states(rec, states=["q"])
+    plt.close("all")

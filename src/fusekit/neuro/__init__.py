@@ -62,6 +62,7 @@ from ._nir import soma_attenuation as soma_attenuation
 from ._nir import to_nir as to_nir
 from ._nir import write_nir as write_nir
 from ._plots import plot_raster as plot_raster
+from ._plots import plot_states as plot_states
 from ._plots import plot_traces as plot_traces
 from ._population import Population as Population
 from ._record import Recording as Recording
@@ -135,6 +136,7 @@ __all__ = [
     "noisy_steps",
     "params_tensor",
     "plot_raster",
+    "plot_states",
     "plot_traces",
     "random_connectivity",
     "read_swc",

@@ -59,3 +59,45 @@ def plot_raster(spike_times: Any, *, ax: Any = None, marker_size: float = 2.0) -
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("neuron")
     return ax
+
+
+def plot_states(recording: Any, *, neurons: Sequence[int] = (0,),
+                states: Sequence[str] | None = None, compartment: int = 0,
+                ax: Any = None) -> Any:
+    """Plot recorded channel states (gates) against time, from :func:`fusekit.neuro.record`.
+
+    Args:
+        recording: A :class:`~fusekit.neuro.Recording`.
+        neurons: Which neurons (cells) to draw.
+        states: Which states, by full name (``"HHSodium.m"``) or the part after the dot
+            (``"m"``); all of them when ``None``.
+        compartment: The compartment, for a cable network's recording.
+        ax: Matplotlib axes; a new figure's when ``None``.
+
+    Returns:
+        The axes.
+    """
+    import matplotlib.pyplot as plt
+
+    from .._errors import InputError
+
+    values = np.asarray(recording.states)
+    if values.ndim == 4:  # (n_rec, n_states, n_cells, n_comp): one compartment
+        values = values[..., compartment]
+    names = list(recording.state_names)
+    wanted = list(range(len(names))) if states is None else [
+        next((k for k, name in enumerate(names) if s in (name, name.rsplit(".", 1)[-1])), -1)
+        for s in states]
+    missing = [s for s, k in zip(states or [], wanted, strict=False) if k < 0]
+    if missing:
+        raise InputError(f"plot_states: no state named {missing}; the recording has {names}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3))
+    for j in neurons:
+        for k in wanted:
+            ax.plot(recording.t, values[:, k, j], lw=0.8, label=f"{names[k]}, neuron {j}")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("state")
+    if len(neurons) * len(wanted) <= 12:
+        ax.legend(loc="upper right", fontsize="small")
+    return ax

@@ -23,6 +23,7 @@ class Recording(NamedTuple):
         g_syn: ``(n_rec, ...)`` synaptic conductance as the model's ``g_syn`` (networks), or
             ``None`` (a population).
         run: The run's result (spikes, final state), as ``model.run`` returns it.
+        state_names: The names of the rows of ``states`` (``model.channel_set``'s).
     """
 
     t: np.ndarray
@@ -30,6 +31,7 @@ class Recording(NamedTuple):
     states: np.ndarray
     g_syn: np.ndarray | None
     run: Any
+    state_names: tuple[str, ...]
 
 
 def record(model: Population | Network | CableNetwork, duration: float, *, record_every: int,
@@ -98,4 +100,5 @@ def record(model: Population | Network | CableNetwork, duration: float, *, recor
 
     run = run_in_pieces(advance, n_steps, int(record_every), after)
     return Recording(t=np.asarray(t), v=run.v_record, states=np.stack(states),
-                     g_syn=np.stack(g_syn) if g_syn else None, run=run)
+                     g_syn=np.stack(g_syn) if g_syn else None, run=run,
+                     state_names=tuple(model.channel_set.state_names))
