@@ -77,8 +77,6 @@ def record(model: Population | Network | CableNetwork, duration: float, *, recor
             or record_every < 1:
         raise InputError(f"record: record_every must be a whole number of steps >= 1, got "
                          f"{record_every!r}")
-    for name in ("record_every", "dt", "progress", "progress_file"):
-        run_kwargs.pop(name, None)  # given here, or not the run's to take
     n_steps = int(round(duration / dt))
     if n_steps < record_every:
         raise InputError(f"record: {duration} ms is {n_steps} steps of {dt} ms, fewer than "
