@@ -12,7 +12,7 @@ stored: the count at the end of the forward re-run is walked back down at each c
 
 :func:`ion_adjoint_launch` takes Numba device arrays and needs no CuPy, so the simulator tests
 call it; the registered kernel wraps it for CuPy arrays (and torch CUDA tensors, through the
-registry) on CuPy's current stream (not yet run on a GPU).
+registry) on CuPy's current stream (checked on an H200 by benchmarks/gpu/run_gpu_checks.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ device math (``EXP``, ``VTRAP``, ``VTRAP_DX``, ...). A kernel is compiled per
 
 :func:`ion_sensitivity_launch` takes Numba device arrays (or host NumPy arrays) and needs no
 CuPy, so the simulator tests call it; the registered kernel wraps it for CuPy arrays on
-CuPy's current stream (not yet run on a GPU).
+CuPy's current stream (checked on an H200 by benchmarks/gpu/run_gpu_checks.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
   pipeline never copies to the host. Finds run one thread per vertex.
 
 The ``*_launch`` functions take host NumPy arrays or Numba device arrays and return Numba
-device arrays; the registered kernels wrap them for CuPy (not run on a GPU yet).
+device arrays; the registered kernels wrap them for CuPy (checked on an H200).
 """
 
 from __future__ import annotations
