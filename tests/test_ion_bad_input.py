@@ -41,6 +41,20 @@ def test_fastest_gate_reads_each_neurons_parameters():
     assert singles[2] != singles[0]  # the window sees another part of the rate curves
 
 
+def test_fastest_gate_is_kept_when_the_gates_read_no_parameter():
+    # HH's rates read only v: computed once per channel set, whatever the parameters.
+    cs = ChannelSet(HH_CHANNELS)
+    first = cs.fastest_gate(cs.default_params(3, g_na=50.0))
+    assert cs._fastest == first == ChannelSet(HH_CHANNELS).fastest_gate(cs.default_params(1))
+    narrow = cs.fastest_gate(cs.default_params(1), v=np.array([0.0, 10.0]))
+    assert narrow[2] in (0.0, 10.0) and cs._fastest == first  # another window: not cached
+    # Gates that read parameters are evaluated for each call's values.
+    ps_set = ChannelSet([ps.PospischilNa, ps.PospischilKd, ps.PospischilLeak])
+    a = ps_set.fastest_gate(ps_set.default_params(2, v_t=-56.2))
+    b = ps_set.fastest_gate(ps_set.default_params(2, v_t=-40.0))
+    assert ps_set._fastest is None and a != b
+
+
 @pytest.mark.parametrize("op", ["ion_simulate", "cable_simulate", "network_simulate"])
 def test_a_step_longer_than_twice_the_fastest_gate_is_refused(op):
     v0, S, P = hh_population()

@@ -308,6 +308,8 @@ class ChannelSet:
         )
         self.key = self._make_key()
         self._arg_cache: dict[tuple[type[Channel], Callable[..., Any]], list[Arg]] = {}
+        #: fastest_gate over the default window when the gates read no parameter.
+        self._fastest: tuple[float, str, float] | None = None
         _channel_sets.setdefault(self.key, self)
 
     def _make_key(self) -> str:
@@ -404,6 +406,9 @@ class ChannelSet:
         rows = sorted({a.index for ch in self.channels for g in ch.gates
                        for fn in (g.first, g.second) for a in self.arg_sources(ch, fn)
                        if a.kind == "param"})
+        default_window = v is GATE_WINDOW_MV
+        if not rows and default_window and self._fastest is not None:
+            return self._fastest  # gates that read no parameter: the same on every call
         P = np.asarray(params)
         read = np.asarray(P[rows], dtype=np.float64)  # only the rows the gates read
         if not rows or not P.shape[1] or (read == read[:, :1]).all():
@@ -426,6 +431,8 @@ class ChannelSet:
                 if tau[i] < best[0]:
                     best = (float(tau[i]), self.state_names[k], float(v_grid[i]))
                 k += 1
+        if not rows and default_window:
+            self._fastest = best
         return best
 
     # --------------------------------------------------------------- argument resolution
