@@ -207,7 +207,7 @@ def test_soma_attenuation_of_a_passive_cell_is_the_linear_solve():
     assert got[0] == 1.0 and (np.diff(got[:4]) < 0).all()  # falls along the dendrite
 
 
-def test_cable_network_synapses_reach_the_soma_attenuated():
+def test_cable_network_synapses_reach_the_soma_attenuated(tmp_path):
     from fusekit.neuro import CableNetwork, soma_attenuation
 
     W = sp.csr_matrix(np.array([[0.0, 0.2, 0.0], [0.0, 0.0, 0.1], [0.3, 0.0, 0.0]]))
@@ -226,6 +226,10 @@ def test_cable_network_synapses_reach_the_soma_attenuated():
     assert 0 < atten[3] < atten[2] < atten[1] < 1 and atten[4] < 1
     assert isinstance(graph.nodes["neurons"], nir.CubaLIF)
     assert "dendrites" in graph.metadata["lost"]
+    write_nir(tmp_path / "cells.nir", net, fits=fit, time_unit="ms")  # and back
+    back = nir.read(tmp_path / "cells.nir")
+    np.testing.assert_array_equal(back.nodes["synapses"].weight, graph.nodes["synapses"].weight)
+    np.testing.assert_array_equal(np.asarray(back.metadata["soma_attenuation"]), atten[None])
 
 
 def test_cable_stand_ins_track_the_cells_in_tonic_firing():
