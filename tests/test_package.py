@@ -87,3 +87,22 @@ def test_info_finds_cupy_under_its_per_cuda_wheel_name(monkeypatch):
     assert _info._version("cupy") == "14.2.0 (cupy-cuda13x)"
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
     assert _info._version("cupy") == "not installed"
+
+
+def test_info_names_a_source_tree_that_is_not_installed(monkeypatch):
+    # Seen on a GPU machine running from a copy of the repository (PYTHONPATH=src).
+    import importlib.metadata as metadata
+
+    from fusekit import _info
+
+    real_version = metadata.version
+
+    def version(name):
+        if name == "fusekit":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    text = _info._fusekit_version()
+    assert text.startswith(f"{fusekit.__version__} (not installed: source at ")
+    assert text.rstrip(")").endswith("fusekit")

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._cpu import cpu_features
@@ -30,6 +31,16 @@ def _version(dist: str) -> str:
         for name in importlib.metadata.packages_distributions().get("cupy", []):
             return f"{importlib.metadata.version(name)} ({name})"
     return "not installed"
+
+
+def _fusekit_version() -> str:
+    """The version of fusekit, from its source tree when it is imported without being installed."""
+    installed = _version("fusekit")
+    if installed != "not installed":
+        return installed
+    import fusekit
+
+    return f"{fusekit.__version__} (not installed: source at {Path(fusekit.__file__).parent})"
 
 
 def collect() -> dict[str, Any]:
@@ -64,7 +75,7 @@ def collect() -> dict[str, Any]:
         ops[op.name] = sorted({k.backend for k in kernels_for(op.name)},
                               key=AUTO_ORDER.index)
     return {
-        "fusekit": _version("fusekit"),
+        "fusekit": _fusekit_version(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu.llvm_name,
