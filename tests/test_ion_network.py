@@ -339,6 +339,35 @@ def test_checkpointed_network_gives_the_same_results_and_gradients_in_less_memor
             assert saved_seg < saved_full / 5, (saved_seg, saved_full)
 
 
+def test_compiled_membrane_gives_the_eager_results_and_gradients():
+    # torch.compile of each step's channels and voltage update (about 20 s to compile the
+    # first time in a process on 2 cores); inductor may reorder float operations.
+    n = 20
+    v0, S, P, rng = population(n, seed=9)
+    i_ext = np.where(np.arange(n) < 5, 14.0, 0.0)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.3, rng)
+    kw = dict(dt=0.025, n_steps=300, delay_steps=20, record_every=10, max_spikes=3)
+
+    def run(compile):
+        w = torch.tensor(weights, requires_grad=True)
+        out = _torch_run(v0, S, P, i_ext, indptr, indices, w, compile=compile, **kw)
+        loss = out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()
+        return out, torch.autograd.grad(loss, w)[0]
+
+    eager, g_eager = run(False)
+    compiled, g_compiled = run(True)
+    assert eager.spike_count[5:].sum() > 0
+    np.testing.assert_array_equal(compiled.spike_count.numpy(), eager.spike_count.numpy())
+    for name in ("v", "states", "g_syn", "v_record", "spike_times"):
+        np.testing.assert_allclose(getattr(compiled, name).detach().numpy(),
+                                   getattr(eager, name).detach().numpy(), rtol=1e-10,
+                                   atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(g_compiled.numpy(), g_eager.numpy(), rtol=1e-8, atol=1e-12)
+    with pytest.raises(fusekit.InputError, match="compile must be True or False"):
+        _torch_run(v0, S, P, i_ext, indptr, indices, torch.tensor(weights), compile="yes",
+                   **kw)
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, True])
 def test_checkpoint_every_must_be_a_non_negative_int(bad):
     v0, S, P, _ = population(2)
