@@ -1,6 +1,7 @@
 """network_simulate: HH neurons with CSR synapses, event-driven, against the reference."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -339,6 +340,8 @@ def test_checkpointed_network_gives_the_same_results_and_gradients_in_less_memor
             assert saved_seg < saved_full / 5, (saved_seg, saved_full)
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_membrane_gives_the_eager_results_and_gradients():
     # torch.compile of each step's channels and voltage update (about 20 s to compile the
     # first time in a process on 2 cores); inductor may reorder float operations.
