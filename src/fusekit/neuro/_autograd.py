@@ -23,7 +23,7 @@ import numpy as np
 from .. import ops
 from .._errors import InputError
 from ..ops.ion import IonSimulation
-from ..ops.ion_channel import Channel, ChannelSet, channel_set
+from ..ops.ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from ..ops.ion_grad import spike_crossing, torch_step
 
 
@@ -485,8 +485,6 @@ def _membrane_step(cs: ChannelSet, dt: float, v: Any, S: Any, params: Any, g: An
     """
     import torch
 
-    from ..ops.ion_channel import gates_and_conductances
-
     def as_tensor(x: Any) -> Any:  # channel functions may return constants
         return torch.as_tensor(x, dtype=v.dtype, device=v.device)
 
@@ -496,31 +494,27 @@ def _membrane_step(cs: ChannelSet, dt: float, v: Any, S: Any, params: Any, g: An
     return (v + k_ * (ge + ge_ch + i_inj)) / (1.0 + k_ * (g + g_ch)), S
 
 
-_compiled: dict[str, Any] = {}
-
-
+@functools.cache
 def _compiled_membrane() -> Any:
     """:func:`_membrane_step` under ``torch.compile``, made once per process.
 
     torch keeps one compiled graph per channel set, dtype and size under the one wrapper.
     """
-    if "membrane" not in _compiled:
-        import warnings
+    import warnings
 
-        import torch
+    import torch
 
-        step = torch.compile(_membrane_step, dynamic=False)
+    step = torch.compile(_membrane_step, dynamic=False)
 
-        def call(*args: Any) -> Any:
-            with warnings.catch_warnings():
-                # dynamo reads .grad of the non-leaf inputs while it traces (torch 2.13),
-                # which warns; where warnings are errors, that would stop the compilation
-                warnings.filterwarnings("ignore", category=UserWarning,
-                                        message="The .grad attribute of a Tensor that is not")
-                return step(*args)
+    def call(*args: Any) -> Any:
+        with warnings.catch_warnings():
+            # dynamo reads .grad of the non-leaf inputs while it traces (torch 2.13), which
+            # warns; where warnings are errors, that would stop the compilation
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message="The .grad attribute of a Tensor that is not")
+            return step(*args)
 
-        _compiled["membrane"] = call
-    return _compiled["membrane"]
+    return call
 
 
 def _require_tensors(op: str, numpy_op: str, **tensors: Any) -> None:

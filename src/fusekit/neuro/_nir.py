@@ -283,15 +283,6 @@ def _step_lif(i_ext: np.ndarray, n_steps: int, dt: float, *, tau: np.ndarray, r:
     return LIFRun(spike_count, spike_times, v)
 
 
-def _fit_columns(params: np.ndarray, cs: ChannelSet, fit_kwargs: dict[str, Any]
-                 ) -> tuple[list[LIFFit], np.ndarray]:
-    """One fit per distinct parameter column; returns the fits and each neuron's fit index."""
-    columns, which = np.unique(params, axis=1, return_inverse=True)
-    fits = [fit_lif(cs, **fit_kwargs, **dict(zip(cs.param_names, col.tolist(), strict=True)))
-            for col in columns.T]
-    return fits, which.reshape(-1)
-
-
 def _cell_kinds(model: CableNetwork) -> tuple[np.ndarray, np.ndarray]:
     """The distinct cells of a cable network, ``(kinds, n_params, n_comp)``, and each one's kind."""
     params = np.asarray(model.params, np.float64)  # (n_params, n_cells, n_comp)
@@ -477,20 +468,22 @@ def to_nir(model: Population | Network | CableNetwork, *,
     scale = _TIME_SCALE[time_unit]
     fit_kwargs = dict(currents=currents, duration=duration, dt=dt, backend=backend)
     cable = isinstance(model, CableNetwork)
+    # Neurons (cells) of one kind share their parameters, and a fit.
     if cable:
-        kinds, which = _cell_kinds(model)
-        kind = which  # every cell's kind, whatever fit it gets
-        firsts = [int(np.flatnonzero(which == k)[0]) for k in range(kinds.shape[0])]
+        kinds, kind = _cell_kinds(model)
     else:
-        params = np.asarray(model.params, np.float64)
-        kinds, which = np.unique(params, axis=1, return_inverse=True)
-        kinds, which = kinds.T, which.reshape(-1)
+        columns, kind = np.unique(np.asarray(model.params, np.float64), axis=1,
+                                  return_inverse=True)
+        kinds, kind = columns.T, kind.reshape(-1)
+    firsts = [int(np.flatnonzero(kind == k)[0]) for k in range(kinds.shape[0])]
+    which = kind  # each neuron's fit
     n = which.shape[0]
     if fits is None:
-        if cable:
-            fit_list = [fit_lif_cable(model, cell, **fit_kwargs) for cell in firsts]
-        else:
-            fit_list, which = _fit_columns(params, model.channel_set, fit_kwargs)
+        names = model.channel_set.param_names
+        fit_list = [fit_lif_cable(model, cell, **fit_kwargs) if cable else
+                    fit_lif(model.channel_set, **fit_kwargs,
+                            **dict(zip(names, kinds[k].tolist(), strict=True)))
+                    for k, cell in enumerate(firsts)]
     else:
         fit_list = [fits] if isinstance(fits, LIFFit) else list(fits)
         if len(fit_list) == 1:
