@@ -1,0 +1,89 @@
+"""Side by side, in one process: the per-call costs of fusekit.neuro's Python paths.
+
+Cases (each pair alternated round by round, wall-clock seconds):
+
+* ``record``: ``Population.run(100 ms, record_every=k)`` against ``neuro.record`` of the same
+  run (which runs the model in pieces of ``k`` steps to read the states), 10,000 HH neurons,
+  float32, for ``k`` = 40 and 400.
+* ``compile``: ``network_simulate_torch`` forward and backward, eager against
+  ``compile=True``, 500 HH neurons at 5% connectivity, 400 steps, float64. The first
+  compiled call (the compilation) is reported apart.
+
+    python benchmarks/neuro_calls_paired.py --cases record compile --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _record_case(rounds: int) -> None:
+    from fusekit.neuro import HH_CHANNELS, Population, record
+
+    def population() -> Population:
+        pop = Population(HH_CHANNELS, n=10_000, dtype=np.float32)
+        pop.i_ext[:] = np.linspace(0.0, 20.0, 10_000)
+        return pop
+
+    population().run(5.0, record_every=40)  # compile
+    record(population(), 5.0, record_every=40)
+    for r in range(rounds):
+        for every in (40, 400):
+            t = time.perf_counter()
+            population().run(100.0, record_every=every)
+            run = time.perf_counter() - t
+            t = time.perf_counter()
+            record(population(), 100.0, record_every=every)
+            rec = time.perf_counter() - t
+            print(f"record round {r}, every {every} steps: run {run * 1e3:.0f} ms, record "
+                  f"{rec * 1e3:.0f} ms ({rec / run:.2f}x)", flush=True)
+
+
+def _compile_case(rounds: int) -> None:
+    import torch
+
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
+
+    cs = ChannelSet(HH_CHANNELS)
+    n, steps = 500, 400
+    indptr, indices, weights = random_connectivity(n, 0.05, 0.05, np.random.default_rng(0))
+    v0 = torch.full((n,), -65.0, dtype=torch.float64)
+    S0 = torch.as_tensor(cs.steady_states(v0.numpy()))
+    P = torch.as_tensor(cs.default_params(n))
+    i_ext = torch.zeros(n, dtype=torch.float64)
+    i_ext[:50] = 12.0
+
+    def go(compile: bool) -> float:
+        w = torch.as_tensor(weights).clone().requires_grad_()
+        t = time.perf_counter()
+        out = network_simulate_torch(
+            cs, v0, S0, P, i_ext, torch.zeros(n, dtype=torch.float64),
+            torch.as_tensor(indptr), torch.as_tensor(indices), w, dt=0.025, n_steps=steps,
+            delay_steps=40, record_every=10, max_spikes=4, compile=compile)
+        out.v_record.mean().backward()
+        return time.perf_counter() - t
+
+    first = go(True)
+    print(f"compile: first compiled call {first:.1f} s (the compilation)", flush=True)
+    for r in range(rounds):
+        eager, compiled = go(False), go(True)
+        print(f"compile round {r}: eager {eager / steps * 1e3:.2f} ms per step, compiled "
+              f"{compiled / steps * 1e3:.2f} ms ({eager / compiled:.2f}x)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["record", "compile"],
+                        choices=["record", "compile"])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    cases = {"record": _record_case, "compile": _compile_case}
+    for case in args.cases:
+        cases[case](args.rounds)
+
+
+if __name__ == "__main__":
+    main()
