@@ -115,3 +115,17 @@ def test_plot_states_draws_the_chosen_gates():
     with pytest.raises(fusekit.InputError, match="no state named"):
         plot_states(rec, states=["q"])
     plt.close("all")
+
+
+def test_plots_without_matplotlib_say_how_to_install_it(monkeypatch):
+    import sys
+
+    from fusekit.neuro import plot_raster, plot_states, plot_traces
+
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import fails
+    rec = record(population(), 1.0, record_every=4)
+    for plot, arg in ((plot_states, (rec,)), (plot_raster, (rec.run.spike_times,))):
+        with pytest.raises(ImportError, match="pip install matplotlib"):
+            plot(*arg)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_traces(rec.v, dt=DT, record_every=4)

@@ -8,6 +8,15 @@ from typing import Any
 import numpy as np
 
 
+def _pyplot() -> Any:
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("fusekit's plots need matplotlib: pip install matplotlib (or "
+                          "pip install 'fusekit[test]')") from err
+    return plt
+
+
 def plot_traces(v_record: Any, *, dt: float, record_every: int, neurons: Sequence[int] = (0,),
                 t0: float = 0.0, ax: Any = None) -> Any:
     """Plot recorded membrane potentials against time.
@@ -23,7 +32,7 @@ def plot_traces(v_record: Any, *, dt: float, record_every: int, neurons: Sequenc
     Returns:
         The axes.
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3))
@@ -49,7 +58,7 @@ def plot_raster(spike_times: Any, *, ax: Any = None, marker_size: float = 2.0) -
     Returns:
         The axes.
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3))
@@ -77,9 +86,9 @@ def plot_states(recording: Any, *, neurons: Sequence[int] = (0,),
     Returns:
         The axes.
     """
-    import matplotlib.pyplot as plt
-
     from .._errors import InputError
+
+    plt = _pyplot()
 
     values = np.asarray(recording.states)
     if values.ndim == 4:  # (n_rec, n_states, n_cells, n_comp): one compartment
