@@ -21,6 +21,8 @@ from .ion_backprop import ion_adjoint as ion_adjoint
 from .ion_cable_network import cable_network_simulate as cable_network_simulate
 from .ion_forward import IonSensitivity as IonSensitivity
 from .ion_forward import ion_sensitivity as ion_sensitivity
+from .ion_membrane import membrane_step as membrane_step
+from .ion_membrane import membrane_step_vjp as membrane_step_vjp
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 from .kron_svd import kpsvd as kpsvd
@@ -63,6 +65,8 @@ __all__ = [
     "IonSensitivity",
     "ion_adjoint",
     "ion_sensitivity",
+    "membrane_step",
+    "membrane_step_vjp",
     "kron_factor_grads",
     "kron_linear",
     "kpsvd",

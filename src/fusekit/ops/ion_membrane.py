@@ -1,0 +1,297 @@
+"""One step of a network's membranes as an op, and its vector-Jacobian product.
+
+:func:`membrane_step` is the per-step core of the point-neuron networks
+(:func:`fusekit.neuro.network_simulate_torch`): each neuron's gates by Rush-Larsen, the channel
+conductances at the new gates, then the backward-Euler voltage with a synaptic conductance
+``g_syn`` and its reversal current ``ge_syn = sum_types g E``,
+
+    v' = (c_m / dt v + ge_ch + ge_syn + i_inj) / (c_m / dt + g_ch + g_syn).
+
+:func:`membrane_step_vjp` is its backward: given the adjoints of ``v'`` and the new states it
+returns those of every input, ``a_x = sum_o (d o / d x) a_o``. Writing the voltage row as
+``D = c_m / dt + g_ch`` and ``R = c_m / dt v + ge_ch + i_inj`` (a cable compartment's local
+row), ``a_R = a_v' / (D + g_syn)`` and ``a_D = -a_R v'``, and the rest is the local adjoint
+of a compartment (:func:`fusekit.ops.ion_symbolic.cable_adjoint_step_source`): ``a_g_syn =
+a_D``, ``a_ge_syn = a_i_inj = a_R``. As a torch op the step is differentiable through this
+backward: a network step costs two compiled calls instead of about a hundred tensor
+operations, forward and backward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from .._registry import Op, TorchBridge, array_dtype
+from ._common import is_tensor, require_finite, torch_call
+from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
+
+__all__ = ["membrane_step", "membrane_step_reference", "membrane_step_vjp",
+           "membrane_step_vjp_reference"]
+
+_FLOATS = ("float32", "float64")
+
+
+def _check_membrane(op: str, v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
+                    ge_syn: Any, *, channels: Any, dt: float, **adjoints: Any) -> str:
+    cs = channel_set(channels)
+    v, states, params, i_inj, g_syn, ge_syn = map(
+        _cpu_view, (v, states, params, i_inj, g_syn, ge_syn))
+    adjoints = {k: _cpu_view(a) for k, a in adjoints.items()}
+    n = v.shape[0] if v.ndim == 1 else -1
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    shapes = {"v": (v, (n,)), "states": (states, (n_states, n)),
+              "params": (params, (n_params, n)), "i_inj": (i_inj, (n,)),
+              "g_syn": (g_syn, (n,)), "ge_syn": (ge_syn, (n,))}
+    if adjoints:
+        shapes.update({"a_v": (adjoints["a_v"], (n,)),
+                       "a_states": (adjoints["a_states"], (n_states, n))})
+    for name, (a, shape) in shapes.items():
+        if tuple(a.shape) != shape:
+            raise InputError(f"{op}: {name} must have shape {shape} for {cs!r} (v is (n,), "
+                             f"states (n_states, n), params (n_params, n)), got "
+                             f"{tuple(a.shape)}")
+    dtype = array_dtype(v)
+    if dtype not in _FLOATS:
+        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
+    for name, (a, _) in shapes.items():
+        if array_dtype(a) != dtype:
+            raise InputError(f"{op}: all arrays must share v's dtype {dtype}, but {name} is "
+                             f"{array_dtype(a)}; cast them first")
+        # A network calls this op every step: one sum shows NaN or infinity (3 us on 500
+        # neurons, on a NumPy view of a CPU tensor a tenth of torch's reductions); only
+        # when it is not finite (or it overflowed) does the exact check look.
+        if not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
+            require_finite(op, name, a)
+    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
+    if n and not params[0].min() > 0:
+        raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
+                         "positive for every neuron")
+    return dtype
+
+
+def _cpu_view(a: Any) -> Any:
+    """A NumPy view of a plain CPU tensor (no copy); anything else as it is.
+
+    Fake tensors (tracing) are a subclass, and keep the torch path of the checks.
+    """
+    if type(a).__name__ == "Tensor" and is_tensor(a) and a.device.type == "cpu" \
+            and not a.is_meta:
+        return a.detach().numpy()
+    return a
+
+
+def _check_membrane_step(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
+                         ge_syn: Any, *, channels: Any, dt: float) -> str:
+    return _check_membrane("membrane_step", v, states, params, i_inj, g_syn, ge_syn,
+                           channels=channels, dt=dt)
+
+
+def _check_membrane_step_vjp(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
+                             ge_syn: Any, a_v: Any, a_states: Any, *, channels: Any,
+                             dt: float) -> str:
+    return _check_membrane("membrane_step_vjp", v, states, params, i_inj, g_syn, ge_syn,
+                           channels=channels, dt=dt, a_v=a_v, a_states=a_states)
+
+
+def _membrane_step_fake(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, ge_syn: Any,
+                        channels: str, dt: float, backend: str | None = None
+                        ) -> tuple[Any, Any]:
+    return v.new_empty(v.shape), states.new_empty(states.shape)
+
+
+def _membrane_step_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, Any]) -> None:
+    *tensors, channels, dt = inputs[:8]
+    ctx.channels, ctx.dt = channels, dt
+    ctx.backend = inputs[8] if len(inputs) > 8 else None
+    ctx.save_for_backward(*tensors)
+
+
+def _membrane_step_backward(ctx: Any, g_v: Any, g_states: Any) -> tuple[Any, ...]:
+    import torch
+
+    v, states, *_ = tensors = ctx.saved_tensors
+    a_v = torch.zeros_like(v) if g_v is None else g_v.contiguous()
+    a_s = torch.zeros_like(states) if g_states is None else g_states.contiguous()
+    got = torch_call("membrane_step_vjp", dict(zip(membrane_step_vjp_op.array_args,
+                                                   (*tensors, a_v, a_s), strict=True)),
+                     ctx.backend, ctx.channels, ctx.dt)
+    return (*(g if need else None for g, need in zip(got, ctx.needs_input_grad, strict=False)),
+            None, None, None)
+
+
+membrane_step_op = Op(
+    name="membrane_step",
+    family="ion_membrane",
+    array_args=("v", "states", "params", "i_inj", "g_syn", "ge_syn"),
+    params=("channels", "dt"),
+    check=_check_membrane_step,
+    torch=TorchBridge(
+        schema="(Tensor v, Tensor states, Tensor params, Tensor i_inj, Tensor g_syn, "
+        "Tensor ge_syn, str channels, float dt, str? backend=None) -> (Tensor, Tensor)",
+        fake=_membrane_step_fake,
+        setup_context=_membrane_step_setup,
+        backward=_membrane_step_backward,
+        bf16_outputs=False,
+    ),
+)
+
+def _membrane_step_vjp_fake(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
+                            ge_syn: Any, a_v: Any, a_states: Any, channels: str, dt: float,
+                            backend: str | None = None) -> tuple[Any, ...]:
+    return (v.new_empty(v.shape), states.new_empty(states.shape),
+            params.new_empty(params.shape), *(v.new_empty(v.shape) for _ in range(3)))
+
+
+membrane_step_vjp_op = Op(
+    name="membrane_step_vjp",
+    family="ion_membrane",
+    array_args=("v", "states", "params", "i_inj", "g_syn", "ge_syn", "a_v", "a_states"),
+    params=("channels", "dt"),
+    check=_check_membrane_step_vjp,
+    torch=TorchBridge(
+        schema="(Tensor v, Tensor states, Tensor params, Tensor i_inj, Tensor g_syn, "
+        "Tensor ge_syn, Tensor a_v, Tensor a_states, str channels, float dt, "
+        "str? backend=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        fake=_membrane_step_vjp_fake,
+        bf16_outputs=False,
+    ),
+)
+
+
+def membrane_step(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, ge_syn: Any, *,
+                  channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
+                  backend: str | None = None) -> tuple[Any, Any]:
+    """One step of ``n`` point neurons with synaptic input: ``(v_new, states_new)``.
+
+    The scheme of :func:`fusekit.ops.network_simulate` for one step: Rush-Larsen gates, the
+    channel conductances at the new gates, then backward-Euler voltage with the synaptic
+    conductance in the implicit part. For torch tensors it is differentiable with respect to
+    every input (the backward is :func:`membrane_step_vjp`), so a network written step by
+    step in torch (:func:`fusekit.neuro.network_simulate_torch`) runs each step's channels
+    as one compiled call.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> from fusekit.neuro import HH_CHANNELS, ChannelSet
+        >>> hh, n = ChannelSet(HH_CHANNELS), 3
+        >>> v = np.full(n, -65.0)
+        >>> v1, s1 = fusekit.ops.membrane_step(
+        ...     v, hh.steady_states(v), hh.default_params(n), np.array([0.0, 5.0, 10.0]),
+        ...     np.zeros(n), np.zeros(n), channels=hh, dt=0.025)
+        >>> bool(v1[2] > v1[1] > v1[0])
+        True
+
+    Args:
+        v: Potentials, mV, ``(n,)``, float32 or float64.
+        states: Gating states, ``(n_states, n)``, rows as ``channels.state_names``.
+        params: ``(n_params, n)``, rows as ``channels.param_names`` (row 0: ``c_m``, > 0).
+        i_inj: Injected current density, uA/cm^2, ``(n,)``.
+        g_syn: Synaptic conductance, mS/cm^2, ``(n,)`` (summed over the synapse types).
+        ge_syn: ``sum_types g E``, uA/cm^2, ``(n,)``.
+        channels: The neurons' channels.
+        dt: Time step, ms.
+        backend: As for every op.
+
+    Returns:
+        ``(v_new, states_new)``, the inputs' shapes and dtype.
+    """
+    cs = channel_set(channels)
+    if is_tensor(v):
+        return torch_call("membrane_step", {"v": v, "states": states, "params": params,
+                                            "i_inj": i_inj, "g_syn": g_syn, "ge_syn": ge_syn},
+                          backend, cs.key, float(dt))
+    return membrane_step_op.run((v, states, params, i_inj, g_syn, ge_syn),
+                                {"channels": cs, "dt": dt}, backend)
+
+
+def membrane_step_vjp(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, ge_syn: Any,
+                      a_v: Any, a_states: Any, *,
+                      channels: ChannelSet | Sequence[type[Channel]] | str, dt: float,
+                      backend: str | None = None) -> tuple[Any, ...]:
+    """The vector-Jacobian product of :func:`membrane_step` at its inputs.
+
+    Args:
+        v: The step's input potentials, as for :func:`membrane_step`.
+        states: Its input states.
+        params: Its parameters.
+        i_inj: Its injected current.
+        g_syn: Its synaptic conductance.
+        ge_syn: Its synaptic reversal current.
+        a_v: Adjoint (incoming gradient) of ``v_new``, ``(n,)``.
+        a_states: Adjoint of ``states_new``, ``(n_states, n)``.
+        channels: As for :func:`membrane_step`; channel functions must be traceable
+            (no branching on their arguments), as for the compiled adjoints.
+        dt: ms.
+        backend: As for every op.
+
+    Returns:
+        ``(a_v, a_states, a_params, a_i_inj, a_g_syn, a_ge_syn)``: the adjoints of the
+        inputs (``a_params`` is zero in the rows the step does not read).
+    """
+    cs = channel_set(channels)
+    arrays = (v, states, params, i_inj, g_syn, ge_syn, a_v, a_states)
+    if is_tensor(v):
+        return torch_call("membrane_step_vjp",
+                          dict(zip(membrane_step_vjp_op.array_args, arrays, strict=True)),
+                          backend, cs.key, float(dt))
+    return membrane_step_vjp_op.run(arrays, {"channels": cs, "dt": dt}, backend)
+
+
+# --------------------------------------------------------------------------- float64 reference
+
+
+def membrane_step_reference(v: np.ndarray, states: np.ndarray, params: np.ndarray,
+                            i_inj: np.ndarray, g_syn: np.ndarray, ge_syn: np.ndarray, *,
+                            channels: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 NumPy oracle of :func:`membrane_step` (the channels' own functions)."""
+    cs = channel_set(channels)
+    f64 = [np.asarray(a, dtype=np.float64) for a in (v, states, params, i_inj, g_syn, ge_syn)]
+    v_, S, P, i_, g, ge = f64
+    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=np.stack)
+    c_dt = P[0] / dt
+    v_new = (c_dt * v_ + ge_ch + ge + i_) / (c_dt + g_ch + g)
+    return v_new.astype(v.dtype), np.asarray(S_new, dtype=np.float64).reshape(
+        states.shape).astype(v.dtype)
+
+
+def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.ndarray,
+                                i_inj: np.ndarray, g_syn: np.ndarray, ge_syn: np.ndarray,
+                                a_v: np.ndarray, a_states: np.ndarray, *, channels: Any,
+                                dt: float) -> tuple[np.ndarray, ...]:
+    """Float64 NumPy :func:`membrane_step_vjp`: the generated local adjoint of a compartment.
+
+    The local adjoint is the symbolic derivative of the traced step (the compiled adjoints'
+    source, evaluated by NumPy); the tests hold it against torch autograd of the same step.
+    """
+    from .ion_backprop import _adjoint_function
+
+    cs = channel_set(channels)
+    n_states, n_params = len(cs.state_names), len(cs.param_names)
+    f64 = [np.asarray(a, dtype=np.float64)
+           for a in (v, states, params, i_inj, g_syn, ge_syn, a_v, a_states)]
+    v_, S, P, i_, g, ge, av_n, as_n = f64
+    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=np.stack)
+    c_dt = P[0] / dt
+    d = c_dt + g_ch + g
+    v_new = (c_dt * v_ + ge_ch + ge + i_) / d
+    a_r = av_n / d
+    a_d = -a_r * v_new
+    adjoint, rows = _adjoint_function(cs, cable=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # VTRAP's removable singularity
+        got = adjoint(v_, *S, *P, i_, dt, a_d, a_r, *as_n)
+    a_P = np.zeros((n_params, v.shape[0]))
+    for k, row in enumerate(rows):
+        a_P[row] = got[1 + n_states + k]
+    dtype = v.dtype
+    ones = np.ones_like(v_)
+    return (np.asarray(got[0] * ones).astype(dtype),
+            np.stack([got[1 + k] * ones for k in range(n_states)]).reshape(
+                states.shape).astype(dtype),
+            a_P.astype(dtype), np.asarray(got[-1] * ones).astype(dtype),
+            a_d.astype(dtype), a_r.astype(dtype))

@@ -1,0 +1,185 @@
+"""membrane_step and membrane_step_vjp: one network step as an op, and its backward."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fusekit
+from fusekit import InputError
+from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS, ChannelSet, random_connectivity
+from fusekit.ops import membrane_step, membrane_step_vjp
+
+torch = pytest.importorskip("torch")
+
+HH = ChannelSet(HH_CHANNELS)
+CORTICAL = ChannelSet(POSPISCHIL_RS_CHANNELS)
+CPU_BACKENDS = [b for b in fusekit.available_backends() if b in ("cpu", "reference")]
+
+
+def inputs(cs, n, seed=0, dtype=np.float64):
+    """Potentials across the whole range (through the rate functions' 0/0 points too),
+    gates off their steady state, parameters off their defaults, synaptic input."""
+    rng = np.random.default_rng(seed)
+    v = rng.uniform(-90.0, 40.0, n)
+    v[:3] = [-40.0, -55.0, -35.0]  # HH's removable singularities
+    S = np.clip(cs.steady_states(v) + rng.uniform(-0.2, 0.2, (len(cs.state_names), n)), 0, 1)
+    P = cs.default_params(n) * rng.uniform(0.7, 1.3, (len(cs.param_names), n))
+    g = rng.uniform(0.0, 0.5, n)
+    arrays = (v, S, P, rng.uniform(-5.0, 20.0, n), g, g * rng.uniform(-80.0, 0.0, n))
+    return tuple(a.astype(dtype) for a in arrays)
+
+
+def torch_step(cs, dt, v, S, P, i_inj, g, ge):
+    """The same step in torch tensor operations (network_simulate_torch's engine='torch')."""
+    from fusekit.neuro._autograd import _membrane_step
+
+    return _membrane_step(cs, dt, v, S, P, g, ge, i_inj)
+
+
+@pytest.mark.parametrize("cs", [HH, CORTICAL], ids=["hh", "pospischil"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cpu_step_matches_the_reference(cs, dtype):
+    args = inputs(cs, 300, dtype=dtype)
+    got = membrane_step(*args, channels=cs, dt=0.025, backend="cpu")
+    ref = membrane_step(*args, channels=cs, dt=0.025, backend="reference")
+    tol = 1e-11 if dtype == np.float64 else 2e-5
+    for a, b in zip(got, ref, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 100)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("cs", [HH, CORTICAL], ids=["hh", "pospischil"])
+def test_vjp_matches_torch_autograd_of_the_step(backend, cs):
+    n, dt = 200, 0.025
+    args = inputs(cs, n, seed=1)
+    rng = np.random.default_rng(2)
+    a_v, a_S = rng.normal(size=n), rng.normal(size=args[1].shape)
+    t = [torch.tensor(a, requires_grad=True) for a in args]
+    v_new, S_new = torch_step(cs, dt, *t)
+    ((v_new * torch.tensor(a_v)).sum() + (S_new * torch.tensor(a_S)).sum()).backward()
+    got = membrane_step_vjp(*args, a_v, a_S, channels=cs, dt=dt, backend=backend)
+    for name, mine, theirs in zip(("v", "states", "params", "i_inj", "g_syn", "ge_syn"), got,
+                                  (x.grad.numpy() for x in t), strict=True):
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-11 * scale, err_msg=name)
+
+
+def test_the_torch_op_passes_gradcheck():
+    args = [torch.tensor(a, requires_grad=True) for a in inputs(HH, 6, seed=3)]
+    assert torch.autograd.gradcheck(
+        lambda *a: membrane_step(*a, channels=HH, dt=0.025), args)
+
+
+def test_the_torch_op_passes_opcheck():
+    import fusekit.torch  # noqa: F401  (registers torch.ops.fusekit)
+
+    args = [torch.tensor(a, requires_grad=True) for a in inputs(HH, 8, seed=4)]
+    torch.library.opcheck(torch.ops.fusekit.membrane_step.default, (*args, HH.key, 0.025))
+
+
+@settings(max_examples=25, deadline=None)
+@given(v=st.floats(-100.0, 60.0), i_inj=st.floats(-50.0, 100.0))
+def test_without_synapses_one_step_is_one_step_of_ion_simulate(v, i_inj):
+    v0 = np.array([v])
+    S, P = HH.steady_states(v0), HH.default_params(1)
+    zero = np.zeros(1)
+    v1, S1 = membrane_step(v0, S, P, np.array([i_inj]), zero, zero, channels=HH, dt=0.025,
+                           backend="cpu")
+    sim = fusekit.ops.ion_simulate(v0, S, P, np.array([i_inj]), channels=HH, dt=0.025,
+                                   n_steps=1, backend="cpu")
+    np.testing.assert_allclose(v1, sim.v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(S1, sim.states, rtol=1e-12, atol=1e-14)
+
+
+def test_bad_input_gets_clear_errors():
+    v, S, P, i_inj, g, ge = inputs(HH, 5)
+    kw = dict(channels=HH, dt=0.025)
+    with pytest.raises(InputError, match="membrane_step: states must have shape"):
+        membrane_step(v, S[:2], P, i_inj, g, ge, **kw)
+    with pytest.raises(InputError, match="share v's dtype float64, but g_syn is float32"):
+        membrane_step(v, S, P, i_inj, g.astype(np.float32), ge, **kw)
+    with pytest.raises(InputError, match="i_inj contains NaN or infinity"):
+        membrane_step(v, S, P, np.where(np.arange(5) == 2, np.nan, i_inj), g, ge, **kw)
+    with pytest.raises(InputError, match="c_m, membrane capacitance"):
+        membrane_step(v, S, np.where(np.arange(5) == 1, -1.0, P), i_inj, g, ge, **kw)
+    with pytest.raises(InputError, match="dt must be a positive"):
+        membrane_step(v, S, P, i_inj, g, ge, channels=HH, dt=0.0)
+    with pytest.raises(InputError, match="membrane_step_vjp: a_states must have shape"):
+        membrane_step_vjp(v, S, P, i_inj, g, ge, v, S[:, :4], **kw)
+    with pytest.raises(InputError, match="float32 or float64"):
+        membrane_step(*(a.astype(np.int64) for a in (v, S, P, i_inj, g, ge)), **kw)
+
+
+def test_channels_that_branch_are_refused_by_the_cpu_kernel_with_the_way_out():
+    from branchy_channel import Branchy
+
+    cs = ChannelSet([*HH_CHANNELS, Branchy])
+    args = inputs(cs, 4)
+    ref = membrane_step(*args, channels=cs, dt=0.025, backend="reference")
+    assert np.isfinite(ref[0]).all()
+    with pytest.raises(InputError, match="backend='reference'"):
+        membrane_step(*args, channels=cs, dt=0.025, backend="cpu")
+
+
+# ------------------------------------------------------ network_simulate_torch(engine=...)
+
+
+def _network(n=30, seed=5):
+    rng = np.random.default_rng(seed)
+    v0 = rng.uniform(-70.0, -60.0, n)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.3, rng)
+    i_ext = np.where(np.arange(n) < 6, 14.0, 0.0)
+    return v0, HH.steady_states(v0), HH.default_params(n), i_ext, indptr, indices, weights
+
+
+def _run_network(engine, checkpoint_every=0):
+    from fusekit.neuro import network_simulate_torch
+
+    v0, S, P, i_ext, indptr, indices, weights = _network()
+    t = torch.as_tensor
+    w, p = t(weights).clone().requires_grad_(), t(P).clone().requires_grad_()
+    i = t(i_ext).clone().requires_grad_()
+    out = network_simulate_torch(
+        HH, t(v0), t(S), p, i, torch.zeros(len(v0), dtype=torch.float64), indptr, indices, w,
+        dt=0.025, n_steps=400, delay_steps=20, tau_syn=3.0, record_every=10, max_spikes=3,
+        engine=engine, checkpoint_every=checkpoint_every)
+    loss = out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()
+    return out, torch.autograd.grad(loss, (w, p, i))
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 50])
+def test_network_kernel_engine_gives_the_torch_engines_spikes_and_gradients(checkpoint_every):
+    kernel, g_kernel = _run_network("kernel", checkpoint_every)
+    eager, g_eager = _run_network("torch", checkpoint_every)
+    assert kernel.spike_count[6:].sum() > 0  # synaptic input fires undriven neurons
+    np.testing.assert_array_equal(kernel.spike_count.numpy(), eager.spike_count.numpy())
+    for name in ("v", "states", "g_syn", "v_record", "spike_times"):
+        np.testing.assert_allclose(getattr(kernel, name).detach().numpy(),
+                                   getattr(eager, name).detach().numpy(), rtol=1e-9,
+                                   atol=1e-9, err_msg=name)
+    for name, a, b in zip(("weights", "params", "i_ext"), g_kernel, g_eager, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-7,
+                                   atol=1e-9 * float(b.abs().max()), err_msg=name)
+
+
+def test_network_engine_is_checked_and_says_why_the_kernel_cannot_run():
+    from branchy_channel import Branchy
+    from fusekit.neuro import network_simulate_torch
+
+    cs = ChannelSet([*HH_CHANNELS, Branchy])
+    t = torch.zeros(2, dtype=torch.float64)
+    S, P = torch.tensor(cs.initial_states(2)), torch.tensor(cs.default_params(2))
+    w = torch.tensor([0.1], dtype=torch.float64)
+    kw = dict(dt=0.025, n_steps=2, delay_steps=1)
+    with pytest.raises(InputError, match="engine must be 'auto', 'kernel' or 'torch'"):
+        network_simulate_torch(cs, t, S, P, t, t, [0, 1, 1], [1], w, engine="numba", **kw)
+    with pytest.raises(InputError, match="branch on their arguments"):
+        network_simulate_torch(cs, t, S, P, t, t, [0, 1, 1], [1], w, engine="kernel", **kw)
+    out = network_simulate_torch(cs, t, S, P, t, t, [0, 1, 1], [1], w, **kw)  # auto: torch
+    assert torch.isfinite(out.v).all()
+    with pytest.raises(InputError, match="compile=True compiles the torch engine"):
+        network_simulate_torch(HH, t, torch.tensor(HH.initial_states(2)),
+                               torch.tensor(HH.default_params(2)), t, t, [0, 1, 1], [1], w,
+                               engine="kernel", compile=True, **kw)
