@@ -8,8 +8,12 @@ Cases (each pair alternated round by round, wall-clock seconds):
 * ``compile``: ``network_simulate_torch`` forward and backward, eager against
   ``compile=True``, 500 HH neurons at 5% connectivity, 400 steps, float64. The first
   compiled call (the compilation) is reported apart.
+* ``engine``: ``network_simulate_torch`` forward and backward, ``engine="torch"`` (each step's
+  channels in torch operations) against ``engine="kernel"`` (one ``membrane_step`` call and
+  one ``membrane_step_vjp`` call per step), HH neurons at 500 (5% connectivity) and 5,000
+  (0.5%), 400 steps, float64; the weights' gradients of the two compared.
 
-    python benchmarks/neuro_calls_paired.py --cases record compile --rounds 3
+    python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
 
 from __future__ import annotations
@@ -74,13 +78,52 @@ def _compile_case(rounds: int) -> None:
               f"{compiled / steps * 1e3:.2f} ms ({eager / compiled:.2f}x)", flush=True)
 
 
+def _engine_case(rounds: int) -> None:
+    import torch
+
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
+
+    cs = ChannelSet(HH_CHANNELS)
+    steps = 400
+    for n, p in ((500, 0.05), (5000, 0.005)):  # 25 synapses per neuron either way
+        indptr, indices, weights = random_connectivity(n, p, 0.05, np.random.default_rng(0))
+        v0 = torch.full((n,), -65.0, dtype=torch.float64)
+        i_ext = torch.zeros(n, dtype=torch.float64)
+        i_ext[: n // 10] = 12.0
+        args = (cs, v0, torch.as_tensor(cs.steady_states(v0.numpy())),
+                torch.as_tensor(cs.default_params(n)), i_ext,
+                torch.zeros(n, dtype=torch.float64), torch.as_tensor(indptr),
+                torch.as_tensor(indices))
+
+        def go(engine: str, args: tuple = args, weights: np.ndarray = weights
+               ) -> tuple[float, float, torch.Tensor, int]:
+            w = torch.as_tensor(weights).clone().requires_grad_()
+            t = time.perf_counter()
+            out = network_simulate_torch(*args, w, dt=0.025, n_steps=steps, delay_steps=40,
+                                         record_every=10, max_spikes=4, engine=engine)
+            t1 = time.perf_counter()
+            out.v_record.mean().backward()
+            t2 = time.perf_counter()
+            return (t1 - t) / steps, (t2 - t1) / steps, w.grad, int(out.spike_count.sum())
+
+        go("kernel")  # compiles the kernels (or loads them from the disk cache)
+        for r in range(rounds):
+            fe, be, ge, ce = go("torch")
+            fk, bk, gk, ck = go("kernel")
+            diff = float((ge - gk).abs().max() / ge.abs().max())
+            print(f"engine n={n} round {r}: torch {fe * 1e3:.2f} + {be * 1e3:.2f} ms per step "
+                  f"(forward + backward), kernel {fk * 1e3:.2f} + {bk * 1e3:.2f} ms "
+                  f"({(fe + be) / (fk + bk):.2f}x); spikes {ce} / {ck}, weight gradients "
+                  f"{diff:.1e} apart", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["record", "compile"],
-                        choices=["record", "compile"])
+    parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
+                        choices=["record", "compile", "engine"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    cases = {"record": _record_case, "compile": _compile_case}
+    cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case}
     for case in args.cases:
         cases[case](args.rounds)
 

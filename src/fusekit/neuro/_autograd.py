@@ -262,8 +262,9 @@ class _Recorder:
         """
         import torch
 
-        crossed, t_cross = spike_crossing(v, v_new, threshold, step, dt)
-        if self.times and bool(crossed.any()):
+        crossed = (v < threshold) & (v_new >= threshold)
+        if self.times and bool(crossed.any()):  # times only on steps with a crossing
+            _, t_cross = spike_crossing(v, v_new, threshold, step, dt)
             for slot in range(len(self.times)):
                 self.times[slot] = torch.where(crossed & (self.count == slot), t_cross,
                                                self.times[slot])
@@ -475,11 +476,13 @@ def network_simulate_torch(
     if not isinstance(compile, bool):
         raise InputError(f"{op}: compile must be True or False, got {compile!r}")
     if _network_engine(op, engine, cs, v0, compile) == "kernel":
-        from ..ops.ion_membrane import membrane_step
+        from ..ops.ion_membrane import membrane_step_function
+
+        step = membrane_step_function()
 
         def core(cs: ChannelSet, dt: float, v: Any, S: Any, params: Any, g: Any, ge: Any,
                  i_inj: Any) -> tuple[Any, Any]:
-            return membrane_step(v, S, params, i_inj, g, ge, channels=cs, dt=dt)
+            return step(v, S, params, i_inj, g, ge, cs.key, dt, None)
     else:
         core = _compiled_membrane() if compile else _membrane_step
 
