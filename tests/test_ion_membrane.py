@@ -123,6 +123,66 @@ def test_channels_that_branch_are_refused_by_the_cpu_kernel_with_the_way_out():
         membrane_step(*args, channels=cs, dt=0.025, backend="cpu")
 
 
+# ------------------------------------------------------------------ synapse_deliver
+
+
+def _synapses(n=40, n_out=80, seed=6, spike_rate=0.3):
+    rng = np.random.default_rng(seed)
+    indptr, indices, weights = random_connectivity(n, 0.2, 0.4, rng)
+    target = indices * 2 + rng.integers(0, 2, indices.shape[0])  # two targets per neuron
+    spikes = (rng.random(n) < spike_rate) * rng.uniform(0.5, 1.0, n)
+    return spikes, indptr, weights, target, rng
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cpu_delivery_and_its_vjp_match_the_reference(dtype):
+    spikes, indptr, weights, target, rng = _synapses()
+    a_out = rng.normal(size=80)
+    args = (spikes.astype(dtype), indptr, weights.astype(dtype), target)
+    got = fusekit.ops.synapse_deliver(*args, n_out=80, backend="cpu")
+    ref = fusekit.ops.synapse_deliver(*args, n_out=80, backend="reference")
+    assert got.dtype == dtype and ref.sum() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    for backend in CPU_BACKENDS:
+        a_s, a_w = fusekit.ops.synapse_deliver_vjp(*args, a_out.astype(dtype), n_out=80,
+                                                   backend=backend)
+        # torch autograd of the gather-multiply-scatter that engine='torch' runs
+        pre = torch.repeat_interleave(torch.arange(40), torch.as_tensor(np.diff(indptr)))
+        s_t = torch.tensor(args[0], dtype=torch.float64, requires_grad=True)
+        w_t = torch.tensor(args[2], dtype=torch.float64, requires_grad=True)
+        out = torch.zeros(80, dtype=torch.float64).index_add(0, torch.as_tensor(target),
+                                                            w_t * s_t[pre])
+        (out * torch.as_tensor(a_out.astype(dtype), dtype=torch.float64)).sum().backward()
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(a_s, s_t.grad.numpy(), rtol=tol, atol=tol)
+        np.testing.assert_allclose(a_w, w_t.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_delivery_refuses_a_malformed_csr_without_reading_out_of_bounds(backend):
+    spikes, indptr, weights, target, _ = _synapses(spike_rate=1.0)
+    deliver = fusekit.ops.synapse_deliver
+    with pytest.raises(InputError, match="target .* must lie in \\[0, 80\\)"):
+        deliver(spikes, indptr, weights, np.where(np.arange(target.size) == 5, 80, target),
+                n_out=80, backend=backend)
+    with pytest.raises(InputError, match="target .* must lie in"):
+        fusekit.ops.synapse_deliver_vjp(spikes, indptr, weights, target - 1, np.ones(80),
+                                        n_out=80, backend=backend)
+    bad = indptr.copy()
+    bad[3], bad[4] = bad[4] + 1, bad[3]  # a row that goes backwards
+    with pytest.raises(InputError, match="indptr must start at 0, never decrease"):
+        deliver(spikes, bad, weights, target, n_out=80, backend=backend)
+    past = indptr.copy()
+    past[-1] = weights.size + 3  # the last row would read past the synapses
+    with pytest.raises(InputError, match="indptr must start at 0"):
+        deliver(spikes, past, weights, target, n_out=80, backend=backend)
+    with pytest.raises(InputError, match="spikes must be \\(n,\\), indptr \\(n \\+ 1,\\)"):
+        deliver(spikes, indptr[:-1], weights, target, n_out=80, backend=backend)
+    with pytest.raises(InputError, match="weights contains NaN"):
+        deliver(spikes, indptr, np.where(np.arange(weights.size) == 0, np.nan, weights),
+                target, n_out=80, backend=backend)
+
+
 # ------------------------------------------------------ network_simulate_torch(engine=...)
 
 

@@ -475,7 +475,8 @@ def network_simulate_torch(
 
     if not isinstance(compile, bool):
         raise InputError(f"{op}: compile must be True or False, got {compile!r}")
-    if _network_engine(op, engine, cs, v0, compile) == "kernel":
+    kernels = _network_engine(op, engine, cs, v0, compile) == "kernel"
+    if kernels:
         from ..ops.ion_membrane import membrane_step_function
 
         step = membrane_step_function()
@@ -495,7 +496,8 @@ def network_simulate_torch(
         probe=lambda v: v, record=lambda v: v, dt=dt, n_steps=n_steps,
         delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn, synapse_type=synapse_type,
         record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
-        surrogate=surrogate, checkpoint_every=checkpoint_every, arrivals0=arrivals0)
+        surrogate=surrogate, checkpoint_every=checkpoint_every, arrivals0=arrivals0,
+        kernels=kernels)
 
 
 def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool) -> str:
@@ -578,7 +580,7 @@ def _torch_network(
     post: tuple[int, ...], probe: Callable[[Any], Any], record: Callable[[Any], Any],
     dt: float, n_steps: int, delay_steps: int, tau_syn: Any, e_syn: Any, synapse_type: Any,
     record_every: int, spike_threshold: float, max_spikes: int, surrogate: Any,
-    checkpoint_every: int, arrivals0: Any,
+    checkpoint_every: int, arrivals0: Any, kernels: bool = False,
 ) -> Any:
     """The torch network of :func:`network_simulate_torch` and :func:`cable_network_simulate_torch`.
 
@@ -586,7 +588,10 @@ def _torch_network(
     n_comp)``; its first entry is the neurons (cells) the CSR's rows and ``indices`` count.
     ``membrane(step, v, S, g, ge) -> (v_new, S_new)`` takes the synaptic conductance summed
     over the types and its product with their reversal potentials; ``probe(v)`` is where
-    spikes are detected (``(n,)``), ``record(v)`` what a recording keeps.
+    spikes are detected (``(n,)``), ``record(v)`` what a recording keeps. ``kernels``: the
+    spikes reach their targets through the op :func:`fusekit.ops.synapse_deliver` (CPU
+    tensors), which reads only the rows of neurons that spiked, in place of torch's
+    gather-multiply-scatter over every synapse.
     """
     import torch
 
@@ -643,6 +648,11 @@ def _torch_network(
         from ._layers import SuperSpike
         surrogate = SuperSpike(1.0)
     pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
+    deliver = None
+    if kernels:
+        from ..ops.ion_membrane import synapse_deliver_function
+
+        deliver = synapse_deliver_function()
     target = types * n_post + flat  # a synapse's place in the flattened (n_types, *post)
     zeros = v0.new_zeros(n_types * n_post)
     shape = (1,) * len(post)
@@ -665,7 +675,11 @@ def _torch_network(
                       * (soma < spike_threshold).to(v.dtype))
             # arrives at the start of step + delay_steps, whose slot is this step's (every
             # step, so that the surrogate reaches neurons near threshold that did not fire)
-            arrived = zeros.index_add(0, target, weights * spikes[pre]).view(n_types, *post)
+            if deliver is None:
+                arrived = zeros.index_add(0, target, weights * spikes[pre])
+            else:
+                arrived = deliver(spikes, indptr, weights, target, n_types * n_post, None)
+            arrived = arrived.view(n_types, *post)
             ring = [*ring[:slot], arrived, *ring[slot + 1:]]
             v = v_new
         return v, S, g_syn, ring

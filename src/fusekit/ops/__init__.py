@@ -23,6 +23,8 @@ from .ion_forward import IonSensitivity as IonSensitivity
 from .ion_forward import ion_sensitivity as ion_sensitivity
 from .ion_membrane import membrane_step as membrane_step
 from .ion_membrane import membrane_step_vjp as membrane_step_vjp
+from .ion_membrane import synapse_deliver as synapse_deliver
+from .ion_membrane import synapse_deliver_vjp as synapse_deliver_vjp
 from .kron import kron_factor_grads as kron_factor_grads
 from .kron import kron_linear as kron_linear
 from .kron_svd import kpsvd as kpsvd
@@ -67,6 +69,8 @@ __all__ = [
     "ion_sensitivity",
     "membrane_step",
     "membrane_step_vjp",
+    "synapse_deliver",
+    "synapse_deliver_vjp",
     "kron_factor_grads",
     "kron_linear",
     "kpsvd",

@@ -32,7 +32,9 @@ from ._common import is_tensor, require_finite, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 
 __all__ = ["membrane_step", "membrane_step_function", "membrane_step_reference",
-           "membrane_step_vjp", "membrane_step_vjp_reference"]
+           "membrane_step_vjp", "membrane_step_vjp_reference", "synapse_deliver",
+           "synapse_deliver_function", "synapse_deliver_reference", "synapse_deliver_vjp",
+           "synapse_deliver_vjp_reference"]
 
 _FLOATS = ("float32", "float64")
 
@@ -334,3 +336,185 @@ def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.nd
                 states.shape).astype(dtype),
             a_P.astype(dtype), np.asarray(got[-1] * ones).astype(dtype),
             a_d.astype(dtype), a_r.astype(dtype))
+
+
+# ------------------------------------------------------------------ synaptic delivery
+
+
+def _check_synapse_deliver(spikes: Any, indptr: Any, weights: Any, target: Any, *extra: Any,
+                           n_out: int) -> str:
+    op = "synapse_deliver_vjp" if extra else "synapse_deliver"
+    spikes, indptr, weights, target, *extra = map(_cpu_view, (spikes, indptr, weights,
+                                                              target, *extra))
+    n = spikes.shape[0] if spikes.ndim == 1 else -1
+    nnz = weights.shape[0] if weights.ndim == 1 else -1
+    if spikes.ndim != 1 or weights.ndim != 1 or tuple(target.shape) != (nnz,) \
+            or tuple(indptr.shape) != (n + 1,):
+        raise InputError(f"{op}: spikes must be (n,), indptr (n + 1,) and weights and target "
+                         f"one (nnz,) shape, got {tuple(spikes.shape)}, {tuple(indptr.shape)}, "
+                         f"{tuple(weights.shape)} and {tuple(target.shape)}")
+    if not (isinstance(n_out, int | np.integer) and n_out >= 0):
+        raise InputError(f"{op}: n_out must be a non-negative integer, got {n_out!r}")
+    if extra and tuple(extra[0].shape) != (n_out,):
+        raise InputError(f"{op}: a_out must have shape ({n_out},), got {tuple(extra[0].shape)}")
+    dtype = array_dtype(spikes)
+    if dtype not in _FLOATS:
+        raise InputError(f"{op}: spikes and weights must be float32 or float64, got {dtype}")
+    for name, a in (("weights", weights), *(("a_out", e) for e in extra)):
+        if array_dtype(a) != dtype:
+            raise InputError(f"{op}: {name} must be {dtype} like spikes, got {array_dtype(a)}")
+    for name, a in (("indptr", indptr), ("target", target)):
+        if array_dtype(a) not in ("int32", "int64"):
+            raise InputError(f"{op}: {name} must be an integer array, got {array_dtype(a)}")
+    for name, a in (("spikes", spikes), ("weights", weights), *(("a_out", e) for e in extra)):
+        if not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
+            require_finite(op, name, a)
+    # The CSR structure and the targets' range are checked by the kernels as they read them
+    # (every step of a network calls this op; a separate pass over nnz indices would cost
+    # as much as the delivery): a bad index raises InputError and nothing is read out of
+    # bounds.
+    return dtype
+
+
+def csr_index_error(op: str, code: int, n: int, nnz: int, n_out: int) -> InputError:
+    """The error for a kernel's report on a malformed CSR (``code`` 1: indptr, 2: target)."""
+    if code == 1:
+        return InputError(f"{op}: indptr must start at 0, never decrease and end at nnz = {nnz} "
+                          f"(CSR rows of the {n} presynaptic neurons)")
+    return InputError(f"{op}: target (each synapse's postsynaptic index) must lie in "
+                      f"[0, {n_out})")
+
+
+synapse_deliver_op = Op(
+    name="synapse_deliver",
+    family="ion_membrane",
+    array_args=("spikes", "indptr", "weights", "target"),
+    params=("n_out",),
+    check=_check_synapse_deliver,
+)
+
+synapse_deliver_vjp_op = Op(
+    name="synapse_deliver_vjp",
+    family="ion_membrane",
+    array_args=("spikes", "indptr", "weights", "target", "a_out"),
+    params=("n_out",),
+    check=_check_synapse_deliver,
+)
+
+
+def synapse_deliver(spikes: Any, indptr: Any, weights: Any, target: Any, *, n_out: int,
+                    backend: str | None = None) -> Any:
+    """Conductance jumps arriving from this step's spikes: ``out[target[s]] += w[s] spikes[i]``.
+
+    For every synapse ``s`` of presynaptic neuron ``i`` (CSR row ``indptr[i]:indptr[i + 1]``).
+    Only rows with a nonzero spike are read, so a step with few spikes costs little.
+
+    Example:
+        >>> import numpy as np, fusekit
+        >>> out = fusekit.ops.synapse_deliver(np.array([1.0, 0.0]), np.array([0, 2, 3]),
+        ...                                   np.array([0.5, 0.25, 1.0]), np.array([1, 2, 0]),
+        ...                                   n_out=3)
+        >>> out.tolist()
+        [0.0, 0.5, 0.25]
+
+    Args:
+        spikes: ``(n,)`` float32/float64, the presynaptic neurons' spikes (0 or 1, or any
+            weight).
+        indptr: ``(n + 1,)`` integers, CSR row pointers.
+        weights: ``(nnz,)`` conductance jumps, ``spikes``' dtype.
+        target: ``(nnz,)`` integers in ``[0, n_out)``: where each synapse delivers.
+        n_out: Length of the result.
+        backend: As for every op.
+
+    Returns:
+        ``(n_out,)`` in ``spikes``' dtype.
+    """
+    return synapse_deliver_op.run((spikes, indptr, weights, target), {"n_out": int(n_out)},
+                                  backend)
+
+
+def synapse_deliver_vjp(spikes: Any, indptr: Any, weights: Any, target: Any, a_out: Any, *,
+                        n_out: int, backend: str | None = None) -> tuple[Any, Any]:
+    """The vector-Jacobian product of :func:`synapse_deliver`: ``(a_spikes, a_weights)``.
+
+    ``a_spikes[i] = sum_s w[s] a_out[target[s]]`` over row ``i`` (every row: a surrogate
+    spike gradient reaches neurons that did not fire) and ``a_weights[s] =
+    a_out[target[s]] spikes[i]``.
+
+    Args:
+        spikes: As for :func:`synapse_deliver`.
+        indptr: As there.
+        weights: As there.
+        target: As there.
+        a_out: ``(n_out,)``, the adjoint of the result.
+        n_out: As there.
+        backend: As for every op.
+
+    Returns:
+        ``(a_spikes (n,), a_weights (nnz,))``.
+    """
+    return synapse_deliver_vjp_op.run((spikes, indptr, weights, target, a_out),
+                                      {"n_out": int(n_out)}, backend)
+
+
+@functools.cache
+def synapse_deliver_function() -> Any:
+    """:func:`synapse_deliver` on tensors as a ``torch.autograd.Function``'s ``apply``.
+
+    Differentiable with respect to ``spikes`` and ``weights`` through
+    :func:`synapse_deliver_vjp`. Call it as ``apply(spikes, indptr, weights, target, n_out,
+    backend)``.
+    """
+    import torch
+
+    class SynapseDeliver(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, spikes: Any, indptr: Any, weights: Any, target: Any, n_out: int,
+                    backend: str | None) -> Any:
+            ctx.n_out, ctx.backend = n_out, backend
+            ctx.save_for_backward(spikes, indptr, weights, target)
+            return synapse_deliver_op.run((spikes, indptr, weights, target), {"n_out": n_out},
+                                          backend)
+
+        @staticmethod
+        def backward(ctx: Any, a_out: Any) -> tuple[Any, ...]:
+            spikes, indptr, weights, target = ctx.saved_tensors
+            a_spikes, a_weights = synapse_deliver_vjp_op.run(
+                (spikes, indptr, weights, target, a_out.contiguous()), {"n_out": ctx.n_out},
+                ctx.backend)
+            needs = ctx.needs_input_grad
+            return (a_spikes if needs[0] else None, None, a_weights if needs[2] else None,
+                    None, None, None)
+
+    return SynapseDeliver.apply
+
+
+def _csr_rows(indptr: np.ndarray, nnz: int, op: str, n_out: int, target: np.ndarray
+              ) -> np.ndarray:
+    n = indptr.shape[0] - 1
+    if int(indptr[0]) != 0 or int(indptr[-1]) != nnz or bool((np.diff(indptr) < 0).any()):
+        raise csr_index_error(op, 1, n, nnz, n_out)
+    if nnz and (int(target.min()) < 0 or int(target.max()) >= n_out):
+        raise csr_index_error(op, 2, n, nnz, n_out)
+    return np.repeat(np.arange(n), np.diff(indptr))
+
+
+def synapse_deliver_reference(spikes: np.ndarray, indptr: np.ndarray, weights: np.ndarray,
+                              target: np.ndarray, *, n_out: int) -> np.ndarray:
+    """Float64 NumPy :func:`synapse_deliver` (``np.add.at``)."""
+    pre = _csr_rows(indptr, weights.shape[0], "synapse_deliver", n_out, target)
+    out = np.zeros(n_out)
+    np.add.at(out, target, weights.astype(np.float64) * spikes.astype(np.float64)[pre])
+    return out.astype(spikes.dtype)
+
+
+def synapse_deliver_vjp_reference(spikes: np.ndarray, indptr: np.ndarray, weights: np.ndarray,
+                                  target: np.ndarray, a_out: np.ndarray, *, n_out: int
+                                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 NumPy :func:`synapse_deliver_vjp`."""
+    pre = _csr_rows(indptr, weights.shape[0], "synapse_deliver_vjp", n_out, target)
+    a_t = a_out.astype(np.float64)[target]
+    a_spikes = np.zeros(spikes.shape[0])
+    np.add.at(a_spikes, pre, weights.astype(np.float64) * a_t)
+    return (a_spikes.astype(spikes.dtype),
+            (a_t * spikes.astype(np.float64)[pre]).astype(spikes.dtype))

@@ -6,9 +6,9 @@ exponentials shared) and the voltage row with the synaptic conductance; the back
 recomputes that forward for each neuron (nothing but the inputs is kept between the two
 calls) and runs the compartment's local adjoint
 (:func:`~fusekit.ops.ion_symbolic.cable_adjoint_step_source`). Straight-line code over a
-loop of neurons, which LLVM vectorises; chunks of ``CHUNK`` neurons run in parallel when
-there are several (one chunk runs without the thread pool, which costs more than a small
-network's step).
+loop of neurons, which LLVM vectorises, on one thread: a parallel launch per step cost more
+than it saved on our 2-core machines (a step of 4,097 neurons on two threads 430 us, 4,096 on
+one 157 us; 8,192 on two 458 us).
 """
 
 from __future__ import annotations
@@ -26,27 +26,14 @@ from ...ops.ion_symbolic import (
     cable_adjoint_step_source,
     cable_value_step_source,
 )
-from ._numba import configure
-from .ion import _compile_generated, graph_math
+from ._numba import configure, njit
+from .ion import _FASTMATH, _generated_globals, graph_math
 
 _FLOATS = ("float32", "float64")
 
-#: Neurons per parallel chunk (one chunk: no thread pool).
-CHUNK = 4096
-
-_DRIVER = '''
-def {name}(lo_hi, {args}):
-    n_chunks = (lo_hi + CHUNK - 1) // CHUNK
-    if n_chunks <= 1:
-        {block}(0, lo_hi, {args})
-    else:
-        for c in prange(n_chunks):
-            {block}(c * CHUNK, min(lo_hi, (c + 1) * CHUNK), {args})
-'''
-
 _STEP = '''
-def mem_block(lo, hi, V, S, P, I, G, GE, dt, VO, SO):
-    for j in range(lo, hi):
+def mem_kernel(V, S, P, I, G, GE, dt, VO, SO):
+    for j in range(V.shape[0]):
         v = V[j]
 {loads}
 {forward}
@@ -56,8 +43,8 @@ def mem_block(lo, hi, V, S, P, I, G, GE, dt, VO, SO):
 '''
 
 _VJP = '''
-def vjp_block(lo, hi, V, S, P, I, G, GE, AVN, ASN, dt, AV, AS, AP, AI, AG, AGE):
-    for j in range(lo, hi):
+def vjp_kernel(V, S, P, I, G, GE, AVN, ASN, dt, OUT):
+    for j in range(V.shape[0]):
         v = V[j]
         i_inj = I[j]
 {loads}
@@ -69,16 +56,8 @@ def vjp_block(lo, hi, V, S, P, I, G, GE, AVN, ASN, dt, AV, AS, AP, AI, AG, AGE):
         a_d = -a_r * v_n
 {adj_loads}
 {adjoint}
-        AV[j] = av
 {stores}
-        AI[j] = ai
-        AG[j] = a_d
-        AGE[j] = a_r
 '''
-
-_STEP_ARGS = "V, S, P, I, G, GE, dt, VO, SO"
-_VJP_ARGS = "V, S, P, I, G, GE, AVN, ASN, dt, AV, AS, AP, AI, AG, AGE"
-
 
 def _traced(op: str, cs: ChannelSet, fn: Any, *args: Any, **kw: Any) -> Any:
     try:
@@ -100,7 +79,6 @@ def step_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     stores = [f"{ind}SO[{k}, j] = s{k}_n" for k in range(n_states)]
     text = _STEP.format(loads="\n".join(loads), forward="\n".join(forward),
                         stores="\n".join(stores) or f"{ind}pass")
-    text += _DRIVER.format(name="mem_kernel", block="mem_block", args=_STEP_ARGS)
     return text, consts
 
 
@@ -115,12 +93,16 @@ def vjp_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     loads = [f"{ind}s{k} = S[{k}, j]" for k in range(n_states)]
     loads += [f"{ind}p{i} = P[{i}, j]" for i in range(n_params)]
     adj_loads = [f"{ind}as{k}_n = ASN[{k}, j]" for k in range(n_states)]
-    stores = [f"{ind}AS[{k}, j] = as{k}" for k in range(n_states)]
-    stores += [f"{ind}AP[{i}, j] = ap{i}" for i in rows]
+    # one output array: with a pointer per result LLVM gave up vectorising the loop (too
+    # many runtime alias checks), and the backward ran 4x slower
+    stores = [f"{ind}OUT[0, j] = av"]
+    stores += [f"{ind}OUT[{1 + k}, j] = as{k}" for k in range(n_states)]
+    stores += [f"{ind}OUT[{1 + n_states + i}, j] = ap{i}" for i in rows]
+    stores += [f"{ind}OUT[{1 + n_states + n_params + k}, j] = {name}"
+               for k, name in enumerate(("ai", "a_d", "a_r"))]
     text = _VJP.format(loads="\n".join(loads), forward="\n".join(forward),
                        adj_loads="\n".join(adj_loads) or f"{ind}pass",
                        adjoint="\n".join(adjoint), stores="\n".join(stores))
-    text += _DRIVER.format(name="vjp_kernel", block="vjp_block", args=_VJP_ARGS)
     return text, {**consts, **fwd_consts}
 
 
@@ -133,30 +115,31 @@ def _kernel(kind: str, cs: ChannelSet, dtype: str) -> Any:
     if compiled is not None:
         return compiled
     configure()
-    import numba
-
     text, consts = (step_source if kind == "mem" else vjp_source)(cs)
     scalar = np.dtype(dtype).type
-    ns: dict[str, Any] = {"np": np, "prange": numba.prange, "CHUNK": CHUNK,
-                          **graph_math(dtype), **{k: scalar(c) for k, c in consts.items()},
+    ns: dict[str, Any] = {"np": np, **graph_math(dtype),
+                          **{k: scalar(c) for k, c in consts.items()},
                           **reversal_constants(cs, scalar)}
-    _kernels[key] = compiled = _compile_generated(kind, cs, dtype, text, ns, f"{kind}_block",
-                                                  f"{kind}_kernel")
-    return compiled
+    g = _generated_globals(kind, cs, dtype, text, ns)
+    fn = g[f"{kind}_kernel"]
+    if not hasattr(fn, "py_func"):  # not compiled in this process yet
+        fn = g[f"{kind}_kernel"] = njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
+    _kernels[key] = fn
+    return fn
 
 
 @register_kernel(mem.membrane_step_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
 def membrane_step_cpu(v: np.ndarray, states: np.ndarray, params: np.ndarray, i_inj: np.ndarray,
                       g_syn: np.ndarray, ge_syn: np.ndarray, *, channels: Any, dt: float
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """One call over the neurons (parallel chunks for large ``n``)."""
+    """One call over the neurons."""
     cs = channel_set(channels)
     c = np.ascontiguousarray
     n = v.shape[0]
     VO = np.empty_like(v)
     SO = np.empty(states.shape, dtype=v.dtype)
     if n:
-        _kernel("mem", cs, v.dtype.name)(n, c(v), c(states), c(params), c(i_inj), c(g_syn),
+        _kernel("mem", cs, v.dtype.name)(c(v), c(states), c(params), c(i_inj), c(g_syn),
                                          c(ge_syn), v.dtype.type(dt), VO, SO)
     return VO, SO
 
@@ -169,13 +152,87 @@ def membrane_step_vjp_cpu(v: np.ndarray, states: np.ndarray, params: np.ndarray,
     """The forward recomputed per neuron, then its local adjoint, in one call."""
     cs = channel_set(channels)
     c = np.ascontiguousarray
-    n = v.shape[0]
-    dtype = v.dtype
-    AV, AI, AG, AGE = (np.empty(n, dtype=dtype) for _ in range(4))
-    AS = np.empty(states.shape, dtype=dtype)
-    AP = np.zeros(params.shape, dtype=dtype)
+    n, n_states, n_params = v.shape[0], states.shape[0], params.shape[0]
+    out = np.zeros((4 + n_states + n_params, n), dtype=v.dtype)
     if n:
-        _kernel("vjp", cs, dtype.name)(n, c(v), c(states), c(params), c(i_inj), c(g_syn),
-                                       c(ge_syn), c(a_v), c(a_states), dtype.type(dt), AV, AS,
-                                       AP, AI, AG, AGE)
-    return AV, AS, AP, AI, AG, AGE
+        _kernel("vjp", cs, v.dtype.name)(c(v), c(states), c(params), c(i_inj), c(g_syn),
+                                         c(ge_syn), c(a_v), c(a_states), v.dtype.type(dt),
+                                         out)
+    k = 1 + n_states + n_params
+    return out[0], out[1:1 + n_states], out[1 + n_states:k], out[k], out[k + 1], out[k + 2]
+
+
+# ------------------------------------------------------------------ synaptic delivery
+
+
+@njit(nogil=True)
+def _deliver(spikes, indptr, weights, target, out):  # pragma: no cover - compiled
+    """``out[target[s]] += w[s] spikes[i]`` over the rows with a spike; 0, or an error code."""
+    n, nnz, n_out = spikes.shape[0], weights.shape[0], out.shape[0]
+    if indptr[0] != 0 or indptr[n] != nnz:
+        return 1
+    for i in range(n):
+        a, b = indptr[i], indptr[i + 1]
+        if b < a or b > nnz:
+            return 1
+        x = spikes[i]
+        if x != 0:
+            for s in range(a, b):
+                t = target[s]
+                if t < 0 or t >= n_out:
+                    return 2
+                out[t] += weights[s] * x
+    return 0
+
+
+@njit(nogil=True)
+def _deliver_vjp(spikes, indptr, weights, target, a_out, a_spikes, a_weights
+                 ):  # pragma: no cover - compiled
+    """Both adjoints in one pass over the synapses; 0, or an error code."""
+    n, nnz, n_out = spikes.shape[0], weights.shape[0], a_out.shape[0]
+    if indptr[0] != 0 or indptr[n] != nnz:
+        return 1
+    for i in range(n):
+        a, b = indptr[i], indptr[i + 1]
+        if b < a or b > nnz:
+            return 1
+        x = spikes[i]
+        acc = 0.0
+        for s in range(a, b):
+            t = target[s]
+            if t < 0 or t >= n_out:
+                return 2
+            g = a_out[t]
+            acc += weights[s] * g
+            a_weights[s] = g * x
+        a_spikes[i] = acc
+    return 0
+
+
+@register_kernel(mem.synapse_deliver_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def synapse_deliver_cpu(spikes: np.ndarray, indptr: np.ndarray, weights: np.ndarray,
+                        target: np.ndarray, *, n_out: int) -> np.ndarray:
+    """Rows without a spike are skipped; the CSR is checked as it is read."""
+    c = np.ascontiguousarray
+    out = np.zeros(n_out, dtype=spikes.dtype)
+    code = _deliver(c(spikes), c(indptr), c(weights), c(target), out)
+    if code:
+        raise mem.csr_index_error("synapse_deliver", code, spikes.shape[0], weights.shape[0],
+                                  n_out)
+    return out
+
+
+@register_kernel(mem.synapse_deliver_vjp_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def synapse_deliver_vjp_cpu(spikes: np.ndarray, indptr: np.ndarray, weights: np.ndarray,
+                            target: np.ndarray, a_out: np.ndarray, *, n_out: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the synapses."""
+    c = np.ascontiguousarray
+    a_spikes = np.empty(spikes.shape[0], dtype=spikes.dtype)
+    a_weights = np.empty(weights.shape[0], dtype=spikes.dtype)
+    code = _deliver_vjp(c(spikes), c(indptr), c(weights), c(target), c(a_out), a_spikes,
+                        a_weights)
+    if code:
+        raise mem.csr_index_error("synapse_deliver_vjp", code, spikes.shape[0],
+                                  weights.shape[0], n_out)
+    return a_spikes, a_weights
