@@ -5,13 +5,13 @@ Cases (each pair alternated round by round, wall-clock seconds):
 * ``record``: ``Population.run(100 ms, record_every=k)`` against ``neuro.record`` of the same
   run (which runs the model in pieces of ``k`` steps to read the states), 10,000 HH neurons,
   float32, for ``k`` = 40 and 400.
-* ``compile``: ``network_simulate_torch`` forward and backward, eager against
+* ``compile``: ``network_simulate_torch(engine="torch")`` forward and backward, eager against
   ``compile=True``, 500 HH neurons at 5% connectivity, 400 steps, float64. The first
   compiled call (the compilation) is reported apart.
 * ``engine``: ``network_simulate_torch`` forward and backward, ``engine="torch"`` (each step's
-  channels in torch operations) against ``engine="kernel"`` (one ``membrane_step`` call and
-  one ``membrane_step_vjp`` call per step), HH neurons at 500 (5% connectivity) and 5,000
-  (0.5%), 400 steps, float64; the weights' gradients of the two compared.
+  channels in torch operations) against ``engine="kernel"`` (per step one ``membrane_step``
+  and one ``synapse_deliver`` call, and their vjps backward), HH neurons at 500 (5%
+  connectivity) and 5,000 (0.5%), 400 steps, float64; the weights' gradients compared.
 
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
@@ -66,7 +66,8 @@ def _compile_case(rounds: int) -> None:
         out = network_simulate_torch(
             cs, v0, S0, P, i_ext, torch.zeros(n, dtype=torch.float64),
             torch.as_tensor(indptr), torch.as_tensor(indices), w, dt=0.025, n_steps=steps,
-            delay_steps=40, record_every=10, max_spikes=4, compile=compile)
+            delay_steps=40, record_every=10, max_spikes=4, compile=compile,
+            engine="torch")
         out.v_record.mean().backward()
         return time.perf_counter() - t
 
