@@ -358,6 +358,48 @@ def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{3 * n} conductances"]]
 
 
+def _network_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
+    """Synaptic-weight gradients of an HH network (surrogate spikes), kernel against torch."""
+    import numpy as np
+    import torch
+
+    from .neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
+
+    # d(mean recorded v) / d(every weight) of a recurrent HH network, float64, surrogate
+    # spike derivatives (SuperSpike), engine="kernel" (one membrane_step and one
+    # synapse_deliver call per step, generated backward) against engine="torch".
+    n, n_steps, dt = (100, 200, 0.025) if quick else (500, 400, 0.025)
+    hh = ChannelSet(HH_CHANNELS)
+    rng = np.random.default_rng(1)
+    indptr, indices, weights = random_connectivity(n, 25 / n, 0.05, rng)
+    v0 = torch.full((n,), -65.0, dtype=torch.float64)
+    args = (hh, v0, torch.as_tensor(hh.steady_states(v0.numpy())),
+            torch.as_tensor(hh.default_params(n)),
+            torch.where(torch.arange(n) < n // 10, 12.0, 0.0).double(),
+            torch.zeros(n, dtype=torch.float64), torch.as_tensor(indptr),
+            torch.as_tensor(indices))
+
+    def grad(engine: str) -> Any:
+        w = torch.as_tensor(weights).clone().requires_grad_()
+        sim = network_simulate_torch(*args, w, dt=dt, n_steps=n_steps, delay_steps=40,
+                                     record_every=10, engine=engine)
+        (g,) = torch.autograd.grad(sim.v_record.mean(), w)
+        return g
+
+    got, want = grad("kernel"), grad("torch")  # compiles (or loads) the kernels
+    err = float((got - want).abs().max() / want.abs().max())
+    t_kernel = median_seconds(lambda: grad("kernel"), repeat=3)
+    t_torch = median_seconds(lambda: grad("torch"), repeat=1)
+    print(f"  weight gradient of an HH network (surrogate spikes), {n} neurons, "
+          f"{indices.shape[0]:,} synapses, {n_steps * dt:.0f} ms: network_simulate_torch "
+          f"kernel engine {format_seconds(t_kernel)}, torch operations "
+          f"{format_seconds(t_torch)}; gradients agree to {err:.1e}", file=out)
+    return [["neuro", f"HH network weight gradient, {n} neurons x {n_steps * dt:.0f} ms",
+             f"{err:.1e} (vs torch)", format_seconds(t_kernel),
+             f"the step in torch ops: {format_seconds(t_torch)}", f"{t_torch / t_kernel:.1f}x",
+             f"{indices.shape[0]:,} weights"]]
+
+
 def _cable_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
     """Gradient of branched HH cells: the compiled cable adjoint against autograd."""
     import numpy as np
@@ -555,7 +597,8 @@ def run_tour(quick: bool = False, out: TextIO | None = None) -> list[list[str]]:
     print("\nTour:", file=out)
     rows: list[list[str]] = []
     parts: list[Any] = [_fp8_part, _kron_part, _soka_part, _neuro_part, _network_part,
-                        _cable_network_part, _grad_part, _cable_grad_part, _fit_part,
+                        _cable_network_part, _grad_part, _network_grad_part, _cable_grad_part,
+                        _fit_part,
                         _neuro_deploy_part, _digits_part, _mst_part]
     for part in parts:
         rows += part(quick, out)
