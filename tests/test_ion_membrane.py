@@ -243,3 +243,13 @@ def test_network_engine_is_checked_and_says_why_the_kernel_cannot_run():
         network_simulate_torch(HH, t, torch.tensor(HH.initial_states(2)),
                                torch.tensor(HH.default_params(2)), t, t, [0, 1, 1], [1], w,
                                engine="kernel", compile=True, **kw)
+
+
+def test_a_second_derivative_through_the_kernel_engine_raises_instead_of_a_silent_zero():
+    from fusekit.ops.ion_membrane import membrane_step_function
+
+    t = [torch.tensor(a, requires_grad=True) for a in inputs(HH, 3, seed=7)]
+    v_new, _ = membrane_step_function()(*t, HH.key, 0.025, None)
+    (g,) = torch.autograd.grad(v_new.sum(), t[0], create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

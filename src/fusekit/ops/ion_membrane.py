@@ -258,6 +258,7 @@ def membrane_step_function() -> Any:
     channels_key, dt, backend)``.
     """
     import torch
+    from torch.autograd.function import once_differentiable
 
     class MembraneStep(torch.autograd.Function):
         @staticmethod
@@ -270,6 +271,7 @@ def membrane_step_function() -> Any:
             return membrane_step_op.run(tensors, {"channels": channels, "dt": dt}, backend)
 
         @staticmethod
+        @once_differentiable  # a second derivative raises, never a silent zero
         def backward(ctx: Any, g_v: Any, g_states: Any) -> tuple[Any, ...]:
             v, states, *_ = tensors = ctx.saved_tensors
             a_v = torch.zeros_like(v) if g_v is None else g_v.contiguous()
@@ -466,6 +468,7 @@ def synapse_deliver_function() -> Any:
     backend)``.
     """
     import torch
+    from torch.autograd.function import once_differentiable
 
     class SynapseDeliver(torch.autograd.Function):
         @staticmethod
@@ -477,6 +480,7 @@ def synapse_deliver_function() -> Any:
                                           backend)
 
         @staticmethod
+        @once_differentiable  # a second derivative raises, never a silent zero
         def backward(ctx: Any, a_out: Any) -> tuple[Any, ...]:
             spikes, indptr, weights, target = ctx.saved_tensors
             a_spikes, a_weights = synapse_deliver_vjp_op.run(
