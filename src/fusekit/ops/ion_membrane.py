@@ -83,8 +83,7 @@ def _cpu_view(a: Any) -> Any:
 
     Fake tensors (tracing) are a subclass, and keep the torch path of the checks.
     """
-    if type(a).__name__ == "Tensor" and is_tensor(a) and a.device.type == "cpu" \
-            and not a.is_meta:
+    if type(a).__name__ == "Tensor" and is_tensor(a) and a.is_cpu and not a.is_meta:
         return a.detach().numpy()
     return a
 
