@@ -166,18 +166,28 @@ def membrane_step_vjp_cpu(v: np.ndarray, states: np.ndarray, params: np.ndarray,
 
 
 @njit(nogil=True)
-def _deliver(spikes, indptr, weights, target, out):  # pragma: no cover - compiled
-    """``out[target[s]] += w[s] spikes[i]`` over the rows with a spike; 0, or an error code."""
-    n, nnz, n_out = spikes.shape[0], weights.shape[0], out.shape[0]
+def _csr_code(indptr, nnz):  # pragma: no cover - compiled
+    """0 when ``indptr`` is a CSR row pointer over ``nnz`` entries, else 1 (a pass over n)."""
+    n = indptr.shape[0] - 1
     if indptr[0] != 0 or indptr[n] != nnz:
         return 1
     for i in range(n):
-        a, b = indptr[i], indptr[i + 1]
-        if b < a or b > nnz:
+        if indptr[i + 1] < indptr[i]:
             return 1
+    return 0
+
+
+@njit(nogil=True)
+def _deliver(spikes, indptr, weights, target, out):  # pragma: no cover - compiled
+    """``out[target[s]] += w[s] spikes[i]`` over the rows with a spike; 0, or an error code."""
+    code = _csr_code(indptr, weights.shape[0])
+    if code:
+        return code
+    n_out = out.shape[0]
+    for i in range(spikes.shape[0]):
         x = spikes[i]
         if x != 0:
-            for s in range(a, b):
+            for s in range(indptr[i], indptr[i + 1]):
                 t = target[s]
                 if t < 0 or t >= n_out:
                     return 2
@@ -189,16 +199,14 @@ def _deliver(spikes, indptr, weights, target, out):  # pragma: no cover - compil
 def _deliver_vjp(spikes, indptr, weights, target, a_out, a_spikes, a_weights
                  ):  # pragma: no cover - compiled
     """Both adjoints in one pass over the synapses; 0, or an error code."""
-    n, nnz, n_out = spikes.shape[0], weights.shape[0], a_out.shape[0]
-    if indptr[0] != 0 or indptr[n] != nnz:
-        return 1
-    for i in range(n):
-        a, b = indptr[i], indptr[i + 1]
-        if b < a or b > nnz:
-            return 1
+    code = _csr_code(indptr, weights.shape[0])
+    if code:
+        return code
+    n_out = a_out.shape[0]
+    for i in range(spikes.shape[0]):
         x = spikes[i]
         acc = 0.0
-        for s in range(a, b):
+        for s in range(indptr[i], indptr[i + 1]):
             t = target[s]
             if t < 0 or t >= n_out:
                 return 2
