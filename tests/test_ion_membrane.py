@@ -253,3 +253,22 @@ def test_a_second_derivative_through_the_kernel_engine_raises_instead_of_a_silen
     (g,) = torch.autograd.grad(v_new.sum(), t[0], create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+def test_network_simulate_torch_refuses_unphysical_parameters_and_too_long_steps():
+    from fusekit.neuro import network_simulate_torch
+
+    n = 2
+    t = torch.zeros(n, dtype=torch.float64)
+    v0, S = torch.full((n,), -65.0, dtype=torch.float64), torch.tensor(HH.initial_states(n))
+    P = torch.tensor(HH.default_params(n))
+    csr = ([0, 1, 1], [1], torch.tensor([0.1], dtype=torch.float64))
+    bad = P.clone()
+    bad[1, 0] = -5.0
+    with pytest.raises(InputError, match="network_simulate_torch: params row 1 .g_na"):
+        network_simulate_torch(HH, v0, S, bad, t, t, *csr, dt=0.025, n_steps=2, delay_steps=1)
+    with pytest.raises(InputError, match="network_simulate_torch: dt = 1.0 ms is more than"):
+        network_simulate_torch(HH, v0, S, P, t, t, *csr, dt=1.0, n_steps=2, delay_steps=1)
+    with pytest.raises(InputError, match="network_simulate_torch: v0 contains NaN"):
+        network_simulate_torch(HH, torch.tensor([-65.0, float("nan")], dtype=torch.float64),
+                               S, P, t, t, *csr, dt=0.025, n_steps=2, delay_steps=1)

@@ -472,7 +472,9 @@ def network_simulate_torch(
     _require_tensors(op, "fusekit.ops.network_simulate", v0=v0, states0=states0,
                      params=params, i_ext=i_ext, g_syn0=g_syn0, weights=weights)
     cs = channel_set(channels)
-
+    _check_membranes(op, cs, v0, states0, params, i_ext, dt=dt, n_steps=n_steps,
+                     record_every=record_every, spike_threshold=spike_threshold,
+                     max_spikes=max_spikes)
     if not isinstance(compile, bool):
         raise InputError(f"{op}: compile must be True or False, got {compile!r}")
     kernels = _network_engine(op, engine, cs, v0, compile) == "kernel"
@@ -498,6 +500,23 @@ def network_simulate_torch(
         record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
         surrogate=surrogate, checkpoint_every=checkpoint_every, arrivals0=arrivals0,
         kernels=kernels)
+
+
+def _check_membranes(op: str, cs: ChannelSet, v0: Any, states0: Any, params: Any, i_ext: Any,
+                     **kw: Any) -> None:
+    """Run the op ``ion_simulate``'s checks under ``op``'s name.
+
+    Shapes, dtypes, finite values, unphysical parameters, a step too long for the gates.
+    """
+    import torch
+
+    from ..ops.ion import _check_ion_simulate
+
+    try:
+        with torch.no_grad():
+            _check_ion_simulate(v0, states0, params, i_ext, channels=cs, **kw)
+    except InputError as exc:
+        raise InputError(str(exc).replace("ion_simulate:", f"{op}:", 1)) from None
 
 
 def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool) -> str:
