@@ -194,34 +194,89 @@ def _network(n=30, seed=5):
     return v0, HH.steady_states(v0), HH.default_params(n), i_ext, indptr, indices, weights
 
 
-def _run_network(engine, checkpoint_every=0):
+def _run_network(engine, checkpoint_every=0, typed=False, per_step_current=False,
+                 surrogate=None, in_flight=False):
+    """Every input that can take a gradient, a loss on every output that can give one."""
+    from fusekit.neuro import SuperSpike, network_simulate_torch
+
+    v0, S, P, i_ext, indptr, indices, weights = _network()
+    n, rng = len(v0), np.random.default_rng(8)
+    if per_step_current:
+        i_ext = np.tile(i_ext, (400, 1)) + rng.normal(0.0, 1.0, (400, n))
+    kw = dict(tau_syn=3.0)
+    n_types = 1
+    if typed:  # excitatory and inhibitory synapses
+        kw = dict(tau_syn=[3.0, 8.0], e_syn=[0.0, -80.0],
+                  synapse_type=rng.integers(0, 2, indices.shape[0]))
+        n_types = 2
+    grad = [torch.tensor(a, requires_grad=True) for a in (weights, P, i_ext, v0, S)]
+    g0 = torch.full((n_types, n) if typed else (n,), 0.01, dtype=torch.float64,
+                    requires_grad=True)
+    grad.append(g0)
+    if in_flight:  # spikes on their way at the start
+        shape = (20, n_types, n) if typed else (20, n)
+        kw["arrivals0"] = torch.tensor(rng.uniform(0.0, 0.02, shape), requires_grad=True)
+        grad.append(kw["arrivals0"])
+    w, p, i, v, s = grad[:5]
+    out = network_simulate_torch(
+        HH, v, s, p, i, g0, indptr, indices, w, dt=0.025, n_steps=400, delay_steps=20,
+        record_every=10, max_spikes=3, engine=engine, checkpoint_every=checkpoint_every,
+        surrogate=None if surrogate is None else SuperSpike(surrogate), **kw)
+    loss = (out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()
+            + out.v.sum() + out.states.sum() + out.g_syn.square().sum() + out.arrivals.sum())
+    return out, torch.autograd.grad(loss, grad)
+
+
+@pytest.mark.parametrize("case", [{}, {"checkpoint_every": 50}, {"typed": True},
+                                  {"per_step_current": True, "surrogate": 0.3},
+                                  {"in_flight": True, "typed": True}],
+                         ids=["plain", "checkpoints", "two-types", "current-rows",
+                              "in-flight"])
+def test_network_kernel_engine_gives_the_torch_engines_spikes_and_gradients(case):
+    kernel, g_kernel = _run_network("kernel", **case)
+    eager, g_eager = _run_network("torch", **case)
+    assert kernel.spike_count[6:].sum() > 0  # synaptic input fires undriven neurons
+    np.testing.assert_array_equal(kernel.spike_count.numpy(), eager.spike_count.numpy())
+    for name in ("v", "states", "g_syn", "v_record", "spike_times", "arrivals"):
+        np.testing.assert_allclose(getattr(kernel, name).detach().numpy(),
+                                   getattr(eager, name).detach().numpy(), rtol=1e-9,
+                                   atol=1e-9, err_msg=name)
+    names = ("weights", "params", "i_ext", "v0", "states0", "g_syn0", "arrivals0")
+    for name, a, b in zip(names, g_kernel, g_eager, strict=False):
+        assert float(b.abs().max()) > 0, name
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-7,
+                                   atol=1e-9 * float(b.abs().max()), err_msg=name)
+
+
+def test_the_whole_run_is_two_op_calls_and_other_surrogates_take_the_step_path(monkeypatch):
+    from fusekit.ops import ion_membrane, ion_network_grad
+
+    calls = []
+    for op in (ion_network_grad.network_run_op, ion_network_grad.network_run_vjp_op,
+               ion_membrane.membrane_step_op):
+        original = op.run
+        monkeypatch.setattr(op, "run", lambda *a, _o=original, _n=op.name, **k: (
+            calls.append(_n), _o(*a, **k))[1])
+    _run_network("kernel")
+    assert calls == ["network_run", "network_run_vjp"]
+    calls.clear()
+
+    class Sigmoid:  # a surrogate the whole-run kernels do not know: per-step ops
+        def __call__(self, x):
+            return torch.sigmoid(4.0 * x)
+
     from fusekit.neuro import network_simulate_torch
 
     v0, S, P, i_ext, indptr, indices, weights = _network()
     t = torch.as_tensor
-    w, p = t(weights).clone().requires_grad_(), t(P).clone().requires_grad_()
-    i = t(i_ext).clone().requires_grad_()
-    out = network_simulate_torch(
-        HH, t(v0), t(S), p, i, torch.zeros(len(v0), dtype=torch.float64), indptr, indices, w,
-        dt=0.025, n_steps=400, delay_steps=20, tau_syn=3.0, record_every=10, max_spikes=3,
-        engine=engine, checkpoint_every=checkpoint_every)
-    loss = out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()
-    return out, torch.autograd.grad(loss, (w, p, i))
-
-
-@pytest.mark.parametrize("checkpoint_every", [0, 50])
-def test_network_kernel_engine_gives_the_torch_engines_spikes_and_gradients(checkpoint_every):
-    kernel, g_kernel = _run_network("kernel", checkpoint_every)
-    eager, g_eager = _run_network("torch", checkpoint_every)
-    assert kernel.spike_count[6:].sum() > 0  # synaptic input fires undriven neurons
-    np.testing.assert_array_equal(kernel.spike_count.numpy(), eager.spike_count.numpy())
-    for name in ("v", "states", "g_syn", "v_record", "spike_times"):
-        np.testing.assert_allclose(getattr(kernel, name).detach().numpy(),
-                                   getattr(eager, name).detach().numpy(), rtol=1e-9,
-                                   atol=1e-9, err_msg=name)
-    for name, a, b in zip(("weights", "params", "i_ext"), g_kernel, g_eager, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-7,
-                                   atol=1e-9 * float(b.abs().max()), err_msg=name)
+    w = t(weights).clone().requires_grad_()
+    out = network_simulate_torch(HH, t(v0), t(S), t(P), t(i_ext),
+                                 torch.zeros(len(v0), dtype=torch.float64), indptr, indices,
+                                 w, dt=0.025, n_steps=40, delay_steps=20, record_every=10,
+                                 surrogate=Sigmoid())
+    out.v_record.sum().backward()
+    assert calls.count("membrane_step") == 40 and "network_run" not in calls
+    assert float(w.grad.abs().max()) > 0
 
 
 def test_network_engine_is_checked_and_says_why_the_kernel_cannot_run():
@@ -272,3 +327,85 @@ def test_network_simulate_torch_refuses_unphysical_parameters_and_too_long_steps
     with pytest.raises(InputError, match="network_simulate_torch: v0 contains NaN"):
         network_simulate_torch(HH, torch.tensor([-65.0, float("nan")], dtype=torch.float64),
                                S, P, t, t, *csr, dt=0.025, n_steps=2, delay_steps=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_network_run_and_its_vjp_on_the_cpu_match_the_reference(dtype):
+    from fusekit.ops.ion_network_grad import network_run_op, network_run_vjp_op
+
+    v0, S, P, i_ext, indptr, indices, weights = _network(n=24, seed=9)
+    n, rng = len(v0), np.random.default_rng(10)
+    f = [a.astype(dtype) for a in (v0, S, P, i_ext)]
+    arrays = (*f, np.zeros((1, n), dtype), indptr, indices, weights.astype(dtype),
+              np.zeros((20, 1, n), dtype), np.zeros(0, np.int64))
+    kw = dict(channels=HH, dt=0.025, n_steps=300, delay_steps=20, tau_syn=(3.0,),
+              e_syn=(0.0,), record_every=10, spike_threshold=0.0, max_spikes=3, segment=40)
+    got = network_run_op.run(arrays, kw, "cpu")
+    ref = network_run_op.run(arrays, kw, "reference")
+    assert ref[4][6:].sum() > 0
+    np.testing.assert_array_equal(got[4], ref[4])  # spike counts
+    tol = 1e-9 if dtype == np.float64 else 2e-3
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    grads = (rng.normal(size=n), rng.normal(size=S.shape), rng.normal(size=(1, n)),
+             rng.normal(size=(30, n)), rng.normal(size=(3, n)), rng.normal(size=(20, 1, n)))
+    vjp_in = (*ref[7:], f[2], f[3], indptr, indices, weights.astype(dtype),
+              np.zeros(0, np.int64), *(g.astype(dtype) for g in grads))
+    got = network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "cpu")
+    ref = network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "reference")
+    for a, b in zip(got, ref, strict=True):
+        scale = float(np.abs(b).max())
+        assert scale > 0
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
+
+
+def test_network_run_vjp_refuses_mismatched_checkpoints():
+    from fusekit.ops.ion_network_grad import network_run_op, network_run_vjp_op
+
+    v0, S, P, i_ext, indptr, indices, weights = _network(n=10, seed=9)
+    n = len(v0)
+    kw = dict(channels=HH, dt=0.025, n_steps=50, delay_steps=5, tau_syn=(3.0,), e_syn=(0.0,),
+              segment=10)
+    out = network_run_op.run((v0, S, P, i_ext, np.zeros((1, n)), indptr, indices, weights,
+                              np.zeros((5, 1, n)), np.zeros(0, np.int64)), kw, "cpu")
+    args = [*out[7:], P, i_ext, indptr, indices, weights, np.zeros(0, np.int64), np.zeros(n),
+            np.zeros(S.shape), np.zeros((1, n)), np.zeros((0, n)), np.zeros((0, n)),
+            np.zeros((5, 1, n))]
+    args[0] = args[0][:-1]  # one checkpoint short
+    with pytest.raises(InputError, match="network_run_vjp: ck_v must have shape"):
+        network_run_vjp_op.run(args, {**kw, "slope": 1.0}, "cpu")
+    with pytest.raises(InputError, match="network_run: segment must be a positive"):
+        network_run_op.run((v0, S, P, i_ext, np.zeros((1, n)), indptr, indices, weights,
+                            np.zeros((5, 1, n)), np.zeros(0, np.int64)),
+                           {**kw, "segment": 0}, "cpu")
+
+
+def test_the_kernel_engines_memory_is_bounded_by_its_segments():
+    # The whole run keeps a checkpoint per segment and re-runs one segment at a time in the
+    # backward: peak memory (NumPy's allocations, traced) grows with n_steps / K + K steps.
+    import tracemalloc
+
+    from fusekit.neuro import network_simulate_torch
+
+    v0, S, P, i_ext, indptr, indices, weights = _network(n=200, seed=11)
+    t = torch.as_tensor
+
+    def peak(checkpoint_every):
+        w = t(weights).clone().requires_grad_()
+        tracemalloc.start()
+        out = network_simulate_torch(HH, t(v0), t(S), t(P), t(i_ext),
+                                     torch.zeros(200, dtype=torch.float64), indptr, indices, w,
+                                     dt=0.025, n_steps=900, delay_steps=20, record_every=10,
+                                     engine="kernel", checkpoint_every=checkpoint_every)
+        out.v_record.mean().backward()
+        got = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return got, w.grad
+
+    peak(30)  # compiles or loads the kernels, whose allocations are not the run's
+    bounded, g_bounded = peak(30)  # about sqrt(900)
+    whole, g_whole = peak(900)  # one segment: every step kept
+    torch.testing.assert_close(g_bounded, g_whole, rtol=1e-10, atol=1e-14)
+    # each checkpoint holds the delay's spikes in flight too (20 x 200 values): 2.4 MB
+    # against 10.2 MB measured
+    assert bounded < whole / 3, (bounded, whole)

@@ -319,7 +319,7 @@ def test_checkpointed_network_gives_the_same_results_and_gradients_in_less_memor
 
         def forward():
             return _torch_run(v0, S, g, i_ext, indptr, indices, w,
-                              checkpoint_every=checkpoint_every, **kw)
+                              checkpoint_every=checkpoint_every, engine="torch", **kw)
 
         out, saved = _saved_bytes(forward)
         loss = out.v_record.square().mean() + torch.nan_to_num(out.spike_times).sum()

@@ -495,13 +495,27 @@ def network_simulate_torch(
         i_inj = i_ext if i_ext.ndim == 1 else i_ext[step]
         return core(cs, dt, v, S, params, g, ge, i_inj)
 
+    whole_run = None
+    from ._layers import SuperSpike
+
+    if kernels and (surrogate is None or isinstance(surrogate, SuperSpike)):
+        from ._network_run import network_run_torch
+
+        def whole_run(**pieces: Any) -> Any:
+            return network_run_torch(
+                cs, v0, states0, params, i_ext, weights, indptr, dt=dt, n_steps=n_steps,
+                delay_steps=delay_steps, record_every=record_every,
+                spike_threshold=spike_threshold, max_spikes=max_spikes,
+                checkpoint_every=checkpoint_every,
+                slope=1.0 if surrogate is None else surrogate.slope, **pieces)
+
     return _torch_network(
         op, membrane, v0, states0, g_syn0, indptr, indices, weights, None, post=tuple(v0.shape),
         probe=lambda v: v, record=lambda v: v, dt=dt, n_steps=n_steps,
         delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn, synapse_type=synapse_type,
         record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
         surrogate=surrogate, checkpoint_every=checkpoint_every, arrivals0=arrivals0,
-        kernels=kernels)
+        kernels=kernels, whole_run=whole_run)
 
 
 def _check_membranes(op: str, cs: ChannelSet, v0: Any, states0: Any, params: Any, i_ext: Any,
@@ -602,6 +616,7 @@ def _torch_network(
     dt: float, n_steps: int, delay_steps: int, tau_syn: Any, e_syn: Any, synapse_type: Any,
     record_every: int, spike_threshold: float, max_spikes: int, surrogate: Any,
     checkpoint_every: int, arrivals0: Any, kernels: bool = False,
+    whole_run: Callable[..., Any] | None = None,
 ) -> Any:
     """The torch network of :func:`network_simulate_torch` and :func:`cable_network_simulate_torch`.
 
@@ -612,7 +627,9 @@ def _torch_network(
     spikes are detected (``(n,)``), ``record(v)`` what a recording keeps. ``kernels``: the
     spikes reach their targets through the op :func:`fusekit.ops.synapse_deliver` (CPU
     tensors), which reads only the rows of neurons that spiked, in place of torch's
-    gather-multiply-scatter over every synapse.
+    gather-multiply-scatter over every synapse. ``whole_run``: once the inputs are checked,
+    the run is ``whole_run(indices=, types=, taus=, es=, typed=, g_syn0=, arrivals0=)``
+    (``g_syn0`` ``(n_types, n)``, ``arrivals0`` ``(delay_steps, n_types, n)``) instead.
     """
     import torch
 
@@ -715,6 +732,9 @@ def _torch_network(
     else:
         ring0 = list(arrivals0.to(v0.dtype).reshape(delay_steps, n_types, *post).unbind(0))
     state = (v0, states0, g_syn0.reshape(n_types, *post), ring0)
+    if whole_run is not None:
+        return whole_run(indices=indices, types=types, taus=taus, es=es, typed=typed,
+                         g_syn0=state[2], arrivals0=torch.stack(ring0))
     if not checkpoint_every:
         state = run(0, n_steps, *state, rec)
     else:
