@@ -450,21 +450,24 @@ def network_simulate_torch(
             step's tensor operations) as one ``torch.compile``d function, the same results
             to about 1e-11. The first call compiles it (20-50 s on a 2-core machine, once per
             process, channel set, dtype and size, less from torch's disk cache); then 500 HH
-            neurons took 1.4-1.9 ms per step, forward and backward, against 3.6-3.8 ms. It
+            neurons took 1.4 ms per step, forward and backward, against 3.6-4.4 ms. It
             needs what ``torch.compile`` needs on the CPU (a C++ compiler). Only with
             ``engine="torch"`` (``"auto"`` picks it then).
-        engine: How each step runs. ``"kernel"``: the membranes in one call of the op
-            :func:`fusekit.ops.membrane_step` (the CPU backend's kernel generated from the
-            channels) and the spikes delivered by one call of
-            :func:`fusekit.ops.synapse_deliver`, each with a generated backward
-            (:func:`~fusekit.ops.membrane_step_vjp`, :func:`~fusekit.ops.synapse_deliver_vjp`;
-            CPU tensors, channel functions that do not branch on their arguments, as for the
-            compiled adjoints; first derivatives only). ``"torch"``: torch tensor operations
-            (any device, higher-order gradients, ``compile``). ``"auto"`` (default): the
-            kernel where it can run, else torch. The two agree to rounding (the kernel's
-            ``exp`` is its own): 500 HH neurons at 5% connectivity took 1.5-1.6 ms per step
-            forward and backward with the kernel against 3.6-3.7 ms in torch, 5,000 neurons
-            3.4-3.5 against 7.2-10.7 ms (2-core Zen 1 host).
+        engine: How the run goes. ``"kernel"``: with the default surrogate (or any
+            :class:`~fusekit.neuro.SuperSpike`), the whole run is one call of the op
+            ``network_run`` and its backward one call of ``network_run_vjp`` (every step on
+            the CPU backend's kernels: :func:`fusekit.ops.membrane_step`, generated from the
+            channels, and :func:`fusekit.ops.synapse_deliver`; checkpoints every
+            ``checkpoint_every`` steps, about ``sqrt(n_steps)`` when 0); with another
+            surrogate, one call of those two ops per step, each with its generated backward.
+            It needs CPU tensors and channel functions that do not branch on their arguments
+            (as the compiled adjoints do), and gives first derivatives only. ``"torch"``:
+            torch tensor operations, one Python iteration per step (any device,
+            higher-order gradients, ``compile``). ``"auto"`` (default): the kernel where it
+            can run, else torch. The two agree to rounding (the kernel's ``exp`` is its
+            own): 500 HH neurons at 5% connectivity took 0.35-0.39 ms per step forward and
+            backward with the kernel against 3.1-3.8 ms in torch, 5,000 neurons 2.3-2.4
+            against 7.1-12.9 ms (2-core Zen 1 host).
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
