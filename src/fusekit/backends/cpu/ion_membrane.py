@@ -27,7 +27,7 @@ from ...ops.ion_symbolic import (
     cable_value_step_source,
 )
 from ._numba import configure, njit
-from .ion import _FASTMATH, _generated_globals, graph_math
+from .ion import _FASTMATH, ROW_PAD, _generated_globals, graph_math, staged_loops
 
 _FLOATS = ("float32", "float64")
 
@@ -42,22 +42,7 @@ def mem_kernel(V, S, P, I, G, GE, dt, VO, SO):
 {stores}
 '''
 
-_VJP = '''
-def vjp_kernel(V, S, P, I, G, GE, AVN, ASN, dt, OUT):
-    for j in range(V.shape[0]):
-        v = V[j]
-        i_inj = I[j]
-{loads}
-{forward}
-        c_dt = p0 / dt
-        d_all = c_dt + g_sum + G[j]
-        v_n = (c_dt * v + ge_sum + GE[j] + i_inj) / d_all
-        a_r = AVN[j] / d_all
-        a_d = -a_r * v_n
-{adj_loads}
-{adjoint}
-{stores}
-'''
+
 
 def _traced(op: str, cs: ChannelSet, fn: Any, *args: Any, **kw: Any) -> Any:
     try:
@@ -82,28 +67,58 @@ def step_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     return text, consts
 
 
-def vjp_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
-    """The backward kernel's source and its constants."""
+_VJP_STAGED = '''
+def vjp_kernel(V, S, P, I, G, GE, AVN, ASN, dt, OUT):
+    n = V.shape[0]
+    buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
+    for lo in range(0, n, BLOCK):
+        w = min(BLOCK, n - lo)
+{loads}
+{staged}
+'''
+
+#: Neurons per block of the backward kernel's staged loops.
+VJP_BLOCK = 256
+
+
+def vjp_source(cs: ChannelSet) -> tuple[str, dict[str, Any]]:
+    """The backward kernel's source and its constants (with ``N_ROWS``, ``BLOCK``, ``ROW``).
+
+    The forward recompute and the local adjoint, about 150 lines for squid HH with 12
+    ``exp``s, in one loop body stayed scalar (166 ns a neuron): they run as short vector
+    loops over blocks of neurons (``cpu.ion.staged_loops``, as the adjoint kernels do), the
+    inputs in scratch rows and the values a later loop needs in spill rows.
+    """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
-    ind = " " * 8
-    forward, fwd_consts = _traced("membrane_step_vjp", cs, cable_value_step_source, ind,
+    forward, fwd_consts = _traced("membrane_step_vjp", cs, cable_value_step_source, "",
                                   prefix="f", const_prefix="KF")
-    adjoint, consts, rows = _traced("membrane_step_vjp", cs, cable_adjoint_step_source, ind,
+    adjoint, consts, rows = _traced("membrane_step_vjp", cs, cable_adjoint_step_source, "",
                                    share_exp=True)
-    loads = [f"{ind}s{k} = S[{k}, j]" for k in range(n_states)]
-    loads += [f"{ind}p{i} = P[{i}, j]" for i in range(n_params)]
-    adj_loads = [f"{ind}as{k}_n = ASN[{k}, j]" for k in range(n_states)]
-    # one output array: with a pointer per result LLVM gave up vectorising the loop (too
-    # many runtime alias checks), and the backward ran 4x slower
-    stores = [f"{ind}OUT[0, j] = av"]
-    stores += [f"{ind}OUT[{1 + k}, j] = as{k}" for k in range(n_states)]
-    stores += [f"{ind}OUT[{1 + n_states + i}, j] = ap{i}" for i in rows]
-    stores += [f"{ind}OUT[{1 + n_states + n_params + k}, j] = {name}"
-               for k, name in enumerate(("ai", "a_d", "a_r"))]
-    text = _VJP.format(loads="\n".join(loads), forward="\n".join(forward),
-                       adj_loads="\n".join(adj_loads) or f"{ind}pass",
-                       adjoint="\n".join(adjoint), stores="\n".join(stores))
-    return text, {**consts, **fwd_consts}
+    inputs = ["v", *(f"s{k}" for k in range(n_states)), *(f"p{i}" for i in range(n_params)),
+              "i_inj", "g_syn", "ge_syn", "av_n", *(f"as{k}_n" for k in range(n_states))]
+    sources = ["V[lo + j]", *(f"S[{k}, lo + j]" for k in range(n_states)),
+               *(f"P[{i}, lo + j]" for i in range(n_params)), "I[lo + j]", "G[lo + j]",
+               "GE[lo + j]", "AVN[lo + j]", *(f"ASN[{k}, lo + j]" for k in range(n_states))]
+    row_of = {name: r for r, name in enumerate(inputs)}
+    body = [line.strip() for line in forward]
+    body += ["c_dt = p0 / dt", "d_all = c_dt + g_sum + g_syn",
+             "v_n = (c_dt * v + ge_sum + ge_syn + i_inj) / d_all", "a_r = av_n / d_all",
+             "a_d = -a_r * v_n"]
+    body += [line.strip() for line in adjoint]
+    outputs = ["av", *(f"as{k}" for k in range(n_states)), *(f"ap{i}" for i in rows), "ai",
+               "a_d", "a_r"]
+    out_rows = [0, *(1 + k for k in range(n_states)), *(1 + n_states + i for i in rows),
+                *(1 + n_states + n_params + k for k in range(3))]
+    stores = [f"OUT[{r}, lo + j] = {name}" for r, name in zip(out_rows, outputs, strict=True)]
+    ind = " " * 8
+    staged, n_spill = staged_loops(body, row_of, len(inputs), None, ind, (), stores,
+                                   last=[o for o in outputs if o not in ("a_d", "a_r")])
+    loads = "\n".join(f"{ind}for j in range(w):\n{ind}    buf[{r} * ROW + j] = {src}"
+                      for r, src in enumerate(sources))
+    text = _VJP_STAGED.format(loads=loads, staged=staged)
+    block = VJP_BLOCK
+    return text, {**consts, **fwd_consts, "N_ROWS": len(inputs) + n_spill, "BLOCK": block,
+                  "ROW": block + ROW_PAD}
 
 
 _kernels: dict[tuple[str, str, str], Any] = {}
@@ -118,7 +133,9 @@ def _kernel(kind: str, cs: ChannelSet, dtype: str) -> Any:
     text, consts = (step_source if kind == "mem" else vjp_source)(cs)
     scalar = np.dtype(dtype).type
     ns: dict[str, Any] = {"np": np, **graph_math(dtype),
-                          **{k: scalar(c) for k, c in consts.items()},
+                          **{k: c if isinstance(c, int) else scalar(c)
+                             for k, c in consts.items()},
+                          "DTYPE": np.dtype(dtype),
                           **reversal_constants(cs, scalar)}
     g = _generated_globals(kind, cs, dtype, text, ns)
     fn = g[f"{kind}_kernel"]
