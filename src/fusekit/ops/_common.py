@@ -61,6 +61,22 @@ def require_same_float_dtype(op: str, names: Sequence[str], arrays: Sequence[Any
     return first
 
 
+def require_shapes(op: str, shapes: dict[str, tuple[Any, tuple[int, ...]]], i_ext: Any,
+                   n_steps: int) -> None:
+    """Raise unless every ``name: (array, shape)`` has its shape and ``i_ext`` fits.
+
+    ``i_ext`` must be ``(n,)`` (constant) or ``(n_steps, n)``, ``n`` the last entry of the
+    first shape.
+    """
+    for name, (a, shape) in shapes.items():
+        if tuple(a.shape) != shape:
+            raise InputError(f"{op}: {name} must have shape {shape}, got {tuple(a.shape)}")
+    n = next(iter(shapes.values()))[1][-1]
+    if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
+        raise InputError(f"{op}: i_ext must have shape ({n},) or ({n_steps}, {n}), got "
+                         f"{tuple(i_ext.shape)}")
+
+
 def require_finite(op: str, name: str, a: Any) -> None:
     """Raise when ``a`` holds NaN or infinity (for ops where they are not allowed)."""
     xp = type(a).__module__.split(".", 1)[0]

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_finite
+from ._common import require_finite, require_shapes
 from .ion_channel import channel_set, gates_and_conductances
 from .ion_symbolic import adjoint_step_source, cable_adjoint_step_source
 
@@ -61,12 +61,7 @@ def _check_ion_adjoint(
         "g_v_record": (g_v_record, (n_rec, n)),
         "g_spike_times": (g_spike_times, (max_spikes, n)),
     }
-    for name, (a, shape) in shapes.items():
-        if tuple(a.shape) != shape:
-            raise InputError(f"{op}: {name} must have shape {shape}, got {tuple(a.shape)}")
-    if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
-        raise InputError(f"{op}: i_ext must have shape ({n},) or ({n_steps}, {n}), got "
-                         f"{tuple(i_ext.shape)}")
+    require_shapes(op, shapes, i_ext, n_steps)
     dtype = array_dtype(params)
     if dtype not in ("float32", "float64"):
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
+from ._common import require_shapes
 from .ion import _check_network_simulate, synapse_decays, synapse_kinds
 
 __all__ = ["StepKernels", "network_run_loop", "network_run_vjp_loop"]
@@ -266,12 +267,7 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_cou
         "g_spike_times": (g_spike_times, (max_spikes, n)),
         "g_arrivals": (g_arrivals, (delay_steps, n_types, n)),
     }
-    for name, (a, shape) in shapes.items():
-        if tuple(a.shape) != shape:
-            raise InputError(f"{op}: {name} must have shape {shape}, got {tuple(a.shape)}")
-    if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
-        raise InputError(f"{op}: i_ext must have shape ({n},) or ({n_steps}, {n}), got "
-                         f"{tuple(i_ext.shape)}")
+    require_shapes(op, shapes, i_ext, n_steps)
     if tuple(synapse_type.shape) not in ((nnz,), (0,)):
         raise InputError(f"{op}: synapse_type must be ({nnz},) or (0,), got "
                          f"{tuple(synapse_type.shape)}")
@@ -310,6 +306,18 @@ def synapse_targets_flat(indices: np.ndarray, synapse_type: np.ndarray, n: int) 
     return synapse_type.astype(np.int64) * n + indices
 
 
+def _bind(make: Callable[..., StepKernels], channels: Any, dt: float, indptr: np.ndarray,
+          indices: np.ndarray, weights: np.ndarray, synapse_type: np.ndarray, tau_syn: Any,
+          e_syn: Any) -> StepKernels:
+    """``make``'s per-step kernels bound to this network's synapses."""
+    from .ion_channel import channel_set
+
+    n = indptr.shape[0] - 1
+    n_types = len(synapse_kinds(tau_syn, e_syn)[0])
+    return make(channel_set(channels), dt, indptr, weights,
+                synapse_targets_flat(indices, synapse_type, n), n_types * n)
+
+
 def network_run_with(make: Callable[..., StepKernels], v0: np.ndarray, states0: np.ndarray,
                      params: np.ndarray, i_ext: np.ndarray, g_syn0: np.ndarray,
                      indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
@@ -318,12 +326,7 @@ def network_run_with(make: Callable[..., StepKernels], v0: np.ndarray, states0: 
                      record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
                      segment: int = 1) -> tuple[np.ndarray, ...]:
     """``network_run`` on the steps ``make(channels, dt, indptr, weights, target, n_out)``."""
-    from .ion_channel import channel_set
-
-    n = v0.shape[0]
-    n_types = len(synapse_kinds(tau_syn, e_syn)[0])
-    k = make(channel_set(channels), dt, indptr, weights,
-             synapse_targets_flat(indices, synapse_type, n), n_types * n)
+    k = _bind(make, channels, dt, indptr, indices, weights, synapse_type, tau_syn, e_syn)
     return network_run_loop(k, v0, states0, params, i_ext, g_syn0, arrivals0, dt=dt,
                             n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn,
                             e_syn=e_syn, record_every=record_every,
@@ -342,12 +345,7 @@ def network_run_vjp_with(make: Callable[..., StepKernels], ck_v: np.ndarray, ck_
                          spike_threshold: float = 0.0, max_spikes: int = 0, segment: int = 1,
                          slope: float = 1.0) -> tuple[np.ndarray, ...]:
     """``network_run_vjp`` on the steps ``make(...)`` makes (as :func:`network_run_with`)."""
-    from .ion_channel import channel_set
-
-    n = params.shape[1]
-    n_types = len(synapse_kinds(tau_syn, e_syn)[0])
-    k = make(channel_set(channels), dt, indptr, weights,
-             synapse_targets_flat(indices, synapse_type, n), n_types * n)
+    k = _bind(make, channels, dt, indptr, indices, weights, synapse_type, tau_syn, e_syn)
     return network_run_vjp_loop(
         k, ck_v, ck_S, ck_g, ck_ring, ck_count, params, i_ext, g_v, g_states, g_g_syn,
         g_v_record, g_spike_times, g_arrivals, dt=dt, n_steps=n_steps,
