@@ -409,3 +409,18 @@ def test_the_kernel_engines_memory_is_bounded_by_its_segments():
     # each checkpoint holds the delay's spikes in flight too (20 x 200 values): 2.4 MB
     # against 10.2 MB measured
     assert bounded < whole / 3, (bounded, whole)
+
+
+@pytest.mark.parametrize("engine", ["kernel", "torch"])
+def test_negative_weights_are_refused_with_how_to_keep_trained_weights_non_negative(engine):
+    from fusekit.neuro import network_simulate_torch
+
+    v0, S, P, i_ext, indptr, indices, weights = _network(n=10, seed=12)
+    t = torch.as_tensor
+    w = t(weights).clone()
+    w[3] = -0.01  # as an optimizer step can leave it
+    with pytest.raises(InputError, match=r"network_simulate_torch: synaptic weights .*"
+                                         r"clamp_\(min=0\)"):
+        network_simulate_torch(HH, t(v0), t(S), t(P), t(i_ext),
+                               torch.zeros(10, dtype=torch.float64), indptr, indices, w,
+                               dt=0.025, n_steps=10, delay_steps=5, engine=engine)

@@ -652,6 +652,11 @@ def _torch_network(
                          f"indices lie in [0, {n})")
     if weights.dtype != v0.dtype:
         raise InputError(f"{op}: weights must have v0's dtype {v0.dtype}, got {weights.dtype}")
+    if weights.numel() and not bool(weights.detach().min() >= 0):
+        raise InputError(f"{op}: synaptic weights are conductance jumps (mS/cm^2) and must not "
+                         "be negative or NaN (make a synapse inhibitory with e_syn). When "
+                         "training them, keep them non-negative: weights.data.clamp_(min=0) "
+                         "after each optimizer step, or weights = softplus(raw)")
     if delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be >= 1, got {delay_steps}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
