@@ -424,3 +424,22 @@ def test_negative_weights_are_refused_with_how_to_keep_trained_weights_non_negat
         network_simulate_torch(HH, t(v0), t(S), t(P), t(i_ext),
                                torch.zeros(10, dtype=torch.float64), indptr, indices, w,
                                dt=0.025, n_steps=10, delay_steps=5, engine=engine)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_channels_without_gates_step_and_differentiate(backend):
+    from fusekit.neuro import HHLeak
+
+    cs = ChannelSet([HHLeak])  # a passive membrane: no states
+    n = 5
+    v = np.linspace(-80.0, -50.0, n)
+    S, P = cs.initial_states(n), cs.default_params(n)
+    i_inj, g, ge = np.full(n, 2.0), np.full(n, 0.1), np.full(n, -1.0)
+    v1, S1 = membrane_step(v, S, P, i_inj, g, ge, channels=cs, dt=0.025, backend=backend)
+    assert S1.shape == (0, n)
+    # backward Euler of c_m dv/dt = g_l (e_l - v) + ge - g v + i: solved exactly
+    c, g_l, e_l = P[0] / 0.025, P[1], P[2]
+    np.testing.assert_allclose(v1, (c * v + g_l * e_l + ge + i_inj) / (c + g_l + g), rtol=1e-12)
+    got = membrane_step_vjp(v, S, P, i_inj, g, ge, np.ones(n), S, channels=cs, dt=0.025,
+                            backend=backend)
+    np.testing.assert_allclose(got[0], c / (c + g_l + g), rtol=1e-12)

@@ -288,6 +288,11 @@ def membrane_step_function() -> Any:
 # --------------------------------------------------------------------------- float64 reference
 
 
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    """``np.stack``, and a ``(0, n)`` array for channels without gates (a leak alone)."""
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
 def membrane_step_reference(v: np.ndarray, states: np.ndarray, params: np.ndarray,
                             i_inj: np.ndarray, g_syn: np.ndarray, ge_syn: np.ndarray, *,
                             channels: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +300,7 @@ def membrane_step_reference(v: np.ndarray, states: np.ndarray, params: np.ndarra
     cs = channel_set(channels)
     f64 = [np.asarray(a, dtype=np.float64) for a in (v, states, params, i_inj, g_syn, ge_syn)]
     v_, S, P, i_, g, ge = f64
-    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=np.stack)
+    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=_stack)
     c_dt = P[0] / dt
     v_new = (c_dt * v_ + ge_ch + ge + i_) / (c_dt + g_ch + g)
     return v_new.astype(v.dtype), np.asarray(S_new, dtype=np.float64).reshape(
@@ -318,7 +323,7 @@ def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.nd
     f64 = [np.asarray(a, dtype=np.float64)
            for a in (v, states, params, i_inj, g_syn, ge_syn, a_v, a_states)]
     v_, S, P, i_, g, ge, av_n, as_n = f64
-    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=np.stack)
+    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=_stack)
     c_dt = P[0] / dt
     d = c_dt + g_ch + g
     v_new = (c_dt * v_ + ge_ch + ge + i_) / d
@@ -333,7 +338,7 @@ def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.nd
     dtype = v.dtype
     ones = np.ones_like(v_)
     return (np.asarray(got[0] * ones).astype(dtype),
-            np.stack([got[1 + k] * ones for k in range(n_states)]).reshape(
+            _stack([got[1 + k] * ones for k in range(n_states)]).reshape(
                 states.shape).astype(dtype),
             a_P.astype(dtype), np.asarray(got[-1] * ones).astype(dtype),
             a_d.astype(dtype), a_r.astype(dtype))
