@@ -153,7 +153,7 @@ def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_
                          i_ext: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
                          g_g_syn: np.ndarray, g_v_record: np.ndarray, g_spike_times: np.ndarray,
                          g_arrivals: np.ndarray, *, n_steps: int, segment: int, slope: float,
-                         **kw: Any) -> tuple[np.ndarray, ...]:
+                         nnz: int, **kw: Any) -> tuple[np.ndarray, ...]:
     """The backward of ``network_run`` on backend ``k``'s steps (see the module docstring)."""
     net = _net(params, i_ext, n_steps=n_steps, **kw)
     n, thr, dt, delay = net.n, net.thr, net.dt, net.delay
@@ -201,8 +201,8 @@ def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_
             A[slot] = a_g.reshape(-1)
             a_g = a_g * net.decay
             a_v, a_S, v_next = av, aS, v
-    if a_w is None:
-        a_w = np.zeros(0, dtype=dtype)
+    if a_w is None:  # no step: the weights did nothing
+        a_w = np.zeros(nnz, dtype=dtype)
     return (a_v, a_S, a_P, a_I.reshape(i_ext.shape), a_g,
             a_w, A.reshape(delay, net.n_types, n))
 
@@ -350,4 +350,5 @@ def network_run_vjp_with(make: Callable[..., StepKernels], ck_v: np.ndarray, ck_
         k, ck_v, ck_S, ck_g, ck_ring, ck_count, params, i_ext, g_v, g_states, g_g_syn,
         g_v_record, g_spike_times, g_arrivals, dt=dt, n_steps=n_steps,
         delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn, record_every=record_every,
-        spike_threshold=spike_threshold, max_spikes=max_spikes, segment=segment, slope=slope)
+        spike_threshold=spike_threshold, max_spikes=max_spikes, segment=segment, slope=slope,
+        nnz=weights.shape[0])
