@@ -443,3 +443,24 @@ def test_channels_without_gates_step_and_differentiate(backend):
     got = membrane_step_vjp(v, S, P, i_inj, g, ge, np.ones(n), S, channels=cs, dt=0.025,
                             backend=backend)
     np.testing.assert_allclose(got[0], c / (c + g_l + g), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_steps", [0, 1, 7])
+def test_short_runs_give_the_torch_engines_gradients(n_steps):
+    from fusekit.neuro import network_simulate_torch
+
+    n = 3
+    t = torch.as_tensor
+    grads = []
+    for engine in ("kernel", "torch"):
+        w = torch.tensor([0.1, 0.2], dtype=torch.float64, requires_grad=True)
+        v = torch.full((n,), -65.0, dtype=torch.float64, requires_grad=True)
+        out = network_simulate_torch(
+            HH, v, t(HH.steady_states(np.full(n, -65.0))), t(HH.default_params(n)),
+            torch.full((n,), 10.0, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
+            [0, 1, 2, 2], [1, 2], w, dt=0.025, n_steps=n_steps, delay_steps=5,
+            record_every=1, engine=engine)
+        (out.v.sum() + out.v_record.sum()).backward()
+        grads.append((w.grad, v.grad))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
