@@ -24,3 +24,11 @@ def test_network_check_passes_on_the_cpu_backend(check):
     checks = run_gpu_checks.Checks()
     getattr(run_gpu_checks, check)(checks, NUMPY_AS_CUPY, backend="cpu")
     assert checks.passed >= 9 and not checks.failed
+
+
+def test_network_gradient_timing_runs_with_the_cpu_standing_in_for_the_gpu(capsys):
+    torch = pytest.importorskip("torch")
+    checks = run_gpu_checks.Checks()
+    run_gpu_checks.time_network_grad(checks, torch, repeats=1, device="cpu")
+    assert checks.passed == 1 and not checks.failed
+    assert "ms per step" in capsys.readouterr().out

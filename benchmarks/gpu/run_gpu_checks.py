@@ -1266,6 +1266,45 @@ def time_ion_adjoint(checks: Checks, torch: Any, repeats: int) -> None:
     )
 
 
+def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "cuda") -> None:
+    """network_simulate_torch forward and backward: torch CUDA tensors against the CPU kernel.
+
+    On CUDA tensors ``engine="auto"`` is the torch engine (one Python iteration of tensor
+    operations per step); on the host's CPU it is the kernel engine (the whole run and its
+    backward as two op calls). The weight gradients of the two are compared. ``device``
+    names the GPU's torch device (the tests run it with ``"cpu"`` on both sides).
+    """
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
+
+    hh = ChannelSet(HH_CHANNELS)
+    n, steps = 500, 400
+    indptr, indices, weights = random_connectivity(n, 0.05, 0.05, np.random.default_rng(0))
+    i_ext = np.where(np.arange(n) < n // 10, 12.0, 0.0)
+    v0 = np.full(n, -65.0)
+    grads = {}
+
+    def run(device: str) -> Callable[[], Any]:
+        def call() -> Any:
+            t = [torch.as_tensor(a, device=device) for a in (
+                v0, hh.steady_states(v0), hh.default_params(n), i_ext, np.zeros(n))]
+            w = torch.as_tensor(weights, device=device).requires_grad_()
+            out = network_simulate_torch(hh, *t, indptr, indices, w, dt=0.025, n_steps=steps,
+                                         delay_steps=40, record_every=10, max_spikes=4)
+            out.v_record.mean().backward()
+            grads[device] = w.grad.detach().cpu().numpy()
+        return call
+
+    print(f"\nnetwork_simulate_torch forward + backward, {n} HH neurons at 5% connectivity, "
+          f"{steps} steps, float64; median of {repeats} repeats, ms per step")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    gpu = wall_ms(run(device), sync, repeats) / steps
+    cpu = wall_ms(run("cpu"), lambda: None, repeats) / steps
+    print(f"  torch tensors on {device} {gpu:.3f} ms, CPU tensors (kernel engine) "
+          f"{cpu:.3f} ms")
+    checks.compare(f"network_simulate_torch weight gradient, {device} vs CPU kernel engine",
+                   grads[device], grads["cpu"], 1e-8)
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -1557,6 +1596,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         "time_kpsvd": ("timing", lambda: time_kpsvd(checks, torch, cupy, n)),
         "time_ion_sensitivity": ("timing", lambda: time_ion_sensitivity(checks, cupy, n)),
         "time_ion_adjoint": ("timing", lambda: time_ion_adjoint(checks, torch, n)),
+        "time_network_grad": ("timing", lambda: time_network_grad(checks, torch, n)),
         "tune_fp8": ("extra", lambda: tune_fp8(checks, torch, cupy)),
         "diag_launch": ("extra", lambda: diag_launch(checks, torch, cupy)),
     }
