@@ -693,12 +693,13 @@ def _torch_network(
     if surrogate is None:
         from ._layers import SuperSpike
         surrogate = SuperSpike(1.0)
-    pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
-    deliver = None
+    deliver = pre = None
     if kernels:
         from ..ops.ion_membrane import synapse_deliver_function
 
         deliver = synapse_deliver_function()
+    else:  # each synapse's presynaptic neuron, for the gather-multiply-scatter
+        pre = torch.repeat_interleave(torch.arange(n, device=v0.device), indptr.diff())
     target = types * n_post + flat  # a synapse's place in the flattened (n_types, *post)
     zeros = v0.new_zeros(n_types * n_post)
     shape = (1,) * len(post)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,17 +114,27 @@ def _membrane_step_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, A
     ctx.save_for_backward(*tensors)
 
 
-def _membrane_step_backward(ctx: Any, g_v: Any, g_states: Any) -> tuple[Any, ...]:
+def _step_backward(ctx: Any, g_v: Any, g_states: Any,
+                   vjp: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The backward of both torch forms of :func:`membrane_step`.
+
+    ``vjp`` of the saved inputs and the incoming gradients (zeros for an unused output),
+    then ``None`` for what needs none and for the three non-tensor arguments.
+    """
     import torch
 
     v, states, *_ = tensors = ctx.saved_tensors
     a_v = torch.zeros_like(v) if g_v is None else g_v.contiguous()
     a_s = torch.zeros_like(states) if g_states is None else g_states.contiguous()
-    got = torch_call("membrane_step_vjp", dict(zip(membrane_step_vjp_op.array_args,
-                                                   (*tensors, a_v, a_s), strict=True)),
-                     ctx.backend, ctx.channels, ctx.dt)
+    got = vjp((*tensors, a_v, a_s))
     return (*(g if need else None for g, need in zip(got, ctx.needs_input_grad, strict=False)),
             None, None, None)
+
+
+def _membrane_step_backward(ctx: Any, g_v: Any, g_states: Any) -> tuple[Any, ...]:
+    return _step_backward(ctx, g_v, g_states, lambda arrays: torch_call(
+        "membrane_step_vjp", dict(zip(membrane_step_vjp_op.array_args, arrays, strict=True)),
+        ctx.backend, ctx.channels, ctx.dt))
 
 
 membrane_step_op = Op(
@@ -272,15 +282,8 @@ def membrane_step_function() -> Any:
         @staticmethod
         @once_differentiable  # a second derivative raises, never a silent zero
         def backward(ctx: Any, g_v: Any, g_states: Any) -> tuple[Any, ...]:
-            v, states, *_ = tensors = ctx.saved_tensors
-            a_v = torch.zeros_like(v) if g_v is None else g_v.contiguous()
-            a_s = torch.zeros_like(states) if g_states is None else g_states.contiguous()
-            got = membrane_step_vjp_op.run((*tensors, a_v, a_s),
-                                           {"channels": ctx.channels, "dt": ctx.dt},
-                                           ctx.backend)
-            return (*(g if need else None
-                      for g, need in zip(got, ctx.needs_input_grad, strict=False)),
-                    None, None, None)
+            return _step_backward(ctx, g_v, g_states, lambda arrays: membrane_step_vjp_op.run(
+                arrays, {"channels": ctx.channels, "dt": ctx.dt}, ctx.backend))
 
     return MembraneStep.apply
 
@@ -297,14 +300,19 @@ def membrane_step_reference(v: np.ndarray, states: np.ndarray, params: np.ndarra
                             i_inj: np.ndarray, g_syn: np.ndarray, ge_syn: np.ndarray, *,
                             channels: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Float64 NumPy oracle of :func:`membrane_step` (the channels' own functions)."""
-    cs = channel_set(channels)
-    f64 = [np.asarray(a, dtype=np.float64) for a in (v, states, params, i_inj, g_syn, ge_syn)]
-    v_, S, P, i_, g, ge = f64
-    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=_stack)
+    v_new, S_new, _ = _reference_step(channel_set(channels), dt, v, states, params, i_inj,
+                                      g_syn, ge_syn)
+    return v_new.astype(v.dtype), S_new.reshape(states.shape).astype(v.dtype)
+
+
+def _reference_step(cs: ChannelSet, dt: float, *arrays: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The step in float64: ``(v_new, S_new, D)``, ``D`` the voltage row's diagonal."""
+    v, S, P, i_inj, g, ge = (np.asarray(a, dtype=np.float64) for a in arrays)
+    S_new, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=_stack)
     c_dt = P[0] / dt
-    v_new = (c_dt * v_ + ge_ch + ge + i_) / (c_dt + g_ch + g)
-    return v_new.astype(v.dtype), np.asarray(S_new, dtype=np.float64).reshape(
-        states.shape).astype(v.dtype)
+    d = c_dt + g_ch + g
+    return (c_dt * v + ge_ch + ge + i_inj) / d, np.asarray(S_new, dtype=np.float64), d
 
 
 def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.ndarray,
@@ -323,10 +331,7 @@ def membrane_step_vjp_reference(v: np.ndarray, states: np.ndarray, params: np.nd
     f64 = [np.asarray(a, dtype=np.float64)
            for a in (v, states, params, i_inj, g_syn, ge_syn, a_v, a_states)]
     v_, S, P, i_, g, ge, av_n, as_n = f64
-    S_new, g_ch, ge_ch = gates_and_conductances(cs, v_, S, P, dt, exp=np.exp, stack=_stack)
-    c_dt = P[0] / dt
-    d = c_dt + g_ch + g
-    v_new = (c_dt * v_ + ge_ch + ge + i_) / d
+    v_new, _, d = _reference_step(cs, dt, v_, S, P, i_, g, ge)
     a_r = av_n / d
     a_d = -a_r * v_new
     adjoint, rows = _adjoint_function(cs, cable=True)

@@ -210,7 +210,7 @@ def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_
 # ----------------------------------------------------------------------------- the ops
 
 
-def _check_segment(op: str, segment: Any, n_steps: int) -> None:
+def _check_segment(op: str, segment: Any) -> None:
     if isinstance(segment, bool) or not isinstance(segment, int | np.integer) or segment < 1:
         raise InputError(f"{op}: segment must be a positive number of steps, got {segment!r}")
 
@@ -218,7 +218,7 @@ def _check_segment(op: str, segment: Any, n_steps: int) -> None:
 def _check_network_run(v0: Any, states0: Any, params: Any, i_ext: Any, g_syn0: Any,
                        indptr: Any, indices: Any, weights: Any, arrivals0: Any,
                        synapse_type: Any, *, segment: int, **kw: Any) -> str:
-    _check_segment("network_run", segment, kw["n_steps"])
+    _check_segment("network_run", segment)
     return _check_network_simulate(v0, states0, params, i_ext, g_syn0, indptr, indices, weights,
                                    arrivals0, synapse_type, **kw)
 
@@ -246,7 +246,7 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_cou
     from .ion_channel import channel_set
 
     cs = channel_set(channels)
-    _check_segment(op, segment, n_steps)
+    _check_segment(op, segment)
     if not (isinstance(slope, int | float) and math.isfinite(slope) and slope > 0):
         raise InputError(f"{op}: slope (the SuperSpike surrogate's, 1/mV) must be positive, "
                          f"got {slope!r}")

@@ -291,11 +291,7 @@ def cpu_steps(cs: ChannelSet, dt: float, indptr: np.ndarray, weights: np.ndarray
     indptr, weights, target = c(indptr), c(weights), c(target)
 
     def membrane(v, S, P, i, g, ge):  # noqa: N803 - the arrays' names in the ops
-        dtype = v.dtype
-        VO, SO = np.empty_like(v), np.empty(S.shape, dtype=dtype)
-        _kernel("mem", cs, dtype.name)(c(v), c(S), c(P), c(i), c(g), c(ge), dtype.type(dt),
-                                       VO, SO)
-        return VO, SO
+        return membrane_step_cpu(v, S, P, i, g, ge, channels=cs, dt=dt)
 
     def membrane_vjp(v, S, P, i, g, ge, a_v, a_S):  # noqa: N803
         return membrane_step_vjp_cpu(v, S, P, i, g, ge, a_v, a_S, channels=cs, dt=dt)
