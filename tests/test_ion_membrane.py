@@ -359,6 +359,35 @@ def test_network_run_and_its_vjp_on_the_cpu_match_the_reference(dtype):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
 
 
+@pytest.mark.parametrize("bad", ["indptr", "target"])
+def test_the_compiled_whole_run_checks_the_csr_before_it_reads_it(bad):
+    # The op checks its inputs first; the kernels, called directly, still refuse a CSR that
+    # would make them read out of bounds.
+    from fusekit.backends.cpu.ion_network_grad import network_run_cpu, network_run_vjp_cpu
+
+    v0, S, P, i_ext, indptr, indices, weights = _network(n=10, seed=9)
+    n = len(v0)
+    if bad == "indptr":
+        indptr = indptr.copy()
+        indptr[-1] += 1
+    else:
+        indices = indices.copy()
+        indices[0] = n
+    kw = dict(channels=HH, dt=0.025, n_steps=20, delay_steps=5, tau_syn=(3.0,), e_syn=(0.0,),
+              segment=10)
+    match = "indptr must start at 0" if bad == "indptr" else r"target .* must lie in \[0, 10\)"
+    with pytest.raises(InputError, match="network_run: " + match):
+        network_run_cpu(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices, weights,
+                        np.zeros((5, 1, n)), np.zeros(0, np.int64), **kw)
+    ck = (np.zeros((2, n)), np.zeros((2, *S.shape)), np.zeros((2, 1, n)),
+          np.zeros((2, 5, n)), np.zeros((2, n), np.int64))
+    grads = (np.zeros(n), np.zeros(S.shape), np.zeros((1, n)), np.zeros((0, n)),
+             np.zeros((0, n)), np.zeros((5, 1, n)))
+    with pytest.raises(InputError, match="network_run: " + match):
+        network_run_vjp_cpu(*ck, P, i_ext, indptr, indices, weights, np.zeros(0, np.int64),
+                            *grads, slope=1.0, **kw)
+
+
 def test_network_run_vjp_refuses_mismatched_checkpoints():
     from fusekit.ops.ion_network_grad import network_run_op, network_run_vjp_op
 

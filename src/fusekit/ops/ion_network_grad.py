@@ -20,8 +20,9 @@ receives them was walked):
     a_v, a_S, a_P, a_i, a_gs, a_ge = membrane_step_vjp(..., a_v', a_S')
     a_g += a_gs + a_ge * e_syn;  A[slot] = a_g;  a_g *= decay
 
-The functions here take the per-step kernels as arguments, so the reference and the CPU
-backend run the same loop on their own steps.
+The loops here take the per-step kernels as arguments; the reference runs them on its NumPy
+steps as the float64 oracle. The CPU backend compiles the same loop around its Numba steps
+(``backends/cpu/ion_network_grad.py``), which the tests hold to these loops.
 """
 
 from __future__ import annotations

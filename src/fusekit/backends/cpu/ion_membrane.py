@@ -274,32 +274,3 @@ def synapse_deliver_vjp_cpu(spikes: np.ndarray, indptr: np.ndarray, weights: np.
         raise mem.csr_index_error("synapse_deliver_vjp", code, spikes.shape[0],
                                   weights.shape[0], n_out)
     return a_spikes, a_weights
-
-
-# ------------------------------------------------------------ the whole-run network loop
-
-
-def cpu_steps(cs: ChannelSet, dt: float, indptr: np.ndarray, weights: np.ndarray,
-              target: np.ndarray, n_out: int) -> Any:
-    """The four per-step kernels bound to one network, called without the ops' checks.
-
-    For :mod:`fusekit.ops.ion_network_grad`'s loops, whose op checked the whole run once.
-    """
-    from ...ops import ion_network_grad as grad
-
-    c = np.ascontiguousarray
-    indptr, weights, target = c(indptr), c(weights), c(target)
-
-    def membrane(v, S, P, i, g, ge):  # noqa: N803 - the arrays' names in the ops
-        return membrane_step_cpu(v, S, P, i, g, ge, channels=cs, dt=dt)
-
-    def membrane_vjp(v, S, P, i, g, ge, a_v, a_S):  # noqa: N803
-        return membrane_step_vjp_cpu(v, S, P, i, g, ge, a_v, a_S, channels=cs, dt=dt)
-
-    def deliver(spikes):
-        return synapse_deliver_cpu(spikes, indptr, weights, target, n_out=n_out)
-
-    def deliver_vjp(spikes, a_out):
-        return synapse_deliver_vjp_cpu(spikes, indptr, weights, target, a_out, n_out=n_out)
-
-    return grad.StepKernels(membrane, membrane_vjp, deliver, deliver_vjp)
