@@ -9,8 +9,8 @@ Cases (each pair alternated round by round, wall-clock seconds):
   ``compile=True``, 500 HH neurons at 5% connectivity, 400 steps, float64. The first
   compiled call (the compilation) is reported apart.
 * ``engine``: ``network_simulate_torch`` forward and backward, ``engine="torch"`` (each step's
-  channels in torch operations) against ``engine="kernel"`` (per step one ``membrane_step``
-  and one ``synapse_deliver`` call, and their vjps backward), HH neurons at 500 (5%
+  channels in torch operations) against ``engine="kernel"`` (the whole run one call of
+  ``network_run``, the backward one of ``network_run_vjp``), HH neurons at 500 (5%
   connectivity) and 5,000 (0.5%), 400 steps, float64; the weights' gradients compared.
 
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3

@@ -1,12 +1,13 @@
-"""Weight gradients of an HH network with surrogate spikes: fusekit's step ops against torch.
+"""Weight gradients of an HH network with surrogate spikes: fusekit's whole-run ops against torch.
 
 One training step's worth of work, the forward over 10 ms (400 steps of 0.025 ms) and the
 backward of a loss on the recorded potentials and the spike times to every synaptic weight,
 parameter and current, float64, for 500 HH neurons at 5% connectivity (12,474 synapses) and
 5,000 at 0.5%. The peer is what a PyTorch user writes: the same network step by step in
 tensor operations with autograd (``network_simulate_torch(engine="torch")``). fusekit's
-``engine="kernel"`` runs each step as two compiled ops (``membrane_step``,
-``synapse_deliver``) with generated backward passes.
+``engine="kernel"`` runs the whole run as one call of the op ``network_run`` and its backward
+as one of ``network_run_vjp`` (each one compiled loop on the CPU, around generated step
+kernels).
 
     python -m pytest benchmarks/test_bench_network_grad.py --benchmark-columns=min,median,rounds
 """

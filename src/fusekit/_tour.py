@@ -366,8 +366,8 @@ def _network_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
     from .neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
 
     # d(mean recorded v) / d(every weight) of a recurrent HH network, float64, surrogate
-    # spike derivatives (SuperSpike), engine="kernel" (one membrane_step and one
-    # synapse_deliver call per step, generated backward) against engine="torch".
+    # spike derivatives (SuperSpike), engine="kernel" (the whole run and its backward as
+    # two compiled op calls, network_run and network_run_vjp) against engine="torch".
     n, n_steps, dt = (100, 200, 0.025) if quick else (500, 400, 0.025)
     hh = ChannelSet(HH_CHANNELS)
     rng = np.random.default_rng(1)
