@@ -1,5 +1,6 @@
 """fusekit's ops, declared once and dispatched to a backend by the registry."""
 
+from . import ion_cable_network_grad as ion_cable_network_grad  # cable_network_run, vjp
 from . import ion_network_grad as ion_network_grad  # declares network_run and its vjp
 from .fp8 import fp8_act_quantize as fp8_act_quantize
 from .fp8 import fp8_block_dequantize as fp8_block_dequantize

@@ -42,6 +42,20 @@ def mem_kernel(V, S, P, I, G, GE, dt, VO, SO):
 {stores}
 '''
 
+#: The cable form: a compartment's local row, ``D = c_m / dt + g_ch + g_syn`` and ``R = c_m / dt
+#: v + ge_ch + ge_syn + i_inj``, for the caller's Hines solve.
+_CABLE_STEP = '''
+def cmem_kernel(V, S, P, I, G, GE, dt, DO, RO, SO):
+    for j in range(V.shape[0]):
+        v = V[j]
+{loads}
+{forward}
+        c_dt = p0 / dt
+        DO[j] = c_dt + g_sum + G[j]
+        RO[j] = c_dt * v + ge_sum + GE[j] + I[j]
+{stores}
+'''
+
 _STAGED = '''
 def {name}({args}):
     n = V.shape[0]
@@ -92,8 +106,8 @@ def _state_sources(cs: ChannelSet) -> dict[str, str]:
             "g_syn": "G[lo + j]", "ge_syn": "GE[lo + j]"}
 
 
-def step_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
-    """The forward kernel's source and its constants.
+def step_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, float]]:
+    """The forward kernel's source and its constants (``cable``: the local row's form).
 
     One loop over the neurons, which LLVM vectorises as it is (38-41 ns a neuron for squid
     HH; staged like the backward, 5% slower).
@@ -105,32 +119,49 @@ def step_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     loads = [f"{ind}s{k} = S[{k}, j]" for k in range(n_states)]
     loads += [f"{ind}p{i} = P[{i}, j]" for i in range(n_params)]
     stores = [f"{ind}SO[{k}, j] = s{k}_n" for k in range(n_states)]
-    text = _STEP.format(loads="\n".join(loads), forward="\n".join(forward),
-                        stores="\n".join(stores) or f"{ind}pass")
+    text = (_CABLE_STEP if cable else _STEP).format(
+        loads="\n".join(loads), forward="\n".join(forward),
+        stores="\n".join(stores) or f"{ind}pass")
     return text, consts
 
 
-def vjp_source(cs: ChannelSet) -> tuple[str, dict[str, Any]]:
-    """The backward kernel's source and its constants."""
+def vjp_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, Any]]:
+    """The backward kernel's source and its constants.
+
+    ``cable``: the local adjoint of a compartment whose row a Hines solve couples, given the
+    adjoint of its right-hand side ``a_R`` (``AR``, the transposed solve's) and its new
+    potential (``VN``); ``a_D = -a_R v'``. Its outputs are ``a_v``, the states', the
+    parameters' and ``a_i``; ``a_g_syn = a_D`` and ``a_ge_syn = a_R`` are the caller's.
+    """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
-    forward, fwd_consts = _traced("membrane_step_vjp", cs, cable_value_step_source, "",
-                                  prefix="f", const_prefix="KF")
-    adjoint, consts, rows = _traced("membrane_step_vjp", cs, cable_adjoint_step_source, "",
-                                   share_exp=True)
-    sources = {**_state_sources(cs), "av_n": "AVN[lo + j]",
-               **{f"as{k}_n": f"ASN[{k}, lo + j]" for k in range(n_states)}}
-    body = [line.strip() for line in forward]
-    body += ["c_dt = p0 / dt", "d_all = c_dt + g_sum + g_syn",
-             "v_n = (c_dt * v + ge_sum + ge_syn + i_inj) / d_all", "a_r = av_n / d_all",
-             "a_d = -a_r * v_n"]
-    body += [line.strip() for line in adjoint]
-    outputs = ["av", *(f"as{k}" for k in range(n_states)), *(f"ap{i}" for i in rows), "ai",
-               "a_d", "a_r"]
+    op = "cable_network_run_vjp" if cable else "membrane_step_vjp"
+    adjoint, consts, rows = _traced(op, cs, cable_adjoint_step_source, "", share_exp=True)
+    n_out = 1 + n_states + n_params + 1
+    outputs = ["av", *(f"as{k}" for k in range(n_states)), *(f"ap{i}" for i in rows), "ai"]
     out_rows = [0, *(1 + k for k in range(n_states)), *(1 + n_states + i for i in rows),
-                *(1 + n_states + n_params + k for k in range(3))]
+                n_out - 1]
+    states = {k: src for k, src in _state_sources(cs).items() if k not in ("g_syn", "ge_syn")}
+    adj_in = {f"as{k}_n": f"ASN[{k}, lo + j]" for k in range(n_states)}
+    if cable:
+        sources = {**states, "ar_in": "AR[lo + j]", "vn_in": "VN[lo + j]", **adj_in}
+        body = ["a_r = ar_in", "a_d = -a_r * vn_in"]
+        fwd_consts: dict[str, float] = {}
+        name, args = "cvjp_kernel", "V, S, P, I, AR, VN, ASN, dt, OUT"
+    else:
+        forward, fwd_consts = _traced(op, cs, cable_value_step_source, "", prefix="f",
+                                      const_prefix="KF")
+        sources = {**_state_sources(cs), "av_n": "AVN[lo + j]", **adj_in}
+        body = [line.strip() for line in forward]
+        body += ["c_dt = p0 / dt", "d_all = c_dt + g_sum + g_syn",
+                 "v_n = (c_dt * v + ge_sum + ge_syn + i_inj) / d_all", "a_r = av_n / d_all",
+                 "a_d = -a_r * v_n"]
+        outputs += ["a_d", "a_r"]
+        out_rows += [n_out, n_out + 1]
+        name, args = "vjp_kernel", "V, S, P, I, G, GE, AVN, ASN, dt, OUT"
+    body += [line.strip() for line in adjoint]
     stores = {x: f"OUT[{r}, lo + j]" for x, r in zip(outputs, out_rows, strict=True)}
-    text, sizes = _staged("vjp_kernel", "V, S, P, I, G, GE, AVN, ASN, dt, OUT", sources, body,
-                          stores, [o for o in outputs if o not in ("a_d", "a_r")])
+    text, sizes = _staged(name, args, sources, body, stores,
+                          [o for o in outputs if o not in ("a_d", "a_r")])
     return text, {**consts, **fwd_consts, **sizes}
 
 
@@ -143,7 +174,8 @@ def _kernel(kind: str, cs: ChannelSet, dtype: str) -> Any:
     if compiled is not None:
         return compiled
     configure()
-    text, consts = (step_source if kind == "mem" else vjp_source)(cs)
+    source = step_source if kind in ("mem", "cmem") else vjp_source
+    text, consts = source(cs, cable=kind.startswith("c"))
     scalar = np.dtype(dtype).type
     ns: dict[str, Any] = {"np": np, **graph_math(dtype),
                           **{k: c if isinstance(c, int) else scalar(c)

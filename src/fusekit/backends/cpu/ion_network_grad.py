@@ -188,13 +188,14 @@ def _loop_kernels(cs: ChannelSet, dtype: str) -> tuple[Any, Any]:
     return _loops[key]
 
 
-def _check_csr(indptr: np.ndarray, target: np.ndarray, n_out: int) -> None:
+def _check_csr(indptr: np.ndarray, target: np.ndarray, n_out: int, op: str = "network_run"
+               ) -> None:
     """The CSR checked once for the whole run (the steps then read it unchecked)."""
     code = _csr_code(indptr, target.shape[0])
     if not code and target.size and (int(target.min()) < 0 or int(target.max()) >= n_out):
         code = 2
     if code:
-        raise mem.csr_index_error("network_run", code, indptr.shape[0] - 1, target.shape[0],
+        raise mem.csr_index_error(op, code, indptr.shape[0] - 1, target.shape[0],
                                   n_out)
 
 

@@ -1,0 +1,370 @@
+"""CPU kernels of the ion_cable_network_grad family: a network of branched cells, compiled.
+
+The scheme of :mod:`fusekit.ops.ion_cable_network_grad` as two compiled loops over the steps,
+like ``network_run``'s (:mod:`.ion_network_grad`), around two generated kernels of
+:mod:`.ion_membrane`: ``cmem_kernel`` (every compartment's gates and local Hines row) and
+``cvjp_kernel`` (a compartment's local adjoint from the transposed solve's ``a_R``). Between
+them the loops hold the Hines solve of every cell (and its transpose backward), the axial
+coupling's gradient, spike detection in compartment 0, the synapses onto compartments and
+their adjoint, and the ring of arrival adjoints. Compartments are cell-major (``cell * n_comp
++ comp``), so each cell's solve reads contiguous rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from ..._registry import register_kernel
+from ...ops import ion_cable_network_grad as grad
+from ...ops.ion import record_columns, synapse_decays, synapse_kinds
+from ...ops.ion_channel import ChannelSet, channel_set
+from ._numba import configure, njit
+from .ion import _FASTMATH, _generated_globals
+from .ion_membrane import _kernel, step_source, vjp_source
+from .ion_network_grad import _check_csr
+
+_FLOATS = ("float32", "float64")
+
+_LOOPS = '''
+def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b,
+                 record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
+                 parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
+                 dd, bb):
+    """Steps a .. b - 1 in place on (v, S, g, ring, count); with keep, every step's inputs
+    and Hines diagonal into TV..TC (row step - a)."""
+    N = v.shape[0]
+    nc = parent.shape[0]
+    n_cells = N // nc
+    nt = g.shape[0]
+    delay = ring.shape[0]
+    for step in range(a, b):
+        slot = step % delay
+        for k in range(nt):
+            dk = decay[k]
+            for x in range(N):
+                g[k, x] = g[k, x] * dk + ring[slot, k * N + x]
+        e0 = e_rev[0]
+        for x in range(N):
+            gs[x] = g[0, x]
+            ge[x] = g[0, x] * e0
+        for k in range(1, nt):
+            ek = e_rev[k]
+            for x in range(N):
+                gs[x] += g[k, x]
+                ge[x] += g[k, x] * ek
+        r = step - a
+        if keep:
+            TV[r, :] = v
+            TS[r] = S
+            TG[r] = g
+        cmem_kernel(v, S, P, I[step * i_rows], gs, ge, dt, DO, RO, Sn)
+        for x in range(N):
+            DO[x] += axial[x]
+        if keep:
+            TD[r, :] = DO
+        for c in range(n_cells):
+            o = c * nc
+            for i in range(nc):
+                dd[i] = DO[o + i]
+                bb[i] = RO[o + i]
+            for i in range(nc - 1, 0, -1):
+                p = parent[i]
+                f = up[o + i] / dd[i]
+                dd[p] -= f * low[o + i]
+                bb[p] -= f * bb[i]
+            vn[o] = bb[0] / dd[0]
+            for i in range(1, nc):
+                vn[o + i] = (bb[i] - low[o + i] * vn[o + parent[i]]) / dd[i]
+        ring[slot, :] = 0
+        for c in range(n_cells):
+            o = c * nc
+            crossed = v[o] < thr and vn[o] >= thr
+            if keep:
+                TC[r, c] = crossed
+            if crossed:
+                cnt = count[c]
+                if cnt < max_spikes:
+                    times[cnt, c] = (step + (thr - v[o]) / (vn[o] - v[o])) * dt
+                count[c] = cnt + 1
+                for s in range(indptr[c], indptr[c + 1]):
+                    ring[slot, target[s]] += weights[s]
+        if record_every > 0 and (step + 1) % record_every == 0:
+            rr = (step + 1) // record_every - 1
+            for c in range(n_cells):
+                for q in range(cols.shape[0]):
+                    V_rec[rr, c, q] = vn[c * nc + cols[q]]
+        v[:] = vn
+        S[:] = Sn
+
+
+def cnet_backward(ck_v, ck_S, ck_g, ck_ring, ck_count, P, I, i_rows, decay, e_rev, thr, dt,
+                  n_steps, segment, record_every, cols, max_spikes, slope, indptr, weights,
+                  target, parent, up, low, axial, g_v_record, g_spike_times, a_v, a_S, a_g,
+                  A, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring, count, vn, Sn,
+                  gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0, times0):
+    """The segments last first: each re-run from its checkpoint, then walked back."""
+    N = v.shape[0]
+    nc = parent.shape[0]
+    n_cells = N // nc
+    nt = g.shape[0]
+    n_states = S.shape[0]
+    n_params = P.shape[0]
+    delay = A.shape[0]
+    k_i = 1 + n_states + n_params
+    for seg in range(ck_v.shape[0] - 1, -1, -1):
+        a = seg * segment
+        b = min(a + segment, n_steps)
+        v[:] = ck_v[seg]
+        S[:] = ck_S[seg]
+        g[:] = ck_g[seg]
+        ring[:] = ck_ring[seg]
+        count[:] = ck_count[seg]
+        cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b, 0,
+                     cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
+                     axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb)
+        for t in range(b - 1, a - 1, -1):
+            r = t - a
+            slot = t % delay
+            vt = TV[r]
+            crossed = TC[r]
+            if t == b - 1:
+                vnext = v  # the segment's last potentials, after the re-run
+            else:
+                vnext = TV[r + 1]
+            for c in range(n_cells):
+                acc = 0.0
+                spiked = crossed[c]
+                for s in range(indptr[c], indptr[c + 1]):
+                    x = A[slot, target[s]]
+                    acc += weights[s] * x
+                    if spiked:
+                        a_w[s] += x
+                a_spk[c] = acc
+            a_vn[:] = a_v
+            if record_every > 0 and (t + 1) % record_every == 0:
+                rr = (t + 1) // record_every - 1
+                for c in range(n_cells):
+                    for q in range(cols.shape[0]):
+                        a_vn[c * nc + cols[q]] += g_v_record[rr, c, q]
+            for c in range(n_cells):
+                o = c * nc
+                if vt[o] < thr:
+                    d = 1 + slope * abs(vnext[o] - thr)
+                    a_vn[o] += a_spk[c] / (d * d)
+                if crossed[c]:
+                    count[c] -= 1
+                    cnt = count[c]
+                    if cnt < max_spikes:
+                        a_vn[o] -= (g_spike_times[cnt, c] * dt * (thr - vt[o])
+                                    / (vnext[o] - vt[o]) ** 2)
+            # the transposed Hines solve: lower and upper swap roles
+            diag = TD[r]
+            for c in range(n_cells):
+                o = c * nc
+                for i in range(nc):
+                    dd[i] = diag[o + i]
+                    bb[i] = a_vn[o + i]
+                for i in range(nc - 1, 0, -1):
+                    p = parent[i]
+                    f = low[o + i] / dd[i]
+                    dd[p] -= f * up[o + i]
+                    bb[p] -= f * bb[i]
+                lam[o] = bb[0] / dd[0]
+                for i in range(1, nc):
+                    lam[o + i] = (bb[i] - up[o + i] * lam[o + parent[i]]) / dd[i]
+                for i in range(1, nc):
+                    p = parent[i]
+                    a_C[0, o + i] += lam[o + i] * (vnext[o + p] - vnext[o + i])
+                    a_C[1, o + i] += lam[o + p] * (vnext[o + i] - vnext[o + p])
+            row = t * i_rows
+            cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT)
+            for c in range(n_cells):
+                o = c * nc
+                if crossed[c] and count[c] < max_spikes:
+                    OUT[0, o] += (g_spike_times[count[c], c] * dt * (thr - vnext[o])
+                                  / (vnext[o] - vt[o]) ** 2)
+            for i in range(n_params):
+                for x in range(N):
+                    a_P[i, x] += OUT[1 + n_states + i, x]
+            for x in range(N):
+                a_I[row, x] += OUT[k_i, x]
+            for k in range(nt):
+                ek = e_rev[k]
+                dk = decay[k]
+                for x in range(N):
+                    y = a_g[k, x] - lam[x] * vnext[x] + lam[x] * ek
+                    A[slot, k * N + x] = y
+                    a_g[k, x] = y * dk
+            a_v[:] = OUT[0]
+            for k in range(n_states):
+                a_S[k, :] = OUT[1 + k]
+'''
+
+_loops: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _loop_kernels(cs: ChannelSet, dtype: str) -> tuple[Any, Any]:
+    """The compiled ``(cnet_forward, cnet_backward)`` for ``cs`` and ``dtype`` (cached)."""
+    key = (cs.key, dtype)
+    if key in _loops:
+        return _loops[key]
+    configure()
+    steps = {"cmem_kernel": _kernel("cmem", cs, dtype), "cvjp_kernel": _kernel("cvjp", cs, dtype)}
+    # The step kernels' sources by hash: a changed step kernel gives a new module (and cache).
+    stamp = hashlib.sha1((step_source(cs, cable=True)[0]
+                          + vjp_source(cs, cable=True)[0]).encode()).hexdigest()
+    g = _generated_globals("cnetrun", cs, dtype, f"# step kernels: {stamp}\n{_LOOPS}",
+                           {"np": np, **steps})
+    if not hasattr(g["cnet_forward"], "py_func"):  # not compiled in this process yet
+        for name in ("cnet_forward", "cnet_backward"):
+            g[name] = njit(fastmath=_FASTMATH[dtype], error_model="numpy")(g[name])
+    _loops[key] = g["cnet_forward"], g["cnet_backward"]
+    return _loops[key]
+
+
+class _Run:
+    """One run's arrays in the loops' flat, cell-major layout, and the per-step buffers."""
+
+    def __init__(self, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
+                 coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                 weights: np.ndarray, synapse_type: np.ndarray, synapse_compartment: np.ndarray,
+                 n_states: int, *, channels: Any, dt: float, delay_steps: int, tau_syn: Any,
+                 e_syn: Any, spike_threshold: float = 0.0, record_at: Any = None,
+                 **_: Any) -> None:
+        c = np.ascontiguousarray
+        self.cs = channel_set(channels)
+        dtype = params.dtype
+        self.scalar = dtype.type
+        n_cells, n_comp = params.shape[1:]
+        N = n_cells * n_comp  # noqa: N806 - compartments, as in the loops
+        taus, es, _ = synapse_kinds(tau_syn, e_syn)
+        self.n_cells, self.n_comp, self.N = n_cells, n_comp, N
+        self.nt, self.delay = len(taus), int(delay_steps)
+        self.decay = np.array(synapse_decays(dt, taus), dtype=dtype)
+        self.e_rev = np.array(es, dtype=dtype)
+        self.P = c(params).reshape(-1, N)
+        self.I = c(i_ext).reshape(-1, N)
+        self.i_rows = int(i_ext.ndim == 3)
+        self.parent = c(parent, dtype=np.int64)
+        up, low, axial = grad.axial_rows(self.parent, coupling)
+        self.up, self.low, self.axial = (c(x, dtype=dtype).reshape(N) for x in (up, low, axial))
+        self.indptr = c(indptr, dtype=np.int64)
+        self.weights = c(weights)
+        self.target = c(grad.flat_targets(c(indices), c(synapse_type), c(synapse_compartment),
+                                          n_cells, n_comp))
+        _check_csr(self.indptr, self.target, self.nt * N, "cable_network_run")
+        self.cols = record_columns(record_at, n_comp)
+        self.thr, self.dt = self.scalar(spike_threshold), self.scalar(dt)
+        self.buffers = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
+                        np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
+                        np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
+                        np.empty(n_comp, dtype=dtype), np.empty(n_comp, dtype=dtype))
+
+    def trajectory(self, length: int, n_states: int) -> tuple[np.ndarray, ...]:
+        dtype, N = self.P.dtype, self.N  # noqa: N806
+        return (np.empty((length, N), dtype=dtype), np.empty((length, n_states, N), dtype=dtype),
+                np.empty((length, self.nt, N), dtype=dtype), np.empty((length, N), dtype=dtype),
+                np.empty((length, self.n_cells), dtype=np.bool_))
+
+    def shared(self) -> tuple[Any, ...]:
+        """The arguments both loops take after ``thr, dt``'s place, up to the synapses."""
+        return (self.P, self.I, self.i_rows, self.decay, self.e_rev, self.thr, self.dt)
+
+    def synapses(self) -> tuple[Any, ...]:
+        return (self.indptr, self.weights, self.target, self.parent, self.up, self.low,
+                self.axial)
+
+
+@register_kernel(grad.cable_network_run_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
+def cable_network_run_cpu(v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
+                          i_ext: np.ndarray, parent: np.ndarray, coupling: np.ndarray,
+                          g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                          weights: np.ndarray, arrivals0: np.ndarray, synapse_type: np.ndarray,
+                          synapse_compartment: np.ndarray, *, n_steps: int,
+                          record_every: int = 0, max_spikes: int = 0, segment: int = 1,
+                          **kw: Any) -> tuple[np.ndarray, ...]:
+    """The whole run in one compiled loop, a checkpoint at every segment's start."""
+    n_states = states0.shape[0]
+    run = _Run(params, i_ext, parent, coupling, indptr, indices, weights, synapse_type,
+               synapse_compartment, n_states, **kw)
+    n_cells, n_comp, N, nt, delay = run.n_cells, run.n_comp, run.N, run.nt, run.delay  # noqa: N806
+    dtype = params.dtype
+    post = (n_cells, n_comp)
+    n_seg = -(-n_steps // segment)
+    n_rec = n_steps // record_every if record_every else 0
+    v_record = np.zeros((n_rec, n_cells, run.cols.shape[0]), dtype=dtype)
+    times = np.full((max_spikes, n_cells), np.nan, dtype=dtype)
+    ck_v = np.empty((n_seg, N), dtype=dtype)
+    ck_S = np.empty((n_seg, n_states, N), dtype=dtype)
+    ck_g = np.empty((n_seg, nt, N), dtype=dtype)
+    ck_ring = np.empty((n_seg, delay, nt * N), dtype=dtype)
+    ck_count = np.empty((n_seg, n_cells), dtype=np.int64)
+    v = np.array(v0, dtype=dtype).reshape(N)
+    S = np.array(states0, dtype=dtype).reshape(n_states, N)
+    g = np.array(g_syn0, dtype=dtype).reshape(nt, N)
+    ring = np.array(arrivals0, dtype=dtype).reshape(delay, nt * N)
+    count = np.zeros(n_cells, dtype=np.int64)
+    forward, _ = _loop_kernels(run.cs, dtype.name)
+    none = run.trajectory(0, n_states)
+    for s in range(n_seg):
+        ck_v[s], ck_S[s], ck_g[s], ck_ring[s], ck_count[s] = v, S, g, ring, count
+        forward(v, S, g, ring, count, *run.shared(), s * segment, min((s + 1) * segment, n_steps),
+                record_every, run.cols, max_spikes, v_record, times, *run.synapses(), False,
+                *none, *run.buffers)
+    arrivals = ring[(n_steps + np.arange(delay)) % delay]
+    return (v.reshape(post), S.reshape(n_states, *post), g.reshape(nt, *post), v_record, count,
+            times, arrivals.reshape(delay, nt, *post), ck_v.reshape(n_seg, *post),
+            ck_S.reshape(n_seg, n_states, *post), ck_g.reshape(n_seg, nt, *post), ck_ring,
+            ck_count)
+
+
+@register_kernel(grad.cable_network_run_vjp_op, backend="cpu", arrays=["numpy"],
+                 dtypes=_FLOATS)
+def cable_network_run_vjp_cpu(
+    ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_ring: np.ndarray,
+    ck_count: np.ndarray, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
+    coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
+    synapse_type: np.ndarray, synapse_compartment: np.ndarray, g_v: np.ndarray,
+    g_states: np.ndarray, g_g_syn: np.ndarray, g_v_record: np.ndarray,
+    g_spike_times: np.ndarray, g_arrivals: np.ndarray, *, n_steps: int, record_every: int = 0,
+    max_spikes: int = 0, segment: int = 1, slope: float = 1.0, **kw: Any,
+) -> tuple[np.ndarray, ...]:
+    """The segments re-run and walked back in one compiled loop."""
+    c = np.ascontiguousarray
+    n_states = ck_S.shape[1]
+    run = _Run(params, i_ext, parent, coupling, indptr, indices, weights, synapse_type,
+               synapse_compartment, n_states, **kw)
+    n_cells, n_comp, N, nt, delay = run.n_cells, run.n_comp, run.N, run.nt, run.delay  # noqa: N806
+    dtype = params.dtype
+    post = (n_cells, n_comp)
+    n_seg = ck_v.shape[0]
+    a_v = np.array(g_v, dtype=dtype).reshape(N)
+    a_S = np.array(g_states, dtype=dtype).reshape(n_states, N)
+    a_g = np.array(g_g_syn, dtype=dtype).reshape(nt, N)
+    A = np.zeros((delay, nt * N), dtype=dtype)
+    A[(n_steps + np.arange(delay)) % delay] = g_arrivals.reshape(delay, nt * N)
+    a_P = np.zeros((params.shape[0], N), dtype=dtype)
+    a_I = np.zeros(run.I.shape, dtype=dtype)
+    a_C = np.zeros((2, N), dtype=dtype)
+    a_w = np.zeros(weights.shape[0], dtype=dtype)
+    OUT = np.zeros((2 + n_states + params.shape[0], N), dtype=dtype)
+    _, backward = _loop_kernels(run.cs, dtype.name)
+    if n_steps:
+        state = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
+                 np.empty((nt, N), dtype=dtype), np.empty((delay, nt * N), dtype=dtype),
+                 np.empty(n_cells, dtype=np.int64))
+        backward(c(ck_v).reshape(n_seg, N), c(ck_S).reshape(n_seg, n_states, N),
+                 c(ck_g).reshape(n_seg, nt, N), c(ck_ring), c(ck_count, dtype=np.int64),
+                 *run.shared(), n_steps, segment, record_every, run.cols, max_spikes,
+                 run.scalar(slope), *run.synapses(), c(g_v_record, dtype=dtype),
+                 c(g_spike_times, dtype=dtype), a_v, a_S, a_g, A, a_P, a_I, a_C, a_w,
+                 *run.trajectory(min(segment, n_steps), n_states), *state, *run.buffers, OUT,
+                 np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
+                 np.empty(n_cells, dtype=dtype), np.empty((0, n_cells, 0), dtype=dtype),
+                 np.empty((0, n_cells), dtype=dtype))
+    return (a_v.reshape(post), a_S.reshape(n_states, *post), a_P.reshape(params.shape),
+            a_I.reshape(i_ext.shape), a_C.reshape(2, *post), a_g.reshape(nt, *post), a_w,
+            A.reshape(delay, nt, *post))
