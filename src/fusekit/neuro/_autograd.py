@@ -538,15 +538,19 @@ def _check_membranes(op: str, cs: ChannelSet, v0: Any, states0: Any, params: Any
         raise InputError(str(exc).replace("ion_simulate:", f"{op}:", 1)) from None
 
 
-def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool) -> str:
-    """``"kernel"`` or ``"torch"`` for :func:`network_simulate_torch`'s ``engine``."""
+def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool,
+                    why_not: str | None = None) -> str:
+    """``"kernel"`` or ``"torch"`` for the torch networks' ``engine``.
+
+    ``why_not``: one more reason the kernel cannot run, from the caller.
+    """
     import torch
 
     from ..ops.ion_symbolic import is_traceable
 
     if engine not in ("auto", "kernel", "torch"):
         raise InputError(f"{op}: engine must be 'auto', 'kernel' or 'torch', got {engine!r}")
-    why = []
+    why = [why_not] if why_not else []
     if compile:
         why.append("compile=True compiles the torch engine")
     if v0.device.type != "cpu":
@@ -787,18 +791,20 @@ def cable_network_simulate_torch(
     surrogate: Any = None,
     checkpoint_every: int = 0,
     arrivals0: Any = None,
+    engine: str = "auto",
 ) -> Any:
     """Differentiable :func:`fusekit.ops.cable_network_simulate` (networks of branched cells).
 
-    Gradients w.r.t. synaptic weights, parameters, currents and the axial coupling. The op's
-    scheme in torch, one Python iteration per step (the cable step of
-    :func:`fusekit.ops.cable_torch_step`, its Hines solve differentiable), with the spikes of
-    :func:`network_simulate_torch`: forward exactly the threshold crossing in compartment 0,
-    backward the ``surrogate``'s derivative (default ``SuperSpike(1.0)``) at every step of
-    every cell with outgoing synapses. Gradients are exact where the path from the loss to a
-    parameter passes through no such spike output. ``checkpoint_every = K`` bounds memory as
-    there. Zero-area junction nodes (``fusekit.neuro.cable_tree``, ``c_m = 0``) work as in
-    the op. Suits small networks and short runs (Python per step).
+    Gradients w.r.t. synaptic weights, parameters, currents, the axial coupling and the
+    initial state. The op's scheme with the spikes of :func:`network_simulate_torch`: forward
+    exactly the threshold crossing in compartment 0, backward the ``surrogate``'s derivative
+    (default ``SuperSpike(1.0)``) at every step of every cell with outgoing synapses.
+    Gradients are exact where the path from the loss to a parameter passes through no such
+    spike output. ``checkpoint_every = K`` bounds memory as there. Zero-area junction nodes
+    (``fusekit.neuro.cable_tree``, ``c_m = 0``) work as in the op. On CPU tensors the run
+    and its backward are two compiled op calls (``engine``); elsewhere the step is torch
+    operations (the cable step of :func:`fusekit.ops.cable_torch_step`, its Hines solve
+    differentiable), one Python iteration per step.
 
     Example:
         >>> import numpy as np, torch
@@ -845,6 +851,16 @@ def cable_network_simulate_torch(
         surrogate: As for :func:`network_simulate_torch`.
         checkpoint_every: As for :func:`network_simulate_torch`.
         arrivals0: Spikes in flight, as for the op (torch).
+        engine: ``"kernel"``: the whole run is one call of the op ``cable_network_run`` and
+            its backward one call of ``cable_network_run_vjp``, each one compiled loop on
+            the CPU (the compartments' channels from generated kernels, every cell's Hines
+            solve and its transpose, the synapses and their adjoint; checkpoints every
+            ``checkpoint_every`` steps, about ``sqrt(n_steps)`` when 0). It needs CPU
+            tensors, the SuperSpike surrogate (the default) and channel functions that do
+            not branch on their arguments, and gives first derivatives only. ``"torch"``:
+            torch tensor operations, one Python iteration per step (any device, any
+            surrogate, higher-order gradients). ``"auto"`` (default): the kernel where it can
+            run, else torch. The two agree to rounding (the kernel's ``exp`` is its own).
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors.
@@ -870,6 +886,22 @@ def cable_network_simulate_torch(
     except InputError as exc:
         raise InputError(str(exc).replace("cable_simulate:", f"{op}:", 1)) from None
     cols = check_record_at(op, record_at, int(v0.shape[1]))
+    from ._layers import SuperSpike
+
+    why = None if surrogate is None or isinstance(surrogate, SuperSpike) else (
+        f"the kernel knows the SuperSpike surrogate only, not {surrogate!r}")
+    whole_run = None
+    if _network_engine(op, engine, cs, v0, False, why) == "kernel":
+        from ._network_run import cable_network_run_torch
+
+        def whole_run(**pieces: Any) -> Any:
+            return cable_network_run_torch(
+                cs, v0, states0, params, i_ext, parent_t, coupling, weights, indptr,
+                compartments=[] if synapse_compartment is None else synapse_compartment,
+                record_at=cols, dt=dt, n_steps=n_steps, delay_steps=delay_steps,
+                record_every=record_every, spike_threshold=spike_threshold,
+                max_spikes=max_spikes, checkpoint_every=checkpoint_every,
+                slope=1.0 if surrogate is None else surrogate.slope, **pieces)
 
     def membrane(step: int, v: Any, S: Any, g: Any, ge: Any) -> tuple[Any, Any]:
         i_inj = i_ext if i_ext.ndim == 2 else i_ext[step]
@@ -882,4 +914,4 @@ def cable_network_simulate_torch(
         n_steps=n_steps, delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn,
         synapse_type=synapse_type, record_every=record_every,
         spike_threshold=spike_threshold, max_spikes=max_spikes, surrogate=surrogate,
-        checkpoint_every=checkpoint_every, arrivals0=arrivals0)
+        checkpoint_every=checkpoint_every, arrivals0=arrivals0, whole_run=whole_run)
