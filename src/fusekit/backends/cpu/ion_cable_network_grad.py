@@ -23,8 +23,7 @@ from ...ops.ion import record_columns, synapse_decays, synapse_kinds
 from ...ops.ion_channel import ChannelSet, channel_set
 from ._numba import configure, njit
 from .ion import _FASTMATH, _generated_globals
-from .ion_membrane import _kernel, step_source, vjp_source
-from .ion_network_grad import _check_csr
+from .ion_membrane import _csr_code, _kernel, step_source, vjp_source
 
 _FLOATS = ("float32", "float64")
 
@@ -225,14 +224,25 @@ def _loop_kernels(cs: ChannelSet, dtype: str) -> tuple[Any, Any]:
     return _loops[key]
 
 
+def _check_csr(op: str, indptr: np.ndarray, target: np.ndarray, n_out: int) -> None:
+    """The CSR checked once for the whole run (the loops then read it unchecked)."""
+    from ...ops.ion_membrane import csr_index_error
+
+    code = _csr_code(indptr, target.shape[0])
+    if not code and target.size and (int(target.min()) < 0 or int(target.max()) >= n_out):
+        code = 2
+    if code:
+        raise csr_index_error(op, code, indptr.shape[0] - 1, target.shape[0], n_out)
+
+
 class _Run:
     """One run's arrays in the loops' flat, cell-major layout, and the per-step buffers."""
 
     def __init__(self, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
                  coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
                  weights: np.ndarray, synapse_type: np.ndarray, synapse_compartment: np.ndarray,
-                 n_states: int, *, channels: Any, dt: float, delay_steps: int, tau_syn: Any,
-                 e_syn: Any, spike_threshold: float = 0.0, record_at: Any = None,
+                 n_states: int, op: str, *, channels: Any, dt: float, delay_steps: int,
+                 tau_syn: Any, e_syn: Any, spike_threshold: float = 0.0, record_at: Any = None,
                  **_: Any) -> None:
         c = np.ascontiguousarray
         self.cs = channel_set(channels)
@@ -255,7 +265,7 @@ class _Run:
         self.weights = c(weights)
         self.target = c(grad.flat_targets(c(indices), c(synapse_type), c(synapse_compartment),
                                           n_cells, n_comp))
-        _check_csr(self.indptr, self.target, self.nt * N, "cable_network_run")
+        _check_csr(op, self.indptr, self.target, self.nt * N)
         self.cols = record_columns(record_at, n_comp)
         self.thr, self.dt = self.scalar(spike_threshold), self.scalar(dt)
         self.buffers = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
@@ -279,17 +289,28 @@ class _Run:
 
 
 @register_kernel(grad.cable_network_run_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
-def cable_network_run_cpu(v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
-                          i_ext: np.ndarray, parent: np.ndarray, coupling: np.ndarray,
-                          g_syn0: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-                          weights: np.ndarray, arrivals0: np.ndarray, synapse_type: np.ndarray,
-                          synapse_compartment: np.ndarray, *, n_steps: int,
-                          record_every: int = 0, max_spikes: int = 0, segment: int = 1,
-                          **kw: Any) -> tuple[np.ndarray, ...]:
+def cable_network_run_cpu(*arrays: np.ndarray, **kw: Any) -> tuple[np.ndarray, ...]:
     """The whole run in one compiled loop, a checkpoint at every segment's start."""
+    return run_loops("cable_network_run", *arrays, **kw)
+
+
+@register_kernel(grad.cable_network_run_vjp_op, backend="cpu", arrays=["numpy"],
+                 dtypes=_FLOATS)
+def cable_network_run_vjp_cpu(*arrays: np.ndarray, **kw: Any) -> tuple[np.ndarray, ...]:
+    """The segments re-run and walked back in one compiled loop."""
+    return run_vjp_loops("cable_network_run", *arrays, **kw)
+
+
+def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
+              i_ext: np.ndarray, parent: np.ndarray, coupling: np.ndarray, g_syn0: np.ndarray,
+              indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
+              arrivals0: np.ndarray, synapse_type: np.ndarray, synapse_compartment: np.ndarray,
+              *, n_steps: int, record_every: int = 0, max_spikes: int = 0, segment: int = 1,
+              **kw: Any) -> tuple[np.ndarray, ...]:
+    """``cable_network_run``'s forward (``op`` names it in errors)."""
     n_states = states0.shape[0]
     run = _Run(params, i_ext, parent, coupling, indptr, indices, weights, synapse_type,
-               synapse_compartment, n_states, **kw)
+               synapse_compartment, n_states, op, **kw)
     n_cells, n_comp, N, nt, delay = run.n_cells, run.n_comp, run.N, run.nt, run.delay  # noqa: N806
     dtype = params.dtype
     post = (n_cells, n_comp)
@@ -321,10 +342,8 @@ def cable_network_run_cpu(v0: np.ndarray, states0: np.ndarray, params: np.ndarra
             ck_count)
 
 
-@register_kernel(grad.cable_network_run_vjp_op, backend="cpu", arrays=["numpy"],
-                 dtypes=_FLOATS)
-def cable_network_run_vjp_cpu(
-    ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_ring: np.ndarray,
+def run_vjp_loops(
+    op: str, ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_ring: np.ndarray,
     ck_count: np.ndarray, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
     coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
     synapse_type: np.ndarray, synapse_compartment: np.ndarray, g_v: np.ndarray,
@@ -332,11 +351,11 @@ def cable_network_run_vjp_cpu(
     g_spike_times: np.ndarray, g_arrivals: np.ndarray, *, n_steps: int, record_every: int = 0,
     max_spikes: int = 0, segment: int = 1, slope: float = 1.0, **kw: Any,
 ) -> tuple[np.ndarray, ...]:
-    """The segments re-run and walked back in one compiled loop."""
+    """``cable_network_run_vjp``'s backward (``op`` names the forward in errors)."""
     c = np.ascontiguousarray
     n_states = ck_S.shape[1]
     run = _Run(params, i_ext, parent, coupling, indptr, indices, weights, synapse_type,
-               synapse_compartment, n_states, **kw)
+               synapse_compartment, n_states, op, **kw)
     n_cells, n_comp, N, nt, delay = run.n_cells, run.n_comp, run.N, run.nt, run.delay  # noqa: N806
     dtype = params.dtype
     post = (n_cells, n_comp)
