@@ -21,7 +21,8 @@ receives them was walked):
     a_g += a_gs + a_ge * e_syn;  A[slot] = a_g;  a_g *= decay
 
 The loops here take the per-step kernels as arguments; the reference runs them on its NumPy
-steps as the float64 oracle. The CPU backend compiles the same loop around its Numba steps
+steps as the float64 oracle. The CPU backend runs the compiled loops of
+:mod:`fusekit.ops.ion_cable_network_grad` on cells of one compartment
 (``backends/cpu/ion_network_grad.py``), which the tests hold to these loops.
 """
 
