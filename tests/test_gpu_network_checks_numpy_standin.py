@@ -19,7 +19,8 @@ import run_gpu_checks  # noqa: E402
 NUMPY_AS_CUPY = types.SimpleNamespace(asarray=np.asarray, ndarray=np.ndarray, asnumpy=np.asarray)
 
 
-@pytest.mark.parametrize("check", ["network_cupy_check", "cable_network_cupy_check"])
+@pytest.mark.parametrize("check", ["network_cupy_check", "cable_network_cupy_check",
+                                   "membrane_cupy_check"])
 def test_network_check_passes_on_the_cpu_backend(check):
     checks = run_gpu_checks.Checks()
     getattr(run_gpu_checks, check)(checks, NUMPY_AS_CUPY, backend="cpu")
@@ -30,5 +31,5 @@ def test_network_gradient_timing_runs_with_the_cpu_standing_in_for_the_gpu(capsy
     torch = pytest.importorskip("torch")
     checks = run_gpu_checks.Checks()
     run_gpu_checks.time_network_grad(checks, torch, repeats=1, device="cpu")
-    assert checks.passed == 1 and not checks.failed
+    assert checks.passed == 2 and not checks.failed
     assert "ms per step" in capsys.readouterr().out

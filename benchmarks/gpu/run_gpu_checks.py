@@ -995,6 +995,52 @@ SENS_NAMES = ("v", "states", "v_record", "spike_count", "spike_times", "dv", "ds
               "dv_record", "dspike_times")
 
 
+def membrane_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None:
+    """One network step's CUDA kernels on CuPy arrays against the references (float64).
+
+    ``membrane_step`` and its vjp for 10,000 HH neurons at potentials across -80..30 mV, and
+    ``synapse_deliver`` and its vjp over 250,000 random synapses (half the neurons spiking).
+    ``backend``: ``"cpu"`` where NumPy stands in for CuPy (the tests).
+    """
+    from fusekit import ops
+    from fusekit.neuro import HH_CHANNELS, random_connectivity
+    from fusekit.ops import ion_membrane as mem
+    from fusekit.ops.ion_channel import ChannelSet
+
+    hh = ChannelSet(HH_CHANNELS)
+    n = 10_000
+    rng = np.random.default_rng(14)
+    v = rng.uniform(-80.0, 30.0, n)
+    step_in = (v, hh.steady_states(rng.uniform(-75.0, -50.0, n)), hh.default_params(n),
+               rng.normal(0.0, 5.0, n), rng.uniform(0.0, 0.3, n), rng.normal(0.0, 2.0, n))
+    kw = dict(channels=hh, dt=0.025)
+    got = ops.membrane_step(*(cupy.asarray(a) for a in step_in), backend=backend, **kw)
+    ref = mem.membrane_step_reference(*step_in, **kw)
+    for name, a, b in zip(("v_new", "states_new"), got, ref, strict=True):
+        checks.compare(f"membrane_step {name}, {n} HH neurons", cupy.asnumpy(a), b, 1e-12)
+    adj = (rng.normal(size=n), rng.normal(size=step_in[1].shape))
+    got = ops.membrane_step_vjp(*(cupy.asarray(a) for a in (*step_in, *adj)), backend=backend,
+                                **kw)
+    ref = mem.membrane_step_vjp_reference(*step_in, *adj, **kw)
+    for name, a, b in zip(("a_v", "a_states", "a_params", "a_i", "a_g", "a_ge"), got, ref,
+                          strict=True):
+        checks.compare(f"membrane_step_vjp {name}, {n} HH neurons", cupy.asnumpy(a), b, 1e-9)
+    indptr, indices, weights = random_connectivity(n, 25 / n, 0.05, rng)
+    spikes = (rng.random(n) < 0.5).astype(np.float64)
+    a_out = rng.normal(size=n)
+    got = ops.synapse_deliver(*(cupy.asarray(a) for a in (spikes, indptr, weights, indices)),
+                              n_out=n, backend=backend)
+    checks.compare(f"synapse_deliver, {indices.shape[0]:,} synapses", cupy.asnumpy(got),
+                   mem.synapse_deliver_reference(spikes, indptr, weights, indices, n_out=n),
+                   1e-12)
+    got = ops.synapse_deliver_vjp(*(cupy.asarray(a) for a in (spikes, indptr, weights, indices,
+                                                               a_out)), n_out=n,
+                                  backend=backend)
+    ref = mem.synapse_deliver_vjp_reference(spikes, indptr, weights, indices, a_out, n_out=n)
+    for name, a, b in zip(("a_spikes", "a_weights"), got, ref, strict=True):
+        checks.compare(f"synapse_deliver_vjp {name}", cupy.asnumpy(a), b, 1e-12)
+
+
 def ion_sensitivity_inputs(n: int, dtype: str) -> tuple[Any, tuple[np.ndarray, ...]]:
     """HH neurons at rest with spread conductances and currents (most fire several times)."""
     from fusekit.neuro import HH_CHANNELS
@@ -1270,9 +1316,11 @@ def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "c
     """network_simulate_torch forward and backward: torch CUDA tensors against the CPU kernel.
 
     On CUDA tensors ``engine="auto"`` is the torch engine (one Python iteration of tensor
-    operations per step); on the host's CPU it is the kernel engine (the whole run and its
-    backward as two op calls). The weight gradients of the two are compared. ``device``
-    names the GPU's torch device (the tests run it with ``"cpu"`` on both sides).
+    operations per step) and ``engine="kernel"`` one call per step of the CUDA kernels of
+    ``membrane_step`` and ``synapse_deliver`` (and their vjps backward); on the host's CPU the
+    kernel engine is the whole run and its backward as two op calls. The weight gradients
+    are compared. ``device`` names the GPU's torch device (the tests run it with ``"cpu"``
+    on every side).
     """
     from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
 
@@ -1283,26 +1331,30 @@ def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "c
     v0 = np.full(n, -65.0)
     grads = {}
 
-    def run(device: str) -> Callable[[], Any]:
+    def run(device: str, engine: str = "auto") -> Callable[[], Any]:
         def call() -> Any:
             t = [torch.as_tensor(a, device=device) for a in (
                 v0, hh.steady_states(v0), hh.default_params(n), i_ext, np.zeros(n))]
             w = torch.as_tensor(weights, device=device).requires_grad_()
             out = network_simulate_torch(hh, *t, indptr, indices, w, dt=0.025, n_steps=steps,
-                                         delay_steps=40, record_every=10, max_spikes=4)
+                                         delay_steps=40, record_every=10, max_spikes=4,
+                                         engine=engine)
             out.v_record.mean().backward()
-            grads[device] = w.grad.detach().cpu().numpy()
+            grads[device, engine] = w.grad.detach().cpu().numpy()
         return call
 
     print(f"\nnetwork_simulate_torch forward + backward, {n} HH neurons at 5% connectivity, "
           f"{steps} steps, float64; median of {repeats} repeats, ms per step")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     gpu = wall_ms(run(device), sync, repeats) / steps
+    gpu_kernel = wall_ms(run(device, "kernel"), sync, repeats) / steps
     cpu = wall_ms(run("cpu"), lambda: None, repeats) / steps
-    print(f"  torch tensors on {device} {gpu:.3f} ms, CPU tensors (kernel engine) "
-          f"{cpu:.3f} ms")
+    print(f"  torch tensors on {device}: torch engine {gpu:.3f} ms, kernel engine (per-step "
+          f"CUDA kernels) {gpu_kernel:.3f} ms; CPU tensors (kernel engine) {cpu:.3f} ms")
     checks.compare(f"network_simulate_torch weight gradient, {device} vs CPU kernel engine",
-                   grads[device], grads["cpu"], 1e-8)
+                   grads[device, "auto"], grads["cpu", "auto"], 1e-8)
+    checks.compare(f"network_simulate_torch weight gradient, {device} kernel engine vs CPU "
+                   "kernel engine", grads[device, "kernel"], grads["cpu", "auto"], 1e-8)
 
 
 # ------------------------------------------------------------------------------- main
@@ -1587,6 +1639,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
                                        check_kron_svd_torch(checks, torch))),
         "spike_mst": ("check", lambda: check_spike_mst_cupy(checks, cupy, timing)),
         "networks": ("check", networks),
+        "membrane": ("check", lambda: membrane_cupy_check(checks, cupy)),
         "ion_sensitivity": ("check", lambda: ion_sensitivity_check(checks, cupy)),
         "ion_adjoint": ("check", lambda: ion_adjoint_check(checks, torch)),
         "cable_adjoint": ("check", lambda: cable_adjoint_check(checks, torch)),

@@ -455,19 +455,21 @@ def network_simulate_torch(
             ``engine="torch"`` (``"auto"`` picks it then).
         engine: How the run goes. ``"kernel"``: with the default surrogate (or any
             :class:`~fusekit.neuro.SuperSpike`), the whole run is one call of the op
-            ``network_run`` and its backward one call of ``network_run_vjp`` (every step on
-            the CPU backend's kernels: :func:`fusekit.ops.membrane_step`, generated from the
-            channels, and :func:`fusekit.ops.synapse_deliver`; checkpoints every
+            ``network_run`` and its backward one call of ``network_run_vjp``, each one
+            compiled loop on the CPU (the channels from generated kernels; checkpoints every
             ``checkpoint_every`` steps, about ``sqrt(n_steps)`` when 0); with another
-            surrogate, one call of those two ops per step, each with its generated backward.
-            It needs CPU tensors and channel functions that do not branch on their arguments
-            (as the compiled adjoints do), and gives first derivatives only. ``"torch"``:
-            torch tensor operations, one Python iteration per step (any device,
-            higher-order gradients, ``compile``). ``"auto"`` (default): the kernel where it
-            can run, else torch. The two agree to rounding (the kernel's ``exp`` is its
-            own): 500 HH neurons at 5% connectivity took 0.35-0.39 ms per step forward and
-            backward with the kernel against 3.1-3.8 ms in torch, 5,000 neurons 2.3-2.4
-            against 7.1-12.9 ms (2-core Zen 1 host).
+            surrogate, or on CUDA tensors, one call per step of the ops
+            :func:`fusekit.ops.membrane_step` and :func:`fusekit.ops.synapse_deliver`, each
+            with its generated backward (on CUDA tensors their CUDA kernels; not yet timed
+            on a GPU, so ``"auto"`` keeps the torch engine there). It needs channel
+            functions that do not branch on their arguments (as the compiled adjoints do),
+            and gives first derivatives only. ``"torch"``: torch tensor operations, one
+            Python iteration per step (any device, higher-order gradients, ``compile``).
+            ``"auto"`` (default): the kernel for CPU tensors where it can run, else torch.
+            The two agree to rounding (the kernel's ``exp`` is its own): 500 HH neurons at
+            5% connectivity took 0.14 ms per step forward and backward with the kernel
+            against 3.7-4.1 ms in torch, 5,000 neurons 1.4-1.5 against 7.2-8.5 ms (2-core
+            Zen 1 host).
 
     Returns:
         :class:`~fusekit.ops.NetworkSimulation` of torch tensors (``v``, ``states``,
@@ -482,7 +484,7 @@ def network_simulate_torch(
                      max_spikes=max_spikes)
     if not isinstance(compile, bool):
         raise InputError(f"{op}: compile must be True or False, got {compile!r}")
-    kernels = _network_engine(op, engine, cs, v0, compile) == "kernel"
+    kernels = _network_engine(op, engine, cs, v0, compile, gpu_steps=True) == "kernel"
     if kernels:
         from ..ops.ion_membrane import membrane_step_function
 
@@ -501,7 +503,8 @@ def network_simulate_torch(
     whole_run = None
     from ._layers import SuperSpike
 
-    if kernels and (surrogate is None or isinstance(surrogate, SuperSpike)):
+    if kernels and v0.device.type == "cpu" and (surrogate is None
+                                                or isinstance(surrogate, SuperSpike)):
         from ._network_run import network_run_torch
 
         def whole_run(**pieces: Any) -> Any:
@@ -539,13 +542,16 @@ def _check_membranes(op: str, cs: ChannelSet, v0: Any, states0: Any, params: Any
 
 
 def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool,
-                    why_not: str | None = None) -> str:
+                    why_not: str | None = None, gpu_steps: bool = False) -> str:
     """``"kernel"`` or ``"torch"`` for the torch networks' ``engine``.
 
-    ``why_not``: one more reason the kernel cannot run, from the caller.
+    ``why_not``: one more reason the kernel cannot run, from the caller. ``gpu_steps``: the
+    caller can run its steps on the CUDA backend's per-step kernels, which ``engine="kernel"``
+    then takes for CUDA tensors (``"auto"`` keeps the torch engine there).
     """
     import torch
 
+    from .._registry import unavailable_reason
     from ..ops.ion_symbolic import is_traceable
 
     if engine not in ("auto", "kernel", "torch"):
@@ -553,7 +559,12 @@ def _network_engine(op: str, engine: Any, cs: ChannelSet, v0: Any, compile: bool
     why = [why_not] if why_not else []
     if compile:
         why.append("compile=True compiles the torch engine")
-    if v0.device.type != "cpu":
+    if v0.device.type == "cuda" and gpu_steps and engine == "kernel":
+        reason = unavailable_reason("cuda")
+        if reason:
+            why.append(f"the tensors are on {v0.device} and the CUDA backend is unavailable "
+                       f"({reason})")
+    elif v0.device.type != "cpu":
         why.append(f"the tensors are on {v0.device}, the kernel runs on the CPU")
     if v0.dtype not in (torch.float32, torch.float64):
         why.append(f"the kernel takes float32 or float64, not {v0.dtype}")
