@@ -414,7 +414,8 @@ def test_torch_cable_network_matches_the_op(junction_tree):
                                    rtol=1e-9, atol=1e-9)
 
 
-def test_torch_cable_network_of_one_compartment_is_network_simulate_torch():
+@pytest.mark.parametrize("engine", ["torch", "kernel"])
+def test_torch_cable_network_of_one_compartment_is_network_simulate_torch(engine):
     from fusekit.neuro import cable_network_simulate_torch, network_simulate_torch
 
     torch = pytest.importorskip("torch")
@@ -423,7 +424,8 @@ def test_torch_cable_network_of_one_compartment_is_network_simulate_torch():
     v0 = rng.uniform(-70.0, -60.0, n)
     indptr, indices, weights = random_connectivity(n, 0.3, 0.4, rng)
     i_ext = np.where(np.arange(n) < 4, 15.0, 0.0)
-    kw = dict(dt=0.025, n_steps=300, delay_steps=20, record_every=10, max_spikes=3)
+    kw = dict(dt=0.025, n_steps=300, delay_steps=20, record_every=10, max_spikes=3,
+              engine=engine)
     w1 = torch.tensor(weights, requires_grad=True)
     w2 = torch.tensor(weights, requires_grad=True)
     a = network_simulate_torch(HH, torch.tensor(v0), torch.tensor(HH.steady_states(v0)),

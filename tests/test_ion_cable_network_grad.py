@@ -100,36 +100,6 @@ def test_the_cpu_loops_match_the_reference(dtype):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
 
 
-def test_one_compartment_cells_give_the_point_networks_gradients():
-    from fusekit.neuro import (
-        cable_network_simulate_torch,
-        network_simulate_torch,
-        random_connectivity,
-    )
-
-    n = 12
-    rng = np.random.default_rng(4)
-    v0 = rng.uniform(-70.0, -60.0, n)
-    indptr, indices, weights = random_connectivity(n, 0.3, 0.4, rng)
-    i_ext = np.where(np.arange(n) < 4, 15.0, 0.0)
-    kw = dict(dt=0.025, n_steps=300, delay_steps=20, record_every=10, max_spikes=3,
-              engine="kernel")
-    w1, w2 = (torch.tensor(weights, requires_grad=True) for _ in range(2))
-    a = network_simulate_torch(HH, torch.tensor(v0), torch.tensor(HH.steady_states(v0)),
-                               torch.tensor(HH.default_params(n)), torch.tensor(i_ext),
-                               torch.zeros(n, dtype=torch.float64), indptr, indices, w1, **kw)
-    b = cable_network_simulate_torch(
-        HH, torch.tensor(v0[:, None]), torch.tensor(HH.steady_states(v0)[:, :, None]),
-        torch.tensor(HH.default_params(n)[:, :, None]), torch.tensor(i_ext[:, None]), [-1],
-        torch.zeros(2, n, 1, dtype=torch.float64), torch.zeros(n, 1, dtype=torch.float64),
-        indptr, indices, w2, **kw)
-    assert int(a.spike_count[4:].sum()) > 0
-    np.testing.assert_array_equal(a.spike_count.numpy(), b.spike_count.numpy())
-    a.v_record.mean().backward()
-    b.v_record.mean().backward()
-    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-9, atol=1e-12)
-
-
 def test_a_run_is_two_op_calls_and_other_surrogates_run_in_torch(monkeypatch):
     from fusekit.neuro import cable_network_simulate_torch
 

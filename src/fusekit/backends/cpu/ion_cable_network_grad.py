@@ -28,6 +28,19 @@ from .ion_membrane import _csr_code, _kernel, step_source, vjp_source
 _FLOATS = ("float32", "float64")
 
 _LOOPS = '''
+def synaptic_sums(g, e_rev, gs, ge):
+    """gs = the conductances summed over the types, ge = their sum times the reversals."""
+    e0 = e_rev[0]
+    for x in range(gs.shape[0]):
+        gs[x] = g[0, x]
+        ge[x] = g[0, x] * e0
+    for k in range(1, g.shape[0]):
+        ek = e_rev[k]
+        for x in range(gs.shape[0]):
+            gs[x] += g[k, x]
+            ge[x] += g[k, x] * ek
+
+
 def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b,
                  record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
                  parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
@@ -45,15 +58,7 @@ def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b
             dk = decay[k]
             for x in range(N):
                 g[k, x] = g[k, x] * dk + ring[slot, k * N + x]
-        e0 = e_rev[0]
-        for x in range(N):
-            gs[x] = g[0, x]
-            ge[x] = g[0, x] * e0
-        for k in range(1, nt):
-            ek = e_rev[k]
-            for x in range(N):
-                gs[x] += g[k, x]
-                ge[x] += g[k, x] * ek
+        synaptic_sums(g, e_rev, gs, ge)
         r = step - a
         if keep:
             TV[r, :] = v
@@ -64,19 +69,13 @@ def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b
             DO[x] += axial[x]
         if keep:
             TD[r, :] = DO
-        for c in range(n_cells):
-            o = c * nc
-            for i in range(nc):
-                dd[i] = DO[o + i]
-                bb[i] = RO[o + i]
-            for i in range(nc - 1, 0, -1):
-                p = parent[i]
-                f = up[o + i] / dd[i]
-                dd[p] -= f * low[o + i]
-                bb[p] -= f * bb[i]
-            vn[o] = bb[0] / dd[0]
-            for i in range(1, nc):
-                vn[o + i] = (bb[i] - low[o + i] * vn[o + parent[i]]) / dd[i]
+        if nc == 1:  # point neurons (network_run): one vector loop
+            for x in range(N):
+                vn[x] = RO[x] / DO[x]
+        else:
+            for c in range(n_cells):
+                o = c * nc
+#SOLVE vn DO RO up low 16
         ring[slot, :] = 0
         for c in range(n_cells):
             o = c * nc
@@ -159,21 +158,14 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_ring, ck_count, P, I, i_rows, decay, e_re
                     if cnt < max_spikes:
                         a_vn[o] -= (g_spike_times[cnt, c] * dt * (thr - vt[o])
                                     / (vnext[o] - vt[o]) ** 2)
-            # the transposed Hines solve: lower and upper swap roles
             diag = TD[r]
-            for c in range(n_cells):
+            if nc == 1:
+                for x in range(N):
+                    lam[x] = a_vn[x] / diag[x]
+            for c in range(n_cells if nc > 1 else 0):
                 o = c * nc
-                for i in range(nc):
-                    dd[i] = diag[o + i]
-                    bb[i] = a_vn[o + i]
-                for i in range(nc - 1, 0, -1):
-                    p = parent[i]
-                    f = low[o + i] / dd[i]
-                    dd[p] -= f * up[o + i]
-                    bb[p] -= f * bb[i]
-                lam[o] = bb[0] / dd[0]
-                for i in range(1, nc):
-                    lam[o + i] = (bb[i] - up[o + i] * lam[o + parent[i]]) / dd[i]
+                # the transposed Hines solve: lower and upper swap roles
+#SOLVE lam diag a_vn low up 16
                 for i in range(1, nc):
                     p = parent[i]
                     a_C[0, o + i] += lam[o + i] * (vnext[o + p] - vnext[o + i])
@@ -202,6 +194,40 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_ring, ck_count, P, I, i_rows, decay, e_re
                 a_S[k, :] = OUT[1 + k]
 '''
 
+
+
+def _solve(x: str, diag: str, rhs: str, up: str, low: str, indent: int) -> str:
+    """Lines solving cell ``o``'s rows of ``H x = rhs``; swap ``up`` and ``low`` to transpose.
+
+    ``H`` has ``diag`` on its diagonal, ``low`` at (i, parent) and ``up`` at (parent, i). Text,
+    so both loops have the solve inline (as a called function it cost the cable loops about
+    10%).
+    """
+    return "\n".join(" " * indent + line for line in f"""for i in range(nc):
+    dd[i] = {diag}[o + i]
+    bb[i] = {rhs}[o + i]
+for i in range(nc - 1, 0, -1):
+    p = parent[i]
+    f = {up}[o + i] / dd[i]
+    dd[p] -= f * {low}[o + i]
+    bb[p] -= f * bb[i]
+{x}[o] = bb[0] / dd[0]
+for i in range(1, nc):
+    {x}[o + i] = (bb[i] - {low}[o + i] * {x}[o + parent[i]]) / dd[i]""".splitlines())
+
+
+def loops_source() -> str:
+    """The two loops' source, the Hines solves written in."""
+    lines = []
+    for line in _LOOPS.splitlines():
+        if line.startswith("#SOLVE "):
+            *names, indent = line.split()[1:]
+            lines.append(_solve(*names, int(indent)))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 _loops: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
@@ -215,10 +241,10 @@ def _loop_kernels(cs: ChannelSet, dtype: str) -> tuple[Any, Any]:
     # The step kernels' sources by hash: a changed step kernel gives a new module (and cache).
     stamp = hashlib.sha1((step_source(cs, cable=True)[0]
                           + vjp_source(cs, cable=True)[0]).encode()).hexdigest()
-    g = _generated_globals("cnetrun", cs, dtype, f"# step kernels: {stamp}\n{_LOOPS}",
+    g = _generated_globals("cnetrun", cs, dtype, f"# step kernels: {stamp}\n{loops_source()}",
                            {"np": np, **steps})
     if not hasattr(g["cnet_forward"], "py_func"):  # not compiled in this process yet
-        for name in ("cnet_forward", "cnet_backward"):
+        for name in ("synaptic_sums", "cnet_forward", "cnet_backward"):
             g[name] = njit(fastmath=_FASTMATH[dtype], error_model="numpy")(g[name])
     _loops[key] = g["cnet_forward"], g["cnet_backward"]
     return _loops[key]
