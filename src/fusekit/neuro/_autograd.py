@@ -468,7 +468,7 @@ def network_simulate_torch(
             ``"auto"`` (default): the kernel for CPU tensors where it can run, else torch.
             The two agree to rounding (the kernel's ``exp`` is its own): 500 HH neurons at
             5% connectivity took 0.14 ms per step forward and backward with the kernel
-            against 3.7-4.1 ms in torch, 5,000 neurons 1.4-1.5 against 7.2-8.5 ms (2-core
+            against 3.9-4.3 ms in torch, 5,000 neurons 1.3 against 7.5-9.1 ms (2-core
             Zen 1 host).
 
     Returns:
