@@ -397,7 +397,59 @@ def _network_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
     return [["neuro", f"HH network weight gradient, {n} neurons x {n_steps * dt:.0f} ms",
              f"{err:.1e} (vs torch)", format_seconds(t_kernel),
              f"the step in torch ops: {format_seconds(t_torch)}", f"{t_torch / t_kernel:.1f}x",
-             f"{indices.shape[0]:,} weights"]]
+             f"{indices.shape[0]:,} weights"], _cable_network_grad_row(quick, out)]
+
+
+def _cable_network_grad_row(quick: bool, out: TextIO) -> list[str]:
+    """The same for a network of branched cells: weights, parameters and axial coupling."""
+    import numpy as np
+    import torch
+
+    from .neuro import (
+        HH_CHANNELS,
+        ChannelSet,
+        cable_coupling,
+        cable_network_simulate_torch,
+        random_connectivity,
+    )
+
+    hh = ChannelSet(HH_CHANNELS)
+    n, m, n_steps, dt = (20, 6, 200, 0.025) if quick else (60, 6, 400, 0.025)
+    parent = np.array([-1, 0, 0, 1, 1, 2])  # a soma, two dendrites, three branches
+    cpl = cable_coupling(parent, [20.0, 150.0, 100.0, 80.0, 60.0, 120.0],
+                         [20.0, 2.0, 1.5, 1.0, 1.0, 1.2])
+    rng = np.random.default_rng(2)
+    indptr, indices, weights = random_connectivity(n, 10 / n, 0.3, rng)
+    comps = rng.integers(0, m, indices.shape[0])
+    v0 = torch.full((n, m), -65.0, dtype=torch.float64)
+    i_ext = torch.zeros(n, m, dtype=torch.float64)
+    i_ext[: n // 5, 0] = 20.0
+    fixed = (v0, torch.as_tensor(hh.steady_states(np.full(n * m, -65.0)).reshape(-1, n, m)))
+
+    def grad(engine: str) -> Any:
+        P = torch.as_tensor(hh.default_params(n * m).reshape(-1, n, m)).requires_grad_()
+        C = torch.as_tensor(np.broadcast_to(cpl[:, None], (2, n, m)).copy()).requires_grad_()
+        w = torch.as_tensor(weights).requires_grad_()
+        sim = cable_network_simulate_torch(
+            hh, *fixed, P, i_ext, parent, C, torch.zeros(n, m, dtype=torch.float64), indptr,
+            indices, w, synapse_compartment=comps, dt=dt, n_steps=n_steps, delay_steps=40,
+            record_every=10, record_at=[0, 5], engine=engine)
+        return torch.autograd.grad(sim.v_record.mean(), (w, P, C))
+
+    got, want = grad("kernel"), grad("torch")  # compiles (or loads) the kernels
+    err = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, want,
+                                                                         strict=True))
+    t_kernel = median_seconds(lambda: grad("kernel"), repeat=3)
+    t_torch = median_seconds(lambda: grad("torch"), repeat=1)
+    print(f"  gradient of a network of {n} branched HH cells x {m} compartments, "
+          f"{indices.shape[0]:,} synapses onto dendrites, {n_steps * dt:.0f} ms, w.r.t. the "
+          f"weights, parameters and axial coupling: cable_network_simulate_torch kernel engine "
+          f"{format_seconds(t_kernel)}, torch operations {format_seconds(t_torch)}; gradients "
+          f"agree to {err:.1e}", file=out)
+    return ["neuro", f"branched-cell network gradient, {n} cells x {m} compartments x "
+            f"{n_steps * dt:.0f} ms", f"{err:.1e} (vs torch)", format_seconds(t_kernel),
+            f"the step in torch ops: {format_seconds(t_torch)}", f"{t_torch / t_kernel:.1f}x",
+            f"{indices.shape[0]:,} weights, {(7 + 2) * n * m:,} params + coupling"]
 
 
 def _cable_grad_part(quick: bool, out: TextIO) -> list[list[str]]:
