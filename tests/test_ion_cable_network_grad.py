@@ -68,9 +68,9 @@ def _op_inputs(dtype=np.float64, n=8, seed=5):
     v, S, P, i_ext, coupling, rng = cells(n, seed=seed, soma_current=(5.0, 40.0), dtype=dtype)
     indptr, indices, weights = random_connectivity(n, 0.5, 1.0, rng)
     comps = rng.integers(0, PARENT.size, indices.shape[0])
+    in_flight = rng.uniform(0.0, 0.05, (10, 1, *v.shape)).astype(dtype)  # sent before
     arrays = (v, S, P, i_ext, PARENT, coupling, np.zeros((1, *v.shape), dtype), indptr,
-              indices, weights.astype(dtype), np.zeros((10, 1, *v.shape), dtype),
-              np.zeros(0, np.int64), comps)
+              indices, weights.astype(dtype), in_flight, np.zeros(0, np.int64), comps)
     kw = dict(channels=HH, dt=0.025, n_steps=200, delay_steps=10, tau_syn=(3.0,),
               e_syn=(0.0,), record_every=10, spike_threshold=0.0, max_spikes=3,
               record_at=(0, 4), segment=30)
@@ -90,8 +90,7 @@ def test_the_cpu_loops_match_the_reference(dtype):
     n, m = arrays[0].shape
     grads = [rng.normal(size=s).astype(dtype) for s in (
         (n, m), arrays[1].shape, (1, n, m), (20, n, 2), (3, n), (10, 1, n, m))]
-    vjp_in = (*ref[7:], arrays[2], arrays[3], PARENT, arrays[5], *arrays[7:10], arrays[11],
-              arrays[12], *grads)
+    vjp_in = (*ref[7:], arrays[2], arrays[3], PARENT, arrays[5], *arrays[7:13], *grads)
     got = cable_network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "cpu")
     ref = cable_network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "reference")
     for a, b in zip(got, ref, strict=True):
@@ -145,8 +144,7 @@ def test_the_vjp_refuses_mismatched_checkpoints_and_segments():
     n, m = arrays[0].shape
     grads = [np.zeros(s) for s in ((n, m), arrays[1].shape, (1, n, m), (20, n, 2), (3, n),
                                    (10, 1, n, m))]
-    vjp_in = [*out[7:], arrays[2], arrays[3], PARENT, arrays[5], *arrays[7:10], arrays[11],
-              arrays[12], *grads]
+    vjp_in = [*out[7:], arrays[2], arrays[3], PARENT, arrays[5], *arrays[7:13], *grads]
     vjp_in[0] = vjp_in[0][:-1]  # one checkpoint short
     with pytest.raises(InputError, match=r"cable_network_run_vjp: ck_v must have shape \(7, 4"):
         cable_network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "cpu")

@@ -336,8 +336,9 @@ def test_network_run_and_its_vjp_on_the_cpu_match_the_reference(dtype):
     v0, S, P, i_ext, indptr, indices, weights = _network(n=24, seed=9)
     n, rng = len(v0), np.random.default_rng(10)
     f = [a.astype(dtype) for a in (v0, S, P, i_ext)]
-    arrays = (*f, np.zeros((1, n), dtype), indptr, indices, weights.astype(dtype),
-              np.zeros((20, 1, n), dtype), np.zeros(0, np.int64))
+    in_flight = rng.uniform(0.0, 0.02, (20, 1, n)).astype(dtype)  # spikes sent before
+    arrays = (*f, np.zeros((1, n), dtype), indptr, indices, weights.astype(dtype), in_flight,
+              np.zeros(0, np.int64))
     kw = dict(channels=HH, dt=0.025, n_steps=300, delay_steps=20, tau_syn=(3.0,),
               e_syn=(0.0,), record_every=10, spike_threshold=0.0, max_spikes=3, segment=40)
     got = network_run_op.run(arrays, kw, "cpu")
@@ -349,7 +350,7 @@ def test_network_run_and_its_vjp_on_the_cpu_match_the_reference(dtype):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     grads = (rng.normal(size=n), rng.normal(size=S.shape), rng.normal(size=(1, n)),
              rng.normal(size=(30, n)), rng.normal(size=(3, n)), rng.normal(size=(20, 1, n)))
-    vjp_in = (*ref[7:], f[2], f[3], indptr, indices, weights.astype(dtype),
+    vjp_in = (*ref[7:], f[2], f[3], indptr, indices, weights.astype(dtype), in_flight,
               np.zeros(0, np.int64), *(g.astype(dtype) for g in grads))
     got = network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "cpu")
     ref = network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "reference")
@@ -380,12 +381,12 @@ def test_the_compiled_whole_run_checks_the_csr_before_it_reads_it(bad):
         network_run_cpu(v0, S, P, i_ext, np.zeros((1, n)), indptr, indices, weights,
                         np.zeros((5, 1, n)), np.zeros(0, np.int64), **kw)
     ck = (np.zeros((2, n)), np.zeros((2, *S.shape)), np.zeros((2, 1, n)),
-          np.zeros((2, 5, n)), np.zeros((2, n), np.int64))
+          np.zeros((2, 5, n), np.bool_), np.zeros((2, n), np.int64))
     grads = (np.zeros(n), np.zeros(S.shape), np.zeros((1, n)), np.zeros((0, n)),
              np.zeros((0, n)), np.zeros((5, 1, n)))
     with pytest.raises(InputError, match="network_run: " + match):
-        network_run_vjp_cpu(*ck, P, i_ext, indptr, indices, weights, np.zeros(0, np.int64),
-                            *grads, slope=1.0, **kw)
+        network_run_vjp_cpu(*ck, P, i_ext, indptr, indices, weights, np.zeros((5, 1, n)),
+                            np.zeros(0, np.int64), *grads, slope=1.0, **kw)
 
 
 def test_network_run_vjp_refuses_mismatched_checkpoints():
@@ -397,7 +398,8 @@ def test_network_run_vjp_refuses_mismatched_checkpoints():
               segment=10)
     out = network_run_op.run((v0, S, P, i_ext, np.zeros((1, n)), indptr, indices, weights,
                               np.zeros((5, 1, n)), np.zeros(0, np.int64)), kw, "cpu")
-    args = [*out[7:], P, i_ext, indptr, indices, weights, np.zeros(0, np.int64), np.zeros(n),
+    args = [*out[7:], P, i_ext, indptr, indices, weights, np.zeros((5, 1, n)),
+            np.zeros(0, np.int64), np.zeros(n),
             np.zeros(S.shape), np.zeros((1, n)), np.zeros((0, n)), np.zeros((0, n)),
             np.zeros((5, 1, n))]
     args[0] = args[0][:-1]  # one checkpoint short

@@ -399,9 +399,10 @@ def network_simulate_torch(
     without outgoing synapses). Memory: autograd keeps every step's intermediates, unless
     ``checkpoint_every = K > 0``: then the steps run in segments of ``K`` under
     :func:`torch.utils.checkpoint.checkpoint`, which keeps only each segment's inputs (the
-    potentials, states, conductances and spikes in flight) and re-runs the segment in the
-    backward, so memory grows with ``n_steps / K + K`` steps instead of ``n_steps`` for
-    about one more forward pass (the same gradients).
+    potentials, states, conductances and spikes in flight; the kernel engine keeps, for the
+    spikes in flight, one flag per neuron for each of the last ``delay_steps`` steps) and
+    re-runs the segment in the backward, so memory grows with ``n_steps / K + K`` steps
+    instead of ``n_steps`` for about one more forward pass (the same gradients).
 
     Example:
         >>> import torch

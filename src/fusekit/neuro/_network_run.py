@@ -104,7 +104,7 @@ def network_run_torch(cs: ChannelSet, v0: Any, states0: Any, params: Any, i_ext:
 
     def vjp_arrays(h: list[np.ndarray], ck: tuple[np.ndarray, ...], g: list[np.ndarray]
                    ) -> tuple[np.ndarray, ...]:
-        return (*ck, h[2], h[3], ptr, idx, h[5], kinds, *g)
+        return (*ck, h[2], h[3], ptr, idx, h[5], h[6], kinds, *g)
 
     v, S, g, v_record, count, times, arrivals = _whole_run(
         network_run_op, network_run_vjp_op, _run_kw(cs, taus=taus, es=es, **run), slope,
@@ -138,7 +138,7 @@ def cable_network_run_torch(cs: ChannelSet, v0: Any, states0: Any, params: Any, 
 
     def vjp_arrays(h: list[np.ndarray], ck: tuple[np.ndarray, ...], g: list[np.ndarray]
                    ) -> tuple[np.ndarray, ...]:
-        return (*ck, h[2], h[3], par, h[4], ptr, idx, h[6], kinds, comps, *g)
+        return (*ck, h[2], h[3], par, h[4], ptr, idx, h[6], h[7], kinds, comps, *g)
 
     v, S, g, v_record, count, times, arrivals = _whole_run(
         cable_network_run_op, cable_network_run_vjp_op, kw, slope, forward_arrays,

@@ -2,8 +2,10 @@
 
 :func:`fusekit.ops.cable_network_simulate`'s scheme, as :mod:`fusekit.ops.ion_network_grad`
 does it for point neurons: ``cable_network_run`` runs every step and keeps a checkpoint at the
-start of every ``segment`` steps (potentials, states, synaptic conductances, the spikes in
-flight and the spike counts); ``cable_network_run_vjp`` walks the segments last first, re-runs
+start of every ``segment`` steps (potentials, states, synaptic conductances, the spike counts
+and the crossings of the ``delay_steps`` steps before it, one flag per cell and step, from
+which the vjp rebuilds the arrivals in flight); ``cable_network_run_vjp`` walks the segments
+last first, re-runs
 one from its checkpoint and goes back through it. A step of the backward, with ``H`` the
 step's Hines matrix (the compartments' local rows ``D`` plus the axial coupling) and
 ``A[slot]`` the adjoints of the arrivals a step sends:
@@ -34,7 +36,7 @@ from .._registry import Op, array_dtype
 from .ion import hines_solve_reference, record_columns, synapse_decays, synapse_kinds
 from .ion_cable_network import _check_cable_network_simulate, synapse_targets
 from .ion_channel import channel_set, gates_and_conductances
-from .ion_network_grad import _check_segment
+from .ion_network_grad import _check_segment, ring_at
 
 __all__ = ["cable_network_run_op", "cable_network_run_vjp_op", "axial_rows"]
 
@@ -60,10 +62,11 @@ cable_network_run_op = Op(
 
 
 def _check_cable_network_run_vjp(
-    ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_count: Any, params: Any, i_ext: Any,
-    parent: Any, coupling: Any, indptr: Any, indices: Any, weights: Any, synapse_type: Any,
-    synapse_compartment: Any, g_v: Any, g_states: Any, g_g_syn: Any, g_v_record: Any,
-    g_spike_times: Any, g_arrivals: Any, *, channels: Any, dt: float, n_steps: int,
+    ck_v: Any, ck_S: Any, ck_g: Any, ck_spikes: Any, ck_count: Any, params: Any, i_ext: Any,
+    parent: Any, coupling: Any, indptr: Any, indices: Any, weights: Any, arrivals0: Any,
+    synapse_type: Any, synapse_compartment: Any, g_v: Any, g_states: Any, g_g_syn: Any,
+    g_v_record: Any, g_spike_times: Any, g_arrivals: Any, *, channels: Any, dt: float,
+    n_steps: int,
     delay_steps: int, tau_syn: Any, e_syn: Any, record_every: int = 0,
     spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
     segment: int = 1, slope: float = 1.0,
@@ -87,7 +90,8 @@ def _check_cable_network_run_vjp(
     shapes = {
         "ck_v": (ck_v, (n_seg, *post)), "ck_S": (ck_S, (n_seg, n_states, *post)),
         "ck_g": (ck_g, (n_seg, n_types, *post)),
-        "ck_ring": (ck_ring, (n_seg, delay_steps, n_types * n_cells * n_comp)),
+        "ck_spikes": (ck_spikes, (n_seg, delay_steps, n_cells)),
+        "arrivals0": (arrivals0, (delay_steps, n_types, *post)),
         "ck_count": (ck_count, (n_seg, n_cells)),
         "params": (params, (len(cs.param_names), *post)), "parent": (parent, (n_comp,)),
         "coupling": (coupling, (2, *post)), "indptr": (indptr, (n_cells + 1,)),
@@ -111,7 +115,10 @@ def _check_cable_network_run_vjp(
     dtype = array_dtype(params)
     if dtype not in ("float32", "float64"):
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("ck_ring", ck_ring),
+    if array_dtype(ck_spikes) != "bool":
+        raise InputError(f"{op}: ck_spikes must be a bool array (cable_network_run's "
+                         f"checkpoints), got {array_dtype(ck_spikes)}")
+    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("arrivals0", arrivals0),
                     ("i_ext", i_ext), ("coupling", coupling), ("weights", weights),
                     ("g_v", g_v), ("g_states", g_states), ("g_g_syn", g_g_syn),
                     ("g_v_record", g_v_record), ("g_spike_times", g_spike_times),
@@ -129,8 +136,8 @@ def _check_cable_network_run_vjp(
 cable_network_run_vjp_op = Op(
     name="cable_network_run_vjp",
     family="ion_cable_network_grad",
-    array_args=("ck_v", "ck_S", "ck_g", "ck_ring", "ck_count", "params", "i_ext", "parent",
-                "coupling", "indptr", "indices", "weights", "synapse_type",
+    array_args=("ck_v", "ck_S", "ck_g", "ck_spikes", "ck_count", "params", "i_ext", "parent",
+                "coupling", "indptr", "indices", "weights", "arrivals0", "synapse_type",
                 "synapse_compartment", "g_v", "g_states", "g_g_syn", "g_v_record",
                 "g_spike_times", "g_arrivals"),
     params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
@@ -221,8 +228,11 @@ def _stack(rows: list[np.ndarray]) -> Any:
 
 def _run(net: _Net, state: list[Any], a: int, b: int, out: tuple[np.ndarray, ...] | None,
          keep: bool) -> list[tuple[Any, ...]]:
-    """Steps ``a .. b - 1`` from ``state = [v, S, g, ring, count]`` (float64; updated)."""
-    v, S, g, ring, count = state
+    """Steps ``a .. b - 1`` from ``state = [v, S, g, ring, count, spikes]`` (float64; updated).
+
+    ``spikes[slot]``: the crossings whose deliveries sit in ``ring[slot]``.
+    """
+    v, S, g, ring, count, spikes = state
     thr, dt = net.thr, net.dt
     shape = (net.n_types, net.n_cells, net.n_comp)
     traj = []
@@ -249,8 +259,9 @@ def _run(net: _Net, state: list[Any], a: int, b: int, out: tuple[np.ndarray, ...
         ring[slot] = 0.0
         spiking = crossed[net.pre]
         np.add.at(ring[slot], net.target[spiking], net.weights[spiking])
+        spikes[slot] = crossed
         v, S = v_new, np.asarray(S_new).reshape(S.shape)
-    state[:] = [v, S, g, ring, count]
+    state[:] = [v, S, g, ring, count, spikes]
     return traj
 
 
@@ -272,13 +283,15 @@ def cable_network_run_reference(
     cks: list[list[np.ndarray]] = [[], [], [], [], []]
     f64 = np.float64
     state = [v0.astype(f64), states0.astype(f64), g_syn0.astype(f64).reshape(-1, *post),
-             arrivals0.astype(f64).reshape(net.delay, -1), np.zeros(net.n_cells, np.int64)]
+             arrivals0.astype(f64).reshape(net.delay, -1), np.zeros(net.n_cells, np.int64),
+             np.zeros((net.delay, net.n_cells), dtype=np.bool_)]
     for s in range(n_seg):
-        for ck, x in zip(cks, state, strict=True):
+        v, S, g, _, count, spikes = state
+        for ck, x in zip(cks, (v, S, g, spikes, count), strict=True):
             ck.append(x.astype(dtype) if x.dtype.kind == "f" else x.copy())
         _run(net, state, s * segment, min((s + 1) * segment, n_steps), (v_record, times),
              keep=False)
-    v, S, g, ring, count = state
+    v, S, g, ring, count, _ = state
     arrivals = ring[(n_steps + np.arange(net.delay)) % net.delay]
     return (v.astype(dtype), S.astype(dtype), g.astype(dtype), v_record.astype(dtype), count,
             times.astype(dtype), arrivals.reshape(net.delay, net.n_types, *post).astype(dtype),
@@ -286,10 +299,11 @@ def cable_network_run_reference(
 
 
 def cable_network_run_vjp_reference(
-    ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_ring: np.ndarray,
+    ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_spikes: np.ndarray,
     ck_count: np.ndarray, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
     coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-    synapse_type: np.ndarray, synapse_compartment: np.ndarray, g_v: np.ndarray,
+    arrivals0: np.ndarray, synapse_type: np.ndarray, synapse_compartment: np.ndarray,
+    g_v: np.ndarray,
     g_states: np.ndarray, g_g_syn: np.ndarray, g_v_record: np.ndarray,
     g_spike_times: np.ndarray, g_arrivals: np.ndarray, *, n_steps: int, segment: int = 1,
     slope: float = 1.0, **kw: Any,
@@ -313,10 +327,19 @@ def cable_network_run_vjp_reference(
     a_C = np.zeros(coupling.shape)
     a_w = np.zeros(weights.shape[0])
     ones = np.ones(post)
+
+    def deliver(spikes: np.ndarray) -> np.ndarray:  # as _run delivers
+        out = np.zeros(A.shape[1])
+        spiking = spikes[net.pre] != 0
+        np.add.at(out, net.target[spiking], net.weights[spiking])
+        return out
+
     for s in range(ck_v.shape[0] - 1, -1, -1):
         a, b = s * segment, min((s + 1) * segment, n_steps)
         state = [ck_v[s].astype(f64), ck_S[s].astype(f64), ck_g[s].astype(f64),
-                 ck_ring[s].astype(f64), ck_count[s].astype(np.int64)]
+                 ring_at(a, delay, ck_spikes[s], arrivals0.astype(f64).reshape(delay, -1),
+                         deliver),
+                 ck_count[s].astype(np.int64), ck_spikes[s].copy()]
         traj = _run(net, state, a, b, None, keep=True)
         v_next, count = state[0], state[4]
         for t in range(b - 1, a - 1, -1):

@@ -3,10 +3,12 @@
 ``network_run`` is :func:`fusekit.ops.network_simulate`'s scheme step by step (the membranes by
 :func:`~fusekit.ops.membrane_step`'s kernel, the spikes by
 :func:`~fusekit.ops.synapse_deliver`'s), keeping a checkpoint at the start of every
-``segment`` steps: the potentials, states, synaptic conductances, the spikes in flight and the
-spike counts. ``network_run_vjp`` walks the segments last first: it re-runs one from its
-checkpoint keeping every step, then goes back through it with the steps' vector-Jacobian
-products, in one call and without Python objects per step beyond a few NumPy operations. A
+``segment`` steps: the potentials, states, synaptic conductances, the spike counts, and for the
+spikes in flight the crossings of the ``delay_steps`` steps before it (``ck_spikes``, one flag
+per neuron and step; the vjp rebuilds their deliveries, :func:`ring_at`, and takes
+``arrivals0`` for the slots no step has filled yet). ``network_run_vjp`` walks the segments
+last first: it re-runs one from its checkpoint keeping every step, then goes back through it
+with the steps' vector-Jacobian products, in one call. A
 spike is discrete: forward it is the threshold crossing; backward its derivative with respect
 to the new potential is SuperSpike's, ``1 / (1 + slope |v' - threshold|)^2``, at every step of
 every neuron (times ``[v < threshold]``), as in :func:`fusekit.neuro.network_simulate_torch`.
@@ -84,14 +86,36 @@ def _net(params: np.ndarray, i_ext: np.ndarray, *, dt: float, n_steps: int, dela
                 float(spike_threshold), float(dt), int(record_every), int(max_spikes))
 
 
+def ring_at(a: int, delay: int, spikes: np.ndarray, arrivals0: np.ndarray,
+            deliver: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The arrivals in flight at the start of step ``a``, ``(delay, n_out)`` by slot.
+
+    A checkpoint keeps the spikes of the ``delay`` steps before it (``spikes[slot]``, the
+    crossings of the step whose deliveries sit in ``slot``) instead of their deliveries:
+    ``n`` flags a slot instead of ``n_types x n`` (a cable network: ``x n_comp``) values.
+    The slot read at step ``a + x`` holds ``arrivals0[a + x]`` while ``a + x < delay``, else
+    the delivery of the spikes of step ``a + x - delay``, the same sums as the run made.
+    """
+    ring = np.zeros((delay, arrivals0[0].size), dtype=arrivals0.dtype)
+    for x in range(delay):
+        step = a + x
+        slot = step % delay
+        if step < delay:
+            ring[slot] = arrivals0[step].reshape(-1)
+        elif spikes[slot].any():
+            ring[slot] = deliver(spikes[slot].astype(arrivals0.dtype))
+    return ring
+
+
 def _run(net: _Net, k: StepKernels, state: list[Any], a: int, b: int,
          out: tuple[np.ndarray, np.ndarray] | None, keep: bool) -> list[tuple[Any, ...]]:
-    """Steps ``a .. b - 1`` from ``state = [v, S, g, ring, count]`` (updated in place).
+    """Steps ``a .. b - 1`` from ``state = [v, S, g, ring, count, spikes]`` (updated in place).
 
-    ``out``: the forward's ``(v_record, spike_times)`` to fill, or ``None`` (a re-run).
-    ``keep``: return every step's ``(v, S, g, g_sum, ge_sum, crossed)``.
+    ``spikes[slot]``: the crossings whose deliveries sit in ``ring[slot]``. ``out``: the
+    forward's ``(v_record, spike_times)`` to fill, or ``None`` (a re-run). ``keep``: return
+    every step's ``(v, S, g, g_sum, ge_sum, crossed)``.
     """
-    v, S, g, ring, count = state
+    v, S, g, ring, count, spikes = state
     dtype = v.dtype
     thr, n = net.thr, net.n
     traj = []
@@ -117,8 +141,9 @@ def _run(net: _Net, k: StepKernels, state: list[Any], a: int, b: int,
                 v_record[(step + 1) // net.record_every - 1] = v_new
         count += crossed
         ring[slot] = k.deliver(crossed.astype(dtype)) if any_spike else 0
+        spikes[slot] = crossed
         v, S = v_new, S_new
-    state[:] = [v, S, g, ring, count]
+    state[:] = [v, S, g, ring, count, spikes]
     return traj
 
 
@@ -135,24 +160,25 @@ def network_run_loop(k: StepKernels, v0: np.ndarray, states0: np.ndarray, params
     ck_v = np.empty((n_seg, n), dtype=dtype)
     ck_S = np.empty((n_seg, *states0.shape), dtype=dtype)
     ck_g = np.empty((n_seg, net.n_types, n), dtype=dtype)
-    ck_ring = np.empty((n_seg, net.delay, net.n_types * n), dtype=dtype)
+    ck_spikes = np.empty((n_seg, net.delay, n), dtype=np.bool_)
     ck_count = np.empty((n_seg, n), dtype=np.int64)
     state = [v0.copy(), states0.copy(), g_syn0.reshape(net.n_types, n).copy(),
-             arrivals0.reshape(net.delay, -1).copy(), np.zeros(n, dtype=np.int64)]
+             arrivals0.reshape(net.delay, -1).copy(), np.zeros(n, dtype=np.int64),
+             np.zeros((net.delay, n), dtype=np.bool_)]
     for s in range(n_seg):
-        for dst, src in zip((ck_v, ck_S, ck_g, ck_ring, ck_count), state, strict=True):
-            dst[s] = src
+        ck_v[s], ck_S[s], ck_g[s], _, ck_count[s], ck_spikes[s] = state
         _run(net, k, state, s * segment, min((s + 1) * segment, n_steps), (v_record, times),
              keep=False)
-    v, S, g, ring, count = state
+    v, S, g, ring, count, _ = state
     arrivals = np.stack([ring[(n_steps + x) % net.delay] for x in range(net.delay)])
     return (v, S, g, v_record, count, times, arrivals.reshape(net.delay, net.n_types, n),
-            ck_v, ck_S, ck_g, ck_ring, ck_count)
+            ck_v, ck_S, ck_g, ck_spikes, ck_count)
 
 
 def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray,
-                         ck_ring: np.ndarray, ck_count: np.ndarray, params: np.ndarray,
-                         i_ext: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
+                         ck_spikes: np.ndarray, ck_count: np.ndarray, params: np.ndarray,
+                         i_ext: np.ndarray, arrivals0: np.ndarray, g_v: np.ndarray,
+                         g_states: np.ndarray,
                          g_g_syn: np.ndarray, g_v_record: np.ndarray, g_spike_times: np.ndarray,
                          g_arrivals: np.ndarray, *, n_steps: int, segment: int, slope: float,
                          nnz: int, **kw: Any) -> tuple[np.ndarray, ...]:
@@ -171,8 +197,9 @@ def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_
     n_seg = ck_v.shape[0]
     for s in range(n_seg - 1, -1, -1):
         a, b = s * segment, min((s + 1) * segment, n_steps)
-        state = [ck_v[s].copy(), ck_S[s].copy(), ck_g[s].copy(), ck_ring[s].copy(),
-                 ck_count[s].copy()]
+        state = [ck_v[s].copy(), ck_S[s].copy(), ck_g[s].copy(),
+                 ring_at(a, delay, ck_spikes[s], arrivals0.reshape(delay, -1), k.deliver),
+                 ck_count[s].copy(), ck_spikes[s].copy()]
         traj = _run(net, k, state, a, b, None, keep=True)
         v_next, count = state[0], state[4]
         for t in range(b - 1, a - 1, -1):
@@ -236,9 +263,9 @@ network_run_op = Op(
 )
 
 
-def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_count: Any,
+def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_spikes: Any, ck_count: Any,
                            params: Any, i_ext: Any, indptr: Any, indices: Any, weights: Any,
-                           synapse_type: Any, g_v: Any, g_states: Any, g_g_syn: Any,
+                           arrivals0: Any, synapse_type: Any, g_v: Any, g_states: Any, g_g_syn: Any,
                            g_v_record: Any, g_spike_times: Any, g_arrivals: Any, *,
                            channels: Any, dt: float, n_steps: int, delay_steps: int,
                            tau_syn: Any, e_syn: Any, record_every: int = 0,
@@ -260,9 +287,10 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_cou
     shapes = {
         "ck_v": (ck_v, (n_seg, n)), "ck_S": (ck_S, (n_seg, n_states, n)),
         "ck_g": (ck_g, (n_seg, n_types, n)),
-        "ck_ring": (ck_ring, (n_seg, delay_steps, n_types * n)),
+        "ck_spikes": (ck_spikes, (n_seg, delay_steps, n)),
         "ck_count": (ck_count, (n_seg, n)), "params": (params, (len(cs.param_names), n)),
         "indptr": (indptr, (n + 1,)), "indices": (indices, (nnz,)),
+        "arrivals0": (arrivals0, (delay_steps, n_types, n)),
         "g_v": (g_v, (n,)), "g_states": (g_states, (n_states, n)),
         "g_g_syn": (g_g_syn, (n_types, n)),
         "g_v_record": (g_v_record, (n_steps // record_every if record_every else 0, n)),
@@ -276,7 +304,10 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_cou
     dtype = array_dtype(params)
     if dtype not in ("float32", "float64"):
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("ck_ring", ck_ring),
+    if array_dtype(ck_spikes) != "bool":
+        raise InputError(f"{op}: ck_spikes must be a bool array (network_run's checkpoints), "
+                         f"got {array_dtype(ck_spikes)}")
+    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("arrivals0", arrivals0),
                     ("i_ext", i_ext), ("weights", weights), ("g_v", g_v),
                     ("g_states", g_states), ("g_g_syn", g_g_syn), ("g_v_record", g_v_record),
                     ("g_spike_times", g_spike_times), ("g_arrivals", g_arrivals)):
@@ -292,8 +323,8 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_ring: Any, ck_cou
 network_run_vjp_op = Op(
     name="network_run_vjp",
     family="ion_network_grad",
-    array_args=("ck_v", "ck_S", "ck_g", "ck_ring", "ck_count", "params", "i_ext", "indptr",
-                "indices", "weights", "synapse_type", "g_v", "g_states", "g_g_syn",
+    array_args=("ck_v", "ck_S", "ck_g", "ck_spikes", "ck_count", "params", "i_ext", "indptr",
+                "indices", "weights", "arrivals0", "synapse_type", "g_v", "g_states", "g_g_syn",
                 "g_v_record", "g_spike_times", "g_arrivals"),
     params=("channels", "dt", "n_steps", "delay_steps", "tau_syn", "e_syn", "record_every",
             "spike_threshold", "max_spikes", "segment", "slope"),
@@ -337,10 +368,11 @@ def network_run_with(make: Callable[..., StepKernels], v0: np.ndarray, states0: 
 
 
 def network_run_vjp_with(make: Callable[..., StepKernels], ck_v: np.ndarray, ck_S: np.ndarray,
-                         ck_g: np.ndarray, ck_ring: np.ndarray, ck_count: np.ndarray,
+                         ck_g: np.ndarray, ck_spikes: np.ndarray, ck_count: np.ndarray,
                          params: np.ndarray, i_ext: np.ndarray, indptr: np.ndarray,
-                         indices: np.ndarray, weights: np.ndarray, synapse_type: np.ndarray,
-                         g_v: np.ndarray, g_states: np.ndarray, g_g_syn: np.ndarray,
+                         indices: np.ndarray, weights: np.ndarray, arrivals0: np.ndarray,
+                         synapse_type: np.ndarray, g_v: np.ndarray, g_states: np.ndarray,
+                         g_g_syn: np.ndarray,
                          g_v_record: np.ndarray, g_spike_times: np.ndarray,
                          g_arrivals: np.ndarray, *, channels: Any, dt: float, n_steps: int,
                          delay_steps: int, tau_syn: Any, e_syn: Any, record_every: int = 0,
@@ -349,7 +381,8 @@ def network_run_vjp_with(make: Callable[..., StepKernels], ck_v: np.ndarray, ck_
     """``network_run_vjp`` on the steps ``make(...)`` makes (as :func:`network_run_with`)."""
     k = _bind(make, channels, dt, indptr, indices, weights, synapse_type, tau_syn, e_syn)
     return network_run_vjp_loop(
-        k, ck_v, ck_S, ck_g, ck_ring, ck_count, params, i_ext, g_v, g_states, g_g_syn,
+        k, ck_v, ck_S, ck_g, ck_spikes, ck_count, params, i_ext, arrivals0, g_v, g_states,
+        g_g_syn,
         g_v_record, g_spike_times, g_arrivals, dt=dt, n_steps=n_steps,
         delay_steps=delay_steps, tau_syn=tau_syn, e_syn=e_syn, record_every=record_every,
         spike_threshold=spike_threshold, max_spikes=max_spikes, segment=segment, slope=slope,

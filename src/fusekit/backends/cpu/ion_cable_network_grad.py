@@ -41,12 +41,13 @@ def synaptic_sums(g, e_rev, gs, ge):
             ge[x] += g[k, x] * ek
 
 
-def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b,
+def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, a, b,
                  record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
                  parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
                  dd, bb):
-    """Steps a .. b - 1 in place on (v, S, g, ring, count); with keep, every step's inputs
-    and Hines diagonal into TV..TC (row step - a)."""
+    """Steps a .. b - 1 in place on (v, S, g, ring, count, hist); hist[slot] holds the
+    spikes whose deliveries sit in ring[slot]. With keep, every step's inputs and Hines
+    diagonal into TV..TC (row step - a)."""
     N = v.shape[0]
     nc = parent.shape[0]
     n_cells = N // nc
@@ -80,6 +81,7 @@ def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b
         for c in range(n_cells):
             o = c * nc
             crossed = v[o] < thr and vn[o] >= thr
+            hist[slot, c] = crossed
             if keep:
                 TC[r, c] = crossed
             if crossed:
@@ -98,11 +100,12 @@ def cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b
         S[:] = Sn
 
 
-def cnet_backward(ck_v, ck_S, ck_g, ck_ring, ck_count, P, I, i_rows, decay, e_rev, thr, dt,
-                  n_steps, segment, record_every, cols, max_spikes, slope, indptr, weights,
-                  target, parent, up, low, axial, g_v_record, g_spike_times, a_v, a_S, a_g,
-                  A, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring, count, vn, Sn,
-                  gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0, times0):
+def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, decay, e_rev,
+                  thr, dt, n_steps, segment, record_every, cols, max_spikes, slope, indptr,
+                  weights, target, parent, up, low, axial, g_v_record, g_spike_times, a_v,
+                  a_S, a_g, A, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring, count,
+                  hist, vn, Sn, gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0,
+                  times0):
     """The segments last first: each re-run from its checkpoint, then walked back."""
     N = v.shape[0]
     nc = parent.shape[0]
@@ -118,9 +121,21 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_ring, ck_count, P, I, i_rows, decay, e_re
         v[:] = ck_v[seg]
         S[:] = ck_S[seg]
         g[:] = ck_g[seg]
-        ring[:] = ck_ring[seg]
         count[:] = ck_count[seg]
-        cnet_forward(v, S, g, ring, count, P, I, i_rows, decay, e_rev, thr, dt, a, b, 0,
+        hist[:] = ck_spikes[seg]
+        # the arrivals in flight at step a: arr0's while a + x < delay, else the deliveries
+        # of the spikes of step a + x - delay, summed in the forward's order
+        for x in range(delay):
+            slot = (a + x) % delay
+            if a + x < delay:
+                ring[slot, :] = arr0[a + x]
+            else:
+                ring[slot, :] = 0
+                for c in range(n_cells):
+                    if hist[slot, c]:
+                        for s in range(indptr[c], indptr[c + 1]):
+                            ring[slot, target[s]] += weights[s]
+        cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, a, b, 0,
                      cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
                      axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb)
         for t in range(b - 1, a - 1, -1):
@@ -347,32 +362,35 @@ def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
     ck_v = np.empty((n_seg, N), dtype=dtype)
     ck_S = np.empty((n_seg, n_states, N), dtype=dtype)
     ck_g = np.empty((n_seg, nt, N), dtype=dtype)
-    ck_ring = np.empty((n_seg, delay, nt * N), dtype=dtype)
+    ck_spikes = np.empty((n_seg, delay, n_cells), dtype=np.bool_)
     ck_count = np.empty((n_seg, n_cells), dtype=np.int64)
     v = np.array(v0, dtype=dtype).reshape(N)
     S = np.array(states0, dtype=dtype).reshape(n_states, N)
     g = np.array(g_syn0, dtype=dtype).reshape(nt, N)
     ring = np.array(arrivals0, dtype=dtype).reshape(delay, nt * N)
     count = np.zeros(n_cells, dtype=np.int64)
+    hist = np.zeros((delay, n_cells), dtype=np.bool_)
     forward, _ = _loop_kernels(run.cs, dtype.name)
     none = run.trajectory(0, n_states)
     for s in range(n_seg):
-        ck_v[s], ck_S[s], ck_g[s], ck_ring[s], ck_count[s] = v, S, g, ring, count
-        forward(v, S, g, ring, count, *run.shared(), s * segment, min((s + 1) * segment, n_steps),
+        ck_v[s], ck_S[s], ck_g[s], ck_spikes[s], ck_count[s] = v, S, g, hist, count
+        forward(v, S, g, ring, count, hist, *run.shared(), s * segment,
+                min((s + 1) * segment, n_steps),
                 record_every, run.cols, max_spikes, v_record, times, *run.synapses(), False,
                 *none, *run.buffers)
     arrivals = ring[(n_steps + np.arange(delay)) % delay]
     return (v.reshape(post), S.reshape(n_states, *post), g.reshape(nt, *post), v_record, count,
             times, arrivals.reshape(delay, nt, *post), ck_v.reshape(n_seg, *post),
-            ck_S.reshape(n_seg, n_states, *post), ck_g.reshape(n_seg, nt, *post), ck_ring,
+            ck_S.reshape(n_seg, n_states, *post), ck_g.reshape(n_seg, nt, *post), ck_spikes,
             ck_count)
 
 
 def run_vjp_loops(
-    op: str, ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_ring: np.ndarray,
+    op: str, ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray, ck_spikes: np.ndarray,
     ck_count: np.ndarray, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
     coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-    synapse_type: np.ndarray, synapse_compartment: np.ndarray, g_v: np.ndarray,
+    arrivals0: np.ndarray, synapse_type: np.ndarray, synapse_compartment: np.ndarray,
+    g_v: np.ndarray,
     g_states: np.ndarray, g_g_syn: np.ndarray, g_v_record: np.ndarray,
     g_spike_times: np.ndarray, g_arrivals: np.ndarray, *, n_steps: int, record_every: int = 0,
     max_spikes: int = 0, segment: int = 1, slope: float = 1.0, **kw: Any,
@@ -400,10 +418,11 @@ def run_vjp_loops(
     if n_steps:
         state = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
                  np.empty((nt, N), dtype=dtype), np.empty((delay, nt * N), dtype=dtype),
-                 np.empty(n_cells, dtype=np.int64))
+                 np.empty(n_cells, dtype=np.int64), np.empty((delay, n_cells), dtype=np.bool_))
         backward(c(ck_v).reshape(n_seg, N), c(ck_S).reshape(n_seg, n_states, N),
-                 c(ck_g).reshape(n_seg, nt, N), c(ck_ring), c(ck_count, dtype=np.int64),
-                 *run.shared(), n_steps, segment, record_every, run.cols, max_spikes,
+                 c(ck_g).reshape(n_seg, nt, N), c(ck_spikes), c(ck_count, dtype=np.int64),
+                 c(arrivals0, dtype=dtype).reshape(delay, nt * N), *run.shared(), n_steps,
+                 segment, record_every, run.cols, max_spikes,
                  run.scalar(slope), *run.synapses(), c(g_v_record, dtype=dtype),
                  c(g_spike_times, dtype=dtype), a_v, a_S, a_g, A, a_P, a_I, a_C, a_w,
                  *run.trajectory(min(segment, n_steps), n_states), *state, *run.buffers, OUT,

@@ -38,24 +38,26 @@ def network_run_cpu(v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
     out = run_loops("network_run", _col(v0), _col(states0), _col(params), _col(i_ext), _ROOT,
                     coupling, _col(g_syn0), indptr, indices, weights, _col(arrivals0),
                     synapse_type, _NONE, **kw)
-    v, S, g, v_record, count, times, arrivals, ck_v, ck_S, ck_g, ck_ring, ck_count = out
+    v, S, g, v_record, count, times, arrivals, ck_v, ck_S, ck_g, ck_spikes, ck_count = out
     return (v[:, 0], S[..., 0], g[..., 0], v_record[..., 0], count, times, arrivals[..., 0],
-            ck_v[..., 0], ck_S[..., 0], ck_g[..., 0], ck_ring, ck_count)
+            ck_v[..., 0], ck_S[..., 0], ck_g[..., 0], ck_spikes, ck_count)
 
 
 @register_kernel(grad.network_run_vjp_op, backend="cpu", arrays=["numpy"], dtypes=_FLOATS)
 def network_run_vjp_cpu(ck_v: np.ndarray, ck_S: np.ndarray, ck_g: np.ndarray,
-                        ck_ring: np.ndarray, ck_count: np.ndarray, params: np.ndarray,
+                        ck_spikes: np.ndarray, ck_count: np.ndarray, params: np.ndarray,
                         i_ext: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-                        weights: np.ndarray, synapse_type: np.ndarray, g_v: np.ndarray,
+                        weights: np.ndarray, arrivals0: np.ndarray, synapse_type: np.ndarray,
+                        g_v: np.ndarray,
                         g_states: np.ndarray, g_g_syn: np.ndarray, g_v_record: np.ndarray,
                         g_spike_times: np.ndarray, g_arrivals: np.ndarray, **kw: Any
                         ) -> tuple[np.ndarray, ...]:
     """The segments re-run and walked back in one compiled loop."""
     coupling = np.zeros((2, params.shape[1], 1), dtype=params.dtype)
     a_v, a_S, a_P, a_I, _, a_g, a_w, A = run_vjp_loops(
-        "network_run", _col(ck_v), _col(ck_S), _col(ck_g), ck_ring, ck_count, _col(params),
-        _col(i_ext), _ROOT, coupling, indptr, indices, weights, synapse_type, _NONE,
+        "network_run", _col(ck_v), _col(ck_S), _col(ck_g), ck_spikes, ck_count, _col(params),
+        _col(i_ext), _ROOT, coupling, indptr, indices, weights, _col(arrivals0), synapse_type,
+        _NONE,
         _col(g_v), _col(g_states), _col(g_g_syn), _col(g_v_record), g_spike_times,
         _col(g_arrivals), **kw)
     return a_v[:, 0], a_S[..., 0], a_P[..., 0], a_I[..., 0], a_g[..., 0], a_w, A[..., 0]
