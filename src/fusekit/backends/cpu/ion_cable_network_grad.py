@@ -321,10 +321,11 @@ class _Run:
                 np.empty((length, self.n_cells), dtype=np.bool_))
 
     def shared(self) -> tuple[Any, ...]:
-        """The arguments both loops take after ``thr, dt``'s place, up to the synapses."""
+        """The parameters, currents and synaptic constants, in both loops' argument order."""
         return (self.P, self.I, self.i_rows, self.decay, self.e_rev, self.thr, self.dt)
 
     def synapses(self) -> tuple[Any, ...]:
+        """The CSR, the targets and the Hines rows, in both loops' argument order."""
         return (self.indptr, self.weights, self.target, self.parent, self.up, self.low,
                 self.axial)
 
