@@ -161,10 +161,14 @@ def axial_rows(parent: np.ndarray, coupling: np.ndarray) -> tuple[np.ndarray, ..
 
 
 def flat_targets(indices: np.ndarray, synapse_type: np.ndarray,
-                 synapse_compartment: np.ndarray, n_cells: int, n_comp: int) -> np.ndarray:
-    """Every synapse's place in the flattened ``(n_types, n_cells, n_comp)`` conductances."""
+                 synapse_compartment: np.ndarray, n_cells: int, n_comp: int, *,
+                 cell_major: bool = True) -> np.ndarray:
+    """Every synapse's place in the flattened ``(n_types, n_cells, n_comp)`` conductances.
+
+    ``cell_major=False``: in ``(n_types, n_comp, n_cells)`` (the CPU loops' layout).
+    """
     flat = synapse_targets(indices.astype(np.int64), synapse_compartment.astype(np.int64),
-                           n_cells, n_comp)
+                           n_cells, n_comp, cell_major=cell_major)
     if synapse_type.shape[0]:
         flat = flat + synapse_type.astype(np.int64) * (n_cells * n_comp)
     return flat

@@ -6,8 +6,9 @@ like ``network_run``'s (:mod:`.ion_network_grad`), around two generated kernels 
 ``cvjp_kernel`` (a compartment's local adjoint from the transposed solve's ``a_R``). Between
 them the loops hold the Hines solve of every cell (and its transpose backward), the axial
 coupling's gradient, spike detection in compartment 0, the synapses onto compartments and
-their adjoint, and the ring of arrival adjoints. Compartments are cell-major (``cell * n_comp
-+ comp``), so each cell's solve reads contiguous rows.
+their adjoint, and the ring of arrival adjoints. Inside the loops compartments are
+compartment-major (``comp * n_cells + cell``; the wrappers transpose in and out), so every
+step of the cells' Hines elimination is one vector loop over the cells.
 """
 
 from __future__ import annotations
@@ -70,16 +71,10 @@ def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt
             DO[x] += axial[x]
         if keep:
             TD[r, :] = DO
-        if nc == 1:  # point neurons (network_run): one vector loop
-            for x in range(N):
-                vn[x] = RO[x] / DO[x]
-        else:
-            for c in range(n_cells):
-                o = c * nc
-#SOLVE vn DO RO up low 16
+#SOLVE vn DO RO up low 8
         ring[slot, :] = 0
         for c in range(n_cells):
-            o = c * nc
+            o = c  # compartment 0 of cell c
             crossed = v[o] < thr and vn[o] >= thr
             hist[slot, c] = crossed
             if keep:
@@ -95,7 +90,7 @@ def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt
             rr = (step + 1) // record_every - 1
             for c in range(n_cells):
                 for q in range(cols.shape[0]):
-                    V_rec[rr, c, q] = vn[c * nc + cols[q]]
+                    V_rec[rr, c, q] = vn[cols[q] * n_cells + c]
         v[:] = vn
         S[:] = Sn
 
@@ -161,9 +156,9 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                 rr = (t + 1) // record_every - 1
                 for c in range(n_cells):
                     for q in range(cols.shape[0]):
-                        a_vn[c * nc + cols[q]] += g_v_record[rr, c, q]
+                        a_vn[cols[q] * n_cells + c] += g_v_record[rr, c, q]
             for c in range(n_cells):
-                o = c * nc
+                o = c  # compartment 0 of cell c
                 if vt[o] < thr:
                     d = 1 + slope * abs(vnext[o] - thr)
                     a_vn[o] += a_spk[c] / (d * d)
@@ -173,25 +168,22 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                     if cnt < max_spikes:
                         a_vn[o] -= (g_spike_times[cnt, c] * dt * (thr - vt[o])
                                     / (vnext[o] - vt[o]) ** 2)
-            diag = TD[r]
-            if nc == 1:
-                for x in range(N):
-                    lam[x] = a_vn[x] / diag[x]
-            for c in range(n_cells if nc > 1 else 0):
-                o = c * nc
-                # the transposed Hines solve: lower and upper swap roles
-#SOLVE lam diag a_vn low up 16
-                for i in range(1, nc):
-                    p = parent[i]
-                    a_C[0, o + i] += lam[o + i] * (vnext[o + p] - vnext[o + i])
-                    a_C[1, o + i] += lam[o + p] * (vnext[o + i] - vnext[o + p])
+            # the transposed Hines solve (lower and upper swap roles) on copies of the rows
+            dd[:] = TD[r]
+            bb[:] = a_vn
+#SOLVE lam dd bb low up 12
+            for i in range(1, nc):
+                oi = i * n_cells
+                op = parent[i] * n_cells
+                for c in range(n_cells):
+                    a_C[0, oi + c] += lam[oi + c] * (vnext[op + c] - vnext[oi + c])
+                    a_C[1, oi + c] += lam[op + c] * (vnext[oi + c] - vnext[op + c])
             row = t * i_rows
             cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT)
             for c in range(n_cells):
-                o = c * nc
                 if crossed[c] and count[c] < max_spikes:
-                    OUT[0, o] += (g_spike_times[count[c], c] * dt * (thr - vnext[o])
-                                  / (vnext[o] - vt[o]) ** 2)
+                    OUT[0, c] += (g_spike_times[count[c], c] * dt * (thr - vnext[c])
+                                  / (vnext[c] - vt[c]) ** 2)
             for i in range(n_params):
                 for x in range(N):
                     a_P[i, x] += OUT[1 + n_states + i, x]
@@ -212,23 +204,29 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
 
 
 def _solve(x: str, diag: str, rhs: str, up: str, low: str, indent: int) -> str:
-    """Lines solving cell ``o``'s rows of ``H x = rhs``; swap ``up`` and ``low`` to transpose.
+    """Lines solving every cell's ``H x = rhs`` in place on ``diag`` and ``rhs``.
 
-    ``H`` has ``diag`` on its diagonal, ``low`` at (i, parent) and ``up`` at (parent, i). Text,
-    so both loops have the solve inline (as a called function it cost the cable loops about
+    Compartment-major rows (``comp * n_cells + cell``), so each elimination step is a vector
+    loop over the cells. ``H`` has ``diag`` on its diagonal, ``low`` at (i, parent) and
+    ``up`` at (parent, i); swap ``up`` and ``low`` for the transposed system. Text, so both
+    loops have the solve inline (as a called function per cell it cost the cable loops about
     10%).
     """
-    return "\n".join(" " * indent + line for line in f"""for i in range(nc):
-    dd[i] = {diag}[o + i]
-    bb[i] = {rhs}[o + i]
-for i in range(nc - 1, 0, -1):
-    p = parent[i]
-    f = {up}[o + i] / dd[i]
-    dd[p] -= f * {low}[o + i]
-    bb[p] -= f * bb[i]
-{x}[o] = bb[0] / dd[0]
+    return "\n".join(" " * indent + line for line in f"""for i in range(nc - 1, 0, -1):
+    oi = i * n_cells
+    op = parent[i] * n_cells
+    for c in range(n_cells):
+        f = {up}[oi + c] / {diag}[oi + c]
+        {diag}[op + c] -= f * {low}[oi + c]
+        {rhs}[op + c] -= f * {rhs}[oi + c]
+for c in range(n_cells):
+    {x}[c] = {rhs}[c] / {diag}[c]
 for i in range(1, nc):
-    {x}[o + i] = (bb[i] - {low}[o + i] * {x}[o + parent[i]]) / dd[i]""".splitlines())
+    oi = i * n_cells
+    op = parent[i] * n_cells
+    for c in range(n_cells):
+        {x}[oi + c] = ({rhs}[oi + c] - {low}[oi + c] * {x}[op + c]) / {diag}[oi + c]"""
+                                                      .splitlines())
 
 
 def loops_source() -> str:
@@ -276,6 +274,21 @@ def _check_csr(op: str, indptr: np.ndarray, target: np.ndarray, n_out: int) -> N
         raise csr_index_error(op, code, indptr.shape[0] - 1, target.shape[0], n_out)
 
 
+def to_loops(a: np.ndarray) -> np.ndarray:
+    """``(..., n_cells, n_comp)`` as the loops' compartment-major ``(..., n_comp * n_cells)``.
+
+    Always a new array (the loops update some in place).
+    """
+    flat = np.swapaxes(a, -1, -2)
+    return np.array(flat, order="C").reshape(*a.shape[:-2], -1)
+
+
+def from_loops(a: np.ndarray, n_cells: int, n_comp: int) -> np.ndarray:
+    """The loops' ``(..., n_comp * n_cells)`` as ``(..., n_cells, n_comp)``."""
+    grid = a.reshape(*a.shape[:-1], n_comp, n_cells)
+    return np.ascontiguousarray(np.swapaxes(grid, -1, -2))
+
+
 class _Run:
     """One run's arrays in the loops' flat, cell-major layout, and the per-step buffers."""
 
@@ -296,23 +309,23 @@ class _Run:
         self.nt, self.delay = len(taus), int(delay_steps)
         self.decay = np.array(synapse_decays(dt, taus), dtype=dtype)
         self.e_rev = np.array(es, dtype=dtype)
-        self.P = c(params).reshape(-1, N)
-        self.I = c(i_ext).reshape(-1, N)
+        self.P = to_loops(params)
+        self.I = to_loops(i_ext.reshape(-1, n_cells, n_comp))
         self.i_rows = int(i_ext.ndim == 3)
         self.parent = c(parent, dtype=np.int64)
         up, low, axial = grad.axial_rows(self.parent, coupling)
-        self.up, self.low, self.axial = (c(x, dtype=dtype).reshape(N) for x in (up, low, axial))
+        self.up, self.low, self.axial = (to_loops(x.astype(dtype)) for x in (up, low, axial))
         self.indptr = c(indptr, dtype=np.int64)
         self.weights = c(weights)
         self.target = c(grad.flat_targets(c(indices), c(synapse_type), c(synapse_compartment),
-                                          n_cells, n_comp))
+                                          n_cells, n_comp, cell_major=False))
         _check_csr(op, self.indptr, self.target, self.nt * N)
         self.cols = record_columns(record_at, n_comp)
         self.thr, self.dt = self.scalar(spike_threshold), self.scalar(dt)
         self.buffers = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
                         np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
                         np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
-                        np.empty(n_comp, dtype=dtype), np.empty(n_comp, dtype=dtype))
+                        np.empty(N, dtype=dtype), np.empty(N, dtype=dtype))
 
     def trajectory(self, length: int, n_states: int) -> tuple[np.ndarray, ...]:
         dtype, N = self.P.dtype, self.N  # noqa: N806
@@ -365,10 +378,10 @@ def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
     ck_g = np.empty((n_seg, nt, N), dtype=dtype)
     ck_spikes = np.empty((n_seg, delay, n_cells), dtype=np.bool_)
     ck_count = np.empty((n_seg, n_cells), dtype=np.int64)
-    v = np.array(v0, dtype=dtype).reshape(N)
-    S = np.array(states0, dtype=dtype).reshape(n_states, N)
-    g = np.array(g_syn0, dtype=dtype).reshape(nt, N)
-    ring = np.array(arrivals0, dtype=dtype).reshape(delay, nt * N)
+    v = to_loops(v0.astype(dtype, copy=False))
+    S = to_loops(states0.astype(dtype, copy=False))
+    g = to_loops(g_syn0.astype(dtype, copy=False))
+    ring = to_loops(arrivals0.astype(dtype, copy=False)).reshape(delay, nt * N)
     count = np.zeros(n_cells, dtype=np.int64)
     hist = np.zeros((delay, n_cells), dtype=np.bool_)
     forward, _ = _loop_kernels(run.cs, dtype.name)
@@ -379,10 +392,10 @@ def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
                 min((s + 1) * segment, n_steps),
                 record_every, run.cols, max_spikes, v_record, times, *run.synapses(), False,
                 *none, *run.buffers)
-    arrivals = ring[(n_steps + np.arange(delay)) % delay]
-    return (v.reshape(post), S.reshape(n_states, *post), g.reshape(nt, *post), v_record, count,
-            times, arrivals.reshape(delay, nt, *post), ck_v.reshape(n_seg, *post),
-            ck_S.reshape(n_seg, n_states, *post), ck_g.reshape(n_seg, nt, *post), ck_spikes,
+    arrivals = ring[(n_steps + np.arange(delay)) % delay].reshape(delay, nt, N)
+    out = (from_loops(x, *post) for x in (v, S, g))
+    cks = (from_loops(x, *post) for x in (ck_v, ck_S, ck_g))
+    return (*out, v_record, count, times, from_loops(arrivals, *post), *cks, ck_spikes,
             ck_count)
 
 
@@ -404,12 +417,9 @@ def run_vjp_loops(
     n_cells, n_comp, N, nt, delay = run.n_cells, run.n_comp, run.N, run.nt, run.delay  # noqa: N806
     dtype = params.dtype
     post = (n_cells, n_comp)
-    n_seg = ck_v.shape[0]
-    a_v = np.array(g_v, dtype=dtype).reshape(N)
-    a_S = np.array(g_states, dtype=dtype).reshape(n_states, N)
-    a_g = np.array(g_g_syn, dtype=dtype).reshape(nt, N)
+    a_v, a_S, a_g = (to_loops(x.astype(dtype, copy=False)) for x in (g_v, g_states, g_g_syn))
     A = np.zeros((delay, nt * N), dtype=dtype)
-    A[(n_steps + np.arange(delay)) % delay] = g_arrivals.reshape(delay, nt * N)
+    A[(n_steps + np.arange(delay)) % delay] = to_loops(g_arrivals).reshape(delay, nt * N)
     a_P = np.zeros((params.shape[0], N), dtype=dtype)
     a_I = np.zeros(run.I.shape, dtype=dtype)
     a_C = np.zeros((2, N), dtype=dtype)
@@ -420,9 +430,10 @@ def run_vjp_loops(
         state = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
                  np.empty((nt, N), dtype=dtype), np.empty((delay, nt * N), dtype=dtype),
                  np.empty(n_cells, dtype=np.int64), np.empty((delay, n_cells), dtype=np.bool_))
-        backward(c(ck_v).reshape(n_seg, N), c(ck_S).reshape(n_seg, n_states, N),
-                 c(ck_g).reshape(n_seg, nt, N), c(ck_spikes), c(ck_count, dtype=np.int64),
-                 c(arrivals0, dtype=dtype).reshape(delay, nt * N), *run.shared(), n_steps,
+        backward(to_loops(ck_v), to_loops(ck_S), to_loops(ck_g), c(ck_spikes),
+                 c(ck_count, dtype=np.int64),
+                 to_loops(arrivals0.astype(dtype, copy=False)).reshape(delay, nt * N),
+                 *run.shared(), n_steps,
                  segment, record_every, run.cols, max_spikes,
                  run.scalar(slope), *run.synapses(), c(g_v_record, dtype=dtype),
                  c(g_spike_times, dtype=dtype), a_v, a_S, a_g, A, a_P, a_I, a_C, a_w,
@@ -430,6 +441,7 @@ def run_vjp_loops(
                  np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
                  np.empty(n_cells, dtype=dtype), np.empty((0, n_cells, 0), dtype=dtype),
                  np.empty((0, n_cells), dtype=dtype))
-    return (a_v.reshape(post), a_S.reshape(n_states, *post), a_P.reshape(params.shape),
-            a_I.reshape(i_ext.shape), a_C.reshape(2, *post), a_g.reshape(nt, *post), a_w,
-            A.reshape(delay, nt, *post))
+    a_v, a_S, a_P, a_I, a_C, a_g = (from_loops(x, *post) for x in (a_v, a_S, a_P, a_I, a_C,
+                                                                     a_g))
+    return (a_v, a_S, a_P, a_I.reshape(i_ext.shape), a_C, a_g, a_w,
+            from_loops(A.reshape(delay, nt, N), *post))
