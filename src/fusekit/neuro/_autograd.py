@@ -468,8 +468,8 @@ def network_simulate_torch(
             Python iteration per step (any device, higher-order gradients, ``compile``).
             ``"auto"`` (default): the kernel for CPU tensors where it can run, else torch.
             The two agree to rounding (the kernel's ``exp`` is its own): 500 HH neurons at
-            5% connectivity took 0.14 ms per step forward and backward with the kernel
-            against 3.9-4.3 ms in torch, 5,000 neurons 1.3 against 7.5-9.1 ms (2-core
+            5% connectivity took 0.12 ms per step forward and backward with the kernel
+            against 3.4-3.8 ms in torch, 5,000 neurons 1.2-1.3 against 7.0-8.7 ms (2-core
             Zen 1 host).
 
     Returns:
