@@ -145,9 +145,15 @@ def test_the_vjp_refuses_mismatched_checkpoints_and_segments():
     grads = [np.zeros(s) for s in ((n, m), arrays[1].shape, (1, n, m), (20, n, 2), (3, n),
                                    (10, 1, n, m))]
     vjp_in = [*out[7:], arrays[2], arrays[3], PARENT, arrays[5], *arrays[7:13], *grads]
+    good = list(vjp_in)
     vjp_in[0] = vjp_in[0][:-1]  # one checkpoint short
     with pytest.raises(InputError, match=r"cable_network_run_vjp: ck_v must have shape \(7, 4"):
         cable_network_run_vjp_op.run(vjp_in, {**kw, "slope": 1.0}, "cpu")
+    with pytest.raises(InputError, match="cable_network_run_vjp: slope .* must be positive"):
+        cable_network_run_vjp_op.run(good, {**kw, "slope": 0.0}, "cpu")
+    good[3] = good[3].astype(np.float64)  # spike flags as numbers
+    with pytest.raises(InputError, match="cable_network_run_vjp: ck_spikes must be a bool"):
+        cable_network_run_vjp_op.run(good, {**kw, "slope": 1.0}, "cpu")
     with pytest.raises(InputError, match="cable_network_run: segment must be a positive"):
         cable_network_run_op.run(arrays, {**kw, "segment": 0}, "cpu")
     with pytest.raises(InputError, match="cable_network_run: synapse_compartment must lie in"):

@@ -26,17 +26,16 @@ local adjoint evaluated by NumPy backward); the CPU backend compiles the same sc
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._errors import InputError
-from .._registry import Op, array_dtype
+from .._registry import Op
 from .ion import hines_solve_reference, record_columns, synapse_decays, synapse_kinds
 from .ion_cable_network import _check_cable_network_simulate, synapse_targets
 from .ion_channel import channel_set, gates_and_conductances
-from .ion_network_grad import _check_segment, ring_at
+from .ion_network_grad import _check_segment, check_vjp_arrays, ring_at
 
 __all__ = ["cable_network_run_op", "cable_network_run_vjp_op", "axial_rows"]
 
@@ -66,17 +65,13 @@ def _check_cable_network_run_vjp(
     parent: Any, coupling: Any, indptr: Any, indices: Any, weights: Any, arrivals0: Any,
     synapse_type: Any, synapse_compartment: Any, g_v: Any, g_states: Any, g_g_syn: Any,
     g_v_record: Any, g_spike_times: Any, g_arrivals: Any, *, channels: Any, dt: float,
-    n_steps: int,
-    delay_steps: int, tau_syn: Any, e_syn: Any, record_every: int = 0,
+    n_steps: int, delay_steps: int, tau_syn: Any, e_syn: Any, record_every: int = 0,
     spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
     segment: int = 1, slope: float = 1.0,
 ) -> str:
     op = "cable_network_run_vjp"
     cs = channel_set(channels)
     _check_segment(op, segment)
-    if not (isinstance(slope, int | float) and math.isfinite(slope) and slope > 0):
-        raise InputError(f"{op}: slope (the SuperSpike surrogate's, 1/mV) must be positive, "
-                         f"got {slope!r}")
     if params.ndim != 3:
         raise InputError(f"{op}: params must be (n_params, n_cells, n_comp), got "
                          f"{tuple(params.shape)}")
@@ -112,25 +107,13 @@ def _check_cable_network_run_vjp(
                     ("synapse_compartment", synapse_compartment)):
         if tuple(a.shape) not in ((nnz,), (0,)):
             raise InputError(f"{op}: {name} must be ({nnz},) or (0,), got {tuple(a.shape)}")
-    dtype = array_dtype(params)
-    if dtype not in ("float32", "float64"):
-        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    if array_dtype(ck_spikes) != "bool":
-        raise InputError(f"{op}: ck_spikes must be a bool array (cable_network_run's "
-                         f"checkpoints), got {array_dtype(ck_spikes)}")
-    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("arrivals0", arrivals0),
-                    ("i_ext", i_ext), ("coupling", coupling), ("weights", weights),
-                    ("g_v", g_v), ("g_states", g_states), ("g_g_syn", g_g_syn),
-                    ("g_v_record", g_v_record), ("g_spike_times", g_spike_times),
-                    ("g_arrivals", g_arrivals)):
-        if array_dtype(a) != dtype:
-            raise InputError(f"{op}: {name} must be {dtype} like params, got {array_dtype(a)}")
-    for name, a in (("ck_count", ck_count), ("parent", parent), ("indptr", indptr),
-                    ("indices", indices), ("synapse_type", synapse_type),
-                    ("synapse_compartment", synapse_compartment)):
-        if array_dtype(a) not in ("int32", "int64"):
-            raise InputError(f"{op}: {name} must be an integer array, got {array_dtype(a)}")
-    return dtype
+    floats = {"ck_v": ck_v, "ck_S": ck_S, "ck_g": ck_g, "arrivals0": arrivals0, "i_ext": i_ext,
+              "coupling": coupling, "weights": weights, "g_v": g_v, "g_states": g_states,
+              "g_g_syn": g_g_syn, "g_v_record": g_v_record, "g_spike_times": g_spike_times,
+              "g_arrivals": g_arrivals}
+    ints = {"ck_count": ck_count, "parent": parent, "indptr": indptr, "indices": indices,
+            "synapse_type": synapse_type, "synapse_compartment": synapse_compartment}
+    return check_vjp_arrays(op, params, ck_spikes, floats, ints, slope=slope)
 
 
 cable_network_run_vjp_op = Op(

@@ -263,6 +263,31 @@ network_run_op = Op(
 )
 
 
+def check_vjp_arrays(op: str, params: Any, ck_spikes: Any, floats: dict[str, Any],
+                     ints: dict[str, Any], *, slope: Any) -> str:
+    """The checks both whole-run vjps share after their shapes'; returns the dtype.
+
+    The surrogate's slope, ``params`` float32 or float64, ``ck_spikes`` bool, every array of
+    ``floats`` of ``params``' dtype, every one of ``ints`` integers.
+    """
+    if not (isinstance(slope, int | float) and math.isfinite(slope) and slope > 0):
+        raise InputError(f"{op}: slope (the SuperSpike surrogate's, 1/mV) must be positive, "
+                         f"got {slope!r}")
+    dtype = array_dtype(params)
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
+    if array_dtype(ck_spikes) != "bool":
+        raise InputError(f"{op}: ck_spikes must be a bool array (the forward's checkpoints), "
+                         f"got {array_dtype(ck_spikes)}")
+    for name, a in floats.items():
+        if array_dtype(a) != dtype:
+            raise InputError(f"{op}: {name} must be {dtype} like params, got {array_dtype(a)}")
+    for name, a in ints.items():
+        if array_dtype(a) not in ("int32", "int64"):
+            raise InputError(f"{op}: {name} must be an integer array, got {array_dtype(a)}")
+    return dtype
+
+
 def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_spikes: Any, ck_count: Any,
                            params: Any, i_ext: Any, indptr: Any, indices: Any, weights: Any,
                            arrivals0: Any, synapse_type: Any, g_v: Any, g_states: Any, g_g_syn: Any,
@@ -276,9 +301,6 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_spikes: Any, ck_c
 
     cs = channel_set(channels)
     _check_segment(op, segment)
-    if not (isinstance(slope, int | float) and math.isfinite(slope) and slope > 0):
-        raise InputError(f"{op}: slope (the SuperSpike surrogate's, 1/mV) must be positive, "
-                         f"got {slope!r}")
     n = params.shape[-1]
     n_types = len(synapse_kinds(tau_syn, e_syn)[0])
     n_seg = -(-n_steps // segment)
@@ -301,23 +323,13 @@ def _check_network_run_vjp(ck_v: Any, ck_S: Any, ck_g: Any, ck_spikes: Any, ck_c
     if tuple(synapse_type.shape) not in ((nnz,), (0,)):
         raise InputError(f"{op}: synapse_type must be ({nnz},) or (0,), got "
                          f"{tuple(synapse_type.shape)}")
-    dtype = array_dtype(params)
-    if dtype not in ("float32", "float64"):
-        raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    if array_dtype(ck_spikes) != "bool":
-        raise InputError(f"{op}: ck_spikes must be a bool array (network_run's checkpoints), "
-                         f"got {array_dtype(ck_spikes)}")
-    for name, a in (("ck_v", ck_v), ("ck_S", ck_S), ("ck_g", ck_g), ("arrivals0", arrivals0),
-                    ("i_ext", i_ext), ("weights", weights), ("g_v", g_v),
-                    ("g_states", g_states), ("g_g_syn", g_g_syn), ("g_v_record", g_v_record),
-                    ("g_spike_times", g_spike_times), ("g_arrivals", g_arrivals)):
-        if array_dtype(a) != dtype:
-            raise InputError(f"{op}: {name} must be {dtype} like params, got {array_dtype(a)}")
-    for name, a in (("ck_count", ck_count), ("indptr", indptr), ("indices", indices),
-                    ("synapse_type", synapse_type)):
-        if array_dtype(a) not in ("int32", "int64"):
-            raise InputError(f"{op}: {name} must be an integer array, got {array_dtype(a)}")
-    return dtype
+    floats = {"ck_v": ck_v, "ck_S": ck_S, "ck_g": ck_g, "arrivals0": arrivals0, "i_ext": i_ext,
+              "weights": weights, "g_v": g_v, "g_states": g_states, "g_g_syn": g_g_syn,
+              "g_v_record": g_v_record, "g_spike_times": g_spike_times,
+              "g_arrivals": g_arrivals}
+    ints = {"ck_count": ck_count, "indptr": indptr, "indices": indices,
+            "synapse_type": synapse_type}
+    return check_vjp_arrays(op, params, ck_spikes, floats, ints, slope=slope)
 
 
 network_run_vjp_op = Op(
