@@ -167,21 +167,21 @@ def membrane_step_vjp_launch(V: Any, S: Any, P: Any, I: Any, G: Any, GE: Any, AV
 # ------------------------------------------------------------------ synaptic delivery
 
 
-@cuda.jit(device=True)
-def _row(indptr, i, nnz):  # pragma: no cover - compiled
-    """Row ``i``'s synapse range, or ``(0, 0)`` and a bad flag when the CSR is malformed."""
-    lo = indptr[i]
-    hi = indptr[i + 1]
-    n = indptr.shape[0] - 1
-    bad = lo < 0 or hi < lo or hi > nnz or (i == 0 and lo != 0) or (i == n - 1 and hi != nnz)
-    if bad:
-        return 0, 0, True
-    return lo, hi, False
-
-
 #: Flag values, worst last (``atomic.max`` keeps the worst): a target out of range, a
 #: malformed row pointer; :func:`_raise` maps them to ``csr_index_error``'s codes 2 and 1.
 _BAD_TARGET, _BAD_INDPTR = 1, 2
+
+
+@cuda.jit(device=True)
+def _row(indptr, i, nnz, flag):  # pragma: no cover - compiled
+    """Row ``i``'s synapse range; ``(0, 0)`` and the flag raised when the CSR is malformed."""
+    lo = indptr[i]
+    hi = indptr[i + 1]
+    n = indptr.shape[0] - 1
+    if lo < 0 or hi < lo or hi > nnz or (i == 0 and lo != 0) or (i == n - 1 and hi != nnz):
+        cuda.atomic.max(flag, 0, _BAD_INDPTR)
+        return 0, 0
+    return lo, hi
 
 
 @cuda.jit
@@ -189,10 +189,7 @@ def _deliver(spikes, indptr, weights, target, out, flag):  # pragma: no cover - 
     i = cuda.grid(1)
     if i >= spikes.shape[0]:
         return
-    lo, hi, bad = _row(indptr, i, weights.shape[0])
-    if bad:
-        cuda.atomic.max(flag, 0, _BAD_INDPTR)
-        return
+    lo, hi = _row(indptr, i, weights.shape[0], flag)
     x = spikes[i]
     if x != 0:
         for s in range(lo, hi):
@@ -209,10 +206,7 @@ def _deliver_vjp(spikes, indptr, weights, target, a_out, a_spikes, a_weights,
     i = cuda.grid(1)
     if i >= spikes.shape[0]:
         return
-    lo, hi, bad = _row(indptr, i, weights.shape[0])
-    if bad:
-        cuda.atomic.max(flag, 0, _BAD_INDPTR)
-        return
+    lo, hi = _row(indptr, i, weights.shape[0], flag)
     x = spikes[i]
     acc = 0.0
     for s in range(lo, hi):
