@@ -1355,6 +1355,66 @@ def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "c
                    grads[device, "auto"], grads["cpu", "auto"], 1e-8)
     checks.compare(f"network_simulate_torch weight gradient, {device} kernel engine vs CPU "
                    "kernel engine", grads[device, "kernel"], grads["cpu", "auto"], 1e-8)
+    time_cable_network_grad(checks, torch, repeats, device)
+
+
+def time_cable_network_grad(checks: Checks, torch: Any, repeats: int, device: str) -> None:
+    """cable_network_simulate_torch forward and backward: CUDA tensors against the CPU kernel.
+
+    200 branched HH cells of 6 compartments (``benchmarks/test_bench_network_grad.py``'s
+    network), 400 steps, float64; on CUDA tensors the torch engine, on the host's CPU the
+    kernel engine (``cable_network_run`` and its vjp). The gradients of the weights,
+    parameters and axial coupling are compared.
+    """
+    from fusekit.neuro import (
+        HH_CHANNELS,
+        ChannelSet,
+        cable_coupling,
+        cable_network_simulate_torch,
+        random_connectivity,
+    )
+
+    hh = ChannelSet(HH_CHANNELS)
+    n, m, steps = 200, 6, 400
+    parent = np.array([-1, 0, 0, 1, 1, 2])
+    cpl = cable_coupling(parent, [20.0, 150.0, 100.0, 80.0, 60.0, 120.0],
+                         [20.0, 2.0, 1.5, 1.0, 1.0, 1.2])
+    rng = np.random.default_rng(0)
+    indptr, indices, weights = random_connectivity(n, 20 / n, 0.3, rng)
+    comps = rng.integers(0, m, indices.shape[0])
+    i_ext = np.zeros((n, m))
+    i_ext[: n // 5, 0] = 20.0
+    v0 = np.full((n, m), -65.0)
+    grads = {}
+
+    def run(device: str) -> Callable[[], Any]:
+        def call() -> Any:
+            t = [torch.as_tensor(a, device=device) for a in (
+                v0, hh.steady_states(v0.reshape(-1)).reshape(-1, n, m), i_ext, np.zeros((n, m)))]
+            P = torch.as_tensor(hh.default_params(n * m).reshape(-1, n, m),
+                                device=device).requires_grad_()
+            C = torch.as_tensor(np.broadcast_to(cpl[:, None], (2, n, m)).copy(),
+                                device=device).requires_grad_()
+            w = torch.as_tensor(weights, device=device).requires_grad_()
+            out = cable_network_simulate_torch(hh, t[0], t[1], P, t[2], parent, C, t[3], indptr,
+                                               indices, w, synapse_compartment=comps, dt=0.025,
+                                               n_steps=steps, delay_steps=40, record_every=10,
+                                               record_at=[0, 5], max_spikes=4)
+            out.v_record.square().mean().backward()
+            grads[device] = np.concatenate([x.grad.detach().cpu().numpy().ravel()
+                                            for x in (w, P, C)])
+        return call
+
+    print(f"\ncable_network_simulate_torch forward + backward, {n} HH cells x {m} compartments, "
+          f"{indices.shape[0]:,} synapses, {steps} steps, float64; median of {repeats} repeats, "
+          f"ms per step")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    gpu = wall_ms(run(device), sync, repeats) / steps
+    cpu = wall_ms(run("cpu"), lambda: None, repeats) / steps
+    print(f"  torch tensors on {device} (torch engine) {gpu:.3f} ms; CPU tensors (kernel "
+          f"engine) {cpu:.3f} ms")
+    checks.compare(f"cable_network_simulate_torch gradients, {device} vs CPU kernel engine",
+                   grads[device], grads["cpu"], 1e-8)
 
 
 # ------------------------------------------------------------------------------- main
