@@ -12,6 +12,10 @@ Cases (each pair alternated round by round, wall-clock seconds):
   channels in torch operations) against ``engine="kernel"`` (the whole run one call of
   ``network_run``, the backward one of ``network_run_vjp``), HH neurons at 500 (5%
   connectivity) and 5,000 (0.5%), 400 steps, float64; the weights' gradients compared.
+* ``memory``: the peak of NumPy's traced allocations (``tracemalloc``) of one kernel-engine
+  gradient over 2,000 steps (45 checkpointed segments), for ``benchmarks/
+  test_bench_network_grad.py``'s 5,000-neuron network and its network of 500 branched cells
+  of 6 compartments. torch's allocations are not traced, so the torch engine has no row.
 
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
@@ -118,13 +122,37 @@ def _engine_case(rounds: int) -> None:
                   f"{diff:.1e} apart", flush=True)
 
 
+def _memory_case(rounds: int) -> None:
+    import sys
+    import tracemalloc
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import test_bench_network_grad as bench
+
+    bench.N_STEPS = 2000
+    cases = (("5,000 HH neurons", bench.network, bench.gradient, 5000),
+             ("500 cells x 6 compartments", bench.cable_network, bench.cable_gradient, 500))
+    for name, make, grad, n in cases:
+        grad("kernel", *make(30))  # compile (or load) the kernels
+        for r in range(rounds):
+            x = make(n)
+            tracemalloc.start()
+            grad("kernel", *x)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"memory {name}, 2,000 steps, round {r}: peak traced {peak / 2**20:.1f} MiB",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
-                        choices=["record", "compile", "engine"])
+                        choices=["record", "compile", "engine", "memory"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case}
+    cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
+             "memory": _memory_case}
     for case in args.cases:
         cases[case](args.rounds)
 

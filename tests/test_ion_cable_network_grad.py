@@ -173,3 +173,20 @@ def test_the_compiled_loops_check_the_csr_before_they_read_it():
         cable_network_run_cpu(*arrays[:3], arrays[3], arrays[4], arrays[5], arrays[6],
                               arrays[7], arrays[8] + 3, *arrays[9:12], comps, channels=HH,
                               **kw)
+
+
+def test_engine_kernel_on_cuda_tensors_says_when_the_cuda_backend_is_unavailable(monkeypatch):
+    # No GPU here: a stand-in for a CUDA tensor reaches the engine's choice, which must name
+    # the missing backend and what to use instead, not fail later inside a kernel.
+    import types
+
+    from fusekit import _registry
+    from fusekit.neuro._autograd import _network_engine
+
+    monkeypatch.setattr(_registry, "unavailable_reason", lambda b: "CuPy is not installed")
+    v0 = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), dtype=torch.float64)
+    with pytest.raises(InputError, match="the CUDA backend is unavailable "
+                                         r"\(CuPy is not installed\)\. Use engine='torch'"):
+        _network_engine("network_simulate_torch", "kernel", HH, v0, False, gpu_steps=True)
+    assert _network_engine("network_simulate_torch", "auto", HH, v0, False,
+                           gpu_steps=True) == "torch"

@@ -252,6 +252,12 @@ def _network_part(quick: bool, out: TextIO) -> list[list[str]]:
              f"{indices.shape[0]:,} synapses, 2 types"]]
 
 
+#: The tour's branched cell: a soma, two dendrites, the first branching in two, the second
+#: continued (parent of every section, lengths and diameters in um).
+_BRANCHED_CELL = ((-1, 0, 0, 1, 1, 2), (20.0, 150.0, 100.0, 80.0, 60.0, 120.0),
+                  (20.0, 2.0, 1.5, 1.0, 1.0, 1.2))
+
+
 def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
     """Multi-compartment cells with synapses on their dendrites, against NEURON."""
     import numpy as np
@@ -263,8 +269,7 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
     # somata driven; excitatory synapses from somata onto random compartments, 1 ms delay.
     n, duration, dt = (40, 20.0, 0.025) if quick else (300, 50.0, 0.025)
     rng = np.random.default_rng(0)
-    morph = (np.array([-1, 0, 0, 1, 1, 2]), [20.0, 150.0, 100.0, 80.0, 60.0, 120.0],
-             [20.0, 2.0, 1.5, 1.0, 1.0, 1.2])
+    morph = (np.array(_BRANCHED_CELL[0]), *_BRANCHED_CELL[1:])
     csr = random_connectivity(n, 20 / n, 0.8, rng)
     comps = rng.integers(0, 6, csr[1].shape[0])
 
@@ -415,9 +420,8 @@ def _cable_network_grad_row(quick: bool, out: TextIO) -> list[str]:
 
     hh = ChannelSet(HH_CHANNELS)
     n, m, n_steps, dt = (20, 6, 200, 0.025) if quick else (60, 6, 400, 0.025)
-    parent = np.array([-1, 0, 0, 1, 1, 2])  # a soma, two dendrites, three branches
-    cpl = cable_coupling(parent, [20.0, 150.0, 100.0, 80.0, 60.0, 120.0],
-                         [20.0, 2.0, 1.5, 1.0, 1.0, 1.2])
+    parent = np.array(_BRANCHED_CELL[0])
+    cpl = cable_coupling(parent, *_BRANCHED_CELL[1:])
     rng = np.random.default_rng(2)
     indptr, indices, weights = random_connectivity(n, 10 / n, 0.3, rng)
     comps = rng.integers(0, m, indices.shape[0])

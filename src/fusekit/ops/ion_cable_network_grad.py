@@ -213,6 +213,14 @@ def _stack(rows: list[np.ndarray]) -> Any:
     return np.stack(rows) if rows else np.zeros((0,))
 
 
+def _deliver(net: _Net, spiking: np.ndarray) -> np.ndarray:
+    """The arrivals a step's crossings (bool per cell) send, flattened over the types."""
+    out = np.zeros(net.n_types * net.n_cells * net.n_comp)
+    on = spiking[net.pre]
+    np.add.at(out, net.target[on], net.weights[on])
+    return out
+
+
 def _run(net: _Net, state: list[Any], a: int, b: int, out: tuple[np.ndarray, ...] | None,
          keep: bool) -> list[tuple[Any, ...]]:
     """Steps ``a .. b - 1`` from ``state = [v, S, g, ring, count, spikes]`` (float64; updated).
@@ -243,9 +251,7 @@ def _run(net: _Net, state: list[Any], a: int, b: int, out: tuple[np.ndarray, ...
             if net.record_every and (step + 1) % net.record_every == 0:
                 v_record[(step + 1) // net.record_every - 1] = v_new[:, net.cols]
         count += crossed
-        ring[slot] = 0.0
-        spiking = crossed[net.pre]
-        np.add.at(ring[slot], net.target[spiking], net.weights[spiking])
+        ring[slot] = _deliver(net, crossed)
         spikes[slot] = crossed
         v, S = v_new, np.asarray(S_new).reshape(S.shape)
     state[:] = [v, S, g, ring, count, spikes]
@@ -315,17 +321,11 @@ def cable_network_run_vjp_reference(
     a_w = np.zeros(weights.shape[0])
     ones = np.ones(post)
 
-    def deliver(spikes: np.ndarray) -> np.ndarray:  # as _run delivers
-        out = np.zeros(A.shape[1])
-        spiking = spikes[net.pre] != 0
-        np.add.at(out, net.target[spiking], net.weights[spiking])
-        return out
-
     for s in range(ck_v.shape[0] - 1, -1, -1):
         a, b = s * segment, min((s + 1) * segment, n_steps)
         state = [ck_v[s].astype(f64), ck_S[s].astype(f64), ck_g[s].astype(f64),
                  ring_at(a, delay, ck_spikes[s], arrivals0.astype(f64).reshape(delay, -1),
-                         deliver),
+                         lambda spikes: _deliver(net, spikes != 0)),
                  ck_count[s].astype(np.int64), ck_spikes[s].copy()]
         traj = _run(net, state, a, b, None, keep=True)
         v_next, count = state[0], state[4]

@@ -274,23 +274,28 @@ def _check_csr(op: str, indptr: np.ndarray, target: np.ndarray, n_out: int) -> N
         raise csr_index_error(op, code, indptr.shape[0] - 1, target.shape[0], n_out)
 
 
-def to_loops(a: np.ndarray) -> np.ndarray:
+def to_loops(a: np.ndarray, copy: bool = True) -> np.ndarray:
     """``(..., n_cells, n_comp)`` as the loops' compartment-major ``(..., n_comp * n_cells)``.
 
-    Always a new array (the loops update some in place).
+    ``copy``: always a new array (the loops update some in place); else no copy where ``a``
+    is :func:`from_loops`'s view (the checkpoints, which the backward only reads).
     """
     flat = np.swapaxes(a, -1, -2)
-    return np.array(flat, order="C").reshape(*a.shape[:-2], -1)
+    flat = np.array(flat, order="C") if copy else np.ascontiguousarray(flat)
+    return flat.reshape(*a.shape[:-2], -1)
 
 
-def from_loops(a: np.ndarray, n_cells: int, n_comp: int) -> np.ndarray:
-    """The loops' ``(..., n_comp * n_cells)`` as ``(..., n_cells, n_comp)``."""
-    grid = a.reshape(*a.shape[:-1], n_comp, n_cells)
-    return np.ascontiguousarray(np.swapaxes(grid, -1, -2))
+def from_loops(a: np.ndarray, n_cells: int, n_comp: int, copy: bool = True) -> np.ndarray:
+    """The loops' ``(..., n_comp * n_cells)`` as ``(..., n_cells, n_comp)``.
+
+    ``copy=False``: a strided view of ``a``, not a copy.
+    """
+    grid = np.swapaxes(a.reshape(*a.shape[:-1], n_comp, n_cells), -1, -2)
+    return np.ascontiguousarray(grid) if copy else grid
 
 
 class _Run:
-    """One run's arrays in the loops' flat, cell-major layout, and the per-step buffers."""
+    """One run's arrays in the loops' flat, compartment-major layout, and per-step buffers."""
 
     def __init__(self, params: np.ndarray, i_ext: np.ndarray, parent: np.ndarray,
                  coupling: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
@@ -394,7 +399,7 @@ def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
                 *none, *run.buffers)
     arrivals = ring[(n_steps + np.arange(delay)) % delay].reshape(delay, nt, N)
     out = (from_loops(x, *post) for x in (v, S, g))
-    cks = (from_loops(x, *post) for x in (ck_v, ck_S, ck_g))
+    cks = (from_loops(x, *post, copy=False) for x in (ck_v, ck_S, ck_g))  # kept, not copied
     return (*out, v_record, count, times, from_loops(arrivals, *post), *cks, ck_spikes,
             ck_count)
 
@@ -430,7 +435,7 @@ def run_vjp_loops(
         state = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
                  np.empty((nt, N), dtype=dtype), np.empty((delay, nt * N), dtype=dtype),
                  np.empty(n_cells, dtype=np.int64), np.empty((delay, n_cells), dtype=np.bool_))
-        backward(to_loops(ck_v), to_loops(ck_S), to_loops(ck_g), c(ck_spikes),
+        backward(*(to_loops(x, copy=False) for x in (ck_v, ck_S, ck_g)), c(ck_spikes),
                  c(ck_count, dtype=np.int64),
                  to_loops(arrivals0.astype(dtype, copy=False)).reshape(delay, nt * N),
                  *run.shared(), n_steps,

@@ -131,7 +131,7 @@ def membrane_step_launch(V: Any, S: Any, P: Any, I: Any, G: Any, GE: Any, VO: An
     vo, vo_host = output("v_new", VO, (n,), stream)
     so, so_host = output("states_new", SO, SO.shape, stream)
     kernel[_blocks(n), THREADS, stream](
-        *(to_device(name, a, stream) for name, a in (("v", V),)), _states(S, n, dtype, stream),
+        to_device("v", V, stream), _states(S, n, dtype, stream),
         *(to_device(name, a, stream) for name, a in (
             ("params", P), ("i_inj", I), ("g_syn", G), ("ge_syn", GE))),
         dtype.type(dt), vo, so if SO.shape[0] else cuda.device_array((1, n), dtype=dtype))
