@@ -21,8 +21,12 @@ HH = ChannelSet(HH_CHANNELS)
 PARENT = np.array([-1, 0, 1, 1])
 
 
-def branched_cells(soma_currents=(300.0, 400.0)):
-    """Two 4-compartment HH cells with strong soma currents: ``v0, S0, P, coupling, i_ext``."""
+def branched_cells(soma_currents=(300.0, 400.0), junction=False):
+    """Two 4-compartment HH cells with strong soma currents: ``v0, S0, P, coupling, i_ext``.
+
+    ``junction``: compartment 1, where the two leaves meet, a zero-area junction (``c_m = 0``;
+    its conductances and off-steady states then count for nothing).
+    """
     n_cells, n_comp = 2, PARENT.shape[0]
     v0 = np.full((n_cells, n_comp), -65.0)
     S0 = HH.steady_states(v0.reshape(-1)).reshape(3, n_cells, n_comp)
@@ -31,14 +35,17 @@ def branched_cells(soma_currents=(300.0, 400.0)):
                                [:, None], (2, n_cells, n_comp)).copy()
     i_ext = np.zeros((n_cells, n_comp))
     i_ext[:, 0] = soma_currents  # enough to fire within 0.75 ms
+    if junction:
+        P[0, :, 1] = 0.0
+        S0[:, :, 1] = 0.3
     return v0, S0, P, coupling, i_ext
 
 
 def problem(n_steps, segment, *, per_step, dtype, record_every=5, max_spikes=2, seed=0,
-            record_at=None):
+            record_at=None, junction=False):
     """Two branched cells that fire, their checkpoints and random incoming gradients."""
     rng = np.random.default_rng(seed)
-    v0, S0, P, coupling, i_ext = branched_cells()
+    v0, S0, P, coupling, i_ext = branched_cells(junction=junction)
     n_cells, n_comp = v0.shape
     if per_step:
         i_ext = i_ext[None] * np.linspace(0.8, 1.2, n_steps)[:, None, None]
@@ -78,10 +85,12 @@ def launch(arrays, kw):
     return got
 
 
-@pytest.mark.parametrize(("per_step", "record_at"), [(False, None), (True, None),
-                                                     (False, [3, 0])])
-def test_cable_adjoint_matches_the_reference_in_float64(per_step, record_at):
-    arrays, kw = problem(30, 10, per_step=per_step, dtype=np.float64, record_at=record_at)
+@pytest.mark.parametrize(("per_step", "record_at", "junction"),
+                         [(False, None, False), (True, None, False), (False, [3, 0], False),
+                          (False, None, True)])
+def test_cable_adjoint_matches_the_reference_in_float64(per_step, record_at, junction):
+    arrays, kw = problem(30, 10, per_step=per_step, dtype=np.float64, record_at=record_at,
+                         junction=junction)
     got = launch(arrays, kw)
     want = cable_adjoint_reference(*arrays, **kw)
     for name, a, b in zip(("v0", "states0", "params", "i_ext", "coupling"), got, want,

@@ -103,13 +103,14 @@ def test_hines_kernel_matches_the_reference_on_a_branched_tree(dtype):
                                rtol=tol, atol=tol)
 
 
-def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
+@pytest.mark.parametrize("junction", [False, True])
+def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell(junction):
     from test_cable_adjoint_cudasim import PARENT as parent
     from test_cable_adjoint_cudasim import branched_cells
 
     from fusekit.ops.ion import cable_simulate_reference
 
-    v, S, P, coupling, i_ext = branched_cells(soma_currents=(200.0, 400.0))
+    v, S, P, coupling, i_ext = branched_cells(soma_currents=(200.0, 400.0), junction=junction)
     n_cells, n_comp, steps = 2, 4, 30
     kw = dict(dt=0.025, n_steps=steps, record_every=10, spike_threshold=0.0, max_spikes=2)
     ref = cable_simulate_reference(v, S, P, i_ext, parent, coupling, channels=HH, **kw)
@@ -126,6 +127,8 @@ def test_cable_kernel_matches_the_reference_on_a_branched_hh_cell():
     assert ref[3].sum() >= 1
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    if junction:  # no membrane there: the states held
+        np.testing.assert_array_equal(got[1][:, :, 1], S[:, :, 1])
 
 
 def _network_launch_args(v0, S, P, i_ext, g_syn0, indptr, indices, weights, types, tau_syn,

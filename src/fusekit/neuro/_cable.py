@@ -91,8 +91,9 @@ class CableTree:
             compartment whose end it is.
         coupling: ``(2, n_nodes)`` mS/cm^2, as :func:`cable_coupling`'s rows (a junction's
             row per the area of the compartment it ends, any positive scale would do).
-        junction: ``(n_nodes,)`` bool: a junction node (give it ``c_m = 0``, no channel
-            conductance and no current: its row is then only its axial currents).
+        junction: ``(n_nodes,)`` bool: a junction node (give it ``c_m = 0``: no membrane, so
+            the ops skip its channels and hold its states; with no current its row is then
+            only its axial currents).
         node: ``(n_comp,)`` every compartment's index among the nodes.
         area: ``(n_nodes,)`` lateral area, cm^2 (a junction's: its scale above).
     """

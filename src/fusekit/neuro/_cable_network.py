@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from .._errors import InputError
 from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
-from ..ops.ion_channel import Channel, ChannelSet, _arg_names, channel_set
+from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ._cable import CableTree, Morphology, cable_coupling, cable_tree
 from ._network import carry_state, csr_arrays, delay_and_arrivals, per_synapse_types
 from ._population import run_with_progress
@@ -202,9 +202,10 @@ class CableNetwork:
                         ) -> tuple[Any, ...]:
         """The arrays with the junction nodes' columns added.
 
-        A junction has no capacitance, channel conductance, current or synapse; its potential
-        and states are copied from the compartment it ends (they enter nothing: its row of
-        the system is its axial currents alone).
+        A junction has ``c_m = 0``, so no membrane: the ops skip its channels and hold its
+        states, whatever its other parameters. It has no current or synapse; its potential,
+        states and parameters are copied from the compartment it ends (they enter nothing:
+        its row of the system is its axial currents alone).
         """
         tree = self.tree
         assert tree is not None
@@ -219,10 +220,6 @@ class CableNetwork:
             return out
 
         params = widen(params, None)
-        cs = self.channel_set
-        rows = {cs.param_names.index(name) for ch in cs.channels
-                for name in _arg_names(ch.conductance_fn) if name in cs.param_names}
-        for row in (0, *sorted(rows)):  # c_m and every parameter a conductance reads
-            params[row][:, junction] = 0.0
+        params[0][:, junction] = 0.0  # c_m
         return (widen(v, None), widen(states, None), params, widen(i_ext, 0.0),
                 widen(g_syn, 0.0), None if arrivals is None else widen(arrivals, 0.0))

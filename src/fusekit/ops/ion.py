@@ -532,6 +532,22 @@ def check_record_at(op: str, record_at: Any, n_comp: int) -> tuple[int, ...] | N
     return tuple(int(x) for x in values)
 
 
+def check_junction_columns(op: str, params: Any) -> None:
+    """``c_m = 0`` (``params[0]``, ``(n_cells, n_comp)``) in every cell of a column or in none.
+
+    Such a node is a zero-area junction of the morphology the cells share: the kernels
+    skip its channels for a whole column of cells at once.
+    """
+    zeros = (params[0] == 0).sum(0)  # NumPy, CuPy or torch
+    mixed = (zeros > 0) & (zeros < params.shape[1])
+    if bool(mixed.any()):
+        cols = [j for j, m in enumerate(mixed.tolist()) if m][:8]
+        raise InputError(f"{op}: params row 0 (c_m) is 0 in some cells but not in others at "
+                         f"compartment(s) {cols}: c_m = 0 makes a node a zero-area junction "
+                         "of the shared morphology (no membrane: no channel current, its "
+                         "states held), so it must be 0 in every cell or in none")
+
+
 def _check_cable_simulate(
     v0: Any, states0: Any, params: Any, i_ext: Any, parent: Any, coupling: Any, *,
     channels: Any, dt: float, n_steps: int, record_every: int = 0,
@@ -589,6 +605,7 @@ def _check_cable_simulate(
                          "only at a zero-area junction node (fusekit.neuro.cable_tree makes "
                          "them), which must be coupled to its parent (coupling[0] > 0); "
                          "compartment 0, the root, needs c_m > 0")
+    check_junction_columns(op, params)
     _check_hines_solve(parent, *(v0 for _ in range(4)))  # the parent array's Hines order
     return dtype
 
@@ -697,7 +714,8 @@ def cable_torch_step(cs: ChannelSet, parent: Any, v: Any, S: Any, P: Any, i_inj:
         return torch.as_tensor(x, dtype=v.dtype, device=v.device)
 
     S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=torch.exp,
-                                              stack=torch.stack, convert=as_tensor)
+                                              stack=torch.stack, convert=as_tensor,
+                                              where=torch.where)
     to_parent, from_child = coupling[0], coupling[1]
     # Each compartment's axial conductance: to its parent, plus from each of its children.
     axial = torch.cat([torch.zeros_like(to_parent[:, :1]), to_parent[:, 1:]], dim=1)
@@ -749,7 +767,10 @@ def cable_simulate(
     Args:
         v0: Initial potentials, mV, ``(n_cells, n_comp)``.
         states0: ``(n_states, n_cells, n_comp)``.
-        params: ``(n_params, n_cells, n_comp)``, rows as ``channels.param_names``.
+        params: ``(n_params, n_cells, n_comp)``, rows as ``channels.param_names``. ``c_m =
+            0`` (row 0) makes a node a zero-area junction (:func:`fusekit.neuro.cable_tree`):
+            no membrane, so its channels are skipped, whatever its other parameters, and its
+            states held; in every cell of that column or in none, and coupled to its parent.
         i_ext: uA/cm^2, ``(n_cells, n_comp)`` or ``(n_steps, n_cells, n_comp)``.
         parent: Parent compartment, ``(n_comp,)`` int, Hines order (``parent[0] = -1``).
         coupling: ``(2, n_cells, n_comp)``, mS/cm^2: ``coupling[0, :, i] = a_(i, parent)``

@@ -18,6 +18,7 @@ gradient to ``a_v`` at their step; a spike time ``t = (k + f) dt`` adds
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,7 +154,31 @@ def _adjoint_function(cs: Any, cable: bool = False) -> tuple[Any, list[int]]:
            + f"\n    return ({', '.join(outs)},)\n")
     ns = {**NUMPY_MATH, "ONE": 1.0, **consts}
     exec(compile(src, f"<fusekit adjoint step {cs.key}>", "exec"), ns)
-    return ns["adjoint"], rows
+    if not cable:
+        return ns["adjoint"], rows
+    return functools.partial(_junction_adjoint, ns["adjoint"], rows, n_states, n_params), rows
+
+
+def _junction_adjoint(adjoint: Any, rows: list[int], n_states: int, n_params: int,
+                      v: Any, *args: Any) -> tuple[Any, ...]:
+    """A compartment's local adjoint where ``c_m = 0`` (a zero-area junction) is hollow.
+
+    Such a node has no membrane (``gates_and_conductances(where=)``): its states are held and
+    its row is ``D = c_m / dt + axial``, ``R = c_m / dt v + i_inj``. So there ``a_v = c_m /
+    dt a_R`` (0), the states' adjoints pass through, ``a_c_m = (a_D + a_R v) / dt``, every
+    other parameter's is 0 and ``a_i_inj = a_R``.
+    """
+    out = adjoint(v, *args)
+    P = args[n_states:n_states + n_params]
+    hollow = np.asarray(P[0]) == 0
+    if not hollow.any():
+        return out
+    dt, a_d, a_r = args[n_states + n_params + 1:n_states + n_params + 4]
+    a_s = args[n_states + n_params + 4:]
+    c_m = P[0]
+    held = [c_m / dt * a_r, *a_s,
+            *((a_d + a_r * v) / dt if r == 0 else 0.0 for r in rows), a_r]
+    return tuple(np.where(hollow, h, o) for h, o in zip(held, out, strict=True))
 
 
 def _spike_slots(probes: list[np.ndarray], count: np.ndarray, thr: float) -> list[np.ndarray]:
@@ -250,7 +275,7 @@ def _check_cable_adjoint(
     dt: float, n_steps: int, segment: int, record_every: int = 0,
     spike_threshold: float = 0.0, max_spikes: int = 0, record_at: Any = None,
 ) -> str:
-    from .ion import check_record_at
+    from .ion import check_junction_columns, check_record_at
 
     op = "cable_adjoint"
     cs = channel_set(channels)
@@ -291,6 +316,7 @@ def _check_cable_adjoint(
             raise InputError(f"{op}: {name} must be {dtype} like params, got "
                              f"{array_dtype(a)}")
         require_finite(op, name, a)
+    check_junction_columns(op, params)
     for name, a in (("counts_at", counts_at), ("parent", parent)):
         if array_dtype(a) != "int64":
             raise InputError(f"{op}: {name} must be int64, got {array_dtype(a)}")
@@ -401,7 +427,7 @@ def cable_adjoint_reference(
         for step in range(k0, k1):
             i_inj = I_ext if constant else I_ext[step]
             S, g_sum, ge_sum = gates_and_conductances(cs, v, S, P, dt, exp=np.exp,
-                                                      stack=np.stack)
+                                                      stack=np.stack, where=np.where)
             diags.append(P[0] / dt + g_sum + axial)
             v = hines_solve_reference(parent, diags[-1], -C[1], -C[0],
                                       P[0] / dt * v + ge_sum + i_inj)

@@ -275,7 +275,8 @@ def cable_network_simulate_reference(
         slot = step % delay_steps
         g_syn = g_syn * decay + ring[slot]
         ring[slot] = 0.0
-        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack)
+        S, g_ch, ge_ch = gates_and_conductances(cs, v, S, P, dt, exp=np.exp, stack=np.stack,
+                                                where=np.where)
         g_sum = g_syn.sum(0) + g_ch
         ge_sum = (g_syn * e_rev).sum(0) + ge_ch
         i_inj = I_ext if I_ext.ndim == 2 else I_ext[step]

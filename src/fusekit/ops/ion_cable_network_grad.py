@@ -32,7 +32,13 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op
-from .ion import hines_solve_reference, record_columns, synapse_decays, synapse_kinds
+from .ion import (
+    check_junction_columns,
+    hines_solve_reference,
+    record_columns,
+    synapse_decays,
+    synapse_kinds,
+)
 from .ion_cable_network import _check_cable_network_simulate, synapse_targets
 from .ion_channel import channel_set, gates_and_conductances
 from .ion_network_grad import _check_segment, check_vjp_arrays, ring_at
@@ -113,7 +119,9 @@ def _check_cable_network_run_vjp(
               "g_arrivals": g_arrivals}
     ints = {"ck_count": ck_count, "parent": parent, "indptr": indptr, "indices": indices,
             "synapse_type": synapse_type, "synapse_compartment": synapse_compartment}
-    return check_vjp_arrays(op, params, ck_spikes, floats, ints, slope=slope)
+    dtype = check_vjp_arrays(op, params, ck_spikes, floats, ints, slope=slope)
+    check_junction_columns(op, params)
+    return dtype
 
 
 cable_network_run_vjp_op = Op(
@@ -235,7 +243,7 @@ def _run(net: _Net, state: list[Any], a: int, b: int, out: tuple[np.ndarray, ...
         slot = step % net.delay
         g = g * net.decay + ring[slot].reshape(shape)
         S_new, g_ch, ge_ch = gates_and_conductances(net.cs, v, S, net.P, dt, exp=np.exp,
-                                                    stack=_stack)
+                                                    stack=_stack, where=np.where)
         c_dt = net.P[0] / dt
         diag = c_dt + g_ch + g.sum(0) + net.axial
         rhs = c_dt * v + ge_ch + (g * net.e_rev).sum(0) + net.I[step * net.i_rows]

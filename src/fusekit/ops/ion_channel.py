@@ -475,7 +475,8 @@ class ChannelSet:
 
 def gates_and_conductances(cs: ChannelSet, v: Any, S: Any, P: Any, dt: float, *,
                            exp: Callable[[Any], Any], stack: Callable[[list], Any],
-                           convert: Callable[[Any], Any] = lambda x: x) -> tuple[Any, Any, Any]:
+                           convert: Callable[[Any], Any] = lambda x: x,
+                           where: Callable[..., Any] | None = None) -> tuple[Any, Any, Any]:
     """One Rush-Larsen gate update, then the channel conductance sums, in any array library.
 
     The oracle's half of a step (the references and ``simulate_torch`` share it; the compiled
@@ -490,6 +491,9 @@ def gates_and_conductances(cs: ChannelSet, v: Any, S: Any, P: Any, dt: float, *,
         exp: The array library's exponential.
         stack: Stacks a list of state arrays into ``S``'s layout.
         convert: Applied to every channel-function result (e.g. constants to tensors).
+        where: The array library's ``where``, for cable compartments: a node with ``c_m = 0``
+            (``P[0] == 0``, a zero-area junction) has no membrane, so its states are held
+            and both sums are 0 there (:func:`fusekit.ops.cable_simulate`).
 
     Returns:
         ``(S_new, g_sum, ge_sum)``: the states after the step, ``sum_c g_c`` and
@@ -514,6 +518,11 @@ def gates_and_conductances(cs: ChannelSet, v: Any, S: Any, P: Any, dt: float, *,
         rev = cs.reversal_source(ch)
         g_sum = g_sum + g
         ge_sum = ge_sum + g * (P[rev.index] if isinstance(rev, Arg) else rev)
+    if where is not None:
+        hollow = P[0] == 0
+        S_new = where(hollow, S, S_new)
+        g_sum = where(hollow, 0.0, g_sum)
+        ge_sum = where(hollow, 0.0, ge_sum)
     return S_new, g_sum, ge_sum
 
 
@@ -571,6 +580,17 @@ def compile_channel_function(
                                  fn.__defaults__, fn.__closure__)
     seen[id(fn)] = out = jit(rebuilt)
     return out
+
+
+def unless_junction_lines(body: list[str], indent: str) -> list[str]:
+    """A compartment's ``step_source(voltage=False)`` lines, run only where ``c_m != 0``.
+
+    At ``p0 == ZERO`` (a zero-area junction, as ``gates_and_conductances(where=)``) the
+    states stay as loaded and ``g_sum = ge_sum = ZERO``: the row the caller then builds is
+    only the axial coupling. For the kernels that step one compartment at a time.
+    """
+    return [f"{indent}if p0 != ZERO:", *("    " + line for line in body),
+            f"{indent}else:", f"{indent}    g_sum = ZERO", f"{indent}    ge_sum = ZERO"]
 
 
 def step_source(

@@ -826,3 +826,20 @@ def cable_adjoint_step_source(cs: ChannelSet, indent: str, *, share_exp: bool = 
     outs = [c_dt + st.g_sum, c_dt * st.v + st.ge_sum + st.i_inj, *st.new_states]
     adj = [g.var("a_d"), g.var("a_r"), *(g.var(f"as{k}_n") for k in range(len(st.states)))]
     return _vjp_lines(st, outs, adj, indent, share_exp)
+
+
+def unless_junction_adjoint(lines: list[str], rows: Sequence[int], n_states: int,
+                            indent: str) -> list[str]:
+    """:func:`cable_adjoint_step_source`'s ``lines`` where ``c_m != 0``, a junction's else.
+
+    At ``p0 == ZERO`` (a zero-area junction: ``ion_channel.unless_junction_lines``) the row is
+    ``D = c_m / dt + axial``, ``R = c_m / dt v + i_inj`` and the states are held, so ``av =
+    c_m / dt a_r``, ``as<k> = as<k>_n``, ``ap0 = (a_d + a_r v) / dt``, every other ``ap<i>``
+    is ``ZERO`` and ``ai = a_r``. For the kernels that take one compartment at a time.
+    """
+    held = ["av = p0 / dt * a_r", *(f"as{k} = as{k}_n" for k in range(n_states)),
+            *(f"ap{i} = " + ("(a_d + a_r * v) / dt" if i == 0 else "ZERO") for i in rows),
+            "ai = a_r"]
+    return [f"{indent}if p0 != ZERO:", *("    " + line for line in lines), f"{indent}else:",
+            *(f"{indent}    {line}" for line in held)]
+

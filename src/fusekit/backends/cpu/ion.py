@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import sys
+import textwrap
 import types
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -47,6 +48,7 @@ from ...ops.ion_channel import (
     compile_channel_function,
     reversal_constants,
     step_source,
+    unless_junction_lines,
 )
 from ._numba import configure, njit
 from ._vmath import exp_f32, exp_f64
@@ -511,7 +513,7 @@ def _generated_kernel(kind: str, cs: ChannelSet, dtype: str, source: Callable[[]
         return numba.njit(fastmath=_FASTMATH[dtype], error_model="numpy")(fn)
 
     ns: dict[str, Any] = {"np": np, "prange": numba.prange, "DTYPE": np.dtype(dtype),
-                          "EXP": math_fns["exp"], "ONE": scalar(1.0),
+                          "EXP": math_fns["exp"], "ONE": scalar(1.0), "ZERO": scalar(0.0),
                           **reversal_constants(cs, scalar), **extra}
     seen: dict[int, Any] = {}
     for name, fn in funcs.items():
@@ -839,8 +841,27 @@ def cable_block_text(step: str, name: str, args: str = "", first: str = "0",
     """
     slots = {"syn_load": "", "syn_step": "", "on_spike": "", "syn_store": "", **synapses}
     return _CABLE_BLOCK_TEMPLATE.format(
-        name=name, args=args, first=first, step=step,
+        name=name, args=args, first=first, step=unless_junction(step, " " * 12),
         solve=hines_block_source(" " * 8, "C1", "C0", "0"), **slots)
+
+
+def unless_junction(step: str, indent: str) -> str:
+    """A compartment's ``step`` (vector loops over a block's cells), or a junction's row.
+
+    At a junction the row of the Hines system is ``D = AX``, ``B = II``. A column with
+    ``c_m = 0`` in every cell (:func:`fusekit.ops.ion.check_junction_columns`) is a zero-area
+    junction without membrane: no channel current, its states held (as
+    ``gates_and_conductances(where=)``). Uses ``buf``, ``base``, ``w`` and the rows ``P0``,
+    ``D``, ``B``, ``AX`` and ``II`` of the cable kernels' layouts.
+    """
+    lines = [
+        "if buf[base + P0 * ROW] == ZERO:",
+        "    for i in range(w):",
+        "        buf[base + D * ROW + i] = buf[base + AX * ROW + i]",
+        "        buf[base + B * ROW + i] = buf[base + II * ROW + i]",
+        "else:",
+    ]
+    return "\n".join(indent + line for line in lines) + "\n" + textwrap.indent(step, "    ")
 
 
 def hines_block_source(indent: str, upper: str, lower: str, out: str) -> str:
@@ -883,7 +904,8 @@ def cable_source(cs: ChannelSet) -> str:
     loads = [f"{ind}s{k} = S[{k}, c, j]" for k in range(len(cs.state_names))]
     loads += [f"{ind}p{k} = P[{k}, c, j]" for k in range(len(cs.param_names))]
     stores = [f"{ind}S[{k}, c, j] = s{k}" for k in range(len(cs.state_names))]
-    return _CABLE_TEMPLATE.format(loads="\n".join(loads), body="\n".join(body),
+    return _CABLE_TEMPLATE.format(loads="\n".join(loads),
+                                  body="\n".join(unless_junction_lines(body, ind)),
                                   stores="\n".join(stores) or f"{ind}pass")
 
 

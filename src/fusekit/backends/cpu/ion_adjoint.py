@@ -39,6 +39,7 @@ from .ion import (
     hines_block_source,
     staged_loops,
     step_body,
+    unless_junction,
 )
 
 _FLOATS = ("float32", "float64")
@@ -384,11 +385,20 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, se
                         buf[base + V1 * ROW + i] - buf[pb + V1 * ROW + i])
             for j in range(n_comp):
                 base = j * RS
-                for i in range(w):
-                    v = buf[base + i]
-                    i_inj = buf[base + II * ROW + i]
-                    a_r = buf[base + XR * ROW + i]
-                    a_d = -a_r * buf[base + V1 * ROW + i]
+                if buf[base + P0 * ROW] == ZERO:
+                    # a junction (cpu.ion.unless_junction): states held, only c_m's row
+                    for i in range(w):
+                        a_r = buf[base + XR * ROW + i]
+                        a_d = -a_r * buf[base + V1 * ROW + i]
+                        buf[base + AV * ROW + i] = buf[base + P0 * ROW + i] / dt * a_r
+                        buf[base + AP * ROW + i] += (a_d + a_r * buf[base + i]) / dt
+                        buf[base + AI * ROW + i] = a_r
+                else:
+                    for i in range(w):
+                        v = buf[base + i]
+                        i_inj = buf[base + II * ROW + i]
+                        a_r = buf[base + XR * ROW + i]
+                        a_d = -a_r * buf[base + V1 * ROW + i]
 {adj_loads}
 {adj_body}
 {adj_stores}
@@ -454,7 +464,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
 
     lay = _cable_layout(cs)
     n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
-    ind = " " * 20
+    ind = " " * 24
 
     def row(r: int) -> str:
         return f"buf[base + {r} * ROW + i]"
@@ -473,7 +483,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     adj_stores += [f"{ind}{row(lay['AP'] + i)} += ap{i}" for i in rows]
     adj_stores.append(f"{ind}{row(lay['AI'])} = ai")
     text = _CABLE_TEMPLATE.format(
-        fwd_step=fwd_step, adj_loads="\n".join(adj_loads),
+        fwd_step=unless_junction(fwd_step, " " * 16), adj_loads="\n".join(adj_loads),
         adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores),
         solve=hines_block_source(" " * 12, "C1", "C0", "0"),
         solve_t=hines_block_source(" " * 12, "C0", "C1", "XR"))

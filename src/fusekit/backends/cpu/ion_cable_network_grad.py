@@ -8,7 +8,9 @@ them the loops hold the Hines solve of every cell (and its transpose backward), 
 coupling's gradient, spike detection in compartment 0, the synapses onto compartments and
 their adjoint, and the ring of arrival adjoints. Inside the loops compartments are
 compartment-major (``comp * n_cells + cell``; the wrappers transpose in and out), so every
-step of the cells' Hines elimination is one vector loop over the cells.
+step of the cells' Hines elimination is one vector loop over the cells, and a junction
+(``c_m = 0``, a whole column of cells: ``ops.ion.check_junction_columns``) is a run of rows
+that skips the generated kernels: no membrane, its states held, only its ``c_m`` row.
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ def synaptic_sums(g, e_rev, gs, ge):
             ge[x] += g[k, x] * ek
 
 
-def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, a, b,
+def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a, b,
                  record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
                  parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
                  dd, bb):
     """Steps a .. b - 1 in place on (v, S, g, ring, count, hist); hist[slot] holds the
     spikes whose deliveries sit in ring[slot]. With keep, every step's inputs and Hines
-    diagonal into TV..TC (row step - a)."""
+    diagonal into TV..TC (row step - a). runs: (lo, hi, junction) row ranges."""
     N = v.shape[0]
     nc = parent.shape[0]
     n_cells = N // nc
@@ -66,7 +68,19 @@ def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt
             TV[r, :] = v
             TS[r] = S
             TG[r] = g
-        cmem_kernel(v, S, P, I[step * i_rows], gs, ge, dt, DO, RO, Sn)
+        row = step * i_rows
+        for q in range(runs.shape[0]):
+            lo = runs[q, 0]
+            hi = runs[q, 1]
+            if runs[q, 2]:  # junctions: c_m's row, states held
+                for x in range(lo, hi):
+                    c_dt = P[0, x] / dt
+                    DO[x] = c_dt + gs[x]
+                    RO[x] = c_dt * v[x] + ge[x] + I[row, x]
+                    for k in range(Sn.shape[0]):
+                        Sn[k, x] = S[k, x]
+            else:
+                cmem_kernel(v, S, P, I[row], gs, ge, dt, DO, RO, Sn, lo, hi)
         for x in range(N):
             DO[x] += axial[x]
         if keep:
@@ -96,7 +110,7 @@ def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt
 
 
 def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, decay, e_rev,
-                  thr, dt, n_steps, segment, record_every, cols, max_spikes, slope, indptr,
+                  thr, dt, runs, n_steps, segment, record_every, cols, max_spikes, slope, indptr,
                   weights, target, parent, up, low, axial, g_v_record, g_spike_times, a_v,
                   a_S, a_g, A, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring, count,
                   hist, vn, Sn, gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0,
@@ -130,7 +144,8 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                     if hist[slot, c]:
                         for s in range(indptr[c], indptr[c + 1]):
                             ring[slot, target[s]] += weights[s]
-        cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, a, b, 0,
+        cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a,
+                     b, 0,
                      cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
                      axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb)
         for t in range(b - 1, a - 1, -1):
@@ -179,7 +194,22 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                     a_C[0, oi + c] += lam[oi + c] * (vnext[op + c] - vnext[oi + c])
                     a_C[1, oi + c] += lam[op + c] * (vnext[oi + c] - vnext[op + c])
             row = t * i_rows
-            cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT)
+            for q in range(runs.shape[0]):
+                lo = runs[q, 0]
+                hi = runs[q, 1]
+                if runs[q, 2]:  # junctions (cnet_forward)
+                    for x in range(lo, hi):
+                        a_r = lam[x]
+                        a_d = -a_r * vnext[x]
+                        OUT[0, x] = P[0, x] / dt * a_r
+                        for k in range(n_states):
+                            OUT[1 + k, x] = a_S[k, x]
+                        for i in range(n_params):
+                            OUT[1 + n_states + i, x] = 0.0
+                        OUT[1 + n_states, x] = (a_d + a_r * vt[x]) / dt
+                        OUT[k_i, x] = a_r
+                else:
+                    cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT, lo, hi)
             for c in range(n_cells):
                 if crossed[c] and count[c] < max_spikes:
                     OUT[0, c] += (g_spike_times[count[c], c] * dt * (thr - vnext[c])
@@ -274,6 +304,20 @@ def _check_csr(op: str, indptr: np.ndarray, target: np.ndarray, n_out: int) -> N
         raise csr_index_error(op, code, indptr.shape[0] - 1, target.shape[0], n_out)
 
 
+def junction_runs(params: np.ndarray, n_cells: int) -> np.ndarray:
+    """``(n_runs, 3)`` int64: the loops' rows ``lo .. hi - 1`` and whether they are junctions.
+
+    Consecutive compartments of one kind (``c_m = 0`` in every cell, or in none) make a run.
+    """
+    if not params.shape[1] or not params.shape[2]:
+        return np.array([[0, params.shape[1] * params.shape[2], 0]], dtype=np.int64)
+    hollow = (params[0] == 0).all(axis=0)
+    edges = np.flatnonzero(np.diff(hollow.astype(np.int8))) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [hollow.shape[0]]])
+    return np.stack([starts * n_cells, ends * n_cells, hollow[starts]], axis=1).astype(np.int64)
+
+
 def to_loops(a: np.ndarray, copy: bool = True) -> np.ndarray:
     """``(..., n_cells, n_comp)`` as the loops' compartment-major ``(..., n_comp * n_cells)``.
 
@@ -315,6 +359,7 @@ class _Run:
         self.decay = np.array(synapse_decays(dt, taus), dtype=dtype)
         self.e_rev = np.array(es, dtype=dtype)
         self.P = to_loops(params)
+        self.runs = junction_runs(params, n_cells)
         self.I = to_loops(i_ext.reshape(-1, n_cells, n_comp))
         self.i_rows = int(i_ext.ndim == 3)
         self.parent = c(parent, dtype=np.int64)
@@ -340,7 +385,8 @@ class _Run:
 
     def shared(self) -> tuple[Any, ...]:
         """The parameters, currents and synaptic constants, in both loops' argument order."""
-        return (self.P, self.I, self.i_rows, self.decay, self.e_rev, self.thr, self.dt)
+        return (self.P, self.I, self.i_rows, self.decay, self.e_rev, self.thr, self.dt,
+                self.runs)
 
     def synapses(self) -> tuple[Any, ...]:
         """The CSR, the targets and the Hines rows, in both loops' argument order."""

@@ -45,8 +45,8 @@ def mem_kernel(V, S, P, I, G, GE, dt, VO, SO):
 #: The cable form: a compartment's local row, ``D = c_m / dt + g_ch + g_syn`` and ``R = c_m / dt
 #: v + ge_ch + ge_syn + i_inj``, for the caller's Hines solve.
 _CABLE_STEP = '''
-def cmem_kernel(V, S, P, I, G, GE, dt, DO, RO, SO):
-    for j in range(V.shape[0]):
+def cmem_kernel(V, S, P, I, G, GE, dt, DO, RO, SO, j0, j1):
+    for j in range(j0, j1):
         v = V[j]
 {loads}
 {forward}
@@ -58,10 +58,10 @@ def cmem_kernel(V, S, P, I, G, GE, dt, DO, RO, SO):
 
 _STAGED = '''
 def {name}({args}):
-    n = V.shape[0]
+{span}
     buf = np.empty(N_ROWS * ROW, dtype=DTYPE)
-    for lo in range(0, n, BLOCK):
-        w = min(BLOCK, n - lo)
+    for lo in range(j0, j1, BLOCK):
+        w = min(BLOCK, j1 - lo)
 {loads}
 {staged}
 '''
@@ -80,12 +80,14 @@ def _traced(op: str, cs: ChannelSet, fn: Any, *args: Any, **kw: Any) -> Any:
 
 
 def _staged(name: str, args: str, sources: dict[str, str], body: list[str],
-            stores: dict[str, str], last: list[str]) -> tuple[str, dict[str, int]]:
+            stores: dict[str, str], last: list[str], given_rows: bool = False
+            ) -> tuple[str, dict[str, int]]:
     """A kernel over blocks of neurons: inputs, ``body`` as short loops, then ``stores``.
 
     The inputs go into scratch rows, and ``body`` runs as short vector loops
     (``cpu.ion.staged_loops``, as in the adjoint kernels). ``sources``: each input's name and
     where it is read (``"S[0, lo + j]"``); ``stores``: each output's name and where it goes.
+    ``given_rows``: over the rows ``j0 .. j1 - 1`` of ``args`` (else every row).
     A step's 100-300 lines in one loop body ran as a scalar loop (the backward: 166 ns a
     neuron, against 110 staged).
     """
@@ -95,7 +97,8 @@ def _staged(name: str, args: str, sources: dict[str, str], body: list[str],
                                    [f"{dst} = {x}" for x, dst in stores.items()], last=last)
     loads = "\n".join(f"{ind}for j in range(w):\n{ind}    buf[{r} * ROW + j] = {src}"
                       for r, src in enumerate(sources.values()))
-    text = _STAGED.format(name=name, args=args, loads=loads, staged=staged)
+    span = "" if given_rows else "    j0, j1 = 0, V.shape[0]"
+    text = _STAGED.format(name=name, args=args, span=span, loads=loads, staged=staged)
     return text, {"N_ROWS": len(sources) + n_spill, "BLOCK": BLOCK, "ROW": BLOCK + ROW_PAD}
 
 
@@ -110,7 +113,8 @@ def step_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, flo
     """The forward kernel's source and its constants (``cable``: the local row's form).
 
     One loop over the neurons, which LLVM vectorises as it is (38-41 ns a neuron for squid
-    HH; staged like the backward, 5% slower).
+    HH; staged like the backward, 5% slower). The cable form runs over the rows ``j0 .. j1 -
+    1`` its caller gives (the compartments with a membrane).
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 8
@@ -131,7 +135,8 @@ def vjp_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, Any]
     ``cable``: the local adjoint of a compartment whose row a Hines solve couples, given the
     adjoint of its right-hand side ``a_R`` (``AR``, the transposed solve's) and its new
     potential (``VN``); ``a_D = -a_R v'``. Its outputs are ``a_v``, the states', the
-    parameters' and ``a_i``; ``a_g_syn = a_D`` and ``a_ge_syn = a_R`` are the caller's.
+    parameters' and ``a_i``; ``a_g_syn = a_D`` and ``a_ge_syn = a_R`` are the caller's. It
+    runs over the rows ``j0 .. j1 - 1`` its caller gives.
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     op = "cable_network_run_vjp" if cable else "membrane_step_vjp"
@@ -146,7 +151,7 @@ def vjp_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, Any]
         sources = {**states, "ar_in": "AR[lo + j]", "vn_in": "VN[lo + j]", **adj_in}
         body = ["a_r = ar_in", "a_d = -a_r * vn_in"]
         fwd_consts: dict[str, float] = {}
-        name, args = "cvjp_kernel", "V, S, P, I, AR, VN, ASN, dt, OUT"
+        name, args = "cvjp_kernel", "V, S, P, I, AR, VN, ASN, dt, OUT, j0, j1"
     else:
         forward, fwd_consts = _traced(op, cs, cable_value_step_source, "", prefix="f",
                                       const_prefix="KF")
@@ -161,7 +166,7 @@ def vjp_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, Any]
     body += [line.strip() for line in adjoint]
     stores = {x: f"OUT[{r}, lo + j]" for x, r in zip(outputs, out_rows, strict=True)}
     text, sizes = _staged(name, args, sources, body, stores,
-                          [o for o in outputs if o not in ("a_d", "a_r")])
+                          [o for o in outputs if o not in ("a_d", "a_r")], given_rows=cable)
     return text, {**consts, **fwd_consts, **sizes}
 
 

@@ -28,6 +28,7 @@ from ...ops.ion_channel import (
     compile_channel_function,
     reversal_constants,
     step_source,
+    unless_junction_lines,
 )
 from ._device import cupy_stream, output, to_device
 
@@ -372,6 +373,8 @@ def cable_rows_source(indent: str, v: str, d: str, b: str, loads: str, body: str
         f"    {d.format(j='j')} += CPL[0, c, j]",
         f"    {d.format(j='parent[j]')} += CPL[1, c, j]",
     ]
+    inner = indent + "    "
+    body = "\n".join(unless_junction_lines(body.splitlines(), inner))  # c_m = 0: no membrane
     return "\n".join([*(indent + x for x in at), loads, body, stores,
                       *(indent + x for x in after)])
 

@@ -25,7 +25,7 @@ from numba import cuda
 from ..._registry import register_kernel
 from ...ops import ion_backprop as adj
 from ...ops.ion_channel import ChannelSet, channel_set, step_source
-from ...ops.ion_symbolic import adjoint_step_source
+from ...ops.ion_symbolic import adjoint_step_source, unless_junction_adjoint
 from ._device import checked_workspace, cupy_stream, to_device
 from .ion import THREADS, _generated_kernel, cable_rows_source, hines_source
 
@@ -325,7 +325,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
         adjoint_loads="\n".join([lines("s{i} = TRAJ[pos, {row}, j, c]", n_states, 16),
                                  lines("p{i} = P[{i}, c, j]", n_params, 16),
                                  lines("as{i}_n = AS[{i}, j, c]", n_states, 16)]),
-        adjoint="\n".join(adjoint),
+        adjoint="\n".join(unless_junction_adjoint(adjoint, rows, n_states, ind)),
         adjoint_stores="\n".join([lines("AS[{i}, j, c] = as{i}", n_states, 16),
                                   lines("OP[{i}, c, j] += ap{i}", rows, 16)]),
         state_grad_stores=lines("OS[{i}, c, j] = AS[{i}, j, c]", n_states, 8),
