@@ -16,6 +16,10 @@ Cases (each pair alternated round by round, wall-clock seconds):
   gradient over 2,000 steps (45 checkpointed segments), for ``benchmarks/
   test_bench_network_grad.py``'s 5,000-neuron network and its network of 500 branched cells
   of 6 compartments. torch's allocations are not traced, so the torch engine has no row.
+* ``cable_network``: ``CableNetwork.run`` of ``benchmarks/test_bench_cable_network.py``'s
+  network (500 branched cells, two junction nodes each, 50 ms), once per round, with the
+  minimum and median. No pair in one process: it times whichever fusekit is imported, so two
+  trees are compared by alternating runs with ``PYTHONPATH`` set to each tree's ``src``.
 
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
@@ -145,14 +149,36 @@ def _memory_case(rounds: int) -> None:
                   flush=True)
 
 
+def _cable_network_case(rounds: int) -> None:
+    import statistics
+    import sys
+    from pathlib import Path
+
+    import fusekit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import test_bench_cable_network as bench
+
+    bench.run_fusekit(bench.make_net())  # compile (or load) the kernel
+    times = []
+    for _ in range(rounds):
+        net = bench.make_net()
+        t = time.perf_counter()
+        out = bench.run_fusekit(net)
+        times.append(time.perf_counter() - t)
+    print(f"cable_network ({fusekit.__file__}): {rounds} runs, min {min(times) * 1e3:.1f} ms, "
+          f"median {statistics.median(times) * 1e3:.1f} ms; {int(out.spike_count.sum())} "
+          "spikes", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
-                        choices=["record", "compile", "engine", "memory"])
+                        choices=["record", "compile", "engine", "memory", "cable_network"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
-             "memory": _memory_case}
+             "memory": _memory_case, "cable_network": _cable_network_case}
     for case in args.cases:
         cases[case](args.rounds)
 
