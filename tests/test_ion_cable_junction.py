@@ -8,6 +8,8 @@ and its gating states are held; its row of the Hines system is its axial couplin
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -89,9 +91,10 @@ def test_float32_kernel_holds_junction_states():
     np.testing.assert_allclose(out.spike_times, want.spike_times, atol=2e-3)  # ms
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_network_of_cells_with_junctions(backend):
-    v0, S0, P, current, coupling = cells()
+@pytest.mark.parametrize(("cs", "backend"), [(HH, "reference"), (HH, "cpu"),
+                                             (HH_BRANCHY, "cpu")])
+def test_network_of_cells_with_junctions(cs, backend):
+    v0, S0, P, current, coupling = cells(cs)
     n, nodes = v0.shape
     # every cell excites the next one's second dendrite (node 4) and, wrongly but allowed,
     # the first junction: a synapse onto a junction still adds its conductance to the row
@@ -101,16 +104,17 @@ def test_network_of_cells_with_junctions(backend):
     compartment = np.array([4, JUNCTION[0]] * 3)
     args = (v0, S0, P, current, TREE.parent, coupling, np.zeros((1, n, nodes)), indptr,
             indices, weights, np.zeros((8, 1, n, nodes)), np.zeros(0, np.int64), compartment)
-    kw = {"channels": HH, "dt": DT, "n_steps": 300, "delay_steps": 8, "tau_syn": (5.0,),
+    kw = {"channels": cs, "dt": DT, "n_steps": 300, "delay_steps": 8, "tau_syn": (5.0,),
           "e_syn": (0.0,), "record_every": 10, "max_spikes": 4, "backend": backend}
     out = fusekit.ops.cable_network_simulate(*args[:10], **kw, arrivals0=args[10],
                                              synapse_compartment=compartment)
     assert out.spike_count.sum() > 0
     np.testing.assert_array_equal(out.states[:, :, JUNCTION], S0[:, :, JUNCTION])
-    run_kw = {k: x for k, x in kw.items() if k != "backend"}
-    run = cable_network_run_op.run(args, {**run_kw, "segment": 64}, backend)
-    np.testing.assert_array_equal(run[1][:, :, JUNCTION], S0[:, :, JUNCTION])
-    np.testing.assert_allclose(run[0], out.v, rtol=0, atol=1e-9)
+    if cs is HH:  # cable_network_run's kernels are generated from the traced step
+        run_kw = {k: x for k, x in kw.items() if k != "backend"}
+        run = cable_network_run_op.run(args, {**run_kw, "segment": 64}, backend)
+        np.testing.assert_array_equal(run[1][:, :, JUNCTION], S0[:, :, JUNCTION])
+        np.testing.assert_allclose(run[0], out.v, rtol=0, atol=1e-9)
     if backend == "cpu":
         want = fusekit.ops.cable_network_simulate(*args[:10], **{**kw, "backend": "reference"},
                                                   arrivals0=args[10],
@@ -129,20 +133,22 @@ def _torch_loss(cs, v0, S0, P, current, coupling, n_steps):
     return total + S.sum()
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_gradients_at_junctions_only_through_c_m_row(backend):
-    """The compiled adjoint against autograd through every torch step: conductances and
-    states at junctions get nothing, c_m its row's derivative."""
-    v0, S0, P, current, coupling = (torch.as_tensor(a) for a in cells())
+@pytest.mark.parametrize(("cs", "backend"), [(HH, "reference"), (HH, "cpu"),
+                                             (HH_BRANCHY, "cpu")])
+def test_gradients_at_junctions_only_through_c_m_row(cs, backend):
+    """The compiled adjoint (for untraceable channels: the torch re-run of each segment)
+    against autograd through every torch step: conductances and states at junctions get
+    nothing, c_m its row's derivative."""
+    v0, S0, P, current, coupling = (torch.as_tensor(a) for a in cells(cs))
     n_steps = 200
 
     def leaves():
         return [a.clone().requires_grad_() for a in (S0, P, current, coupling)]
 
     s, p, i, c = leaves()
-    want = torch.autograd.grad(_torch_loss(HH, v0, s, p, i, c, n_steps), (s, p, i, c))
+    want = torch.autograd.grad(_torch_loss(cs, v0, s, p, i, c, n_steps), (s, p, i, c))
     s, p, i, c = leaves()
-    out = fusekit.ops.cable_simulate(v0, s, p, i, TREE.parent, c, channels=HH, dt=DT,
+    out = fusekit.ops.cable_simulate(v0, s, p, i, TREE.parent, c, channels=cs, dt=DT,
                                      n_steps=n_steps, record_every=10, record_at=[0, 3],
                                      checkpoint_every=30, backend=backend)
     got = torch.autograd.grad(out.v_record.sum() + out.states.sum(), (s, p, i, c))
@@ -185,3 +191,30 @@ def test_c_m_zero_in_some_cells_of_a_column_is_refused():
     with pytest.raises(InputError, match=r"0 in some cells but not in others at compartment"):
         fusekit.ops.cable_simulate(v0, S0, P, current, TREE.parent, coupling, channels=HH,
                                    dt=DT, n_steps=10)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=9), st.integers(0, 2**31))
+def test_random_trees_cpu_equals_reference_and_junctions_hold(picks, seed):
+    """Random morphologies through cable_tree (any number of junctions, anywhere in the
+    compartment order): the CPU kernel's block skips match the reference's per-node rule."""
+    parent = np.array([-1] + [p % (i + 1) for i, p in enumerate(picks)])  # Hines order
+    rng = np.random.default_rng(seed)
+    tree = cable_tree(parent, rng.uniform(10, 200, parent.size), rng.uniform(0.5, 5, parent.size))
+    n, nodes = 2, tree.parent.size
+    hollow = np.flatnonzero(tree.junction)
+    v0 = rng.uniform(-70.0, -55.0, (n, nodes))
+    S0 = rng.uniform(0.05, 0.95, (3, n, nodes))
+    P = HH.default_params(n * nodes).reshape(-1, n, nodes)
+    P[0][:, hollow] = 0.0
+    current = np.zeros((n, nodes))
+    current[:, 0] = [8.0, 25.0]
+    coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
+    kw = {"channels": HH, "dt": DT, "n_steps": 120, "record_every": 20, "max_spikes": 2}
+    got = fusekit.ops.cable_simulate(v0, S0, P, current, tree.parent, coupling, **kw,
+                                     backend="cpu")
+    want = fusekit.ops.cable_simulate(v0, S0, P, current, tree.parent, coupling, **kw,
+                                      backend="reference")
+    np.testing.assert_array_equal(got.states[:, :, hollow], S0[:, :, hollow])
+    np.testing.assert_allclose(got.v_record, want.v_record, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.states, want.states, rtol=0, atol=1e-11)
