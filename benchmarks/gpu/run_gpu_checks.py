@@ -938,28 +938,32 @@ def compare_simulations(checks: Checks, cupy: Any, got: Any, ref: Any, op: str,
 def cable_network_cupy_check(checks: Checks, cupy: Any, backend: str = "cuda") -> None:
     """A network of branched HH cells through the op on CuPy arrays against the reference.
 
-    60 cells of a soma, a dendrite of three compartments and a side branch; 10% connectivity,
-    synapses on random compartments, 80% excitatory (0 mV, 3 ms) and 20% inhibitory (-80 mV,
-    8 ms) by presynaptic cell, a fifth of the somata driven; 30 ms at dt = 0.025 ms, 1 ms
-    delay. (Runs here with NumPy standing in for CuPy and ``backend="cpu"``.)
+    60 cells of a soma, a dendrite of three compartments and a side branch, joined at a
+    zero-area junction node where the two branches meet (``cable_tree``: ``c_m = 0``, no
+    membrane); 10% connectivity, synapses on random nodes, 80% excitatory (0 mV, 3 ms) and
+    20% inhibitory (-80 mV, 8 ms) by presynaptic cell, a fifth of the somata driven; 30 ms at
+    dt = 0.025 ms, 1 ms delay. (Runs here with NumPy standing in for CuPy and
+    ``backend="cpu"``.)
     """
-    from fusekit.neuro import HH_CHANNELS, cable_coupling, random_connectivity
+    from fusekit.neuro import HH_CHANNELS, cable_tree, random_connectivity
     from fusekit.ops import cable_network_simulate
     from fusekit.ops.ion_channel import ChannelSet
 
     hh = ChannelSet(HH_CHANNELS)
-    n, parent = 60, np.array([-1, 0, 1, 2, 1])
-    n_comp = parent.size
+    n = 60
+    tree = cable_tree(np.array([-1, 0, 1, 2, 1]), [20.0, 100.0, 80.0, 60.0, 50.0],
+                      [20.0, 2.0, 1.5, 1.0, 1.0])
+    parent, cpl, n_comp = tree.parent, tree.coupling, tree.parent.size
     rng = np.random.default_rng(2026)
     v0 = rng.uniform(-70.0, -60.0, (n, n_comp))
-    cpl = cable_coupling(parent, [20.0, 100.0, 80.0, 60.0, 50.0], [20.0, 2.0, 1.5, 1.0, 1.0])
     indptr, indices, weights = random_connectivity(n, 0.1, 1.5, rng)
     types = np.repeat((np.arange(n) >= int(0.8 * n)).astype(np.int64), np.diff(indptr))
     comps = rng.integers(0, n_comp, indices.size)
     i_ext = np.zeros((n, n_comp))
     i_ext[:, 0] = np.where(rng.random(n) < 0.2, 25.0, 0.0)
-    arrays = (v0, hh.steady_states(v0.reshape(-1)).reshape(-1, n, n_comp),
-              hh.default_params(n * n_comp).reshape(-1, n, n_comp), i_ext, parent,
+    params = hh.default_params(n * n_comp).reshape(-1, n, n_comp)
+    params[0][:, tree.junction] = 0.0  # c_m: no membrane at the junction
+    arrays = (v0, hh.steady_states(v0.reshape(-1)).reshape(-1, n, n_comp), params, i_ext, parent,
               np.ascontiguousarray(np.broadcast_to(cpl[:, None], (2, n, n_comp))),
               np.zeros((2, n, n_comp)), indptr, indices, weights)
     kw = dict(channels=hh, dt=0.025, n_steps=1200, delay_steps=40, tau_syn=[3.0, 8.0],
@@ -1205,29 +1209,37 @@ CABLE_PARENT = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 2, 9, 10, 11])
 CABLE_CELLS = 1000
 
 
-def cable_backprop(torch: Any, device: str, n_cells: int, backend: str) -> tuple[Any, Any]:
+def cable_backprop(torch: Any, device: str, n_cells: int, backend: str,
+                   junctions: bool = False) -> tuple[Any, Any]:
     """The gradient of branched HH cells' loss w.r.t. parameters and coupling; spike counts.
 
-    The loss: every soma's mean v plus its first spike time.
+    The loss: every soma's mean v plus its first spike time. ``junctions``: the branch points
+    joined at zero-area nodes (``cable_tree``, ``c_m = 0`` there), else pairwise coupling.
     """
     import fusekit
-    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_coupling, cable_tree
 
     hh = ChannelSet(HH_CHANNELS)
-    n_comp = CABLE_PARENT.shape[0]
-    length, diam = np.full(n_comp, 40.0), np.full(n_comp, 1.5)
+    length, diam = np.full(CABLE_PARENT.size, 40.0), np.full(CABLE_PARENT.size, 1.5)
     length[0] = diam[0] = 20.0
-    cpl = np.broadcast_to(cable_coupling(CABLE_PARENT, length, diam)[:, None],
-                          (2, n_cells, n_comp)).copy()
+    if junctions:
+        tree = cable_tree(CABLE_PARENT, length, diam)
+        parent, cpl, hollow = tree.parent, tree.coupling, tree.junction
+    else:
+        parent, cpl = CABLE_PARENT, cable_coupling(CABLE_PARENT, length, diam)
+        hollow = np.zeros(parent.size, dtype=bool)
+    n_comp = parent.size
+    cpl = np.broadcast_to(cpl[:, None], (2, n_cells, n_comp)).copy()
     v0 = np.full((n_cells, n_comp), -65.0)
     S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n_cells, n_comp)
     P = hh.default_params(n_cells * n_comp).reshape(-1, n_cells, n_comp)
+    P[0][:, hollow] = 0.0  # c_m: no membrane at a junction
     i_ext = np.zeros((n_cells, n_comp))
     i_ext[:, 0] = np.linspace(5.0, 40.0, n_cells)
     t = [torch.from_numpy(a).to(device) for a in (v0, S0, P, i_ext, cpl)]
     t[2].requires_grad_(True)
     t[4].requires_grad_(True)
-    out = fusekit.ops.cable_simulate(t[0], t[1], t[2], t[3], CABLE_PARENT, t[4], channels=hh,
+    out = fusekit.ops.cable_simulate(t[0], t[1], t[2], t[3], parent, t[4], channels=hh,
                                      dt=SENS_DT, n_steps=SENS_STEPS, record_every=4,
                                      max_spikes=1, backend=backend)
     loss = out.v_record[:, :, 0].mean(0).sum() + torch.nan_to_num(out.spike_times).sum()
@@ -1240,15 +1252,18 @@ def cable_adjoint_check(checks: Checks, torch: Any) -> None:
     from fusekit.neuro import HH_CHANNELS, ChannelSet
 
     n = 64
-    got, counts = cable_backprop(torch, "cuda", n, "cuda")
-    checks.expect("cable_simulate's torch backward ran the CUDA cable_adjoint kernel",
-                  ("cable_adjoint", ChannelSet(HH_CHANNELS).key, "float64") in cuda_ion._kernels)
-    want, want_counts = cable_backprop(torch, "cpu", n, "cpu")
-    checks.same(f"cable forward spike counts, {n} cells", counts.cpu().numpy(),
-                want_counts.numpy())
-    for field, a, b in zip(("params", "coupling"), got, want, strict=True):
-        checks.compare(f"cable_adjoint d loss / d {field}, {n} cells x {SENS_STEPS} steps",
-                       a.cpu().numpy(), b.numpy(), ADJ_TOL)
+    for junctions in (False, True):
+        got, counts = cable_backprop(torch, "cuda", n, "cuda", junctions)
+        checks.expect("cable_simulate's torch backward ran the CUDA cable_adjoint kernel",
+                      ("cable_adjoint", ChannelSet(HH_CHANNELS).key, "float64")
+                      in cuda_ion._kernels)
+        want, want_counts = cable_backprop(torch, "cpu", n, "cpu", junctions)
+        label = f"{n} cells{' with junction nodes' if junctions else ''}"
+        checks.same(f"cable forward spike counts, {label}", counts.cpu().numpy(),
+                    want_counts.numpy())
+        for field, a, b in zip(("params", "coupling"), got, want, strict=True):
+            checks.compare(f"cable_adjoint d loss / d {field}, {label} x {SENS_STEPS} steps",
+                           a.cpu().numpy(), b.numpy(), ADJ_TOL)
     sync = torch.cuda.synchronize
     t_cpu = wall_ms(lambda: cable_backprop(torch, "cpu", CABLE_CELLS, "cpu"), sync, 1)
     t_gpu = wall_ms(lambda: cable_backprop(torch, "cuda", CABLE_CELLS, "cuda"), sync, 1)
