@@ -21,6 +21,11 @@ Cases (each pair alternated round by round, wall-clock seconds):
   minimum and median. No pair in one process: it times whichever fusekit is imported, so two
   trees are compared by alternating runs with ``PYTHONPATH`` set to each tree's ``src``.
 
+* ``discretize``: ``cable_simulate`` of 100 HH cells of ``tests/test_ion_morphology.py``'s
+  synthetic reconstruction (a point every 1.5 um: 1,013 compartments and 4 junction nodes)
+  against the same cells after ``Morphology.discretize(d_lambda=0.1)``, 50 ms, float64, with
+  the largest difference of their somata's spike times.
+
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -171,14 +177,62 @@ def _cable_network_case(rounds: int) -> None:
           "spikes", flush=True)
 
 
+def _discretize_case(rounds: int) -> None:
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import fusekit
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_tree
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_ion_morphology import write_cell
+
+    hh = ChannelSet(HH_CHANNELS)
+    with tempfile.TemporaryDirectory() as tmp:
+        fine = write_cell(Path(tmp) / "cell.swc")
+
+    def setup(m: Any, n: int = 100) -> tuple:
+        tree = cable_tree(m.parent, m.length, m.diam)
+        nodes = tree.parent.size
+        v0 = np.full((n, nodes), -65.0)
+        S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
+        P = hh.default_params(n * nodes).reshape(-1, n, nodes)
+        P[0][:, tree.junction] = 0.0
+        i_ext = np.zeros((n, nodes))
+        i_ext[:, 0] = np.linspace(100.0, 300.0, n)
+        coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
+        return (v0, S0, P, i_ext, tree.parent, coupling), nodes
+
+    def go(arrays: tuple) -> tuple[float, Any]:
+        t = time.perf_counter()
+        out = fusekit.ops.cable_simulate(*arrays, channels=hh, dt=0.025, n_steps=2000,
+                                         record_every=40, record_at=[0], max_spikes=10,
+                                         backend="cpu")
+        return time.perf_counter() - t, out
+
+    cases = [("per point", *setup(fine)), ("d_lambda 0.1", *setup(fine.discretize(0.1)))]
+    for _, arrays, _ in cases:  # compile (or load) the kernel
+        go(arrays)
+    for r in range(rounds):
+        (t_fine, want), (t_coarse, got) = (go(arrays) for _, arrays, _ in cases)
+        err = float(np.nanmax(np.abs(got.spike_times - want.spike_times)))
+        print(f"discretize round {r}: per point ({cases[0][2]} nodes) {t_fine * 1e3:.0f} ms, "
+              f"d_lambda 0.1 ({cases[1][2]} nodes) {t_coarse * 1e3:.1f} ms "
+              f"({t_fine / t_coarse:.1f}x); spikes {int(want.spike_count.sum())} / "
+              f"{int(got.spike_count.sum())}, spike times {err:.4f} ms apart", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
-                        choices=["record", "compile", "engine", "memory", "cable_network"])
+                        choices=["record", "compile", "engine", "memory", "cable_network",
+                                 "discretize"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
-             "memory": _memory_case, "cable_network": _cable_network_case}
+             "memory": _memory_case, "cable_network": _cable_network_case,
+             "discretize": _discretize_case}
     for case in args.cases:
         cases[case](args.rounds)
 

@@ -201,6 +201,117 @@ class Morphology:
         """:func:`cable_coupling` of this morphology, ``(2, n_comp)`` mS/cm^2."""
         return cable_coupling(self.parent, self.length, self.diam, r_axial)
 
+    def discretize(self, d_lambda: float = 0.1, *, frequency: float = 100.0,
+                   r_axial: float = 100.0, c_m: float = 1.0,
+                   max_length: float | None = None) -> Morphology:
+        """Fewer, longer compartments by NEURON's d_lambda rule: sections cut into segments.
+
+        A reconstruction has a point every micrometre or two, far finer than the cable needs.
+        As NEURON does, this joins the points into sections (unbranched runs that keep one SWC
+        type; the root stays a compartment of its own) and cuts every section into ``nseg``
+        segments of equal length, ``nseg`` the odd number of the d_lambda rule
+        (``fixnseg.hoc``): ``int((l / d_lambda + 0.9) / 2) * 2 + 1``, where ``l`` is the
+        section's length in units of the AC length constant at ``frequency``, summed over its
+        cylinders: ``sum_i L_i / lambda_f(d_i)``, ``lambda_f(d) = 1e5 sqrt(d / (4 pi f r_a
+        c_m))`` um. ``max_length`` (um) also caps every segment's length.
+
+        Each segment becomes the cylinder with the lateral area and the axial resistance of
+        the cylinders it covers (a point's cylinder cut where a segment ends): the total
+        membrane and every section's resistance are kept exactly, and ``coupling()`` then
+        splits a segment's resistance at its middle.
+
+        Args:
+            d_lambda: Longest segment, in units of the length constant (NEURON's 0.1).
+            frequency: Hz, of the length constant (NEURON's 100).
+            r_axial: Axial resistivity, Ohm cm, as the simulation will use.
+            c_m: uF/cm^2, as the simulation will use.
+            max_length: Longest segment, um (``None``: no cap).
+
+        Returns:
+            A :class:`Morphology` of the segments in Hines order: ``xyz`` the point halfway
+            along each segment's path, ``kind`` its section's, ``swc_id`` that of the point
+            whose cylinder holds the segment's middle.
+
+        Example:
+            >>> import numpy as np
+            >>> xyz = np.zeros((201, 3)); xyz[:, 0] = np.arange(201.0)   # a 200 um dendrite
+            >>> m = Morphology(np.arange(-1, 200), np.r_[10.0, np.ones(200)], np.r_[10.0,
+            ...                np.full(200, 2.0)], xyz, np.r_[1, np.full(200, 3)], np.arange(201))
+            >>> m.discretize().length.round(3).tolist()   # the soma, then 5 segments
+            [10.0, 40.0, 40.0, 40.0, 40.0, 40.0]
+        """
+        for name, x in (("d_lambda", d_lambda), ("frequency", frequency),
+                        ("r_axial", r_axial), ("c_m", c_m),
+                        ("max_length", 1.0 if max_length is None else max_length)):
+            if not (np.isfinite(x) and x > 0):
+                raise InputError(f"Morphology.discretize: {name} must be a positive number, "
+                                 f"got {x!r}")
+        return _discretize(self, float(d_lambda), 1e-5 * np.sqrt(
+            4 * np.pi * float(frequency) * float(r_axial) * float(c_m)), max_length)
+
+
+def _sections(m: Morphology) -> list[list[int]]:
+    """Runs of points with one child each and one SWC type, each from its first point.
+
+    Ordered by their first point, so that a section's parent section comes before it.
+    """
+    n = m.parent.shape[0]
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i in range(1, n):
+        children[int(m.parent[i])].append(i)
+
+    def starts(i: int) -> bool:
+        p = int(m.parent[i])
+        return p == 0 or len(children[p]) != 1 or m.kind[i] != m.kind[p]
+
+    sections = []
+    for first in (i for i in range(1, n) if starts(i)):
+        run = [first]
+        while len(children[run[-1]]) == 1 and not starts(children[run[-1]][0]):
+            run.append(children[run[-1]][0])
+        sections.append(run)
+    return sections
+
+
+def _discretize(m: Morphology, d_lambda: float, per_sqrt_diam: float,
+                max_length: float | None) -> Morphology:
+    """:meth:`Morphology.discretize` (``per_sqrt_diam``: ``1 / (lambda_f(d) sqrt(d))``)."""
+    parent, length, diam = [-1], [float(m.length[0])], [float(m.diam[0])]
+    xyz, kind, swc_id = [m.xyz[0]], [int(m.kind[0])], [int(m.swc_id[0])]
+    last = {0: 0}  # point -> the segment that ends at it (a section's last point)
+    for run in _sections(m):
+        pieces = np.asarray(m.length[run], dtype=np.float64)
+        widths = np.asarray(m.diam[run], dtype=np.float64)
+        total = float(pieces.sum())
+        electrotonic = float((pieces / np.sqrt(widths)).sum()) * per_sqrt_diam
+        nseg = int((electrotonic / d_lambda + 0.9) / 2) * 2 + 1
+        if max_length is not None:
+            nseg = max(nseg, int(np.ceil(total / max_length - 1e-12)))
+        ends = np.cumsum(pieces)
+        starts_at = ends - pieces
+        up = last[int(m.parent[run[0]])]
+        for k in range(nseg):
+            a, b = total * k / nseg, total * (k + 1) / nseg
+            cover = np.clip(np.minimum(ends, b) - np.maximum(starts_at, a), 0.0, None)
+            area = float((np.pi * widths * cover).sum())  # um^2
+            resist = float((4 * cover / (np.pi * widths**2)).sum())  # per unit r_axial, 1/um
+            d = (4 * area / (np.pi**2 * resist)) ** (1 / 3)
+            mid = (a + b) / 2
+            j = min(int(np.searchsorted(ends, mid)), len(run) - 1)
+            frac = (mid - starts_at[j]) / pieces[j]
+            origin = m.xyz[int(m.parent[run[j]])]
+            parent.append(up)
+            length.append(area / (np.pi * d))
+            diam.append(d)
+            xyz.append(origin + frac * (m.xyz[run[j]] - origin))
+            kind.append(int(m.kind[run[0]]))
+            swc_id.append(int(m.swc_id[run[j]]))
+            up = len(parent) - 1
+        last[run[-1]] = up
+    return Morphology(parent=np.array(parent, dtype=np.int64), length=np.array(length),
+                      diam=np.array(diam), xyz=np.array(xyz, dtype=np.float64).reshape(-1, 3),
+                      kind=np.array(kind, dtype=np.int64), swc_id=np.array(swc_id))
+
 
 def read_swc(path: str | os.PathLike[str], *, min_length: float = 0.01) -> Morphology:
     """Read an SWC reconstruction into compartments (one per point) in Hines order.

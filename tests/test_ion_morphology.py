@@ -1,0 +1,148 @@
+"""Morphology.discretize: SWC points joined into sections, cut by NEURON's d_lambda rule."""
+
+import doctest
+
+import numpy as np
+import pytest
+
+import fusekit
+from fusekit import InputError
+from fusekit.neuro import HH_CHANNELS, ChannelSet, Morphology, _cable, cable_tree, read_swc
+
+HH = ChannelSet(HH_CHANNELS)
+
+
+def write_cell(path, step=1.5, seed=0):
+    """A soma (radius 8 um), a basal dendrite that forks twice, a tapering apical dendrite
+    that forks once and an axon (SWC type 2), a point every ``step`` um."""
+    rng = np.random.default_rng(seed)
+    rows = [(1, 1, 0.0, 0.0, 0.0, 8.0, -1)]
+
+    def neurite(parent_id, kind, start, direction, length, r0, r1):
+        direction = np.asarray(direction, float) / np.linalg.norm(direction)
+        pos, pid = np.asarray(start, float), parent_id
+        n = max(2, int(length / step))
+        for k in range(n):
+            wobble = rng.normal(0.0, 0.15, 3)
+            d = direction + wobble
+            pos = pos + step * d / np.linalg.norm(d)
+            rows.append((len(rows) + 1, kind, *pos, r0 + (r1 - r0) * k / (n - 1), pid))
+            pid = len(rows)
+        return pid, pos
+
+    tip, at = neurite(1, 3, (0, -8, 0), (0, -1, 0), 120, 1.2, 0.8)  # basal trunk
+    for side in (-1, 1):
+        t2, at2 = neurite(tip, 3, at, (side, -1, 0), 80, 0.7, 0.5)
+        for side2 in (-1, 1):
+            neurite(t2, 3, at2, (side + 0.5 * side2, -1, 0.3), 60, 0.4, 0.3)
+    apex, at = neurite(1, 4, (0, 8, 0), (0, 1, 0), 300, 2.0, 1.0)  # apical, tapering
+    for side in (-1, 1):
+        neurite(apex, 4, at, (side, 1, 0), 150, 0.8, 0.4)
+    neurite(1, 2, (8, 0, 0), (1, 0, 0), 400, 0.5, 0.5)  # axon
+    with open(path, "w") as f:
+        f.write("# synthetic test cell\n")
+        for r in rows:
+            f.write(" ".join(str(x) for x in r) + "\n")
+    return read_swc(path)
+
+
+def straight(length=200.0, diam=2.0, step=1.0):
+    n = int(length / step)
+    xyz = np.zeros((n + 1, 3))
+    xyz[1:, 0] = np.arange(1, n + 1) * step
+    return Morphology(np.arange(-1, n), np.r_[10.0, np.full(n, step)],
+                      np.r_[10.0, np.full(n, diam)], xyz, np.r_[1, np.full(n, 3)],
+                      np.arange(1, n + 2))
+
+
+def lambda_um(diam, f=100.0, ra=100.0, cm=1.0):
+    return 1e5 * np.sqrt(diam / (4 * np.pi * f * ra * cm))
+
+
+@pytest.mark.parametrize(("length", "diam", "d_lambda"), [(200.0, 2.0, 0.1), (1000.0, 0.5, 0.1),
+                                                          (30.0, 4.0, 0.1), (500.0, 1.0, 0.3)])
+def test_a_uniform_dendrite_gets_neurons_nseg(length, diam, d_lambda):
+    coarse = straight(length, diam).discretize(d_lambda)
+    nseg = int((length / lambda_um(diam) / d_lambda + 0.9) / 2) * 2 + 1  # fixnseg.hoc
+    assert coarse.parent.size == 1 + nseg
+    np.testing.assert_allclose(coarse.length[1:], length / nseg, rtol=1e-12)
+    np.testing.assert_allclose(coarse.diam[1:], diam, rtol=1e-12)
+    assert coarse.parent.tolist() == [-1, *range(nseg)]
+    np.testing.assert_allclose(coarse.xyz[1:, 0], (np.arange(nseg) + 0.5) * length / nseg)
+
+
+def test_max_length_caps_the_segments():
+    coarse = straight(200.0, 2.0).discretize(0.1, max_length=15.0)
+    assert coarse.parent.size == 1 + 14 and coarse.length[1:].max() <= 15.0
+
+
+def test_area_and_every_sections_resistance_are_kept(tmp_path):
+    fine = write_cell(tmp_path / "cell.swc")
+    coarse = fine.discretize(0.1)
+    assert coarse.parent.size * 8 < fine.parent.size  # far fewer compartments
+    np.testing.assert_allclose(coarse.area.sum(), fine.area.sum(), rtol=1e-12)
+
+    def resistance(m, kind):  # sum over the compartments of one SWC type, per unit r_axial
+        sel = m.kind == kind
+        return float((4 * m.length[sel] / (np.pi * m.diam[sel] ** 2)).sum())
+
+    for kind in (2, 3, 4):
+        np.testing.assert_allclose(resistance(coarse, kind), resistance(fine, kind), rtol=1e-12)
+    assert (coarse.parent[1:] < np.arange(1, coarse.parent.size)).all()  # Hines order
+    kids = np.bincount(coarse.parent[1:], minlength=coarse.parent.size)
+    assert kids[0] == 3 and (kids >= 2).sum() == 1 + 4  # the soma and four forks
+    # a segment's middle lies on its section's path: within a step of a point of its type
+    for point, kind in zip(coarse.xyz[1:], coarse.kind[1:], strict=True):
+        near = np.linalg.norm(fine.xyz[fine.kind == kind] - point, axis=1).min()
+        assert near < 1.5
+
+
+def test_sections_break_where_the_swc_type_changes():
+    m = straight(100.0, 1.0)
+    kind = m.kind.copy()
+    kind[51:] = 4  # the last 50 points apical
+    coarse = Morphology(m.parent, m.length, m.diam, m.xyz, kind, m.swc_id).discretize(0.1)
+    assert coarse.kind.tolist() == [1, 3, 3, 3, 4, 4, 4]  # 50 um of 1 um: 3 segments each
+    np.testing.assert_allclose(coarse.length[1:], 50.0 / 3)
+
+
+def simulate_soma(m, n_steps=2000):
+    """Two HH cells of morphology ``m`` (junction nodes at forks), currents into the soma."""
+    tree = cable_tree(m.parent, m.length, m.diam)
+    n, nodes = 2, tree.parent.size
+    v0 = np.full((n, nodes), -65.0)
+    S0 = HH.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
+    P = HH.default_params(n * nodes).reshape(-1, n, nodes)
+    P[0][:, tree.junction] = 0.0
+    i_ext = np.zeros((n, nodes))
+    i_ext[:, 0] = [150.0, 300.0]
+    coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
+    return fusekit.ops.cable_simulate(v0, S0, P, i_ext, tree.parent, coupling, channels=HH,
+                                      dt=0.025, n_steps=n_steps, record_every=4,
+                                      record_at=[0], max_spikes=10, backend="cpu")
+
+
+def test_the_coarse_cell_fires_as_the_fine_one(tmp_path):
+    fine = write_cell(tmp_path / "cell.swc")
+    want = simulate_soma(fine)
+    assert want.spike_count.min() >= 2
+    errors = {}
+    for d_lambda in (0.3, 0.1, 0.03):
+        got = simulate_soma(fine.discretize(d_lambda))
+        np.testing.assert_array_equal(got.spike_count, want.spike_count)
+        errors[d_lambda] = float(np.nanmax(np.abs(got.spike_times - want.spike_times)))
+    assert errors[0.1] < 0.05  # ms, over 50 ms
+    assert errors[0.03] <= errors[0.3]
+
+
+@pytest.mark.parametrize(("kw", "name"), [({"d_lambda": 0.0}, "d_lambda"),
+                                          ({"frequency": -1.0}, "frequency"),
+                                          ({"r_axial": float("nan")}, "r_axial"),
+                                          ({"c_m": 0.0}, "c_m"), ({"max_length": 0.0}, "max")])
+def test_bad_discretization_arguments(kw, name):
+    with pytest.raises(InputError, match=name):
+        straight().discretize(**kw)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(_cable, raise_on_error=False).failed == 0
