@@ -421,8 +421,8 @@ def hoist_invariants(body: list[str], rows: dict[str, int], invariant: Collectio
 
 def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: int | None,
                  indent: str, last_loads: Sequence[str] = (), last_stores: Sequence[str] = (),
-                 last: Collection[str] = (), var: str = "j", base: str = ""
-                 ) -> tuple[str, int]:
+                 last: Collection[str] = (), var: str = "j", base: str = "",
+                 spill_base: str | None = None) -> tuple[str, int]:
     """One step over a block as ``stages`` vector loops over its neurons, and the spill rows.
 
     ``body``: the step's lines (``name = expr``), ending with the re-assignment of the
@@ -431,8 +431,9 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
     ``last_loads`` first and ``last_stores`` at its end; the lines assigning a name in
     ``last`` go into the last stage (they do not count towards the cut). ``stages=None``
     picks one stage per ``STAGE_DEPTH`` cycles of dependency chain. ``var`` names the loop's
-    index and ``base`` is put before every row offset (``buf[{base}{row} * ROW + {var}]``).
-    Returns the loops' source and the number of spill rows.
+    index and ``base`` is put before every row offset (``buf[{base}{row} * ROW + {var}]``),
+    ``spill_base`` (default ``base``) before the spill rows'. Returns the loops' source and
+    the number of spill rows.
 
     A whole HH step in one loop iteration is one long dependency chain (two exps, three
     divisions deep) of about 300 instructions: more than the out-of-order window, so the
@@ -461,7 +462,7 @@ def staged_loops(body: list[str], rows: dict[str, int], spill_row: int, stages: 
             if d not in final and stage_of.get(d, stage_of[target]) < stage_of[target]:
                 spill.setdefault(d, len(spill))
     def at(i: int) -> str:
-        return f"{base}{spill_row + i} * ROW"
+        return f"{base if spill_base is None else spill_base}{spill_row + i} * ROW"
 
     inner = indent + "    "
     out = []
@@ -687,7 +688,8 @@ def {name}(lo, V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every,
     w = min(BLOCK, V.shape[0] - lo)
     n_comp = V.shape[1]
     RS = NR * ROW
-    buf = np.zeros(n_comp * RS, dtype=DTYPE)
+    SB = n_comp * RS  # the stages' spill rows, shared by the compartments
+    buf = np.zeros(SB + N_SPILL * ROW, dtype=DTYPE)
     v_old = np.empty(BLOCK, dtype=DTYPE)
     for j in range(n_comp):
         base = j * NR * ROW
@@ -777,8 +779,10 @@ CABLE_STAGES: int | None = None
 
 def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = True
                         ) -> dict[str, int]:
-    """Rows of a compartment in the vectorised cable kernel (``SPILL`` on: the stages').
+    """Rows of a compartment (``NR``) in the vectorised cable kernel, and ``N_SPILL``.
 
+    The stages' spill rows (``N_SPILL``) follow all compartments' rows, once per block
+    (``SB``): a compartment's stages use them and are done before the next compartment's.
     ``traced=False``: no spill rows (a step in one loop, for channels that cannot be traced).
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
@@ -786,8 +790,8 @@ def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = T
     d = p0 + n_params
     lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "II": 1, "S0": 2, "P0": p0, "D": d, "B": d + 1,
-           "C0": d + 2, "C1": d + 3, "AX": d + 4, "SPILL": d + 5}
-    lay["NR"] = d + 5 + (cable_step_loops(cs, stages, lay)[1] if traced else 0)
+           "C0": d + 2, "C1": d + 3, "AX": d + 4, "NR": d + 5}
+    lay["N_SPILL"] = cable_step_loops(cs, stages, lay)[1] if traced else 0
     return lay
 
 
@@ -798,10 +802,11 @@ def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],
 
     The lines of :func:`fusekit.ops.ion_symbolic.cable_value_step_source` cut into
     ``stages`` loops (:func:`staged_loops`) on the rows of ``lay`` (``"II"``, ``"P0"``,
-    ``"D"``, ``"B"``, ``"AX"``, ``"SPILL"``; ``v`` in row 0, the states from row 1 + ...
-    as ``"S0"`` says), storing the new states and the Hines row ``D``, ``B``. The forward
-    kernel and the adjoint's re-run use the same cut, so they compute the same values.
-    Returns the source, the number of spill rows and the constants.
+    ``"D"``, ``"B"``, ``"AX"``; ``v`` in row 0, the states from row 1 + ...
+    as ``"S0"`` says), storing the new states and the Hines row ``D``, ``B``; the values
+    that pass between stages go through the spill rows at ``SB``. The forward kernel and the
+    adjoint's re-run use the same cut, so they compute the same values. Returns the source,
+    the number of spill rows and the constants.
     """
     from ...ops.ion_symbolic import cable_value_step_source
 
@@ -814,9 +819,10 @@ def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],
     stores += [f"buf[base + {lay['D']} * ROW + i] = p0 / dt + g_sum + "
                f"buf[base + {lay['AX']} * ROW + i]",
                f"buf[base + {lay['B']} * ROW + i] = p0 / dt * v + ge_sum + i_inj"]
-    source, n_spill = staged_loops(body, rows, lay["SPILL"], stages, indent,
+    source, n_spill = staged_loops(body, rows, 0, stages, indent,
                                    [f"{name} = {row[name]}" for name in ("v", "i_inj", "p0")],
-                                   stores, ("g_sum", "ge_sum"), var="i", base="base + ")
+                                   stores, ("g_sum", "ge_sum"), var="i", base="base + ",
+                                   spill_base="SB + ")
     return source, n_spill, consts
 
 

@@ -267,7 +267,8 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, se
     n_comp = P.shape[2]
     RS = NR * ROW
     TS = X_ROWS * ROW
-    buf = np.zeros(n_comp * RS, dtype=DTYPE)
+    SB = n_comp * RS  # the re-run stages' spill rows, shared by the compartments
+    buf = np.zeros(SB + N_SPILL * ROW, dtype=DTYPE)
     traj = np.empty((seg_len + 1) * n_comp * TS, dtype=DTYPE)
     diag = np.empty(seg_len * n_comp * ROW, dtype=DTYPE)
     slot = np.empty(seg_len * BLOCK, dtype=np.int64)
@@ -449,7 +450,8 @@ def _cable_layout(cs: ChannelSet) -> dict[str, int]:
     for name in names:
         lay[name] = row
         row += sizes.get(name, 1)
-    lay["NR"] = lay["SPILL"] + cable_step_loops(cs, CABLE_STAGES, lay)[1]
+    lay["NR"] = lay.pop("SPILL")  # the forward re-run's spill rows: SB, once per block
+    lay["N_SPILL"] = cable_step_loops(cs, CABLE_STAGES, lay)[1]
     return lay
 
 
