@@ -26,6 +26,12 @@ Cases (each pair alternated round by round, wall-clock seconds):
   against the same cells after ``Morphology.discretize(d_lambda=0.1)``, 50 ms, float64, with
   the largest difference of their somata's spike times.
 
+* ``cable_sizes``: ``cable_simulate`` of 128 HH cells of that reconstruction discretized at
+  ``d_lambda`` 0.1 / 0.03 / 0.01 / 0.003 and per point (61 / 177 / 513 / 1,651 / 1,018 nodes),
+  in compartment-steps per second (the best of ``--rounds`` calls of about 4e6 each): how the
+  CPU kernel's rate depends on the size of the tree. Run it with ``NUMBA_NUM_THREADS=1`` for
+  one thread, and with ``PYTHONPATH`` at another tree's ``src`` to compare two trees.
+
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
 
@@ -223,16 +229,58 @@ def _discretize_case(rounds: int) -> None:
               f"{int(got.spike_count.sum())}, spike times {err:.4f} ms apart", flush=True)
 
 
+def _cable_sizes_case(rounds: int) -> None:
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import fusekit
+    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_tree
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_ion_morphology import write_cell
+
+    hh = ChannelSet(HH_CHANNELS)
+    with tempfile.TemporaryDirectory() as tmp:
+        fine = write_cell(Path(tmp) / "cell.swc")
+    for d_lambda in (0.1, 0.03, 0.01, 0.003, None):
+        m = fine if d_lambda is None else fine.discretize(d_lambda)
+        tree = cable_tree(m.parent, m.length, m.diam)
+        n, nodes = 128, tree.parent.size
+        v0 = np.full((n, nodes), -65.0)
+        S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
+        P = hh.default_params(n * nodes).reshape(-1, n, nodes)
+        P[0][:, tree.junction] = 0.0
+        i_ext = np.zeros((n, nodes))
+        i_ext[:, 0] = np.linspace(100.0, 300.0, n)
+        coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
+
+        def run(steps: int, arrays: tuple = (v0, S0, P, i_ext, tree.parent, coupling)) -> None:
+            fusekit.ops.cable_simulate(*arrays, channels=hh, dt=0.025, n_steps=steps,
+                                       backend="cpu")
+
+        steps = max(20, int(4e6 / (n * nodes)))
+        run(5)  # compile (or load) the kernel
+        best = float("inf")
+        for _ in range(rounds):
+            t = time.perf_counter()
+            run(steps)
+            best = min(best, time.perf_counter() - t)
+        label = "per point" if d_lambda is None else f"d_lambda {d_lambda}"
+        print(f"cable_sizes ({fusekit.__file__}): {label}, {nodes} nodes: "
+              f"{n * nodes * steps / best / 1e6:.1f} M compartment-steps/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
                         choices=["record", "compile", "engine", "memory", "cable_network",
-                                 "discretize"])
+                                 "discretize", "cable_sizes"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
              "memory": _memory_case, "cable_network": _cable_network_case,
-             "discretize": _discretize_case}
+             "discretize": _discretize_case, "cable_sizes": _cable_sizes_case}
     for case in args.cases:
         cases[case](args.rounds)
 

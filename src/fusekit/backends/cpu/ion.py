@@ -765,9 +765,76 @@ def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_ever
                     thr, max_spikes, V_rec, counts, times, REC)
 '''
 
-#: Cells per block of the vectorised cable kernel (a block's scratch is n_comp * NR * (block
-#: + pad) values).
+#: Cells per block of the vectorised cable kernels, at most (a block's scratch is n_comp * NR
+#: * (block + pad) values).
 CABLE_BLOCK = 64
+
+def _l3_bytes(default: int = 8 << 20) -> int:
+    """The last-level cache of CPU 0 (Linux sysfs), else ``default``."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "3":
+                size = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            break
+    return default
+
+
+#: Bytes of a block's compartment rows the cable kernels keep within (:func:`cable_block_for`):
+#: 3/8 of the last-level cache, so that two threads' blocks fit in it. Each step sweeps all
+#: of a block's rows; past the caches the sweep waits on memory. One thread, Zen 1 (8 MiB L3),
+#: HH, 128 cells (``NUMBA_NUM_THREADS=1 python benchmarks/neuro_calls_paired.py --cases
+#: cable_sizes``), M compartment-steps/s before (every compartment its own spill rows, blocks
+#: of 64) and after: 61 compartments 28.7-28.9 / 28.4-28.8 (the same layout), 177: 26.2-26.8 /
+#: 26.0-26.5 (the same), 513: 13.6 / 23.1-24.0 (blocks of 16, shared spill rows), 1,018:
+#: 11.9-12.6 / 21.7 (blocks of 8), 1,651: 10.5-10.6 / 13.6-13.9 (blocks of 64, shared).
+CABLE_BLOCK_BYTES = _l3_bytes() * 3 // 8
+
+
+def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int) -> tuple[int, bool]:
+    """Cells per block, and whether the spill rows are shared, for ``n_comp`` compartments.
+
+    ``rows``: a compartment's rows; ``n_spill``: the stages' spill rows. Where every
+    compartment's rows and its own spill rows fit in 4/3 of :data:`CABLE_BLOCK_BYTES` (the
+    L3's half) with ``CABLE_BLOCK`` cells, that layout (one base for all of a compartment's
+    rows: 2-4% faster than shared spill rows on 61 and 177 compartments, 1.4 and 3.9 MB).
+    Else the spill rows are shared (after all
+    compartments, written and read by one compartment's stages at a time) and the block the
+    largest of ``CABLE_BLOCK``, its half, quarter and eighth whose rows fit; if none does, the
+    eighth while its rows fit in 4/3 of the budget (the L3's half), else ``CABLE_BLOCK`` (when
+    every block sweeps from memory, longer vector loops win).
+    """
+    def size(block: int, per_comp: int = rows) -> int:
+        return n_comp * per_comp * (block + ROW_PAD) * itemsize
+
+    if 3 * size(CABLE_BLOCK, rows + n_spill) <= 4 * CABLE_BLOCK_BYTES:
+        return CABLE_BLOCK, False
+    sizes = [CABLE_BLOCK >> k for k in range(4)]
+    for block in sizes:
+        if size(block) <= CABLE_BLOCK_BYTES:
+            return block, True
+    return (sizes[-1] if 3 * size(sizes[-1]) <= 4 * CABLE_BLOCK_BYTES else CABLE_BLOCK), True
+
+
+def block_kind(kind: str, block: int, shared: bool) -> str:
+    """A kernel family's name for blocks of ``block`` cells and shared spill rows or not."""
+    return kind if (block, shared) == (CABLE_BLOCK, False) else f"{kind}{block}{'s' * shared}"
+
+
+def place_spill(lay: dict[str, int], n_spill: int, shared: bool) -> dict[str, int]:
+    """``lay`` with the stages' ``n_spill`` spill rows placed.
+
+    ``shared``: ``N_SPILL`` rows at ``SB``, after all compartments' rows; else each
+    compartment's own from its row ``SPILL`` (``NR`` grows by ``n_spill``).
+    """
+    lay = dict(lay)
+    if shared:
+        lay.update(SHARED_SPILL=1, SPILL=0, N_SPILL=n_spill)
+    else:
+        lay.update(SHARED_SPILL=0, SPILL=lay["NR"], N_SPILL=0, NR=lay["NR"] + n_spill)
+    return lay
 
 
 #: Vector loops per compartment and step in the vectorised cable kernel (``None``: by the
@@ -777,22 +844,21 @@ CABLE_BLOCK = 64
 CABLE_STAGES: int | None = None
 
 
-def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = True
-                        ) -> dict[str, int]:
-    """Rows of a compartment (``NR``) in the vectorised cable kernel, and ``N_SPILL``.
+def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = True,
+                        block: int = CABLE_BLOCK, shared: bool = False) -> dict[str, int]:
+    """Rows of a compartment (``NR``) in the vectorised cable kernel and the spill rows.
 
-    The stages' spill rows (``N_SPILL``) follow all compartments' rows, once per block
-    (``SB``): a compartment's stages use them and are done before the next compartment's.
-    ``traced=False``: no spill rows (a step in one loop, for channels that cannot be traced).
+    The stages' spill rows go where :func:`place_spill` puts them (``shared``: after all
+    compartments' rows, once per block). ``traced=False``: no spill rows (a step in one loop,
+    for channels that cannot be traced). ``block``: cells per block.
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     p0 = 2 + n_states
     d = p0 + n_params
-    lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
+    lay = {"BLOCK": block, "ROW": block + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "II": 1, "S0": 2, "P0": p0, "D": d, "B": d + 1,
            "C0": d + 2, "C1": d + 3, "AX": d + 4, "NR": d + 5}
-    lay["N_SPILL"] = cable_step_loops(cs, stages, lay)[1] if traced else 0
-    return lay
+    return place_spill(lay, cable_step_loops(cs, stages, lay)[1] if traced else 0, shared)
 
 
 def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],
@@ -804,9 +870,9 @@ def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],
     ``stages`` loops (:func:`staged_loops`) on the rows of ``lay`` (``"II"``, ``"P0"``,
     ``"D"``, ``"B"``, ``"AX"``; ``v`` in row 0, the states from row 1 + ...
     as ``"S0"`` says), storing the new states and the Hines row ``D``, ``B``; the values
-    that pass between stages go through the spill rows at ``SB``. The forward kernel and the
-    adjoint's re-run use the same cut, so they compute the same values. Returns the source,
-    the number of spill rows and the constants.
+    that pass between stages go through the spill rows (:func:`place_spill`). The forward
+    kernel and the adjoint's re-run use the same cut, so they compute the same values.
+    Returns the source, the number of spill rows and the constants.
     """
     from ...ops.ion_symbolic import cable_value_step_source
 
@@ -819,21 +885,23 @@ def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],
     stores += [f"buf[base + {lay['D']} * ROW + i] = p0 / dt + g_sum + "
                f"buf[base + {lay['AX']} * ROW + i]",
                f"buf[base + {lay['B']} * ROW + i] = p0 / dt * v + ge_sum + i_inj"]
-    source, n_spill = staged_loops(body, rows, 0, stages, indent,
+    shared = lay.get("SHARED_SPILL", 1)
+    source, n_spill = staged_loops(body, rows, 0 if shared else lay["SPILL"], stages, indent,
                                    [f"{name} = {row[name]}" for name in ("v", "i_inj", "p0")],
                                    stores, ("g_sum", "ge_sum"), var="i", base="base + ",
-                                   spill_base="SB + ")
+                                   spill_base="SB + " if shared else None)
     return source, n_spill, consts
 
 
-def cable_block_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+def cable_block_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
+                       ) -> tuple[str, dict[str, float]]:
     """The vectorised multi-compartment kernel's source and constants (traceable channels).
 
     The step's lines are :func:`fusekit.ops.ion_symbolic.cable_value_step_source` (shared
     exponentials, no channel function calls) in :func:`cable_step_loops`; the adjoint kernel
     re-runs the same loops.
     """
-    lay = _cable_block_layout(cs, CABLE_STAGES)
+    lay = _cable_block_layout(cs, CABLE_STAGES, block=block, shared=shared)
     step, _, consts = cable_step_loops(cs, CABLE_STAGES, lay)
     return cable_block_text(step, "cable_block"), consts
 
@@ -915,26 +983,31 @@ def cable_source(cs: ChannelSet) -> str:
                                   stores="\n".join(stores) or f"{ind}pass")
 
 
-def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled multi-compartment kernel for ``cs`` and ``dtype`` (one per process).
+def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1) -> Any:
+    """The compiled multi-compartment kernel for ``cs``, ``dtype`` and ``n_comp``.
 
-    Channels that can be traced get the vectorised kernel (cells in SIMD blocks,
-    :func:`cable_block_source`); the others the per-cell kernel that calls their compiled
-    functions (:func:`cable_source`).
+    One per process and block size (cells of ``n_comp`` compartments). Channels that can
+    be traced get the vectorised kernel (cells in SIMD blocks of :func:`cable_block_for`
+    cells, :func:`cable_block_source`); the others the per-cell kernel that calls their
+    compiled functions (:func:`cable_source`).
     """
     from ...ops.ion_symbolic import is_traceable
 
     if not is_traceable(cs):
         return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs) + _CABLE_DRIVER,
                                  "cable_cell", "cable_kernel", {}, voltage=False)
-    compiled = _kernels.get(("cable_block", cs.key, dtype))
+    lay = _cable_block_layout(cs, CABLE_STAGES, shared=True)
+    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
+    kind = block_kind("cable_block", block, shared)
+    compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:
         return compiled
-    text, consts = cable_block_source(cs)
+    text, consts = cable_block_source(cs, block, shared)
     scalar = np.dtype(dtype).type
-    extra = {**_cable_block_layout(cs, CABLE_STAGES), **graph_math(dtype),
+    extra = {**_cable_block_layout(cs, CABLE_STAGES, block=block, shared=shared),
+             **graph_math(dtype),
              **{k: scalar(c) for k, c in consts.items()}}
-    return _generated_kernel("cable_block", cs, dtype, lambda: text + _CABLE_BLOCK_DRIVER,
+    return _generated_kernel(kind, cs, dtype, lambda: text + _CABLE_BLOCK_DRIVER,
                              "cable_block", "cable_block_kernel", extra, voltage=False)
 
 
@@ -956,7 +1029,7 @@ def cable_simulate_cpu(
     V, S, V_rec, counts, times = ion.kernel_outputs(np, v0, states0, n_steps, record_every,
                                                     max_spikes, cols.shape[0])
     if n_cells and n_steps:
-        cable_kernel_for(cs, dtype.name)(
+        cable_kernel_for(cs, dtype.name, n_comp)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling),

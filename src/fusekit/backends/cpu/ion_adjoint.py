@@ -29,14 +29,18 @@ from ...ops.ion_symbolic import adjoint_step_source
 from ._numba import configure
 from .ion import (
     _FASTMATH,
+    CABLE_BLOCK,
     CABLE_STAGES,
     NEURON_BLOCK,
     ROW_PAD,
     _compile_generated,
     _math,
+    block_kind,
+    cable_block_for,
     cable_step_loops,
     graph_math,
     hines_block_source,
+    place_spill,
     staged_loops,
     step_body,
     unless_junction,
@@ -436,11 +440,10 @@ def cadj_kernel(CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, seg_l
 '''
 
 
-def _cable_layout(cs: ChannelSet) -> dict[str, int]:
-    from .ion import CABLE_BLOCK
-
+def _cable_layout(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
+                  ) -> dict[str, int]:
     n_states, n_params = len(cs.state_names), len(cs.param_names)
-    lay = {"BLOCK": CABLE_BLOCK, "ROW": CABLE_BLOCK + ROW_PAD, "N_STATES": n_states,
+    lay = {"BLOCK": block, "ROW": block + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "X_ROWS": 1 + n_states}
     names = ["II", "P0", "D", "B", "C0", "C1", "AX", "XR", "V1", "AV", "AS", "AP", "AI",
              "AIS", "G0", "G1", "SPILL"]
@@ -450,12 +453,12 @@ def _cable_layout(cs: ChannelSet) -> dict[str, int]:
     for name in names:
         lay[name] = row
         row += sizes.get(name, 1)
-    lay["NR"] = lay.pop("SPILL")  # the forward re-run's spill rows: SB, once per block
-    lay["N_SPILL"] = cable_step_loops(cs, CABLE_STAGES, lay)[1]
-    return lay
+    lay["NR"] = lay.pop("SPILL")  # then the forward re-run's spill rows (place_spill)
+    return place_spill(lay, cable_step_loops(cs, CABLE_STAGES, lay)[1], shared)
 
 
-def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
+def cable_generated_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
+                           ) -> tuple[str, dict[str, float]]:
     """The cable adjoint kernel's source and its constants.
 
     Its forward re-run is the forward kernel's step (:func:`cpu.ion.cable_step_loops`, the
@@ -464,7 +467,7 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     """
     from ...ops.ion_symbolic import cable_adjoint_step_source
 
-    lay = _cable_layout(cs)
+    lay = _cable_layout(cs, block, shared)
     n_states, n_params = lay["N_STATES"], lay["N_PARAMS"]
     ind = " " * 24
 
@@ -492,22 +495,28 @@ def cable_generated_source(cs: ChannelSet) -> tuple[str, dict[str, float]]:
     return text, {**consts, **fwd_consts}
 
 
-_cable_kernels: dict[tuple[str, str], Any] = {}
+_cable_kernels: dict[tuple[str, str, int, bool], Any] = {}
 
 
-def cable_kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled cable adjoint kernel for ``cs`` and ``dtype`` (generated on first use)."""
-    key = (cs.key, dtype)
+def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1) -> Any:
+    """The compiled cable adjoint kernel for ``cs``, ``dtype`` and ``n_comp``.
+
+    Cells of ``n_comp`` compartments in blocks of ``cpu.ion.cable_block_for`` cells
+    (generated on first use).
+    """
+    lay = _cable_layout(cs, shared=True)
+    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
+    key = (cs.key, dtype, block, shared)
     compiled = _cable_kernels.get(key)
     if compiled is None:
-        text, consts = cable_generated_source(cs)
+        text, consts = cable_generated_source(cs, block, shared)
         scalar = np.dtype(dtype).type
         extra = {**graph_math(dtype), **{k: scalar(v) for k, v in consts.items()},
-                 **_cable_layout(cs)}
+                 **_cable_layout(cs, block, shared)}
         configure()
         import numba
 
-        compiled = _compile_generated("cadj", cs, dtype, text,
+        compiled = _compile_generated(block_kind("cadj", block, shared), cs, dtype, text,
                                       {"np": np, "prange": numba.prange,
                                        "DTYPE": np.dtype(dtype), **extra},
                                       "cadj_block", "cadj_kernel")
@@ -540,7 +549,7 @@ def cable_adjoint_cpu(
     OI = np.zeros(I_ext.shape, dtype=dtype)
     OC = np.zeros(coupling.shape, dtype=dtype)
     if n_cells and checkpoints.shape[0]:
-        cable_kernel_for(cs, dtype.name)(
+        cable_kernel_for(cs, dtype.name, n_comp)(
             c(checkpoints), c(counts_at), c(params), I_ext, 0 if constant else 1,
             c(parent, dtype=np.int64), c(coupling), c(g_v), c(g_states), c(g_v_record),
             c(g_spike_times), record_columns(record_at, n_comp), int(segment), int(n_steps),

@@ -22,10 +22,13 @@ from ...ops import ion_cable_network as icn
 from ...ops.ion_channel import ChannelSet, channel_set, step_source
 from .ion import (
     _FLOATS,
+    CABLE_BLOCK,
     CABLE_STAGES,
     _cable_block_layout,
     _generated_kernel,
     _kernels,
+    block_kind,
+    cable_block_for,
     cable_block_text,
     cable_step_loops,
     deliver_source,
@@ -92,20 +95,22 @@ _ONE_LOOP = """            for i in range(w):
                 buf[base + B * ROW + i] = p0 / dt * v + ge_sum + i_inj"""
 
 
-def cable_network_source(cs: ChannelSet) -> tuple[str, dict[str, int], dict[str, float]]:
+def cable_network_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
+                         ) -> tuple[str, dict[str, int], dict[str, float]]:
     """The kernel's source, its row layout and constants (the source is for reading too).
 
     Traceable channels get the staged vector loops of the plain cable kernel
     (:func:`cpu.ion.cable_step_loops`), the others one loop over the block's cells that
-    calls their compiled functions.
+    calls their compiled functions. ``block``: cells per block; ``shared``: the spill rows
+    shared by the compartments (``cpu.ion.place_spill``).
     """
     from ...ops.ion_symbolic import is_traceable
 
     if is_traceable(cs):
-        lay = _cable_block_layout(cs, CABLE_STAGES)
+        lay = _cable_block_layout(cs, CABLE_STAGES, block=block, shared=shared)
         step, _, consts = cable_step_loops(cs, CABLE_STAGES, lay)
     else:
-        lay = _cable_block_layout(cs, traced=False)
+        lay = _cable_block_layout(cs, traced=False, block=block)
         ind = " " * 16
         body, _ = step_source(cs, ind, voltage=False)
         n_states, n_params = len(cs.state_names), len(cs.param_names)
@@ -122,15 +127,24 @@ def cable_network_source(cs: ChannelSet) -> tuple[str, dict[str, int], dict[str,
     return text + _DRIVER.format(deliver=deliver_source(" " * 8)), lay, consts
 
 
-def kernel_for(cs: ChannelSet, dtype: str) -> Any:
-    """The compiled kernel for ``cs`` and ``dtype`` (one per process, cached on disk)."""
-    compiled = _kernels.get(("cable_network", cs.key, dtype))
+def kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1, n_types: int = 1) -> Any:
+    """The compiled kernel for ``cs``, ``dtype`` and ``n_comp``.
+
+    One per process and block size (cells of ``n_comp`` compartments), cached on disk.
+    """
+    from ...ops.ion_symbolic import is_traceable
+
+    lay = _cable_block_layout(cs, CABLE_STAGES, traced=is_traceable(cs), shared=True)
+    block, shared = cable_block_for(n_comp, lay["NR"] + n_types, lay["N_SPILL"],  # synapses
+                                    np.dtype(dtype).itemsize)
+    kind = block_kind("cable_network", block, shared)
+    compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:
         return compiled
-    text, lay, consts = cable_network_source(cs)
+    text, lay, consts = cable_network_source(cs, block, shared)
     scalar = np.dtype(dtype).type
     extra = {**lay, **graph_math(dtype), **{k: scalar(c) for k, c in consts.items()}}
-    return _generated_kernel("cable_network", cs, dtype, lambda: text, "cable_net_block",
+    return _generated_kernel(kind, cs, dtype, lambda: text, "cable_net_block",
                              "cable_net_kernel", extra, voltage=False)
 
 
@@ -163,7 +177,7 @@ def cable_network_simulate_cpu(
         targets = icn.synapse_targets(np.asarray(indices, np.int64),
                                       np.asarray(synapse_compartment, np.int64), n_cells,
                                       n_comp, cell_major=False)
-        kernel_for(cs, dtype.name)(
+        kernel_for(cs, dtype.name, n_comp, n_types)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling), GS,

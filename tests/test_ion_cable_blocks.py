@@ -1,0 +1,107 @@
+"""The CPU cable kernels' other layouts: fewer cells per block and shared spill rows.
+
+Large trees get blocks of 8-32 cells and the stages' spill rows shared by a block's
+compartments (``cpu.ion.cable_block_for``); the tests' small trees would get neither, so here
+the choice is forced, on a tree with junction nodes and a cell count that leaves a partial
+block, and every kernel is held to the reference.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fusekit  # noqa: E402
+from fusekit.backends.cpu import ion as cpu_ion  # noqa: E402
+from fusekit.backends.cpu import ion_adjoint as cpu_adj  # noqa: E402
+from fusekit.backends.cpu import ion_cable_network as cpu_net  # noqa: E402
+from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_tree  # noqa: E402
+
+HH = ChannelSet(HH_CHANNELS)
+TREE = cable_tree(np.array([-1, 0, 0, 1, 1, 2, 5]), [20.0, 100.0, 80.0, 60.0, 50.0, 40.0, 40.0],
+                  [20.0, 2.0, 1.5, 1.0, 1.0, 1.2, 1.0])
+
+
+@pytest.fixture(params=[(8, True), (64, True)], ids=["8-shared", "64-shared"])
+def layout(request, monkeypatch):
+    def forced(n_comp, rows, n_spill, itemsize):
+        return request.param
+
+    for module in (cpu_ion, cpu_adj, cpu_net):
+        monkeypatch.setattr(module, "cable_block_for", forced)
+    return request.param
+
+
+def cells(n=21):
+    rng = np.random.default_rng(7)
+    nodes = TREE.parent.size
+    v0 = rng.uniform(-70.0, -60.0, (n, nodes))
+    S0 = HH.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
+    P = HH.default_params(n * nodes).reshape(-1, n, nodes)
+    P[0][:, TREE.junction] = 0.0
+    current = np.zeros((n, nodes))
+    current[:, 0] = np.linspace(5.0, 40.0, n)
+    coupling = np.broadcast_to(TREE.coupling[:, None], (2, n, nodes)).copy()
+    return v0, S0, P, current, coupling
+
+
+def test_forward_and_gradient_in_every_layout(layout):
+    v0, S0, P, current, coupling = cells()
+    kw = {"channels": HH, "dt": 0.025, "n_steps": 200, "record_every": 10, "max_spikes": 3}
+    got = fusekit.ops.cable_simulate(v0, S0, P, current, TREE.parent, coupling, **kw,
+                                     backend="cpu")
+    want = fusekit.ops.cable_simulate(v0, S0, P, current, TREE.parent, coupling, **kw,
+                                      backend="reference")
+    assert want.spike_count.sum() > 0
+    np.testing.assert_array_equal(got.spike_count, want.spike_count)
+    np.testing.assert_allclose(got.v_record, want.v_record, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.states, want.states, rtol=0, atol=1e-11)
+
+    def grads(backend):
+        p = torch.tensor(P, requires_grad=True)
+        c = torch.tensor(coupling, requires_grad=True)
+        out = fusekit.ops.cable_simulate(torch.tensor(v0), torch.tensor(S0), p,
+                                         torch.tensor(current), TREE.parent, c, **kw,
+                                         checkpoint_every=40, backend=backend)
+        loss = out.v_record[..., 0].mean() + torch.nan_to_num(out.spike_times).sum()
+        return torch.autograd.grad(loss, (p, c))
+
+    for a, b in zip(grads("cpu"), grads("reference"), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * float(b.abs().max()))
+
+
+def test_network_kernel_in_every_layout(layout):
+    v0, S0, P, current, coupling = cells()
+    n, nodes = v0.shape
+    rng = np.random.default_rng(3)
+    indptr = np.arange(0, 2 * n + 1, 2)
+    indices = rng.integers(0, n, 2 * n)
+    weights = rng.uniform(0.0, 0.4, 2 * n)
+    comps = rng.integers(0, nodes, 2 * n)
+    kw = {"channels": HH, "dt": 0.025, "n_steps": 200, "delay_steps": 8, "tau_syn": (3.0,),
+          "e_syn": (0.0,), "record_every": 10, "max_spikes": 3, "synapse_compartment": comps}
+    args = (v0, S0, P, current, TREE.parent, coupling, np.zeros((1, n, nodes)), indptr,
+            indices, weights)
+    got = fusekit.ops.cable_network_simulate(*args, **kw, backend="cpu")
+    want = fusekit.ops.cable_network_simulate(*args, **kw, backend="reference")
+    assert want.spike_count.sum() > 0
+    np.testing.assert_array_equal(got.spike_count, want.spike_count)
+    np.testing.assert_allclose(got.v_record, want.v_record, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.g_syn, want.g_syn, rtol=0, atol=1e-12)
+
+
+def test_block_choice_follows_the_budget():
+    """Small trees: whole blocks and each compartment's own spill rows; then shared spill
+    rows and smaller blocks as the rows outgrow CABLE_BLOCK_BYTES; past every budget, whole
+    blocks again."""
+    budget = cpu_ion.CABLE_BLOCK_BYTES
+    per_cell = 17 * 8  # rows x bytes per compartment and cell (HH, float64)
+
+    def n_comp(fraction, block):  # compartments whose rows fill `fraction` of the budget
+        return int(fraction * budget / (per_cell * (block + cpu_ion.ROW_PAD)))
+
+    assert cpu_ion.cable_block_for(8, 17, 19, 8) == (64, False)
+    assert cpu_ion.cable_block_for(n_comp(0.9, 64), 17, 19, 8) == (64, True)
+    assert cpu_ion.cable_block_for(n_comp(0.9, 16), 17, 19, 8) == (16, True)
+    assert cpu_ion.cable_block_for(n_comp(1.2, 8), 17, 19, 8) == (8, True)
+    assert cpu_ion.cable_block_for(n_comp(2.0, 8), 17, 19, 8) == (64, True)
