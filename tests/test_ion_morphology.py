@@ -106,16 +106,16 @@ def test_sections_break_where_the_swc_type_changes():
     np.testing.assert_allclose(coarse.length[1:], 50.0 / 3)
 
 
-def simulate_soma(m, n_steps=2000):
-    """Two HH cells of morphology ``m`` (junction nodes at forks), currents into the soma."""
+def simulate_soma(m, currents=(150.0, 300.0), n_steps=2000):
+    """HH cells of morphology ``m`` (junction nodes at forks), ``currents`` into the soma."""
     tree = cable_tree(m.parent, m.length, m.diam)
-    n, nodes = 2, tree.parent.size
+    n, nodes = len(currents), tree.parent.size
     v0 = np.full((n, nodes), -65.0)
     S0 = HH.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
     P = HH.default_params(n * nodes).reshape(-1, n, nodes)
     P[0][:, tree.junction] = 0.0
     i_ext = np.zeros((n, nodes))
-    i_ext[:, 0] = [150.0, 300.0]
+    i_ext[:, 0] = currents
     coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
     return fusekit.ops.cable_simulate(v0, S0, P, i_ext, tree.parent, coupling, channels=HH,
                                       dt=0.025, n_steps=n_steps, record_every=4,
@@ -146,3 +146,34 @@ def test_bad_discretization_arguments(kw, name):
 
 def test_docstring_examples():
     assert doctest.testmod(_cable, raise_on_error=False).failed == 0
+
+
+def _brian2_swc():
+    """The reconstruction Brian2 ships (a dentate granule cell from NeuroMorpho.org,
+    mp_ma_40984_gc2.CNG.swc), found through the Brian2 environment of ``peers/setup.sh``."""
+    import subprocess
+
+    from peers import peer_python, require_peer
+
+    require_peer("brian2")
+    where = subprocess.run(
+        [str(peer_python("brian2")), "-c", "import importlib.util as u, os; "
+         "print(os.path.dirname(u.find_spec('brian2').origin))"],
+        capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    return f"{where}/spatialneuron/mp_ma_40984_gc2.CNG.swc"
+
+
+def test_a_real_reconstruction_discretized_fires_as_per_point():
+    """Brian2's granule cell (353 points, dendrites down to 0.1 um): 145 compartments at
+    d_lambda 0.1, the same spikes as one compartment per point, within 0.02 ms."""
+    fine = read_swc(_brian2_swc())
+    assert fine.parent.size == 353 and (fine.parent[1:] < np.arange(1, 353)).all()
+    coarse = fine.discretize(0.1)
+    assert coarse.parent.size == 145
+    np.testing.assert_allclose(coarse.area.sum(), fine.area.sum(), rtol=1e-12)
+    currents = [5.0, 10.0, 20.0, 40.0]
+    want = simulate_soma(fine, currents)
+    got = simulate_soma(coarse, currents)
+    assert want.spike_count.tolist() == [1, 1, 4, 5]
+    np.testing.assert_array_equal(got.spike_count, want.spike_count)
+    np.testing.assert_allclose(got.spike_times, want.spike_times, atol=0.02)
