@@ -183,32 +183,26 @@ def _cable_network_case(rounds: int) -> None:
           "spikes", flush=True)
 
 
-def _discretize_case(rounds: int) -> None:
+def _reconstruction() -> tuple[Any, Any, Any]:
+    """``tests/test_ion_morphology.py``'s synthetic reconstruction, its cells' arrays, HH."""
     import sys
     import tempfile
     from pathlib import Path
 
-    import fusekit
-    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_tree
+    from fusekit.neuro import HH_CHANNELS, ChannelSet
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_ion_morphology import write_cell
+    from test_ion_morphology import cell_arrays, write_cell
 
-    hh = ChannelSet(HH_CHANNELS)
     with tempfile.TemporaryDirectory() as tmp:
-        fine = write_cell(Path(tmp) / "cell.swc")
+        return write_cell(Path(tmp) / "cell.swc"), cell_arrays, ChannelSet(HH_CHANNELS)
 
-    def setup(m: Any, n: int = 100) -> tuple:
-        tree = cable_tree(m.parent, m.length, m.diam)
-        nodes = tree.parent.size
-        v0 = np.full((n, nodes), -65.0)
-        S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
-        P = hh.default_params(n * nodes).reshape(-1, n, nodes)
-        P[0][:, tree.junction] = 0.0
-        i_ext = np.zeros((n, nodes))
-        i_ext[:, 0] = np.linspace(100.0, 300.0, n)
-        coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
-        return (v0, S0, P, i_ext, tree.parent, coupling), nodes
+
+def _discretize_case(rounds: int) -> None:
+    import fusekit
+
+    fine, cell_arrays, hh = _reconstruction()
+    currents = np.linspace(100.0, 300.0, 100)
 
     def go(arrays: tuple) -> tuple[float, Any]:
         t = time.perf_counter()
@@ -217,45 +211,29 @@ def _discretize_case(rounds: int) -> None:
                                          backend="cpu")
         return time.perf_counter() - t, out
 
-    cases = [("per point", *setup(fine)), ("d_lambda 0.1", *setup(fine.discretize(0.1)))]
-    for _, arrays, _ in cases:  # compile (or load) the kernel
+    cases = [cell_arrays(m, currents) for m in (fine, fine.discretize(0.1))]
+    nodes = [arrays[4].size for arrays in cases]
+    for arrays in cases:  # compile (or load) the kernel
         go(arrays)
     for r in range(rounds):
-        (t_fine, want), (t_coarse, got) = (go(arrays) for _, arrays, _ in cases)
+        (t_fine, want), (t_coarse, got) = (go(arrays) for arrays in cases)
         err = float(np.nanmax(np.abs(got.spike_times - want.spike_times)))
-        print(f"discretize round {r}: per point ({cases[0][2]} nodes) {t_fine * 1e3:.0f} ms, "
-              f"d_lambda 0.1 ({cases[1][2]} nodes) {t_coarse * 1e3:.1f} ms "
+        print(f"discretize round {r}: per point ({nodes[0]} nodes) {t_fine * 1e3:.0f} ms, "
+              f"d_lambda 0.1 ({nodes[1]} nodes) {t_coarse * 1e3:.1f} ms "
               f"({t_fine / t_coarse:.1f}x); spikes {int(want.spike_count.sum())} / "
               f"{int(got.spike_count.sum())}, spike times {err:.4f} ms apart", flush=True)
 
 
 def _cable_sizes_case(rounds: int) -> None:
-    import sys
-    import tempfile
-    from pathlib import Path
-
     import fusekit
-    from fusekit.neuro import HH_CHANNELS, ChannelSet, cable_tree
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_ion_morphology import write_cell
-
-    hh = ChannelSet(HH_CHANNELS)
-    with tempfile.TemporaryDirectory() as tmp:
-        fine = write_cell(Path(tmp) / "cell.swc")
+    fine, cell_arrays, hh = _reconstruction()
     for d_lambda in (0.1, 0.03, 0.01, 0.003, None):
         m = fine if d_lambda is None else fine.discretize(d_lambda)
-        tree = cable_tree(m.parent, m.length, m.diam)
-        n, nodes = 128, tree.parent.size
-        v0 = np.full((n, nodes), -65.0)
-        S0 = hh.steady_states(v0.reshape(-1)).reshape(-1, n, nodes)
-        P = hh.default_params(n * nodes).reshape(-1, n, nodes)
-        P[0][:, tree.junction] = 0.0
-        i_ext = np.zeros((n, nodes))
-        i_ext[:, 0] = np.linspace(100.0, 300.0, n)
-        coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
+        arrays = cell_arrays(m, np.linspace(100.0, 300.0, 128))
+        n, nodes = arrays[0].shape
 
-        def run(steps: int, arrays: tuple = (v0, S0, P, i_ext, tree.parent, coupling)) -> None:
+        def run(steps: int, arrays: tuple = arrays) -> None:
             fusekit.ops.cable_simulate(*arrays, channels=hh, dt=0.025, n_steps=steps,
                                        backend="cpu")
 

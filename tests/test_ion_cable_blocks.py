@@ -92,16 +92,19 @@ def test_network_kernel_in_every_layout(layout):
 
 def test_block_choice_follows_the_budget():
     """Small trees: whole blocks and each compartment's own spill rows; then shared spill
-    rows and smaller blocks as the rows outgrow CABLE_BLOCK_BYTES; past every budget, whole
-    blocks again."""
-    budget = cpu_ion.CABLE_BLOCK_BYTES
+    rows and smaller blocks as the rows outgrow the budget; past it, whole blocks again."""
+    budget = 3 << 20
     per_cell = 17 * 8  # rows x bytes per compartment and cell (HH, float64)
 
     def n_comp(fraction, block):  # compartments whose rows fill `fraction` of the budget
         return int(fraction * budget / (per_cell * (block + cpu_ion.ROW_PAD)))
 
-    assert cpu_ion.cable_block_for(8, 17, 19, 8) == (64, False)
-    assert cpu_ion.cable_block_for(n_comp(0.9, 64), 17, 19, 8) == (64, True)
-    assert cpu_ion.cable_block_for(n_comp(0.9, 16), 17, 19, 8) == (16, True)
-    assert cpu_ion.cable_block_for(n_comp(1.2, 8), 17, 19, 8) == (8, True)
-    assert cpu_ion.cable_block_for(n_comp(2.0, 8), 17, 19, 8) == (64, True)
+    def choice(n):
+        return cpu_ion.cable_block_for(n, 17, 19, 8, budget)
+
+    assert choice(8) == (64, False)
+    assert choice(n_comp(0.9, 64)) == (64, True)
+    assert choice(n_comp(0.9, 16)) == (16, True)
+    assert choice(n_comp(1.2, 8)) == (8, True)
+    assert choice(n_comp(2.0, 8)) == (64, True)
+    assert cpu_ion.cable_block_budget() > 0

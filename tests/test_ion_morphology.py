@@ -106,8 +106,9 @@ def test_sections_break_where_the_swc_type_changes():
     np.testing.assert_allclose(coarse.length[1:], 50.0 / 3)
 
 
-def simulate_soma(m, currents=(150.0, 300.0), n_steps=2000):
-    """HH cells of morphology ``m`` (junction nodes at forks), ``currents`` into the soma."""
+def cell_arrays(m, currents):
+    """``cable_simulate``'s arrays for HH cells of morphology ``m`` at rest, junction nodes at
+    its forks (``cable_tree``), ``currents`` (one per cell, uA/cm^2) into the soma."""
     tree = cable_tree(m.parent, m.length, m.diam)
     n, nodes = len(currents), tree.parent.size
     v0 = np.full((n, nodes), -65.0)
@@ -117,9 +118,14 @@ def simulate_soma(m, currents=(150.0, 300.0), n_steps=2000):
     i_ext = np.zeros((n, nodes))
     i_ext[:, 0] = currents
     coupling = np.broadcast_to(tree.coupling[:, None], (2, n, nodes)).copy()
-    return fusekit.ops.cable_simulate(v0, S0, P, i_ext, tree.parent, coupling, channels=HH,
-                                      dt=0.025, n_steps=n_steps, record_every=4,
-                                      record_at=[0], max_spikes=10, backend="cpu")
+    return v0, S0, P, i_ext, tree.parent, coupling
+
+
+def simulate_soma(m, currents=(150.0, 300.0), n_steps=2000):
+    """HH cells of morphology ``m``, ``currents`` into the soma: spikes and somatic v."""
+    return fusekit.ops.cable_simulate(*cell_arrays(m, currents), channels=HH, dt=0.025,
+                                      n_steps=n_steps, record_every=4, record_at=[0],
+                                      max_spikes=10, backend="cpu")
 
 
 def test_the_coarse_cell_fires_as_the_fine_one(tmp_path):

@@ -782,40 +782,53 @@ def _l3_bytes(default: int = 8 << 20) -> int:
     return default
 
 
-#: Bytes of a block's compartment rows the cable kernels keep within (:func:`cable_block_for`):
-#: 3/8 of the last-level cache, so that two threads' blocks fit in it. Each step sweeps all
-#: of a block's rows; past the caches the sweep waits on memory. One thread, Zen 1 (8 MiB L3),
-#: HH, 128 cells (``NUMBA_NUM_THREADS=1 python benchmarks/neuro_calls_paired.py --cases
-#: cable_sizes``), M compartment-steps/s before (every compartment its own spill rows, blocks
-#: of 64) and after: 61 compartments 28.7-28.9 / 28.4-28.8 (the same layout), 177: 26.2-26.8 /
-#: 26.0-26.5 (the same), 513: 13.6 / 23.1-24.0 (blocks of 16, shared spill rows), 1,018:
-#: 11.9-12.6 / 21.7 (blocks of 8), 1,651: 10.5-10.6 / 13.6-13.9 (blocks of 64, shared).
-CABLE_BLOCK_BYTES = _l3_bytes() * 3 // 8
+#: The last-level cache, bytes (CPU 0's, from sysfs; 8 MiB where unknown).
+L3_BYTES = _l3_bytes()
 
 
-def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int) -> tuple[int, bool]:
+def cable_block_budget() -> int:
+    """Bytes of a block's compartment rows the cable kernels keep within.
+
+    3/8 of the last-level cache for one or two threads (two threads' blocks fit in it), less
+    for more threads, which share it. Each step sweeps all of a block's rows; past the caches
+    the sweep waits on memory. Zen 1 (8 MiB L3), HH, 128 cells, M compartment-steps/s
+    (``python benchmarks/neuro_calls_paired.py --cases cable_sizes``, one thread with
+    ``NUMBA_NUM_THREADS=1``), before (every compartment its own spill rows, blocks of 64) and
+    after: one thread, 61 compartments 28.7-28.9 / 28.4-28.8 (the same layout), 513: 13.6 /
+    23.1-24.0 (blocks of 16, shared spill rows), 1,018: 11.9-12.6 / 21.7 (blocks of 8),
+    1,651: 10.5-10.6 / 13.6-13.9 (blocks of 64, shared); two threads, 177 compartments (3.9 MB
+    in the first layout) 27.6-30.9 with each compartment's spill rows against 47.1-47.4 shared.
+    """
+    import numba
+
+    return L3_BYTES * 3 // (8 * max(1, numba.get_num_threads() // 2))
+
+
+def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
+                    budget: int | None = None) -> tuple[int, bool]:
     """Cells per block, and whether the spill rows are shared, for ``n_comp`` compartments.
 
-    ``rows``: a compartment's rows; ``n_spill``: the stages' spill rows. Where every
-    compartment's rows and its own spill rows fit in 4/3 of :data:`CABLE_BLOCK_BYTES` (the
-    L3's half) with ``CABLE_BLOCK`` cells, that layout (one base for all of a compartment's
-    rows: 2-4% faster than shared spill rows on 61 and 177 compartments, 1.4 and 3.9 MB).
-    Else the spill rows are shared (after all
-    compartments, written and read by one compartment's stages at a time) and the block the
-    largest of ``CABLE_BLOCK``, its half, quarter and eighth whose rows fit; if none does, the
-    eighth while its rows fit in 4/3 of the budget (the L3's half), else ``CABLE_BLOCK`` (when
-    every block sweeps from memory, longer vector loops win).
+    ``rows``: a compartment's rows; ``n_spill``: the stages' spill rows; ``budget``: bytes
+    (:func:`cable_block_budget`). Where every compartment's rows and its own spill rows fit in
+    the budget with ``CABLE_BLOCK`` cells, that layout (one base for all of a compartment's
+    rows: 1-2% faster than shared spill rows on 61 compartments). Else the spill rows are
+    shared (after all compartments' rows, written and read by one compartment's stages at a
+    time) and the block the largest of ``CABLE_BLOCK``, its half, quarter and eighth whose rows
+    fit; if none does, the eighth while its rows fit in 4/3 of the budget, else
+    ``CABLE_BLOCK`` (when every block sweeps from memory, longer vector loops win).
     """
+    budget = cable_block_budget() if budget is None else budget
+
     def size(block: int, per_comp: int = rows) -> int:
         return n_comp * per_comp * (block + ROW_PAD) * itemsize
 
-    if 3 * size(CABLE_BLOCK, rows + n_spill) <= 4 * CABLE_BLOCK_BYTES:
+    if size(CABLE_BLOCK, rows + n_spill) <= budget:
         return CABLE_BLOCK, False
     sizes = [CABLE_BLOCK >> k for k in range(4)]
     for block in sizes:
-        if size(block) <= CABLE_BLOCK_BYTES:
+        if size(block) <= budget:
             return block, True
-    return (sizes[-1] if 3 * size(sizes[-1]) <= 4 * CABLE_BLOCK_BYTES else CABLE_BLOCK), True
+    return (sizes[-1] if 3 * size(sizes[-1]) <= 4 * budget else CABLE_BLOCK), True
 
 
 def block_kind(kind: str, block: int, shared: bool) -> str:
