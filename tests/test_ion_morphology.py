@@ -13,36 +13,8 @@ HH = ChannelSet(HH_CHANNELS)
 
 
 def write_cell(path, step=1.5, seed=0):
-    """A soma (radius 8 um), a basal dendrite that forks twice, a tapering apical dendrite
-    that forks once and an axon (SWC type 2), a point every ``step`` um."""
-    rng = np.random.default_rng(seed)
-    rows = [(1, 1, 0.0, 0.0, 0.0, 8.0, -1)]
-
-    def neurite(parent_id, kind, start, direction, length, r0, r1):
-        direction = np.asarray(direction, float) / np.linalg.norm(direction)
-        pos, pid = np.asarray(start, float), parent_id
-        n = max(2, int(length / step))
-        for k in range(n):
-            wobble = rng.normal(0.0, 0.15, 3)
-            d = direction + wobble
-            pos = pos + step * d / np.linalg.norm(d)
-            rows.append((len(rows) + 1, kind, *pos, r0 + (r1 - r0) * k / (n - 1), pid))
-            pid = len(rows)
-        return pid, pos
-
-    tip, at = neurite(1, 3, (0, -8, 0), (0, -1, 0), 120, 1.2, 0.8)  # basal trunk
-    for side in (-1, 1):
-        t2, at2 = neurite(tip, 3, at, (side, -1, 0), 80, 0.7, 0.5)
-        for side2 in (-1, 1):
-            neurite(t2, 3, at2, (side + 0.5 * side2, -1, 0.3), 60, 0.4, 0.3)
-    apex, at = neurite(1, 4, (0, 8, 0), (0, 1, 0), 300, 2.0, 1.0)  # apical, tapering
-    for side in (-1, 1):
-        neurite(apex, 4, at, (side, 1, 0), 150, 0.8, 0.4)
-    neurite(1, 2, (8, 0, 0), (1, 0, 0), 400, 0.5, 0.5)  # axon
-    with open(path, "w") as f:
-        f.write("# synthetic test cell\n")
-        for r in rows:
-            f.write(" ".join(str(x) for x in r) + "\n")
+    """The synthetic reconstruction (``_cable.synthetic_swc``), written and read back."""
+    _cable.synthetic_swc(path, step, seed)
     return read_swc(path)
 
 

@@ -312,7 +312,49 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
     return [["neuro", f"HH network of {n} branched cells x 6 comp. x {duration:.0f} ms, float64",
              f"{err:.1e} mV (vs {peer})", format_seconds(t_cpu),
              f"{peer}: {format_seconds(t_peer)}", f"{t_peer / t_cpu:.1f}x",
-             f"{csr[1].shape[0]:,} synapses on dendrites"]]
+             f"{csr[1].shape[0]:,} synapses on dendrites"], _discretize_row(quick, out)]
+
+
+def _discretize_row(quick: bool, out: TextIO) -> list[str]:
+    """A reconstruction read from SWC, one compartment per point against NEURON's d_lambda."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .neuro import HH_CHANNELS, CableNetwork, read_swc
+    from .neuro._cable import synthetic_swc
+
+    n, duration, dt = (8, 20.0, 0.025) if quick else (16, 50.0, 0.025)
+    with tempfile.TemporaryDirectory() as tmp:  # a synthetic cell, a point every 1.5 um
+        synthetic_swc(Path(tmp) / "cell.swc")
+        fine = read_swc(Path(tmp) / "cell.swc")
+    coarse = fine.discretize(d_lambda=0.1)
+
+    def make(morphology: object) -> CableNetwork:  # unconnected cells, somata driven
+        net = CableNetwork(HH_CHANNELS, morphology, (np.zeros(n + 1, np.int64),
+                                                     np.zeros(0, np.int64), np.zeros(0)))
+        net.i_ext[:, 0] = np.linspace(100.0, 300.0, n)
+        return net
+
+    results = {}
+    for name, m in (("per point", fine), ("d_lambda", coarse)):
+        make(m).run(dt * 2, dt=dt)  # compile (or load) the kernel
+        seconds = median_seconds(lambda m=m: make(m).run(duration, dt=dt), repeat=1)
+        results[name] = seconds, make(m).run(duration, dt=dt, max_spikes=20)
+    (t_fine, want), (t_coarse, got) = results["per point"], results["d_lambda"]
+    same = bool(np.array_equal(got.spike_count, want.spike_count))
+    err = float(np.nanmax(np.abs(got.spike_times - want.spike_times))) if same else np.inf
+    print(f"  {n} cells of an SWC reconstruction ({fine.parent.size:,} points), "
+          f"{duration:.0f} ms: one compartment per point {format_seconds(t_fine)}, "
+          f"discretized by d_lambda = 0.1 ({coarse.parent.size} compartments) "
+          f"{format_seconds(t_coarse)}; spikes {'equal' if same else 'differ'}, spike times "
+          f"{err:.3f} ms apart", file=out)
+    return ["neuro", f"SWC cell by d_lambda: {fine.parent.size:,} points -> "
+            f"{coarse.parent.size} comp., {n} cells",
+            f"{err:.3f} ms spike times (vs per point)", format_seconds(t_coarse),
+            f"per point: {format_seconds(t_fine)}", f"{t_fine / t_coarse:.1f}x",
+            f"{int(got.spike_count.sum())} spikes"]
 
 
 def _grad_part(quick: bool, out: TextIO) -> list[list[str]]:

@@ -313,6 +313,44 @@ def _discretize(m: Morphology, d_lambda: float, per_sqrt_diam: float,
                       kind=np.array(kind, dtype=np.int64), swc_id=np.array(swc_id))
 
 
+def synthetic_swc(path: str | os.PathLike[str], step: float = 1.5, seed: int = 0) -> None:
+    """Write a synthetic reconstruction (for the tests, the benchmarks and the tour).
+
+    A soma (radius 8 um), a basal dendrite that forks and forks again on both sides, a
+    tapering apical dendrite that forks once and an axon (SWC type 2), a point every ``step``
+    um along slightly wobbling paths: 1,013 points at the default step. Not a real cell;
+    :func:`read_swc` reads it as one.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[float, ...]] = [(1, 1, 0.0, 0.0, 0.0, 8.0, -1)]
+
+    def neurite(parent_id: int, kind: int, start: Any, direction: Any, length: float,
+                r0: float, r1: float) -> tuple[int, np.ndarray]:
+        direction = np.asarray(direction, float) / np.linalg.norm(direction)
+        pos, pid = np.asarray(start, float), parent_id
+        n = max(2, int(length / step))
+        for k in range(n):
+            d = direction + rng.normal(0.0, 0.15, 3)
+            pos = pos + step * d / np.linalg.norm(d)
+            rows.append((len(rows) + 1, kind, *pos, r0 + (r1 - r0) * k / (n - 1), pid))
+            pid = len(rows)
+        return pid, pos
+
+    tip, at = neurite(1, 3, (0, -8, 0), (0, -1, 0), 120, 1.2, 0.8)  # basal trunk
+    for side in (-1, 1):
+        tip2, at2 = neurite(tip, 3, at, (side, -1, 0), 80, 0.7, 0.5)
+        for side2 in (-1, 1):
+            neurite(tip2, 3, at2, (side + 0.5 * side2, -1, 0.3), 60, 0.4, 0.3)
+    apex, at = neurite(1, 4, (0, 8, 0), (0, 1, 0), 300, 2.0, 1.0)  # apical, tapering
+    for side in (-1, 1):
+        neurite(apex, 4, at, (side, 1, 0), 150, 0.8, 0.4)
+    neurite(1, 2, (8, 0, 0), (1, 0, 0), 400, 0.5, 0.5)  # axon
+    with open(path, "w") as f:
+        f.write("# a synthetic reconstruction written by fusekit.neuro._cable.synthetic_swc\n")
+        for row in rows:
+            f.write(" ".join(str(x) for x in row) + "\n")
+
+
 def read_swc(path: str | os.PathLike[str], *, min_length: float = 0.01) -> Morphology:
     """Read an SWC reconstruction into compartments (one per point) in Hines order.
 

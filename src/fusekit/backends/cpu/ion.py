@@ -769,6 +769,7 @@ def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_ever
 #: * (block + pad) values).
 CABLE_BLOCK = 64
 
+
 def _l3_bytes(default: int = 8 << 20) -> int:
     """The last-level cache of CPU 0 (Linux sysfs), else ``default``."""
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
@@ -791,13 +792,9 @@ def cable_block_budget() -> int:
 
     3/8 of the last-level cache for one or two threads (two threads' blocks fit in it), less
     for more threads, which share it. Each step sweeps all of a block's rows; past the caches
-    the sweep waits on memory. Zen 1 (8 MiB L3), HH, 128 cells, M compartment-steps/s
-    (``python benchmarks/neuro_calls_paired.py --cases cable_sizes``, one thread with
-    ``NUMBA_NUM_THREADS=1``), before (every compartment its own spill rows, blocks of 64) and
-    after: one thread, 61 compartments 28.7-28.9 / 28.4-28.8 (the same layout), 513: 13.6 /
-    23.1-24.0 (blocks of 16, shared spill rows), 1,018: 11.9-12.6 / 21.7 (blocks of 8),
-    1,651: 10.5-10.6 / 13.6-13.9 (blocks of 64, shared); two threads, 177 compartments (3.9 MB
-    in the first layout) 27.6-30.9 with each compartment's spill rows against 47.1-47.4 shared.
+    the sweep waits on memory: on Zen 1 (8 MiB L3), 513 to 1,018 compartments ran 1.7-2.0x
+    faster in blocks chosen so than in blocks of 64 (docs/benchmarks.md, "Branched cells: the
+    CPU kernel's rate against the size of the tree").
     """
     import numba
 

@@ -446,14 +446,14 @@ def _cable_layout(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
     lay = {"BLOCK": block, "ROW": block + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "X_ROWS": 1 + n_states}
     names = ["II", "P0", "D", "B", "C0", "C1", "AX", "XR", "V1", "AV", "AS", "AP", "AI",
-             "AIS", "G0", "G1", "SPILL"]
+             "AIS", "G0", "G1"]
     sizes = {"P0": n_params, "AS": n_states, "AP": n_params}
     row = 1 + n_states  # rows 0 .. n_states: v and the states
     lay["S0"] = 1
     for name in names:
         lay[name] = row
         row += sizes.get(name, 1)
-    lay["NR"] = lay.pop("SPILL")  # then the forward re-run's spill rows (place_spill)
+    lay["NR"] = row  # then the forward re-run's spill rows (place_spill)
     return place_spill(lay, cable_step_loops(cs, CABLE_STAGES, lay)[1], shared)
 
 

@@ -145,8 +145,7 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                         for s in range(indptr[c], indptr[c + 1]):
                             ring[slot, target[s]] += weights[s]
         cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a,
-                     b, 0,
-                     cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
+                     b, 0, cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
                      axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb)
         for t in range(b - 1, a - 1, -1):
             r = t - a
