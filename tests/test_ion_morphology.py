@@ -155,3 +155,33 @@ def test_a_real_reconstruction_discretized_fires_as_per_point():
     assert want.spike_count.tolist() == [1, 1, 4, 5]
     np.testing.assert_array_equal(got.spike_count, want.spike_count)
     np.testing.assert_allclose(got.spike_times, want.spike_times, atol=0.02)
+
+
+def test_discretize_keeps_area_resistance_and_hines_order_on_random_trees():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.integers(0, 1000), min_size=0, max_size=40), st.integers(0, 2**31),
+           st.sampled_from([0.3, 0.1, 0.03]), st.sampled_from([None, 5.0, 40.0]))
+    def check(picks, seed, d_lambda, max_length):
+        rng = np.random.default_rng(seed)
+        n = len(picks) + 1
+        parent = np.array([-1] + [p % (i + 1) for i, p in enumerate(picks)])  # Hines order
+        kind = np.r_[1, rng.choice([2, 3, 4], n - 1)]
+        fine = Morphology(parent, rng.uniform(0.5, 60.0, n), rng.uniform(0.2, 8.0, n),
+                          rng.normal(size=(n, 3)), kind, np.arange(1, n + 1))
+        coarse = fine.discretize(d_lambda, max_length=max_length)
+        assert (coarse.parent[1:] < np.arange(1, coarse.parent.size)).all()
+        assert coarse.parent[0] == -1 and coarse.kind[0] == 1
+        np.testing.assert_allclose(coarse.area.sum(), fine.area.sum(), rtol=1e-11)
+        for k in (2, 3, 4):
+            sel_f, sel_c = fine.kind == k, coarse.kind == k
+            r_f = (4 * fine.length[sel_f] / (np.pi * fine.diam[sel_f] ** 2)).sum()
+            r_c = (4 * coarse.length[sel_c] / (np.pi * coarse.diam[sel_c] ** 2)).sum()
+            np.testing.assert_allclose(r_c, r_f, rtol=1e-11)
+        if max_length is not None:  # segments of at most max_length um of path each
+            assert coarse.parent.size - 1 >= fine.length[1:].sum() / max_length - 1e-9
+        assert set(coarse.swc_id.tolist()) <= set(fine.swc_id.tolist())
+
+    check()
