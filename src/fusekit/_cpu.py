@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,17 @@ def cpu_features() -> CpuFeatures:
         except OSError:
             pass
     return CpuFeatures(name, features, frozenset(flags))
+
+
+@functools.cache
+def last_level_cache_bytes(default: int = 8 << 20) -> int:
+    """CPU 0's level-3 cache in bytes (Linux sysfs, read once), else ``default``."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "3":
+                size = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            break
+    return default

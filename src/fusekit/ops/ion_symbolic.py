@@ -837,9 +837,17 @@ def unless_junction_adjoint(lines: list[str], rows: Sequence[int], n_states: int
     c_m / dt a_r``, ``as<k> = as<k>_n``, ``ap0 = (a_d + a_r v) / dt``, every other ``ap<i>``
     is ``ZERO`` and ``ai = a_r``. For the kernels that take one compartment at a time.
     """
-    held = ["av = p0 / dt * a_r", *(f"as{k} = as{k}_n" for k in range(n_states)),
+    return [f"{indent}if p0 != ZERO:", *("    " + line for line in lines), f"{indent}else:",
+            *(f"{indent}    {line}" for line in junction_adjoint_lines(rows, n_states))]
+
+
+def junction_adjoint_lines(rows: Sequence[int], n_states: int) -> list[str]:
+    """A junction's local adjoint, the else of :func:`unless_junction_adjoint`.
+
+    It assigns the names :func:`cable_adjoint_step_source`'s lines do, from ``v``, ``p0``,
+    ``dt``, ``a_d``, ``a_r`` and ``as<k>_n``.
+    """
+    return ["av = p0 / dt * a_r", *(f"as{k} = as{k}_n" for k in range(n_states)),
             *(f"ap{i} = " + ("(a_d + a_r * v) / dt" if i == 0 else "ZERO") for i in rows),
             "ai = a_r"]
-    return [f"{indent}if p0 != ZERO:", *("    " + line for line in lines), f"{indent}else:",
-            *(f"{indent}    {line}" for line in held)]
 

@@ -770,23 +770,6 @@ def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_ever
 CABLE_BLOCK = 64
 
 
-def _l3_bytes(default: int = 8 << 20) -> int:
-    """The last-level cache of CPU 0 (Linux sysfs), else ``default``."""
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            if (index / "level").read_text().strip() == "3":
-                size = (index / "size").read_text().strip().upper()
-                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
-                return int(size.rstrip("KM")) * scale
-        except (OSError, ValueError):
-            break
-    return default
-
-
-#: The last-level cache, bytes (CPU 0's, from sysfs; 8 MiB where unknown).
-L3_BYTES = _l3_bytes()
-
-
 def cable_block_budget() -> int:
     """Bytes of a block's compartment rows the cable kernels keep within.
 
@@ -798,7 +781,9 @@ def cable_block_budget() -> int:
     """
     import numba
 
-    return L3_BYTES * 3 // (8 * max(1, numba.get_num_threads() // 2))
+    from ..._cpu import last_level_cache_bytes
+
+    return last_level_cache_bytes() * 3 // (8 * max(1, numba.get_num_threads() // 2))
 
 
 def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
@@ -868,7 +853,21 @@ def _cable_block_layout(cs: ChannelSet, stages: int | None = 1, traced: bool = T
     lay = {"BLOCK": block, "ROW": block + ROW_PAD, "N_STATES": n_states,
            "N_PARAMS": n_params, "II": 1, "S0": 2, "P0": p0, "D": d, "B": d + 1,
            "C0": d + 2, "C1": d + 3, "AX": d + 4, "NR": d + 5}
-    return place_spill(lay, cable_step_loops(cs, stages, lay)[1] if traced else 0, shared)
+    return place_spill(lay, cable_spill_rows(cs, stages, lay) if traced else 0, shared)
+
+
+_spill_rows: dict[tuple[str, int | None], int] = {}
+
+
+def cable_spill_rows(cs: ChannelSet, stages: int | None, lay: dict[str, int]) -> int:
+    """The number of spill rows of :func:`cable_step_loops`, cached per channel set.
+
+    Every call's kernel lookup needs it, and generating the loops takes about 3 ms.
+    """
+    key = (cs.key, stages)
+    if key not in _spill_rows:
+        _spill_rows[key] = cable_step_loops(cs, stages, lay)[1]
+    return _spill_rows[key]
 
 
 def cable_step_loops(cs: ChannelSet, stages: int | None, lay: dict[str, int],

@@ -25,7 +25,7 @@ from ...ops.ion_channel import (
     compile_channel_function,
     reversal_constants,
 )
-from ...ops.ion_symbolic import adjoint_step_source
+from ...ops.ion_symbolic import adjoint_step_source, junction_adjoint_lines
 from ._numba import configure
 from .ion import (
     _FASTMATH,
@@ -37,6 +37,7 @@ from .ion import (
     _math,
     block_kind,
     cable_block_for,
+    cable_spill_rows,
     cable_step_loops,
     graph_math,
     hines_block_source,
@@ -393,11 +394,12 @@ def cadj_block(lo, CK, CNT, P, I, i_rows, parent, CPL, GV, GS, GREC, GT, REC, se
                 if buf[base + P0 * ROW] == ZERO:
                     # a junction (cpu.ion.unless_junction): states held, only c_m's row
                     for i in range(w):
+                        v = buf[base + i]
                         a_r = buf[base + XR * ROW + i]
                         a_d = -a_r * buf[base + V1 * ROW + i]
-                        buf[base + AV * ROW + i] = buf[base + P0 * ROW + i] / dt * a_r
-                        buf[base + AP * ROW + i] += (a_d + a_r * buf[base + i]) / dt
-                        buf[base + AI * ROW + i] = a_r
+{adj_loads}
+{junction_adj}
+{adj_stores}
                 else:
                     for i in range(w):
                         v = buf[base + i]
@@ -454,7 +456,7 @@ def _cable_layout(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
         lay[name] = row
         row += sizes.get(name, 1)
     lay["NR"] = row  # then the forward re-run's spill rows (place_spill)
-    return place_spill(lay, cable_step_loops(cs, CABLE_STAGES, lay)[1], shared)
+    return place_spill(lay, cable_spill_rows(cs, CABLE_STAGES, lay), shared)
 
 
 def cable_generated_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = False
@@ -483,6 +485,8 @@ def cable_generated_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: boo
     adj_loads += [f"{ind}as{k}_n = {row(lay['AS'] + k)}" for k in range(n_states)]
     # ``av`` is the adjoint row's name in the template: the emitted local av becomes av_.
     adj_body = [re.sub(r"^(\s*)av = ", r"\1av_ = ", line) for line in adj_body]
+    junction_adj = [ind + re.sub(r"^av = ", "av_ = ", line)
+                    for line in junction_adjoint_lines(rows, n_states)]
     adj_stores = [f"{ind}{row(lay['AV'])} = av_"]
     adj_stores += [f"{ind}{row(lay['AS'] + k)} = as{k}" for k in range(n_states)]
     adj_stores += [f"{ind}{row(lay['AP'] + i)} += ap{i}" for i in rows]
@@ -490,6 +494,7 @@ def cable_generated_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: boo
     text = _CABLE_TEMPLATE.format(
         fwd_step=unless_junction(fwd_step, " " * 16), adj_loads="\n".join(adj_loads),
         adj_body="\n".join(adj_body), adj_stores="\n".join(adj_stores),
+        junction_adj="\n".join(junction_adj),
         solve=hines_block_source(" " * 12, "C1", "C0", "0"),
         solve_t=hines_block_source(" " * 12, "C0", "C1", "XR"))
     return text, {**consts, **fwd_consts}
