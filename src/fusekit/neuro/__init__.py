@@ -49,6 +49,7 @@ from ._fixed_point import FixedPointError as FixedPointError
 from ._fixed_point import FixedPointHH as FixedPointHH
 from ._fixed_point import FixedPointRangeError as FixedPointRangeError
 from ._fixed_point import fixed_point_error as fixed_point_error
+from ._import3d import NeuronTree as NeuronTree
 from ._network import Network as Network
 from ._network import random_connectivity as random_connectivity
 from ._neuron import NeuronModel as NeuronModel
@@ -112,6 +113,7 @@ __all__ = [
     "Morphology",
     "Network",
     "NeuronModel",
+    "NeuronTree",
     "POSPISCHIL_RS_CHANNELS",
     "ParameterFit",
     "Population",
