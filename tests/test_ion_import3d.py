@@ -235,3 +235,47 @@ def test_a_uniform_dendrite_gets_the_formulas_segments():
     # soma(0.5) to the first segment's centre: the dendrite's half segment alone
     g = tree.coupling[0, 1] * tree.area[1]  # mS
     np.testing.assert_allclose(1e-3 / g, 100 * (199 / 10) * 1e-4 / (np.pi * 1e-8) * 1e-6)
+
+
+def test_a_network_of_imported_cells_runs_as_neuron_runs_it(tmp_path):
+    """CableNetwork on the tree, synapses on dendritic segments, against to_neuron's build
+    of the same sections from their 3-d points: the same spikes and voltages."""
+    import scipy.sparse as sp
+
+    from fusekit.neuro import CableNetwork, to_neuron
+
+    path = tmp_path / "cell.swc"
+    _cable.synthetic_swc(path)
+    tree = read_swc(path).neuron_tree(0.1)
+    n = 6
+    W = sp.random(n, n, density=0.5, format="csr", random_state=3) * 20.0
+    far = tree.compartment("dend[3]", 0.9)  # a distal basal segment
+    net = CableNetwork(HH_CHANNELS, tree, W, synapse_compartment=far, delay=1.0)
+    assert net.v.shape == (n, tree.node.size) and net.parent[0] == -1
+    np.testing.assert_allclose(net.area, tree.area[tree.node])
+    net.i_ext[:2, 0] = 100.0
+    model = to_neuron(net)
+    assert [s.name().split("_", 2)[-1] for s in model.sections[0]] == list(tree.names)
+    for k in (0, far):
+        np.testing.assert_allclose(model.segments[0][k].area(), tree.area[tree.node[k]] * 1e8,
+                                   rtol=1e-6)
+    v_neuron, counts = model.run(30.0, record_every=4, record_at=[0, far])
+    out = net.run(30.0, record_every=4, record_at=[0, far])
+    assert counts[:2].min() >= 2 and counts[2:].min() >= 1  # driven cells fire, others follow
+    np.testing.assert_array_equal(out.spike_count, counts)
+    np.testing.assert_allclose(out.v_record, v_neuron, atol=1e-3)  # float32 points in NEURON
+
+
+def test_a_cable_tree_needs_its_own_junctions_and_neuron_sections():
+    import scipy.sparse as sp
+
+    from fusekit.neuro import CableNetwork, cable_tree, to_neuron
+
+    tree = cable_tree(np.array([-1, 0, 0]), np.full(3, 50.0), np.full(3, 2.0))
+    W = sp.csr_matrix((2, 2))
+    with pytest.raises(InputError, match="brings its own junctions"):
+        CableNetwork(HH_CHANNELS, tree, W, junctions=False)
+    net = CableNetwork(HH_CHANNELS, tree, W)
+    assert net.v.shape == (2, 3) and net.parent.tolist() == [-1, 0, 0]
+    with pytest.raises(InputError, match="without NEURON sections"):
+        to_neuron(net)

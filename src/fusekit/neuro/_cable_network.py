@@ -36,8 +36,10 @@ class CableNetwork:
 
     Args:
         channels: Channel classes or a :class:`ChannelSet` (in every compartment).
-        morphology: A :class:`Morphology` (:func:`read_swc`), or ``(parent, length, diam)``
-            (Hines order, um).
+        morphology: A :class:`Morphology` (:func:`read_swc`), ``(parent, length, diam)``
+            (Hines order, um), or a :class:`CableTree` taken as it is, such as
+            :meth:`Morphology.neuron_tree`'s (the cell NEURON's Import3d builds: compartment
+            ``c`` is NEURON's ``tree.names[tree.section[c]](tree.x[c])``).
         connectivity: A ``scipy.sparse`` matrix ``W[pre, post]`` (mS/cm^2 per spike) or a
             tuple ``(indptr, indices, weights)``; its rows are the cells.
         synapse_compartment: The compartment every synapse sits on, ``(nnz,)`` int, or one
@@ -71,28 +73,43 @@ class CableNetwork:
                  e_syn: float | Sequence[float] = 0.0, synapse_type: Any = None,
                  v0: float = -65.0, dtype: Any = np.float64, **params: Any):
         self.dtype = np.dtype(dtype)
-        if isinstance(morphology, Morphology):
-            parent, length, diam = morphology.parent, morphology.length, morphology.diam
+        if isinstance(morphology, CableTree):
+            if not junctions:
+                raise InputError("CableNetwork: junctions=False applies to a Morphology or "
+                                 "(parent, length, diam); a CableTree brings its own junctions")
+            self.tree: CableTree | None = morphology
+            nodes, cpl = morphology.parent, morphology.coupling
+            self.parent = _compartment_parents(morphology)
+            #: Every compartment's length and diameter (um; ``None`` for a CableTree),
+            #: the axial resistivity (Ohm cm).
+            self.length: np.ndarray | None = None
+            self.diam: np.ndarray | None = None
+            self.r_axial = float(getattr(morphology, "r_axial", r_axial))
+            #: Lateral area of every compartment, cm^2 (to convert NEURON weights in uS).
+            self.area = np.asarray(morphology.area, np.float64)[morphology.node]
         else:
-            try:
-                parent, length, diam = morphology
-            except (TypeError, ValueError):
-                raise InputError("CableNetwork: morphology must be a Morphology (read_swc) or "
-                                 "a tuple (parent, length, diam) of per-compartment arrays "
-                                 f"(um), got {type(morphology).__name__}") from None
-        self.parent = np.asarray(parent, dtype=np.int64)
-        if junctions:
-            self.tree: CableTree | None = cable_tree(self.parent, length, diam, r_axial)
-            nodes, cpl = self.tree.parent, self.tree.coupling
-        else:
-            self.tree = None
-            nodes, cpl = self.parent, cable_coupling(self.parent, length, diam, r_axial)
-        #: Every compartment's length and diameter (um), the axial resistivity (Ohm cm).
-        self.length = np.asarray(length, np.float64)
-        self.diam = np.asarray(diam, np.float64)
-        self.r_axial = float(r_axial)
-        #: Lateral area of every compartment, cm^2 (to convert NEURON weights in uS).
-        self.area = np.pi * self.diam * self.length * 1e-8
+            if isinstance(morphology, Morphology):
+                parent, length, diam = morphology.parent, morphology.length, morphology.diam
+            else:
+                try:
+                    parent, length, diam = morphology
+                except (TypeError, ValueError):
+                    raise InputError(
+                        "CableNetwork: morphology must be a Morphology (read_swc), a CableTree "
+                        "(Morphology.neuron_tree, cable_tree) or a tuple (parent, length, diam) "
+                        f"of per-compartment arrays (um), got {type(morphology).__name__}"
+                    ) from None
+            self.parent = np.asarray(parent, dtype=np.int64)
+            if junctions:
+                self.tree = cable_tree(self.parent, length, diam, r_axial)
+                nodes, cpl = self.tree.parent, self.tree.coupling
+            else:
+                self.tree = None
+                nodes, cpl = self.parent, cable_coupling(self.parent, length, diam, r_axial)
+            self.length = np.asarray(length, np.float64)
+            self.diam = np.asarray(diam, np.float64)
+            self.r_axial = float(r_axial)
+            self.area = np.pi * self.diam * self.length * 1e-8
         self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
         n_cells, n_comp = self.indptr.shape[0] - 1, self.parent.shape[0]
         nnz = self.indices.shape[0]
@@ -223,3 +240,16 @@ class CableNetwork:
         params[0][:, junction] = 0.0  # c_m
         return (widen(v, None), widen(states, None), params, widen(i_ext, 0.0),
                 widen(g_syn, 0.0), None if arrivals is None else widen(arrivals, 0.0))
+
+
+def _compartment_parents(tree: CableTree) -> np.ndarray:
+    """Every compartment's nearest ancestor compartment (past junctions), ``-1`` at the root."""
+    of_node = np.full(tree.parent.shape[0], -1, dtype=np.int64)
+    of_node[tree.node] = np.arange(tree.node.shape[0])
+    out = np.empty(tree.node.shape[0], dtype=np.int64)
+    for c, v in enumerate(tree.node):
+        p = int(tree.parent[v])
+        while p >= 0 and of_node[p] < 0:
+            p = int(tree.parent[p])
+        out[c] = of_node[p] if p >= 0 else -1
+    return out

@@ -19,7 +19,10 @@ class NeuronModel:
 
     Attributes:
         h: NEURON's ``h``.
-        sections: ``sections[cell][compartment]``, one section (nseg = 1) per compartment.
+        sections: ``sections[cell]``: one section (nseg = 1) per compartment, or, for a
+            network of :meth:`~fusekit.neuro.Morphology.neuron_tree` cells, the tree's
+            sections in the order of ``tree.names``.
+        segments: ``segments[cell][compartment]``: every compartment's NEURON segment.
         synapses: ``(cell, compartment, type) -> ExpSyn`` for every target of a synapse.
         netcons: One ``NetCon`` per synapse, in CSR order.
         counters: One ``APCount`` per cell, in compartment 0.
@@ -29,6 +32,7 @@ class NeuronModel:
 
     h: Any
     sections: list[list[Any]]
+    segments: list[list[Any]]
     synapses: dict[tuple[int, int, int], Any]
     netcons: list[Any]
     counters: list[Any]
@@ -53,7 +57,7 @@ class NeuronModel:
         """
         h = self.h
         cols = [int(c) for c in record_at] if record_every else []
-        recs = [[h.Vector().record(cell[c](0.5)._ref_v) for c in cols] for cell in self.sections]
+        recs = [[h.Vector().record(cell[c]._ref_v) for c in cols] for cell in self.segments]
         pc = h.ParallelContext()
         pc.nthread(threads)
         h.dt, h.steps_per_ms = self.dt, 1.0 / self.dt
@@ -69,9 +73,22 @@ class NeuronModel:
         return v.transpose(2, 0, 1)[record_every - 1::record_every], counts
 
 
+def _neuron_tree_cell(h: Any, tree: Any, c: int) -> tuple[list[Any], list[Any]]:
+    """A :class:`~fusekit.neuro.NeuronTree`'s sections, and every compartment's segment."""
+    secs = [h.Section(name=f"fusekit_c{c}_{name}") for name in tree.names]
+    for s, sec in enumerate(secs):
+        for x, y, z, d in tree.points[s]:
+            h.pt3dadd(float(x), float(y), float(z), float(d), sec=sec)
+        if tree.section_parent[s] >= 0:
+            sec.connect(secs[int(tree.section_parent[s])](float(tree.parent_x[s])), 0)
+        sec.nseg = int(tree.nseg[s])
+        sec.Ra = float(tree.r_axial)
+    return secs, [secs[int(tree.section[k])](float(tree.x[k])) for k in range(tree.node.size)]
+
+
 def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 0.0,
               h: Any = None) -> NeuronModel:
-    """Build ``net`` in NEURON: a section per compartment, ``ExpSyn`` targets, ``NetCon``s.
+    """Build ``net`` in NEURON: its sections, ``ExpSyn`` targets and ``NetCon``s.
 
     The squid HH channels become NEURON's ``hh`` (rate tables off, 6.3 degC) with every
     compartment's conductances and reversal potentials; ``i_ext`` becomes ``IClamp``s; every
@@ -82,7 +99,10 @@ def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 
     compartment's section is attached to its parent's ``1`` end. The two then agree to
     round-off (``tests/test_ion_cable_network.py``: chains and branched cells, whose branch
     points NEURON joins at a zero-area node, as :class:`CableNetwork` does by default; a
-    network made with ``junctions=False`` differs there).
+    network made with ``junctions=False`` differs there). A network of
+    :meth:`~fusekit.neuro.Morphology.neuron_tree` cells gets the tree's sections instead,
+    from their 3-d points with their ``nseg`` and attachments, each segment with its
+    compartment's parameters (``tests/test_ion_import3d.py``).
 
     Args:
         net: A network that has not run yet (``net.t == 0``), of HH channels, with one
@@ -116,28 +136,40 @@ def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 
     n_cells, n_comp = net.v.shape
     names = dict(zip(cs.param_names, range(len(cs.param_names)), strict=True))
     P = np.asarray(net.params, dtype=np.float64)
+    from ._import3d import NeuronTree
+
+    if net.length is None and not isinstance(net.tree, NeuronTree):
+        raise InputError("to_neuron: the network's morphology is a CableTree without NEURON "
+                         "sections; build it from a Morphology, (parent, length, diam) or "
+                         "Morphology.neuron_tree")
     keep: list[Any] = []
-    sections = []
+    sections, segments = [], []
     for c in range(n_cells):
-        cell = [h.Section(name=f"fusekit_c{c}_{j}") for j in range(n_comp)]
-        for j, sec in enumerate(cell):
-            sec.L, sec.diam, sec.nseg = float(net.length[j]), float(net.diam[j]), 1
-            sec.Ra, sec.cm = float(net.r_axial), float(P[names["c_m"], c, j])
-            sec.insert("hh")
-            seg = sec(0.5)
+        if isinstance(net.tree, NeuronTree):
+            cell, segs = _neuron_tree_cell(h, net.tree, c)
+        else:
+            cell = [h.Section(name=f"fusekit_c{c}_{j}") for j in range(n_comp)]
+            for j, sec in enumerate(cell):
+                sec.L, sec.diam, sec.nseg = float(net.length[j]), float(net.diam[j]), 1
+                sec.Ra = float(net.r_axial)
+                if net.parent[j] >= 0:
+                    sec.connect(cell[net.parent[j]](1))
+            segs = [sec(0.5) for sec in cell]
+        for j, seg in enumerate(segs):
+            seg.cm = float(P[names["c_m"], c, j])
+            seg.sec.insert("hh")
             seg.hh.gnabar = P[names["g_na"], c, j] * 1e-3  # mS/cm^2 -> S/cm^2
             seg.hh.gkbar = P[names["g_k"], c, j] * 1e-3
             seg.hh.gl = P[names["g_leak"], c, j] * 1e-3
             seg.hh.el = P[names["e_leak"], c, j]
-            sec.ena, sec.ek = P[names["e_na"], c, j], P[names["e_k"], c, j]
-            if net.parent[j] >= 0:
-                sec.connect(cell[net.parent[j]](1))
+            seg.ena, seg.ek = P[names["e_na"], c, j], P[names["e_k"], c, j]
             if net.i_ext[c, j]:
                 stim = h.IClamp(seg)
                 stim.delay, stim.dur = 0.0, 1e9
                 stim.amp = float(net.i_ext[c, j]) * net.area[j] * 1e3  # uA/cm^2 -> nA
                 keep.append(stim)
         sections.append(cell)
+        segments.append(segs)
     n_types = net.g_syn.shape[0] if net.g_syn.ndim == 3 else 1
     taus = np.broadcast_to(np.asarray(net.tau_syn, np.float64), (n_types,))
     es = np.broadcast_to(np.asarray(net.e_syn, np.float64), (n_types,))
@@ -147,22 +179,22 @@ def to_neuron(net: CableNetwork, dt: float = 0.025, *, spike_threshold: float = 
     synapses: dict[tuple[int, int, int], Any] = {}
     netcons = []
     for pre in range(n_cells):
-        soma = sections[pre][0]
+        soma = segments[pre][0]
         for e in range(net.indptr[pre], net.indptr[pre + 1]):
             post, comp, kind = int(net.indices[e]), int(net.synapse_compartment[e]), int(kinds[e])
             syn = synapses.get((post, comp, kind))
             if syn is None:
-                syn = h.ExpSyn(sections[post][comp](0.5))
+                syn = h.ExpSyn(segments[post][comp])
                 syn.tau, syn.e = float(taus[kind]), float(es[kind])
                 synapses[(post, comp, kind)] = syn
-            nc = h.NetCon(soma(0.5)._ref_v, syn, sec=soma)
+            nc = h.NetCon(soma._ref_v, syn, sec=soma.sec)
             nc.threshold, nc.delay = spike_threshold, (delay_steps - 1) * dt
             nc.weight[0] = float(net.weights[e]) * net.area[comp] * 1e3  # mS/cm^2 -> uS
             netcons.append(nc)
     counters = []
-    for cell in sections:
-        count = h.APCount(cell[0](0.5))
+    for segs in segments:
+        count = h.APCount(segs[0])
         count.thresh = spike_threshold
         counters.append(count)
-    return NeuronModel(h, sections, synapses, netcons, counters, dt, float(net.v.flat[0]),
-                       keep)
+    return NeuronModel(h, sections, segments, synapses, netcons, counters, dt,
+                       float(net.v.flat[0]), keep)

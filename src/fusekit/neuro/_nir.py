@@ -298,7 +298,9 @@ def _cell_copies(model: CableNetwork, params: np.ndarray, n: int) -> CableNetwor
     """
     names = model.channel_set.param_names
     empty = (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    return CableNetwork(model.channel_set, (model.parent, model.length, model.diam), empty,
+    morphology = (model.tree if model.length is None or model.diam is None
+                  else (model.parent, model.length, model.diam))
+    return CableNetwork(model.channel_set, morphology, empty,
                         r_axial=model.r_axial, junctions=model.tree is not None,
                         dtype=np.float64, **dict(zip(names, params, strict=True)))
 
