@@ -48,11 +48,11 @@ def make_net():
     return net
 
 
-def report(benchmark, counts):
+def report(benchmark, counts, comp_steps=COMP_STEPS):
     benchmark.extra_info["spikes"] = int(np.sum(counts))
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
         return
-    benchmark.extra_info["compartment_steps_per_s"] = COMP_STEPS / benchmark.stats.stats.median
+    benchmark.extra_info["compartment_steps_per_s"] = comp_steps / benchmark.stats.stats.median
 
 
 def run_fusekit(net):
@@ -81,5 +81,63 @@ def test_neuron_cable_network(benchmark):
                                 iterations=1)
     report(benchmark, counts)
     ours = run_fusekit(make_net()).spike_count
+    benchmark.extra_info["cells_whose_spike_count_differs"] = int((counts != ours).sum())
+    assert np.abs(counts - ours).max() <= 1
+
+
+# Reconstructed cells as NEURON imports them: fusekit's synthetic reconstruction (1,013 SWC
+# points) through Morphology.neuron_tree (Import3d's sections and frusta, nseg by d_lambda 0.1:
+# 54 segments and 4 junction nodes), 200 cells, synapses from somata onto random segments.
+# NEURON runs the same sections built from the tree's 3-d points by to_neuron (the cell
+# NEURON's own Import3d makes, tests/test_ion_import3d.py).
+N_IMPORTED = 200
+GROUP_IMPORTED = (f"HH network of {N_IMPORTED} reconstructed cells as NEURON imports them "
+                  "(Import3d, d_lambda 0.1), 50 ms, float64")
+
+
+def make_imported_net(_cache={}):  # noqa: B006 - the tree is built once per session
+    """The network of imported cells (weights drawn in uS, as a NEURON user gives them)."""
+    if "tree" not in _cache:
+        import tempfile
+
+        from fusekit.neuro import _cable, read_swc
+
+        with tempfile.TemporaryDirectory() as where:
+            _cable.synthetic_swc(f"{where}/cell.swc")
+            _cache["tree"] = read_swc(f"{where}/cell.swc").neuron_tree(0.1)
+    tree = _cache["tree"]
+    rng = np.random.default_rng(1)
+    indptr, indices, w_us = random_connectivity(N_IMPORTED, P_CONNECT, WEIGHT_US, rng)
+    n_comp = tree.node.size
+    comps = rng.integers(0, n_comp, indices.shape[0])
+    drive = np.where(rng.random(N_IMPORTED) < 0.2, rng.uniform(20.0, 60.0, N_IMPORTED), 0.0)
+    weights = w_us * 1e-3 / tree.area[tree.node][comps]
+    net = CableNetwork(HH_CHANNELS, tree, (indptr, indices, weights), synapse_compartment=comps,
+                       delay=DELAY_MS + DT, tau_syn=TAU, e_syn=0.0)
+    net.i_ext[:, 0] = drive
+    return net
+
+
+def test_fusekit_imported_cells_cpu(benchmark):
+    benchmark.group = GROUP_IMPORTED
+    make_imported_net().run(10 * DT, dt=DT, backend="cpu")  # compile (or load) the kernel
+    out = benchmark.pedantic(run_fusekit, setup=lambda: ((make_imported_net(),), {}), rounds=3,
+                             iterations=1)
+    net = make_imported_net()
+    report(benchmark, out.spike_count, N_IMPORTED * net.v.shape[1] * N_STEPS)
+    assert out.spike_count[net.i_ext[:, 0] > 0].min() > 0
+
+
+def test_neuron_imported_cells(benchmark):
+    pytest.importorskip("neuron")
+    from fusekit.neuro import to_neuron
+
+    net = make_imported_net()
+    model = to_neuron(net, DT)
+    benchmark.group = GROUP_IMPORTED
+    counts = benchmark.pedantic(lambda: model.run(N_STEPS * DT, threads=THREADS)[1], rounds=2,
+                                iterations=1)
+    report(benchmark, counts, N_IMPORTED * net.v.shape[1] * N_STEPS)
+    ours = run_fusekit(make_imported_net()).spike_count
     benchmark.extra_info["cells_whose_spike_count_differs"] = int((counts != ours).sum())
     assert np.abs(counts - ours).max() <= 1
