@@ -42,6 +42,7 @@ def test_cli_tour_prints_a_results_table(capsys):
     assert "fit g_na, g_k, g_leak to HH traces" in out
     assert "synapses on dendrites" in out and "spike counts equal for 100% of cells" in out
     assert "NIR export of 20 branched cells" in out
+    assert "SWC cell as NEURON imports it" in out
     assert "HH network weight gradient" in out and "branched-cell network gradient" in out
 
 

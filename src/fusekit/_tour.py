@@ -283,26 +283,7 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
     make().run(dt * 2, dt=dt)  # compile (or load) the kernel outside the timing
     t_cpu = median_seconds(lambda: make().run(duration, dt=dt), repeat=3)
     got = make().run(duration, dt=dt, record_every=1, record_at=[0])
-    try:
-        from .neuro import to_neuron
-
-        model = to_neuron(make(), dt)
-    except Exception as exc:  # NEURON missing or broken: the NumPy reference instead
-        print(f"  (NEURON not usable here: {exc}; comparing with the NumPy reference)",
-              file=out)
-        model = None
-    if model is not None:  # as many threads as fusekit's
-        from . import get_num_threads
-
-        t_peer = median_seconds(lambda: model.run(duration, threads=get_num_threads()),
-                                repeat=1)
-        v_peer, counts = model.run(duration, record_every=1)
-        peer = "NEURON"
-    else:
-        t_peer = median_seconds(lambda: make().run(duration, dt=dt, backend="reference"),
-                                repeat=1)
-        ref = make().run(duration, dt=dt, record_every=1, record_at=[0], backend="reference")
-        v_peer, counts, peer = ref.v_record, ref.spike_count, "NumPy reference"
+    t_peer, v_peer, counts, peer = _cable_peer(make, duration, dt, out)
     err = float(np.abs(got.v_record - v_peer).max())
     print(f"  HH network of {n} branched cells x 6 compartments, {csr[1].shape[0]:,} synapses on "
           f"dendrites, {duration:.0f} ms: fusekit cpu {format_seconds(t_cpu)}, {peer} "
@@ -312,7 +293,32 @@ def _cable_network_part(quick: bool, out: TextIO) -> list[list[str]]:
     return [["neuro", f"HH network of {n} branched cells x 6 comp. x {duration:.0f} ms, float64",
              f"{err:.1e} mV (vs {peer})", format_seconds(t_cpu),
              f"{peer}: {format_seconds(t_peer)}", f"{t_peer / t_cpu:.1f}x",
-             f"{csr[1].shape[0]:,} synapses on dendrites"], _discretize_row(quick, out)]
+             f"{csr[1].shape[0]:,} synapses on dendrites"], _discretize_row(quick, out),
+            _import3d_row(quick, out)]
+
+
+def _cable_peer(make: Any, duration: float, dt: float, out: TextIO) -> tuple[Any, ...]:
+    """NEURON's run of the network ``make()`` builds, or the NumPy reference's.
+
+    The reference where NEURON is not usable. Returns the seconds, the somatic voltages after
+    every step, the spike counts and the peer's name.
+    """
+    from . import get_num_threads
+    from .neuro import to_neuron
+
+    try:
+        model = to_neuron(make(), dt)
+    except Exception as exc:  # NEURON missing or broken: the NumPy reference instead
+        print(f"  (NEURON not usable here: {exc}; comparing with the NumPy reference)",
+              file=out)
+        t_peer = median_seconds(lambda: make().run(duration, dt=dt, backend="reference"),
+                                repeat=1)
+        ref = make().run(duration, dt=dt, record_every=1, record_at=[0], backend="reference")
+        return t_peer, ref.v_record, ref.spike_count, "NumPy reference"
+    # as many threads as fusekit's
+    t_peer = median_seconds(lambda: model.run(duration, threads=get_num_threads()), repeat=1)
+    v_peer, counts = model.run(duration, record_every=1)
+    return t_peer, v_peer, counts, "NEURON"
 
 
 def _discretize_row(quick: bool, out: TextIO) -> list[str]:
@@ -354,6 +360,43 @@ def _discretize_row(quick: bool, out: TextIO) -> list[str]:
             f"{coarse.parent.size} comp., {n} cells",
             f"{err:.3f} ms spike times (vs per point)", format_seconds(t_coarse),
             f"per point: {format_seconds(t_fine)}", f"{t_fine / t_coarse:.1f}x",
+            f"{int(got.spike_count.sum())} spikes"]
+
+
+def _import3d_row(quick: bool, out: TextIO) -> list[str]:
+    """An SWC reconstruction as NEURON's Import3d builds it, run by fusekit and by NEURON."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .neuro import HH_CHANNELS, CableNetwork, read_swc
+    from .neuro._cable import synthetic_swc
+
+    n, duration, dt = (8, 20.0, 0.025) if quick else (32, 50.0, 0.025)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic_swc(Path(tmp) / "cell.swc")
+        tree = read_swc(Path(tmp) / "cell.swc").neuron_tree(d_lambda=0.1)
+
+    def make() -> CableNetwork:  # unconnected cells, somata driven
+        net = CableNetwork(HH_CHANNELS, tree, (np.zeros(n + 1, np.int64),
+                                               np.zeros(0, np.int64), np.zeros(0)))
+        net.i_ext[:, 0] = np.linspace(40.0, 200.0, n)
+        return net
+
+    make().run(dt * 2, dt=dt)  # compile (or load) the kernel
+    t_cpu = median_seconds(lambda: make().run(duration, dt=dt), repeat=3)
+    got = make().run(duration, dt=dt, record_every=1, record_at=[0])
+    t_peer, v_peer, counts, peer = _cable_peer(make, duration, dt, out)
+    err = float(np.abs(got.v_record - v_peer).max())
+    same = float(np.mean(counts == got.spike_count))
+    print(f"  {n} cells of an SWC reconstruction as NEURON imports it ({len(tree.names)} "
+          f"sections, {tree.node.size} segments), {duration:.0f} ms: fusekit cpu "
+          f"{format_seconds(t_cpu)}, {peer} {format_seconds(t_peer)}; somatic voltages agree "
+          f"to {err:.1e} mV, spike counts equal for {100 * same:.0f}% of cells", file=out)
+    return ["neuro", f"SWC cell as NEURON imports it: {tree.node.size} segments, {n} cells",
+            f"{err:.1e} mV (vs {peer})", format_seconds(t_cpu),
+            f"{peer}: {format_seconds(t_peer)}", f"{t_peer / t_cpu:.1f}x",
             f"{int(got.spike_count.sum())} spikes"]
 
 
