@@ -32,6 +32,12 @@ Cases (each pair alternated round by round, wall-clock seconds):
   CPU kernel's rate depends on the size of the tree. Run it with ``NUMBA_NUM_THREADS=1`` for
   one thread, and with ``PYTHONPATH`` at another tree's ``src`` to compare two trees.
 
+* ``cable_grad``: ``cable_simulate`` of 1, 8 and 64 HH cells of that reconstruction at
+  ``d_lambda`` 0.1, 2,000 steps, float64: the forward (NumPy arrays) and the checkpointed
+  gradient of the mean somatic potential w.r.t. every parameter row (torch tensors, the
+  forward and the compiled adjoint), the best of ``--rounds`` calls each and their ratio.
+  Compare two trees by alternating runs with ``PYTHONPATH`` at each tree's ``src``.
+
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
 
@@ -224,6 +230,41 @@ def _discretize_case(rounds: int) -> None:
               f"{int(got.spike_count.sum())}, spike times {err:.4f} ms apart", flush=True)
 
 
+def _cable_grad_case(rounds: int) -> None:
+    import torch
+
+    import fusekit
+
+    fine, cell_arrays, hh = _reconstruction()
+    coarse = fine.discretize(0.1)
+    for n in (1, 8, 64):
+        arrays = cell_arrays(coarse, np.linspace(20.0, 100.0, n))
+        kw = {"channels": hh, "dt": 0.025, "n_steps": 2000, "record_every": 4,
+              "record_at": [0], "max_spikes": 20, "backend": "cpu"}
+        tensors = [torch.tensor(a) for a in arrays]
+        params = tensors[2].clone().requires_grad_()
+
+        def forward(arrays: tuple = arrays, kw: dict = kw) -> None:
+            fusekit.ops.cable_simulate(*arrays, **kw)
+
+        def gradient(tensors: list = tensors, params: Any = params, kw: dict = kw) -> None:
+            out = fusekit.ops.cable_simulate(*tensors[:2], params, *tensors[3:], **kw)
+            torch.autograd.grad(out.v_record.mean(), params)
+
+        best = []
+        for fn in (forward, gradient):
+            fn()  # compile (or load) the kernels
+            times = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            best.append(min(times))
+        print(f"cable_grad ({fusekit.__file__}): {n} cells x {arrays[4].size} nodes: forward "
+              f"{best[0] * 1e3:.1f} ms, gradient {best[1] * 1e3:.1f} ms "
+              f"({best[1] / best[0]:.2f}x)", flush=True)
+
+
 def _cable_sizes_case(rounds: int) -> None:
     import fusekit
 
@@ -253,12 +294,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
                         choices=["record", "compile", "engine", "memory", "cable_network",
-                                 "discretize", "cable_sizes"])
+                                 "discretize", "cable_sizes", "cable_grad"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
              "memory": _memory_case, "cable_network": _cable_network_case,
-             "discretize": _discretize_case, "cable_sizes": _cable_sizes_case}
+             "discretize": _discretize_case, "cable_sizes": _cable_sizes_case,
+             "cable_grad": _cable_grad_case}
     for case in args.cases:
         cases[case](args.rounds)
 

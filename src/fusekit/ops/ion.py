@@ -188,7 +188,31 @@ def _ion_simulate_torch(
     check_checkpoint_every(checkpoint_every)
     _check_ion_simulate(v0, states0, params, i_ext, **kw)
     return checkpointed_forward(ion_simulate_op.run, v0, states0, params, i_ext, **kw,
-                                checkpoint_every=checkpoint_every, backend=backend)
+                                checkpoint_every=checkpoint_every, backend=backend,
+                                whole=_checkpointing_kernel(ion_simulate_op, backend))
+
+
+def _checkpointing_kernel(op: Op, backend: str | None, tail: tuple[Any, ...] = (),
+                          **extra: Any) -> Any:
+    """``checkpointed_forward``'s ``whole`` for ``op``: its kernel that keeps the checkpoints.
+
+    The kernel the call would run, if it has a ``checkpointed`` form (all seven results in
+    one call); else ``None``, and the forward runs one call per segment. ``tail``: the
+    arrays after ``(v, states, params, i_ext)``; ``extra``: keyword arguments of the op.
+    """
+
+    def whole(arrays: tuple[Any, ...], params_: dict[str, Any], seg_len: int) -> Any:
+        from .._arrays import common_kind
+        from .._registry import requested_backend
+
+        kernel = op.select(common_kind(("v0",), arrays[:1]), array_dtype(arrays[0]),
+                           requested_backend(backend))
+        fn = getattr(kernel.fn, "checkpointed", None)
+        if fn is None:
+            return None
+        return fn(*arrays, *tail, **params_, **extra, seg_len=seg_len)
+
+    return whole
 
 
 def _ion_simulate_fake(
@@ -632,7 +656,9 @@ def _cable_simulate_torch(
         return cable_simulate_op.run((*arrays, *tree), {**params_, "record_at": cols}, backend_)
 
     return checkpointed_forward(run, v0, states0, params, i_ext, **kw,
-                                checkpoint_every=checkpoint_every, backend=backend)
+                                checkpoint_every=checkpoint_every, backend=backend,
+                                whole=_checkpointing_kernel(cable_simulate_op, backend, tree,
+                                                            record_at=cols))
 
 
 def _cable_simulate_fake(

@@ -111,6 +111,7 @@ def checkpointed_forward(
     run: Callable[..., tuple[Any, ...]], v0: Any, states0: Any, params: Any, i_ext: Any, *,
     channels: str, dt: float, n_steps: int, record_every: int, spike_threshold: float,
     max_spikes: int, checkpoint_every: int, backend: str | None,
+    whole: Callable[..., tuple[Any, ...] | None] | None = None,
 ) -> tuple[Any, ...]:
     """The forward of the differentiable ``ion_simulate`` / ``cable_simulate``: in segments.
 
@@ -119,6 +120,9 @@ def checkpointed_forward(
     ``(n,)`` or ``(n_cells, n_comp)``; a constant ``i_ext`` has ``v``'s. Returns the five
     results of the op and the checkpoints: ``(n_seg, 1 + n_states, *v.shape)`` (``v`` and
     the states at the start of every segment) and ``(n_seg, n)`` int64 spike counts there.
+    ``whole(arrays, params, seg_len)``, where given, is tried first: the kernel that keeps
+    the checkpoints itself, all seven results from one call (``None`` where the backend that
+    would run has no such kernel); one call per segment cost about a millisecond each.
     """
     kind = common_kind(("v0", "states0", "params", "i_ext"), (v0, states0, params, i_ext))
     v, S, P, I_ext = (to_native(a, kind) for a in (v0, states0, params, i_ext))
@@ -126,6 +130,11 @@ def checkpointed_forward(
     n = v.shape[0]
     k = segment_length(n_steps, checkpoint_every, record_every)
     n_seg = -(-n_steps // k)
+    kw_all = {"channels": channels, "dt": dt, "n_steps": n_steps, "record_every": record_every,
+              "spike_threshold": spike_threshold, "max_spikes": max_spikes}
+    got = whole((v, S, P, I_ext), kw_all, k) if whole is not None and n_seg else None
+    if got is not None:
+        return tuple(from_native(o, kind) for o in got)
     checkpoints = xp.empty((n_seg, 1 + S.shape[0], *v.shape), dtype=v.dtype)
     counts_at = xp.empty((n_seg, n), dtype=np.int64)
     count = xp.zeros(n, dtype=np.int64)

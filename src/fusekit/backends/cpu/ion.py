@@ -98,7 +98,7 @@ def spikes_source(in_slot: Sequence[str] = (), on_spike: Sequence[str] = ()) -> 
 
 _TEMPLATE = '''
 def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
-              V_rec, counts, times):
+              V_rec, counts, times, CK, CNT, seg_len):
     w = min(BLOCK, V.shape[0] - lo)
     # One flat scratch array, rows of ROW values (BLOCK and a pad): v, v before the step,
     # i_ext, states, params, then the values carried between the stages of a step.
@@ -117,6 +117,16 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
             buf[(3 + N_STATES + k) * ROW + j] = P[k, lo + j]
 {prelude}
     for step in range(n_steps):
+        if seg_len > 0 and step % seg_len == 0:
+            # the backward's checkpoints (ops.ion_grad.checkpointed_forward): v, the states
+            # and the spike counts at the start of every segment of seg_len steps
+            sg = step // seg_len
+            for j in range(w):
+                CNT[sg, lo + j] = counts[lo + j]
+                CK[sg, 0, lo + j] = buf[j]
+            for k in range(N_STATES):
+                for j in range(w):
+                    CK[sg, 1 + k, lo + j] = buf[(3 + k) * ROW + j]
         if i_rows:
             for j in range(w):
                 buf[2 * ROW + j] = I[step, lo + j]
@@ -135,11 +145,11 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
 
 _DRIVER = '''
 def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
-               V_rec, counts, times):
+               V_rec, counts, times, CK, CNT, seg_len):
     n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
     for blk in prange(n_blocks):
         ion_block(blk * BLOCK, V, S, P, I, i_rows, dt, n_steps, record_every, thr,
-                  max_spikes, V_rec, counts, times)
+                  max_spikes, V_rec, counts, times, CK, CNT, seg_len)
 '''
 
 
@@ -572,6 +582,23 @@ def ion_simulate_cpu(
     spike_threshold: float = 0.0, max_spikes: int = 0,
 ) -> tuple[np.ndarray, ...]:
     """All ``n_steps`` in one parallel Numba call, neurons in SIMD blocks."""
+    return ion_simulate_checkpointed_cpu(
+        v0, states0, params, i_ext, channels=channels, dt=dt, n_steps=n_steps,
+        record_every=record_every, spike_threshold=spike_threshold, max_spikes=max_spikes,
+        seg_len=0)[:5]
+
+
+def ion_simulate_checkpointed_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray, *,
+    channels: Any, dt: float, n_steps: int, record_every: int = 0,
+    spike_threshold: float = 0.0, max_spikes: int = 0, seg_len: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """:func:`ion_simulate_cpu` that also keeps the backward's checkpoints, in one call.
+
+    With ``seg_len > 0``: the five results, then ``(n_seg, 1 + n_states, n)`` (v and the
+    states at the start of every segment of ``seg_len`` steps) and ``(n_seg, n)`` int64
+    spike counts there (``ops.ion_grad.checkpointed_forward``'s ``whole``).
+    """
     cs = channel_set(channels)
     dtype = v0.dtype
     scalar = dtype.type
@@ -584,13 +611,19 @@ def ion_simulate_cpu(
     V_rec = np.empty((n_rec, n), dtype=dtype)
     counts = np.zeros(n, dtype=np.int64)
     times = np.full((max_spikes, n), np.nan, dtype=dtype)
+    n_seg = -(-n_steps // seg_len) if seg_len > 0 else 0
+    CK = np.empty((n_seg, 1 + states0.shape[0], n), dtype=dtype)
+    CNT = np.zeros((n_seg, n), dtype=np.int64)
     if n and n_steps:
         kernel_for(cs, dtype.name)(
             V, S if S.shape[0] else np.zeros((1, n), dtype), P, I_ext,
             1 if I_ext.shape[0] > 1 else 0, scalar(dt), n_steps, record_every,
-            scalar(spike_threshold), max_spikes, V_rec, counts, times,
+            scalar(spike_threshold), max_spikes, V_rec, counts, times, CK, CNT, seg_len,
         )
-    return V, S, V_rec, counts, times
+    return V, S, V_rec, counts, times, CK, CNT
+
+
+ion_simulate_cpu.checkpointed = ion_simulate_checkpointed_cpu  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------ Hines cable solve
@@ -627,11 +660,18 @@ def hines_solve_cpu(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,
 
 _CABLE_TEMPLATE = '''
 def cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-               max_spikes, V_rec, counts, times, REC):
+               max_spikes, V_rec, counts, times, REC, CK, CNT, seg_len):
     n_comp = V.shape[1]
     d = np.empty(n_comp, dtype=DTYPE)
     b = np.empty(n_comp, dtype=DTYPE)
     for step in range(n_steps):
+        if seg_len > 0 and step % seg_len == 0:  # the backward's checkpoints
+            sg = step // seg_len
+            CNT[sg, c] = counts[c]
+            for j in range(n_comp):
+                CK[sg, 0, c, j] = V[c, j]
+                for k in range(CK.shape[1] - 1):
+                    CK[sg, 1 + k, c, j] = S[k, c, j]
         irow = step * i_rows
         for j in range(n_comp):
             v = V[c, j]
@@ -666,10 +706,10 @@ def cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, th
 
 _CABLE_DRIVER = '''
 def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                 max_spikes, V_rec, counts, times, REC):
+                 max_spikes, V_rec, counts, times, REC, CK, CNT, seg_len):
     for c in prange(V.shape[0]):
         cable_cell(c, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                   max_spikes, V_rec, counts, times, REC)
+                   max_spikes, V_rec, counts, times, REC, CK, CNT, seg_len)
 '''
 
 #: ``{name}``, ``{args}`` (arguments after ``CPL``) and ``{first}`` (the first step): the
@@ -679,7 +719,7 @@ def cable_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr
 #: ``{on_spike}`` and ``{syn_store}``.
 _CABLE_BLOCK_TEMPLATE = '''
 def {name}(lo, V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every, thr,
-           max_spikes, V_rec, counts, times, REC):
+           max_spikes, V_rec, counts, times, REC{ck_args}):
     # Cells in SIMD blocks, as the single-compartment kernel's neurons: each compartment
     # has NR rows of ROW values (one per cell of the block) in one flat array, so that in
     # every vector loop over cells the rows sit at constant offsets from one base and LLVM
@@ -717,7 +757,7 @@ def {name}(lo, V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every,
             buf[pb + AX * ROW + i] += buf[base + C1 * ROW + i]
 {syn_load}
     for step in range({first}, n_steps):
-        for i in range(w):
+{checkpoint}        for i in range(w):
             v_old[i] = buf[i]
         for j in range(n_comp):
             base = j * NR * ROW
@@ -758,11 +798,28 @@ def {name}(lo, V, S, P, I, i_rows, parent, CPL, {args}dt, n_steps, record_every,
 
 _CABLE_BLOCK_DRIVER = '''
 def cable_block_kernel(V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every, thr,
-                       max_spikes, V_rec, counts, times, REC):
+                       max_spikes, V_rec, counts, times, REC, CK, CNT, seg_len):
     n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
     for blk in prange(n_blocks):
         cable_block(blk * BLOCK, V, S, P, I, i_rows, parent, CPL, dt, n_steps, record_every,
-                    thr, max_spikes, V_rec, counts, times, REC)
+                    thr, max_spikes, V_rec, counts, times, REC, CK, CNT, seg_len)
+'''
+
+#: The plain block kernel's checkpoints for the backward (``seg_len > 0``): at the start
+#: of every segment of ``seg_len`` steps, v and the states into ``CK[segment]`` and the
+#: spike counts so far into ``CNT[segment]`` (what ``ops.ion_grad.checkpointed_forward``
+#: collects from one call per segment).
+_CABLE_BLOCK_CHECKPOINT = '''        if seg_len > 0 and step % seg_len == 0:
+            sg = step // seg_len
+            for i in range(w):
+                CNT[sg, lo + i] = counts[lo + i]
+            for j in range(n_comp):
+                base = j * NR * ROW
+                for i in range(w):
+                    CK[sg, 0, lo + i, j] = buf[base + i]
+                for k in range(N_STATES):
+                    for i in range(w):
+                        CK[sg, 1 + k, lo + i, j] = buf[base + (S0 + k) * ROW + i]
 '''
 
 #: Cells per block of the vectorised cable kernels, at most (a block's scratch is n_comp * NR
@@ -912,7 +969,8 @@ def cable_block_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool = 
     """
     lay = _cable_block_layout(cs, CABLE_STAGES, block=block, shared=shared)
     step, _, consts = cable_step_loops(cs, CABLE_STAGES, lay)
-    return cable_block_text(step, "cable_block"), consts
+    return cable_block_text(step, "cable_block", ck_args=", CK, CNT, seg_len",
+                            checkpoint=_CABLE_BLOCK_CHECKPOINT), consts
 
 
 def cable_block_text(step: str, name: str, args: str = "", first: str = "0",
@@ -920,9 +978,11 @@ def cable_block_text(step: str, name: str, args: str = "", first: str = "0",
     """:data:`_CABLE_BLOCK_TEMPLATE` with ``step`` (a compartment's loops) and the solve.
 
     ``synapses``: the network kernel's ``syn_load``, ``syn_step``, ``on_spike`` and
-    ``syn_store`` lines (none for the plain kernel).
+    ``syn_store`` lines (none for the plain kernel); the plain kernel's ``ck_args`` and
+    ``checkpoint`` (:data:`_CABLE_BLOCK_CHECKPOINT`) instead.
     """
-    slots = {"syn_load": "", "syn_step": "", "on_spike": "", "syn_store": "", **synapses}
+    slots = {"syn_load": "", "syn_step": "", "on_spike": "", "syn_store": "", "ck_args": "",
+             "checkpoint": "", **synapses}
     return _CABLE_BLOCK_TEMPLATE.format(
         name=name, args=args, first=first, step=unless_junction(step, " " * 12),
         solve=hines_block_source(" " * 8, "C1", "C0", "0"), **slots)
@@ -1028,6 +1088,26 @@ def cable_simulate_cpu(
     record_at: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Cells in parallel (``prange``), all steps inside: channels, then the Hines solve."""
+    return cable_simulate_checkpointed_cpu(
+        v0, states0, params, i_ext, parent, coupling, channels=channels, dt=dt,
+        n_steps=n_steps, record_every=record_every, spike_threshold=spike_threshold,
+        max_spikes=max_spikes, record_at=record_at, seg_len=0)[:5]
+
+
+def cable_simulate_checkpointed_cpu(
+    v0: np.ndarray, states0: np.ndarray, params: np.ndarray, i_ext: np.ndarray,
+    parent: np.ndarray, coupling: np.ndarray, *, channels: Any, dt: float, n_steps: int,
+    record_every: int = 0, spike_threshold: float = 0.0, max_spikes: int = 0,
+    record_at: Sequence[int] | None = None, seg_len: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """:func:`cable_simulate_cpu` that also keeps the backward's checkpoints, in one call.
+
+    With ``seg_len > 0``: the five results, then ``(n_seg, 1 + n_states, n_cells, n_comp)``
+    (v and the states at the start of every segment of ``seg_len`` steps) and
+    ``(n_seg, n_cells)`` int64 spike counts there, as ``ops.ion_grad.checkpointed_forward``
+    gathers them from one call per segment (it takes this instead: one kernel call, not one
+    per segment).
+    """
     cs = channel_set(channels)
     dtype = v0.dtype
     scalar = dtype.type
@@ -1037,15 +1117,21 @@ def cable_simulate_cpu(
     cols = ion.record_columns(record_at, n_comp)
     V, S, V_rec, counts, times = ion.kernel_outputs(np, v0, states0, n_steps, record_every,
                                                     max_spikes, cols.shape[0])
+    n_seg = -(-n_steps // seg_len) if seg_len > 0 else 0
+    CK = np.empty((n_seg, 1 + states0.shape[0], n_cells, n_comp), dtype=dtype)
+    CNT = np.zeros((n_seg, n_cells), dtype=np.int64)
     if n_cells and n_steps:
         cable_kernel_for(cs, dtype.name, n_comp)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling),
             scalar(dt), n_steps, record_every, scalar(spike_threshold), max_spikes, V_rec,
-            counts, times, cols,
+            counts, times, cols, CK, CNT, seg_len,
         )
-    return V, S, V_rec, counts, times
+    return V, S, V_rec, counts, times, CK, CNT
+
+
+cable_simulate_cpu.checkpointed = cable_simulate_checkpointed_cpu  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------- networks: CSR synapses on spikes
