@@ -14,7 +14,9 @@ measured; the voltages of every compartment of all 500 cells agreed to 1.0e-7 mV
 ms, and tests/test_ion_cable_network.py checks a small network to 1e-8 mV).
 """
 
+import functools
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -59,30 +61,40 @@ def run_fusekit(net):
     return net.run(N_STEPS * DT, dt=DT, backend="cpu")
 
 
-def test_fusekit_cable_network_cpu(benchmark):
-    benchmark.group = GROUP
-    make_net().run(10 * DT, dt=DT, backend="cpu")  # compile (or load) the kernel
+def time_fusekit(benchmark, make, group, comp_steps):
+    """Time ``make()``'s network on fusekit's CPU kernel; its run's result."""
+    benchmark.group = group
+    make().run(10 * DT, dt=DT, backend="cpu")  # compile (or load) the kernel
     # a fresh network every round (set up outside the timing): a run carries its state on
-    out = benchmark.pedantic(run_fusekit, setup=lambda: ((make_net(),), {}), rounds=3,
+    out = benchmark.pedantic(run_fusekit, setup=lambda: ((make(),), {}), rounds=3,
                              iterations=1)
-    report(benchmark, out.spike_count)
+    report(benchmark, out.spike_count, comp_steps)
+    return out
+
+
+def time_neuron(benchmark, make, group, comp_steps):
+    """Time the same network built in NEURON by to_neuron; compare the spike counts."""
+    pytest.importorskip("neuron")
+    from fusekit.neuro import to_neuron
+
+    model = to_neuron(make(), DT)
+    benchmark.group = group
+    counts = benchmark.pedantic(lambda: model.run(N_STEPS * DT, threads=THREADS)[1], rounds=2,
+                                iterations=1)
+    report(benchmark, counts, comp_steps)
+    ours = run_fusekit(make()).spike_count
+    benchmark.extra_info["cells_whose_spike_count_differs"] = int((counts != ours).sum())
+    assert np.abs(counts - ours).max() <= 1
+
+
+def test_fusekit_cable_network_cpu(benchmark):
+    out = time_fusekit(benchmark, make_net, GROUP, COMP_STEPS)
     undriven = make_net().i_ext[:, 0] == 0
     assert out.spike_count[undriven].sum() > 0  # the synapses made undriven cells fire
 
 
 def test_neuron_cable_network(benchmark):
-    pytest.importorskip("neuron")
-    from fusekit.neuro import to_neuron
-
-    net = make_net()
-    model = to_neuron(net, DT)
-    benchmark.group = GROUP
-    counts = benchmark.pedantic(lambda: model.run(N_STEPS * DT, threads=THREADS)[1], rounds=2,
-                                iterations=1)
-    report(benchmark, counts)
-    ours = run_fusekit(make_net()).spike_count
-    benchmark.extra_info["cells_whose_spike_count_differs"] = int((counts != ours).sum())
-    assert np.abs(counts - ours).max() <= 1
+    time_neuron(benchmark, make_net, GROUP, COMP_STEPS)
 
 
 # Reconstructed cells as NEURON imports them: fusekit's synthetic reconstruction (1,013 SWC
@@ -95,21 +107,22 @@ GROUP_IMPORTED = (f"HH network of {N_IMPORTED} reconstructed cells as NEURON imp
                   "(Import3d, d_lambda 0.1), 50 ms, float64")
 
 
-def make_imported_net(_cache={}):  # noqa: B006 - the tree is built once per session
+@functools.lru_cache(maxsize=1)
+def imported_tree():
+    """The synthetic reconstruction as NEURON imports it (built once)."""
+    from fusekit.neuro import _cable, read_swc
+
+    with tempfile.TemporaryDirectory() as where:
+        _cable.synthetic_swc(f"{where}/cell.swc")
+        return read_swc(f"{where}/cell.swc").neuron_tree(0.1)
+
+
+def make_imported_net():
     """The network of imported cells (weights drawn in uS, as a NEURON user gives them)."""
-    if "tree" not in _cache:
-        import tempfile
-
-        from fusekit.neuro import _cable, read_swc
-
-        with tempfile.TemporaryDirectory() as where:
-            _cable.synthetic_swc(f"{where}/cell.swc")
-            _cache["tree"] = read_swc(f"{where}/cell.swc").neuron_tree(0.1)
-    tree = _cache["tree"]
+    tree = imported_tree()
     rng = np.random.default_rng(1)
     indptr, indices, w_us = random_connectivity(N_IMPORTED, P_CONNECT, WEIGHT_US, rng)
-    n_comp = tree.node.size
-    comps = rng.integers(0, n_comp, indices.shape[0])
+    comps = rng.integers(0, tree.node.size, indices.shape[0])
     drive = np.where(rng.random(N_IMPORTED) < 0.2, rng.uniform(20.0, 60.0, N_IMPORTED), 0.0)
     weights = w_us * 1e-3 / tree.area[tree.node][comps]
     net = CableNetwork(HH_CHANNELS, tree, (indptr, indices, weights), synapse_compartment=comps,
@@ -118,26 +131,14 @@ def make_imported_net(_cache={}):  # noqa: B006 - the tree is built once per ses
     return net
 
 
+def imported_steps():
+    return N_IMPORTED * imported_tree().node.size * N_STEPS
+
+
 def test_fusekit_imported_cells_cpu(benchmark):
-    benchmark.group = GROUP_IMPORTED
-    make_imported_net().run(10 * DT, dt=DT, backend="cpu")  # compile (or load) the kernel
-    out = benchmark.pedantic(run_fusekit, setup=lambda: ((make_imported_net(),), {}), rounds=3,
-                             iterations=1)
-    net = make_imported_net()
-    report(benchmark, out.spike_count, N_IMPORTED * net.v.shape[1] * N_STEPS)
-    assert out.spike_count[net.i_ext[:, 0] > 0].min() > 0
+    out = time_fusekit(benchmark, make_imported_net, GROUP_IMPORTED, imported_steps())
+    assert out.spike_count[make_imported_net().i_ext[:, 0] > 0].min() > 0
 
 
 def test_neuron_imported_cells(benchmark):
-    pytest.importorskip("neuron")
-    from fusekit.neuro import to_neuron
-
-    net = make_imported_net()
-    model = to_neuron(net, DT)
-    benchmark.group = GROUP_IMPORTED
-    counts = benchmark.pedantic(lambda: model.run(N_STEPS * DT, threads=THREADS)[1], rounds=2,
-                                iterations=1)
-    report(benchmark, counts, N_IMPORTED * net.v.shape[1] * N_STEPS)
-    ours = run_fusekit(make_imported_net()).spike_count
-    benchmark.extra_info["cells_whose_spike_count_differs"] = int((counts != ours).sum())
-    assert np.abs(counts - ours).max() <= 1
+    time_neuron(benchmark, make_imported_net, GROUP_IMPORTED, imported_steps())
