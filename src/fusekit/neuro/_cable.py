@@ -260,8 +260,8 @@ class Morphology:
         frustum. This builds the same sections and ``nseg`` (``lambda_f`` over the 3-d points,
         ``nseg = int((L / (d_lambda lambda_f) + 0.9) / 2) * 2 + 1``), and every segment's area
         and half resistances integrated over its frusta as NEURON does: the voltages then
-        agree with NEURON's to about 1e-5 mV (NEURON stores 3-d points in float32; with the
-        points rounded to float32, to 1e-9). :meth:`discretize` instead keeps fusekit's
+        agree with NEURON's to within 1e-4 mV (NEURON stores 3-d points in float32; with the
+        points rounded to float32, to 1e-8 mV). :meth:`discretize` instead keeps fusekit's
         cylinder per point and every section's exact area and resistance.
 
         Args:
