@@ -870,6 +870,32 @@ def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
     return (sizes[-1] if 3 * size(sizes[-1]) <= 4 * budget else CABLE_BLOCK), True
 
 
+def cells_block(block: int, n_cells: int, threads: int | None = None) -> int:
+    """``block`` (from :func:`cable_block_for`) narrowed for ``n_cells`` cells on ``threads``.
+
+    Halved (down to 8) while it is at least twice the population (its rows' unused lanes
+    cost cache), then while the busiest thread would get more than 1.25 times its share of
+    cells (``prange`` gives each thread a run of blocks): 64 cells of 58 compartments on two
+    threads were one block on one thread. On Zen 1, 58 compartments, float64: 8 cells'
+    gradient 1.25x faster in blocks of 8; two threads, 64 cells 1.9-2.0x and 200 cells 1.2x
+    faster (docs/benchmarks.md, "Cable kernels: blocks by population").
+    """
+    if threads is None:
+        import numba
+
+        threads = numba.get_num_threads()
+    while block > 8 and block >= 2 * n_cells:
+        block //= 2
+
+    def busiest(b: int) -> int:  # cells of the thread with the most blocks
+        n_blocks = -(-n_cells // b)
+        return min(-(-n_blocks // threads) * b, n_cells)
+
+    while block > 8 and busiest(block) * threads > 1.25 * n_cells:
+        block //= 2
+    return block
+
+
 def block_kind(kind: str, block: int, shared: bool) -> str:
     """A kernel family's name for blocks of ``block`` cells and shared spill rows or not."""
     return kind if (block, shared) == (CABLE_BLOCK, False) else f"{kind}{block}{'s' * shared}"
@@ -1052,13 +1078,14 @@ def cable_source(cs: ChannelSet) -> str:
                                   stores="\n".join(stores) or f"{ind}pass")
 
 
-def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1) -> Any:
-    """The compiled multi-compartment kernel for ``cs``, ``dtype`` and ``n_comp``.
+def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1,
+                     n_cells: int | None = None) -> Any:
+    """The compiled multi-compartment kernel for ``cs``, ``dtype``, ``n_comp`` and ``n_cells``.
 
     One per process and block size (cells of ``n_comp`` compartments). Channels that can
     be traced get the vectorised kernel (cells in SIMD blocks of :func:`cable_block_for`
-    cells, :func:`cable_block_source`); the others the per-cell kernel that calls their
-    compiled functions (:func:`cable_source`).
+    cells, narrowed for ``n_cells`` by :func:`cells_block`; :func:`cable_block_source`); the
+    others the per-cell kernel that calls their compiled functions (:func:`cable_source`).
     """
     from ...ops.ion_symbolic import is_traceable
 
@@ -1067,6 +1094,8 @@ def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1) -> Any:
                                  "cable_cell", "cable_kernel", {}, voltage=False)
     lay = _cable_block_layout(cs, CABLE_STAGES, shared=True)
     block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
+    if n_cells is not None:
+        block = cells_block(block, n_cells)
     kind = block_kind("cable_block", block, shared)
     compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:
@@ -1121,7 +1150,7 @@ def cable_simulate_checkpointed_cpu(
     CK = np.empty((n_seg, 1 + states0.shape[0], n_cells, n_comp), dtype=dtype)
     CNT = np.zeros((n_seg, n_cells), dtype=np.int64)
     if n_cells and n_steps:
-        cable_kernel_for(cs, dtype.name, n_comp)(
+        cable_kernel_for(cs, dtype.name, n_comp, n_cells)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling),

@@ -39,6 +39,7 @@ from .ion import (
     cable_block_for,
     cable_spill_rows,
     cable_step_loops,
+    cells_block,
     graph_math,
     hines_block_source,
     place_spill,
@@ -503,14 +504,18 @@ def cable_generated_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: boo
 _cable_kernels: dict[tuple[str, str, int, bool], Any] = {}
 
 
-def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1) -> Any:
-    """The compiled cable adjoint kernel for ``cs``, ``dtype`` and ``n_comp``.
+def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1,
+                     n_cells: int | None = None) -> Any:
+    """The compiled cable adjoint kernel for ``cs``, ``dtype``, ``n_comp`` and ``n_cells``.
 
-    Cells of ``n_comp`` compartments in blocks of ``cpu.ion.cable_block_for`` cells
-    (generated on first use).
+    Cells of ``n_comp`` compartments in blocks of ``cpu.ion.cable_block_for`` cells,
+    narrowed for ``n_cells`` by ``cpu.ion.cells_block`` as the forward's (generated on first
+    use).
     """
     lay = _cable_layout(cs, shared=True)
     block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
+    if n_cells is not None:
+        block = cells_block(block, n_cells)
     key = (cs.key, dtype, block, shared)
     compiled = _cable_kernels.get(key)
     if compiled is None:
@@ -554,7 +559,7 @@ def cable_adjoint_cpu(
     OI = np.zeros(I_ext.shape, dtype=dtype)
     OC = np.zeros(coupling.shape, dtype=dtype)
     if n_cells and checkpoints.shape[0]:
-        cable_kernel_for(cs, dtype.name, n_comp)(
+        cable_kernel_for(cs, dtype.name, n_comp, n_cells)(
             c(checkpoints), c(counts_at), c(params), I_ext, 0 if constant else 1,
             c(parent, dtype=np.int64), c(coupling), c(g_v), c(g_states), c(g_v_record),
             c(g_spike_times), record_columns(record_at, n_comp), int(segment), int(n_steps),

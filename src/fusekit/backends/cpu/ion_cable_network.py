@@ -31,6 +31,7 @@ from .ion import (
     cable_block_for,
     cable_block_text,
     cable_step_loops,
+    cells_block,
     deliver_source,
     graph_math,
 )
@@ -127,16 +128,20 @@ def cable_network_source(cs: ChannelSet, block: int = CABLE_BLOCK, shared: bool 
     return text + _DRIVER.format(deliver=deliver_source(" " * 8)), lay, consts
 
 
-def kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1, n_types: int = 1) -> Any:
-    """The compiled kernel for ``cs``, ``dtype`` and ``n_comp``.
+def kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1, n_types: int = 1,
+               n_cells: int | None = None) -> Any:
+    """The compiled kernel for ``cs``, ``dtype``, ``n_comp`` and ``n_cells``.
 
-    One per process and block size (cells of ``n_comp`` compartments), cached on disk.
+    One per process and block size (cells of ``n_comp`` compartments; the block narrowed
+    for ``n_cells`` by ``cpu.ion.cells_block``), cached on disk.
     """
     from ...ops.ion_symbolic import is_traceable
 
     lay = _cable_block_layout(cs, CABLE_STAGES, traced=is_traceable(cs), shared=True)
     block, shared = cable_block_for(n_comp, lay["NR"] + n_types, lay["N_SPILL"],  # synapses
                                     np.dtype(dtype).itemsize)
+    if n_cells is not None:
+        block = cells_block(block, n_cells)
     kind = block_kind("cable_network", block, shared)
     compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:
@@ -177,7 +182,7 @@ def cable_network_simulate_cpu(
         targets = icn.synapse_targets(np.asarray(indices, np.int64),
                                       np.asarray(synapse_compartment, np.int64), n_cells,
                                       n_comp, cell_major=False)
-        kernel_for(cs, dtype.name, n_comp, n_types)(
+        kernel_for(cs, dtype.name, n_comp, n_types, n_cells)(
             V, S if S.shape[0] else np.zeros((1, n_cells, n_comp), dtype),
             np.ascontiguousarray(params), I_ext, 1 if i_ext.ndim == 3 else 0,
             np.ascontiguousarray(parent, dtype=np.int64), np.ascontiguousarray(coupling), GS,
