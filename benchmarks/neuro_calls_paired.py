@@ -32,7 +32,7 @@ Cases (each pair alternated round by round, wall-clock seconds):
   CPU kernel's rate depends on the size of the tree. Run it with ``NUMBA_NUM_THREADS=1`` for
   one thread, and with ``PYTHONPATH`` at another tree's ``src`` to compare two trees.
 
-* ``cable_grad``: ``cable_simulate`` of 1, 8 and 64 HH cells of that reconstruction at
+* ``cable_grad``: ``cable_simulate`` of 1, 8 and 64 (``--cells``) HH cells of that reconstruction at
   ``d_lambda`` 0.1, 2,000 steps, float64: the forward (NumPy arrays) and the checkpointed
   gradient of the mean somatic potential w.r.t. every parameter row (torch tensors, the
   forward and the compiled adjoint), the best of ``--rounds`` calls each and their ratio.
@@ -230,14 +230,14 @@ def _discretize_case(rounds: int) -> None:
               f"{int(got.spike_count.sum())}, spike times {err:.4f} ms apart", flush=True)
 
 
-def _cable_grad_case(rounds: int) -> None:
+def _cable_grad_case(rounds: int, cells: tuple[int, ...] = (1, 8, 64)) -> None:
     import torch
 
     import fusekit
 
     fine, cell_arrays, hh = _reconstruction()
     coarse = fine.discretize(0.1)
-    for n in (1, 8, 64):
+    for n in cells:
         arrays = cell_arrays(coarse, np.linspace(20.0, 100.0, n))
         kw = {"channels": hh, "dt": 0.025, "n_steps": 2000, "record_every": 4,
               "record_at": [0], "max_spikes": 20, "backend": "cpu"}
@@ -296,13 +296,18 @@ def main() -> None:
                         choices=["record", "compile", "engine", "memory", "cable_network",
                                  "discretize", "cable_sizes", "cable_grad"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cells", type=int, nargs="+", default=[1, 8, 64],
+                        help="cable_grad: the population sizes")
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
              "memory": _memory_case, "cable_network": _cable_network_case,
              "discretize": _discretize_case, "cable_sizes": _cable_sizes_case,
              "cable_grad": _cable_grad_case}
     for case in args.cases:
-        cases[case](args.rounds)
+        if case == "cable_grad":
+            _cable_grad_case(args.rounds, tuple(args.cells))
+        else:
+            cases[case](args.rounds)
 
 
 if __name__ == "__main__":
