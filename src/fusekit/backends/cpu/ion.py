@@ -876,9 +876,9 @@ def cells_block(block: int, n_cells: int, threads: int | None = None) -> int:
     Halved (down to 8) while it is at least twice the population (its rows' unused lanes
     cost cache), then while the busiest thread would get more than 1.25 times its share of
     cells (``prange`` gives each thread a run of blocks): 64 cells of 58 compartments on two
-    threads were one block on one thread. On Zen 1, 58 compartments, float64: 8 cells'
-    gradient 1.25x faster in blocks of 8; two threads, 64 cells 1.9-2.0x and 200 cells 1.2x
-    faster (docs/benchmarks.md, "Cable kernels: blocks by population").
+    threads were one block on one thread. On Zen 1, 61 compartments, float64: 8 cells'
+    gradient 1.2-1.3x faster in blocks of 8; two threads, 64 cells 1.8-2.0x and 200 cells
+    1.1-1.15x faster (docs/benchmarks.md, "Cable kernels: blocks by population").
     """
     if threads is None:
         import numba
