@@ -871,28 +871,24 @@ def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
 
 
 def cells_block(block: int, n_cells: int, threads: int | None = None) -> int:
-    """``block`` (from :func:`cable_block_for`) narrowed for ``n_cells`` cells on ``threads``.
+    """``block`` (from :func:`cable_block_for`), or 8 where ``n_cells`` cells ask for it.
 
-    Halved (down to 8) while it is at least twice the population (its rows' unused lanes
-    cost cache), then while the busiest thread would get more than 1.25 times its share of
-    cells (``prange`` gives each thread a run of blocks): 64 cells of 58 compartments on two
-    threads were one block on one thread. On Zen 1, 61 compartments, float64: 8 cells'
-    gradient 1.2-1.3x faster in blocks of 8; two threads, 64 cells 1.8-2.0x and 200 cells
-    1.1-1.15x faster (docs/benchmarks.md, "Cable kernels: blocks by population").
+    Blocks of 8 where ``block`` is at least twice the population (its rows' unused lanes
+    cost cache) or would give the busiest thread more than 1.25 times its share of cells
+    (``prange`` gives each thread a run of blocks: 64 cells on two threads were one block on
+    one thread). Two sizes only, so that a process compiles at most two variants of a
+    kernel. On Zen 1, 61 compartments, float64: 8 cells' gradient 1.2-1.3x faster; two
+    threads, 64 cells about 2x and 200 cells 1.2-1.3x faster (docs/benchmarks.md, "Cable
+    kernels: blocks by population").
     """
     if threads is None:
         import numba
 
         threads = numba.get_num_threads()
-    while block > 8 and block >= 2 * n_cells:
-        block //= 2
-
-    def busiest(b: int) -> int:  # cells of the thread with the most blocks
-        n_blocks = -(-n_cells // b)
-        return min(-(-n_blocks // threads) * b, n_cells)
-
-    while block > 8 and busiest(block) * threads > 1.25 * n_cells:
-        block //= 2
+    n_blocks = -(-n_cells // block)
+    busiest = min(-(-n_blocks // threads) * block, n_cells)  # the thread with the most blocks
+    if block > 8 and (block >= 2 * n_cells or busiest * threads > 1.25 * n_cells):
+        return 8
     return block
 
 
