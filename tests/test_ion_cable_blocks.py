@@ -24,7 +24,7 @@ TREE = cable_tree(np.array([-1, 0, 0, 1, 1, 2, 5]), [20.0, 100.0, 80.0, 60.0, 50
 
 @pytest.fixture(params=[(8, True)], ids=["8-shared"])
 def layout(request, monkeypatch):
-    def forced(n_comp, rows, n_spill, itemsize):
+    def forced(n_comp, rows, n_spill, itemsize, n_cells=None):
         return request.param
 
     for module in (cpu_ion, cpu_adj, cpu_net):

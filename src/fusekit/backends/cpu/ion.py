@@ -844,7 +844,8 @@ def cable_block_budget() -> int:
 
 
 def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
-                    budget: int | None = None) -> tuple[int, bool]:
+                    budget: int | None = None, n_cells: int | None = None
+                    ) -> tuple[int, bool]:
     """Cells per block, and whether the spill rows are shared, for ``n_comp`` compartments.
 
     ``rows``: a compartment's rows; ``n_spill``: the stages' spill rows; ``budget``: bytes
@@ -854,9 +855,17 @@ def cable_block_for(n_comp: int, rows: int, n_spill: int, itemsize: int,
     shared (after all compartments' rows, written and read by one compartment's stages at a
     time) and the block the largest of ``CABLE_BLOCK``, its half, quarter and eighth whose rows
     fit; if none does, the eighth while its rows fit in 4/3 of the budget, else
-    ``CABLE_BLOCK`` (when every block sweeps from memory, longer vector loops win).
+    ``CABLE_BLOCK`` (when every block sweeps from memory, longer vector loops win). With
+    ``n_cells``, the block is then fitted to the population (:func:`cells_block`).
     """
     budget = cable_block_budget() if budget is None else budget
+    block, shared = _tree_block(n_comp, rows, n_spill, itemsize, budget)
+    return (block if n_cells is None else cells_block(block, n_cells)), shared
+
+
+def _tree_block(n_comp: int, rows: int, n_spill: int, itemsize: int,
+                budget: int) -> tuple[int, bool]:
+    """:func:`cable_block_for` from the tree's size alone."""
 
     def size(block: int, per_comp: int = rows) -> int:
         return n_comp * per_comp * (block + ROW_PAD) * itemsize
@@ -1089,9 +1098,8 @@ def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1,
         return _generated_kernel("cable", cs, dtype, lambda: cable_source(cs) + _CABLE_DRIVER,
                                  "cable_cell", "cable_kernel", {}, voltage=False)
     lay = _cable_block_layout(cs, CABLE_STAGES, shared=True)
-    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
-    if n_cells is not None:
-        block = cells_block(block, n_cells)
+    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize,
+                                    n_cells=n_cells)
     kind = block_kind("cable_block", block, shared)
     compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:

@@ -39,7 +39,6 @@ from .ion import (
     cable_block_for,
     cable_spill_rows,
     cable_step_loops,
-    cells_block,
     graph_math,
     hines_block_source,
     place_spill,
@@ -513,9 +512,8 @@ def cable_kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1,
     use).
     """
     lay = _cable_layout(cs, shared=True)
-    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize)
-    if n_cells is not None:
-        block = cells_block(block, n_cells)
+    block, shared = cable_block_for(n_comp, lay["NR"], lay["N_SPILL"], np.dtype(dtype).itemsize,
+                                    n_cells=n_cells)
     key = (cs.key, dtype, block, shared)
     compiled = _cable_kernels.get(key)
     if compiled is None:

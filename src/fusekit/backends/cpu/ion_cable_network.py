@@ -31,7 +31,6 @@ from .ion import (
     cable_block_for,
     cable_block_text,
     cable_step_loops,
-    cells_block,
     deliver_source,
     graph_math,
 )
@@ -139,9 +138,7 @@ def kernel_for(cs: ChannelSet, dtype: str, n_comp: int = 1, n_types: int = 1,
 
     lay = _cable_block_layout(cs, CABLE_STAGES, traced=is_traceable(cs), shared=True)
     block, shared = cable_block_for(n_comp, lay["NR"] + n_types, lay["N_SPILL"],  # synapses
-                                    np.dtype(dtype).itemsize)
-    if n_cells is not None:
-        block = cells_block(block, n_cells)
+                                    np.dtype(dtype).itemsize, n_cells=n_cells)
     kind = block_kind("cable_network", block, shared)
     compiled = _kernels.get((kind, cs.key, dtype))
     if compiled is not None:
