@@ -38,6 +38,13 @@ Cases (each pair alternated round by round, wall-clock seconds):
   forward and the compiled adjoint), the best of ``--rounds`` calls each and their ratio.
   Compare two trees by alternating runs with ``PYTHONPATH`` at each tree's ``src``.
 
+* ``widths``: ``Population.run`` and ``Network.run`` (5% connectivity) of 100 ms for
+  ``--cells`` HH neurons (default 100, 300, 600), float32 and float64, the kernels' blocks as
+  ``cpu.ion.block_width`` narrows them for the threads against blocks of the kernels' full
+  width (``neuron_width`` forced to it), alternated call by call in one process; the best
+  of ``--rounds`` calls each and their ratio. The forward-mode and adjoint kernels take the
+  same widths. Run with two or more threads (one thread keeps the full width).
+
     python benchmarks/neuro_calls_paired.py --cases record compile engine --rounds 3
 """
 
@@ -290,14 +297,48 @@ def _cable_sizes_case(rounds: int) -> None:
               f"{n * nodes * steps / best / 1e6:.1f} M compartment-steps/s", flush=True)
 
 
+def _widths_case(rounds: int, cells: tuple[int, ...] = (100, 300, 600)) -> None:
+    import scipy.sparse as sp
+
+    import fusekit
+    from fusekit.backends.cpu import ion as cpu_ion
+    from fusekit.neuro import HH_CHANNELS, Network, Population
+
+    balanced = cpu_ion.neuron_width
+    for n in cells:
+        for dtype in (np.float32, np.float64):
+            pop = Population(HH_CHANNELS, n, dtype=dtype)
+            pop.i_ext[:] = np.linspace(0.0, 20.0, n)
+            W = sp.random(n, n, density=0.05, format="csr", random_state=0) * 0.3
+            net = Network(HH_CHANNELS, W, dtype=dtype)
+            net.i_ext[:] = np.linspace(0.0, 20.0, n)
+            for label, model in (("population", pop), ("network", net)):
+                best = {"balanced": float("inf"), "full width": float("inf")}
+                model.run(1.0)  # compile (or load) the kernel
+                for _ in range(rounds):
+                    for way in best:
+                        cpu_ion.neuron_width = (balanced if way == "balanced" else
+                                                lambda n, block=cpu_ion.NEURON_BLOCK: block)
+                        try:
+                            t = time.perf_counter()
+                            model.run(100.0)
+                            best[way] = min(best[way], time.perf_counter() - t)
+                        finally:
+                            cpu_ion.neuron_width = balanced
+                print(f"widths ({fusekit.get_num_threads()} threads): {label} of {n}, "
+                      f"{np.dtype(dtype).name}: full width {best['full width'] * 1e3:.2f} ms, "
+                      f"balanced {best['balanced'] * 1e3:.2f} ms "
+                      f"({best['full width'] / best['balanced']:.2f}x)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["record", "compile", "engine"],
                         choices=["record", "compile", "engine", "memory", "cable_network",
-                                 "discretize", "cable_sizes", "cable_grad"])
+                                 "discretize", "cable_sizes", "cable_grad", "widths"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cells", type=int, nargs="+", default=[1, 8, 64],
-                        help="cable_grad: the population sizes")
+                        help="cable_grad and widths: the population sizes")
     args = parser.parse_args()
     cases = {"record": _record_case, "compile": _compile_case, "engine": _engine_case,
              "memory": _memory_case, "cable_network": _cable_network_case,
@@ -306,6 +347,9 @@ def main() -> None:
     for case in args.cases:
         if case == "cable_grad":
             _cable_grad_case(args.rounds, tuple(args.cells))
+        elif case == "widths":
+            _widths_case(args.rounds, tuple(args.cells) if args.cells != [1, 8, 64]
+                         else (100, 300, 600))
         else:
             cases[case](args.rounds)
 

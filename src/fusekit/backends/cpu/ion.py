@@ -4,8 +4,9 @@ The kernel source is generated from the channels (``ops.ion_channel.step_source`
 compiled once per process for each ``(channel set, dtype)``. Its structure is what made the
 prototype fast (see DESIGN.md):
 
-* neurons in blocks of ``NEURON_BLOCK``; ``prange`` over blocks, and every time step inside,
-  so threads never synchronise between steps;
+* neurons in blocks of up to ``NEURON_BLOCK`` (:func:`block_width`: narrower where that gives
+  every thread an equal run); ``prange`` over blocks, and every time step inside, so threads
+  never synchronise between steps;
 * a block's potentials, states and parameters live in small contiguous scratch arrays, and the
   loop over the neurons of a block is plain arithmetic that LLVM vectorises: the channel
   functions are inlined and ``exp`` is the polynomial of ``_vmath`` (``math.exp`` would stay a
@@ -54,12 +55,14 @@ from ._numba import configure, njit
 from ._vmath import exp_f32, exp_f64
 
 _FLOATS = ("float32", "float64")
-#: Neurons per block: one thread's unit of work. 64 keeps squid HH's float64 scratch (about
-#: 29 rows) in a 32 KiB L1: 2-3.5% faster than 256 in interleaved runs (forward float32 and
-#: float64, forward mode, backprop; 32 and 128 measured like 64).
+#: Neurons per block at most: one thread's unit of work (:func:`block_width` narrows it so
+#: that every thread gets an equal run). 64 keeps squid HH's float64 scratch (about 29 rows)
+#: in a 32 KiB L1: 2-3.5% faster than 256 in interleaved runs (forward float32 and float64,
+#: forward mode, backprop; 32 and 128 measured like 64).
 NEURON_BLOCK = 64
-#: Neurons per block of the network kernel, which starts its blocks anew every delay window
-#: (their scratch allocated and loaded each time): 64 measured 1-2% slower than 256 there.
+#: Neurons per block (at most) of the network kernel, which starts its blocks anew every
+#: delay window (their scratch allocated and loaded each time): 64 measured 1-2% slower than
+#: 256 there.
 NETWORK_BLOCK = 256
 #: Values between two rows of a block's scratch array beyond the block's: rows a multiple of
 #: 4 KiB apart made loads wait on unrelated stores (4K aliasing); 16 values measured 1.05-1.1x
@@ -97,9 +100,9 @@ def spikes_source(in_slot: Sequence[str] = (), on_spike: Sequence[str] = ()) -> 
                           on_spike="".join("\n" + " " * 20 + x for x in on_spike))
 
 _TEMPLATE = '''
-def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
+def ion_block(lo, width, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
               V_rec, counts, times, CK, CNT, seg_len):
-    w = min(BLOCK, V.shape[0] - lo)
+    w = min(width, V.shape[0] - lo)
     # One flat scratch array, rows of ROW values (BLOCK and a pad): v, v before the step,
     # i_ext, states, params, then the values carried between the stages of a step.
     # A single array with constant row offsets lets LLVM prove the vector loop free of
@@ -145,10 +148,10 @@ def ion_block(lo, V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes
 
 _DRIVER = '''
 def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
-               V_rec, counts, times, CK, CNT, seg_len):
-    n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
+               V_rec, counts, times, CK, CNT, seg_len, width):
+    n_blocks = (V.shape[0] + width - 1) // width
     for blk in prange(n_blocks):
-        ion_block(blk * BLOCK, V, S, P, I, i_rows, dt, n_steps, record_every, thr,
+        ion_block(blk * width, width, V, S, P, I, i_rows, dt, n_steps, record_every, thr,
                   max_spikes, V_rec, counts, times, CK, CNT, seg_len)
 '''
 
@@ -619,6 +622,7 @@ def ion_simulate_checkpointed_cpu(
             V, S if S.shape[0] else np.zeros((1, n), dtype), P, I_ext,
             1 if I_ext.shape[0] > 1 else 0, scalar(dt), n_steps, record_every,
             scalar(spike_threshold), max_spikes, V_rec, counts, times, CK, CNT, seg_len,
+            neuron_width(n),
         )
     return V, S, V_rec, counts, times, CK, CNT
 
@@ -901,6 +905,33 @@ def cells_block(block: int, n_cells: int, threads: int | None = None) -> int:
     return block
 
 
+def block_width(n: int, block: int, threads: int) -> int:
+    """Neurons per block for ``n`` neurons on ``threads`` threads: at most ``block``.
+
+    ``prange`` gives each thread an equal run of blocks, so a population that is not a
+    multiple of ``threads`` blocks left one thread most of the work: 300 neurons in blocks
+    of 256 were 256 on one thread and 44 on the other. Here the blocks are as many as the
+    ``block``-wide ones, rounded up to a multiple of ``threads``, and all about equal (a
+    multiple of 8, one AVX vector of float32): 300 neurons are two blocks of 152 and 148.
+    One thread keeps ``block``.
+    The width is a run-time value, so no kernel variant is compiled for it; each neuron's
+    arithmetic is the same at any width (the same bits).
+    """
+    if n <= 0 or threads <= 1:
+        return block
+    n_blocks = (n + block - 1) // block
+    runs = (n_blocks + threads - 1) // threads  # blocks per thread
+    width = (n + runs * threads - 1) // (runs * threads)
+    return min(block, (width + 7) // 8 * 8)
+
+
+def neuron_width(n: int, block: int = NEURON_BLOCK) -> int:
+    """:func:`block_width` for ``n`` neurons on this process's Numba threads."""
+    import numba
+
+    return block_width(n, block, numba.get_num_threads())
+
+
 def block_kind(kind: str, block: int, shared: bool) -> str:
     """A kernel family's name for blocks of ``block`` cells and shared spill rows or not."""
     return kind if (block, shared) == (CABLE_BLOCK, False) else f"{kind}{block}{'s' * shared}"
@@ -1173,9 +1204,9 @@ cable_simulate_cpu.checkpointed = cable_simulate_checkpointed_cpu  # type: ignor
 _NET_SPIKES = spikes_source(on_spike=["SPIKED[s, lo + j] = 1"])
 
 _NET_TEMPLATE = '''
-def net_block(lo, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay, e_syn,
-              record_every, thr, max_spikes, V_rec, counts, times):
-    w = min(BLOCK, V.shape[0] - lo)
+def net_block(lo, width, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt, syn_decay,
+              e_syn, record_every, thr, max_spikes, V_rec, counts, times):
+    w = min(width, V.shape[0] - lo)
     # Rows of ROW values: v, v before the step, i_ext, the first synapse type's conductance
     # and its arrivals, states, params, the other types' summed conductance and its product
     # with their reversal potentials, the values carried between the stages of a step (as
@@ -1286,13 +1317,13 @@ def network_staged_source(cs: ChannelSet) -> tuple[str, int, dict[str, float]]:
 _NET_DRIVER = '''
 def net_kernel(V, S, P, I, i_rows, GS, indptr, indices, weights, types, dt, n_steps, delay,
                syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times, INC,
-               SPIKED):
+               SPIKED, width):
     n = V.shape[0]
-    n_blocks = (n + BLOCK - 1) // BLOCK
+    n_blocks = (n + width - 1) // width
     for w0 in range(0, n_steps, delay):
         w_len = min(delay, n_steps - w0)
         for blk in prange(n_blocks):
-            net_block(blk * BLOCK, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt,
+            net_block(blk * width, width, w0, w_len, V, S, P, I, i_rows, GS, INC, SPIKED, dt,
                       syn_decay, e_syn, record_every, thr, max_spikes, V_rec, counts, times)
 {deliver}
 '''
@@ -1420,7 +1451,7 @@ def network_simulate_cpu(
             np.array(ion.synapse_decays(dt, tau_syn), dtype=dtype),
             np.array(e_syn, dtype=dtype), record_every, scalar(spike_threshold), max_spikes,
             V_rec, counts, times, INC,
-            np.zeros((delay_steps, n), np.uint8),
+            np.zeros((delay_steps, n), np.uint8), neuron_width(n, NETWORK_BLOCK),
         )
     arrivals = INC[(n_steps + np.arange(delay_steps)) % delay_steps]
     return V, S, GS, V_rec, counts, times, arrivals

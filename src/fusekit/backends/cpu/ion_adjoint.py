@@ -41,6 +41,7 @@ from .ion import (
     cable_step_loops,
     graph_math,
     hines_block_source,
+    neuron_width,
     place_spill,
     staged_loops,
     step_body,
@@ -50,9 +51,9 @@ from .ion import (
 _FLOATS = ("float32", "float64")
 
 _TEMPLATE = '''
-def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every,
-              thr, max_spikes, dt, OV, OS, OP, OI):
-    w = min(BLOCK, P.shape[1] - lo)
+def adj_block(lo, width, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps,
+              record_every, thr, max_spikes, dt, OV, OS, OP, OI):
+    w = min(width, P.shape[1] - lo)
     # Rows of ROW values (BLOCK and a pad): params, then the adjoints of v and the states,
     # of the params, of a constant i_ext, the spike-time term of the step before, the
     # state (v, states) the vector loops work on, this step's i_ext, then the values
@@ -148,11 +149,11 @@ def adj_block(lo, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, rec
 
 
 def adj_kernel(CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps, record_every, thr,
-               max_spikes, dt, OV, OS, OP, OI):
-    n_blocks = (P.shape[1] + BLOCK - 1) // BLOCK
+               max_spikes, dt, OV, OS, OP, OI, width):
+    n_blocks = (P.shape[1] + width - 1) // width
     for blk in prange(n_blocks):
-        adj_block(blk * BLOCK, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len, n_steps,
-                  record_every, thr, max_spikes, dt, OV, OS, OP, OI)
+        adj_block(blk * width, width, CK, CNT, P, I, i_rows, GV, GS, GREC, GT, seg_len,
+                  n_steps, record_every, thr, max_spikes, dt, OV, OS, OP, OI)
 '''
 
 
@@ -250,7 +251,7 @@ def ion_adjoint_cpu(
             c(checkpoints), c(counts_at), c(params), I_ext, 1 if i_ext.ndim == 2 else 0,
             c(g_v), c(g_states), c(g_v_record), c(g_spike_times), int(segment), int(n_steps),
             int(record_every), scalar(spike_threshold), int(max_spikes), scalar(dt),
-            OV, OS, OP, OI)
+            OV, OS, OP, OI, neuron_width(n))
     return OV, OS, OP, OI.reshape(i_ext.shape)
 
 

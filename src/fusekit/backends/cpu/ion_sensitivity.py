@@ -26,6 +26,7 @@ from .ion import (
     _compile_generated,
     graph_math,
     hoist_invariants,
+    neuron_width,
     spikes_source,
     staged_loops,
 )
@@ -33,9 +34,9 @@ from .ion import (
 _FLOATS = ("float32", "float64")
 
 _TEMPLATE = '''
-def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
-               V_rec, DV_rec, counts, times, DTIMES):
-    w = min(BLOCK, V.shape[0] - lo)
+def sens_block(lo, width, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr,
+               max_spikes, V_rec, DV_rec, counts, times, DTIMES):
+    w = min(width, V.shape[0] - lo)
     # Rows of ROW values (BLOCK and a pad): v, v before the step, i_ext, states, params,
     # then per direction d: dv_d, dv_d before the step, and the states' tangents; then the
     # values carried between the stages of a step.
@@ -83,11 +84,11 @@ def sens_block(lo, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, m
 
 
 def sens_kernel(V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr, max_spikes,
-                V_rec, DV_rec, counts, times, DTIMES):
-    n_blocks = (V.shape[0] + BLOCK - 1) // BLOCK
+                V_rec, DV_rec, counts, times, DTIMES, width):
+    n_blocks = (V.shape[0] + width - 1) // width
     for blk in prange(n_blocks):
-        sens_block(blk * BLOCK, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every, thr,
-                   max_spikes, V_rec, DV_rec, counts, times, DTIMES)
+        sens_block(blk * width, width, V, S, P, I, i_rows, DV, DS, dt, n_steps, record_every,
+                   thr, max_spikes, V_rec, DV_rec, counts, times, DTIMES)
 '''
 
 
@@ -196,5 +197,6 @@ def ion_sensitivity_cpu(
             1 if I_ext.shape[0] > 1 else 0, DV,
             DS if n_states else np.zeros((d, 1, n), dtype), scalar(dt), n_steps, record_every,
             scalar(spike_threshold), max_spikes, V_rec, DV_rec, counts, times, dtimes,
+            neuron_width(n),
         )
     return V, S, V_rec, counts, times, DV, DS, DV_rec, dtimes
