@@ -25,8 +25,11 @@ def as_neuron_stores(m):
                                diam=m.diam.astype(np.float32).astype(np.float64))
 
 
-def import_into_neuron(path, d_lambda=0.1):
-    """NEURON's Import3d of ``path``, ``nseg`` by the d_lambda rule: ``{name: section}``."""
+def import_into_neuron(path, d_lambda=0.1, ra=None, cm=None):
+    """NEURON's Import3d of ``path``, ``nseg`` by the d_lambda rule: ``{name: section}``.
+
+    ``ra``, ``cm``: ``Ra`` and ``cm`` by section type name (``soma``, ``dend``, ...), set on
+    every section of that type before the rule, as NEURON users do per section list."""
     h = neuron.h
     h.load_file("stdlib.hoc")
     h.load_file("import3d.hoc")
@@ -40,8 +43,10 @@ def import_into_neuron(path, d_lambda=0.1):
     swc.input(str(path))
     h.Import3d_GUI(swc, False).instantiate(cell)
     secs = {sec.name().rsplit(".", 1)[-1]: sec for sec in cell.all}
-    for sec in secs.values():
-        sec.Ra, sec.cm = 100.0, 1.0
+    for name, sec in secs.items():
+        kind = name.split("[")[0]
+        sec.Ra = 100.0 if ra is None else ra[kind]
+        sec.cm = 1.0 if cm is None else cm[kind]
         sec.nseg = int((sec.L / (d_lambda * h.lambda_f(100, sec=sec)) + 0.9) / 2) * 2 + 1
     return cell, secs
 
@@ -91,6 +96,7 @@ def simulate_both(tree, secs, current=40.0, duration=30.0):
     S0 = HH.steady_states(v0.reshape(-1)).reshape(-1, 1, nodes)
     P = HH.default_params(nodes).reshape(-1, 1, nodes)
     P[0][:, tree.junction] = 0.0
+    P[0][:, tree.node] = tree.compartment_c_m()  # the sections' cm, as NEURON's
     i_ext = np.zeros((1, nodes))
     i_ext[0, 0] = current
     got = fusekit.ops.cable_simulate(v0, S0, P, i_ext, tree.parent, tree.coupling[:, None].copy(),
@@ -197,12 +203,64 @@ def test_random_reconstructions_match_neuron(tmp_path):
     check()
 
 
+def test_per_type_ra_and_cm_as_neuron_users_set_them(tmp_path):
+    """``Ra`` and ``cm`` per section type (``forsec``), set before the d_lambda rule in NEURON:
+    the same ``nseg``, areas, axial coupling and voltages."""
+    path = tmp_path / "cell.swc"
+    _cable.synthetic_swc(path)
+    ra = {"soma": 80.0, "axon": 150.0, "dend": 250.0, "apic": 60.0}
+    cm = {"soma": 1.0, "axon": 0.5, "dend": 2.0, "apic": 1.5}
+    # keys by SWC type too, and one for a type the cell lacks (type 7)
+    tree = as_neuron_stores(read_swc(path)).neuron_tree(
+        0.1, r_axial={1: 80.0, 2: 150.0, "dend": 250.0, "apic": 60.0, 7: 1.0}, c_m=cm)
+    uniform = as_neuron_stores(read_swc(path)).neuron_tree(0.1)
+    assert tree.nseg.tolist() != uniform.nseg.tolist()  # the rule saw other Ra and cm
+    np.testing.assert_array_equal(tree.r_axial, [ra[n.split("[")[0]] for n in tree.names])
+    np.testing.assert_array_equal(tree.compartment_c_m(),
+                                  [cm[tree.names[s].split("[")[0]] for s in tree.section])
+    cell, secs = import_into_neuron(path, ra=ra, cm=cm)
+    assert_same_cell(tree, secs)
+    got, want = simulate_both(tree, secs)
+    assert want[:, 0].max() > 0
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_per_type_values_a_network_takes(tmp_path):
+    """CableNetwork takes the tree's cm unless given one; to_neuron sets every section's Ra."""
+    import scipy.sparse as sp
+
+    from fusekit.neuro import CableNetwork, to_neuron
+
+    path = tmp_path / "cell.swc"
+    _cable.synthetic_swc(path)
+    tree = read_swc(path).neuron_tree(0.1, r_axial={"soma": 80, "axon": 150, "dend": 250,
+                                                    "apic": 60}, c_m={"soma": 1, "axon": 1,
+                                                                      "dend": 2, "apic": 2})
+    W = sp.csr_matrix((2, 2))
+    net = CableNetwork(HH_CHANNELS, tree, W)
+    np.testing.assert_array_equal(net.params[0], np.broadcast_to(tree.compartment_c_m(),
+                                                                 net.v.shape))
+    np.testing.assert_array_equal(CableNetwork(HH_CHANNELS, tree, W, c_m=1.0).params[0], 1.0)
+    model = to_neuron(net)
+    for s, sec in enumerate(model.sections[0]):
+        assert sec.Ra == tree.r_axial[s]
+    assert {seg.cm for seg in model.segments[0]} == {1.0, 2.0}
+
+
 def test_bad_input_says_what_to_do(tmp_path):
     m = read_swc(_write(tmp_path / "a.swc", ["1 1 0 0 0 5 -1", "2 3 10 0 0 1 1"]))
     with pytest.raises(InputError, match="d_lambda"):
         m.neuron_tree(0.0)
     with pytest.raises(InputError, match="r_axial"):
         m.neuron_tree(r_axial=float("nan"))
+    with pytest.raises(InputError, match="no value for the cell's section types 3 \\(dend\\)"):
+        m.neuron_tree(r_axial={"soma": 100.0})
+    with pytest.raises(InputError, match="the key 'dendrite'"):
+        m.neuron_tree(c_m={"soma": 1.0, "dendrite": 2.0})
+    with pytest.raises(InputError, match="gives type 3 \\(dend\\) twice"):
+        m.neuron_tree(c_m={"soma": 1.0, "dend": 2.0, 3: 2.0})
+    with pytest.raises(InputError, match="c_m must be a positive number"):
+        m.neuron_tree(c_m={"soma": 1.0, "dend": -2.0})
     twice = dataclasses.replace(m, swc_id=np.array([1, 1]))
     with pytest.raises(InputError, match="swc_id values repeat"):
         twice.neuron_tree()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,7 +251,8 @@ class Morphology:
             4 * np.pi * float(frequency) * float(r_axial) * float(c_m)), max_length)
 
     def neuron_tree(self, d_lambda: float = 0.1, *, frequency: float = 100.0,
-                    r_axial: float = 100.0, c_m: float = 1.0) -> Any:
+                    r_axial: float | Mapping[Any, float] = 100.0,
+                    c_m: float | Mapping[Any, float] = 1.0) -> Any:
         """The cell NEURON builds from this reconstruction: Import3d, then the d_lambda rule.
 
         NEURON's ``Import3d_SWC_read`` and ``Import3d_GUI.instantiate`` make sections of the
@@ -267,8 +269,13 @@ class Morphology:
         Args:
             d_lambda: Longest segment, in units of the AC length constant (NEURON's 0.1).
             frequency: Hz, of the length constant (NEURON's 100).
-            r_axial: Axial resistivity, Ohm cm (``Ra``), for the rule and the coupling.
-            c_m: uF/cm^2, for the rule (``cm``).
+            r_axial: Axial resistivity, Ohm cm (``Ra``), for the rule and the coupling: one
+                number, or one per section type, as NEURON users set ``Ra`` per section
+                list: a mapping by SWC type or NEURON's name for it, ``{"soma": 100, "axon":
+                150, "dend": 200}`` (``"apic"``, ``"dend_5"`` for type 5, or ``3``).
+            c_m: uF/cm^2 (``cm``), for the rule: one number or a mapping as ``r_axial``
+                (spine-corrected dendrites, say). :class:`CableNetwork` takes it as the
+                compartments' ``c_m`` unless given one (``tree.compartment_c_m()``).
 
         Returns:
             A :class:`fusekit.neuro.NeuronTree`: a :class:`CableTree` (run it with
@@ -277,8 +284,8 @@ class Morphology:
 
         Raises:
             InputError: Repeated ``swc_id`` values (a discretized morphology), a parent id
-                above its child's (NEURON refuses such files) or an argument that is not a
-                positive number.
+                above its child's (NEURON refuses such files), an argument that is not a
+                positive number, or a mapping that misses one of the cell's section types.
 
         Example:
             >>> import numpy as np

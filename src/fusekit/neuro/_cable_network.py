@@ -44,7 +44,8 @@ class CableNetwork:
             tuple ``(indptr, indices, weights)``; its rows are the cells.
         synapse_compartment: The compartment every synapse sits on, ``(nnz,)`` int, or one
             compartment for all (default 0, the soma).
-        r_axial: Axial resistivity, Ohm cm.
+        r_axial: Axial resistivity, Ohm cm (a :class:`CableTree` brings its coupling; a
+            :class:`NeuronTree` its sections' ``Ra``, kept here).
         junctions: NEURON's zero-area nodes at branch points (default), or ``False`` for
             pairwise coupling (as :func:`cable_coupling`, ``cable_simulate``'s usual input).
         delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
@@ -55,7 +56,8 @@ class CableNetwork:
         v0: Initial potential, mV; gates start at their steady state there.
         dtype: ``np.float32`` or ``np.float64``.
         **params: Parameter overrides: scalars, one value per compartment ``(n_comp,)`` (the
-            same in every cell) or ``(n_cells, n_comp)``.
+            same in every cell) or ``(n_cells, n_comp)``. A :class:`NeuronTree` morphology
+            sets ``c_m`` to its sections' (``tree.compartment_c_m()``) unless given.
 
     Example:
         >>> import numpy as np, scipy.sparse as sp
@@ -84,7 +86,8 @@ class CableNetwork:
             #: the axial resistivity (Ohm cm).
             self.length: np.ndarray | None = None
             self.diam: np.ndarray | None = None
-            self.r_axial = float(getattr(morphology, "r_axial", r_axial))
+            ra = getattr(morphology, "r_axial", r_axial)  # a NeuronTree's: one per section
+            self.r_axial = float(ra) if np.ndim(ra) == 0 else np.asarray(ra, np.float64)
             #: Lateral area of every compartment, cm^2 (to convert NEURON weights in uS).
             self.area = np.asarray(morphology.area, np.float64)[morphology.node]
         else:
@@ -130,6 +133,8 @@ class CableNetwork:
                              f"{int(comps.min())} to {int(comps.max())}")
         self.synapse_compartment = comps.astype(np.int64)
         self.channel_set = channel_set(channels)
+        if hasattr(morphology, "compartment_c_m") and "c_m" not in params:
+            params = {**params, "c_m": morphology.compartment_c_m()}  # a NeuronTree's cm
         flat = {}
         for name, value in params.items():
             try:

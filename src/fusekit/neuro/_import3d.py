@@ -11,6 +11,7 @@ and ``ri(x)`` agree with NEURON's (``tests/test_ion_import3d.py``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,11 @@ class NeuronTree(CableTree):
         section_parent: ``(n_sections,)`` the parent section (``-1``: the root).
         parent_x: ``(n_sections,)`` where on its parent a section's ``0`` end is attached.
         nseg: ``(n_sections,)`` segments per section.
-        r_axial: The axial resistivity the coupling was computed with, Ohm cm.
+        r_axial: ``(n_sections,)`` every section's axial resistivity (``Ra``), Ohm cm, as the
+            coupling and ``nseg`` were computed with.
+        c_m: ``(n_sections,)`` every section's membrane capacitance (``cm``), uF/cm^2, as
+            ``nseg`` was computed with; :meth:`compartment_c_m` gives it per compartment
+            (:class:`CableNetwork` takes that unless given ``c_m``).
     """
 
     section: np.ndarray
@@ -53,7 +58,12 @@ class NeuronTree(CableTree):
     section_parent: np.ndarray
     parent_x: np.ndarray
     nseg: np.ndarray
-    r_axial: float
+    r_axial: np.ndarray
+    c_m: np.ndarray
+
+    def compartment_c_m(self) -> np.ndarray:
+        """``(n_comp,)`` every compartment's ``c_m`` (its section's), uF/cm^2."""
+        return self.c_m[self.section]
 
     def compartment(self, name: str, x: float = 0.5) -> int:
         """The compartment of NEURON's ``name(x)`` (the segment that holds ``x``).
@@ -273,14 +283,69 @@ def _segments(pts: np.ndarray, nseg: int, r_axial: float) -> tuple[np.ndarray, n
     return area, halves[:, 0], halves[:, 1]
 
 
+def _type_name(kind: int) -> str:
+    return _TYPE_NAMES.get(kind, f"dend_{kind}")
+
+
+def _per_section(name: str, value: Any, kinds: list[int]) -> np.ndarray:
+    """``value`` for every section: one number, or a mapping by section type.
+
+    The mapping's keys are SWC types (``3``) or NEURON's names for them (``"dend"``; ``"soma"``,
+    ``"axon"``, ``"dend"``, ``"apic"``, ``"dend_5"`` for type 5); a key may name a type the
+    cell lacks (one mapping for many cells), but every type the cell has needs a value.
+    """
+    where = f"Morphology.neuron_tree: {name}"
+    if isinstance(value, Mapping):
+        by_kind: dict[int, Any] = {}
+        names = {v: k for k, v in _TYPE_NAMES.items()}
+        for key, v in value.items():
+            if isinstance(key, str):
+                kind = names.get(key)
+                if kind is None and key.startswith("dend_") and key[5:].isdigit():
+                    kind = int(key[5:])
+                if kind is None:
+                    raise InputError(f"{where} has the key {key!r}; give SWC types (1-4, ...) "
+                                     f"or NEURON's section names soma, axon, dend, apic, "
+                                     f"dend_<type>")
+            elif isinstance(key, int | np.integer) and not isinstance(key, bool):
+                kind = int(key)
+            else:
+                raise InputError(f"{where} has the key {key!r}; give SWC types or NEURON's "
+                                 f"section names (soma, axon, dend, apic)")
+            if kind in by_kind:
+                raise InputError(f"{where} gives type {kind} ({_type_name(kind)}) twice")
+            by_kind[kind] = v
+        missing = sorted({k for k in kinds if k not in by_kind})
+        if missing:
+            raise InputError(f"{where} has no value for the cell's section types "
+                             f"{', '.join(f'{k} ({_type_name(k)})' for k in missing)}; "
+                             f"it gives {sorted(by_kind)}")
+        values = [by_kind[k] for k in kinds]
+    else:
+        values = [value] * len(kinds)
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            out[i] = np.nan
+        if not (np.isfinite(out[i]) and out[i] > 0):
+            raise InputError(f"{where} must be a positive number (or a mapping of section "
+                             f"types to such numbers), got {v!r}")
+    return out
+
+
 def neuron_tree(morphology: Any, d_lambda: float = 0.1, *, frequency: float = 100.0,
-                r_axial: float = 100.0, c_m: float = 1.0) -> NeuronTree:
+                r_axial: float | Mapping[Any, float] = 100.0,
+                c_m: float | Mapping[Any, float] = 1.0) -> NeuronTree:
     """:meth:`fusekit.neuro.Morphology.neuron_tree` (the morphology from :func:`read_swc`)."""
-    for name, value in (("d_lambda", d_lambda), ("frequency", frequency),
-                        ("r_axial", r_axial), ("c_m", c_m)):
+    for name, value in (("d_lambda", d_lambda), ("frequency", frequency)):
         if not (np.isfinite(value) and value > 0):
             raise InputError(f"Morphology.neuron_tree: {name} must be a positive number, got "
                              f"{value!r}")
+    for name, value in (("r_axial", r_axial), ("c_m", c_m)):
+        if not isinstance(value, Mapping):
+            _per_section(name, value, [0])  # a number: checked before the file's sections
     order, pidx = _id_order(morphology)
     kind = np.asarray(morphology.kind)[order].astype(np.int64)
     xyz = np.asarray(morphology.xyz, dtype=np.float64)[order]
@@ -291,12 +356,15 @@ def neuron_tree(morphology: Any, d_lambda: float = 0.1, *, frequency: float = 10
         if (pts[:, 3] <= 0).any():
             raise InputError(f"Morphology.neuron_tree: section {s} has a 3-d point of "
                              "diameter 0; NEURON's lambda_f and areas need positive diameters")
-    nseg = np.array([_nseg(p, d_lambda, frequency, r_axial, c_m) for p in points])
-    return _tree(sections, points, nseg, float(r_axial))
+    kinds = [sec.kind for sec in sections]
+    ra, cm = _per_section("r_axial", r_axial, kinds), _per_section("c_m", c_m, kinds)
+    nseg = np.array([_nseg(p, d_lambda, frequency, ra[s], cm[s])
+                     for s, p in enumerate(points)])
+    return _tree(sections, points, nseg, ra, cm)
 
 
 def _tree(sections: list[_Section], points: list[np.ndarray], nseg: np.ndarray,
-          r_axial: float) -> NeuronTree:
+          r_axial: np.ndarray, c_m: np.ndarray) -> NeuronTree:
     """NEURON's nodes and resistances, joined into fusekit's tree.
 
     Zero-area nodes are eliminated (dangling, or two resistances in series) or kept as
@@ -321,7 +389,7 @@ def _tree(sections: list[_Section], points: list[np.ndarray], nseg: np.ndarray,
     end1: list[int] = []
     for s, (sec, pts) in enumerate(zip(sections, points, strict=True)):
         n = int(nseg[s])
-        a, left, right = _segments(pts, n, r_axial)
+        a, left, right = _segments(pts, n, float(r_axial[s]))
         if sec.parent < 0:
             start = node(0.0, s, -1.0)
         else:
@@ -371,7 +439,7 @@ def _tree(sections: list[_Section], points: list[np.ndarray], nseg: np.ndarray,
     comp = np.flatnonzero(~junction)
     names, counts = [], dict.fromkeys(_TYPE_NAMES.values(), 0)
     for sec in sections:
-        base = _TYPE_NAMES.get(sec.kind, f"dend_{sec.kind}")
+        base = _type_name(sec.kind)
         counts[base] = counts.get(base, 0) + 1
         names.append(f"{base}[{counts[base] - 1}]")
     sec_of = np.array([label[order[i]][0] for i in comp])
@@ -380,4 +448,4 @@ def _tree(sections: list[_Section], points: list[np.ndarray], nseg: np.ndarray,
         section=sec_of, x=np.array([label[order[i]][1] for i in comp]),
         kind=np.array([sections[s].kind for s in sec_of], dtype=np.int64), names=tuple(names),
         points=tuple(points), section_parent=np.array([s.parent for s in sections]),
-        parent_x=np.array([s.parent_x for s in sections]), nseg=nseg, r_axial=r_axial)
+        parent_x=np.array([s.parent_x for s in sections]), nseg=nseg, r_axial=r_axial, c_m=c_m)

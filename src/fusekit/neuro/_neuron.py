@@ -82,7 +82,7 @@ def _neuron_tree_cell(h: Any, tree: Any, c: int) -> tuple[list[Any], list[Any]]:
         if tree.section_parent[s] >= 0:
             sec.connect(secs[int(tree.section_parent[s])](float(tree.parent_x[s])), 0)
         sec.nseg = int(tree.nseg[s])
-        sec.Ra = float(tree.r_axial)
+        sec.Ra = float(tree.r_axial[s])
     return secs, [secs[int(tree.section[k])](float(tree.x[k])) for k in range(tree.node.size)]
 
 
