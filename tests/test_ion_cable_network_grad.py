@@ -190,3 +190,25 @@ def test_engine_kernel_on_cuda_tensors_says_when_the_cuda_backend_is_unavailable
         _network_engine("network_simulate_torch", "kernel", HH, v0, False, gpu_steps=True)
     assert _network_engine("network_simulate_torch", "auto", HH, v0, False,
                            gpu_steps=True) == "torch"
+
+
+@pytest.mark.parametrize("case", [dict(), dict(junction_tree=True),
+                                  dict(typed=False, per_step_current=True,
+                                       checkpoint_every=17)])
+def test_the_loops_give_the_same_bits_on_several_threads(case, monkeypatch):
+    """Rows cut into parts for the threads (large networks): the same outputs and gradients,
+    bit for bit, as the loops on one thread; forced here on the small test networks."""
+    from fusekit.backends.cpu import ion_cable_network_grad as loops
+
+    runs = []
+    for parts in (1, 3):
+        monkeypatch.setattr(loops, "parallel_parts", lambda n_rows, parts=parts: parts)
+        out, grads = _run("kernel", **case)
+        runs.append((out, grads))
+    (one, g_one), (three, g_three) = runs
+    assert int(one.spike_count.sum()) >= 4
+    for name in ("v", "states", "g_syn", "v_record", "spike_times", "arrivals"):
+        np.testing.assert_array_equal(getattr(three, name).detach().numpy(),
+                                      getattr(one, name).detach().numpy(), err_msg=name)
+    for a, b in zip(g_three, g_one, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

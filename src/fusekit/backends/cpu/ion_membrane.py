@@ -114,12 +114,23 @@ def step_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, flo
 
     One loop over the neurons, which LLVM vectorises as it is (38-41 ns a neuron for squid
     HH; staged like the backward, 5% slower). The cable form runs over the rows ``j0 .. j1 -
-    1`` its caller gives (the compartments with a membrane).
+    1`` its caller gives (the compartments with a membrane), staged: its one loop (three
+    output arrays beside the inputs) stayed scalar, 107 ns a neuron against 46 staged
+    (float64, Zen 1).
     """
     n_states, n_params = len(cs.state_names), len(cs.param_names)
     ind = " " * 8
     forward, consts = _traced("membrane_step", cs, cable_value_step_source, ind,
                               prefix="f", const_prefix="KF")
+    if cable:
+        body = [line.strip() for line in forward]
+        body += ["c_dt = p0 / dt", "d_o = c_dt + g_sum + g_syn",
+                 "r_o = c_dt * v + ge_sum + ge_syn + i_inj"]
+        stores = {"d_o": "DO[lo + j]", "r_o": "RO[lo + j]",
+                  **{f"s{k}_n": f"SO[{k}, lo + j]" for k in range(n_states)}}
+        text, sizes = _staged("cmem_kernel", "V, S, P, I, G, GE, dt, DO, RO, SO, j0, j1",
+                              _state_sources(cs), body, stores, list(stores), given_rows=True)
+        return text, {**consts, **sizes}
     loads = [f"{ind}s{k} = S[{k}, j]" for k in range(n_states)]
     loads += [f"{ind}p{i} = P[{i}, j]" for i in range(n_params)]
     stores = [f"{ind}SO[{k}, j] = s{k}_n" for k in range(n_states)]
