@@ -16,8 +16,8 @@ From ``PARALLEL_ROWS`` rows on, each step's generated kernels and the synapses' 
 on all threads (``cmem_parts``, ``cvjp_parts``, ``synapse_adjoint_parts``: the rows or cells
 cut into one part per thread, a parallel launch each); the rest of a step stays on one
 thread. Every row's and cell's arithmetic is the same either way (the same bits). Two threads
-on Zen 1, float64: 350 HH neurons 1.25x, 500-1,400 1.3-1.45x, 5,000 1.2-1.3x faster than one;
-200 about the same (the launches cost what the threads save), hence 256.
+on Zen 1, float64: 350 HH neurons 1.26x, 500 1.33x, 1,000 1.47x, 5,000 1.58x faster than one;
+about 250 and below, the launches cost what the threads save, hence 256.
 """
 
 from __future__ import annotations
