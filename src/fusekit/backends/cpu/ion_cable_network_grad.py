@@ -16,8 +16,9 @@ From ``PARALLEL_ROWS`` rows on, each step's generated kernels and the synapses' 
 on all threads (``cmem_parts``, ``cvjp_parts``, ``synapse_adjoint_parts``: the rows or cells
 cut into one part per thread, a parallel launch each); the rest of a step stays on one
 thread. Every row's and cell's arithmetic is the same either way (the same bits). Two threads
-on Zen 1, float64: 350 HH neurons 1.26x, 500 1.33x, 1,000 1.47x, 5,000 1.58x faster than one;
-about 250 and below, the launches cost what the threads save, hence 256.
+on Zen 1, float64: 160 HH neurons 1.1x, 350 1.26x, 500 1.33x, 1,000 1.47x, 5,000 1.58x
+faster than one; 130 about the same, 100 4% slower (the launches cost what the threads
+save), hence 128.
 """
 
 from __future__ import annotations
@@ -360,7 +361,7 @@ def _check_csr(op: str, indptr: np.ndarray, target: np.ndarray, n_out: int) -> N
 
 #: Rows (compartments of all cells) from which the loops run their step kernels on all
 #: threads, each step's rows cut into one part per thread.
-PARALLEL_ROWS = 256
+PARALLEL_ROWS = 128
 
 
 def parallel_parts(n_rows: int) -> int:
