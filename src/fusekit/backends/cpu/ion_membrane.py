@@ -42,20 +42,6 @@ def mem_kernel(V, S, P, I, G, GE, dt, VO, SO):
 {stores}
 '''
 
-#: The cable form: a compartment's local row, ``D = c_m / dt + g_ch + g_syn`` and ``R = c_m / dt
-#: v + ge_ch + ge_syn + i_inj``, for the caller's Hines solve.
-_CABLE_STEP = '''
-def cmem_kernel(V, S, P, I, G, GE, dt, DO, RO, SO, j0, j1):
-    for j in range(j0, j1):
-        v = V[j]
-{loads}
-{forward}
-        c_dt = p0 / dt
-        DO[j] = c_dt + g_sum + G[j]
-        RO[j] = c_dt * v + ge_sum + GE[j] + I[j]
-{stores}
-'''
-
 _STAGED = '''
 def {name}({args}):
 {span}
@@ -122,7 +108,8 @@ def step_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, flo
     ind = " " * 8
     forward, consts = _traced("membrane_step", cs, cable_value_step_source, ind,
                               prefix="f", const_prefix="KF")
-    if cable:
+    if cable:  # a compartment's local row, D = c_m / dt + g_ch + g_syn and
+        # R = c_m / dt v + ge_ch + ge_syn + i_inj, for the caller's Hines solve
         body = [line.strip() for line in forward]
         body += ["c_dt = p0 / dt", "d_o = c_dt + g_sum + g_syn",
                  "r_o = c_dt * v + ge_sum + ge_syn + i_inj"]
@@ -134,7 +121,7 @@ def step_source(cs: ChannelSet, cable: bool = False) -> tuple[str, dict[str, flo
     loads = [f"{ind}s{k} = S[{k}, j]" for k in range(n_states)]
     loads += [f"{ind}p{i} = P[{i}, j]" for i in range(n_params)]
     stores = [f"{ind}SO[{k}, j] = s{k}_n" for k in range(n_states)]
-    text = (_CABLE_STEP if cable else _STEP).format(
+    text = _STEP.format(
         loads="\n".join(loads), forward="\n".join(forward),
         stores="\n".join(stores) or f"{ind}pass")
     return text, consts
