@@ -28,8 +28,9 @@ def as_neuron_stores(m):
 def import_into_neuron(path, d_lambda=0.1, ra=None, cm=None):
     """NEURON's Import3d of ``path``, ``nseg`` by the d_lambda rule: ``{name: section}``.
 
-    ``ra``, ``cm``: ``Ra`` and ``cm`` by section type name (``soma``, ``dend``, ...), set on
-    every section of that type before the rule, as NEURON users do per section list."""
+    ``ra``, ``cm``: ``Ra`` and ``cm`` by section type name (``soma``, ``dend``, ...) or section
+    name (``dend[0]``, over its type's), set before the rule, as NEURON users do per section
+    list."""
     h = neuron.h
     h.load_file("stdlib.hoc")
     h.load_file("import3d.hoc")
@@ -45,8 +46,8 @@ def import_into_neuron(path, d_lambda=0.1, ra=None, cm=None):
     secs = {sec.name().rsplit(".", 1)[-1]: sec for sec in cell.all}
     for name, sec in secs.items():
         kind = name.split("[")[0]
-        sec.Ra = 100.0 if ra is None else ra[kind]
-        sec.cm = 1.0 if cm is None else cm[kind]
+        sec.Ra = 100.0 if ra is None else ra.get(name, ra.get(kind))
+        sec.cm = 1.0 if cm is None else cm.get(name, cm.get(kind))
         sec.nseg = int((sec.L / (d_lambda * h.lambda_f(100, sec=sec)) + 0.9) / 2) * 2 + 1
     return cell, secs
 
@@ -208,16 +209,21 @@ def test_per_type_ra_and_cm_as_neuron_users_set_them(tmp_path):
     the same ``nseg``, areas, axial coupling and voltages."""
     path = tmp_path / "cell.swc"
     _cable.synthetic_swc(path)
-    ra = {"soma": 80.0, "axon": 150.0, "dend": 250.0, "apic": 60.0}
-    cm = {"soma": 1.0, "axon": 0.5, "dend": 2.0, "apic": 1.5}
-    # keys by SWC type too, and one for a type the cell lacks (type 7)
+    ra = {"soma": 80.0, "axon": 150.0, "dend": 250.0, "apic": 60.0, "dend[1]": 400.0}
+    cm = {"soma": 1.0, "axon": 0.5, "dend": 2.0, "apic": 1.5, "axon[0]": 0.8}
+    # keys by SWC type too, one for a type the cell lacks (type 7), and a section's own
     tree = as_neuron_stores(read_swc(path)).neuron_tree(
-        0.1, r_axial={1: 80.0, 2: 150.0, "dend": 250.0, "apic": 60.0, 7: 1.0}, c_m=cm)
+        0.1, r_axial={1: 80.0, 2: 150.0, "dend": 250.0, "apic": 60.0, 7: 1.0, "dend[1]": 400.0},
+        c_m=cm)
     uniform = as_neuron_stores(read_swc(path)).neuron_tree(0.1)
     assert tree.nseg.tolist() != uniform.nseg.tolist()  # the rule saw other Ra and cm
-    np.testing.assert_array_equal(tree.r_axial, [ra[n.split("[")[0]] for n in tree.names])
+    def want(values, name):
+        return values.get(name, values[name.split("[")[0]])
+
+    np.testing.assert_array_equal(tree.r_axial, [want(ra, n) for n in tree.names])
     np.testing.assert_array_equal(tree.compartment_c_m(),
-                                  [cm[tree.names[s].split("[")[0]] for s in tree.section])
+                                  [want(cm, tree.names[s]) for s in tree.section])
+    assert tree.r_axial[tree.names.index("dend[1]")] == 400.0
     cell, secs = import_into_neuron(path, ra=ra, cm=cm)
     assert_same_cell(tree, secs)
     got, want = simulate_both(tree, secs)
@@ -261,6 +267,11 @@ def test_bad_input_says_what_to_do(tmp_path):
         m.neuron_tree(c_m={"soma": 1.0, "dend": 2.0, 3: 2.0})
     with pytest.raises(InputError, match="c_m must be a positive number"):
         m.neuron_tree(c_m={"soma": 1.0, "dend": -2.0})
+    with pytest.raises(InputError, match="names the section 'dend\\[4\\]', which the cell lacks"):
+        m.neuron_tree(c_m={"soma": 1.0, "dend": 2.0, "dend[4]": 3.0})
+    # a section's own value stands in for its type's
+    assert m.neuron_tree(r_axial={"soma": 100.0, "dend[0]": 50.0}).r_axial.tolist() == [100.0,
+                                                                                      50.0]
     twice = dataclasses.replace(m, swc_id=np.array([1, 1]))
     with pytest.raises(InputError, match="swc_id values repeat"):
         twice.neuron_tree()

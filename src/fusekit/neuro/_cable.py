@@ -272,7 +272,8 @@ class Morphology:
             r_axial: Axial resistivity, Ohm cm (``Ra``), for the rule and the coupling: one
                 number, or one per section type, as NEURON users set ``Ra`` per section
                 list: a mapping by SWC type or NEURON's name for it, ``{"soma": 100, "axon":
-                150, "dend": 200}`` (``"apic"``, ``"dend_5"`` for type 5, or ``3``).
+                150, "dend": 200}`` (``"apic"``, ``"dend_5"`` for type 5, or ``3``), where a
+                section's own name (``"axon[0]": 300``) overrides its type's value.
             c_m: uF/cm^2 (``cm``), for the rule: one number or a mapping as ``r_axial``
                 (spine-corrected dendrites, say). :class:`CableNetwork` takes it as the
                 compartments' ``c_m`` unless given one (``tree.compartment_c_m()``).
@@ -285,7 +286,8 @@ class Morphology:
         Raises:
             InputError: Repeated ``swc_id`` values (a discretized morphology), a parent id
                 above its child's (NEURON refuses such files), an argument that is not a
-                positive number, or a mapping that misses one of the cell's section types.
+                positive number, or a mapping that misses one of the cell's section types or
+                names a section the cell lacks.
 
         Example:
             >>> import numpy as np

@@ -287,18 +287,39 @@ def _type_name(kind: int) -> str:
     return _TYPE_NAMES.get(kind, f"dend_{kind}")
 
 
-def _per_section(name: str, value: Any, kinds: list[int]) -> np.ndarray:
-    """``value`` for every section: one number, or a mapping by section type.
+def _section_names(sections: list[_Section]) -> list[str]:
+    """NEURON's names of the sections (``soma[0]``, ``dend[3]``), ``Import3d_GUI``'s numbering."""
+    names, counts = [], dict.fromkeys(_TYPE_NAMES.values(), 0)
+    for sec in sections:
+        base = _type_name(sec.kind)
+        counts[base] = counts.get(base, 0) + 1
+        names.append(f"{base}[{counts[base] - 1}]")
+    return names
 
-    The mapping's keys are SWC types (``3``) or NEURON's names for them (``"dend"``; ``"soma"``,
-    ``"axon"``, ``"dend"``, ``"apic"``, ``"dend_5"`` for type 5); a key may name a type the
-    cell lacks (one mapping for many cells), but every type the cell has needs a value.
+
+def _per_section(name: str, value: Any, kinds: list[int],
+                 sections: list[str] | None = None) -> np.ndarray:
+    """``value`` for every section: one number, or a mapping by section type and name.
+
+    The mapping's keys are SWC types (``3``), NEURON's names for them (``"dend"``; ``"soma"``,
+    ``"axon"``, ``"dend"``, ``"apic"``, ``"dend_5"`` for type 5), or ``sections``' names
+    (``"axon[0]"``), which override their type's value. A type key may name a type the cell
+    lacks (one mapping for many cells), a section key must name one of its sections, and
+    every section needs a value.
     """
     where = f"Morphology.neuron_tree: {name}"
     if isinstance(value, Mapping):
         by_kind: dict[int, Any] = {}
+        by_name: dict[str, Any] = {}
         names = {v: k for k, v in _TYPE_NAMES.items()}
         for key, v in value.items():
+            if isinstance(key, str) and key.endswith("]") and "[" in key:
+                if sections is not None and key not in sections:
+                    shown = ", ".join(sections[:6]) + (", ..." if len(sections) > 6 else "")
+                    raise InputError(f"{where} names the section {key!r}, which the cell "
+                                     f"lacks; its sections are {shown}")
+                by_name[key] = v
+                continue
             if isinstance(key, str):
                 kind = names.get(key)
                 if kind is None and key.startswith("dend_") and key[5:].isdigit():
@@ -315,12 +336,15 @@ def _per_section(name: str, value: Any, kinds: list[int]) -> np.ndarray:
             if kind in by_kind:
                 raise InputError(f"{where} gives type {kind} ({_type_name(kind)}) twice")
             by_kind[kind] = v
-        missing = sorted({k for k in kinds if k not in by_kind})
+        named = sections or [""] * len(kinds)
+        missing = sorted({k for k, n in zip(kinds, named, strict=True)
+                          if k not in by_kind and n not in by_name})
         if missing:
             raise InputError(f"{where} has no value for the cell's section types "
                              f"{', '.join(f'{k} ({_type_name(k)})' for k in missing)}; "
                              f"it gives {sorted(by_kind)}")
-        values = [by_kind[k] for k in kinds]
+        values = [by_name[n] if n in by_name else by_kind[k]
+                  for k, n in zip(kinds, named, strict=True)]
     else:
         values = [value] * len(kinds)
     out = np.empty(len(values))
@@ -356,8 +380,9 @@ def neuron_tree(morphology: Any, d_lambda: float = 0.1, *, frequency: float = 10
         if (pts[:, 3] <= 0).any():
             raise InputError(f"Morphology.neuron_tree: section {s} has a 3-d point of "
                              "diameter 0; NEURON's lambda_f and areas need positive diameters")
-    kinds = [sec.kind for sec in sections]
-    ra, cm = _per_section("r_axial", r_axial, kinds), _per_section("c_m", c_m, kinds)
+    kinds, names = [sec.kind for sec in sections], _section_names(sections)
+    ra = _per_section("r_axial", r_axial, kinds, names)
+    cm = _per_section("c_m", c_m, kinds, names)
     nseg = np.array([_nseg(p, d_lambda, frequency, ra[s], cm[s])
                      for s, p in enumerate(points)])
     return _tree(sections, points, nseg, ra, cm)
@@ -437,11 +462,7 @@ def _tree(sections: list[_Section], points: list[np.ndarray], nseg: np.ndarray,
     coupling = np.stack([g / a, g / a[up]])
     coupling[:, 0] = 0.0
     comp = np.flatnonzero(~junction)
-    names, counts = [], dict.fromkeys(_TYPE_NAMES.values(), 0)
-    for sec in sections:
-        base = _type_name(sec.kind)
-        counts[base] = counts.get(base, 0) + 1
-        names.append(f"{base}[{counts[base] - 1}]")
+    names = _section_names(sections)
     sec_of = np.array([label[order[i]][0] for i in comp])
     return NeuronTree(
         parent=par, coupling=coupling, junction=junction, node=comp, area=a,
