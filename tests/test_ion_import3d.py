@@ -267,6 +267,8 @@ def test_bad_input_says_what_to_do(tmp_path):
         m.neuron_tree(c_m={"soma": 1.0, "dend": 2.0, 3: 2.0})
     with pytest.raises(InputError, match="c_m must be a positive number"):
         m.neuron_tree(c_m={"soma": 1.0, "dend": -2.0})
+    with pytest.raises(InputError, match="r_axial must be a positive number.*got '150'"):
+        m.neuron_tree(r_axial={"soma": 100.0, "dend": "150"})
     with pytest.raises(InputError, match="names the section 'dend\\[4\\]', which the cell lacks"):
         m.neuron_tree(c_m={"soma": 1.0, "dend": 2.0, "dend[4]": 3.0})
     # a section's own value stands in for its type's

@@ -350,7 +350,7 @@ def _per_section(name: str, value: Any, kinds: list[int],
     out = np.empty(len(values))
     for i, v in enumerate(values):
         try:
-            out[i] = float(v)
+            out[i] = np.nan if isinstance(v, str | bytes) else float(v)
         except (TypeError, ValueError):
             out[i] = np.nan
         if not (np.isfinite(out[i]) and out[i] > 0):
