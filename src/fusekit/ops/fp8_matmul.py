@@ -156,7 +156,10 @@ def fp8_gemv(x: Any, w_fp8: Any, weight_scale_inv: Any, *, block: int = FP8_BLOC
         x: Activations ``(..., K)``: float32 (float64 for checks); torch also bfloat16
             (accumulated in float32, rounded once). NaN/Inf propagate as in a matmul.
         w_fp8: Weight codes ``[N, K]``, float8_e4m3fn (uint8 bytes, a ``torch.float8_e4m3fn``
-            tensor or an ``ml_dtypes`` array).
+            tensor or an ``ml_dtypes`` array). The NaN codes ``0x7F`` and ``0xFF`` are not
+            checked for by the CPU kernels, which read them as +-480 (the reference and CUDA
+            kernels give NaN): :func:`fp8_block_quantize` never writes them (it refuses NaN),
+            and a check would read all of W a second time on every call.
         weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
         block: Scale tile side (128 in DeepSeek-V3).
         backend: As for every op.

@@ -20,6 +20,7 @@ from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import fp8_matmul
+from ._fp8_planes import GROUP, dot4_planes, plane_order
 from ._numba import njit
 from ._vmath import prefetch
 
@@ -32,59 +33,51 @@ def _e4m3_scaled(c):
     return np.int32((np.int32(np.int8(c)) << 20) & np.int32(-2014314496)).view(np.float32)
 
 
-@njit(inline="always", fastmath=True)
-def _dot_fp8(x, w):
-    d = np.float32(0)
-    for j in range(x.size):
-        d += x[j] * _e4m3_scaled(w[j])
-    return d
-
-
-#: Weights of each row between two bursts of prefetches in the M=1 kernel (constant trip
-#: count, so the inner loop vectorises fully; 128-512 measured alike, see docs/benchmarks.md).
+#: Weights of each row between two bursts of prefetches in the M=1 kernel (a multiple of
+#: ``GROUP``; 128-512 measured alike, see docs/benchmarks.md).
 _CHUNK = 256
 _LINE = 64
 
 
 @njit(inline="always", fastmath=True)
-def _dot_fp8_quad(x, w0, w1, w2, w3, y, i, flat, ahead):
-    # Four rows of W against one x: each load of x serves four products, and four
-    # independent FMA chains keep the vector units busy. While it reads 4 * _CHUNK bytes of
+def _dot_fp8_quad(xs, flat, k, i, rows, y, ahead):
+    # Rows i .. i + rows - 1 (rows <= 4; fewer re-read the last) of W, flat, against xs (x in
+    # plane order, ``_fp8_planes``, times its tiles' scales): each load of xs serves four
+    # rows, and eight FMA chains keep the vector units busy. While it reads 4 * _CHUNK bytes of
     # these rows it prefetches the next 4 * _CHUNK bytes of W after byte ``ahead`` of ``flat``
     # (the start of the next four rows), so those are in cache when their turn comes: the
-    # hardware prefetcher alone restarts on every row and left short rows (K = 2048) at
-    # 60% of the streaming bandwidth.
+    # hardware prefetcher alone restarts on every row and left short rows (K = 2048) at 60%
+    # of the streaming bandwidth.
+    o0 = i * k
+    o1 = (i + min(1, rows - 1)) * k
+    o2 = (i + min(2, rows - 1)) * k
+    o3 = (i + min(3, rows - 1)) * k
     d0 = d1 = d2 = d3 = np.float32(0)
-    k = x.size
-    n_full = k // _CHUNK
+    n_groups = k // GROUP
     limit = flat.size
-    for c in range(n_full):
-        p = ahead + 4 * _CHUNK * c
-        for q in range(4 * _CHUNK // _LINE):
+    g = 0
+    while g < n_groups:
+        c = min(_CHUNK // GROUP, n_groups - g)
+        p = ahead + 4 * GROUP * g
+        for q in range(4 * GROUP * c // _LINE):
             if p + q * _LINE < limit:
                 prefetch(flat, p + q * _LINE)
-        o = c * _CHUNK
-        e0 = e1 = e2 = e3 = np.float32(0)
-        for j in range(_CHUNK):
-            xj = x[o + j]
-            e0 += xj * _e4m3_scaled(w0[o + j])
-            e1 += xj * _e4m3_scaled(w1[o + j])
-            e2 += xj * _e4m3_scaled(w2[o + j])
-            e3 += xj * _e4m3_scaled(w3[o + j])
+        o = g * GROUP
+        e0, e1, e2, e3 = dot4_planes(flat, o0 + o, o1 + o, o2 + o, o3 + o, xs, o, c)
         d0 += e0
         d1 += e1
         d2 += e2
         d3 += e3
-    for j in range(n_full * _CHUNK, k):
-        xj = x[j]
-        d0 += xj * _e4m3_scaled(w0[j])
-        d1 += xj * _e4m3_scaled(w1[j])
-        d2 += xj * _e4m3_scaled(w2[j])
-        d3 += xj * _e4m3_scaled(w3[j])
-    y[0, i] = d0
-    y[0, i + 1] = d1
-    y[0, i + 2] = d2
-    y[0, i + 3] = d3
+        g += c
+    for j in range(n_groups * GROUP, k):  # the last k % 32 codes, in their own order
+        xj = xs[j]
+        d0 += xj * _e4m3_scaled(flat[o0 + j])
+        d1 += xj * _e4m3_scaled(flat[o1 + j])
+        d2 += xj * _e4m3_scaled(flat[o2 + j])
+        d3 += xj * _e4m3_scaled(flat[o3 + j])
+    for r, d in enumerate((d0, d1, d2, d3)):
+        if r < rows:
+            y[0, i + r] = d
 
 
 @njit(inline="always", fastmath=True)
@@ -111,28 +104,29 @@ def _dot(x, t):
 
 
 @njit(fastmath=True)
-def _row_block(x, w, scale, block, rb, y, xs, row, d4):
+def _row_block(x, xp, w, scale, block, rb, y, xs, row, d4):
     # y[:, rows of block rb] = x W[rows]^T, x pre-scaled by 2^120 / 2^e(row) so that
-    # x * (w 2^-120) stays well inside float32. All rows of one 128-row block share their tile
-    # scales: fold them into a copy of x once per block, and each row of W becomes one long
-    # dot product with no per-tile sums.
+    # x * (w 2^-120) stays well inside float32. With xp (one row of x in plane order,
+    # ``planes_of``; block a multiple of 32): four rows at a time, decoded 32 codes at a time.
+    # Else all rows of one 128-row block share their tile scales: fold them into a copy of x
+    # once per block, and each row of W, decoded once, is one long dot product with every
+    # row of x.
     m_rows, k = x.shape
+    i_end = min(w.shape[0], (rb + 1) * block)
     n_tiles = (k + block - 1) // block
     for m in range(m_rows):
+        src = x[m] if xp.size == 0 else xp  # xp's tiles are whole groups: scaled as they lie
         for t in range(n_tiles):
             s = scale[rb, t]
             for j in range(t * block, min(k, (t + 1) * block)):
-                xs[m, j] = x[m, j] * s
-    i_end = min(w.shape[0], (rb + 1) * block)
-    if m_rows == 1:
+                xs[m, j] = src[j] * s
+    if xp.size:
         i = rb * block
         flat = w.reshape(-1)
-        while i + 4 <= i_end:
-            _dot_fp8_quad(xs[0], w[i], w[i + 1], w[i + 2], w[i + 3], y, i, flat, (i + 4) * k)
-            i += 4
         while i < i_end:
-            y[0, i] = _dot_fp8(xs[0], w[i])
-            i += 1
+            rows = min(4, i_end - i)
+            _dot_fp8_quad(xs[0], flat, k, i, rows, y, (i + 4) * k)
+            i += rows
         return
     for i in range(rb * block, i_end):
         wi = w[i]
@@ -150,25 +144,25 @@ def _row_block(x, w, scale, block, rb, y, xs, row, d4):
 
 
 @njit(parallel=True, fastmath=True)
-def _gemv_rows(x, w, scale, block, y):
+def _gemv_rows(x, xp, w, scale, block, y):
     m_rows, k = x.shape
     for rb in prange((w.shape[0] + block - 1) // block):
         xs = np.empty((m_rows, k), dtype=np.float32)
-        row = np.empty(k, dtype=np.float32)
+        row = np.empty(k if xp.size == 0 else 0, dtype=np.float32)
         d4 = np.empty(4, dtype=np.float32)
-        _row_block(x, w, scale, block, rb, y, xs, row, d4)
+        _row_block(x, xp, w, scale, block, rb, y, xs, row, d4)
 
 
 @njit(parallel=True, fastmath=True)
-def _gate_up_rows(x, row_scale, w_gate, s_gate, w_up, s_up, block, g, u, h):
+def _gate_up_rows(x, xp, row_scale, w_gate, s_gate, w_up, s_up, block, g, u, h):
     # One launch for both projections of an expert and the SiLU(gate) * up epilogue.
     m_rows, k = x.shape
     for rb in prange((w_gate.shape[0] + block - 1) // block):
         xs = np.empty((m_rows, k), dtype=np.float32)
-        row = np.empty(k, dtype=np.float32)
+        row = np.empty(k if xp.size == 0 else 0, dtype=np.float32)
         d4 = np.empty(4, dtype=np.float32)
-        _row_block(x, w_gate, s_gate, block, rb, g, xs, row, d4)
-        _row_block(x, w_up, s_up, block, rb, u, xs, row, d4)
+        _row_block(x, xp, w_gate, s_gate, block, rb, g, xs, row, d4)
+        _row_block(x, xp, w_up, s_up, block, rb, u, xs, row, d4)
         for m in range(m_rows):
             rs = row_scale[m]
             for i in range(rb * block, min(w_gate.shape[0], (rb + 1) * block)):
@@ -217,6 +211,20 @@ def _prescale_into(rows, out, scales):
         scales[r] = np.float32(math.ldexp(1.0, e))
 
 
+def planes_of(xr: np.ndarray, block: int) -> np.ndarray:
+    """The one row of ``xr`` in plane order for the M=1 kernel (``_fp8_planes``), or nothing.
+
+    Empty unless ``xr`` is one row and ``block`` a multiple of 32 (so no group of 32 codes
+    straddles two scale tiles): then the codes are decoded as ``_fp8_planes`` does, with the
+    last ``K % 32`` values after the groups in their own order.
+    """
+    m_rows, k = xr.shape
+    if m_rows != 1 or block % GROUP:
+        return np.empty(0, dtype=np.float32)
+    k32 = k - k % GROUP
+    return np.concatenate([xr[0, plane_order(k32)], xr[0, k32:]])
+
+
 def _prescaled_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``a`` times ``2^(120 - e)``, ``e`` the binary exponent of the row's max |a|.
 
@@ -237,7 +245,8 @@ def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     """``x W^T`` on the CPU with W in block-scaled FP8, float32 accumulation."""
     xr, row_scale = _prescaled_rows(x)
     y = np.empty((xr.shape[0], w_fp8.shape[0]), dtype=np.float32)
-    _gemv_rows(xr, np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv), block, y)
+    _gemv_rows(xr, planes_of(xr, block), np.ascontiguousarray(w_fp8),
+               np.ascontiguousarray(weight_scale_inv), block, y)
     y *= row_scale[:, None]
     return y.reshape(*x.shape[:-1], w_fp8.shape[0])
 
@@ -253,7 +262,8 @@ def fp8_gate_up_cpu(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up:
     u = np.empty_like(g)
     h = np.empty_like(g)
     c = np.ascontiguousarray
-    _gate_up_rows(xr, row_scale, c(w_gate), c(s_gate), c(w_up), c(s_up), block, g, u, h)
+    _gate_up_rows(xr, planes_of(xr, block), row_scale, c(w_gate), c(s_gate), c(w_up), c(s_up),
+                  block, g, u, h)
     return h.reshape(*x.shape[:-1], n)
 
 
