@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -84,10 +86,54 @@ class SoKAConfig:
         if self.rank_rule is not None and self.init == "zeros":
             raise InputError("SoKAConfig: rank_rule reads the KPSVD spectrum of the weight; use "
                              "init='kpsvd' or 'kpsvd_exact' with it")
+        if not isinstance(self.rank_pattern, dict):
+            raise InputError(f"SoKAConfig: rank_pattern must be a dict of module name (or regex) "
+                             f"to rank, got {self.rank_pattern!r}")
         for key, value in self.rank_pattern.items():
             if type(value) is not int or value < 1:
                 raise InputError(f"SoKAConfig: rank_pattern[{key!r}] must be a positive int, got "
                                  f"{value!r}")
+            _check_pattern(f"rank_pattern key {key!r}", key)
+        self._check_targets()
+        if self.a_shape is not None:
+            for name in ("a_shape", "b_shape"):
+                shape = getattr(self, name)
+                if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+                        or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
+                               or d < 1 for d in shape)):
+                    raise InputError(f"SoKAConfig: {name} must be two positive ints (rows, "
+                                     f"columns), got {shape!r}")
+        if self.alpha is not None and (isinstance(self.alpha, bool)
+                                       or not isinstance(self.alpha, (int, float))
+                                       or not math.isfinite(self.alpha) or self.alpha == 0):
+            raise InputError(f"SoKAConfig: alpha must be a finite non-zero number or None "
+                             f"(None: alpha = r, a scale of 1), got {self.alpha!r}")
+        if isinstance(self.modules_to_save, str) or not all(
+                isinstance(m, str) for m in self.modules_to_save):
+            one = f" (for one module: [{self.modules_to_save!r}])" * isinstance(
+                self.modules_to_save, str)
+            raise InputError(f"SoKAConfig: modules_to_save must be a list of module names, got "
+                             f"{self.modules_to_save!r}{one}")
+        if type(self.seed) is not int:
+            raise InputError(f"SoKAConfig: seed must be an int, got {self.seed!r}")
+        if self.rank_rule is not None:
+            if not isinstance(self.rank_rule, dict):
+                raise InputError(f"SoKAConfig: rank_rule must be a dict of select_rank's keyword "
+                                 f"arguments, got {self.rank_rule!r}")
+            unknown = set(self.rank_rule) - set(_RANK_RULE_KEYS)
+            if unknown:
+                raise InputError(f"SoKAConfig: rank_rule takes {', '.join(_RANK_RULE_KEYS)}; "
+                                 f"unknown: {', '.join(map(repr, sorted(unknown, key=str)))}")
+
+    def _check_targets(self) -> None:
+        targets = self.target_modules
+        if isinstance(targets, str):
+            if targets != "all-linear":
+                _check_pattern("target_modules", targets)
+        elif not isinstance(targets, (list, tuple)) or not all(isinstance(t, str)
+                                                               for t in targets):
+            raise InputError(f"SoKAConfig: target_modules must be a list of module names, a "
+                             f"regex string or 'all-linear', got {targets!r}")
 
     def factor_shapes(self, out_features: int, in_features: int
                       ) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -118,6 +164,23 @@ class SoKAConfig:
             if name == key or name.endswith("." + key) or re.fullmatch(key, name):
                 return value
         return self.r
+
+
+#: The keyword arguments of ``ops.select_rank`` that ``rank_rule`` may give.
+_RANK_RULE_KEYS = ("energy", "elbow", "min_elbow_gap")
+
+
+def _check_model(what: str, model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{what}: model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _check_pattern(what: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"SoKAConfig: {what} is not a valid regex ({exc}); escape special "
+                         f"characters with re.escape for a literal name") from None
 
 
 class SoKALinear(nn.Module):
@@ -367,9 +430,23 @@ def from_pretrained(model: nn.Module, directory: str | os.PathLike) -> SoKAModel
     path = Path(directory)
     try:
         meta = json.loads((path / "adapter_config.json").read_text())
-        tensors = load_file(str(path / "adapter_model.safetensors"))
-    except FileNotFoundError as exc:
-        raise InputError(f"no SoKA adapter in {path}: {exc.strerror} ({exc.filename})") from None
+        weights = path / "adapter_model.safetensors"
+        try:
+            tensors = load_file(str(weights))
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors' own error type for a damaged file
+            raise InputError(f"{weights} is not a safetensors file ({exc})") from exc
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise InputError(f"no SoKA adapter in {path}: {exc.strerror} ({exc.filename}); give the "
+                         f"directory save_pretrained wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path / 'adapter_config.json'} is not a SoKA adapter config (not "
+                         f"JSON: {exc})") from None
+    if not isinstance(meta, dict) or not {"layers", "config"} <= set(meta):
+        raise InputError(f"{path / 'adapter_config.json'} is not a SoKA adapter config (no "
+                         f"'layers' and 'config' entries)")
+    _check_model("from_pretrained", model)
     modules = dict(model.named_modules())
     for name, spec in meta["layers"].items():
         m = modules.get(name)
@@ -460,6 +537,10 @@ def get_soka_model(model: nn.Module, config: SoKAConfig, *,
         ...                          init="gradient"), init_batches=data,
         ...                          loss_fn=lambda m, x: (m(x) - x).pow(2).mean())
     """
+    _check_model("get_soka_model", model)
+    if not isinstance(config, SoKAConfig):
+        raise InputError(f"get_soka_model: config must be a SoKAConfig, got "
+                         f"{type(config).__name__} (SoKAConfig(**your_dict) makes one)")
     grads = None
     if config.init == "gradient":
         if init_batches is None or loss_fn is None:
