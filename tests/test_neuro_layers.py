@@ -313,20 +313,49 @@ def test_layers_refuse_malformed_input(kind, x, match):
 def test_bad_layer_settings_get_clear_errors():
     with pytest.raises(InputError, match="slope must be a positive"):
         SuperSpike(0.0)
-    with pytest.raises(InputError, match="dt must be positive"):
+    with pytest.raises(InputError, match="dt must be a positive finite number"):
         HHLayer(2, 2, dt=0.0)
     with pytest.raises(InputError, match="HHLayer: dt = 0.5 ms is more than 2 times the fastest"):
         HHLayer(2, 2, dt=0.5)  # the ops' limit: HH loses spikes at such steps
-    with pytest.raises(InputError, match="HHLayer: current_scale must be positive"):
+    with pytest.raises(InputError, match="HHLayer: current_scale must be a positive"):
         HHLayer(2, 2, current_scale=-1.0)
     with pytest.raises(InputError, match="v_reset .* must lie below v_threshold"):
         LIFLayer(2, 2, v_reset=-40.0, v_threshold=-50.0)
-    with pytest.raises(InputError, match="g_leak must be positive"):
+    with pytest.raises(InputError, match="g_leak must be a positive"):
         LIFLayer(2, 2, g_leak=0.0)
-    with pytest.raises(InputError, match="n_steps must be at least 1"):
+    with pytest.raises(InputError, match="n_steps must be a positive integer"):
         SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 0)
     with pytest.raises(InputError, match=r"input must be a tensor \(batch, n_in\)"):
         SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 3)(torch.zeros(4, 1, 2))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: HHLayer(4, 3, v_rest=float("nan")), "v_rest must be a finite number"),
+    (lambda: HHLayer(4, 3, params={"c_m": 0.0}), "HHLayer: params row 0 .c_m"),
+    (lambda: HHLayer(4, 3, params={"g_na": -10.0}), "HHLayer: params row 1 .g_na"),
+    (lambda: HHLayer(4, 3, spike_threshold=float("nan")), "spike_threshold must be a finite"),
+    (lambda: HHLayer(4, 3, current_mean=float("nan")), "current_mean must be a finite"),
+    (lambda: HHLayer(-1, 3), "n_in must be a positive integer"),
+    (lambda: HHLayer(2.5, 3), "n_in must be a positive integer"),
+    (lambda: LIFLayer(4, 3, e_leak=float("nan")), "e_leak must be a finite number"),
+    (lambda: LIFLayer(4, 3, dt=float("inf")), "dt must be a positive finite number"),
+    (lambda: LeakyReadout(3, 2, tau=float("inf")), "tau must be a positive finite number"),
+    (lambda: SpikingClassifier(LIFLayer(2, 2), LeakyReadout(2, 2), 2.7),
+     "n_steps must be a positive integer, got 2.7"),
+])
+def test_bad_layer_numbers_are_refused(make, match):
+    with pytest.raises(InputError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("engine", ["kernel", "torch"])
+def test_layers_refuse_nan_input_and_zero_steps(engine):
+    hh = HHLayer(4, 3, engine=engine)
+    for layer, name in ((hh, "HHLayer"), (LIFLayer(4, 3), "LIFLayer")):
+        with pytest.raises(InputError, match=f"{name}: input contains NaN or infinity"):
+            layer(torch.full((5, 2, 4), float("nan")))
+        with pytest.raises(InputError, match=f"{name}: input has no time steps"):
+            layer(torch.rand(0, 2, 4))
 
 
 @pytest.mark.parametrize("dtype,rtol", [(F64, 1e-9), (torch.float32, 2e-3)])

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .._errors import InputError
-from ..ops.ion import _check_dt_resolves_gates
+from ..ops.ion import _check_ion_simulate
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import torch_step
 from .hh import HH_CHANNELS
@@ -106,6 +106,26 @@ def _check_input(layer: str, x: Any, n_in: int, weight: torch.Tensor) -> None:
         raise InputError(f"{layer}: input dtype {x.dtype} differs from the layer's "
                          f"{weight.dtype}; cast the input (x.to({weight.dtype})) or the layer "
                          f"(layer.to({weight.dtype}))")
+    if x.shape[0] < 1:
+        raise InputError(f"{layer}: input has no time steps (T = 0); give at least one")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{layer}: input contains NaN or infinity; clean it "
+                         f"(torch.nan_to_num) or find where it came from")
+
+
+def _positive_int(layer: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{layer}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _finite(layer: str, name: str, value: Any, unit: str, positive: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, int | float | np.floating)
+          and math.isfinite(value) and (value > 0 or not positive))
+    if not ok:
+        raise InputError(f"{layer}: {name} must be a {'positive ' * positive}finite number "
+                         f"({unit}), got {value!r}")
+    return float(value)
 
 
 class _DenseCurrent(torch.nn.Module):
@@ -121,10 +141,11 @@ class _DenseCurrent(torch.nn.Module):
     def __init__(self, n_in: int, n_out: int, current_scale: float, current_mean: float,
                  generator: torch.Generator | None, dtype: torch.dtype) -> None:
         super().__init__()
-        if not (math.isfinite(current_scale) and current_scale > 0):
-            raise InputError(f"{type(self).__name__}: current_scale must be positive (uA/cm^2), "
-                             f"got {current_scale}")
-        self.n_in, self.n_out, self.current_scale = n_in, n_out, float(current_scale)
+        layer = type(self).__name__
+        n_in, n_out = _positive_int(layer, "n_in", n_in), _positive_int(layer, "n_out", n_out)
+        current_scale = _finite(layer, "current_scale", current_scale, "uA/cm^2", positive=True)
+        current_mean = _finite(layer, "current_mean", current_mean, "uA/cm^2")
+        self.n_in, self.n_out, self.current_scale = n_in, n_out, current_scale
         w = torch.randn(n_in, n_out, generator=generator, dtype=dtype) / n_in ** 0.5
         self.weight = torch.nn.Parameter(w)
         self.bias = torch.nn.Parameter(
@@ -190,8 +211,9 @@ class HHLayer(_DenseCurrent):
                  generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32, engine: str = "auto") -> None:
         super().__init__(n_in, n_out, current_scale, current_mean, generator, dtype)
-        if not dt > 0:
-            raise InputError(f"HHLayer: dt must be positive (ms), got {dt}")
+        dt = _finite("HHLayer", "dt", dt, "ms", positive=True)
+        v_rest = _finite("HHLayer", "v_rest", v_rest, "mV")
+        spike_threshold = _finite("HHLayer", "spike_threshold", spike_threshold, "mV")
         if engine not in ("auto", "kernel", "torch"):
             raise InputError(f"HHLayer: engine must be 'auto', 'kernel' or 'torch', got "
                              f"{engine!r}")
@@ -202,7 +224,14 @@ class HHLayer(_DenseCurrent):
         self.spike = spike if spike is not None else SuperSpike(0.2)
         v0 = np.full(1, float(v_rest))
         p = self.channels.default_params(1, np.float64, **(params or {}))
-        _check_dt_resolves_gates("HHLayer", self.channels, p, self.dt)
+        # the cell as the ops check it: finite parameters, c_m > 0, no negative conductance,
+        # and a dt that resolves the fastest gate
+        try:
+            _check_ion_simulate(v0, self.channels.steady_states(v0), p, np.zeros(1),
+                                channels=self.channels, dt=self.dt, n_steps=1,
+                                spike_threshold=self.spike_threshold)
+        except InputError as exc:
+            raise InputError(f"HHLayer: {str(exc).removeprefix('ion_simulate: ')}") from None
         self.register_buffer("cell_params", torch.tensor(p[:, 0], dtype=dtype))
         self.register_buffer("v_rest", torch.tensor(float(v_rest), dtype=dtype))
         self.register_buffer("states_rest",
@@ -300,9 +329,12 @@ class LIFLayer(_DenseCurrent):
                  current_mean: float = 1.5, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__(n_in, n_out, current_scale, current_mean, generator, dtype)
-        for name, value in (("dt", dt), ("c_m", c_m), ("g_leak", g_leak)):
-            if not value > 0:
-                raise InputError(f"LIFLayer: {name} must be positive, got {value}")
+        dt = _finite("LIFLayer", "dt", dt, "ms", positive=True)
+        c_m = _finite("LIFLayer", "c_m", c_m, "uF/cm^2", positive=True)
+        g_leak = _finite("LIFLayer", "g_leak", g_leak, "mS/cm^2", positive=True)
+        for name, value in (("e_leak", e_leak), ("v_threshold", v_threshold),
+                            ("v_reset", v_reset)):
+            _finite("LIFLayer", name, value, "mV")
         if not v_reset < v_threshold:
             raise InputError(f"LIFLayer: v_reset ({v_reset} mV) must lie below v_threshold "
                              f"({v_threshold} mV)")
@@ -357,9 +389,10 @@ class LeakyReadout(torch.nn.Module):
                  generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if not (dt > 0 and tau > 0):
-            raise InputError(f"LeakyReadout: dt and tau must be positive (ms), got {dt}, {tau}")
-        self.n_in, self.n_out = n_in, n_out
+        dt = _finite("LeakyReadout", "dt", dt, "ms", positive=True)
+        tau = _finite("LeakyReadout", "tau", tau, "ms", positive=True)
+        n_in = _positive_int("LeakyReadout", "n_in", n_in)
+        self.n_in, self.n_out = n_in, _positive_int("LeakyReadout", "n_out", n_out)
         self.beta = math.exp(-dt / tau)
         bound = 1.0 / n_in ** 0.5
         w = (torch.rand(n_in, n_out, generator=generator, dtype=dtype) * 2 - 1) * bound
@@ -395,9 +428,8 @@ class SpikingClassifier(torch.nn.Module):
 
     def __init__(self, hidden: torch.nn.Module, readout: torch.nn.Module, n_steps: int) -> None:
         super().__init__()
-        if n_steps < 1:
-            raise InputError(f"SpikingClassifier: n_steps must be at least 1, got {n_steps}")
-        self.hidden, self.readout, self.n_steps = hidden, readout, int(n_steps)
+        n_steps = _positive_int("SpikingClassifier", "n_steps", n_steps)
+        self.hidden, self.readout, self.n_steps = hidden, readout, n_steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, n_classes)``.
