@@ -15,7 +15,8 @@ from ..ops import mst as mst_ops
 from ..ops import spike
 from ..ops.spike import SpikeStats
 from ._input import EdgeList, as_edge_list
-from ._model import SpikingSchedule, kruskal_schedule
+from ._model import SpikingSchedule, check_quantum, kruskal_schedule
+from ._model import count as _count
 
 METHODS = ("auto", "pipelined", "spike-kruskal", "radix-kruskal", "filter-kruskal", "boruvka")
 #: ``auto`` takes the counting sort (spike-kruskal) for integer weights whose range spans at
@@ -72,6 +73,10 @@ class MSTResult:
 
         Returns:
             A :class:`~fusekit.mst.SpikingSchedule`; ``speedups()`` names each comparison.
+
+        Raises:
+            InputError: ``p`` not an integer ``>= 1``, ``quantum`` not a positive finite
+                number, or float weights whose range overflows float64.
         """
         return kruskal_schedule(self.graph.w, self.edges, p=p, quantum=quantum)
 
@@ -107,9 +112,12 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
             then union-find), ``"radix-kruskal"`` (spiking radix sort, then union-find),
             ``"filter-kruskal"``, ``"boruvka"``, or ``"auto"`` (by weight type, range and
             density; Borůvka with ``backend="cuda"``; see ``docs/mst.md``).
-        quantum: Weight units per spike time step for the spiking methods.
+        quantum: Weight units per spike time step for the spiking methods, a positive
+            finite number (``filter-kruskal`` and ``boruvka`` do not use it, but refuse an
+            invalid one all the same).
         chunks: Hand-over batches of the pipelined method (runs of consecutive time steps;
-            default one per 2^14 edges).
+            default one per 2^14 edges), an integer ``>= 1`` (the other methods do not use
+            it, but refuse an invalid one all the same).
         backend: Backend of the ops (``"cpu"``, ``"reference"``; ``"cuda"`` runs Borůvka
             on the GPU, copying the edge list there and the forest's ids back).
 
@@ -118,12 +126,17 @@ def minimum_spanning_forest(graph: Any, v: Any = None, w: Any = None, n: int | N
 
     Raises:
         InputError: Mismatched lengths, vertex ids outside ``[0, n)``, NaN or infinite
-            weights, negative ``n``, an unknown method.
+            weights, negative ``n``, an unknown method, a ``quantum`` that is not a positive
+            finite number, ``chunks`` that is not an integer ``>= 1``.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise InputError(f"minimum_spanning_forest: unknown method {method!r}; choose one of "
                          f"{', '.join(METHODS)}")
+    check_quantum("minimum_spanning_forest", quantum)
+    if chunks is not None:
+        chunks = _count("minimum_spanning_forest", "chunks", chunks,
+                        "an integer number of hand-over batches of the pipelined method")
     g = as_edge_list(graph, v, w, n)
     if method == "auto":
         method = "boruvka" if backend == "cuda" else choose_method(g, quantum)
@@ -279,8 +292,6 @@ def _pipelined(g: EdgeList, target: int, quantum: Any, chunks: int | None, backe
     handing over batches of time steps in order; union-find stops it once the forest is
     complete. Elsewhere the stages run in turn.
     """
-    if chunks is not None and chunks < 1:
-        raise InputError(f"minimum_spanning_forest: chunks must be >= 1, got {chunks}")
     t = time.perf_counter()
     edges, counters, sort_stats, handed = mst_ops.pipelined_kruskal(
         g.u, g.v, g.w, g.n, quantum=quantum, max_unions=target, batches=chunks,

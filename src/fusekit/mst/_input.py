@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 import sys
 from dataclasses import dataclass, field
@@ -68,8 +69,8 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
         w = w.astype(np.float64)
     if w.dtype.kind == "f" and w.dtype not in (np.float32, np.float64):
         w = w.astype(np.float64)
-    if w.dtype.kind in "iu" and w.dtype.itemsize == 8 and w.dtype.kind == "u":
-        w = w.astype(np.float64)  # uint64 has no exact home; float64 keeps the order
+    if w.dtype == np.uint64:
+        w = _uint64_weights(where, w)
     if w.dtype == np.int16 or w.dtype == np.int8:
         w = w.astype(np.int32)
     vdt = np.int32 if n < 2**31 else np.int64
@@ -93,6 +94,25 @@ def edge_list(u: Any, v: Any, w: Any, n: int) -> EdgeList:
                     w_bounds=bounds)
 
 
+def _uint64_weights(where: str, w: np.ndarray) -> np.ndarray:
+    """uint64 weights in a dtype the kernels take, exactly: float64 or int64, else refused.
+
+    Rounding to float64 alone could tie two different weights (above 2**53) and pick a
+    heavier edge; int64 holds every weight below 2**63 exactly.
+    """
+    as_float = w.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # 2**64 (rounded up from near it) has no uint64
+        exact = w.size == 0 or np.array_equal(as_float.astype(np.uint64), w)
+    if exact:
+        return as_float  # every weight is a float64 exactly (the common case: small weights)
+    top = int(w.max())
+    if top < 2**63:
+        return w.astype(np.int64)
+    raise InputError(f"{where}: uint64 weights up to {top} are neither int64 nor float64 "
+                     "exactly, and rounding them could pick a heavier edge; subtract "
+                     "min(w) (the forest does not change) so that they fit int64")
+
+
 def from_scipy(matrix: Any) -> EdgeList:
     """Edges of a SciPy sparse adjacency matrix: every stored entry ``(i, j, a_ij)`` is an edge.
 
@@ -106,19 +126,42 @@ def from_scipy(matrix: Any) -> EdgeList:
         3
 
     Args:
-        matrix: A square ``scipy.sparse`` matrix or array.
+        matrix: A square ``scipy.sparse`` matrix or array (a dense NumPy array is refused:
+            whether its zeros are edges is ambiguous; convert it with
+            ``scipy.sparse.coo_array``).
 
     Returns:
         The :class:`EdgeList`.
+
+    Raises:
+        InputError: Not a SciPy sparse matrix, not square, or weights as ``edge_list``
+            refuses them.
     """
+    scipy_sparse = sys.modules.get("scipy.sparse")
+    if scipy_sparse is None or not scipy_sparse.issparse(matrix):
+        raise InputError(
+            f"from_scipy: expected a scipy.sparse matrix or array, got {type(matrix).__name__}; "
+            "for a dense adjacency matrix a, pass scipy.sparse.coo_array(a) (its zeros become "
+            "no edge) or the edge arrays (u, v, w, n) to minimum_spanning_forest")
     coo = matrix.tocoo()
-    if coo.shape[0] != coo.shape[1]:
+    if len(coo.shape) != 2 or coo.shape[0] != coo.shape[1]:
         raise InputError(f"from_scipy: the adjacency matrix must be square, got {coo.shape}")
     return edge_list(coo.row, coo.col, coo.data, coo.shape[0])
 
 
 def from_networkx(graph: Any, weight: str = "weight", default: float = 1.0) -> EdgeList:
     """Edges of a networkx graph; vertex ids follow ``list(graph)`` (kept in ``nodes``).
+
+    Integer weights (Python or NumPy ints) stay integers (int64, or uint64 above it), so
+    that weights beyond 2**53 are compared exactly; float weights, or ints mixed with floats
+    when every int is a float64 exactly, become float64.
+
+    Example:
+        >>> import networkx as nx
+        >>> from fusekit.mst import from_networkx
+        >>> g = nx.Graph([(0, 1, {"weight": 2**53 + 1}), (1, 2, {"weight": 1})])
+        >>> from_networkx(g).w.dtype
+        dtype('int64')
 
     Args:
         graph: A networkx ``Graph``, ``DiGraph`` (directions ignored) or multigraph.
@@ -127,18 +170,74 @@ def from_networkx(graph: Any, weight: str = "weight", default: float = 1.0) -> E
 
     Returns:
         The :class:`EdgeList`; ``nodes[i]`` is the networkx node of vertex ``i``.
+
+    Raises:
+        InputError: ``graph`` is not a networkx graph; a weight (or ``default``) that is not a
+            real number (strings, complex, bools, None); integer weights beyond int64 and
+            uint64, or ints mixed with floats that float64 cannot hold exactly.
     """
+    where = "from_networkx"
+    nx = sys.modules.get("networkx")
+    if nx is None or not isinstance(graph, nx.Graph):
+        raise InputError(f"{where}: expected a networkx Graph, DiGraph or multigraph, got "
+                         f"{type(graph).__name__}; build one with networkx.Graph(...) or pass "
+                         "edge arrays (u, v, w, n) to minimum_spanning_forest")
+    if _weight_kind(default) is None:
+        raise InputError(f"{where}: default must be a real number (the weight of edges without "
+                         f"a {weight!r} attribute), got {default!r}")
     nodes = list(graph)
     index = {node: i for i, node in enumerate(nodes)}
     m = graph.number_of_edges()
     u = np.empty(m, np.int64)
     v = np.empty(m, np.int64)
-    w = np.empty(m, np.float64)
+    weights: list[Any] = [None] * m
+    kinds = set()
     for e, (a, b, d) in enumerate(graph.edges(data=weight, default=default)):
-        u[e], v[e], w[e] = index[a], index[b], d
-    out = edge_list(u, v, w, len(nodes))
+        kind = _weight_kind(d)
+        if kind is None:
+            raise InputError(f"{where}: edge ({a!r}, {b!r}) has {weight} {d!r} "
+                             f"({type(d).__name__}); weights must be real numbers (int or "
+                             "float): convert them, e.g. float(...), or drop the edge")
+        kinds.add(kind)
+        u[e], v[e], weights[e] = index[a], index[b], d
+    out = edge_list(u, v, _weight_array(where, weights, kinds), len(nodes))
     out.nodes = nodes
     return out
+
+
+def _weight_kind(x: Any) -> str | None:
+    """``"int"`` or ``"float"`` for a real number, ``None`` for anything else (bools too)."""
+    if isinstance(x, bool | np.bool_):
+        return None
+    if isinstance(x, numbers.Integral):
+        return "int"
+    if isinstance(x, numbers.Real):
+        return "float"
+    return None
+
+
+def _weight_array(where: str, weights: list[Any], kinds: set[str]) -> np.ndarray:
+    """The weights in one exact dtype: int64 or uint64 for ints, float64 otherwise."""
+    if not weights:
+        return np.empty(0, np.float64)
+    if kinds == {"int"}:
+        ints = [int(x) for x in weights]
+        lo, hi = min(ints), max(ints)
+        if lo >= -(2**63) and hi < 2**63:
+            return np.array(ints, dtype=np.int64)
+        if lo >= 0 and hi < 2**64:
+            return np.array(ints, dtype=np.uint64)
+        raise InputError(f"{where}: integer weights span [{lo}, {hi}], which neither int64 nor "
+                         "uint64 holds; shift them (subtract min(w): the forest does not "
+                         "change) or convert them to float")
+    if "int" in kinds:  # ints mixed with floats: float64, if that keeps every int exactly
+        for x in weights:
+            if _weight_kind(x) == "int" and int(float(x)) != int(x):
+                raise InputError(f"{where}: the weights mix floats with the integer {int(x)}, "
+                                 "which float64 cannot hold exactly (rounding could pick a "
+                                 "heavier edge); give every weight as an int or every one as "
+                                 "a float")
+    return np.array([float(x) for x in weights], dtype=np.float64)
 
 
 def as_edge_list(graph: Any, v: Any, w: Any, n: Any) -> EdgeList:

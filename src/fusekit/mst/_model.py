@@ -21,11 +21,14 @@ neuron keeps a synapse to its component's root (union by size rewires the smalle
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..ops.spike import time_grid
 
 
@@ -70,6 +73,30 @@ class SpikingSchedule:
         return asdict(self)
 
 
+def count(where: str, name: str, value: Any, what: str) -> int:
+    """``value`` as an int ``>= 1``; :class:`InputError` for 1.5, "2", True or 0."""
+    try:
+        if isinstance(value, bool | np.bool_):
+            raise TypeError
+        n = operator.index(value)  # ints and NumPy integers; 1.5 must not be truncated
+    except TypeError:
+        raise InputError(f"{where}: {name} must be {what}, got {value!r} "
+                         f"({type(value).__name__})") from None
+    if n < 1:
+        raise InputError(f"{where}: {name} must be >= 1 ({what}), got {n}")
+    return n
+
+
+def check_quantum(where: str, quantum: Any) -> None:
+    """Refuse a ``quantum`` that is not ``None`` or a positive finite real number."""
+    if quantum is None:
+        return
+    ok = isinstance(quantum, numbers.Real) and not isinstance(quantum, bool | np.bool_)
+    if not (ok and math.isfinite(float(quantum)) and float(quantum) > 0):
+        raise InputError(f"{where}: quantum must be a positive finite number of weight units "
+                         f"per time step (or None for the default), got {quantum!r}")
+
+
 def pipelined_finish(counts: np.ndarray, k: int, p: int) -> int:
     """Steps until event ``k`` is handled when ``counts[t]`` events fire at step ``t``.
 
@@ -101,9 +128,12 @@ def kruskal_schedule(w: np.ndarray, edges: np.ndarray, *, p: int = 1,
 
     Returns:
         A :class:`SpikingSchedule`.
+
+    Raises:
+        InputError: ``p`` not an integer ``>= 1``, ``quantum`` not a positive finite number.
     """
-    if p < 1:
-        raise ValueError(f"p must be >= 1 events per step, got {p}")
+    p = count("kruskal_schedule", "p", p, "an integer number of union-find events per step")
+    check_quantum("kruskal_schedule", quantum)
     w = np.asarray(w)
     lo, q, n_steps = time_grid(w, quantum)
     if w.size == 0:

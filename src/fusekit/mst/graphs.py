@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 import os
 from typing import Any
 
@@ -67,6 +68,20 @@ def edge_weights(m: int, scheme: str = "uniform", seed: int = 0) -> np.ndarray:
     raise InputError(f"unknown weight scheme {scheme!r}; choose one of {', '.join(WEIGHT_SCHEMES)}")
 
 
+def _whole(where: str, name: str, value: Any, least: int) -> int:
+    """``value`` as an int ``>= least``; :class:`InputError` for 2.5, "3", True or less."""
+    try:
+        if isinstance(value, bool | np.bool_):
+            raise TypeError
+        k = operator.index(value)
+    except TypeError:
+        raise InputError(f"{where}: {name} must be an integer, got {value!r} "
+                         f"({type(value).__name__})") from None
+    if k < least:
+        raise InputError(f"{where}: {name} must be >= {least}, got {k}")
+    return k
+
+
 def _finish(u: np.ndarray, v: np.ndarray, n: int, weights: str, seed: int) -> Graph:
     u, v = np.minimum(u, v).astype(np.int32), np.maximum(u, v).astype(np.int32)
     return u, v, edge_weights(u.shape[0], weights, seed + 1), n
@@ -89,6 +104,7 @@ def delaunay_graph(n: int, seed: int = 0, weights: str = "uniform") -> Graph:
     Returns:
         ``(u, v, w, n)``, about ``3 n`` edges.
     """
+    n = _whole("delaunay_graph", "n", n, 3)  # a triangulation needs three points
     spatial = _scipy("scipy.spatial")
     pts = np.random.default_rng(seed).random((n, 2))
     indptr, indices = spatial.Delaunay(pts).vertex_neighbor_vertices
@@ -110,6 +126,12 @@ def random_geometric_graph(n: int, seed: int = 0, radius: float | None = None,
     Returns:
         ``(u, v, w, n)``, about ``pi * 0.55**2 / 2 * ln n`` edges per vertex.
     """
+    n = _whole("random_geometric_graph", "n", n, 0)
+    if radius is not None and not (isinstance(radius, int | float | np.integer | np.floating)
+                                   and not isinstance(radius, bool) and radius > 0
+                                   and math.isfinite(radius)):
+        raise InputError(f"random_geometric_graph: radius must be a positive finite distance "
+                         f"(the unit square's units) or None, got {radius!r}")
     spatial = _scipy("scipy.spatial")
     if radius is None:
         radius = 0.55 * math.sqrt(math.log(max(n, 2)) / max(n, 1))
@@ -135,6 +157,8 @@ def kronecker_graph(scale: int, edgefactor: int = 16, seed: int = 0,
     Returns:
         ``(u, v, w, n)``.
     """
+    scale = _whole("kronecker_graph", "scale", scale, 0)
+    edgefactor = _whole("kronecker_graph", "edgefactor", edgefactor, 1)
     n = 1 << scale
     m = edgefactor * n
     a, b, c = 0.57, 0.19, 0.19

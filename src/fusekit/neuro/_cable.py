@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,16 +41,49 @@ def cable_coupling(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) 
         or ``r_axial`` is a torch tensor, the result is a float64 tensor differentiable with
         respect to them (fit diameters or ``r_axial`` through a differentiable
         :func:`fusekit.ops.cable_simulate`).
+
+    Raises:
+        InputError: ``parent`` not a non-empty integer array in Hines order, ``length`` or
+            ``diam`` of another shape or not positive and finite, ``r_axial`` not one
+            positive finite number.
     """
-    parent = np.asarray(parent)
+    parent = _hines_parent("cable_coupling", parent)
     area, half_r, zero, cat, stack = _cylinders(parent, length, diam, r_axial)
-    p = np.asarray(parent[1:], dtype=np.int64)
+    p = parent[1:]
     g_ms = 1e3 / (half_r[1:] + half_r[p])  # S -> mS, between every compartment and its parent
     rows = [cat([zero, g_ms / area[1:]]), cat([zero, g_ms / area[p]])]
     return stack(rows)
 
 
-def _cylinders(parent: np.ndarray, length: Any, diam: Any, r_axial: Any) -> tuple[Any, ...]:
+def _hines_parent(op: str, parent: Any) -> np.ndarray:
+    """``parent`` as int64 after checking that it is a tree in Hines order (else InputError).
+
+    The rule is the one the cable ops check (``hines_solve``, ``cable_simulate``):
+    ``parent[0] = -1`` (the root, the only one) and ``0 <= parent[i] < i`` for every other
+    compartment.
+    """
+    p = np.asarray(parent)
+    if p.ndim != 1 or p.shape[0] == 0:
+        raise InputError(f"{op}: parent must be a non-empty (n_comp,) array of parent indices "
+                         f"(parent[0] = -1 for the root), got shape {p.shape}")
+    if p.dtype.kind not in "iu":
+        raise InputError(f"{op}: parent must hold integer compartment indices, got dtype "
+                         f"{p.dtype}; convert whole numbers with parent.astype(np.int64)")
+    p = p.astype(np.int64, copy=False)
+    bad = np.flatnonzero((p < 0) | (p >= np.arange(p.shape[0])))
+    bad = bad[bad > 0] if p[0] == -1 else np.array([0])
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"{op}: parent must list the compartments in Hines order: parent[0] = -1 (the "
+            "root, the only one) and 0 <= parent[i] < i for every other compartment, but "
+            f"parent[{i}] = {int(p[i])}; number the compartments depth-first from the root so "
+            "that every parent comes before its children (read_swc does)")
+    return p
+
+
+def _cylinders(parent: np.ndarray, length: Any, diam: Any, r_axial: Any,
+               op: str = "cable_coupling") -> tuple[Any, ...]:
     """Checked geometry: every cylinder's lateral area (cm^2) and half axial resistance (Ohm).
 
     Also returns a one-element zero and ``cat``/``stack`` of the arrays' library (torch when
@@ -69,13 +103,18 @@ def _cylinders(parent: np.ndarray, length: Any, diam: Any, r_axial: Any) -> tupl
         cat, stack = np.concatenate, np.stack
     for name, x in (("length", length), ("diam", diam)):
         if tuple(x.shape) != parent.shape:
-            raise InputError(f"cable_coupling: {name} must have parent's shape {parent.shape} "
+            raise InputError(f"{op}: {name} must have parent's shape {parent.shape} "
                              f"(one value per compartment, um), got {tuple(x.shape)}")
         if not bool(((x > 0) & (x < float("inf"))).all()):
-            raise InputError(f"cable_coupling: every {name} must be positive and finite (um); "
+            raise InputError(f"{op}: every {name} must be positive and finite (um); "
                              "a compartment needs an area and a cross-section")
-    if not float(r_axial.detach() if hasattr(r_axial, "detach") else r_axial) > 0:
-        raise InputError(f"cable_coupling: r_axial must be positive (Ohm cm), got {r_axial!r}")
+    ra = np.asarray(r_axial.detach().cpu() if hasattr(r_axial, "detach") else r_axial)
+    if not (ra.size == 1 and ra.dtype.kind in "iuf" and math.isfinite(ra.item())
+            and ra.item() > 0):
+        why = ("; an infinite one would silently decouple every compartment"
+               if ra.size == 1 and ra.dtype.kind == "f" and np.isinf(ra).all() else "")
+        raise InputError(f"{op}: r_axial must be one positive finite number (axial "
+                         f"resistivity, Ohm cm; NEURON's Ra, often 100), got {r_axial!r}{why}")
     length_cm = length * 1e-4
     radius_cm = diam * 0.5e-4
     area = np.pi * 2 * radius_cm * length_cm  # cm^2
@@ -127,15 +166,20 @@ def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> C
     Returns:
         The :class:`CableTree`.
 
+    Raises:
+        InputError: As :func:`cable_coupling`.
+
     Example:
         >>> import numpy as np
         >>> tree = cable_tree(np.array([-1, 0, 0]), np.full(3, 50.0), np.full(3, 2.0))
         >>> tree.parent.tolist(), tree.junction.tolist()  # the soma's end joins both
         ([-1, 0, 1, 1], [False, True, False, False])
     """
-    parent = np.asarray(parent, dtype=np.int64)
+    parent = _hines_parent("cable_tree", parent)
+    if hasattr(r_axial, "detach"):  # a tensor: this tree is NumPy, without gradients
+        r_axial = r_axial.detach().cpu().numpy()
     area, half_r = _cylinders(parent, np.asarray(length, np.float64),
-                              np.asarray(diam, np.float64), float(r_axial))[:2]
+                              np.asarray(diam, np.float64), r_axial, "cable_tree")[:2]
     n_comp = parent.shape[0]
     n_children = np.bincount(parent[1:], minlength=n_comp) if n_comp > 1 else np.zeros(1, int)
     node = np.empty(n_comp, dtype=np.int64)
