@@ -11,7 +11,14 @@ from fusekit.mst import (
     kruskal_schedule,
     minimum_spanning_forest,
 )
-from fusekit.neuro import HH_CHANNELS, cable_coupling, cable_tree, fit_parameters, trace_loss
+from fusekit.neuro import (
+    HH_CHANNELS,
+    cable_coupling,
+    cable_tree,
+    fit_parameters,
+    read_swc,
+    trace_loss,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -252,3 +259,11 @@ def test_cable_tree_takes_r_axial_as_a_tensor():
     a = cable_tree(np.array([-1, 0, 0]), L3, D3, torch.tensor(50.0, requires_grad=True))
     b = cable_tree(np.array([-1, 0, 0]), L3, D3, 50.0)
     np.testing.assert_array_equal(a.coupling, b.coupling)
+
+
+@pytest.mark.parametrize("min_length", [float("nan"), 0.0, -1.0, float("inf"), "0.1"])
+def test_read_swc_refuses_a_bad_min_length(tmp_path, min_length):
+    path = tmp_path / "cell.swc"
+    path.write_text("1 1 0 0 0 5 -1\n2 3 10 0 0 1 1\n")
+    with pytest.raises(fusekit.InputError, match="min_length must be a positive finite"):
+        read_swc(path, min_length=min_length)

@@ -466,8 +466,13 @@ def read_swc(path: str | os.PathLike[str], *, min_length: float = 0.01) -> Morph
     Raises:
         InputError: A line that is not 7 numbers, a radius that is not positive, a repeated
             id, a point that is its own parent, no points, several roots, a parent id that is
-            not in the file, or points not connected to the root.
+            not in the file, or points not connected to the root; ``min_length`` not a positive
+            finite number.
     """
+    if (isinstance(min_length, bool) or not isinstance(min_length, int | float)
+            or not math.isfinite(min_length) or min_length <= 0):
+        raise InputError(f"read_swc: min_length must be a positive finite length in um (the "
+                         f"shortest compartment; default 0.01), got {min_length!r}")
     rows = []
     with open(path) as f:
         for number, line in enumerate(f, 1):
