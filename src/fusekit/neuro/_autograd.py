@@ -25,6 +25,8 @@ from .._errors import InputError
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from ..ops.ion_grad import spike_crossing, torch_step
+from ._network import index_array
+from ._population import check_counts, run_steps
 
 
 def params_tensor(channels: ChannelSet | Sequence[type[Channel]], n: int, *,
@@ -130,6 +132,12 @@ def simulate(
     import torch
 
     cs = channel_set(channels)
+    n_steps = run_steps("simulate", duration, dt)
+    check_counts("simulate", record_every=record_every, max_spikes=max_spikes)
+    _require_tensors("simulate", "fusekit.ops.ion_simulate", params=params)
+    if params.ndim != 2:
+        raise InputError(f"simulate: params must be an (n_params, n) tensor "
+                         f"(fusekit.neuro.params_tensor makes one), got {tuple(params.shape)}")
     n = params.shape[1]
     v0 = torch.as_tensor(v0, dtype=params.dtype, device=params.device).expand(n)
     if states0 is None:
@@ -137,7 +145,6 @@ def simulate(
             cs.steady_states(v0.detach().cpu().numpy(), params.detach().cpu().numpy()),
             dtype=params.dtype, device=params.device)
     i_ext = torch.as_tensor(i_ext, dtype=params.dtype)
-    n_steps = int(np.round(duration / dt))
     wants_grad = torch.is_grad_enabled() and (params.requires_grad or i_ext.requires_grad)
     if gradient == "forward" and wants_grad:
         return _forward_mode(cs, v0.contiguous(), states0, params, i_ext, wrt, dt=dt,
@@ -347,7 +354,13 @@ def simulate_torch(
         ...                      dt=0.025, n_steps=400, max_spikes=1)
         >>> out.spike_times[0, 0].backward()  # d(first spike time) / d(params)
     """
+    op = "simulate_torch"
+    _require_tensors(op, "fusekit.ops.ion_simulate", v0=v0, states0=states0, params=params,
+                     i_ext=i_ext)
     cs = channel_set(channels)
+    _check_membranes(op, cs, v0, states0, params, i_ext, dt=dt, n_steps=n_steps,
+                     record_every=record_every, spike_threshold=spike_threshold,
+                     max_spikes=max_spikes)
     v, S, P = v0, states0, params
     rec = _Recorder(v0, max_spikes, record_every)
     for step in range(n_steps):
@@ -479,6 +492,7 @@ def network_simulate_torch(
     op = "network_simulate_torch"
     _require_tensors(op, "fusekit.ops.network_simulate", v0=v0, states0=states0,
                      params=params, i_ext=i_ext, g_syn0=g_syn0, weights=weights)
+    indptr = index_array(op, "indptr", indptr)  # the kernel engine takes it as it is
     cs = channel_set(channels)
     _check_membranes(op, cs, v0, states0, params, i_ext, dt=dt, n_steps=n_steps,
                      record_every=record_every, spike_threshold=spike_threshold,
@@ -652,12 +666,13 @@ def _torch_network(
     """
     import torch
 
-    from ..ops.ion import NetworkSimulation, synapse_decays, synapse_kinds
+    from ..ops.ion import NetworkSimulation, check_synapses, synapse_decays, synapse_kinds
 
     n = post[0]
     n_post = int(np.prod(post))
-    indptr = torch.as_tensor(indptr, dtype=torch.int64, device=v0.device)
-    indices = torch.as_tensor(indices, dtype=torch.int64, device=v0.device)
+    indptr_h, indices_h = index_array(op, "indptr", indptr), index_array(op, "indices", indices)
+    indptr = torch.from_numpy(indptr_h).to(v0.device)
+    indices = torch.from_numpy(indices_h).to(v0.device)
     if indptr.shape != (n + 1,) or indices.shape != weights.shape or weights.ndim != 1:
         raise InputError(f"{op}: indptr must be ({n + 1},) and indices and weights one (nnz,) "
                          f"shape, got {tuple(indptr.shape)}, {tuple(indices.shape)} and "
@@ -673,24 +688,33 @@ def _torch_network(
                          "be negative or NaN (make a synapse inhibitory with e_syn). When "
                          "training them, keep them non-negative: weights.data.clamp_(min=0) "
                          "after each optimizer step, or weights = softplus(raw)")
-    if delay_steps < 1:
-        raise InputError(f"{op}: delay_steps must be >= 1, got {delay_steps}")
+    if isinstance(delay_steps, bool) or not isinstance(delay_steps, int | np.integer) \
+            or delay_steps < 1:
+        raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
+                         f"steps), got {delay_steps!r}")
+    delay_steps = int(delay_steps)
+    if surrogate is not None and not callable(surrogate):
+        raise InputError(f"{op}: surrogate must be a callable x -> spike (such as "
+                         f"fusekit.neuro.SuperSpike(1.0)) or None for the default, got "
+                         f"{surrogate!r}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
             or checkpoint_every < 0:
         raise InputError(f"{op}: checkpoint_every must be an int >= 0 (0: no checkpoints), got "
                          f"{checkpoint_every!r}")
     taus, es, typed = synapse_kinds(tau_syn, e_syn)
     n_types = len(taus)
-    if tuple(g_syn0.shape) != ((n_types, *post) if typed else post):
+    if tuple(g_syn0.shape) != ((n_types, *post) if typed else post) \
+            or g_syn0.dtype != v0.dtype:
         raise InputError(f"{op}: g_syn0 must be {(n_types, *post) if typed else post} (one row "
-                         f"per synapse type when tau_syn or e_syn name several), got "
-                         f"{tuple(g_syn0.shape)}")
+                         f"per synapse type when tau_syn or e_syn name several) of v0's dtype "
+                         f"{v0.dtype}, got {tuple(g_syn0.shape)} {g_syn0.dtype}")
     if synapse_type is None:
         if n_types > 1:
             raise InputError(f"{op}: {n_types} synapse types are declared by tau_syn and e_syn; "
                              f"give synapse_type, the type of every synapse")
-        synapse_type = torch.zeros_like(indices)
-    types = torch.as_tensor(synapse_type, dtype=torch.int64, device=v0.device)
+        synapse_type = indices_h * 0
+    types_h = index_array(op, "synapse_type", synapse_type)
+    types = torch.from_numpy(types_h).to(v0.device)
     if types.shape != indices.shape or (types.numel() and (
             int(types.min()) < 0 or int(types.max()) >= n_types)):
         raise InputError(f"{op}: synapse_type must be ({indices.shape[0]},) integers in [0, "
@@ -700,12 +724,27 @@ def _torch_network(
         n_comp = post[1]
         flat = indices * n_comp
         if synapse_compartment is not None:
-            comps = torch.as_tensor(synapse_compartment, dtype=torch.int64, device=v0.device)
+            comps = torch.from_numpy(index_array(op, "synapse_compartment",
+                                                 synapse_compartment)).to(v0.device)
             if comps.shape != indices.shape or (comps.numel() and (
                     int(comps.min()) < 0 or int(comps.max()) >= n_comp)):
                 raise InputError(f"{op}: synapse_compartment must be ({indices.shape[0]},) "
                                  f"integers in [0, {n_comp}), got {tuple(comps.shape)}")
             flat = flat + comps
+    in_flight = (delay_steps, n_types, *post) if typed else (delay_steps, *post)
+    if arrivals0 is not None and (not isinstance(arrivals0, torch.Tensor)
+                                  or tuple(arrivals0.shape) != in_flight):
+        raise InputError(f"{op}: arrivals0 must be a {in_flight} torch tensor (an earlier "
+                         f"call's arrivals), got {tuple(getattr(arrivals0, 'shape', ()))} "
+                         f"{type(arrivals0).__name__}")
+    # the op's synapse checks on host copies, for either engine: a malformed indptr, NaN or
+    # infinite weights, negative or NaN g_syn0 and arrivals0
+    g_h = g_syn0.detach().cpu().numpy().reshape(n_types, *post)
+    a_h = (np.zeros((delay_steps, *g_h.shape), g_h.dtype) if arrivals0 is None else
+           arrivals0.detach().to(v0.dtype).cpu().numpy().reshape(delay_steps, *g_h.shape))
+    check_synapses(op, str(g_h.dtype), post, g_h, indptr_h, indices_h,
+                   weights.detach().cpu().numpy(), a_h, types_h, n_types=n_types,
+                   delay_steps=delay_steps)
     if surrogate is None:
         from ._layers import SuperSpike
         surrogate = SuperSpike(1.0)
@@ -747,13 +786,8 @@ def _torch_network(
             v = v_new
         return v, S, g_syn, ring
 
-    in_flight = (delay_steps, n_types, *post) if typed else (delay_steps, *post)
     if arrivals0 is None:
         ring0 = [zeros.view(n_types, *post)] * delay_steps
-    elif not isinstance(arrivals0, torch.Tensor) or tuple(arrivals0.shape) != in_flight:
-        raise InputError(f"{op}: arrivals0 must be a {in_flight} torch tensor (an earlier "
-                         f"call's arrivals), got {tuple(getattr(arrivals0, 'shape', ()))} "
-                         f"{type(arrivals0).__name__}")
     else:
         ring0 = list(arrivals0.to(v0.dtype).reshape(delay_steps, n_types, *post).unbind(0))
     state = (v0, states0, g_syn0.reshape(n_types, *post), ring0)
@@ -886,6 +920,9 @@ def cable_network_simulate_torch(
                      params=params, i_ext=i_ext, coupling=coupling, g_syn0=g_syn0,
                      weights=weights)
     cs = channel_set(channels)
+    indptr = index_array(op, "indptr", indptr)  # the kernel engine takes these as they are
+    if synapse_compartment is not None:
+        synapse_compartment = index_array(op, "synapse_compartment", synapse_compartment)
     parent_t = torch.as_tensor(np.asarray(parent), dtype=torch.int64, device=v0.device)
     if v0.ndim != 2:
         raise InputError(f"{op}: v0 must have shape (n_cells, n_comp), got {tuple(v0.shape)}")

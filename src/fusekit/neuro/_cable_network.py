@@ -12,8 +12,16 @@ from .._errors import InputError
 from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ._cable import CableTree, Morphology, cable_coupling, cable_tree
-from ._network import carry_state, csr_arrays, delay_and_arrivals, per_synapse_types
-from ._population import run_with_progress
+from ._network import (
+    carry_state,
+    check_connectivity,
+    check_delay,
+    csr_arrays,
+    delay_and_arrivals,
+    index_array,
+    per_synapse_types,
+)
+from ._population import check_counts, run_steps, run_with_progress
 
 
 class CableNetwork:
@@ -40,15 +48,17 @@ class CableNetwork:
             (Hines order, um), or a :class:`CableTree` taken as it is, such as
             :meth:`Morphology.neuron_tree`'s (the cell NEURON's Import3d builds: compartment
             ``c`` is NEURON's ``tree.names[tree.section[c]](tree.x[c])``).
-        connectivity: A ``scipy.sparse`` matrix ``W[pre, post]`` (mS/cm^2 per spike) or a
-            tuple ``(indptr, indices, weights)``; its rows are the cells.
+        connectivity: A square ``scipy.sparse`` matrix ``W[pre, post]`` (mS/cm^2 per spike;
+            any format, taken as CSR) or a tuple ``(indptr, indices, weights)`` of CSR arrays;
+            its rows are the cells. Weights must be finite and non-negative.
         synapse_compartment: The compartment every synapse sits on, ``(nnz,)`` int, or one
             compartment for all (default 0, the soma).
         r_axial: Axial resistivity, Ohm cm (a :class:`CableTree` brings its coupling; a
             :class:`NeuronTree` its sections' ``Ra``, kept here).
         junctions: NEURON's zero-area nodes at branch points (default), or ``False`` for
             pairwise coupling (as :func:`cable_coupling`, ``cable_simulate``'s usual input).
-        delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
+        delay: Synaptic delay, ms, at least one step ``dt`` of :meth:`run` (rounded to a
+            whole number of steps).
         tau_syn: Synaptic decay time constant, ms, or one per synapse type.
         e_syn: Synaptic reversal potential, mV, or one per synapse type.
         synapse_type: With several types, the type of every synapse ``(nnz,)`` or of every
@@ -113,7 +123,10 @@ class CableNetwork:
             self.diam = np.asarray(diam, np.float64)
             self.r_axial = float(r_axial)
             self.area = np.pi * self.diam * self.length * 1e-8
-        self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
+        self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype,
+                                                             "CableNetwork")
+        check_connectivity("CableNetwork", self.indptr, self.indices, self.weights)
+        delay = check_delay("CableNetwork", delay)
         n_cells, n_comp = self.indptr.shape[0] - 1, self.parent.shape[0]
         nnz = self.indices.shape[0]
         #: The kernel's tree: parents and coupling ``(2, n_cells, n_nodes)`` of the
@@ -122,11 +135,12 @@ class CableNetwork:
         self.coupling = np.ascontiguousarray(
             np.broadcast_to(cpl[:, None], (2, n_cells, nodes.shape[0])), dtype=self.dtype)
         comps = np.asarray(synapse_compartment)
-        if comps.ndim == 0:
-            comps = np.full(nnz, int(comps), dtype=np.int64)
-        if comps.shape != (nnz,) or not np.issubdtype(comps.dtype, np.integer):
+        if comps.shape != (nnz,) and comps.ndim != 0:
             raise InputError(f"CableNetwork: synapse_compartment must be one compartment index "
                              f"or one per synapse, int ({nnz},), got {comps.shape} {comps.dtype}")
+        comps = index_array("CableNetwork", "synapse_compartment", comps)
+        if comps.ndim == 0:
+            comps = np.full(nnz, int(comps), dtype=np.int64)
         if nnz and (int(comps.min()) < 0 or int(comps.max()) >= n_comp):
             raise InputError(f"CableNetwork: synapse_compartment must lie in [0, {n_comp}) (the "
                              f"morphology has {n_comp} compartments), got values from "
@@ -152,7 +166,8 @@ class CableNetwork:
             self.v.reshape(-1), self.params.reshape(self.params.shape[0], -1)
         ).astype(self.dtype).reshape(-1, *cells)
         taus, _, typed = synapse_kinds(tau_syn, e_syn)
-        self.synapse_type = per_synapse_types("CableNetwork", synapse_type, self.indptr, nnz)
+        self.synapse_type = per_synapse_types("CableNetwork", synapse_type, self.indptr, nnz,
+                                              len(taus))
         self.g_syn = np.zeros((len(taus), *cells) if typed else cells, dtype=self.dtype)
         #: Injected current per compartment, uA/cm^2, ``(n_cells, n_comp)``.
         self.i_ext = np.zeros(cells, dtype=self.dtype)
@@ -187,8 +202,10 @@ class CableNetwork:
             return self._advance(steps, dt, record_every, record_at, spike_threshold,
                                  max_spikes, backend)
 
-        return run_with_progress(advance, int(round(duration / dt)), record_every, progress,
-                                 progress_file, lambda: self.t)
+        n_steps = run_steps("CableNetwork.run", duration, dt)
+        check_counts("CableNetwork.run", record_every=record_every, max_spikes=max_spikes)
+        return run_with_progress(advance, n_steps, record_every, progress, progress_file,
+                                 lambda: self.t)
 
     def _advance(self, n_steps: int, dt: float, record_every: int,
                  record_at: Sequence[int] | None, spike_threshold: float, max_spikes: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -9,9 +11,10 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
-from ..ops.ion import NetworkSimulation, synapse_kinds
+from .._registry import array_dtype
+from ..ops.ion import NetworkSimulation, check_synapses, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._population import absolute_spike_times, run_with_progress
+from ._population import absolute_spike_times, check_counts, run_steps, run_with_progress
 
 
 def random_connectivity(n: int, p: float, w_max: float, rng: Any = None, *,
@@ -58,31 +61,109 @@ def random_connectivity(n: int, p: float, w_max: float, rng: Any = None, *,
     return indptr, indices, rng.uniform(0.0, w_max, indices.shape[0])
 
 
-def csr_arrays(connectivity: Any, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray,
-                                                             np.ndarray]:
-    """``(indptr, indices, weights)`` of a scipy.sparse matrix or of such a tuple."""
-    if isinstance(connectivity, tuple):
+def index_array(owner: str, name: str, a: Any) -> np.ndarray:
+    """``a`` (any array, a list or a torch tensor) as int64 ids, refusing what is not whole.
+
+    Integers pass; floats pass only when every value is a whole number (ids read from a
+    float file); ``1.7`` is refused rather than truncated to neuron 1.
+    """
+    if hasattr(a, "detach"):  # a torch tensor, perhaps on a GPU
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError):
+        arr = np.asarray(a, dtype=object)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+        return arr.astype(np.int64)
+    got = (f"a {arr.dtype} array starting {arr.ravel()[:3].tolist()}"
+           if arr.dtype.kind == "f" else f"a {arr.dtype} array")
+    raise InputError(f"{owner}: {name} must hold integer ids, got {got}; pass whole numbers "
+                     "(an int array): ids are never rounded")
+
+
+def csr_arrays(connectivity: Any, dtype: np.dtype, owner: str = "Network"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indptr, indices, weights)`` of a scipy.sparse matrix (any format) or of such a tuple.
+
+    Raises:
+        InputError: Another kind of connectivity, a matrix that is not square, ids that are
+            not whole numbers, or weights that are not real numbers.
+    """
+    sparse = sys.modules.get("scipy.sparse")  # a scipy matrix means scipy is imported
+    if sparse is not None and sparse.issparse(connectivity):
+        if len(connectivity.shape) != 2 or connectivity.shape[0] != connectivity.shape[1]:
+            raise InputError(f"{owner}: connectivity W[pre, post] must be a square (n, n) "
+                             f"matrix over the n neurons, got shape {connectivity.shape}")
+        csr = connectivity.tocsr()  # CSC's indptr would read as the transpose's
+        indptr, indices, weights = csr.indptr, csr.indices, csr.data
+    elif isinstance(connectivity, tuple) and len(connectivity) == 3:
         indptr, indices, weights = connectivity
     else:
-        indptr, indices, weights = (connectivity.indptr, connectivity.indices,
-                                    connectivity.data)
-    return (np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
-            np.asarray(weights, dtype=dtype))
+        what = (f"a tuple of {len(connectivity)}" if isinstance(connectivity, tuple)
+                else type(connectivity).__name__)
+        raise InputError(
+            f"{owner}: connectivity must be a scipy.sparse matrix W[pre, post] (mS/cm^2 per "
+            f"spike, any sparse format) or a tuple (indptr, indices, weights) of CSR arrays "
+            f"(rows: presynaptic neurons), got {what}; a dense matrix W converts with "
+            f"scipy.sparse.csr_array(W)")
+    indptr, indices = index_array(owner, "indptr", indptr), index_array(owner, "indices",
+                                                                       indices)
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "iuf":
+        raise InputError(f"{owner}: weights must be real conductances in mS/cm^2, got a "
+                         f"{weights.dtype} array")
+    if indptr.ndim != 1 or indptr.shape[0] < 1 or indices.ndim != 1 \
+            or weights.shape != indices.shape:
+        raise InputError(f"{owner}: connectivity must be 1-d CSR arrays, indptr (n + 1,) and "
+                         f"indices and weights (nnz,), got {indptr.shape}, {indices.shape} "
+                         f"and {weights.shape}")
+    return indptr, indices, weights.astype(dtype)
+
+
+def check_connectivity(owner: str, indptr: np.ndarray, indices: np.ndarray,
+                       weights: np.ndarray) -> None:
+    """The network ops' synapse checks at construction: CSR form, ids in range, weights.
+
+    NaN, infinite or negative weights and indices outside the network are refused here
+    rather than at the first run (or never, for :func:`to_nir`).
+    """
+    post = (indptr.shape[0] - 1,)
+    zeros = np.zeros((1, *post), weights.dtype)
+    check_synapses(owner, array_dtype(weights), post, zeros, indptr, indices, weights,
+                   zeros[None], np.zeros(0, np.int64), n_types=1, delay_steps=1)
+
+
+def check_delay(owner: str, delay: Any) -> float:
+    """``delay`` (ms) as a float, refused unless a positive finite number."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float | np.integer | np.floating) \
+            or not (math.isfinite(delay) and delay > 0):
+        raise InputError(f"{owner}: delay must be a finite synaptic delay in ms, at least one "
+                         f"step dt of run(), got {delay!r}")
+    return float(delay)
 
 
 def per_synapse_types(owner: str, synapse_type: Any, indptr: np.ndarray,
-                      nnz: int) -> np.ndarray | None:
-    """Every synapse's type from one per synapse ``(nnz,)`` or one per presynaptic neuron."""
+                      nnz: int, n_types: int) -> np.ndarray | None:
+    """Every synapse's type from one per synapse ``(nnz,)`` or one per presynaptic neuron.
+
+    ``indptr`` must have passed :func:`check_connectivity`; the types must lie in
+    ``[0, n_types)``.
+    """
     if synapse_type is None:
         return None
     n = indptr.shape[0] - 1
-    kinds = np.asarray(synapse_type, dtype=np.int64)
-    if kinds.shape == (nnz,):
-        return kinds
-    if kinds.shape == (n,):  # per presynaptic neuron: repeat along its CSR row
-        return np.repeat(kinds, np.diff(indptr))
-    raise InputError(f"{owner}: synapse_type must give the type of every synapse ({nnz},) or "
-                     f"of every presynaptic neuron ({n},), got {kinds.shape}")
+    kinds = index_array(owner, "synapse_type", synapse_type)
+    if kinds.shape == (n,) and kinds.shape != (nnz,):  # per presynaptic neuron: its CSR row
+        kinds = np.repeat(kinds, np.diff(indptr))
+    if kinds.shape != (nnz,):
+        raise InputError(f"{owner}: synapse_type must give the type of every synapse ({nnz},) "
+                         f"or of every presynaptic neuron ({n},), got {kinds.shape}")
+    if nnz and (int(kinds.min()) < 0 or int(kinds.max()) >= n_types):
+        raise InputError(f"{owner}: synapse_type must lie in [0, {n_types}): {n_types} synapse "
+                         f"types are declared by tau_syn and e_syn")
+    return kinds
 
 
 def carry_state(net: Any, out: NetworkSimulation, n_steps: int, dt: float
@@ -104,7 +185,13 @@ def delay_and_arrivals(owner: str, delay: float, dt: float, arrivals: np.ndarray
 
     Raises :class:`InputError` when spikes are in flight on another step grid.
     """
-    delay_steps = max(1, int(round(delay / dt)))
+    delay = check_delay(owner, delay)
+    # a hair under one step (0.1 - 0.025 * 3 in floats) is one step
+    if delay < dt * (1 - 1e-9):
+        raise InputError(f"{owner}: the synaptic delay {delay} ms is shorter than one step, "
+                         f"dt = {dt} ms; a spike takes at least one step to arrive: use "
+                         f"delay >= dt, or a smaller dt")
+    delay_steps = int(round(delay / dt))
     if arrivals is not None and arrivals.shape[0] != delay_steps:
         if arrivals.any():
             raise InputError(
@@ -123,9 +210,11 @@ class Network:
 
     Args:
         channels: Channel classes or a :class:`ChannelSet`.
-        connectivity: A ``scipy.sparse`` matrix with ``.indptr``, ``.indices``, ``.data``
-            (``W[pre, post]``, mS/cm^2 per spike), or a tuple ``(indptr, indices, weights)``.
-        delay: Synaptic delay, ms (a whole number of steps at the ``dt`` of :meth:`run`).
+        connectivity: A square ``scipy.sparse`` matrix or array ``W[pre, post]`` (mS/cm^2
+            per spike; any format, taken as CSR), or a tuple ``(indptr, indices, weights)``
+            of CSR arrays (integer ids). Weights must be finite and non-negative.
+        delay: Synaptic delay, ms, at least one step ``dt`` of :meth:`run` (rounded to a
+            whole number of steps).
         tau_syn: Synaptic decay time constant, ms, or one per synapse type.
         e_syn: Synaptic reversal potential, mV, or one per synapse type.
         synapse_type: With several types (``tau_syn`` or ``e_syn`` a sequence), the type of
@@ -157,14 +246,16 @@ class Network:
 
         self.dtype = np.dtype(dtype)
         self.indptr, self.indices, self.weights = csr_arrays(connectivity, self.dtype)
+        check_connectivity("Network", self.indptr, self.indices, self.weights)
         n = self.indptr.shape[0] - 1
+        delay = check_delay("Network", delay)
         self.channel_set = channel_set(channels)
         self.params = self.channel_set.default_params(n, self.dtype, **params)
         self.v = np.full(n, v0, dtype=self.dtype)
         self.states = self.channel_set.steady_states(self.v, self.params).astype(self.dtype)
         taus, _, typed = synapse_kinds(tau_syn, e_syn)
         self.synapse_type = per_synapse_types("Network", synapse_type, self.indptr,
-                                              self.indices.shape[0])
+                                              self.indices.shape[0], len(taus))
         self.g_syn = np.zeros((len(taus), n) if typed else n, dtype=self.dtype)
         self.i_ext = np.zeros(n, dtype=self.dtype)
         self.delay, self.tau_syn, self.e_syn = delay, tau_syn, e_syn
@@ -196,8 +287,10 @@ class Network:
         def advance(steps: int) -> NetworkSimulation:
             return self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)
 
-        return run_with_progress(advance, int(round(duration / dt)), record_every, progress,
-                                 progress_file, lambda: self.t)
+        n_steps = run_steps("Network.run", duration, dt)
+        check_counts("Network.run", record_every=record_every, max_spikes=max_spikes)
+        return run_with_progress(advance, n_steps, record_every, progress, progress_file,
+                                 lambda: self.t)
 
     def _advance(self, n_steps: int, dt: float, record_every: int, spike_threshold: float,
                  max_spikes: int, backend: str | None) -> NetworkSimulation:

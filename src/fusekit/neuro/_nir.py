@@ -32,7 +32,7 @@ from ..ops.ion import synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ._cable_network import CableNetwork
 from ._network import Network
-from ._population import Population
+from ._population import Population, run_steps
 from .hh import HH_CHANNELS
 
 __all__ = ["LIFFit", "LIFRun", "fit_lif", "fit_lif_cable", "simulate_nir", "soma_attenuation",
@@ -168,9 +168,10 @@ def fit_lif(channels: ChannelSet | Sequence[type[Channel]] = HH_CHANNELS, *,
     if currents.ndim != 1 or currents.size < 3 or not np.isfinite(currents).all():
         raise InputError(f"fit_lif: currents must be a finite 1-d list of at least 3 currents "
                          f"(uA/cm^2) to fit 3 parameters, got {currents!r}")
-    if not (duration > 0 and dt > 0):
-        raise InputError(f"fit_lif: duration and dt must be positive ms, got {duration}, {dt}")
-    n_steps = int(round(duration / dt))
+    n_steps = run_steps("fit_lif", duration, dt)
+    if not n_steps:
+        raise InputError(f"fit_lif: duration must be at least one step dt = {dt} ms, got "
+                         f"{duration} ms")
     i_ext = np.append(currents, 0.0)  # the last neuron finds the rest potential
     n = i_ext.shape[0]
     p = cs.default_params(n, np.float64, **params)
@@ -332,9 +333,9 @@ def fit_lif_cable(model: CableNetwork, cell: int = 0, *,
     if currents.ndim != 1 or currents.size < 3 or not np.isfinite(currents).all():
         raise InputError(f"fit_lif_cable: currents must be a finite 1-d list of at least 3 "
                          f"currents (uA/cm^2) to fit 3 parameters, got {currents!r}")
-    if not (duration > 0 and dt > 0):
-        raise InputError(f"fit_lif_cable: duration and dt must be positive ms, got "
-                         f"{duration}, {dt}")
+    if not run_steps("fit_lif_cable", duration, dt):
+        raise InputError(f"fit_lif_cable: duration must be at least one step dt = {dt} ms, got "
+                         f"{duration} ms")
     net = _cell_copies(model, np.asarray(model.params, np.float64)[:, cell], currents.size + 1)
     net.i_ext[:-1, 0] = currents  # the last cell finds the rest potential
     out = net.run(duration, dt=dt, record_every=1, record_at=[0], max_spikes=1,

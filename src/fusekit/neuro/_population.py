@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -9,12 +10,53 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import ops
+from .._errors import InputError
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import merge_spike_times
 
 #: Chunks a run with ``progress=True`` is split into (one kernel call each).
 PROGRESS_CHUNKS = 50
+
+
+def run_steps(owner: str, duration: Any, dt: Any) -> int:
+    """The whole steps of ``dt`` in ``duration`` (both ms), after checking both.
+
+    Every run of the neuro models counts its steps here, so that a zero, negative, NaN or
+    infinite time, or one given as a string, is refused by name before it is divided.
+
+    Raises:
+        InputError: ``dt`` is not a positive finite number, ``duration`` not a finite
+            number >= 0, or their ratio too large to count.
+    """
+    for name, value, least in (("dt", dt, "> 0"), ("duration", duration, ">= 0")):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer |
+                                                     np.floating):
+            raise InputError(f"{owner}: {name} must be a number of ms {least}, got "
+                             f"{type(value).__name__} {value!r}")
+    if not (math.isfinite(dt) and dt > 0):
+        raise InputError(f"{owner}: dt must be a positive finite time step in ms (NEURON's "
+                         f"default is 0.025), got {dt!r}")
+    if not (math.isfinite(duration) and duration >= 0):
+        raise InputError(f"{owner}: duration must be a finite time >= 0 in ms, got "
+                         f"{duration!r}")
+    steps = float(duration) / float(dt)
+    if not math.isfinite(steps):
+        raise InputError(f"{owner}: {duration} ms at dt = {dt} ms is too many steps to count; "
+                         "use a larger dt")
+    return int(round(steps))
+
+
+def check_counts(owner: str, **counts: Any) -> None:
+    """Refuse counts (``record_every``, ``max_spikes``, ...) that are not integers >= 0.
+
+    A float such as 2.5 is refused, not truncated: the ops take whole numbers of steps and
+    spikes, and ``record_every=0.5`` would otherwise record nothing.
+    """
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise InputError(f"{owner}: {name} must be a whole number >= 0 (an int), got "
+                             f"{value!r}")
 
 
 def absolute_spike_times(times: np.ndarray, count: np.ndarray, t: float) -> np.ndarray:
@@ -137,7 +179,8 @@ class Population:
         Returns:
             The :class:`IonSimulation` of this run.
         """
-        n_steps = int(round(duration / dt))
+        n_steps = run_steps("Population.run", duration, dt)
+        check_counts("Population.run", record_every=record_every, max_spikes=max_spikes)
 
         def advance(steps: int) -> IonSimulation:
             return self._advance(steps, dt, record_every, spike_threshold, max_spikes, backend)

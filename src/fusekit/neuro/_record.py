@@ -9,7 +9,7 @@ import numpy as np
 from .._errors import InputError
 from ._cable_network import CableNetwork
 from ._network import Network
-from ._population import Population, progress_bar, run_in_pieces
+from ._population import Population, progress_bar, run_in_pieces, run_steps
 
 
 class Recording(NamedTuple):
@@ -77,7 +77,7 @@ def record(model: Population | Network | CableNetwork, duration: float, *, recor
             or record_every < 1:
         raise InputError(f"record: record_every must be a whole number of steps >= 1, got "
                          f"{record_every!r}")
-    n_steps = int(round(duration / dt))
+    n_steps = run_steps("record", duration, dt)
     if n_steps < record_every:
         raise InputError(f"record: {duration} ms is {n_steps} steps of {dt} ms, fewer than "
                          f"record_every = {record_every}: nothing would be recorded")
