@@ -282,3 +282,9 @@ def test_the_torch_cable_network_refuses_fractional_compartments():
     with pytest.raises(InputError, match="synapse_compartment must hold integer ids"):
         cable_network_simulate_torch(HH, *args, synapse_compartment=[1.5], dt=0.025,
                                      n_steps=2, delay_steps=1)
+
+
+def test_cable_network_refuses_fractional_parents():
+    with pytest.raises(InputError, match="CableNetwork: parent must hold integer"):
+        CableNetwork(HH_CHANNELS, (np.array([-1.0, 0.5]), np.full(2, 10.0), np.full(2, 1.0)),
+                     None)

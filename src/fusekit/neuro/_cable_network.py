@@ -11,7 +11,7 @@ from .. import ops
 from .._errors import InputError
 from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._cable import CableTree, Morphology, cable_coupling, cable_tree
+from ._cable import CableTree, Morphology, _hines_parent, cable_coupling, cable_tree
 from ._network import (
     carry_state,
     check_connectivity,
@@ -112,7 +112,7 @@ class CableNetwork:
                         "(Morphology.neuron_tree, cable_tree) or a tuple (parent, length, diam) "
                         f"of per-compartment arrays (um), got {type(morphology).__name__}"
                     ) from None
-            self.parent = np.asarray(parent, dtype=np.int64)
+            self.parent = _hines_parent("CableNetwork", parent)
             if junctions:
                 self.tree = cable_tree(self.parent, length, diam, r_axial)
                 nodes, cpl = self.tree.parent, self.tree.coupling

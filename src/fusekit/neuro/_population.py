@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
+from ..ops._common import check_counts
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import merge_spike_times
@@ -45,18 +46,6 @@ def run_steps(owner: str, duration: Any, dt: Any) -> int:
         raise InputError(f"{owner}: {duration} ms at dt = {dt} ms is too many steps to count; "
                          "use a larger dt")
     return int(round(steps))
-
-
-def check_counts(owner: str, **counts: Any) -> None:
-    """Refuse counts (``record_every``, ``max_spikes``, ...) that are not integers >= 0.
-
-    A float such as 2.5 is refused, not truncated: the ops take whole numbers of steps and
-    spikes, and ``record_every=0.5`` would otherwise record nothing.
-    """
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise InputError(f"{owner}: {name} must be a whole number >= 0 (an int), got "
-                             f"{value!r}")
 
 
 def absolute_spike_times(times: np.ndarray, count: np.ndarray, t: float) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,18 @@ def require_shapes(op: str, shapes: dict[str, tuple[Any, tuple[int, ...]]], i_ex
     if tuple(i_ext.shape) not in ((n,), (n_steps, n)):
         raise InputError(f"{op}: i_ext must have shape ({n},) or ({n_steps}, {n}), got "
                          f"{tuple(i_ext.shape)}")
+
+
+def check_counts(owner: str, **counts: Any) -> None:
+    """Refuse counts (``n_steps``, ``record_every``, ``max_spikes``, ...) that are not ints >= 0.
+
+    A float such as 2.5 is refused, not truncated: the ops take whole numbers of steps and
+    spikes, and ``record_every=0.5`` would otherwise record nothing.
+    """
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise InputError(f"{owner}: {name} must be a whole number >= 0 (an int), got "
+                             f"{value!r}")
 
 
 def require_finite(op: str, name: str, a: Any) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import is_tensor, require_finite, require_ndim, torch_call
+from ._common import check_counts, is_tensor, require_finite, require_ndim, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from .ion_grad import (
     adjoint_backward,
@@ -116,7 +116,8 @@ def _check_ion_simulate(
             )
     if dtype not in _ION_DTYPES:
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+    if not (isinstance(dt, int | float) and not isinstance(dt, bool) and math.isfinite(dt)
+            and dt > 0):
         raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
     for name, value in (("n_steps", n_steps), ("record_every", record_every),
                         ("max_spikes", max_spikes)):
@@ -334,6 +335,8 @@ def ion_simulate(
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)
+    check_counts("ion_simulate", n_steps=n_steps, record_every=record_every,
+                 max_spikes=max_spikes)
     if is_tensor(v0) and any(getattr(a, "requires_grad", False)
                              for a in (v0, states0, params, i_ext)):
         out = torch_call(
@@ -827,6 +830,8 @@ def cable_simulate(
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)
+    check_counts("cable_simulate", n_steps=n_steps, record_every=record_every,
+                 max_spikes=max_spikes)
     record_at = check_record_at("cable_simulate", record_at, int(v0.shape[-1]))
     if is_tensor(v0):
         parent = _as_index_tensor(parent, v0)  # a NumPy parent is fine with tensors
@@ -1141,6 +1146,8 @@ def network_simulate(
     cs = channel_set(channels)
     refuse_grad("network_simulate", "network_simulate_torch", v0, states0, params, i_ext,
                 g_syn0, weights, arrivals0)
+    check_counts("network_simulate", n_steps=n_steps, delay_steps=delay_steps,
+                 record_every=record_every, max_spikes=max_spikes)
     taus, es, typed = synapse_kinds(tau_syn, e_syn)
     n_types = len(taus)
     n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0

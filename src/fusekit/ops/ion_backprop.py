@@ -26,7 +26,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_finite, require_shapes
+from ._common import check_counts, require_finite, require_shapes
 from .ion_channel import channel_set, gates_and_conductances
 from .ion_symbolic import adjoint_step_source, cable_adjoint_step_source
 
@@ -122,6 +122,8 @@ def ion_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, g_v: 
     Returns:
         ``(g_v0, g_states0, g_params, g_i_ext)`` with the shapes of those inputs.
     """
+    check_counts("ion_adjoint", n_steps=n_steps, segment=segment, record_every=record_every,
+                 max_spikes=max_spikes)
     return ion_adjoint_op.run(
         (checkpoints, counts_at, params, i_ext, g_v, g_states, g_v_record, g_spike_times),
         {"channels": channel_set(channels), "dt": dt, "n_steps": int(n_steps),
@@ -378,6 +380,8 @@ def cable_adjoint(checkpoints: Any, counts_at: Any, params: Any, i_ext: Any, par
         ``(g_v0, g_states0, g_params, g_i_ext, g_coupling)`` with those inputs' shapes
         (``g_coupling[:, :, 0]`` is 0: the root has no parent).
     """
+    check_counts("cable_adjoint", n_steps=n_steps, segment=segment, record_every=record_every,
+                 max_spikes=max_spikes)
     return cable_adjoint_op.run(
         (checkpoints, counts_at, params, i_ext, parent, coupling, g_v, g_states, g_v_record,
          g_spike_times),

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import is_tensor
+from ._common import check_counts, is_tensor
 from .ion import (
     NetworkSimulation,
     _as_index_tensor,
@@ -182,6 +182,8 @@ def cable_network_simulate(
     cs = channel_set(channels)
     refuse_grad("cable_network_simulate", "cable_network_simulate_torch", v0, states0, params,
                 i_ext, coupling, g_syn0, weights, arrivals0)
+    check_counts("cable_network_simulate", n_steps=n_steps, delay_steps=delay_steps,
+                 record_every=record_every, max_spikes=max_spikes)
     if is_tensor(v0):
         parent = _as_index_tensor(parent, v0)  # a NumPy parent is fine with tensors
     taus, es, typed = synapse_kinds(tau_syn, e_syn)

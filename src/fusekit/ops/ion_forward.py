@@ -24,7 +24,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_finite
+from ._common import check_counts, require_finite
 from .ion import _check_ion_simulate, _zeros_like
 from .ion_channel import Channel, ChannelSet, channel_set, vtrap
 from .ion_symbolic import tangent_step_source, vtrap_dx, wrt_directions
@@ -153,6 +153,8 @@ def ion_sensitivity(
         :class:`IonSensitivity`: the five results of ``ion_simulate`` and their tangents.
     """
     cs = channel_set(channels)
+    check_counts("ion_sensitivity", n_steps=n_steps, record_every=record_every,
+                 max_spikes=max_spikes)
     wrt = tuple(wrt) if not isinstance(wrt, str) else wrt
     n = v0.shape[0] if hasattr(v0, "shape") and len(v0.shape) else 0
     d = len(wrt) if not isinstance(wrt, str) else 0

@@ -70,7 +70,8 @@ def _check_membrane(op: str, v: Any, states: Any, params: Any, i_inj: Any, g_syn
         # when it is not finite (or it overflowed) does the exact check look.
         if not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
             require_finite(op, name, a)
-    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+    if not (isinstance(dt, int | float) and not isinstance(dt, bool) and math.isfinite(dt)
+            and dt > 0):
         raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
     if n and not params[0].min() > 0:
         raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
