@@ -21,19 +21,19 @@ def arrays(n=2):
 @pytest.mark.parametrize("op", ["ion_simulate", "ion_sensitivity"])
 def test_fractional_or_negative_counts_are_refused(op, kwargs, name):
     extra = {"wrt": ["g_na"]} if op == "ion_sensitivity" else {}
-    with pytest.raises(fusekit.InputError, match=f"{op}: {name} must be a whole number"):
+    with pytest.raises(fusekit.InputError, match=f"{op}: {name} must be a non-negative integer"):
         getattr(fusekit.ops, op)(*arrays(), channels=HH, dt=0.025, **kwargs, **extra)
 
 
 def test_network_and_cable_ops_refuse_fractional_counts():
     v0, S, P, i_ext = arrays(3)
-    with pytest.raises(fusekit.InputError, match="network_simulate: delay_steps must be a whole"):
+    with pytest.raises(fusekit.InputError, match="delay_steps must be a non-negative"):
         fusekit.ops.network_simulate(v0, S, P, i_ext, np.zeros(3), np.array([0, 1, 1, 1]),
                                      np.array([1]), np.array([0.1]), channels=HH, dt=0.025,
                                      n_steps=4, delay_steps=1.5)
     parent = np.array([-1, 0])
     cpl = np.zeros((2, 1, 2))
-    with pytest.raises(fusekit.InputError, match="cable_simulate: record_every must be a whole"):
+    with pytest.raises(fusekit.InputError, match="cable_simulate: record_every must be a non-neg"):
         fusekit.ops.cable_simulate(np.full((1, 2), -65.0), HH.initial_states(2)[:, None, :],
                                    HH.default_params(2)[:, None, :], np.zeros((1, 2)), parent,
                                    cpl, channels=HH, dt=0.025, n_steps=4, record_every=1.5)

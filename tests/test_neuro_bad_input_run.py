@@ -168,7 +168,7 @@ def test_fit_lif_refuses_an_infinite_duration():
 @pytest.mark.parametrize("name, value", [("record_every", 0.5), ("record_every", 2.5),
                                          ("max_spikes", 2.7), ("max_spikes", -1)])
 def test_fractional_or_negative_counts_are_refused_not_truncated(owner, name, value):
-    with pytest.raises(InputError, match=f"{owner}: {name} must be a whole number >= 0"):
+    with pytest.raises(InputError, match=f"{owner}: {name} must be a non-negative integer"):
         _runs()[owner](duration=0.5, **{name: value})
 
 

@@ -86,8 +86,8 @@ def check_counts(owner: str, **counts: Any) -> None:
     """
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise InputError(f"{owner}: {name} must be a whole number >= 0 (an int), got "
-                             f"{value!r}")
+            raise InputError(f"{owner}: {name} must be a non-negative integer (a whole "
+                             f"number >= 0), got {value!r}")
 
 
 def require_finite(op: str, name: str, a: Any) -> None:
