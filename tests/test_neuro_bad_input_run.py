@@ -288,3 +288,29 @@ def test_cable_network_refuses_fractional_parents():
     with pytest.raises(InputError, match="CableNetwork: parent must hold integer"):
         CableNetwork(HH_CHANNELS, (np.array([-1.0, 0.5]), np.full(2, 10.0), np.full(2, 1.0)),
                      None)
+
+
+def test_to_nir_names_fits_that_are_not_lif_fits_or_do_not_match():
+    pytest.importorskip("nir")
+    from fusekit.neuro import LIFFit, to_nir
+
+    pop = Population(HH_CHANNELS, 2)
+    with pytest.raises(InputError, match=r"fits must be LIFFit results .* got \['dict'\]"):
+        to_nir(pop, fits=[{"tau": 1.0}])
+    with pytest.raises(InputError, match="fits must be LIFFit results .* got none"):
+        to_nir(pop, fits=[])
+    empty = np.zeros(0)
+    fit = LIFFit(10.0, 1.0, -65.0, -50.0, -65.0, empty, empty, empty, 0.0, empty, empty, 0.0, 0)
+    with pytest.raises(InputError, match="1 distinct neurons .* but 2 fits were given"):
+        to_nir(pop, fits=[fit, fit])
+    assert to_nir(pop, fits=[fit]) is not None
+
+
+def test_cable_network_names_a_reassigned_i_ext_of_the_wrong_shape():
+    net = CableNetwork(HH_CHANNELS, (np.array([-1, 0, 0]), np.full(3, 20.0), np.full(3, 1.0)),
+                       sp.csr_array((2, 2)))
+    net.i_ext = np.zeros(5)
+    with pytest.raises(InputError, match=r"i_ext must have shape \(n_cells, n_comp\) = \(2, 3\)"):
+        net.run(0.1)
+    net.i_ext = np.zeros((2, 3))
+    assert net.run(0.1).v.shape == (2, 3)

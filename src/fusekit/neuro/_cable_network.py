@@ -212,6 +212,12 @@ class CableNetwork:
                  backend: str | None) -> NetworkSimulation:
         delay_steps, arrivals = delay_and_arrivals("CableNetwork.run", self.delay, dt,
                                                    self.arrivals)
+        cells = tuple(self.v.shape)
+        if tuple(np.shape(self.i_ext)) not in (cells, (n_steps, *cells)):
+            raise InputError(f"CableNetwork.run: i_ext must have shape (n_cells, n_comp) = "
+                             f"{cells} (uA/cm^2 per compartment), got {np.shape(self.i_ext)}; "
+                             f"set values in place (net.i_ext[:, 0] = 10.0) rather than "
+                             f"assigning a new array")
         arrays = (self.v, self.states, self.params, self.i_ext, self.g_syn, arrivals)
         comps, cols = self.synapse_compartment, record_at
         if self.tree is not None:  # the kernel's columns: compartments and junctions

@@ -489,11 +489,16 @@ def to_nir(model: Population | Network | CableNetwork, *,
                     for k, cell in enumerate(firsts)]
     else:
         fit_list = [fits] if isinstance(fits, LIFFit) else list(fits)
+        wrong = [type(f).__name__ for f in fit_list if not isinstance(f, LIFFit)]
+        if wrong or not fit_list:
+            raise InputError(f"to_nir: fits must be LIFFit results (fit_lif, fit_lif_cable), "
+                             f"one or one per distinct neuron, got {wrong or 'none'}")
         if len(fit_list) == 1:
             which = np.zeros(n, np.int64)
-        elif which.max(initial=0) >= len(fit_list):
-            raise InputError(f"to_nir: the model has {which.max() + 1} distinct neurons (by "
-                             f"their parameters) but {len(fit_list)} fits were given")
+        elif len(fit_list) != kinds.shape[0]:
+            raise InputError(f"to_nir: the model has {kinds.shape[0]} distinct neurons (by "
+                             f"their parameters) but {len(fit_list)} fits were given; give one "
+                             f"fit, or one per distinct neuron")
 
     def per_neuron(name: str) -> np.ndarray:
         return np.array([getattr(f, name) for f in fit_list], np.float64)[which]
