@@ -42,7 +42,7 @@ def test_set_num_threads_round_trips_and_validates():
         assert fusekit.get_num_threads() == 1
     finally:
         fusekit.set_num_threads(before)
-    with pytest.raises(ValueError, match="thread count must be between 1 and"):
+    with pytest.raises(ValueError, match="thread count must be an integer between 1 and"):
         fusekit.set_num_threads(0)
 
 

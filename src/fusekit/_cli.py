@@ -54,11 +54,26 @@ def _bench(args: argparse.Namespace) -> int:
         if args.group:
             cmd += ["-k", args.group]
         cmd += args.pytest_args
-        print("$ " + " ".join(cmd), flush=True)
         # A pytest-xdist worker's variables (a test calling this) would make pytest-benchmark
         # in the child think it runs under xdist and refuse to time anything.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
-        rc = subprocess.call(cmd, env={**env, "FUSEKIT_BENCH": "1"})
+        env["FUSEKIT_BENCH"] = "1"
+        if args.group:  # a group that matches nothing: say so, not a pytest traceback
+            probe = subprocess.run([sys.executable, "-m", "pytest", str(bench_dir), "-q",
+                                    "-p", "no:cacheprovider", "--collect-only", "-k",
+                                    args.group], env=env, capture_output=True, text=True)
+            if probe.returncode in (4, 5):  # pytest: usage error, no tests collected
+                said = [line for line in (probe.stdout + probe.stderr).splitlines()
+                        if "ERROR" in line or "rror:" in line]
+                why = said[-1].strip() if probe.returncode == 4 and said else (
+                    f"no benchmark matches {args.group!r}")
+                files = sorted(f.stem.removeprefix("test_bench_")
+                               for f in bench_dir.glob("test_bench_*.py"))
+                print(f"fusekit bench: {why}; groups select benchmarks by name (pytest -k), "
+                      f"for example: {', '.join(files)}", file=sys.stderr)
+                return 2
+        print("$ " + " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd, env=env)
         if report_path.exists() and report_path.stat().st_size:
             rows = comparison_rows(json.loads(report_path.read_text()))
             if rows:

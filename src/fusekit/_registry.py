@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._arrays import ArrayKind, common_kind, dtype_name, from_native, to_native
-from ._errors import BackendUnavailableError, NoKernelError, UnknownBackendError
+from ._errors import BackendUnavailableError, InputError, NoKernelError, UnknownBackendError
 
 #: Backend name -> package that holds its kernels, one module per op family.
 BACKEND_MODULES: dict[str, str] = {
@@ -292,6 +292,13 @@ class Op:
     def run(self, arrays: Sequence[Any], params: dict[str, Any], backend: str | None) -> Any:
         """Check the inputs, pick a kernel and call it; results come back as the input kind."""
         kind = common_kind(self.array_args, arrays)
+        if kind.framework == "numpy":
+            for name, a in zip(self.array_args, arrays, strict=False):
+                if not getattr(getattr(a, "dtype", None), "isnative", True):
+                    raise InputError(
+                        f"{self.name}: {name} is in non-native byte order ({a.dtype.str}); "
+                        f"the compiled kernels read native numbers: convert it with "
+                        f"a.astype(a.dtype.newbyteorder('='))")
         dtype = self.check(*arrays, **params)
         kernel = self.select(kind, dtype, requested_backend(backend))
         if kind.framework == "numpy" or kind.framework == "cupy":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +89,14 @@ def check_counts(owner: str, **counts: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise InputError(f"{owner}: {name} must be a non-negative integer (a whole "
                              f"number >= 0), got {value!r}")
+
+
+def check_dt(op: str, dt: Any) -> float:
+    """``dt`` as a float, refused unless a positive finite number (NumPy scalars too)."""
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (
+            math.isfinite(dt) and dt > 0):
+        raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
+    return float(dt)
 
 
 def require_finite(op: str, name: str, a: Any) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import check_counts, is_tensor, require_finite, require_ndim, torch_call
+from ._common import check_counts, check_dt, is_tensor, require_finite, require_ndim, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from .ion_grad import (
     adjoint_backward,
@@ -116,9 +116,7 @@ def _check_ion_simulate(
             )
     if dtype not in _ION_DTYPES:
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
-    if not (isinstance(dt, int | float) and not isinstance(dt, bool) and math.isfinite(dt)
-            and dt > 0):
-        raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
+    check_dt(op, dt)
     for name, value in (("n_steps", n_steps), ("record_every", record_every),
                         ("max_spikes", max_spikes)):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import is_tensor, require_finite, torch_call
+from ._common import check_counts, check_dt, is_tensor, require_finite, torch_call
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 
 __all__ = ["membrane_step", "membrane_step_function", "membrane_step_reference",
@@ -70,9 +70,7 @@ def _check_membrane(op: str, v: Any, states: Any, params: Any, i_inj: Any, g_syn
         # when it is not finite (or it overflowed) does the exact check look.
         if not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
             require_finite(op, name, a)
-    if not (isinstance(dt, int | float) and not isinstance(dt, bool) and math.isfinite(dt)
-            and dt > 0):
-        raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
+    check_dt(op, dt)
     if n and not params[0].min() > 0:
         raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
                          "positive for every neuron")
@@ -218,7 +216,7 @@ def membrane_step(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, ge_s
     if is_tensor(v):
         return torch_call("membrane_step", {"v": v, "states": states, "params": params,
                                             "i_inj": i_inj, "g_syn": g_syn, "ge_syn": ge_syn},
-                          backend, cs.key, float(dt))
+                          backend, cs.key, check_dt("membrane_step", dt))
     return membrane_step_op.run((v, states, params, i_inj, g_syn, ge_syn),
                                 {"channels": cs, "dt": dt}, backend)
 
@@ -252,7 +250,7 @@ def membrane_step_vjp(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, 
     if is_tensor(v):
         return torch_call("membrane_step_vjp",
                           dict(zip(membrane_step_vjp_op.array_args, arrays, strict=True)),
-                          backend, cs.key, float(dt))
+                          backend, cs.key, check_dt("membrane_step_vjp", dt))
     return membrane_step_vjp_op.run(arrays, {"channels": cs, "dt": dt}, backend)
 
 
@@ -441,6 +439,7 @@ def synapse_deliver(spikes: Any, indptr: Any, weights: Any, target: Any, *, n_ou
     Returns:
         ``(n_out,)`` in ``spikes``' dtype.
     """
+    check_counts("synapse_deliver", n_out=n_out)
     return synapse_deliver_op.run((spikes, indptr, weights, target), {"n_out": int(n_out)},
                                   backend)
 
@@ -465,6 +464,7 @@ def synapse_deliver_vjp(spikes: Any, indptr: Any, weights: Any, target: Any, a_o
     Returns:
         ``(a_spikes (n,), a_weights (nnz,))``.
     """
+    check_counts("synapse_deliver_vjp", n_out=n_out)
     return synapse_deliver_vjp_op.run((spikes, indptr, weights, target, a_out),
                                       {"n_out": int(n_out)}, backend)
 

@@ -179,14 +179,19 @@ def refresh_cache_folder(folder: Path, stamp: str, modules: set[str]) -> int:
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the parallel CPU kernels (per Python thread, as in Numba)."""
     configure()
+    import numbers
+
     import numba
 
-    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
-            f"thread count must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
-            f"(NUMBA_NUM_THREADS), got {n}"
+    from ..._errors import InputError
+
+    if (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+            or not 1 <= n <= numba.config.NUMBA_NUM_THREADS):
+        raise InputError(
+            f"thread count must be an integer between 1 and "
+            f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), got {n!r}"
         )
-    numba.set_num_threads(n)
+    numba.set_num_threads(int(n))
 
 
 def numba_max_threads() -> int:
