@@ -63,3 +63,14 @@ def test_bench_names_a_group_that_matches_nothing():
     assert proc.returncode == 2
     assert "no benchmark matches 'no_such_group_xyz'" in proc.stderr
     assert "fp8" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_hines_solve_names_a_singular_system(backend):
+    parent = np.array([-1, 0, 1, 1])
+    with pytest.raises(fusekit.InputError, match="hines_solve: the system is singular"):
+        ops.hines_solve(parent, np.zeros(4), -np.ones(4), -np.ones(4), np.ones(4),
+                        backend=backend)
+    x = ops.hines_solve(parent, np.full(4, 3.0), -np.ones(4), -np.ones(4), np.ones(4),
+                        backend=backend)
+    assert np.isfinite(x).all()

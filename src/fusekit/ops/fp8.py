@@ -379,8 +379,63 @@ def _require_block(op: str, block: Any) -> None:
         raise InputError(f"{op}: block must be a positive int, got {block!r}")
 
 
-def _check_quantizer_input(op: str, name: str, a: Any, block: Any) -> str:
-    """Block size, float dtype and finite values of what a quantizer is given."""
+#: Smallest and largest normal float32: a tile scale ``amax / 448`` must lie between them.
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _tile_amax(a: Any, rows: int, block: int) -> Any:
+    """Largest ``|a|`` of each ``rows x block`` tile of the 2-D ``a``, in ``a``'s module."""
+    n, k = a.shape
+    nb, kb = _blocks(n, rows), _blocks(k, block)
+    if is_tensor(a):
+        padded = a.new_zeros((nb * rows, kb * block))
+        padded[:n, :k] = a.abs()
+        return padded.reshape(nb, rows, kb, block).amax(dim=(1, 3))
+    import sys
+
+    xp = sys.modules[type(a).__module__.split(".", 1)[0]]
+    padded = xp.zeros((nb * rows, kb * block), dtype=a.dtype)
+    padded[:n, :k] = xp.abs(a)
+    return padded.reshape(nb, rows, kb, block).max(axis=(1, 3))
+
+
+def _require_float32_scales(op: str, name: str, a: Any, rows: int, block: int) -> None:
+    """Refuse float64 tiles whose scale ``amax / 448`` is no normal float32.
+
+    Beyond float32's range the scale would be infinity (codes 0, dequantized to NaN); below
+    its normal range it would be 0 or a denormal (codes 448, dequantized to 0 or to a few
+    bits). Only float64 input can get there (float32's largest value / 448 fits).
+    """
+    if array_dtype(a) != "float64" or 0 in tuple(a.shape):
+        return
+    if is_tensor(a):
+        from torch._subclasses.fake_tensor import is_fake
+
+        if a.is_meta or is_fake(a):
+            return  # tracing: no values to look at; the real call checks them
+    amax = _tile_amax(a.reshape(-1, a.shape[-1]), rows, block)
+    if bool((amax > _E4M3_MAX * _F32_MAX).any()):
+        raise InputError(
+            f"{op}: {name} has a {rows}x{block} tile whose largest |value| exceeds "
+            f"448 * float32 max = {_E4M3_MAX * _F32_MAX:.3g}, so its float32 scale would be "
+            "infinite; rescale the input (divide by a power of two) first"
+        )
+    if bool(((amax > 0) & (amax < _E4M3_MAX * _F32_TINY)).any()):
+        raise InputError(
+            f"{op}: {name} has a {rows}x{block} tile whose largest |value| is nonzero but "
+            f"below 448 * float32's smallest normal = {_E4M3_MAX * _F32_TINY:.3g}, so its "
+            "float32 scale would underflow and the tile dequantize to 0; rescale the input "
+            "(multiply by a power of two) or set such values to 0 first"
+        )
+
+
+def _check_quantizer_input(op: str, name: str, a: Any, block: Any, rows: int | None = None
+                           ) -> str:
+    """Block size, float dtype, finite values and representable scales of a quantizer's input.
+
+    ``rows``: rows per scale tile (``block`` for weights, 1 for activations).
+    """
     from ._common import require_finite
 
     _require_block(op, block)
@@ -389,6 +444,7 @@ def _check_quantizer_input(op: str, name: str, a: Any, block: Any) -> str:
         raise InputError(f"{op}: {name} has dtype {dtype}; quantize float32/float64 (or "
                          "bfloat16 tensors)")
     require_finite(op, name, a)
+    _require_float32_scales(op, name, a, block if rows is None else rows, block)
     return dtype
 
 
@@ -431,6 +487,26 @@ def check_weight_and_scales(op: str, w_fp8: Any, weight_scale_inv: Any,
                          f"{array_dtype(weight_scale_inv)}")
 
 
+def no_backward(op: str) -> tuple[Any, Any]:
+    """``(setup_context, backward)`` of an op that has no gradient: backward raises.
+
+    Without a backward, torch would leave ``.grad`` of the input at ``None`` with only a
+    warning; this makes the mistake an :class:`InputError` at ``.backward()`` time.
+    """
+
+    def setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        pass
+
+    def backward(ctx: Any, *grads: Any) -> None:
+        raise InputError(
+            f"{op} is not differentiable (its result is rounded or chosen, not a smooth "
+            f"function of the input): call it on w.detach() (or under torch.no_grad()), and "
+            "write your own straight-through estimator if you need a gradient"
+        )
+
+    return setup, backward
+
+
 def _block_quantize_fake(w: Any, block: int = FP8_BLOCK, backend: str | None = None) -> Any:
     import torch
 
@@ -448,6 +524,9 @@ def _block_dequantize_fake(w_fp8: Any, weight_scale_inv: Any, dtype: str = "floa
     return w_fp8.new_empty(w_fp8.shape, dtype=getattr(torch, dtype))
 
 
+_BLOCK_QUANTIZE_NO_GRAD = no_backward("fp8_block_quantize")
+_ACT_QUANTIZE_NO_GRAD = no_backward("fp8_act_quantize")
+
 fp8_block_quantize_op = Op(
     name="fp8_block_quantize",
     family="fp8",
@@ -458,6 +537,8 @@ fp8_block_quantize_op = Op(
         schema="(Tensor w, int block=128, str? backend=None) -> (Tensor, Tensor)",
         fake=_block_quantize_fake,
         bf16_outputs=False,
+        setup_context=_BLOCK_QUANTIZE_NO_GRAD[0],
+        backward=_BLOCK_QUANTIZE_NO_GRAD[1],
     ),
 )
 fp8_block_dequantize_op = Op(
@@ -502,6 +583,7 @@ def fp8_block_quantize(w: Any, *, block: int = FP8_BLOCK,
     if is_tensor(w):
         import torch
 
+        _require_block("fp8_block_quantize", block)  # before torch's schema sees it
         codes, scale = torch_call("fp8_block_quantize", {"w": w}, backend, block)
         return codes.view(torch.float8_e4m3fn), scale
     return fp8_block_quantize_op.run((w,), {"block": block}, backend)
@@ -525,6 +607,7 @@ def fp8_block_dequantize(w_fp8: Any, weight_scale_inv: Any, *, dtype: str = "flo
     if is_tensor(w_fp8):
         import torch
 
+        _require_block("fp8_block_dequantize", block)  # before torch's schema sees it
         if dtype == "bfloat16":  # scale products are rounded once, from float32
             return fp8_block_dequantize(w_fp8, weight_scale_inv, block=block,
                                         backend=backend).to(torch.bfloat16)
@@ -579,7 +662,7 @@ def _check_act_quantize(x: Any, block: int = FP8_BLOCK) -> str:
     op = "fp8_act_quantize"
     if x.ndim < 1:
         raise InputError(f"{op}: x must have at least one dimension (..., K)")
-    return _check_quantizer_input(op, "x", x, block)
+    return _check_quantizer_input(op, "x", x, block, rows=1)
 
 
 def _act_quantize_fake(x: Any, block: int = FP8_BLOCK, backend: str | None = None) -> Any:
@@ -600,6 +683,8 @@ fp8_act_quantize_op = Op(
         schema="(Tensor x, int block=128, str? backend=None) -> (Tensor, Tensor)",
         fake=_act_quantize_fake,
         bf16_outputs=False,
+        setup_context=_ACT_QUANTIZE_NO_GRAD[0],
+        backward=_ACT_QUANTIZE_NO_GRAD[1],
     ),
 )
 
@@ -622,15 +707,21 @@ def fp8_act_quantize(x: Any, *, block: int = FP8_BLOCK,
     if is_tensor(x):
         import torch
 
+        _require_block("fp8_act_quantize", block)  # before torch's schema sees it
         codes, scale = torch_call("fp8_act_quantize", {"x": x}, backend, block)
         return codes.view(torch.float8_e4m3fn), scale
     return fp8_act_quantize_op.run((x,), {"block": block}, backend)
 
 
+def as_rows(x: Any) -> Any:
+    """``x`` ``(..., K)`` as the 2-D ``(prod(...), K)`` (``reshape(-1, K)`` fails for K = 0)."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+
+
 def fp8_act_quantize_reference(x: np.ndarray, block: int = FP8_BLOCK
                                ) -> tuple[np.ndarray, np.ndarray]:
     """Oracle of :func:`fp8_act_quantize`: the block quantizer on rows of 1 x ``block`` tiles."""
-    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    rows = as_rows(x).astype(np.float64)
     scale, full = tile_scales(rows, 1, block)
     codes = fp8_encode_reference(rows / full, "e4m3fn", saturate=True)
     return codes.reshape(x.shape), scale.reshape(*x.shape[:-1], scale.shape[1])

@@ -15,7 +15,13 @@ import numpy as np
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
 from ._common import is_tensor, torch_call
-from .fp8 import FP8_BLOCK, _as_code_bytes, check_weight_and_scales, fp8_block_dequantize_reference
+from .fp8 import (
+    FP8_BLOCK,
+    _as_code_bytes,
+    _require_block,
+    check_weight_and_scales,
+    fp8_block_dequantize_reference,
+)
 
 __all__ = [
     "fp8_expert",
@@ -123,11 +129,25 @@ fp8_gemv_t_op = Op(
 )
 
 
+def _weight_pair(op: str, name: str, pair: Any) -> tuple[Any, Any]:
+    """``(w_fp8, weight_scale_inv)`` from ``pair``, or an :class:`InputError` saying so."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        got = f"a {type(pair).__name__}" + (f" of length {len(pair)}"
+                                            if isinstance(pair, (tuple, list)) else "")
+        raise InputError(
+            f"{op}: {name} must be a pair (w_fp8, weight_scale_inv), as fp8_block_quantize "
+            f"returns it, got {got}"
+        )
+    return pair[0], pair[1]
+
+
 def _run_mixed(op: Op, x: Any, w_fp8: Any, weight_scale_inv: Any, block: int,
                backend: str | None) -> Any:
     """Run a product whose activations may be bfloat16 while the weight is FP8 bytes."""
     if is_tensor(x):
         import torch
+
+        _require_block(op.name, block)  # before torch's schema sees it
 
         w = _as_code_bytes(w_fp8, "e4m3fn")
         if x.dtype == torch.bfloat16:  # float32 accumulation, one rounding at the end
@@ -282,12 +302,14 @@ def fp8_gate_up(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], *,
     Returns:
         ``(..., I)`` in ``x``'s dtype; differentiable in ``x`` for tensors.
     """
-    (wg, sg), (wu, su) = gate, up
+    wg, sg = _weight_pair("fp8_gate_up", "gate", gate)
+    wu, su = _weight_pair("fp8_gate_up", "up", up)
     wg, wu = _as_code_bytes(wg, "e4m3fn"), _as_code_bytes(wu, "e4m3fn")
     arrays = {"x": x, "w_gate": wg, "s_gate": sg, "w_up": wu, "s_up": su}
     if is_tensor(x):
         import torch
 
+        _require_block("fp8_gate_up", block)  # before torch's schema sees it
         if x.dtype == torch.bfloat16:
             return torch_call("fp8_gate_up", {**arrays, "x": x.float()}, backend, block
                               ).to(torch.bfloat16)
@@ -322,8 +344,9 @@ def fp8_expert(x: Any, gate: tuple[Any, Any], up: tuple[Any, Any], down: tuple[A
     Returns:
         ``(..., H)`` in ``x``'s dtype.
     """
+    w_down, s_down = _weight_pair("fp8_expert", "down", down)
     h = fp8_gate_up(x, gate, up, block=block, backend=backend)
-    return fp8_gemv(h, *down, block=block, backend=backend)
+    return fp8_gemv(h, w_down, s_down, block=block, backend=backend)
 
 
 def fp8_gate_up_reference(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray,

@@ -498,11 +498,24 @@ def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
         ``x`` with ``rhs``'s shape and dtype. For torch tensors (``parent`` may stay a NumPy
         array) it is differentiable with respect to ``diag``, ``upper``, ``lower`` and
         ``rhs``; the backward solves the transposed tree system, ``O(n_nodes)`` as well.
+
+    Raises:
+        InputError: Besides bad shapes and dtypes: a singular system, one whose elimination
+            meets a zero pivot (the solution would be infinite or NaN; the inputs are finite).
     """
     if is_tensor(rhs):
-        return torch_call("hines_solve", {"parent": _as_index_tensor(parent, rhs), "diag": diag,
-                                          "upper": upper, "lower": lower, "rhs": rhs}, backend)
-    return hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
+        x = torch_call("hines_solve", {"parent": _as_index_tensor(parent, rhs), "diag": diag,
+                                       "upper": upper, "lower": lower, "rhs": rhs}, backend)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero pivot: named below
+            x = hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
+    host = _host_array(x)  # None for fake tensors: no values to look at
+    if host is not None and not np.isfinite(host).all():
+        raise InputError("hines_solve: the system is singular (the elimination met a zero "
+                         "pivot, so the solution is not finite); a cable system needs a "
+                         "diagonal that dominates its row (capacitance over dt plus the axial "
+                         "conductances)")
+    return x
 
 
 def hines_solve_reference(parent: np.ndarray, diag: np.ndarray, upper: np.ndarray,

@@ -10,13 +10,21 @@ Kronecker products (in the Frobenius norm) is therefore the rank-``r`` truncated
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import is_tensor, require_finite, require_same_float_dtype, torch_call
+from ._common import (
+    check_counts,
+    is_tensor,
+    require_finite,
+    require_same_float_dtype,
+    torch_call,
+)
+from .fp8 import no_backward
 
 __all__ = [
     "kpsvd",
@@ -54,23 +62,30 @@ def kron_factor_shapes(shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[i
         >>> kron_factor_shapes((4096, 4096))
         ((64, 64), (64, 64))
     """
-    m1, m2 = factorization(int(shape[0]))
-    n1, n2 = factorization(int(shape[1]))
+    m, n = _shape_pair("kron_factor_shapes", "shape", shape, "a weight shape (m, n)")
+    m1, m2 = factorization(m)
+    n1, n2 = factorization(n)
     return (m1, n1), (m2, n2)
+
+
+def _shape_pair(op: str, name: str, value: Any, what: str) -> list[int]:
+    """``value`` as ``[a, b]`` of positive ints, or an :class:`InputError` naming ``what``.
+
+    Floats are refused, not truncated (``(4.5, 6)`` is no shape), and so are bools.
+    """
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise InputError(f"{op}: {name} must be {what}, two positive ints, got {value!r}")
+    return [int(v) for v in value]
 
 
 # ------------------------------------------------------------------- the rearrangement op
 
 
 def _check_shapes(op: str, a_shape: Any, b_shape: Any) -> tuple[int, int, int, int]:
-    try:
-        m1, n1 = (int(v) for v in a_shape)
-        m2, n2 = (int(v) for v in b_shape)
-    except (TypeError, ValueError):
-        raise InputError(f"{op}: a_shape and b_shape must be pairs of ints, got {a_shape!r} and "
-                         f"{b_shape!r}") from None
-    if min(m1, n1, m2, n2) < 1:
-        raise InputError(f"{op}: factor shapes must be positive, got {a_shape} and {b_shape}")
+    m1, n1 = _shape_pair(op, "a_shape", a_shape, "the shape (m1, n1) of A")
+    m2, n2 = _shape_pair(op, "b_shape", b_shape, "the shape (m2, n2) of B")
     return m1, n1, m2, n2
 
 
@@ -174,7 +189,8 @@ def kron_rearrange(w: Any, a_shape: tuple[int, int], b_shape: tuple[int, int], *
     Returns:
         ``(m1*n1, m2*n2)``; differentiable for tensors.
     """
-    a_shape, b_shape = list(a_shape), list(b_shape)
+    m1, n1, m2, n2 = _check_shapes("kron_rearrange", a_shape, b_shape)  # before torch's schema
+    a_shape, b_shape = [m1, n1], [m2, n2]
     if is_tensor(w):
         return torch_call("kron_rearrange", {"w": w}, backend, a_shape, b_shape)
     return kron_rearrange_op.run((w,), {"a_shape": a_shape, "b_shape": b_shape}, backend)
@@ -183,7 +199,8 @@ def kron_rearrange(w: Any, a_shape: tuple[int, int], b_shape: tuple[int, int], *
 def kron_rearrange_inverse(r: Any, a_shape: tuple[int, int], b_shape: tuple[int, int], *,
                            backend: str | None = None) -> Any:
     """Inverse of :func:`kron_rearrange`: ``(m1*n1, m2*n2) -> (m1*m2, n1*n2)``."""
-    a_shape, b_shape = list(a_shape), list(b_shape)
+    m1, n1, m2, n2 = _check_shapes("kron_rearrange_inverse", a_shape, b_shape)
+    a_shape, b_shape = [m1, n1], [m2, n2]
     if is_tensor(r):
         return torch_call("kron_rearrange_inverse", {"r": r}, backend, a_shape, b_shape)
     return kron_rearrange_inverse_op.run((r,), {"a_shape": a_shape, "b_shape": b_shape},
@@ -237,20 +254,41 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
     Returns:
         The rank, at least 1 (0 for an all-zero spectrum).
     """
-    s = np.asarray(singular_values, dtype=np.float64).ravel()
-    if s.size == 0 or not np.isfinite(s).all() or (s < 0).any() or (np.diff(s) > 1e-12 * (
-            abs(s[0]) + 1)).any():
+    if is_tensor(singular_values):
+        singular_values = singular_values.detach().cpu().numpy()
+    try:
+        s = np.asarray(singular_values, dtype=np.float64)
+    except (TypeError, ValueError):
+        s = np.empty((0, 0))  # not numbers: refused below
+    if s.ndim != 1 or s.size == 0 or not np.isfinite(s).all() or (s < 0).any() or (
+            np.diff(s) > 1e-12 * (abs(s[0]) + 1)).any():
         raise InputError("select_rank: singular values must be a non-empty, finite, "
-                         "non-negative, non-increasing 1-D sequence")
+                         "non-negative, non-increasing 1-D sequence, got "
+                         f"{type(singular_values).__name__} of shape {s.shape}")
     if energy is None and not elbow:
         raise InputError("select_rank: choose at least one rule (energy=... and/or elbow=True)")
-    total = float((s**2).sum()) if total_energy is None else float(total_energy)
+    if energy is not None and not (_is_real(energy) and 0 < energy <= 1):
+        raise InputError(f"select_rank: energy must be a number in (0, 1], got {energy!r}")
+    if not isinstance(elbow, bool):
+        raise InputError(f"select_rank: elbow must be True or False, got {elbow!r}")
+    if not (_is_real(min_elbow_gap) and min_elbow_gap >= 0):
+        raise InputError(f"select_rank: min_elbow_gap must be a number >= 0, got "
+                         f"{min_elbow_gap!r}")
+    given = float((s**2).sum())
+    if total_energy is None:
+        total = given
+    elif _is_real(total_energy) and total_energy >= given * (1 - 1e-9) and (
+            total_energy > 0 or given == 0) and np.isfinite(total_energy):
+        total = float(total_energy)
+    else:
+        raise InputError(
+            f"select_rank: total_energy must be a finite number >= sum(s**2) = {given:.6g} "
+            f"(the energy of the whole spectrum, ||W||_F**2), got {total_energy!r}"
+        )
     if total == 0:
         return 0
     ranks = []
     if energy is not None:
-        if not 0 < energy <= 1:
-            raise InputError(f"select_rank: energy must be in (0, 1], got {energy}")
         cumulative = np.cumsum(s**2) / total
         ranks.append(min(s.size, int(np.searchsorted(cumulative, energy * (1 - 1e-12)) + 1)))
     if elbow and s.size >= 3:
@@ -265,6 +303,11 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
     return max(1, min(ranks))
 
 
+def _is_real(v: Any) -> bool:
+    """A real number (int, float, NumPy scalar), not a bool, a string or an array."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 # ---------------------------------------------------------------------------- the KPSVD op
 
 
@@ -272,7 +315,15 @@ def _check_kpsvd(w: Any, a_shape: Any, b_shape: Any, rank: int, method: str = "e
                  oversample: int = -1, power_iters: int = 2, seed: int = 0) -> str:
     op = "kpsvd"
     m1, n1, m2, n2 = _check_matrix(op, "w", w, a_shape, b_shape, rearranged=False)
-    full = min(m1 * n1, m2 * n2)
+    _check_kpsvd_params(min(m1 * n1, m2 * n2), rank, method, oversample, power_iters, seed)
+    require_finite(op, "w", w)
+    return array_dtype(w)
+
+
+def _check_kpsvd_params(full: int, rank: Any, method: Any, oversample: Any, power_iters: Any,
+                        seed: Any) -> None:
+    """The non-array parameters of :func:`kpsvd` (``oversample=-1``: the default, ``rank``)."""
+    op = "kpsvd"
     if type(rank) is not int or not 1 <= rank <= full:
         raise InputError(
             f"{op}: rank must be an int between 1 and min(m1*n1, m2*n2) = {full} for these "
@@ -280,8 +331,9 @@ def _check_kpsvd(w: Any, a_shape: Any, b_shape: Any, rank: int, method: str = "e
         )
     if method not in ("exact", "randomized"):
         raise InputError(f"{op}: method must be 'exact' or 'randomized', got {method!r}")
-    require_finite(op, "w", w)
-    return array_dtype(w)
+    if oversample != -1:
+        check_counts(op, oversample=oversample)
+    check_counts(op, power_iters=power_iters, seed=seed)
 
 
 def _kpsvd_fake(w: Any, a_shape: list[int], b_shape: list[int], rank: int,
@@ -290,6 +342,10 @@ def _kpsvd_fake(w: Any, a_shape: list[int], b_shape: list[int], rank: int,
     _check_kpsvd(w, a_shape, b_shape, rank, method, oversample, power_iters, seed)
     return (w.new_empty((rank, *a_shape)), w.new_empty((rank, *b_shape)), w.new_empty((rank,)))
 
+
+#: An SVD's factors are not a smooth function of w where singular values repeat, and fusekit
+#: does not implement its backward: refuse it rather than leave w.grad None.
+_kpsvd_no_backward = no_backward("kpsvd")
 
 kpsvd_op = Op(
     name="kpsvd",
@@ -302,6 +358,8 @@ kpsvd_op = Op(
         "int oversample=-1, int power_iters=2, int seed=0, str? backend=None) "
         "-> (Tensor, Tensor, Tensor)",
         fake=_kpsvd_fake,
+        setup_context=_kpsvd_no_backward[0],
+        backward=_kpsvd_no_backward[1],
     ),
 )
 
@@ -345,10 +403,24 @@ def kpsvd(w: Any, a_shape: tuple[int, int] | None = None, b_shape: tuple[int, in
     if (a_shape is None) != (b_shape is None):
         raise InputError("kpsvd: give both a_shape and b_shape, or neither")
     if a_shape is None:
+        if getattr(w, "ndim", None) != 2:
+            raise InputError(f"kpsvd: w must be a 2-D weight (m, n), got shape "
+                             f"{tuple(getattr(w, 'shape', ()))}")
         a_shape, b_shape = kron_factor_shapes(tuple(w.shape))
-    a_shape, b_shape = list(a_shape), list(b_shape)
+    m1, n1, m2, n2 = _check_shapes("kpsvd", a_shape, b_shape)
+    a_shape, b_shape = [m1, n1], [m2, n2]
+    full = min(m1 * n1, m2 * n2)
+    if oversample is not None:
+        check_counts("kpsvd", oversample=oversample)
     if rank is None:
-        full = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
+        if is_tensor(w):
+            from torch._subclasses.fake_tensor import is_fake
+
+            if w.is_meta or is_fake(w):
+                raise InputError(
+                    "kpsvd: rank=None picks the rank from the singular values, which a meta "
+                    "or fake tensor (tracing, torch.compile) does not have; pass rank=..."
+                )
         _, _, s = kpsvd(w, a_shape, b_shape, full, "exact", backend=backend)
         s_np = s.detach().cpu().numpy() if is_tensor(s) else np.asarray(s)
         rank = select_rank(s_np, energy=energy, elbow=elbow) or 1
@@ -356,6 +428,7 @@ def kpsvd(w: Any, a_shape: tuple[int, int] | None = None, b_shape: tuple[int, in
     over = rank if oversample is None else int(oversample)
     params = [a_shape, b_shape, rank, method, over, power_iters, seed]
     if is_tensor(w):
+        _check_kpsvd_params(full, rank, method, over, power_iters, seed)  # before torch's schema
         return torch_call("kpsvd", {"w": w}, backend, *params)
     names = ("a_shape", "b_shape", "rank", "method", "oversample", "power_iters", "seed")
     return kpsvd_op.run((w,), dict(zip(names, params, strict=True)), backend)

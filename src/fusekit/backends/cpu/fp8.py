@@ -99,7 +99,7 @@ def fp8_block_dequantize_cpu(w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
 def fp8_act_quantize_cpu(x: np.ndarray, block: int = fp8.FP8_BLOCK
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Per-token, per-``block``-channel activation quantization on the CPU."""
-    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    rows = fp8.as_rows(x).astype(np.float64)
     scale, full = fp8.tile_scales(rows, 1, block)
     codes = fp8_encode_cpu(rows / full, "e4m3fn", True)
     return codes.reshape(x.shape), scale.reshape(*x.shape[:-1], scale.shape[1])
