@@ -62,3 +62,9 @@ def test_ordered_union_and_find_match_reference():
     roots = cuda_spike.union_find_find_launch(parent, np.arange(n, dtype=np.int64))
     np.testing.assert_array_equal(roots.copy_to_host(),
                                   spike.union_find_find_reference(p_ref, np.arange(n)))
+
+
+def test_find_marks_a_cycle_instead_of_hanging():
+    parent = np.array([1, 0, 2, 2], dtype=np.int64)  # 0 <-> 1 is a cycle; 2 a root
+    roots = cuda_spike.union_find_find_launch(parent, np.arange(4, dtype=np.int64))
+    np.testing.assert_array_equal(roots.copy_to_host(), [-1, -1, 2, 2])

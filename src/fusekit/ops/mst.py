@@ -8,13 +8,15 @@ lightest (then lowest id) can be.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 
+from .._arrays import common_kind
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import ids_in_range, require_ndim
+from ._common import check_counts, ids_in_range, require_finite, require_ndim
 from .spike import (
     KEY_DTYPES,
     VERTEX_DTYPES,
@@ -43,9 +45,19 @@ def _check_forest(u: Any, v: Any, w: Any, *, n: int, max_unions: int = 0,
     if array_dtype(w) not in KEY_DTYPES:
         raise InputError(f"{op}: w must have one of {', '.join(KEY_DTYPES)}, got "
                          f"{array_dtype(w)}")
+    if array_dtype(w).startswith("float"):
+        require_finite(op, "w", w)  # a NaN weight would make the forest depend on the method
     if not (ids_in_range(u, n) and ids_in_range(v, n)):
         raise InputError(f"{op}: vertex ids must lie in [0, {n})")
     return dtype
+
+
+def _check_counts(op: str, n: Any, max_unions: Any) -> None:
+    if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n < 0:
+        raise InputError(f"{op}: n must be >= 0 (the number of vertices), got {n}")
+    check_counts(op, n=n)
+    if max_unions is not None:
+        check_counts(op, max_unions=max_unions)
 
 
 filter_kruskal_op = Op(name="filter_kruskal", family="mst", array_args=("u", "v", "w"),
@@ -84,8 +96,9 @@ def filter_kruskal(u: Any, v: Any, w: Any, n: int, *, max_unions: int | None = N
         ``(edge_ids, counters)``: int64 ids of the forest's edges in ``(w, id)`` order, and
         int64 ``[finds, hops, unions, edges_filtered, synapse_updates]``.
     """
-    limit = np.iinfo(np.int64).max if max_unions is None else int(max_unions)
-    ids, counters = filter_kruskal_op.run((u, v, w), {"n": int(n), "max_unions": limit}, backend)
+    _check_counts("filter_kruskal", n, max_unions)
+    limit = np.iinfo(np.int64).max if max_unions is None else max_unions
+    ids, counters = filter_kruskal_op.run((u, v, w), {"n": n, "max_unions": limit}, backend)
     return ids, np.asarray(counters)
 
 
@@ -125,14 +138,21 @@ def pipelined_kruskal(u: Any, v: Any, w: Any, n: int, *, quantum: float | None =
         the spike sort's :class:`~fusekit.ops.SpikeStats` up to the time step in which
         union-find stopped (the network stops there); and the batches the sort handed over.
     """
+    try:  # plain Python lists: say so before reading their shape
+        common_kind(("u", "v", "w"), (u, v, w))
+    except InputError as e:
+        raise type(e)(f"pipelined_kruskal: {e}") from None
+    _check_counts("pipelined_kruskal", n, max_unions)
+    if batches is not None:
+        check_counts("pipelined_kruskal", batches=batches)
     m = int(u.shape[0])
-    limit = max(int(n) - 1, 0) if max_unions is None else int(max_unions)
-    n_batches = max(1, m >> 14) if batches is None else int(batches)
+    limit = max(n - 1, 0) if max_unions is None else max_unions
+    n_batches = max(1, m >> 14) if batches is None else batches
     if n_batches < 1:
         raise InputError(f"pipelined_kruskal: batches must be >= 1, got {batches}")
     lo, q, n_steps = time_grid(w, quantum, op="pipelined_kruskal")
     ids, offsets, qerr, counters, handed = pipelined_kruskal_op.run(
-        (u, v, w), {"n": int(n), "lo": lo, "quantum": q, "n_steps": n_steps,
+        (u, v, w), {"n": n, "lo": lo, "quantum": q, "n_steps": n_steps,
                     "max_unions": limit, "batches": n_batches}, backend)
     counters = np.asarray(counters)
     processed = int(counters[3])
@@ -145,7 +165,7 @@ def pipelined_kruskal(u: Any, v: Any, w: Any, n: int, *, quantum: float | None =
     st = sort_stats(fired, fired_steps, int(counts.max()) if counts.size else 0,
                     int(np.count_nonzero(counts)), float(np.asarray(qerr).reshape(-1)[0]))
     st.neurons, st.synapses = m + 1, m  # every edge has its neuron, fired or not
-    return ids, counters, st, int(handed)
+    return ids, counters, st, int(np.asarray(handed).reshape(-1)[0])
 
 
 def boruvka(u: Any, v: Any, w: Any, n: int, *, backend: str | None = None
@@ -163,7 +183,8 @@ def boruvka(u: Any, v: Any, w: Any, n: int, *, backend: str | None = None
         ``(edge_ids, counters)``: int64 ids of the forest's edges (sorted by id), and int64
         ``[rounds, finds, hops, unions]``.
     """
-    ids, counters = boruvka_op.run((u, v, w), {"n": int(n)}, backend)
+    _check_counts("boruvka", n, None)
+    ids, counters = boruvka_op.run((u, v, w), {"n": n}, backend)
     return ids, np.asarray(counters)
 
 
@@ -182,7 +203,7 @@ def pipelined_kruskal_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, 
                                 ) -> tuple[np.ndarray, ...]:
     """Oracle of :func:`pipelined_kruskal`: the whole spike sort, then the reference union-find.
 
-    Returns ``(edge_ids, step_offsets, [quantization error], counters, batches)``; the stages
+    Returns ``(edge_ids, step_offsets, [quantization error], counters, [batches])``; the stages
     run one after the other, so every batch counts as handed over.
     """
     order, offsets, qerr = spike_sort_reference(w, lo=lo, quantum=quantum, n_steps=n_steps,
@@ -190,7 +211,7 @@ def pipelined_kruskal_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, 
     parent = np.arange(n, dtype=vertex_dtype(n))
     size = np.ones(n, dtype=parent.dtype)
     acc, cnt = union_find_union_reference(parent, size, u, v, order, max_unions=max_unions)
-    return order[acc], offsets, qerr, cnt, batches
+    return order[acc], offsets, qerr, cnt, np.array([batches], np.int64)
 
 
 def boruvka_reference(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int

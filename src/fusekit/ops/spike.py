@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import kind_of
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import ids_in_range, require_finite, require_ndim
+from ._common import check_counts, ids_in_range, require_finite, require_ndim
 
 __all__ = [
     "INT_KEY_DTYPES",
@@ -195,7 +196,31 @@ def _is_int(dtype: str) -> bool:
 # ------------------------------------------------------------------------------ input checks
 
 
+def _require_key_array(op: str, name: str, keys: Any) -> None:
+    """Refuse plain Python data and meta tensors before the grid reads the keys' values."""
+    try:
+        kind = kind_of(keys)
+    except InputError as e:
+        raise InputError(f"{op}: {name}: {e}") from None
+    if kind.device == "meta":
+        raise InputError(f"{op}: {name} is a meta tensor, which holds no values, but the spike "
+                         "time grid is chosen from the values; pass a cpu or cuda tensor")
+
+
+def _real(op: str, name: str, value: Any, rule: str) -> float:
+    """``value`` as a float, or an :class:`InputError` saying ``name`` must be ``rule``."""
+    bad = isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0
+    try:
+        x = math.nan if bad else float(value)
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise InputError(f"{op}: {name} must be {rule}, got {value!r}")
+    return x
+
+
 def _check_key_type(op: str, keys: Any) -> str:
+    _require_key_array(op, "keys", keys)
     require_ndim(op, "keys", keys, 1, "(n,)")
     dtype = array_dtype(keys)
     if dtype not in KEY_DTYPES:
@@ -244,6 +269,12 @@ def _check_union(parent: Any, size: Any, u: Any, v: Any, order: Any, *, max_unio
     if tuple(size.shape) != tuple(parent.shape) or array_dtype(size) != array_dtype(parent):
         raise InputError(f"{op}: size must have parent's shape {tuple(parent.shape)} and dtype "
                          f"{array_dtype(parent)}, got {tuple(size.shape)} {array_dtype(size)}")
+    for name, a in (("parent", parent), ("size", size)):
+        # the op updates both in place (the docstring promises it): a copy would lose the result
+        if not getattr(getattr(a, "flags", None), "writeable", True):
+            raise InputError(f"{op}: {name} is read-only, but union_find_union updates it in "
+                             f"place; pass a writeable array ({name}.copy(), or np.arange(n) "
+                             "and np.ones(n) to start)")
     if array_dtype(order) != "int64":
         raise InputError(f"{op}: order must be int64, got {array_dtype(order)}")
     require_ndim(op, "u", u, 1, "(m,)")
@@ -356,8 +387,13 @@ def time_grid(keys: Any, quantum: float | None = None, origin: float | None = No
         InputError: A quantum that is not positive and finite, an origin above the smallest
             key, float keys whose range overflows float64, more than ``max_steps`` steps.
     """
-    if quantum is not None and not (float(quantum) > 0 and math.isfinite(float(quantum))):
-        raise InputError(f"{op}: quantum must be a positive finite number, got {quantum}")
+    if quantum is not None:
+        qf = _real(op, "quantum", quantum, "a positive finite number")
+        if not (qf > 0 and math.isfinite(qf)):
+            raise InputError(f"{op}: quantum must be a positive finite number, got {quantum}")
+    if origin is not None and not math.isfinite(
+            _real(op, "origin", origin, "a finite number at most min(keys)")):
+        raise InputError(f"{op}: origin must be a finite number at most min(keys), got {origin}")
     dtype = array_dtype(keys)
     n_hint = keys.shape[0]
     if keys.shape[0] == 0:
@@ -534,7 +570,8 @@ def spike_radix_sort(keys: Any, quantum: float | None = None, *, radix_bits: int
         ``2**radix_bits`` over the passes and ``max_spikes_per_step`` is the largest over them.
     """
     _check_key_type("spike_radix_sort", keys)  # time_grid checks the values
-    if not 1 <= int(radix_bits) <= 16:
+    check_counts("spike_radix_sort", radix_bits=radix_bits)
+    if not 1 <= radix_bits <= 16:
         raise InputError(f"spike_radix_sort: radix_bits must be 1 to 16, got {radix_bits}")
     lo, q, n_levels = time_grid(keys, quantum, op="spike_radix_sort")
     order, pass_stats, qerr = spike_radix_sort_op.run(
@@ -591,15 +628,30 @@ def union_find_union(parent: Any, size: Any, u: Any, v: Any, order: Any | None =
     """
     all_edges = order is None
     if all_edges:  # kernels then take the edges in index order and never read ``order``
-        order = np.empty(0, dtype=np.int64)
-        if not isinstance(u, np.ndarray):
-            import cupy
-
-            order = cupy.asarray(order)
-    limit = np.iinfo(np.int64).max if max_unions is None else int(max_unions)
+        order = _empty_ids_like("union_find_union", u)
+    if max_unions is not None:
+        check_counts("union_find_union", max_unions=max_unions)
+    limit = np.iinfo(np.int64).max if max_unions is None else max_unions
     accepted, counters = union_find_union_op.run(
         (parent, size, u, v, order), {"max_unions": limit, "all_edges": all_edges}, backend)
     return accepted, _host(counters)
+
+
+def _empty_ids_like(op: str, u: Any) -> Any:
+    """An empty int64 array of ``u``'s library and device (the unread ``order``)."""
+    try:
+        kind = kind_of(u)
+    except InputError as e:
+        raise InputError(f"{op}: u: {e}") from None
+    if kind.framework == "torch":
+        import torch
+
+        return torch.empty(0, dtype=torch.int64, device=u.device)
+    if kind.framework == "cupy":
+        import cupy
+
+        return cupy.empty(0, dtype=cupy.int64)
+    return np.empty(0, dtype=np.int64)
 
 
 def gather_endpoints(u: Any, v: Any, order: Any, *, backend: str | None = None
@@ -636,8 +688,18 @@ def union_find_find(parent: Any, x: Any, *, backend: str | None = None) -> Any:
 
     Returns:
         Roots, shape ``(k,)``, int64.
+
+    Raises:
+        InputError: ``parent`` has a cycle (a walk longer than ``n`` hops), so some vertex
+            has no root; the kernels mark such vertices with -1.
     """
-    return union_find_find_op.run((parent, x), {}, backend)
+    roots = union_find_find_op.run((parent, x), {}, backend)
+    if roots.shape[0] and int(roots.min()) < 0:
+        raise InputError("union_find_find: parent has a cycle (following parent pointers from "
+                         "some vertex never reaches a root), so it is no union-find forest; "
+                         "start from np.arange(n) and change parent only through the "
+                         "union-find ops")
+    return roots
 
 
 class UnionFind:
@@ -661,8 +723,7 @@ class UnionFind:
     """
 
     def __init__(self, n: int, *, backend: str | None = None) -> None:
-        if n < 0:
-            raise InputError(f"UnionFind: n must be >= 0, got {n}")
+        check_counts("UnionFind", n=n)
         dtype = vertex_dtype(n)
         self.parent = np.arange(n, dtype=dtype)
         self.size = np.ones(n, dtype=dtype)
@@ -676,10 +737,9 @@ class UnionFind:
 
     def union(self, us: Any, vs: Any, *, max_unions: int | None = None) -> np.ndarray:
         """Union ``us[i]`` with ``vs[i]`` for ``i = 0, 1, ...``; True where two sets merged."""
-        us, vs = np.asarray(us), np.asarray(vs)
-        if us.dtype not in (np.int32, np.int64):
-            us = us.astype(np.int64)
-        vs = vs.astype(us.dtype, copy=False)
+        us, vs = _vertex_ids("UnionFind.union", "us", us), _vertex_ids("UnionFind.union", "vs", vs)
+        if us.dtype != vs.dtype:
+            us, vs = us.astype(np.int64), vs.astype(np.int64)
         acc, cnt = union_find_union(self.parent, self.size, us, vs, max_unions=max_unions,
                                     backend=self.backend)
         self.finds += int(cnt[0])
@@ -690,7 +750,7 @@ class UnionFind:
 
     def find(self, xs: Any) -> np.ndarray:
         """Roots of ``xs``, shape of ``xs``, int64."""
-        xs = np.asarray(xs)
+        xs = _vertex_ids("UnionFind.find", "xs", xs)
         flat = xs.reshape(-1).astype(np.int64, copy=False)
         return np.asarray(union_find_find(self.parent, flat, backend=self.backend)).reshape(
             xs.shape)
@@ -701,6 +761,17 @@ class UnionFind:
         return SpikeStats(neurons=n, synapses=n, spikes=self.hops, uf_events=self.finds // 2,
                           uf_hops=self.hops, uf_unions=self.unions,
                           uf_synapse_updates=self.synapse_updates)
+
+
+def _vertex_ids(op: str, name: str, ids: Any) -> np.ndarray:
+    """``ids`` as an int32/int64 NumPy array; non-integers are refused, not truncated."""
+    a = np.asarray(ids)
+    if a.dtype.kind not in "iu" and a.size:  # bools, floats, strings: no vertex ids
+        raise InputError(f"{op}: {name} must hold integer vertex ids, got dtype {a.dtype}; "
+                         "pass whole numbers (np.int64), not floats, bools or strings")
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    return a
 
 
 # ---------------------------------------------------------------------- float64 references
@@ -822,9 +893,11 @@ def gather_endpoints_reference(u: np.ndarray, v: np.ndarray, order: np.ndarray
 def union_find_find_reference(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
     """NumPy oracle of the find kernel: follow parents to the root."""
     r = x.astype(np.int64)
-    while True:
+    for _ in range(parent.shape[0] + 1):  # a root is at most n - 1 hops away
         nxt = parent[r]
         if np.array_equal(nxt, r):
             return r
         r = nxt
+    r[parent[r] != r] = -1  # on a cycle: no root (union_find_find raises)
+    return r
 

@@ -276,8 +276,12 @@ def _pipelined_step_kruskal(keys, u, v, lo, quantum, n_steps, float_grid, top_bi
                  dtypes=spike.VERTEX_DTYPES)
 def pipelined_kruskal_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int, lo: Any,
                           quantum: Any, n_steps: int, max_unions: int, batches: int
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Two threads of one Numba call on bucket-step-sort grids, else the stages in turn."""
+                          ) -> tuple[np.ndarray, ...]:
+    """Two threads of one Numba call on bucket-step-sort grids, else the stages in turn.
+
+    The batches handed over come back as a one-element array, as the quantization error
+    does, so that the op can hand every output back as the inputs' kind (torch, say).
+    """
     m = u.shape[0]
     parent = np.arange(n, dtype=spike.vertex_dtype(n))
     size = np.ones(n, dtype=parent.dtype)
@@ -289,10 +293,10 @@ def pipelined_kruskal_cpu(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, n: int
             k, u, v, lo_t, q_t, n_steps, q_t.dtype.kind == "f",
             *step_sort_layout(m, n_steps, True), get_num_threads(), min(batches, m), max_unions,
             parent, size)
-        return order[acc], offsets, np.array([qerr]), counters, int(handed)
+        return order[acc], offsets, np.array([qerr]), counters, np.array([handed], np.int64)
     order, offsets, qerr = spike_sort_cpu(w, lo=lo, quantum=quantum, n_steps=n_steps, exact=True)
     eu, ev = gather_endpoints_cpu(u, v, order)
     accepted = np.zeros(m, dtype=np.bool_)
     counters = np.zeros(5, np.int64)
     ordered_union(parent, size, eu, ev, order, 0, m, max_unions, accepted, counters, True)
-    return order[accepted], offsets, qerr, counters, batches
+    return order[accepted], offsets, qerr, counters, np.array([batches], np.int64)

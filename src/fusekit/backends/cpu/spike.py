@@ -766,11 +766,18 @@ def ordered_union(parent, size, u, v, order, start, stop, max_unions, accepted, 
 
 @njit(nogil=True)
 def _find_many(parent, x):
+    # a root is at most n - 1 hops away: a longer walk is on a cycle, marked -1 (the op raises)
+    n = parent.shape[0]
     out = huge_empty(x.shape[0], np.int64)
     for i in range(x.shape[0]):
         r = np.int64(x[i])
+        hops = 0
         while parent[r] != r:
             r = parent[r]
+            hops += 1
+            if hops >= n:
+                r = -1
+                break
         out[i] = r
     return out
 

@@ -147,12 +147,15 @@ def _ordered_union(parent, size, u, v, order, max_unions, accepted, counters):
 
 @cuda.jit
 def _find(parent, x, out):
+    # As the CPU kernel: a walk longer than n hops is a cycle; -1 marks it for the op.
     i = cuda.grid(1)
     if i < x.shape[0]:
         r = np.int64(x[i])
-        while parent[r] != r:
+        hops = 0
+        while parent[r] != r and hops <= parent.shape[0]:
             r = parent[r]
-        out[i] = r
+            hops += 1
+        out[i] = r if parent[r] == r else -1
 
 
 def _grid_values(keys: Any, lo: Any, quantum: Any) -> tuple[Any, Any]:
