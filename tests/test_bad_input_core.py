@@ -74,3 +74,13 @@ def test_hines_solve_names_a_singular_system(backend):
     x = ops.hines_solve(parent, np.full(4, 3.0), -np.ones(4), -np.ones(4), np.ones(4),
                         backend=backend)
     assert np.isfinite(x).all()
+
+
+def test_hines_solve_checks_shapes_while_tracing():
+    meta = [torch.tensor([-1, 0, 1, 1]).to("meta"), torch.ones(3, dtype=torch.float64)]
+    meta += [torch.ones(4, dtype=torch.float64)] * 3
+    meta = [meta[0]] + [a.to("meta") for a in meta[1:]]
+    with pytest.raises(fusekit.InputError, match=r"diag must have shape .* got \(3,\)"):
+        ops.hines_solve(*meta)
+    meta[1] = torch.ones(4, dtype=torch.float64, device="meta")
+    assert ops.hines_solve(*meta).shape == (4,)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._errors import InputError
+from ..ops._common import require_finite
 from ..ops.ion import _check_ion_simulate
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import torch_step
@@ -108,9 +109,7 @@ def _check_input(layer: str, x: Any, n_in: int, weight: torch.Tensor) -> None:
                          f"(layer.to({weight.dtype}))")
     if x.shape[0] < 1:
         raise InputError(f"{layer}: input has no time steps (T = 0); give at least one")
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"{layer}: input contains NaN or infinity; clean it "
-                         f"(torch.nan_to_num) or find where it came from")
+    require_finite(layer, "input", x)  # one min/max pass; skipped for fake tensors
 
 
 def _positive_int(layer: str, name: str, value: Any) -> int:

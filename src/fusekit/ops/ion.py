@@ -415,6 +415,7 @@ def _check_hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any)
 
 def _hines_solve_fake(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any,
                       backend: str | None = None) -> Any:
+    _check_hines_solve(parent, diag, upper, lower, rhs)  # shapes and dtypes while tracing
     return rhs.new_empty(rhs.shape)
 
 
