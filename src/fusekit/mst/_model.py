@@ -21,7 +21,6 @@ neuron keeps a synapse to its component's root (union by size rewires the smalle
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..ops._common import is_real
 from ..ops.spike import time_grid
 
 
@@ -91,8 +91,7 @@ def check_quantum(where: str, quantum: Any) -> None:
     """Refuse a ``quantum`` that is not ``None`` or a positive finite real number."""
     if quantum is None:
         return
-    ok = isinstance(quantum, numbers.Real) and not isinstance(quantum, bool | np.bool_)
-    if not (ok and math.isfinite(float(quantum)) and float(quantum) > 0):
+    if not (is_real(quantum) and math.isfinite(float(quantum)) and float(quantum) > 0):
         raise InputError(f"{where}: quantum must be a positive finite number of weight units "
                          f"per time step (or None for the default), got {quantum!r}")
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .._errors import InputError
-from ..ops._common import require_finite
+from ..ops._common import is_real, is_whole, require_finite
 from ..ops.ion import _check_ion_simulate
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import torch_step
@@ -113,14 +113,13 @@ def _check_input(layer: str, x: Any, n_in: int, weight: torch.Tensor) -> None:
 
 
 def _positive_int(layer: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if not is_whole(value) or value < 1:
         raise InputError(f"{layer}: {name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _finite(layer: str, name: str, value: Any, unit: str, positive: bool = False) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, int | float | np.floating)
-          and math.isfinite(value) and (value > 0 or not positive))
+    ok = is_real(value) and math.isfinite(value) and (value > 0 or not positive)
     if not ok:
         raise InputError(f"{layer}: {name} must be a {'positive ' * positive}finite number "
                          f"({unit}), got {value!r}")

@@ -12,6 +12,7 @@ import numpy as np
 from .. import ops
 from .._errors import InputError
 from .._registry import array_dtype
+from ..ops._common import is_real
 from ..ops.ion import NetworkSimulation, check_synapses, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ._population import absolute_spike_times, check_counts, run_steps, run_with_progress
@@ -137,8 +138,7 @@ def check_connectivity(owner: str, indptr: np.ndarray, indices: np.ndarray,
 
 def check_delay(owner: str, delay: Any) -> float:
     """``delay`` (ms) as a float, refused unless a positive finite number."""
-    if isinstance(delay, bool) or not isinstance(delay, int | float | np.integer | np.floating) \
-            or not (math.isfinite(delay) and delay > 0):
+    if not (is_real(delay) and math.isfinite(delay) and delay > 0):
         raise InputError(f"{owner}: delay must be a finite synaptic delay in ms, at least one "
                          f"step dt of run(), got {delay!r}")
     return float(delay)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
-from ..ops._common import check_counts
+from ..ops._common import check_counts, check_dt, is_real
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
 from ..ops.ion_grad import merge_spike_times
@@ -31,13 +31,10 @@ def run_steps(owner: str, duration: Any, dt: Any) -> int:
             number >= 0, or their ratio too large to count.
     """
     for name, value, least in (("dt", dt, "> 0"), ("duration", duration, ">= 0")):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.integer |
-                                                     np.floating):
+        if not is_real(value):
             raise InputError(f"{owner}: {name} must be a number of ms {least}, got "
                              f"{type(value).__name__} {value!r}")
-    if not (math.isfinite(dt) and dt > 0):
-        raise InputError(f"{owner}: dt must be a positive finite time step in ms (NEURON's "
-                         f"default is 0.025), got {dt!r}")
+    check_dt(owner, dt)
     if not (math.isfinite(duration) and duration >= 0):
         raise InputError(f"{owner}: duration must be a finite time >= 0 in ms, got "
                          f"{duration!r}")

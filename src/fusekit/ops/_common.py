@@ -79,6 +79,16 @@ def require_shapes(op: str, shapes: dict[str, tuple[Any, tuple[int, ...]]], i_ex
                          f"{tuple(i_ext.shape)}")
 
 
+def is_real(v: Any) -> bool:
+    """A real number (int, float or NumPy scalar), not a bool, a string or an array."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def is_whole(v: Any) -> bool:
+    """An integer (Python or NumPy), not a bool: a count that ``int()`` would not truncate."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def check_counts(owner: str, **counts: Any) -> None:
     """Refuse counts (``n_steps``, ``record_every``, ``max_spikes``, ...) that are not ints >= 0.
 
@@ -86,49 +96,53 @@ def check_counts(owner: str, **counts: Any) -> None:
     spikes, and ``record_every=0.5`` would otherwise record nothing.
     """
     for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        if not is_whole(value) or value < 0:
             raise InputError(f"{owner}: {name} must be a non-negative integer (a whole "
                              f"number >= 0), got {value!r}")
 
 
 def check_dt(op: str, dt: Any) -> float:
     """``dt`` as a float, refused unless a positive finite number (NumPy scalars too)."""
-    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (
-            math.isfinite(dt) and dt > 0):
+    if not (is_real(dt) and math.isfinite(dt) and dt > 0):
         raise InputError(f"{op}: dt must be a positive finite time step in ms, got {dt!r}")
     return float(dt)
 
 
 def require_finite(op: str, name: str, a: Any) -> None:
     """Raise when ``a`` holds NaN or infinity (for ops where they are not allowed)."""
+    if all_finite(a) is False:
+        raise InputError(
+            f"{op}: {name} contains NaN or infinity, which this op does not accept; "
+            "clean the input (np.nan_to_num) or find where it came from"
+        )
+
+
+def all_finite(a: Any) -> bool | None:
+    """Whether ``a`` (NumPy, CuPy or torch, on its own device) holds no NaN or infinity.
+
+    ``None`` for fake or meta tensors (tracing: no values). One min/max pass for floats.
+    """
     xp = type(a).__module__.split(".", 1)[0]
     if xp == "torch":
         import torch
         from torch._subclasses.fake_tensor import is_fake
 
         if a.is_meta or is_fake(a):
-            return  # tracing: no values to look at; the real call checks them
+            return None  # tracing: no values to look at; the real call checks them
         if a.numel() == 0 or not a.is_floating_point():
-            return
+            return True
         # min and max propagate NaN and show an infinity: one pass and no boolean temporary
         # (27x faster than isfinite(a).all() on a 45M-element weight here).
         lo, hi = torch.aminmax(a)
-        bad = not bool(torch.isfinite(lo) & torch.isfinite(hi))
-    else:  # NumPy or CuPy: the array's own module
-        import sys
+        return bool(torch.isfinite(lo) & torch.isfinite(hi))
+    import sys  # NumPy or CuPy: the array's own module
 
-        xp = sys.modules[type(a).__module__.split(".", 1)[0]]
-        if a.size == 0:
-            return
-        if a.dtype.kind == "f":
-            bad = not bool(xp.isfinite(xp.min(a)) & xp.isfinite(xp.max(a)))
-        else:
-            bad = not bool(xp.isfinite(a).all())
-    if bad:
-        raise InputError(
-            f"{op}: {name} contains NaN or infinity, which this op does not accept; "
-            "clean the input (np.nan_to_num) or find where it came from"
-        )
+    xp = sys.modules[type(a).__module__.split(".", 1)[0]]
+    if a.size == 0:
+        return True
+    if a.dtype.kind == "f":
+        return bool(xp.isfinite(xp.min(a)) & xp.isfinite(xp.max(a)))
+    return bool(xp.isfinite(a).all())
 
 
 def is_tensor(a: Any) -> bool:

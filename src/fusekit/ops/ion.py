@@ -31,7 +31,16 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
-from ._common import check_counts, check_dt, is_tensor, require_finite, require_ndim, torch_call
+from ._common import (
+    all_finite,
+    check_counts,
+    check_dt,
+    is_real,
+    is_tensor,
+    require_finite,
+    require_ndim,
+    torch_call,
+)
 from .ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from .ion_grad import (
     adjoint_backward,
@@ -117,11 +126,8 @@ def _check_ion_simulate(
     if dtype not in _ION_DTYPES:
         raise InputError(f"{op}: arrays must be float32 or float64, got {dtype}")
     check_dt(op, dt)
-    for name, value in (("n_steps", n_steps), ("record_every", record_every),
-                        ("max_spikes", max_spikes)):
-        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
-            raise InputError(f"{op}: {name} must be a non-negative integer, got {value!r}")
-    if not (isinstance(spike_threshold, int | float) and math.isfinite(spike_threshold)):
+    check_counts(op, n_steps=n_steps, record_every=record_every, max_spikes=max_spikes)
+    if not (is_real(spike_threshold) and math.isfinite(spike_threshold)):
         raise InputError(f"{op}: spike_threshold must be a finite potential in mV, got "
                          f"{spike_threshold!r}")
     for name, a in (("v0", v0), ("states0", states0), ("params", params), ("i_ext", i_ext)):
@@ -510,8 +516,7 @@ def hines_solve(parent: Any, diag: Any, upper: Any, lower: Any, rhs: Any, *,
     else:
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero pivot: named below
             x = hines_solve_op.run((parent, diag, upper, lower, rhs), {}, backend)
-    host = _host_array(x)  # None for fake tensors: no values to look at
-    if host is not None and not np.isfinite(host).all():
+    if all_finite(x) is False:  # on x's own device; None for fake tensors
         raise InputError("hines_solve: the system is singular (the elimination met a zero "
                          "pivot, so the solution is not finite); a cable system needs a "
                          "diagonal that dominates its row (capacitance over dt plus the axial "

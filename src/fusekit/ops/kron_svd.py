@@ -19,6 +19,7 @@ from .._errors import InputError
 from .._registry import Op, TorchBridge, array_dtype
 from ._common import (
     check_counts,
+    is_real,
     is_tensor,
     require_finite,
     require_same_float_dtype,
@@ -267,11 +268,11 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
                          f"{type(singular_values).__name__} of shape {s.shape}")
     if energy is None and not elbow:
         raise InputError("select_rank: choose at least one rule (energy=... and/or elbow=True)")
-    if energy is not None and not (_is_real(energy) and 0 < energy <= 1):
+    if energy is not None and not (is_real(energy) and 0 < energy <= 1):
         raise InputError(f"select_rank: energy must be a number in (0, 1], got {energy!r}")
     if not isinstance(elbow, bool):
         raise InputError(f"select_rank: elbow must be True or False, got {elbow!r}")
-    if not (_is_real(min_elbow_gap) and min_elbow_gap >= 0):
+    if not (is_real(min_elbow_gap) and min_elbow_gap >= 0):
         raise InputError(f"select_rank: min_elbow_gap must be a number >= 0, got "
                          f"{min_elbow_gap!r}")
     given = float((s**2).sum())
@@ -279,7 +280,7 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
         total = given
     # at least the spectrum's own energy, up to rounding (a float32 spectrum against the
     # weight's float64 norm differs in the 7th digit)
-    elif _is_real(total_energy) and total_energy >= given * (1 - 1e-3) and (
+    elif is_real(total_energy) and total_energy >= given * (1 - 1e-3) and (
             total_energy > 0 or given == 0) and np.isfinite(total_energy):
         total = float(total_energy)
     else:
@@ -303,11 +304,6 @@ def select_rank(singular_values: Any, *, energy: float | None = 0.9, elbow: bool
     if not ranks:  # the elbow alone abstained
         return int(s.size)
     return max(1, min(ranks))
-
-
-def _is_real(v: Any) -> bool:
-    """A real number (int, float, NumPy scalar), not a bool, a string or an array."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 # ---------------------------------------------------------------------------- the KPSVD op
