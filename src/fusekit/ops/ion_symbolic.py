@@ -388,7 +388,8 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
-         share_exp: bool = False, const_prefix: str = "K") -> tuple[list[str], dict[str, float]]:
+         share_exp: bool = False, const_prefix: str = "K", share_recip: bool = False
+         ) -> tuple[list[str], dict[str, float]]:
     """Source lines assigning every ``(name, node)`` of ``outputs``, and their constants.
 
     Intermediate nodes become locals ``<prefix><i>``, each computed once; constants ``K<i>``
@@ -401,6 +402,8 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
     """
     replace = share_exponentials(outputs[0][1].graph, [n for _, n in outputs]) \
         if share_exp and outputs else {}
+    if share_recip and outputs:
+        replace.update(share_reciprocals(outputs[0][1].graph, [n for _, n in outputs], replace))
     names: dict[int, str] = {}
     consts: dict[str, float] = {}
     lines: list[str] = []
@@ -453,6 +456,41 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
                 names[id(cur)] = local
     lines += [f"{indent}{target} = {names[id(node)]}" for target, node in outputs]
     return lines, consts
+
+
+def share_reciprocals(graph: Graph, roots: Sequence[Expr],
+                      replace: dict[int, Expr]) -> dict[int, Expr]:
+    """Lowerings ``a / b -> a * (1 / b)`` for every denominator ``b`` that divides twice or more.
+
+    A forward-mode step divides by each rate sum twice (the steady state, then its
+    derivative): one division and two multiplies in place of two divisions. ``replace``
+    (already-lowered nodes, followed as :func:`emit` follows them) is read, not changed.
+    """
+    seen: set[int] = set()
+    divs: list[Expr] = []
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        sub = replace.get(id(node))
+        if sub is not None:
+            stack.append(sub)
+            continue
+        if node.op == "div" and node.args[1].op != "const":
+            divs.append(node)
+        stack.extend(node.args)
+    uses: dict[int, int] = {}
+    for d in divs:
+        uses[id(d.args[1])] = uses.get(id(d.args[1]), 0) + 1
+    one = graph.const(1.0)
+    out: dict[int, Expr] = {}
+    for d in divs:
+        a, b = d.args
+        if uses[id(b)] >= 2 and not graph._is(a, 1.0):
+            out[id(d)] = graph.mul(a, graph.div(one, b))
+    return out
 
 
 #: Largest ``|intercept difference|`` for which ``exp(s v + b)`` is computed from another
@@ -724,7 +762,8 @@ def is_traceable(cs: ChannelSet) -> bool:
 
 
 def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
-                        share_exp: bool = False) -> tuple[list[str], dict[str, float]]:
+                        share_exp: bool = False, share_recip: bool = False
+                        ) -> tuple[list[str], dict[str, float]]:
     """Lines of one step of one neuron with its tangents in the directions ``wrt``.
 
     The lines read locals ``v``, ``s<k>``, ``p<i>``, ``i_inj``, ``dt`` and the tangents
@@ -758,7 +797,7 @@ def tangent_step_source(cs: ChannelSet, wrt: Sequence[str], indent: str, *,
         dv_new = chain(v_row, theta, t_in + list(zip(st.new_states, ds_new, strict=True)))
         outputs.append((f"dv_{j}_n", dv_new))
         outputs += [(f"ds{k}_{j}_n", ds_new[k]) for k in range(n_states)]
-    lines, consts = emit(outputs, indent, share_exp=share_exp)
+    lines, consts = emit(outputs, indent, share_exp=share_exp, share_recip=share_recip)
     lines += [f"{indent}v = v_n"] + [f"{indent}s{k} = s{k}_n" for k in range(n_states)]
     for j in range(len(directions)):
         lines.append(f"{indent}dv_{j} = dv_{j}_n")

@@ -6,6 +6,10 @@ the potential's and states' tangents in more rows of the scratch array. The step
 tangents are one generated, straight-line block of arithmetic
 (:func:`fusekit.ops.ion_symbolic.tangent_step_source`); a kernel is compiled per
 ``(channel set, wrt names, dtype)`` and cached on disk like the ion kernels.
+
+The step divides by each gate's rate sum twice (its steady state, then that state's
+derivative): with ``share_recip`` each such denominator is divided once, as a reciprocal
+(HH: 5 divisions a step in place of 10; 1.06-1.10x faster on Zen 1, float64, one thread).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import numpy as np
 from ..._registry import register_kernel
 from ...ops import ion_forward as sens
 from ...ops.ion_channel import ChannelSet, channel_set
-from ...ops.ion_symbolic import tangent_step_source, value_step_source
+from ...ops.ion_symbolic import tangent_step_source
 from ._numba import configure
 from .ion import (
     NEURON_BLOCK,
     ROW_PAD,
     _compile_generated,
+    _parse_lines,
     graph_math,
     hoist_invariants,
     neuron_width,
@@ -101,6 +106,21 @@ def _layout(cs: ChannelSet, n_dir: int) -> dict[str, int]:
             "N_DIR": n_dir, "T0": t0, "T_ROWS": t_rows, "N_ROWS": t0 + n_dir * t_rows}
 
 
+def _primal_names(body: list[str], n_states: int) -> set[str]:
+    """The names that the new potential and states need (the rest are tangent lines)."""
+    deps = {target: d for target, _, d in _parse_lines(body)
+            if target.endswith("_n") or target[:1] == "t"}  # not the closing ``v = v_n``
+    todo = ["v_n", *(f"s{k}_n" for k in range(n_states))]
+    out: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in out or name not in deps:
+            continue
+        out.add(name)
+        todo += deps[name]
+    return out
+
+
 def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[str, float]]:
     """The Python source of the sensitivity kernel and its constants (before compilation).
 
@@ -110,8 +130,8 @@ def generated_source(cs: ChannelSet, wrt: tuple[str, ...]) -> tuple[str, dict[st
     ran slower).
     """
     lay = _layout(cs, len(wrt))
-    body, consts = tangent_step_source(cs, wrt, "", share_exp=True)
-    primal = {line.split("=", 1)[0].strip() for line in value_step_source(cs, "")[0]}
+    body, consts = tangent_step_source(cs, wrt, "", share_exp=True, share_recip=True)
+    primal = _primal_names(body, lay["N_STATES"])
     rows = {"v": 0, "i_inj": 2}
     rows.update({f"s{k}": 3 + k for k in range(lay["N_STATES"])})
     rows.update({f"p{k}": 3 + lay["N_STATES"] + k for k in range(lay["N_PARAMS"])})

@@ -1,0 +1,77 @@
+"""Shared reciprocals in the emitted forward-mode step (``ion_symbolic.share_reciprocals``)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS
+from fusekit.ops.ion_channel import ChannelSet
+from fusekit.ops.ion_forward import NUMPY_MATH
+from fusekit.ops.ion_symbolic import Graph, emit, tangent_step_source, vtrap_e
+
+_DIV = re.compile(r"/ (t\d+)")  # a division by an emitted local (not by a constant K<i>)
+
+
+def _run(lines: list[str], consts: dict[str, float], env: dict[str, np.ndarray],
+         names: list[str]) -> list[np.ndarray]:
+    ns = {**NUMPY_MATH, "VTRAP_E": lambda x, y, e: vtrap_e(x, y, e, np.where, np.abs),
+          "ONE": 1.0, **consts, **env}
+    exec("\n".join(line.strip() for line in lines), ns)
+    return [ns[n] for n in names]
+
+
+@pytest.mark.parametrize("channels", [HH_CHANNELS, POSPISCHIL_RS_CHANNELS],
+                         ids=["hh", "pospischil"])
+def test_tangent_step_same_values_fewer_divisions(channels: object) -> None:
+    cs = ChannelSet(channels)
+    wrt = tuple(cs.param_names[:3])
+    plain, c0 = tangent_step_source(cs, wrt, "", share_exp=True)
+    shared, c1 = tangent_step_source(cs, wrt, "", share_exp=True, share_recip=True)
+    n_div = [len(_DIV.findall("\n".join(x))) for x in (plain, shared)]
+    assert n_div[1] <= n_div[0]
+    rng = np.random.default_rng(1)
+    n, n_states = 64, len(cs.state_names)
+    env = {"v": rng.uniform(-90, 40, n), "i_inj": rng.uniform(0, 20, n), "dt": 0.025}
+    env.update({f"s{k}": rng.uniform(0.01, 0.99, n) for k in range(n_states)})
+    defaults = cs.default_params(n)
+    env.update({f"p{i}": defaults[i] * rng.uniform(0.5, 1.5, n)
+                for i in range(len(cs.param_names))})
+    for j in range(len(wrt)):
+        env[f"dv_{j}"] = rng.normal(size=n)
+        env.update({f"ds{k}_{j}": rng.normal(size=n) * 1e-3 for k in range(n_states)})
+    out = ["v", *(f"s{k}" for k in range(n_states))]
+    out += [f"dv_{j}" for j in range(len(wrt))]
+    out += [f"ds{k}_{j}" for j in range(len(wrt)) for k in range(n_states)]
+    want = _run(plain, c0, dict(env), out)
+    got = _run(shared, c1, dict(env), out)
+    for name, a, b in zip(out, got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max(), err_msg=name)
+
+
+def test_hh_forward_mode_divides_by_each_rate_sum_once() -> None:
+    cs = ChannelSet(HH_CHANNELS)
+    plain, _ = tangent_step_source(cs, ("g_na", "g_k", "g_leak"), "", share_exp=True)
+    shared, _ = tangent_step_source(cs, ("g_na", "g_k", "g_leak"), "", share_exp=True,
+                                    share_recip=True)
+    # three gates' rate sums, the sodium inactivation's beta and the implicit voltage update
+    assert len(_DIV.findall("\n".join(plain))) == 10
+    assert len(_DIV.findall("\n".join(shared))) == 5
+    # each is a reciprocal, 1 / b, then multiplied
+    assert all(re.search(r"= K\d+ / t\d+$", b) for b in shared if _DIV.search(b))
+
+
+def test_single_division_is_left_alone() -> None:
+    g = Graph()
+    x, y = g.var("x"), g.var("y")
+    lines, _ = emit([("a", g.div(x, y)), ("b", g.mul(x, y))], "", share_recip=True)
+    assert any("x / y" in line for line in lines)
+    lines, consts = emit([("a", g.div(x, y)), ("b", g.div(g.exp(x), y))], "", share_recip=True)
+    text = "\n".join(lines)
+    assert text.count("/") == 1 and re.search(r"= K\d+ / y", text)
+    x_val, y_val = np.array([0.3, -2.0]), np.array([1.7, 0.9])
+    a, b = _run(lines, consts, {"x": x_val, "y": y_val}, ["a", "b"])
+    np.testing.assert_allclose(a, x_val / y_val, rtol=1e-15)
+    np.testing.assert_allclose(b, np.exp(x_val) / y_val, rtol=1e-15)
