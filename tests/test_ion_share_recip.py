@@ -6,19 +6,23 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS
 from fusekit.ops.ion_channel import ChannelSet
 from fusekit.ops.ion_forward import NUMPY_MATH
-from fusekit.ops.ion_symbolic import Graph, emit, tangent_step_source, vtrap_e
+from fusekit.ops import ion_symbolic as sym
+from fusekit.ops.ion_symbolic import Graph, emit, tangent_step_source
 
 _DIV = re.compile(r"/ (t\d+)")  # a division by an emitted local (not by a constant K<i>)
 
 
 def _run(lines: list[str], consts: dict[str, float], env: dict[str, np.ndarray],
          names: list[str]) -> list[np.ndarray]:
-    ns = {**NUMPY_MATH, "VTRAP_E": lambda x, y, e: vtrap_e(x, y, e, np.where, np.abs),
-          "ONE": 1.0, **consts, **env}
+    lowered = {name.upper(): (lambda f: lambda *a: f(*a, np.where, np.abs))(getattr(sym, name))
+               for name in ("vtrap_e", "vtrap_r", "vtrap_er", "vtrap_dxr")}
+    ns = {**NUMPY_MATH, **lowered, "ONE": 1.0, **consts, **env}
     exec("\n".join(line.strip() for line in lines), ns)
     return [ns[n] for n in names]
 
@@ -32,9 +36,12 @@ def test_tangent_step_same_values_fewer_divisions(channels: object) -> None:
     shared, c1 = tangent_step_source(cs, wrt, "", share_exp=True, share_recip=True)
     n_div = [len(_DIV.findall("\n".join(x))) for x in (plain, shared)]
     assert n_div[1] <= n_div[0]
+    assert "VTRAP_DX(" not in "\n".join(shared)
     rng = np.random.default_rng(1)
     n, n_states = 64, len(cs.state_names)
-    env = {"v": rng.uniform(-90, 40, n), "i_inj": rng.uniform(0, 20, n), "dt": 0.025}
+    v = rng.uniform(-90, 40, n)
+    v[:8] = [-40.0, -55.0, -40 + 1e-9, -55 - 1e-7, -40 - 2e-3, -55 + 2e-3, -35.0, -60.0]
+    env = {"v": v, "i_inj": rng.uniform(0, 20, n), "dt": 0.025}
     env.update({f"s{k}": rng.uniform(0.01, 0.99, n) for k in range(n_states)})
     defaults = cs.default_params(n)
     env.update({f"p{i}": defaults[i] * rng.uniform(0.5, 1.5, n)
@@ -75,3 +82,32 @@ def test_single_division_is_left_alone() -> None:
     a, b = _run(lines, consts, {"x": x_val, "y": y_val}, ["a", "b"])
     np.testing.assert_allclose(a, x_val / y_val, rtol=1e-15)
     np.testing.assert_allclose(b, np.exp(x_val) / y_val, rtol=1e-15)
+
+
+_MATH: dict[str, dict[str, object]] = {}
+
+
+def _cpu_math(dtype: str) -> dict[str, object]:
+    """The CPU kernels' math, made once per dtype (each call compiles anew)."""
+    if dtype not in _MATH:
+        from fusekit.backends.cpu.ion import graph_math
+
+        _MATH[dtype] = graph_math(dtype)
+    return _MATH[dtype]
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.floats(-200, 200), y=st.sampled_from([-10.0, -5.0, 10.0, 18.0]),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_cpu_vtrap_pair_matches_vtrap_and_its_derivative(x: float, y: float, dtype: str) -> None:
+    m = _cpu_math(dtype)
+    f = np.dtype(dtype).type
+    e = np.exp(np.float64(x) / y)
+    r = m["VTRAP_R"](f(x), f(y), f(e))
+    value = m["VTRAP_ER"](f(x), f(y), r)
+    dx = m["VTRAP_DXR"](f(x), f(y), value, r)
+    want = sym.vtrap_e(x, y, e, lambda c, a, b: a if c else b, abs)
+    want_dx = sym.vtrap_dx(x, y, want, lambda c, a, b: a if c else b, abs)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert abs(value - want) <= tol * max(1.0, abs(want))
+    assert abs(dx - want_dx) <= tol * max(1.0, abs(want_dx))

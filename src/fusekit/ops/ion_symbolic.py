@@ -161,6 +161,9 @@ _FOLD: dict[str, Callable[..., float]] = {
     "vtrap": _vtrap_value,
     "vtrap_dx": lambda x, y, f: vtrap_dx(x, y, f, lambda c, a, b: a if c else b, abs),
     "vtrap_e": lambda x, y, e: vtrap_e(x, y, e, lambda c, a, b: a if c else b, abs),
+    "vtrap_r": lambda x, y, e: vtrap_r(x, y, e, lambda c, a, b: a if c else b, abs),
+    "vtrap_er": lambda x, y, r: vtrap_er(x, y, r, lambda c, a, b: a if c else b, abs),
+    "vtrap_dxr": lambda x, y, f, r: vtrap_dxr(x, y, f, r, lambda c, a, b: a if c else b, abs),
 }
 
 
@@ -383,7 +386,8 @@ class Graph:
 
 
 _MATH_NAMES = {"exp": "EXP", "log": "LOG", "sqrt": "SQRT", "abs": "ABS", "sign": "SIGN",
-               "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX", "vtrap_e": "VTRAP_E"}
+               "vtrap": "VTRAP", "vtrap_dx": "VTRAP_DX", "vtrap_e": "VTRAP_E",
+               "vtrap_r": "VTRAP_R", "vtrap_er": "VTRAP_ER", "vtrap_dxr": "VTRAP_DXR"}
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
@@ -460,32 +464,35 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
 
 def share_reciprocals(graph: Graph, roots: Sequence[Expr],
                       replace: dict[int, Expr]) -> dict[int, Expr]:
-    """Lowerings ``a / b -> a * (1 / b)`` for every denominator ``b`` that divides twice or more.
+    """Lowerings that divide once by what a step divides by twice or more.
 
-    A forward-mode step divides by each rate sum twice (the steady state, then its
-    derivative): one division and two multiplies in place of two divisions. ``replace``
-    (already-lowered nodes, followed as :func:`emit` follows them) is read, not changed.
+    1. ``a / b -> a * (1 / b)`` for every denominator ``b`` of two or more divisions. A
+       forward-mode step divides by each rate sum twice (the steady state, then its
+       derivative): one division and two multiplies in place of two divisions.
+    2. ``vtrap_e(x, y, e)`` with a ``vtrap_dx`` of the same ``vtrap`` becomes
+       ``vtrap_er(x, y, r)`` and ``vtrap_dxr(x, y, value, r)`` around one reciprocal
+       ``r = vtrap_r(x, y, e) = 1 / (e - 1)``: ``x / (e - 1)`` and the derivative's
+       ``value / x`` are the same ``1 / (e - 1)`` (two divisions become one).
+
+    ``replace`` (already-lowered nodes, followed as :func:`emit` follows them) is read, not
+    changed. Returns ``{id(node): node}`` to add to it.
     """
-    seen: set[int] = set()
-    divs: list[Expr] = []
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
+    nodes = _reachable(roots, replace)
+    out: dict[int, Expr] = {}
+    for node in nodes:
+        if node.op != "vtrap_dx":
             continue
-        seen.add(id(node))
-        sub = replace.get(id(node))
-        if sub is not None:
-            stack.append(sub)
-            continue
-        if node.op == "div" and node.args[1].op != "const":
-            divs.append(node)
-        stack.extend(node.args)
+        x, y, value = node.args
+        low = replace.get(id(value))
+        if low is not None and low.op == "vtrap_e" and low.args[:2] == (x, y):
+            r = graph._node("vtrap_r", x, y, low.args[2])
+            out[id(value)] = graph._node("vtrap_er", x, y, r)
+            out[id(node)] = graph._node("vtrap_dxr", x, y, value, r)
+    divs = [n for n in nodes if n.op == "div" and n.args[1].op != "const"]
     uses: dict[int, int] = {}
     for d in divs:
         uses[id(d.args[1])] = uses.get(id(d.args[1]), 0) + 1
     one = graph.const(1.0)
-    out: dict[int, Expr] = {}
     for d in divs:
         a, b = d.args
         if uses[id(b)] >= 2 and not graph._is(a, 1.0):
@@ -606,6 +613,34 @@ def vtrap_e(x: Any, y: Any, e: Any, where: Callable[..., Any],
     series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
     denom = where(small, u * 0.0 + 1.0, e - 1.0)
     return where(small, series, x / denom)
+
+
+def vtrap_r(x: Any, y: Any, e: Any, where: Callable[..., Any],
+            absolute: Callable[[Any], Any]) -> Any:
+    """``1 / (e - 1)`` with ``e = exp(x / y)``; 1 where ``vtrap`` uses its series."""
+    u = x * (1.0 / y)
+    return 1.0 / where(absolute(u) < VTRAP_SERIES_BELOW, u * 0.0 + 1.0, e - 1.0)
+
+
+def vtrap_er(x: Any, y: Any, r: Any, where: Callable[..., Any],
+             absolute: Callable[[Any], Any]) -> Any:
+    """``vtrap(x, y)`` given ``r = vtrap_r(x, y, e)``: ``x r``, or the same series."""
+    u = x * (1.0 / y)
+    u2 = u * u
+    series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    return where(absolute(u) < VTRAP_SERIES_BELOW, series, x * r)
+
+
+def vtrap_dxr(x: Any, y: Any, value: Any, r: Any, where: Callable[..., Any],
+              absolute: Callable[[Any], Any]) -> Any:
+    """:func:`vtrap_dx` given ``r = 1 / (e - 1)``: ``value / x = r``, so no division.
+
+    ``B'(u) = value (y - value - x) / (x y) = r (y - value - x) / y``.
+    """
+    u = x * (1.0 / y)
+    u2 = u * u
+    series = -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
+    return where(absolute(u) < VTRAP_SERIES_BELOW, series, (y - value - x) * r * (1.0 / y))
 
 
 # ------------------------------------------------------------------------- the traced step

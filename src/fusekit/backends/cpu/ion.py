@@ -220,6 +220,35 @@ def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
     return vtrap_dx
 
 
+def _vtrap_r(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
+    """``ion_symbolic.vtrap_r``, ``vtrap_er`` and ``vtrap_dxr`` for one dtype (the pair
+    ``vtrap`` and its derivative around one reciprocal; same series and cut-off)."""
+    cut, half, c1, c3, c5, c2, c4, c6, one = (
+        scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180, 1 / 5040, 1 / 12,
+                            1 / 720, 1 / 30240, 1.0))
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_r(x, y, e):
+        u = x * (one / y)
+        return one / (one if abs(u) < cut else e - one)
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_er(x, y, r):
+        u = x * (one / y)
+        u2 = u * u
+        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+        return series if abs(u) < cut else x * r
+
+    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    def vtrap_dxr(x, y, value, r):
+        u = x * (one / y)
+        u2 = u * u
+        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
+        return series if abs(u) < cut else (y - value - x) * r * (one / y)
+
+    return vtrap_r, vtrap_er, vtrap_dxr
+
+
 def _sign(scalar: Callable[[float], Any]) -> Any:
     one, zero = scalar(1.0), scalar(0.0)
 
@@ -233,15 +262,17 @@ def _sign(scalar: Callable[[float], Any]) -> Any:
 def graph_math(dtype: str) -> dict[str, Any]:
     """The names that code emitted from a traced step graph calls (``ops.ion_symbolic``).
 
-    ``EXP``, ``VTRAP``, ``VTRAP_E``, ``VTRAP_DX``, ``LOG``, ``SQRT``, ``ABS``, ``SIGN``,
-    ``ONE`` and ``ZERO`` for ``dtype``; the emitted ``K<i>`` constants come with the code.
+    ``EXP``, ``VTRAP``, ``VTRAP_E``, ``VTRAP_DX``, ``VTRAP_R``, ``VTRAP_ER``, ``VTRAP_DXR``,
+    ``LOG``, ``SQRT``, ``ABS``, ``SIGN``, ``ONE`` and ``ZERO`` for ``dtype``; the emitted ``K<i>`` constants come with the code.
     """
     import math
 
     math_fns, scalar = _math(dtype)
     fastmath = _FASTMATH[dtype]
+    vtrap_r, vtrap_er, vtrap_dxr = _vtrap_r(scalar, fastmath)
     return {"EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
             "VTRAP_E": _vtrap_e(scalar, fastmath), "VTRAP_DX": _vtrap_dx(scalar, fastmath),
+            "VTRAP_R": vtrap_r, "VTRAP_ER": vtrap_er, "VTRAP_DXR": vtrap_dxr,
             "LOG": math.log, "SQRT": math.sqrt, "ABS": abs, "SIGN": _sign(scalar),
             "ONE": scalar(1.0), "ZERO": scalar(0.0)}
 
@@ -365,7 +396,7 @@ def generated_source(cs: ChannelSet, stages: int | None = None) -> str:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Rough latencies (cycles) used to cut a step into stages: exp, a division, anything else.
-_COST = {"EXP": 40, "VTRAP_E": 16, "VTRAP": 50, "/": 11}
+_COST = {"EXP": 40, "VTRAP_E": 16, "VTRAP_R": 16, "VTRAP": 50, "/": 11}
 #: Cycles of dependency chain per stage when the stage count is automatic. Squid HH (a chain
 #: of about 200) in 3 stages ran 1.4-1.5x faster than in 1 on Zen 3, float32 and float64
 #: alike, and 4-5 stages about the same as 3 there; on Zen 1 (a smaller out-of-order window,
@@ -375,7 +406,7 @@ STAGE_DEPTH = 40
 
 
 def _line_cost(expr: str) -> int:
-    for key in ("VTRAP_E(", "VTRAP(", "EXP("):
+    for key in ("VTRAP_E(", "VTRAP_R(", "VTRAP(", "EXP("):
         if key in expr:
             return _COST[key[:-1]]
     return _COST["/"] if "/" in expr else 4
