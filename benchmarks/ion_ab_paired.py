@@ -50,7 +50,7 @@ def worker(case: str, dtype: str, n: int, steps: int, calls: int) -> float:
                                             backend="cpu")
         g = [torch.tensor(hh.default_params(1)[hh.param_index(w), 0], dtype=getattr(torch, dtype))
              .expand(n).clone().requires_grad_() for w in wrt]
-        P = params_tensor(hh, n, **dict(zip(wrt, g, strict=True)))
+        P = params_tensor(hh, n, dtype=getattr(torch, dtype), **dict(zip(wrt, g, strict=True)))
         mode = {"gradient": "forward", "wrt": wrt} if case == "fm" else {"gradient": "backprop"}
         out = simulate(hh, P, torch.tensor(i_ext), duration=steps * 0.025, dt=0.025,
                        record_every=40, backend="cpu", **mode)

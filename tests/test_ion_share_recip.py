@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fusekit.neuro import HH_CHANNELS, POSPISCHIL_RS_CHANNELS
+from fusekit.ops import ion_symbolic as sym
 from fusekit.ops.ion_channel import ChannelSet
 from fusekit.ops.ion_forward import NUMPY_MATH
-from fusekit.ops import ion_symbolic as sym
 from fusekit.ops.ion_symbolic import Graph, emit, tangent_step_source
 
 _DIV = re.compile(r"/ (t\d+)")  # a division by an emitted local (not by a constant K<i>)

@@ -68,10 +68,12 @@ NETWORK_BLOCK = 256
 #: 4 KiB apart made loads wait on unrelated stores (4K aliasing); 16 values measured 1.05-1.1x
 #: faster than none for the staged step.
 ROW_PAD = 16
-#: LLVM fast-math flags per dtype: FMA contraction everywhere; in float32 also reciprocal
-#: approximations (``x / 18`` as ``x * (1/18)``, within an ulp), measured 17% faster
-#: (80 -> 94 M neuron-steps per CPU-second, one thread); no gain in float64, so left exact.
-_FASTMATH = {"float32": {"contract", "nsz", "arcp"}, "float64": {"contract", "nsz"}}
+#: LLVM fast-math flags per dtype: FMA contraction and reciprocal approximations (``x / 18``
+#: as ``x * (1/18)``, within an ulp). In float32 measured 17% faster (80 -> 94 M
+#: neuron-steps per CPU-second, one thread, Zen 3). In float64 no gain on Zen 3, so it was
+#: left exact until session 19: on Zen 1 (a slower divider) forward 1.04-1.07x, backprop
+#: 1.06-1.07x, forward mode 1.0-1.02x (``benchmarks/ion_ab_paired.py``, one thread).
+_FASTMATH = {"float32": {"contract", "nsz", "arcp"}, "float64": {"contract", "nsz", "arcp"}}
 
 #: Spike detection after a step of a block (rows 0 and 1 of ``buf``: ``v`` after and before
 #: the step), in loops of its own: a crossing count inside the step's loops (an integer
@@ -221,8 +223,10 @@ def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
 
 
 def _vtrap_r(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_r``, ``vtrap_er`` and ``vtrap_dxr`` for one dtype (the pair
-    ``vtrap`` and its derivative around one reciprocal; same series and cut-off)."""
+    """``ion_symbolic.vtrap_r``, ``vtrap_er`` and ``vtrap_dxr`` for one dtype.
+
+    ``vtrap`` and its derivative around one reciprocal (same series and cut-off).
+    """
     cut, half, c1, c3, c5, c2, c4, c6, one = (
         scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180, 1 / 5040, 1 / 12,
                             1 / 720, 1 / 30240, 1.0))
@@ -263,7 +267,8 @@ def graph_math(dtype: str) -> dict[str, Any]:
     """The names that code emitted from a traced step graph calls (``ops.ion_symbolic``).
 
     ``EXP``, ``VTRAP``, ``VTRAP_E``, ``VTRAP_DX``, ``VTRAP_R``, ``VTRAP_ER``, ``VTRAP_DXR``,
-    ``LOG``, ``SQRT``, ``ABS``, ``SIGN``, ``ONE`` and ``ZERO`` for ``dtype``; the emitted ``K<i>`` constants come with the code.
+    ``LOG``, ``SQRT``, ``ABS``, ``SIGN``, ``ONE`` and ``ZERO`` for ``dtype``; the emitted
+    ``K<i>`` constants come with the code.
     """
     import math
 
