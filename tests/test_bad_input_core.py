@@ -84,3 +84,29 @@ def test_hines_solve_checks_shapes_while_tracing():
         ops.hines_solve(*meta)
     meta[1] = torch.ones(4, dtype=torch.float64, device="meta")
     assert ops.hines_solve(*meta).shape == (4,)
+
+
+def test_membrane_step_checks_shapes_while_tracing():
+    from fusekit.neuro import HH_CHANNELS, ChannelSet
+
+    hh = ChannelSet(HH_CHANNELS)
+    n = 5
+
+    def meta(*shape):
+        return torch.empty(shape, dtype=torch.float64, device="meta")
+
+    args = [meta(n), meta(3, n), meta(7, n), meta(n), meta(n), meta(n)]
+    v, s = ops.membrane_step(*args, channels=hh, dt=0.025)
+    assert v.shape == (n,) and s.shape == (3, n) and v.is_meta
+    bad = list(args)
+    bad[2] = meta(6, n)
+    with pytest.raises(fusekit.InputError, match=r"params must have shape \(7, 5\)"):
+        ops.membrane_step(*bad, channels=hh, dt=0.025)
+    bad = list(args)
+    bad[3] = torch.empty(n, dtype=torch.float32, device="meta")
+    with pytest.raises(fusekit.InputError, match="i_inj is float32"):
+        ops.membrane_step(*bad, channels=hh, dt=0.025)
+    a = ops.membrane_step_vjp(*args, meta(n), meta(3, n), channels=hh, dt=0.025)
+    assert [tuple(x.shape) for x in a] == [(n,), (3, n), (7, n), (n,), (n,), (n,)]
+    with pytest.raises(fusekit.InputError, match=r"a_states must have shape \(3, 5\)"):
+        ops.membrane_step_vjp(*args, meta(n), meta(2, n), channels=hh, dt=0.025)

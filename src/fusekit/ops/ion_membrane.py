@@ -40,7 +40,12 @@ _FLOATS = ("float32", "float64")
 
 
 def _check_membrane(op: str, v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
-                    ge_syn: Any, *, channels: Any, dt: float, **adjoints: Any) -> str:
+                    ge_syn: Any, *, channels: Any, dt: float, values: bool = True,
+                    **adjoints: Any) -> str:
+    """Shapes, dtypes and ``dt``; with ``values`` also finiteness and ``c_m > 0``.
+
+    The fake kernels (tracing) check without ``values``: fake tensors have no data.
+    """
     cs = channel_set(channels)
     v, states, params, i_inj, g_syn, ge_syn = map(
         _cpu_view, (v, states, params, i_inj, g_syn, ge_syn))
@@ -68,10 +73,10 @@ def _check_membrane(op: str, v: Any, states: Any, params: Any, i_inj: Any, g_syn
         # A network calls this op every step: one sum shows NaN or infinity (3 us on 500
         # neurons, on a NumPy view of a CPU tensor a tenth of torch's reductions); only
         # when it is not finite (or it overflowed) does the exact check look.
-        if not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
+        if values and not (isinstance(a, np.ndarray) and math.isfinite(a.sum())):
             require_finite(op, name, a)
     check_dt(op, dt)
-    if n and not params[0].min() > 0:
+    if values and n and not params[0].min() > 0:
         raise InputError(f"{op}: params row 0 (c_m, membrane capacitance in uF/cm^2) must be "
                          "positive for every neuron")
     return dtype
@@ -103,6 +108,8 @@ def _check_membrane_step_vjp(v: Any, states: Any, params: Any, i_inj: Any, g_syn
 def _membrane_step_fake(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any, ge_syn: Any,
                         channels: str, dt: float, backend: str | None = None
                         ) -> tuple[Any, Any]:
+    _check_membrane("membrane_step", v, states, params, i_inj, g_syn, ge_syn,
+                    channels=channels, dt=dt, values=False)  # shapes and dtypes while tracing
     return v.new_empty(v.shape), states.new_empty(states.shape)
 
 
@@ -155,6 +162,8 @@ membrane_step_op = Op(
 def _membrane_step_vjp_fake(v: Any, states: Any, params: Any, i_inj: Any, g_syn: Any,
                             ge_syn: Any, a_v: Any, a_states: Any, channels: str, dt: float,
                             backend: str | None = None) -> tuple[Any, ...]:
+    _check_membrane("membrane_step_vjp", v, states, params, i_inj, g_syn, ge_syn,
+                    channels=channels, dt=dt, values=False, a_v=a_v, a_states=a_states)
     return (v.new_empty(v.shape), states.new_empty(states.shape),
             params.new_empty(params.shape), *(v.new_empty(v.shape) for _ in range(3)))
 
