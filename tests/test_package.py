@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import fusekit
 from fusekit._cli import comparison_rows, main
 
@@ -108,3 +110,14 @@ def test_info_names_a_source_tree_that_is_not_installed(monkeypatch):
     text = _info._fusekit_version()
     assert text.startswith(f"{fusekit.__version__} (not installed: source at ")
     assert text.rstrip(")").endswith("fusekit")
+
+
+def test_cli_names_an_unknown_option_before_the_command(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--bogus"])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert "unrecognized option --bogus" in msg and "info, tour, bench, mst" in msg
+    with pytest.raises(SystemExit) as err:
+        main(["-h"])
+    assert err.value.code == 0

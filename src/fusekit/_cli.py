@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="file format (default: by extension: .graph/.metis, .gr, .mtx)")
     mst.add_argument("--p", type=int, default=1, help="union-find events per time step in "
                      "the spiking model's schedule (default 1)")
+    given = sys.argv[1:] if argv is None else argv
+    if given and given[0].startswith("-") and given[0] not in ("-h", "--help"):
+        parser.error(f"unrecognized option {given[0]}: the command comes first "
+                     f"({', '.join(sub.choices)}), e.g. fusekit tour --quick")
     args, extra = parser.parse_known_args(argv)
     if args.command != "bench" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
