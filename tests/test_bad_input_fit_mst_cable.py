@@ -255,10 +255,27 @@ def test_cable_geometry_refuses_r_axial_that_is_not_positive_and_finite(function
         function(np.array([-1, 0, 0]), L3, D3, r_axial)
 
 
-def test_cable_tree_takes_r_axial_as_a_tensor():
-    a = cable_tree(np.array([-1, 0, 0]), L3, D3, torch.tensor(50.0, requires_grad=True))
+def test_cable_tree_takes_geometry_as_tensors():
+    a = cable_tree(torch.tensor([-1, 0, 0]), torch.tensor(L3), torch.tensor(D3),
+                   torch.tensor(50.0))
     b = cable_tree(np.array([-1, 0, 0]), L3, D3, 50.0)
     np.testing.assert_array_equal(a.coupling, b.coupling)
+
+
+@pytest.mark.parametrize("name", ["length", "diam", "r_axial"])
+def test_cable_tree_and_network_refuse_geometry_that_requires_grad(name):
+    from fusekit.neuro import CableNetwork
+
+    geometry = {"length": torch.tensor(L3), "diam": torch.tensor(D3),
+                "r_axial": torch.tensor(50.0)}
+    geometry[name].requires_grad_()
+    with pytest.raises(fusekit.InputError, match=f"cable_tree: {name} requires grad.*"
+                       "cable_coupling"):
+        cable_tree(np.array([-1, 0, 0]), **geometry)
+    r_axial = geometry.pop("r_axial")
+    with pytest.raises(fusekit.InputError, match=f"CableNetwork: {name} requires grad"):
+        CableNetwork(HH_CHANNELS, (np.array([-1, 0, 0]), geometry["length"], geometry["diam"]),
+                     np.zeros((1, 1)), r_axial=r_axial)
 
 
 @pytest.mark.parametrize("min_length", [float("nan"), 0.0, -1.0, float("inf"), "0.1"])

@@ -145,6 +145,22 @@ class CableTree:
     area: np.ndarray
 
 
+def numpy_geometry(op: str, **arrays: Any) -> list[Any]:
+    """The geometry arrays as NumPy, for the trees and networks built without gradients.
+
+    Tensors are detached; one that requires grad is refused (its gradient would be lost).
+    """
+    out = []
+    for name, x in arrays.items():
+        if getattr(x, "requires_grad", False):
+            raise InputError(
+                f"{op}: {name} requires grad, but {op} builds its tree in NumPy and would "
+                "drop the gradient; for gradients w.r.t. the geometry use cable_coupling "
+                f"(differentiable) with cable_simulate, or pass {name}.detach()")
+        out.append(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    return out
+
+
 def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> CableTree:
     """Cylinders joined at their ends as NEURON joins sections: zero-area nodes at branches.
 
@@ -167,7 +183,8 @@ def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> C
         The :class:`CableTree`.
 
     Raises:
-        InputError: As :func:`cable_coupling`.
+        InputError: As :func:`cable_coupling`; also for a tensor that requires grad (the
+            tree is NumPy, without gradients).
 
     Example:
         >>> import numpy as np
@@ -176,8 +193,8 @@ def cable_tree(parent: Any, length: Any, diam: Any, r_axial: float = 100.0) -> C
         ([-1, 0, 1, 1], [False, True, False, False])
     """
     parent = _hines_parent("cable_tree", parent)
-    if hasattr(r_axial, "detach"):  # a tensor: this tree is NumPy, without gradients
-        r_axial = r_axial.detach().cpu().numpy()
+    length, diam, r_axial = numpy_geometry("cable_tree", length=length, diam=diam,
+                                           r_axial=r_axial)
     area, half_r = _cylinders(parent, np.asarray(length, np.float64),
                               np.asarray(diam, np.float64), r_axial, "cable_tree")[:2]
     n_comp = parent.shape[0]

@@ -11,7 +11,14 @@ from .. import ops
 from .._errors import InputError
 from ..ops.ion import NetworkSimulation, check_record_at, synapse_kinds
 from ..ops.ion_channel import Channel, ChannelSet, channel_set
-from ._cable import CableTree, Morphology, _hines_parent, cable_coupling, cable_tree
+from ._cable import (
+    CableTree,
+    Morphology,
+    _hines_parent,
+    cable_coupling,
+    cable_tree,
+    numpy_geometry,
+)
 from ._network import (
     carry_state,
     check_connectivity,
@@ -113,6 +120,8 @@ class CableNetwork:
                         f"of per-compartment arrays (um), got {type(morphology).__name__}"
                     ) from None
             self.parent = _hines_parent("CableNetwork", parent)
+            length, diam, r_axial = numpy_geometry("CableNetwork", length=length, diam=diam,
+                                                   r_axial=r_axial)
             if junctions:
                 self.tree = cable_tree(self.parent, length, diam, r_axial)
                 nodes, cpl = self.tree.parent, self.tree.coupling

@@ -123,8 +123,10 @@ def fit_parameters(
     Args:
         channels: The cell's channels.
         target_v: Recorded potentials, mV, ``(n_steps // record_every, n_sweeps)`` float32
-            or float64 tensor or NumPy array (its dtype is the simulation's), finite.
-        i_ext: Stimuli, uA/cm^2, ``(n_steps, n_sweeps)`` tensor or NumPy array, finite.
+            or float64 tensor or NumPy array (its dtype and device are the simulation's),
+            finite.
+        i_ext: Stimuli, uA/cm^2, ``(n_steps, n_sweeps)`` tensor or NumPy array, finite
+            (moved to ``target_v``'s device once).
         initial: Start value of every parameter to fit (positive).
         target_spike_times: Recorded spike times, ms, ``(max_spikes, n_sweeps)`` with NaN
             after a sweep's last spike (the ``spike_times`` of a simulation), or ``None``
@@ -161,14 +163,15 @@ def fit_parameters(
         record_every=record_every, adam_steps=adam_steps, lbfgs_steps=lbfgs_steps)
     names = list(initial)
     log_p = torch.tensor([math.log(initial[k]) for k in names], dtype=target_v.dtype,
-                         requires_grad=True)
+                         device=target_v.device, requires_grad=True)
     n_steps, n_sweeps = i_ext.shape
     max_spikes = 0 if target_spike_times is None else target_spike_times.shape[0]
     result = ParameterFit(values=dict(initial))
 
     def loss_fn() -> Any:
         values = dict(zip(names, log_p.exp(), strict=True))
-        P = params_tensor(cs, n_sweeps, dtype=target_v.dtype, **(fixed or {}), **values)
+        P = params_tensor(cs, n_sweeps, dtype=target_v.dtype, device=target_v.device,
+                          **(fixed or {}), **values)
         out = simulate(cs, P, i_ext, duration=n_steps * dt, dt=dt, v0=v0,
                        record_every=record_every, max_spikes=max_spikes,
                        checkpoint_every=checkpoint_every, backend=backend, gradient=gradient,
@@ -262,7 +265,7 @@ def _check_fit_inputs(cs: ChannelSet, target_v: Any, i_ext: Any, initial: Any, f
     if not i_ext.is_floating_point():
         raise InputError(f"{op}: i_ext must hold float currents (uA/cm^2), got "
                          f"{str(i_ext.dtype).removeprefix('torch.')}")
-    i_ext = i_ext.to(target_v.dtype)
+    i_ext = i_ext.to(device=target_v.device, dtype=target_v.dtype)  # the fit runs there
     if i_ext.ndim != 2 or 0 in i_ext.shape:
         raise InputError(f"{op}: i_ext must have shape (n_steps, n_sweeps) (one column per "
                          f"sweep, one row per step of dt), got {tuple(i_ext.shape)}")
@@ -289,7 +292,8 @@ def _check_fit_inputs(cs: ChannelSet, target_v: Any, i_ext: Any, initial: Any, f
                 f"(max_spikes, n_sweeps) = (max_spikes, {n_sweeps}), NaN after a sweep's last "
                 f"spike, got {tuple(target_spike_times.shape)} "
                 f"{str(target_spike_times.dtype).removeprefix('torch.')}")
-        target_spike_times = target_spike_times.to(target_v.dtype)
+        target_spike_times = target_spike_times.to(device=target_v.device,
+                                                   dtype=target_v.dtype)
         if bool(torch.isinf(target_spike_times).any()):
             raise InputError(f"{op}: target_spike_times holds infinity; mark a missing spike "
                              "with NaN")
