@@ -12,24 +12,13 @@ step of the cells' Hines elimination is one vector loop over the cells, and a ju
 (``c_m = 0``, a whole column of cells: ``ops.ion.check_junction_columns``) is a run of rows
 that skips the generated kernels: no membrane, its states held, only its ``c_m`` row.
 
-Both loops run in windows of at most ``delay`` steps: no spike reaches another cell within
-one (a window's deliveries are made after it, ``deliver``, in the steps' order; walking back,
-the arrivals' adjoints a window reads are a copy taken before it). From ``PARALLEL_CELLS``
-cells per thread on, the cells are cut into one part per thread and each thread runs whole
-windows of its cells (``fwd_window_parts``, ``bwd_window_parts``: one parallel launch a
-window). With fewer cells (a few large cells), from ``PARALLEL_ROWS`` rows on each step's
-generated kernels and the synapses' adjoint run on all threads instead (``cmem_parts``,
-``cvjp_parts``, ``synapse_adjoint_parts``: a parallel launch each), the rest of a step on one
-thread. Every row's and cell's arithmetic is the same every way (the same bits).
-
-Measured on Zen 1, float64, the weight gradient of ``benchmarks/test_bench_network_grad.py``
-(min of 5, old and new trees alternated): per-step launches, two threads against one: 160 HH
-neurons 1.1x, 350 1.26x, 500 1.33x, 1,000 1.47x, 5,000 1.58x (130 about the same, 100 4%
-slower, hence 128 rows). Windows (session 19), 5,000 neurons on two threads 334-371 ms
-against 415-473 with per-step launches (1.1-1.4x; 1.6-1.8x one thread); 500 neurons 47-56
-against 43-62 ms (noise larger than the difference); one thread, where nothing is cut, the
-windowed loops measured 4-8% slower at 500 neurons (61-63 against 56-59 ms; forward 4%,
-backward 8%; not found why).
+From ``PARALLEL_ROWS`` rows on, each step's generated kernels and the synapses' adjoint run
+on all threads (``cmem_parts``, ``cvjp_parts``, ``synapse_adjoint_parts``: the rows or cells
+cut into one part per thread, a parallel launch each); the rest of a step stays on one
+thread. Every row's and cell's arithmetic is the same either way (the same bits). Two threads
+on Zen 1, float64: 160 HH neurons 1.1x, 350 1.26x, 500 1.33x, 1,000 1.47x, 5,000 1.58x
+faster than one; 130 about the same, 100 4% slower (the launches cost what the threads
+save), hence 128.
 """
 
 from __future__ import annotations
@@ -50,6 +39,19 @@ from .ion_membrane import _csr_code, _kernel, step_source, vjp_source
 _FLOATS = ("float32", "float64")
 
 _LOOPS = '''
+def synaptic_sums(g, e_rev, gs, ge):
+    """gs = the conductances summed over the types, ge = their sum times the reversals."""
+    e0 = e_rev[0]
+    for x in range(gs.shape[0]):
+        gs[x] = g[0, x]
+        ge[x] = g[0, x] * e0
+    for k in range(1, g.shape[0]):
+        ek = e_rev[k]
+        for x in range(gs.shape[0]):
+            gs[x] += g[k, x]
+            ge[x] += g[k, x] * ek
+
+
 def cmem_parts(v, S, P, Irow, gs, ge, dt, DO, RO, Sn, lo, hi, parts):
     """cmem_kernel on rows lo .. hi - 1, cut into parts (multiples of 8 rows), in parallel."""
     size = ((hi - lo + parts - 1) // parts + 7) // 8 * 8
@@ -93,90 +95,52 @@ def synapse_adjoint_parts(A_slot, crossed, indptr, weights, target, a_w, a_spk, 
                         min(n_cells, (t + 1) * size))
 
 
-def own_rows(lo, hi, c0, c1, n_cells, i):
-    """Rows of compartment i's cells c0 .. c1 - 1 inside the run lo .. hi - 1 (maybe none)."""
-    return max(lo, i * n_cells + c0), min(hi, i * n_cells + c1)
-
-
-def fwd_window(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a,
-               w0, w1, record_every, cols, max_spikes, V_rec, times, parent, up, low, axial,
-               keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, c0, c1, parts):
-    """Steps w0 .. w1 - 1 (at most one delay apart) of cells c0 .. c1 - 1, all their rows.
-
-    Nothing a cell does in these steps reaches another cell before w1: its spikes' deliveries
-    (into the ring slots these steps empty) are left to ``deliver``. parts > 1 cuts each
-    step's rows into parts for the threads (only where this runs for all cells)."""
+def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a, b,
+                 record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
+                 parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
+                 dd, bb, parts):
+    """Steps a .. b - 1 in place on (v, S, g, ring, count, hist); hist[slot] holds the
+    spikes whose deliveries sit in ring[slot]. With keep, every step's inputs and Hines
+    diagonal into TV..TC (row step - a). runs: (lo, hi, junction) row ranges."""
     N = v.shape[0]
     nc = parent.shape[0]
     n_cells = N // nc
     nt = g.shape[0]
-    n_states = S.shape[0]
     delay = ring.shape[0]
-    e0 = e_rev[0]
-    whole = c0 == 0 and c1 == n_cells
-    n_seg = 1 if whole else nc  # row segments: all rows, or each compartment's cells
-    for step in range(w0, w1):
+    for step in range(a, b):
         slot = step % delay
+        for k in range(nt):
+            dk = decay[k]
+            for x in range(N):
+                g[k, x] = g[k, x] * dk + ring[slot, k * N + x]
+        synaptic_sums(g, e_rev, gs, ge)
         r = step - a
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for k in range(nt):
-                dk = decay[k]
-                for x in range(x0, x1):
-                    g[k, x] = g[k, x] * dk + ring[slot, k * N + x]
-                    ring[slot, k * N + x] = 0
-            for x in range(x0, x1):
-                gs[x] = g[0, x]
-                ge[x] = g[0, x] * e0
-            for k in range(1, nt):
-                ek = e_rev[k]
-                for x in range(x0, x1):
-                    gs[x] += g[k, x]
-                    ge[x] += g[k, x] * ek
-            if keep:
-                for x in range(x0, x1):
-                    TV[r, x] = v[x]
-                for k in range(n_states):
-                    for x in range(x0, x1):
-                        TS[r, k, x] = S[k, x]
-                for k in range(nt):
-                    for x in range(x0, x1):
-                        TG[r, k, x] = g[k, x]
+        if keep:
+            TV[r, :] = v
+            TS[r] = S
+            TG[r] = g
         row = step * i_rows
         for q in range(runs.shape[0]):
             lo = runs[q, 0]
             hi = runs[q, 1]
-            for i in range(lo // n_cells, (hi + n_cells - 1) // n_cells):
-                if whole:  # the run's rows at once
-                    if i > lo // n_cells:
-                        break
-                    x0, x1 = lo, hi
-                else:
-                    x0, x1 = own_rows(lo, hi, c0, c1, n_cells, i)
-                if runs[q, 2]:  # junctions: c_m's row, states held
-                    for x in range(x0, x1):
-                        c_dt = P[0, x] / dt
-                        DO[x] = c_dt + gs[x]
-                        RO[x] = c_dt * v[x] + ge[x] + I[row, x]
-                        for k in range(Sn.shape[0]):
-                            Sn[k, x] = S[k, x]
-                elif x0 >= x1:
-                    pass
-                elif parts > 1:
-                    cmem_parts(v, S, P, I[row], gs, ge, dt, DO, RO, Sn, x0, x1, parts)
-                else:
-                    cmem_kernel(v, S, P, I[row], gs, ge, dt, DO, RO, Sn, x0, x1)
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for x in range(x0, x1):
-                DO[x] += axial[x]
-            if keep:
-                for x in range(x0, x1):
-                    TD[r, x] = DO[x]
-#SOLVE vn DO RO up low 8 c0 c1
-        for c in range(c0, c1):
+            if runs[q, 2]:  # junctions: c_m's row, states held
+                for x in range(lo, hi):
+                    c_dt = P[0, x] / dt
+                    DO[x] = c_dt + gs[x]
+                    RO[x] = c_dt * v[x] + ge[x] + I[row, x]
+                    for k in range(Sn.shape[0]):
+                        Sn[k, x] = S[k, x]
+            elif parts > 1:
+                cmem_parts(v, S, P, I[row], gs, ge, dt, DO, RO, Sn, lo, hi, parts)
+            else:
+                cmem_kernel(v, S, P, I[row], gs, ge, dt, DO, RO, Sn, lo, hi)
+        for x in range(N):
+            DO[x] += axial[x]
+        if keep:
+            TD[r, :] = DO
+#SOLVE vn DO RO up low 8
+        ring[slot, :] = 0
+        for c in range(n_cells):
             o = c  # compartment 0 of cell c
             crossed = v[o] < thr and vn[o] >= thr
             hist[slot, c] = crossed
@@ -187,222 +151,32 @@ def fwd_window(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, 
                 if cnt < max_spikes:
                     times[cnt, c] = (step + (thr - v[o]) / (vn[o] - v[o])) * dt
                 count[c] = cnt + 1
-        if record_every > 0 and (step + 1) % record_every == 0:
-            rr = (step + 1) // record_every - 1
-            for c in range(c0, c1):
-                for q in range(cols.shape[0]):
-                    V_rec[rr, c, q] = vn[cols[q] * n_cells + c]
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for x in range(x0, x1):
-                v[x] = vn[x]
-            for k in range(n_states):
-                for x in range(x0, x1):
-                    S[k, x] = Sn[k, x]
-
-
-def fwd_window_parts(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a,
-                     w0, w1, record_every, cols, max_spikes, V_rec, times, parent, up, low,
-                     axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, cparts):
-    """fwd_window on the cells cut into cparts parts (multiples of 8 cells), in parallel."""
-    n_cells = v.shape[0] // parent.shape[0]
-    size = ((n_cells + cparts - 1) // cparts + 7) // 8 * 8
-    for t in prange(cparts):
-        c0 = t * size
-        c1 = min(n_cells, c0 + size)
-        if c0 < c1:
-            fwd_window(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs,
-                       a, w0, w1, record_every, cols, max_spikes, V_rec, times, parent, up,
-                       low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, c0, c1, 1)
-
-
-def deliver(ring, hist, indptr, weights, target, w0, w1):
-    """The deliveries of the spikes of steps w0 .. w1 - 1, in the order of the steps."""
-    delay = ring.shape[0]
-    for step in range(w0, w1):
-        slot = step % delay
-        for c in range(hist.shape[1]):
-            if hist[slot, c]:
                 for s in range(indptr[c], indptr[c + 1]):
                     ring[slot, target[s]] += weights[s]
-
-
-def cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a, b,
-                 record_every, cols, max_spikes, V_rec, times, indptr, weights, target,
-                 parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO,
-                 dd, bb, parts, cparts):
-    """Steps a .. b - 1 in place on (v, S, g, ring, count, hist); hist[slot] holds the
-    spikes whose deliveries sit in ring[slot]. With keep, every step's inputs and Hines
-    diagonal into TV..TC (row step - a). runs: (lo, hi, junction) row ranges.
-
-    In windows of at most ``delay`` steps, in which no spike reaches another cell: with
-    cparts > 1 the cells are cut into cparts parts, each running the whole window on one
-    thread (one parallel launch a window), else each step's rows into parts."""
-    n_cells = v.shape[0] // parent.shape[0]
-    delay = ring.shape[0]
-    for w0 in range(a, b, delay):
-        w1 = min(w0 + delay, b)
-        if cparts > 1:
-            fwd_window_parts(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt,
-                             runs, a, w0, w1, record_every, cols, max_spikes, V_rec, times,
-                             parent, up, low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge,
-                             DO, RO, cparts)
-        else:
-            fwd_window(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs,
-                       a, w0, w1, record_every, cols, max_spikes, V_rec, times, parent, up,
-                       low, axial, keep, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, 0,
-                       n_cells, parts)
-        deliver(ring, hist, indptr, weights, target, w0, w1)
-
-
-def bwd_window(t_lo, t_hi, a, b, v, count, P, I, i_rows, decay, e_rev, thr, dt, runs,
-               record_every, cols, max_spikes, slope, indptr, weights, target, parent, up,
-               low, g_v_record, g_spike_times, a_v, a_S, a_g, A, A_old, a_P, a_I, a_C, a_w,
-               TV, TS, TD, TC, dd, bb, OUT, a_vn, lam, a_spk, c0, c1, parts):
-    """Steps t_hi - 1 down to t_lo (at most one delay apart) of cells c0 .. c1 - 1, walked
-    back. The arrivals' adjoints these steps read come from A_old (A before the window):
-    other cells' threads overwrite A's slots as they go."""
-    N = v.shape[0]
-    nc = parent.shape[0]
-    n_cells = N // nc
-    nt = a_g.shape[0]
-    n_states = a_S.shape[0]
-    n_params = P.shape[0]
-    delay = A.shape[0]
-    k_i = 1 + n_states + n_params
-    whole = c0 == 0 and c1 == n_cells
-    n_seg = 1 if whole else nc  # row segments, as in fwd_window
-    for t in range(t_hi - 1, t_lo - 1, -1):
-        r = t - a
-        slot = t % delay
-        vt = TV[r]
-        crossed = TC[r]
-        if t == b - 1:
-            vnext = v  # the segment's last potentials, after the re-run
-        else:
-            vnext = TV[r + 1]
-        if whole and parts > 1:
-            synapse_adjoint_parts(A_old[slot], crossed, indptr, weights, target, a_w, a_spk,
-                                  parts)
-        else:
-            synapse_adjoint(A_old[slot], crossed, indptr, weights, target, a_w, a_spk, c0, c1)
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for x in range(x0, x1):
-                a_vn[x] = a_v[x]
-        if record_every > 0 and (t + 1) % record_every == 0:
-            rr = (t + 1) // record_every - 1
-            for c in range(c0, c1):
+        if record_every > 0 and (step + 1) % record_every == 0:
+            rr = (step + 1) // record_every - 1
+            for c in range(n_cells):
                 for q in range(cols.shape[0]):
-                    a_vn[cols[q] * n_cells + c] += g_v_record[rr, c, q]
-        for c in range(c0, c1):
-            o = c  # compartment 0 of cell c
-            if vt[o] < thr:
-                d = 1 + slope * abs(vnext[o] - thr)
-                a_vn[o] += a_spk[c] / (d * d)
-            if crossed[c]:
-                count[c] -= 1
-                cnt = count[c]
-                if cnt < max_spikes:
-                    a_vn[o] -= (g_spike_times[cnt, c] * dt * (thr - vt[o])
-                                / (vnext[o] - vt[o]) ** 2)
-        # the transposed Hines solve (lower and upper swap roles) on copies of the rows
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for x in range(x0, x1):
-                dd[x] = TD[r, x]
-                bb[x] = a_vn[x]
-#SOLVE lam dd bb low up 8 c0 c1
-        for i in range(1, nc):
-            oi = i * n_cells
-            op = parent[i] * n_cells
-            for c in range(c0, c1):
-                a_C[0, oi + c] += lam[oi + c] * (vnext[op + c] - vnext[oi + c])
-                a_C[1, oi + c] += lam[op + c] * (vnext[oi + c] - vnext[op + c])
-        row = t * i_rows
-        for q in range(runs.shape[0]):
-            lo = runs[q, 0]
-            hi = runs[q, 1]
-            for i in range(lo // n_cells, (hi + n_cells - 1) // n_cells):
-                if whole:  # the run's rows at once
-                    if i > lo // n_cells:
-                        break
-                    x0, x1 = lo, hi
-                else:
-                    x0, x1 = own_rows(lo, hi, c0, c1, n_cells, i)
-                if runs[q, 2]:  # junctions (fwd_window)
-                    for x in range(x0, x1):
-                        a_r = lam[x]
-                        a_d = -a_r * vnext[x]
-                        OUT[0, x] = P[0, x] / dt * a_r
-                        for k in range(n_states):
-                            OUT[1 + k, x] = a_S[k, x]
-                        for k in range(n_params):
-                            OUT[1 + n_states + k, x] = 0.0
-                        OUT[1 + n_states, x] = (a_d + a_r * vt[x]) / dt
-                        OUT[k_i, x] = a_r
-                elif x0 >= x1:
-                    pass
-                elif parts > 1:
-                    cvjp_parts(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT, x0, x1, parts)
-                else:
-                    cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT, x0, x1)
-        for c in range(c0, c1):
-            if crossed[c] and count[c] < max_spikes:
-                OUT[0, c] += (g_spike_times[count[c], c] * dt * (thr - vnext[c])
-                              / (vnext[c] - vt[c]) ** 2)
-        for i in range(n_seg):
-            x0 = 0 if whole else i * n_cells + c0
-            x1 = N if whole else i * n_cells + c1
-            for k in range(n_params):
-                for x in range(x0, x1):
-                    a_P[k, x] += OUT[1 + n_states + k, x]
-            for x in range(x0, x1):
-                a_I[row, x] += OUT[k_i, x]
-            for k in range(nt):
-                ek = e_rev[k]
-                dk = decay[k]
-                for x in range(x0, x1):
-                    y = a_g[k, x] - lam[x] * vnext[x] + lam[x] * ek
-                    A[slot, k * N + x] = y
-                    a_g[k, x] = y * dk
-            for x in range(x0, x1):
-                a_v[x] = OUT[0, x]
-            for k in range(n_states):
-                for x in range(x0, x1):
-                    a_S[k, x] = OUT[1 + k, x]
-
-
-def bwd_window_parts(t_lo, t_hi, a, b, v, count, P, I, i_rows, decay, e_rev, thr, dt, runs,
-                     record_every, cols, max_spikes, slope, indptr, weights, target, parent,
-                     up, low, g_v_record, g_spike_times, a_v, a_S, a_g, A, A_old, a_P, a_I,
-                     a_C, a_w, TV, TS, TD, TC, dd, bb, OUT, a_vn, lam, a_spk, cparts):
-    """bwd_window on the cells cut into cparts parts (as fwd_window_parts), in parallel."""
-    n_cells = v.shape[0] // parent.shape[0]
-    size = ((n_cells + cparts - 1) // cparts + 7) // 8 * 8
-    for t in prange(cparts):
-        c0 = t * size
-        c1 = min(n_cells, c0 + size)
-        if c0 < c1:
-            bwd_window(t_lo, t_hi, a, b, v, count, P, I, i_rows, decay, e_rev, thr, dt, runs,
-                       record_every, cols, max_spikes, slope, indptr, weights, target, parent,
-                       up, low, g_v_record, g_spike_times, a_v, a_S, a_g, A, A_old, a_P, a_I,
-                       a_C, a_w, TV, TS, TD, TC, dd, bb, OUT, a_vn, lam, a_spk, c0, c1, 1)
+                    V_rec[rr, c, q] = vn[cols[q] * n_cells + c]
+        v[:] = vn
+        S[:] = Sn
 
 
 def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, decay, e_rev,
                   thr, dt, runs, n_steps, segment, record_every, cols, max_spikes, slope, indptr,
                   weights, target, parent, up, low, axial, g_v_record, g_spike_times, a_v,
-                  a_S, a_g, A, A_old, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring,
-                  count, hist, vn, Sn, gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0,
-                  times0, parts, cparts):
-    """The segments last first: each re-run from its checkpoint, then walked back in
-    windows of at most ``delay`` steps (cells in parallel as in cnet_forward)."""
-    n_cells = v.shape[0] // parent.shape[0]
+                  a_S, a_g, A, a_P, a_I, a_C, a_w, TV, TS, TG, TD, TC, v, S, g, ring, count,
+                  hist, vn, Sn, gs, ge, DO, RO, dd, bb, OUT, a_vn, lam, a_spk, V_rec0,
+                  times0, parts):
+    """The segments last first: each re-run from its checkpoint, then walked back."""
+    N = v.shape[0]
+    nc = parent.shape[0]
+    n_cells = N // nc
+    nt = g.shape[0]
+    n_states = S.shape[0]
+    n_params = P.shape[0]
     delay = A.shape[0]
+    k_i = 1 + n_states + n_params
     for seg in range(ck_v.shape[0] - 1, -1, -1):
         a = seg * segment
         b = min(a + segment, n_steps)
@@ -425,52 +199,113 @@ def cnet_backward(ck_v, ck_S, ck_g, ck_spikes, ck_count, arr0, P, I, i_rows, dec
                             ring[slot, target[s]] += weights[s]
         cnet_forward(v, S, g, ring, count, hist, P, I, i_rows, decay, e_rev, thr, dt, runs, a,
                      b, 0, cols, 0, V_rec0, times0, indptr, weights, target, parent, up, low,
-                     axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb, parts,
-                     cparts)
-        t_hi = b
-        while t_hi > a:
-            t_lo = max(a, t_hi - delay)
-            A_old[:] = A
-            if cparts > 1:
-                bwd_window_parts(t_lo, t_hi, a, b, v, count, P, I, i_rows, decay, e_rev, thr,
-                                 dt, runs, record_every, cols, max_spikes, slope, indptr,
-                                 weights, target, parent, up, low, g_v_record, g_spike_times,
-                                 a_v, a_S, a_g, A, A_old, a_P, a_I, a_C, a_w, TV, TS, TD, TC,
-                                 dd, bb, OUT, a_vn, lam, a_spk, cparts)
+                     axial, True, TV, TS, TG, TD, TC, vn, Sn, gs, ge, DO, RO, dd, bb, parts)
+        for t in range(b - 1, a - 1, -1):
+            r = t - a
+            slot = t % delay
+            vt = TV[r]
+            crossed = TC[r]
+            if t == b - 1:
+                vnext = v  # the segment's last potentials, after the re-run
             else:
-                bwd_window(t_lo, t_hi, a, b, v, count, P, I, i_rows, decay, e_rev, thr, dt,
-                           runs, record_every, cols, max_spikes, slope, indptr, weights,
-                           target, parent, up, low, g_v_record, g_spike_times, a_v, a_S, a_g,
-                           A, A_old, a_P, a_I, a_C, a_w, TV, TS, TD, TC, dd, bb, OUT, a_vn,
-                           lam, a_spk, 0, n_cells, parts)
-            t_hi = t_lo
+                vnext = TV[r + 1]
+            if parts > 1:
+                synapse_adjoint_parts(A[slot], crossed, indptr, weights, target, a_w, a_spk,
+                                      parts)
+            else:
+                synapse_adjoint(A[slot], crossed, indptr, weights, target, a_w, a_spk, 0,
+                                n_cells)
+            a_vn[:] = a_v
+            if record_every > 0 and (t + 1) % record_every == 0:
+                rr = (t + 1) // record_every - 1
+                for c in range(n_cells):
+                    for q in range(cols.shape[0]):
+                        a_vn[cols[q] * n_cells + c] += g_v_record[rr, c, q]
+            for c in range(n_cells):
+                o = c  # compartment 0 of cell c
+                if vt[o] < thr:
+                    d = 1 + slope * abs(vnext[o] - thr)
+                    a_vn[o] += a_spk[c] / (d * d)
+                if crossed[c]:
+                    count[c] -= 1
+                    cnt = count[c]
+                    if cnt < max_spikes:
+                        a_vn[o] -= (g_spike_times[cnt, c] * dt * (thr - vt[o])
+                                    / (vnext[o] - vt[o]) ** 2)
+            # the transposed Hines solve (lower and upper swap roles) on copies of the rows
+            dd[:] = TD[r]
+            bb[:] = a_vn
+#SOLVE lam dd bb low up 12
+            for i in range(1, nc):
+                oi = i * n_cells
+                op = parent[i] * n_cells
+                for c in range(n_cells):
+                    a_C[0, oi + c] += lam[oi + c] * (vnext[op + c] - vnext[oi + c])
+                    a_C[1, oi + c] += lam[op + c] * (vnext[oi + c] - vnext[op + c])
+            row = t * i_rows
+            for q in range(runs.shape[0]):
+                lo = runs[q, 0]
+                hi = runs[q, 1]
+                if runs[q, 2]:  # junctions (cnet_forward)
+                    for x in range(lo, hi):
+                        a_r = lam[x]
+                        a_d = -a_r * vnext[x]
+                        OUT[0, x] = P[0, x] / dt * a_r
+                        for k in range(n_states):
+                            OUT[1 + k, x] = a_S[k, x]
+                        for i in range(n_params):
+                            OUT[1 + n_states + i, x] = 0.0
+                        OUT[1 + n_states, x] = (a_d + a_r * vt[x]) / dt
+                        OUT[k_i, x] = a_r
+                elif parts > 1:
+                    cvjp_parts(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT, lo, hi, parts)
+                else:
+                    cvjp_kernel(vt, TS[r], P, I[row], lam, vnext, a_S, dt, OUT, lo, hi)
+            for c in range(n_cells):
+                if crossed[c] and count[c] < max_spikes:
+                    OUT[0, c] += (g_spike_times[count[c], c] * dt * (thr - vnext[c])
+                                  / (vnext[c] - vt[c]) ** 2)
+            for i in range(n_params):
+                for x in range(N):
+                    a_P[i, x] += OUT[1 + n_states + i, x]
+            for x in range(N):
+                a_I[row, x] += OUT[k_i, x]
+            for k in range(nt):
+                ek = e_rev[k]
+                dk = decay[k]
+                for x in range(N):
+                    y = a_g[k, x] - lam[x] * vnext[x] + lam[x] * ek
+                    A[slot, k * N + x] = y
+                    a_g[k, x] = y * dk
+            a_v[:] = OUT[0]
+            for k in range(n_states):
+                a_S[k, :] = OUT[1 + k]
 '''
 
 
 
-def _solve(x: str, diag: str, rhs: str, up: str, low: str, indent: int, c0: str = "0",
-           c1: str = "n_cells") -> str:
+def _solve(x: str, diag: str, rhs: str, up: str, low: str, indent: int) -> str:
     """Lines solving every cell's ``H x = rhs`` in place on ``diag`` and ``rhs``.
 
     Compartment-major rows (``comp * n_cells + cell``), so each elimination step is a vector
     loop over the cells. ``H`` has ``diag`` on its diagonal, ``low`` at (i, parent) and
     ``up`` at (parent, i); swap ``up`` and ``low`` for the transposed system. Text, so both
     loops have the solve inline (as a called function per cell it cost the cable loops about
-    10%). ``c0``, ``c1``: only the cells ``c0 .. c1 - 1``.
+    10%).
     """
     return "\n".join(" " * indent + line for line in f"""for i in range(nc - 1, 0, -1):
     oi = i * n_cells
     op = parent[i] * n_cells
-    for c in range({c0}, {c1}):
+    for c in range(n_cells):
         f = {up}[oi + c] / {diag}[oi + c]
         {diag}[op + c] -= f * {low}[oi + c]
         {rhs}[op + c] -= f * {rhs}[oi + c]
-for c in range({c0}, {c1}):
+for c in range(n_cells):
     {x}[c] = {rhs}[c] / {diag}[c]
 for i in range(1, nc):
     oi = i * n_cells
     op = parent[i] * n_cells
-    for c in range({c0}, {c1}):
+    for c in range(n_cells):
         {x}[oi + c] = ({rhs}[oi + c] - {low}[oi + c] * {x}[op + c]) / {diag}[oi + c]"""
                                                       .splitlines())
 
@@ -480,8 +315,8 @@ def loops_source() -> str:
     lines = []
     for line in _LOOPS.splitlines():
         if line.startswith("#SOLVE "):
-            x, diag, rhs, up, low, indent, *cells = line.split()[1:]
-            lines.append(_solve(x, diag, rhs, up, low, int(indent), *cells))
+            *names, indent = line.split()[1:]
+            lines.append(_solve(*names, int(indent)))
         else:
             lines.append(line)
     return "\n".join(lines)
@@ -505,11 +340,9 @@ def _loop_kernels(cs: ChannelSet, dtype: str) -> tuple[Any, Any]:
     g = _generated_globals("cnetrun", cs, dtype, f"# step kernels: {stamp}\n{loops_source()}",
                            {"np": np, "prange": numba.prange, **steps})
     if not hasattr(g["cnet_forward"], "py_func"):  # not compiled in this process yet
-        for name in ("cmem_parts", "cvjp_parts", "synapse_adjoint_parts", "fwd_window_parts",
-                     "bwd_window_parts"):
+        for name in ("cmem_parts", "cvjp_parts", "synapse_adjoint_parts"):
             g[name] = njit(parallel=True)(g[name])
-        for name in ("own_rows", "synapse_adjoint", "fwd_window", "deliver", "bwd_window",
-                     "cnet_forward", "cnet_backward"):
+        for name in ("synaptic_sums", "synapse_adjoint", "cnet_forward", "cnet_backward"):
             g[name] = njit(fastmath=_FASTMATH[dtype], error_model="numpy")(g[name])
     _loops[key] = g["cnet_forward"], g["cnet_backward"]
     return _loops[key]
@@ -536,23 +369,6 @@ def parallel_parts(n_rows: int) -> int:
     import numba
 
     return numba.get_num_threads() if n_rows >= PARALLEL_ROWS else 1
-
-
-#: Cells per thread from which the loops run windows of ``delay`` steps with the cells cut
-#: into one part per thread (one parallel launch a window instead of several a step).
-PARALLEL_CELLS = 32
-
-
-def cell_parts(n_cells: int) -> int:
-    """Parts (threads) to cut the cells into for whole windows.
-
-    1 below ``PARALLEL_CELLS`` cells per thread: then each step's rows are cut instead
-    (:func:`parallel_parts`).
-    """
-    import numba
-
-    threads = numba.get_num_threads()
-    return threads if threads > 1 and n_cells >= PARALLEL_CELLS * threads else 1
 
 
 def junction_runs(params: np.ndarray, n_cells: int) -> np.ndarray:
@@ -623,8 +439,7 @@ class _Run:
         _check_csr(op, self.indptr, self.target, self.nt * N)
         self.cols = record_columns(record_at, n_comp)
         self.thr, self.dt = self.scalar(spike_threshold), self.scalar(dt)
-        self.cparts = cell_parts(n_cells)
-        self.parts = 1 if self.cparts > 1 else parallel_parts(N)
+        self.parts = parallel_parts(N)
         self.buffers = (np.empty(N, dtype=dtype), np.empty((n_states, N), dtype=dtype),
                         np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
                         np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
@@ -695,7 +510,7 @@ def run_loops(op: str, v0: np.ndarray, states0: np.ndarray, params: np.ndarray,
         forward(v, S, g, ring, count, hist, *run.shared(), s * segment,
                 min((s + 1) * segment, n_steps),
                 record_every, run.cols, max_spikes, v_record, times, *run.synapses(), False,
-                *none, *run.buffers, run.parts, run.cparts)
+                *none, *run.buffers, run.parts)
     arrivals = ring[(n_steps + np.arange(delay)) % delay].reshape(delay, nt, N)
     out = (from_loops(x, *post) for x in (v, S, g))
     cks = (from_loops(x, *post, copy=False) for x in (ck_v, ck_S, ck_g))  # kept, not copied
@@ -740,12 +555,11 @@ def run_vjp_loops(
                  *run.shared(), n_steps,
                  segment, record_every, run.cols, max_spikes,
                  run.scalar(slope), *run.synapses(), c(g_v_record, dtype=dtype),
-                 c(g_spike_times, dtype=dtype), a_v, a_S, a_g, A, np.empty_like(A), a_P, a_I,
-                 a_C, a_w,
+                 c(g_spike_times, dtype=dtype), a_v, a_S, a_g, A, a_P, a_I, a_C, a_w,
                  *run.trajectory(min(segment, n_steps), n_states), *state, *run.buffers, OUT,
                  np.empty(N, dtype=dtype), np.empty(N, dtype=dtype),
                  np.empty(n_cells, dtype=dtype), np.empty((0, n_cells, 0), dtype=dtype),
-                 np.empty((0, n_cells), dtype=dtype), run.parts, run.cparts)
+                 np.empty((0, n_cells), dtype=dtype), run.parts)
     a_v, a_S, a_P, a_I, a_C, a_g = (from_loops(x, *post) for x in (a_v, a_S, a_P, a_I, a_C,
                                                                      a_g))
     return (a_v, a_S, a_P, a_I.reshape(i_ext.shape), a_C, a_g, a_w,
