@@ -402,7 +402,8 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str, prefix: str = "t", *,
     The lines also use ``ONE`` (1 in the kernel's dtype).
 
     With ``share_exp`` the exponentials are lowered first (:func:`share_exponentials`):
-    fewer ``EXP`` calls, and ``VTRAP_E(x, y, exp(x / y))`` in place of ``VTRAP(x, y)``.
+    fewer ``EXP`` calls, and ``VTRAP_E(x, y, exp(x / y))`` in place of ``VTRAP(x, y)``. With
+    ``share_recip`` too, what is divided by twice is divided once (:func:`share_reciprocals`).
     """
     replace = share_exponentials(outputs[0][1].graph, [n for _, n in outputs]) \
         if share_exp and outputs else {}
