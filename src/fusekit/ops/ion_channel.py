@@ -55,6 +55,21 @@ GATE_WINDOW_MV = np.linspace(-80.0, 40.0, 25)
 VTRAP_SERIES_BELOW = 0.1
 
 
+def vtrap_series(u: Any, y: Any) -> Any:
+    """``vtrap(x, y) = y B(u)`` near ``u = x / y = 0``.
+
+    ``y (1 - u/2 + u^2/12 - u^4/720 + u^6/30240)``.
+    """
+    u2 = u * u
+    return y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+
+
+def vtrap_dx_series(u: Any) -> Any:
+    """``B'(u)`` near 0: ``-1/2 + u/6 - u^3/180 + u^5/5040`` (``d vtrap / dx``)."""
+    u2 = u * u
+    return -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
+
+
 # ------------------------------------------------------------------------- channel math (NumPy)
 
 
@@ -109,8 +124,7 @@ def vtrap(x: Any, y: Any) -> Any:
     xp = np if torch is None else torch
     u = x / y if torch is not None else np.asarray(x / y)
     small = xp.abs(u) < VTRAP_SERIES_BELOW
-    u2 = u * u
-    series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    series = vtrap_series(u, y)
     # Both branches are evaluated; the unused one gets a harmless argument so that neither
     # the values nor (for torch) the gradients see 0/0.
     safe_u = xp.where(small, xp.ones_like(u), u)

@@ -25,7 +25,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .._errors import InputError
-from .ion_channel import VTRAP_SERIES_BELOW, Arg, ChannelSet, compile_channel_function
+from .ion_channel import (
+    VTRAP_SERIES_BELOW,
+    Arg,
+    ChannelSet,
+    compile_channel_function,
+    vtrap_dx_series,
+    vtrap_series,
+)
 
 __all__ = ["Expr", "Graph", "TracedStep", "adjoint_step_source", "share_exponentials",
            "tangent_step_source", "trace_step", "value_step_source", "vtrap_dx", "vtrap_e"]
@@ -130,8 +137,7 @@ class Expr:
 def _vtrap_value(x: float, y: float) -> float:
     u = x / y
     if abs(u) < VTRAP_SERIES_BELOW:
-        u2 = u * u
-        return y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+        return vtrap_series(u, y)
     return x / math.expm1(u)
 
 
@@ -147,8 +153,7 @@ def vtrap_dx(x: Any, y: Any, value: Any, where: Callable[..., Any],
     """
     u = x / y
     small = absolute(u) < VTRAP_SERIES_BELOW
-    u2 = u * u
-    series = -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
+    series = vtrap_dx_series(u)
     xs = where(small, y + u * 0.0, x)  # the unused branch gets a harmless x
     direct = value * (y - value - xs) / (xs * y)
     return where(small, series, direct)
@@ -610,8 +615,7 @@ def vtrap_e(x: Any, y: Any, e: Any, where: Callable[..., Any],
     """``vtrap(x, y)`` given ``e = exp(x / y)``: the same series below the same cut-off."""
     u = x / y
     small = absolute(u) < VTRAP_SERIES_BELOW
-    u2 = u * u
-    series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    series = vtrap_series(u, y)
     denom = where(small, u * 0.0 + 1.0, e - 1.0)
     return where(small, series, x / denom)
 
@@ -627,8 +631,7 @@ def vtrap_er(x: Any, y: Any, r: Any, where: Callable[..., Any],
              absolute: Callable[[Any], Any]) -> Any:
     """``vtrap(x, y)`` given ``r = vtrap_r(x, y, e)``: ``x r``, or the same series."""
     u = x * (1.0 / y)
-    u2 = u * u
-    series = y * (1.0 - 0.5 * u + u2 * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)))
+    series = vtrap_series(u, y)
     return where(absolute(u) < VTRAP_SERIES_BELOW, series, x * r)
 
 
@@ -639,8 +642,7 @@ def vtrap_dxr(x: Any, y: Any, value: Any, r: Any, where: Callable[..., Any],
     ``B'(u) = value (y - value - x) / (x y) = r (y - value - x) / y``.
     """
     u = x * (1.0 / y)
-    u2 = u * u
-    series = -0.5 + u * (1.0 / 6.0 - u2 * (1.0 / 180.0 - u2 / 5040.0))
+    series = vtrap_dx_series(u)
     return where(absolute(u) < VTRAP_SERIES_BELOW, series, (y - value - x) * r * (1.0 / y))
 
 
