@@ -32,7 +32,7 @@ FORMS = [dot4, dot4_portable]  # the decode fusekit compiles here (AVX2 or not),
 
 
 def test_plane_order_puts_each_group_in_lane_order():
-    order = plane_order(64)
+    order = plane_order(64, group=32)
     assert sorted(order) == list(range(64))
     # group 0: codes 0, 4, .., 28, then 2, 6, .., then 1, 5, .., then 3, 7, ..
     assert list(order[:8]) == [0, 4, 8, 12, 16, 20, 24, 28]
@@ -40,6 +40,12 @@ def test_plane_order_puts_each_group_in_lane_order():
     assert list(order[16:24]) == [1, 5, 9, 13, 17, 21, 25, 29]
     assert list(order[24:32]) == [3, 7, 11, 15, 19, 23, 27, 31]
     assert (order[32:] == order[:32] + 32).all()
+    wide = plane_order(128, group=64)  # the AVX-512 groups: 16 lanes a plane
+    assert list(wide[:16]) == list(range(0, 64, 4))
+    assert list(wide[16:32]) == list(range(2, 64, 4))
+    assert (wide[64:] == wide[:64] + 64).all()
+    assert GROUP in (32, 64)
+    assert (plane_order(2 * GROUP) == plane_order(2 * GROUP, group=GROUP)).all()
 
 
 @pytest.mark.parametrize("dot4", FORMS)
@@ -47,7 +53,7 @@ def test_every_code_decodes_as_the_portable_kernel(dot4):
     n_groups = 8
     k = n_groups * GROUP
     rng = np.random.default_rng(0)
-    w = np.concatenate([np.arange(256, dtype=np.uint8), rng.integers(0, 256, 3 * k,
+    w = np.concatenate([np.arange(256, dtype=np.uint8), rng.integers(0, 256, 4 * k,
                                                                       dtype=np.uint8)])[:4 * k]
     for lane in range(k):  # one x value at a time: each product is exact
         x = np.zeros(k, np.float32)

@@ -33,51 +33,73 @@ from numba.extending import intrinsic
 
 from ..._cpu import cpu_features
 
-#: Weights per group: one 256-bit load of codes.
-GROUP = 32
 #: The mask that keeps a float32's sign and the bits 26..20 that carry an E4M3 code's
 #: exponent and mantissa (as in ``fp8_matmul._e4m3_scaled``).
 _MASK = 0x87F00000
 
 
-def target_has_avx2() -> bool:
-    """Whether the code Numba compiles may use AVX2 (the host's, unless NUMBA_CPU_* say not)."""
+def target_has(feature: str) -> bool:
+    """Whether the code Numba compiles may use ``feature``.
+
+    The host's features, unless NUMBA_CPU_NAME and NUMBA_CPU_FEATURES name others.
+    """
     name = os.environ.get("NUMBA_CPU_NAME", "")
     if name and name != "host":
-        return "+avx2" in os.environ.get("NUMBA_CPU_FEATURES", "")
-    return "avx2" in cpu_features().flags
+        return f"+{feature}" in os.environ.get("NUMBA_CPU_FEATURES", "")
+    return feature in cpu_features().flags
 
 
-def plane_order(k: int) -> np.ndarray:
-    """Indices ``p`` such that ``x[p]`` is x in plane order: ``k`` a multiple of ``GROUP``."""
-    t = np.arange(8)
-    group = np.concatenate([4 * t, 4 * t + 2, 4 * t + 1, 4 * t + 3])
-    return (np.arange(0, k, GROUP)[:, None] + group[None, :]).reshape(-1)
+def target_has_avx2() -> bool:
+    """Whether the code Numba compiles may use AVX2."""
+    return target_has("avx2")
 
 
-def _decode_pairs(builder: ir.IRBuilder, raw: ir.Value, odd: bool, avx2: bool) -> ir.Value:
-    """``16 * int8(code)`` of the even (or odd) codes of ``raw`` in 16 lanes of 16 bits."""
+def target_has_avx512bw() -> bool:
+    """Whether the code Numba compiles may use AVX-512BW (512-bit byte and word operations)."""
+    return target_has("avx512bw")
+
+
+#: Float32 lanes of one vector of the decode: 16 (zmm) where the target has AVX-512BW, else 8.
+LANES = 16 if target_has_avx512bw() else 8
+#: Weights per group: one vector load of codes (64 with AVX-512BW, else 32).
+GROUP = 4 * LANES
+
+
+def plane_order(k: int, group: int = GROUP) -> np.ndarray:
+    """Indices ``p`` such that ``x[p]`` is x in plane order: ``k`` a multiple of ``group``."""
+    t = np.arange(group // 4)
+    lanes = np.concatenate([4 * t, 4 * t + 2, 4 * t + 1, 4 * t + 3])
+    return (np.arange(0, k, group)[:, None] + lanes[None, :]).reshape(-1)
+
+
+def _decode_pairs(builder: ir.IRBuilder, raw: ir.Value, odd: bool, isa: str) -> ir.Value:
+    """``16 * int8(code)`` of the even (or odd) codes of ``raw`` in 16-bit lanes."""
+    n = raw.type.count
     i8, i16 = ir.IntType(8), ir.IntType(16)
-    v32i8, v16i16 = ir.VectorType(i8, 32), ir.VectorType(i16, 16)
-    if avx2:  # vpmaddubsw: unsigned bytes (16, 0) or (0, 16) times the signed codes
-        weights = ir.Constant(v32i8, [0, 16] * 16 if odd else [16, 0] * 16)
-        fnty = ir.FunctionType(v16i16, [v32i8, v32i8])
-        fn = builder.module.declare_intrinsic("llvm.x86.avx2.pmadd.ub.sw", (), fnty)
+    vbytes, vwords = ir.VectorType(i8, n), ir.VectorType(i16, n // 2)
+    if isa != "portable":  # vpmaddubsw: unsigned bytes (16, 0) or (0, 16) times the signed codes
+        weights = ir.Constant(vbytes, [0, 16] * (n // 2) if odd else [16, 0] * (n // 2))
+        name = "llvm.x86.avx512.pmaddubs.w.512" if isa == "avx512" else "llvm.x86.avx2.pmadd.ub.sw"
+        fn = builder.module.declare_intrinsic(name, (), ir.FunctionType(vwords, [vbytes, vbytes]))
         return builder.call(fn, [weights, raw])
-    pick = ir.Constant(ir.VectorType(ir.IntType(32), 16), [2 * i + odd for i in range(16)])
+    pick = ir.Constant(ir.VectorType(ir.IntType(32), n // 2), [2 * i + odd for i in range(n // 2)])
     codes = builder.shuffle_vector(raw, raw, pick)
-    return builder.shl(builder.sext(codes, v16i16), ir.Constant(v16i16, [4] * 16))
+    return builder.shl(builder.sext(codes, vwords), ir.Constant(vwords, [4] * (n // 2)))
 
 
-def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
-    """:func:`dot4_planes` with the AVX2 decode or the portable one."""
+def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsic
+    """:func:`dot4_planes` with the ``isa`` decode ("avx512", "avx2" or "portable").
+
+    On vectors of ``lanes`` float32s, groups of ``4 * lanes`` codes.
+    """
+    group = 4 * lanes
 
     @intrinsic
     def dot4_planes(typingctx, w, o0, o1, o2, o3, xp, xo, n_groups):  # noqa: ARG001
         """Four dot products of E4M3FN codes with x in plane order, as float32 times 2^-120.
 
-        The codes of 1-D uint8 ``w`` from byte offsets ``o0 .. o3`` (each ``n_groups * 32``
-        long) against ``n_groups * 32`` values of 1-D float32 ``xp`` from ``xo``.
+        The codes of 1-D uint8 ``w`` from byte offsets ``o0 .. o3`` (each ``n_groups * GROUP``
+        long) against ``n_groups * GROUP`` values of 1-D float32 ``xp`` from ``xo``.
         """
         if not (isinstance(w, types.Array) and w.ndim == 1 and w.dtype == types.uint8
                 and isinstance(xp, types.Array) and xp.ndim == 1 and xp.dtype == types.float32):
@@ -87,8 +109,8 @@ def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
 
         def codegen(context, builder, signature, args):
             i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-            v8i32, v8f32, v32i8 = ir.VectorType(i32, 8), ir.VectorType(f32, 8), ir.VectorType(
-                ir.IntType(8), 32)
+            v8i32, v8f32 = ir.VectorType(i32, lanes), ir.VectorType(f32, lanes)
+            v32i8 = ir.VectorType(ir.IntType(8), group)
             wa = context.make_array(signature.args[0])(context, builder, args[0])
             xa = context.make_array(signature.args[5])(context, builder, args[5])
             w_base = builder.ptrtoint(wa.data, i64)
@@ -97,11 +119,11 @@ def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
                     for a, t in zip(args[1:5], signature.args[1:5], strict=True)]
             xo = context.cast(builder, args[6], signature.args[6], types.int64)
             n = context.cast(builder, args[7], signature.args[7], types.int64)
-            fma = builder.module.declare_intrinsic("llvm.fma.v8f32", (),
+            fma = builder.module.declare_intrinsic(f"llvm.fma.v{lanes}f32", (),
                                                    ir.FunctionType(v8f32, [v8f32] * 3))
-            mask = ir.Constant(v8i32, [_MASK - (1 << 32)] * 8)
-            sixteen = ir.Constant(v8i32, [16] * 8)
-            zero = ir.Constant(v8f32, [0.0] * 8)
+            mask = ir.Constant(v8i32, [_MASK - (1 << 32)] * lanes)
+            sixteen = ir.Constant(v8i32, [16] * lanes)
+            zero = ir.Constant(v8f32, [0.0] * lanes)
 
             entry = builder.block
             head = builder.append_basic_block("fp8p.head")
@@ -119,21 +141,21 @@ def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
             builder.cbranch(builder.icmp_signed("<", g, n), body, done)
 
             builder.position_at_end(body)
-            first = builder.add(xo, builder.mul(g, ir.Constant(i64, GROUP)))
+            first = builder.add(xo, builder.mul(g, ir.Constant(i64, group)))
             x_addr = builder.add(x_base, builder.mul(first, ir.Constant(i64, 4)))
             xs = []
             for q in range(4):
-                ptr = builder.inttoptr(builder.add(x_addr, ir.Constant(i64, 32 * q)),
+                ptr = builder.inttoptr(builder.add(x_addr, ir.Constant(i64, 4 * lanes * q)),
                                        v8f32.as_pointer())
                 xs.append(builder.load(ptr, align=4))
-            g32 = builder.mul(g, ir.Constant(i64, GROUP))
+            g32 = builder.mul(g, ir.Constant(i64, group))
             new = []
             for r in range(4):
                 ptr = builder.inttoptr(builder.add(builder.add(w_base, offs[r]), g32),
                                        v32i8.as_pointer())
                 raw = builder.load(ptr, align=1)
-                even = builder.bitcast(_decode_pairs(builder, raw, False, avx2), v8i32)
-                odd = builder.bitcast(_decode_pairs(builder, raw, True, avx2), v8i32)
+                even = builder.bitcast(_decode_pairs(builder, raw, False, isa), v8i32)
+                odd = builder.bitcast(_decode_pairs(builder, raw, True, isa), v8i32)
                 planes = [builder.and_(builder.shl(even, sixteen), mask), builder.and_(even, mask),
                           builder.and_(builder.shl(odd, sixteen), mask), builder.and_(odd, mask)]
                 planes = [builder.bitcast(p, v8f32) for p in planes]
@@ -153,7 +175,7 @@ def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
             for r in range(4):
                 s = builder.fadd(acc[2 * r], acc[2 * r + 1])
                 total = builder.extract_element(s, ir.Constant(i32, 0))
-                for e in range(1, 8):
+                for e in range(1, lanes):
                     total = builder.fadd(total, builder.extract_element(s, ir.Constant(i32, e)))
                 sums.append(total)
             return context.make_tuple(builder, signature.return_type, sums)
@@ -163,7 +185,8 @@ def _make_dot4(avx2: bool):  # noqa: ANN202 - a Numba intrinsic
     return dot4_planes
 
 
-#: Four dot products of E4M3FN codes with x in plane order (AVX2 where Numba's target has it).
-dot4_planes = _make_dot4(target_has_avx2())
-#: The same with the portable decode (for tests on AVX2 machines).
-dot4_planes_portable = _make_dot4(False)
+#: Four dot products of E4M3FN codes with x in plane order, decoded with AVX-512BW or AVX2
+#: where Numba's target has it.
+dot4_planes = _make_dot4("avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable")
+#: The same with the portable decode, on groups of the same size (for tests).
+dot4_planes_portable = _make_dot4("portable")

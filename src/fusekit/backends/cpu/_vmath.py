@@ -67,30 +67,44 @@ def _int_bits_as_float(typingctx, bits):  # noqa: ARG001 - Numba's intrinsic sig
     return sig, codegen
 
 
-@intrinsic
-def prefetch(typingctx, arr, offset):  # noqa: ARG001 - Numba's intrinsic signature
-    """Hint the CPU to fetch the cache line at byte ``offset`` of 1-D ``arr`` (``prefetcht0``).
+def _make_prefetch(locality: int, instruction: str):  # noqa: ANN202 - a Numba intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, arr, offset):  # noqa: ARG001 - Numba's intrinsic signature
+        if not (isinstance(arr, types.Array) and arr.ndim == 1
+                and isinstance(offset, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            off = context.cast(builder, args[1], signature.args[1], types.intp)
+            i8p = ir.IntType(8).as_pointer()
+            addr = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), off)
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+            # read, the given temporal locality, data cache
+            builder.call(fn, [builder.inttoptr(addr, i8p), ir.Constant(i32, 0),
+                              ir.Constant(i32, locality), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, offset), codegen
+
+    prefetch.__doc__ = f"""Hint the CPU to fetch the cache line at byte ``offset`` of 1-D ``arr``
+    (``{instruction}``).
 
     A hint, not a load: it never faults and reads nothing into the program, so callers may
     pass offsets past the end; the fp8 kernels still keep them inside the array.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(offset, types.Integer)):
-        return None
+    return prefetch
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        off = context.cast(builder, args[1], signature.args[1], types.intp)
-        i8p = ir.IntType(8).as_pointer()
-        addr = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), off)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        # read, highest temporal locality (into L1), data cache
-        builder.call(fn, [builder.inttoptr(addr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
 
-    return types.void(arr, offset), codegen
+#: Prefetch into L1 (``prefetcht0``).
+prefetch = _make_prefetch(3, "prefetcht0")
+#: Prefetch into L2 (``prefetcht1``): for streams read once, where L1 prefetches of many
+#: lines at once stalled the loads that needed their miss buffers (the FP8 M=1 kernels on
+#: Zen 4, docs/benchmarks.md).
+prefetch_l2 = _make_prefetch(2, "prefetcht1")
 
 
 @njit(**_F32_OPTIONS)

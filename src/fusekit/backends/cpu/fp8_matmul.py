@@ -20,9 +20,10 @@ from numba import prange
 
 from ..._registry import register_kernel
 from ...ops import fp8, fp8_matmul
+from . import _fp8_bf16
 from ._fp8_planes import GROUP, dot4_planes, plane_order
 from ._numba import njit
-from ._vmath import prefetch
+from ._vmath import prefetch_l2
 
 
 @njit(inline="always")
@@ -37,6 +38,9 @@ def _e4m3_scaled(c):
 #: ``GROUP``; 128-512 measured alike, see docs/benchmarks.md).
 _CHUNK = 256
 _LINE = 64
+#: How many quads of rows ahead the M=1 kernel prefetches (into L2): 3 reached the stream
+#: figure on Zen 4 where 1 quad into L1 reached half of it (docs/benchmarks.md).
+_AHEAD_QUADS = 3
 
 
 @njit(inline="always", fastmath=True)
@@ -44,10 +48,10 @@ def _dot_fp8_quad(xs, flat, k, i, rows, y, ahead):
     # Rows i .. i + rows - 1 (rows <= 4; fewer re-read the last) of W, flat, against xs (x in
     # plane order, ``_fp8_planes``, times its tiles' scales): each load of xs serves four
     # rows, and eight FMA chains keep the vector units busy. While it reads 4 * _CHUNK bytes of
-    # these rows it prefetches the next 4 * _CHUNK bytes of W after byte ``ahead`` of ``flat``
-    # (the start of the next four rows), so those are in cache when their turn comes: the
-    # hardware prefetcher alone restarts on every row and left short rows (K = 2048) at 60%
-    # of the streaming bandwidth.
+    # these rows it prefetches into L2 the next 4 * _CHUNK bytes of W after byte ``ahead`` of
+    # ``flat`` (the start of the quad ``_AHEAD_QUADS`` quads on), so those are in cache when
+    # their turn comes: the hardware prefetcher alone restarts on every row and left short
+    # rows (K = 2048) at 60% of the streaming bandwidth.
     o0 = i * k
     o1 = (i + min(1, rows - 1)) * k
     o2 = (i + min(2, rows - 1)) * k
@@ -61,7 +65,7 @@ def _dot_fp8_quad(xs, flat, k, i, rows, y, ahead):
         p = ahead + 4 * GROUP * g
         for q in range(4 * GROUP * c // _LINE):
             if p + q * _LINE < limit:
-                prefetch(flat, p + q * _LINE)
+                prefetch_l2(flat, p + q * _LINE)
         o = g * GROUP
         e0, e1, e2, e3 = dot4_planes(flat, o0 + o, o1 + o, o2 + o, o3 + o, xs, o, c)
         d0 += e0
@@ -125,7 +129,7 @@ def _row_block(x, xp, w, scale, block, rb, y, xs, row, d4):
         flat = w.reshape(-1)
         while i < i_end:
             rows = min(4, i_end - i)
-            _dot_fp8_quad(xs[0], flat, k, i, rows, y, (i + 4) * k)
+            _dot_fp8_quad(xs[0], flat, k, i, rows, y, (i + 4 * _AHEAD_QUADS) * k)
             i += rows
         return
     for i in range(rb * block, i_end):
@@ -247,6 +251,11 @@ def _prescaled_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
                  block: int = 128) -> np.ndarray:
     """``x W^T`` on the CPU with W in block-scaled FP8, float32 accumulation."""
+    if _fp8_bf16.fits(w_fp8.shape[1], block):
+        y = _fp8_bf16.gemm(fp8.as_rows(x), np.ascontiguousarray(w_fp8),
+                           np.ascontiguousarray(weight_scale_inv))
+        if y is not None:
+            return y.reshape(*x.shape[:-1], w_fp8.shape[0])
     xr, row_scale = _prescaled_rows(x)
     y = np.empty((xr.shape[0], w_fp8.shape[0]), dtype=np.float32)
     _gemv_rows(xr, planes_of(xr, block), np.ascontiguousarray(w_fp8),
@@ -260,6 +269,12 @@ def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
 def fp8_gate_up_cpu(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndarray,
                     s_up: np.ndarray, block: int = 128) -> np.ndarray:
     """``silu(x W_gate^T) * (x W_up^T)`` in one parallel launch, each weight read once."""
+    if _fp8_bf16.fits(w_gate.shape[1], block):
+        h = _fp8_bf16.gate_up(fp8.as_rows(x), np.ascontiguousarray(w_gate),
+                              np.ascontiguousarray(s_gate), np.ascontiguousarray(w_up),
+                              np.ascontiguousarray(s_up))
+        if h is not None:
+            return h.reshape(*x.shape[:-1], w_gate.shape[0])
     xr, row_scale = _prescaled_rows(x)
     n = w_gate.shape[0]
     g = np.empty((xr.shape[0], n), dtype=np.float32)

@@ -1,0 +1,488 @@
+"""Block-scaled E4M3FN products on AVX-512 BF16 CPUs: bfloat16 weights and ``vdpbf16ps``.
+
+Every E4M3FN value is exactly a bfloat16 (3 mantissa bits, exponents 2^-9 .. 2^8), and the
+product of two bfloat16 numbers is exact in float32, so ``vdpbf16ps`` (32 products a
+register, added pairwise into 16 float32 sums) computes the same float32 sums as the FMA
+kernels, from weights decoded in fewer instructions.
+
+**Decode.** ``vpmaddubsw`` with byte pairs (16, 0) (or (0, 16)) turns 64 codes into 32 words
+``16 * int8(code)``: sign in bit 15, copies of it in bits 14..11, the exponent in 10..7 and
+the mantissa in 6..4. One ``vpternlogd`` keeps the sign, exponent and mantissa and sets bits
+14..11 to 0111: a bfloat16 of exponent field ``112 + e``, which is the code's value times 2^-8
+for every normal code. Two instructions per 32 weights, none on the shuffle ports, against
+two table permutes and an interleave (``vpermi2b``, ``vpunpck*bw``), which measured 2-3x
+slower. Codes with exponent field 0 (zero and the subnormals) would come out wrong, so each
+group of 64 codes is tested (``(code & 0x78) == 0``); a tile holding any is decoded again by
+two 128-entry byte tables (:func:`byte_tables`, the same values times 2^-8, exact and normal),
+which realistic weights need for a few percent of tiles.
+
+**Activations.** A float32 row of x is scaled by a power of two (its largest magnitude to
+[2^63, 2^64), exact) and split into up to three bfloat16 parts whose sum is exactly it
+(:func:`prepare`): one part where every value is a bfloat16 already (bfloat16 activations),
+else three. Scaled so, no product comes near float32's subnormal range, which ``vdpbf16ps``
+flushes to zero: activations down to 2^-140 times the row's largest are split exactly, and
+smaller ones can lose their lowest bits.
+
+**Tiles.** Per tile of 128 codes (one ``weight_scale_inv`` entry), four rows of W are decoded
+into registers once and multiplied with every row of x (every part of every row); each
+(row of x, row of W) pair's 16-lane sum is multiplied by the tile's scale and added into a
+running sum in memory, read and written once per tile. W's bytes are read once per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._fp8_planes import target_has
+from ._numba import njit
+from ._vmath import _float_bits_as_int, _int_bits_as_float
+
+#: Codes per group: one 512-bit load.
+GROUP = 64
+#: Codes per tile: one ``weight_scale_inv`` entry (DeepSeek-V3's 128; other blocks take the
+#: FMA kernels).
+TILE = 128
+#: Rows of W decoded together.
+ROWS = 4
+#: How many groups of ``ROWS`` rows ahead the kernel prefetches, into L2.
+AHEAD = 3
+#: Power of two the largest magnitude of each row of x is scaled below.
+X_TOP = 64
+#: The decoded weights are the codes' values times ``2^-WEIGHT_SHIFT``.
+WEIGHT_SHIFT = 8
+
+
+def available() -> bool:
+    """Whether Numba's target has AVX-512 BF16, VBMI and BW (this module's instructions)."""
+    if os.environ.get("FUSEKIT_FP8_BF16", "1") == "0":
+        return False
+    return all(target_has(f) for f in ("avx512bf16", "avx512vbmi", "avx512bw"))
+
+
+@functools.cache
+def byte_tables() -> np.ndarray:
+    """The 256 bytes ``vpermi2b`` reads for the exact decode.
+
+    The low bytes of the bfloat16 of magnitude codes 0..127 times ``2^-WEIGHT_SHIFT``, then
+    their high bytes. Code 0x7F (NaN) is read as 480, as the fast decode and the other CPU
+    kernels read it.
+    """
+    code = np.arange(128)
+    exp, man = code >> 3, code & 7
+    value = np.where(exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp - 7.0))
+    value = value * 2.0**-WEIGHT_SHIFT
+    bits = (value.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return np.concatenate([bits & 0xFF, bits >> 8]).astype(np.uint8)
+
+
+def bf16_order(k: int) -> np.ndarray:
+    """Indices ``p`` such that ``x[p]`` lines up with the decoded weights: ``k % 64 == 0``.
+
+    The first register of a group holds the even codes, the second the odd ones, each in
+    order; ``vdpbf16ps`` pairs adjacent words, so any order would do as long as x matches.
+    """
+    group = np.concatenate([np.arange(0, GROUP, 2), np.arange(1, GROUP, 2)])
+    return (np.arange(0, k, GROUP)[:, None] + group[None, :]).reshape(-1)
+
+
+@njit(inline="always")
+def _bf16_head(u):
+    """Float32 bits ``u`` (int32, finite) rounded to the nearest bfloat16, as float32 bits.
+
+    Ties to even; the low 16 bits come out zero. No overflow: finite magnitudes stay below
+    0x7F800000.
+    """
+    return np.int32((u + np.int32(0x7FFF) + ((u >> np.int32(16)) & np.int32(1)))
+                    & np.int32(-65536))
+
+
+@njit(inline="always")
+def _split(v):
+    """The three bfloat16 parts of finite float32 ``v`` (as float32 bits), summing to ``v``.
+
+    Also the two remainders before rounding: their bits or'ed tell whether the second and
+    third parts were needed.
+    """
+    h0 = _bf16_head(_float_bits_as_int(v))
+    r1 = _float_bits_as_int(v - _int_bits_as_float(h0))  # exact
+    h1 = _bf16_head(r1)
+    r2 = _float_bits_as_int(_int_bits_as_float(r1) - _int_bits_as_float(h1))  # exact
+    return h0, h1, _bf16_head(r2), r1, r2  # r2 has at most 8 significant bits: exact
+
+
+@njit(inline="always")
+def _hi16(h):
+    return np.uint16(np.int32(h >> np.int32(16)) & np.int32(0xFFFF))
+
+
+@njit(fastmath={"contract", "nsz"})
+def _split_row(row, factor, t):
+    """The three bfloat16 parts of ``row * factor`` into ``t`` (3, K), in order.
+
+    Returns whether a second and a third part were needed. (Kept in order, so that LLVM
+    vectorises it.)
+    """
+    second = np.int32(0)
+    third = np.int32(0)
+    f = np.float32(factor)
+    t0, t1, t2 = t[0], t[1], t[2]
+    for j in range(row.size):
+        h0, h1, h2, r1, r2 = _split(row[j] * f)
+        t0[j] = _hi16(h0)
+        t1[j] = _hi16(h1)
+        t2[j] = _hi16(h2)
+        second |= r1
+        third |= r2
+    return np.int32(second), np.int32(third)
+
+
+@intrinsic
+def _deinterleave(typingctx, src, out):  # noqa: ARG001 - Numba's intrinsic signature
+    """``src`` (1-D uint16, in order, a multiple of 64 long) into ``out`` in bf16_order.
+
+    Each group's even values, then its odd ones: two shuffles a group.
+    """
+    if not (isinstance(src, types.Array) and src.dtype == types.uint16
+            and isinstance(out, types.Array) and out.dtype == types.uint16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        v64, v32 = ir.VectorType(i16, GROUP), ir.VectorType(i16, GROUP // 2)
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        oa = context.make_array(signature.args[1])(context, builder, args[1])
+        s_base = builder.ptrtoint(sa.data, i64)
+        o_base = builder.ptrtoint(oa.data, i64)
+        n = builder.udiv(builder.extract_value(sa.shape, 0), ir.Constant(i64, GROUP))
+        masks = [ir.Constant(ir.VectorType(i32, GROUP // 2), list(range(h, GROUP, 2)))
+                 for h in (0, 1)]
+        with cgutils.for_range(builder, n) as loop:
+            off = builder.mul(loop.index, ir.Constant(i64, 2 * GROUP))
+            group = builder.load(builder.inttoptr(builder.add(s_base, off), v64.as_pointer()),
+                                 align=2)
+            for h in (0, 1):
+                half = builder.shuffle_vector(group, ir.Constant(v64, None), masks[h])
+                addr = builder.add(builder.add(o_base, off), ir.Constant(i64, GROUP * h))
+                builder.store(half, builder.inttoptr(addr, v32.as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return types.void(src, out), codegen
+
+
+@njit(parallel=True)
+def _prepare_into(x, xb, row_scale, needs):
+    """Scale each row of ``x`` (M, K) and split it into bfloat16 parts in :func:`bf16_order`.
+
+    Part ``p`` of row ``m`` goes to row ``p * M + m`` of ``xb`` (3M, K); ``needs[m]`` becomes
+    the number of parts row ``m`` needs (1 to 3), or 0 when it holds NaN or an infinity.
+    """
+    m_rows, k = x.shape
+    for m in prange(m_rows):
+        row = x[m]
+        top = np.int32(0)  # the largest magnitude's bits: integers compare like the floats
+        for j in range(k):
+            top = max(top, np.int32(_float_bits_as_int(row[j]) & np.int32(0x7FFFFFFF)))
+        if top >= np.int32(0x7F800000):  # an infinity or NaN
+            needs[m] = 0
+            continue
+        amax = np.float64(_int_bits_as_float(top))
+        e = math.frexp(amax)[1] if amax > 0 else 0
+        row_scale[m] = math.ldexp(1.0, e - X_TOP + WEIGHT_SHIFT)  # float64: may be < 2^-149
+        # 2^(X_TOP - e) may exceed float32's range when the row is tiny: scale in two steps
+        t = np.empty((3, k), dtype=np.uint16)
+        half_e = (X_TOP - e) // 2
+        scaled = np.empty(k, dtype=np.float32)
+        f1 = np.float32(math.ldexp(1.0, half_e))
+        f2 = np.float32(math.ldexp(1.0, X_TOP - e - half_e))
+        for j in range(k):
+            scaled[j] = (row[j] * f1) * f2
+        second, third = _split_row(scaled, 1.0, t)
+        needs[m] = 3 if third else 2 if second else 1
+        for p in range(3):
+            _deinterleave(t[p], xb[p * m_rows + m])
+
+
+def prepare(x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """``(xb, parts, row_scale)`` for the kernel from float32 rows ``x`` (M, K), or None.
+
+    ``xb`` holds ``parts * M`` rows of bfloat16 bits in :func:`bf16_order`; the product of
+    row ``m`` is ``row_scale[m]`` times the sum of its parts' products. None when x holds NaN
+    or an infinity (the FMA kernels then propagate them as a matmul does).
+    """
+    m_rows, k = x.shape
+    xb = np.empty((3 * m_rows, k), dtype=np.uint16)
+    row_scale = np.empty(m_rows, dtype=np.float64)
+    if m_rows == 0:
+        return xb, 1, row_scale
+    needs = np.empty(m_rows, dtype=np.int32)
+    _prepare_into(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs)
+    if not needs.all():
+        return None
+    return xb, int(needs.max()), row_scale
+
+
+def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0915
+    """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x."""
+
+    @intrinsic
+    def bf16_tiles(typingctx, w, offs, xb, xstride, m_rows, n_tiles, scales, tab,  # noqa: ARG001
+                   ahead, acc):
+        """``acc[c, r] += sum_t scales[t] * (W row r . xb row c over tile t)`` (16 lanes).
+
+        ``w``: 1-D uint8 codes; ``offs``: R byte offsets of the rows (a UniTuple of intp);
+        ``xb``: 1-D uint16, row c from ``c * xstride``; ``n_tiles`` tiles of
+        ``groups_per_tile * 64`` codes; ``scales``: 1-D float32, one per tile; ``tab``:
+        :func:`byte_tables`; ``ahead``: byte offset in ``w`` of the ``R`` rows to prefetch
+        into L2, ``R * 64`` bytes per group; ``acc``: 1-D float32, ``m_rows * R * 16``.
+        """
+        if not (isinstance(w, types.Array) and w.dtype == types.uint8
+                and isinstance(xb, types.Array) and xb.dtype == types.uint16
+                and isinstance(acc, types.Array) and acc.dtype == types.float32
+                and isinstance(offs, types.UniTuple) and len(offs) == r_rows):
+            return None
+        sig = types.void(w, offs, xb, types.intp, types.intp, types.intp, scales, tab,
+                         types.intp, acc)
+
+        def codegen(context, builder, signature, args):
+            i8, i16 = ir.IntType(8), ir.IntType(16)
+            i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+            v64i8, v32i16 = ir.VectorType(i8, 64), ir.VectorType(i16, 32)
+            v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
+            mod = builder.module
+
+            def data(k):
+                ary = context.make_array(signature.args[k])(context, builder, args[k])
+                return builder.ptrtoint(ary.data, i64)
+
+            def load(addr, ty, align):
+                return builder.load(builder.inttoptr(addr, ty.as_pointer()), align=align)
+
+            def c64(v):
+                return ir.Constant(i64, v)
+
+            w_base, x_base, s_base, t_base, a_base = data(0), data(2), data(6), data(7), data(9)
+            offs = [builder.extract_value(args[1], r) for r in range(r_rows)]
+            xstride, m_rows, n_tiles, ahead = args[3], args[4], args[5], args[8]
+            madd = mod.declare_intrinsic("llvm.x86.avx512.pmaddubs.w.512", (),
+                                         ir.FunctionType(v32i16, [v64i8, v64i8]))
+            perm = mod.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", (),
+                                         ir.FunctionType(v64i8, [v64i8] * 3))
+            dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
+                                       ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
+            fma = mod.declare_intrinsic("llvm.fma.v16f32", (), ir.FunctionType(v16f, [v16f] * 3))
+            i8p = i8.as_pointer()
+            pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
+                                       ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+            tables = [load(builder.add(t_base, c64(64 * q)), v64i8, 1) for q in range(4)]
+            pick = [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)]
+            keep = ir.Constant(v32i16, [0x87F0 - 65536] * 32)
+            bias = ir.Constant(v32i16, [0x3800] * 32)
+            exp_bits = ir.Constant(v64i8, [0x78] * 64)
+            sign = ir.Constant(v64i8, [0x80 - 256] * 64)
+            zero8 = ir.Constant(v64i8, [0] * 64)
+            interleave = [ir.Constant(ir.VectorType(i32, 64),
+                                      [v for j in range(32) for v in (2 * j + h, 64 + 2 * j + h)])
+                          for h in (0, 1)]
+            zero = ir.Constant(v16f, [0.0] * 16)
+            tile_bytes = groups_per_tile * GROUP
+            n_regs = groups_per_tile * r_rows * 2
+
+            entry = builder.block
+            head = builder.append_basic_block("bf16.head")
+            body = builder.append_basic_block("bf16.body")
+            slow = builder.append_basic_block("bf16.slow")
+            merge = builder.append_basic_block("bf16.merge")
+            chead = builder.append_basic_block("bf16.chead")
+            cbody = builder.append_basic_block("bf16.cbody")
+            tail = builder.append_basic_block("bf16.tail")
+            done = builder.append_basic_block("bf16.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            t = builder.phi(i64)
+            t.add_incoming(c64(0), entry)
+            builder.cbranch(builder.icmp_signed("<", t, n_tiles), body, done)
+
+            # fast decode of the tile, and whether any code has exponent field 0
+            builder.position_at_end(body)
+            tb = builder.mul(t, c64(tile_bytes))
+            base = builder.add(builder.add(w_base, ahead), builder.mul(tb, c64(r_rows)))
+            for q in range(r_rows * groups_per_tile):
+                ptr = builder.inttoptr(builder.add(base, c64(64 * q)), i8p)
+                builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
+                                  ir.Constant(i32, 1)])
+            raws, fast = [], []
+            low_exp = None
+            for g in range(groups_per_tile):
+                for r in range(r_rows):
+                    first = builder.add(tb, c64(g * GROUP))
+                    addr = builder.add(builder.add(w_base, offs[r]), first)
+                    raw = load(addr, v64i8, 1)
+                    raws.append(raw)
+                    for h in (0, 1):
+                        word = builder.call(madd, [pick[h], raw])
+                        word = builder.or_(builder.and_(word, keep), bias)
+                        fast.append(builder.bitcast(word, v16i32))
+                    hit = builder.icmp_unsigned("==", builder.and_(raw, exp_bits), zero8)
+                    hit = builder.bitcast(hit, i64)
+                    low_exp = hit if low_exp is None else builder.or_(low_exp, hit)
+            any_low = builder.icmp_unsigned("!=", low_exp, c64(0))
+            builder.cbranch(any_low, slow, merge)
+
+            # exact decode by the byte tables
+            builder.position_at_end(slow)
+            exact = []
+            for raw in raws:
+                lo = builder.call(perm, [tables[0], raw, tables[1]])
+                hi = builder.or_(builder.call(perm, [tables[2], raw, tables[3]]),
+                                 builder.and_(raw, sign))
+                exact += [builder.bitcast(builder.shuffle_vector(lo, hi, m), v16i32)
+                          for m in interleave]
+            builder.branch(merge)
+
+            builder.position_at_end(merge)
+            regs = []
+            for q in range(n_regs):
+                p = builder.phi(v16i32)
+                p.add_incoming(fast[q], body)
+                p.add_incoming(exact[q], slow)
+                regs.append(p)
+            s = load(builder.add(s_base, builder.mul(t, c64(4))), f32, 4)
+            sv = builder.shuffle_vector(builder.insert_element(ir.Constant(v16f, None), s,
+                                                               ir.Constant(i32, 0)),
+                                        ir.Constant(v16f, None),
+                                        ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+            builder.branch(chead)
+
+            builder.position_at_end(chead)
+            c = builder.phi(i64)
+            c.add_incoming(c64(0), merge)
+            builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
+
+            builder.position_at_end(cbody)
+            xa = builder.add(x_base, builder.mul(builder.add(builder.mul(c, xstride), tb), c64(2)))
+            part = [zero] * r_rows
+            for g in range(groups_per_tile):
+                xg = builder.add(xa, c64(2 * g * GROUP))
+                xs = [load(xg, v16i32, 2), load(builder.add(xg, c64(64)), v16i32, 2)]
+                for r in range(r_rows):
+                    q = 2 * (g * r_rows + r)
+                    part[r] = builder.call(dp, [part[r], regs[q], xs[0]])
+                    part[r] = builder.call(dp, [part[r], regs[q + 1], xs[1]])
+            arow = builder.add(a_base, builder.mul(c, c64(64 * r_rows)))
+            for r in range(r_rows):
+                addr = builder.add(arow, c64(64 * r))
+                total = builder.call(fma, [part[r], sv, load(addr, v16f, 4)])
+                builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
+            c_next = builder.add(c, c64(1))
+            builder.branch(chead)
+            c.add_incoming(c_next, cbody)
+
+            builder.position_at_end(tail)
+            t_next = builder.add(t, c64(1))
+            builder.branch(head)
+            t.add_incoming(t_next, tail)
+
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return bf16_tiles
+
+
+_tiles = _make_kernel(ROWS, TILE // GROUP)
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
+def _rows_kernel(w, xb, x_rows, m_rows, scale, tab, y):
+    # y[m, i] = sum over the parts p of xb rows p * m_rows + m . W row i (x_rows = parts * M)
+    n, k = w.shape
+    flat = w.reshape(-1)
+    n_tiles = k // TILE
+    xflat = xb.reshape(-1)
+    last = max(0, flat.size - ROWS * k)
+    for rb in prange((n + TILE - 1) // TILE):
+        acc = np.empty(x_rows * ROWS * 16, dtype=np.float32)
+        srow = scale[rb]
+        i = rb * TILE
+        i_end = min(n, i + TILE)
+        while i < i_end:
+            rows = min(ROWS, i_end - i)
+            offs = (i * k, (i + min(1, rows - 1)) * k, (i + min(2, rows - 1)) * k,
+                    (i + min(3, rows - 1)) * k)
+            acc[:] = 0
+            _tiles(flat, offs, xflat, k, x_rows, n_tiles, srow, tab,
+                   min((i + AHEAD * ROWS) * k, last), acc)
+            for m in range(m_rows):
+                for r in range(rows):
+                    total = np.float32(0)
+                    c = m
+                    while c < x_rows:
+                        o = (c * ROWS + r) * 16
+                        part = np.float32(0)
+                        for lane in range(16):
+                            part += acc[o + lane]
+                        total += part
+                        c += m_rows
+                    y[m, i + r] = total
+            i += rows
+
+
+def fits(k: int, block: int) -> bool:
+    """Whether a product of inner size ``k`` with ``block``-wide scale tiles runs here."""
+    return available() and block == TILE and k % TILE == 0 and k > 0
+
+
+def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray) -> np.ndarray | None:
+    """``x W^T`` (float32 rows x), or None when x holds NaN/Inf (see :func:`prepare`)."""
+    prepared = prepare(x)
+    if prepared is None:
+        return None
+    xb, parts, row_scale = prepared
+    m_rows = x.shape[0]
+    y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
+    _rows_kernel(w_fp8, xb, parts * m_rows, m_rows, weight_scale_inv, byte_tables(), y)
+    with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
+        return (y * row_scale[:, None]).astype(np.float32)
+
+
+@njit(fastmath={"contract", "nsz"})
+def _silu_times(g, u, row_scale, h):
+    # h = silu(g * rs) * (u * rs); sigmoid from exp(-|gi|) <= 1, finite for any gate
+    for m in range(g.shape[0]):
+        rs = row_scale[m]
+        for i in range(g.shape[1]):
+            gi = g[m, i] * rs  # float64: rs may be below float32's range
+            e = np.exp(-abs(gi))
+            sig = (1.0 if gi >= 0 else e) / (1.0 + e)
+            h[m, i] = np.float32(gi * sig * (u[m, i] * rs))
+
+
+def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndarray,
+            s_up: np.ndarray) -> np.ndarray | None:
+    """``silu(x W_gate^T) * (x W_up^T)``, x prepared once, each weight read once.
+
+    None where :func:`gemm` gives None.
+    """
+    prepared = prepare(x)
+    if prepared is None:
+        return None
+    xb, parts, row_scale = prepared
+    m_rows = x.shape[0]
+    n = w_gate.shape[0]
+    g = np.empty((m_rows, n), dtype=np.float32)
+    u = np.empty_like(g)
+    tab = byte_tables()
+    _rows_kernel(w_gate, xb, parts * m_rows, m_rows, s_gate, tab, g)
+    _rows_kernel(w_up, xb, parts * m_rows, m_rows, s_up, tab, u)
+    h = np.empty_like(g)
+    _silu_times(g, u, row_scale, h)
+    return h

@@ -1,0 +1,176 @@
+"""The AVX-512 BF16 FP8 kernels (backends/cpu/_fp8_bf16.py): decode, activation parts, sums."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fusekit
+from fusekit.backends.cpu import _fp8_bf16 as bf16
+from fusekit.ops.fp8_matmul import fp8_gate_up_reference, fp8_gemv_reference
+
+pytestmark = pytest.mark.skipif(not bf16.available(),
+                                reason="Numba's target has no AVX-512 BF16/VBMI/BW")
+
+
+def e4m3_values():
+    """The value of every E4M3FN code (NaN codes read as +-480, as the CPU kernels do)."""
+    codes = np.arange(256, dtype=np.uint8)
+    vals = fusekit.ops.fp8_decode(codes, "e4m3fn").astype(np.float64)
+    vals[0x7F], vals[0xFF] = 480.0, -480.0
+    return vals
+
+
+def as_float(bits16):
+    return (bits16.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def test_byte_tables_hold_every_magnitude_times_2_to_the_minus_8():
+    tab = bf16.byte_tables()
+    bits = tab[:128].astype(np.uint16) | (tab[128:].astype(np.uint16) << 8)
+    np.testing.assert_array_equal(as_float(bits), e4m3_values()[:128] * 2.0**-8)
+    assert (as_float(bits)[1:] >= 2.0**-126).all()  # normal: vdpbf16ps flushes no weight
+
+
+def decode_through_kernel(w):
+    """W (N, K) read back through the kernel: x = identity rows, scale 1."""
+    n, k = w.shape
+    x = np.eye(k, dtype=np.float32)
+    s = np.ones(((n + 127) // 128, k // 128), np.float32)
+    return bf16.gemm(x, w, s).T.astype(np.float64)
+
+
+def test_every_code_decodes_exactly_by_the_tables():
+    # every group holds exponent-0 codes, so every tile takes the table decode
+    w = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    np.testing.assert_array_equal(decode_through_kernel(w), e4m3_values()[w])
+
+
+def test_normal_codes_decode_exactly_by_the_fast_path():
+    normal = np.array([c for c in range(256) if c & 0x78], dtype=np.uint8)  # 240 codes
+    w = np.stack([np.roll(normal, r)[:128] for r in range(5)] +
+                 [np.roll(normal, r)[112:240] for r in range(3)])
+    np.testing.assert_array_equal(decode_through_kernel(w), e4m3_values()[w])
+
+
+def test_one_subnormal_code_sends_only_its_tile_to_the_tables():
+    w = np.full((4, 384), 0x38, dtype=np.uint8)  # 1.0
+    w[2, 200] = 0x01  # 2^-9, in the second tile
+    w[0, 10] = 0x80  # -0.0, in the first
+    np.testing.assert_array_equal(decode_through_kernel(w), e4m3_values()[w])
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 5), k_tiles=st.integers(1, 3), seed=st.integers(0, 2**16),
+       spread=st.sampled_from([0.0, 30.0, 60.0]))
+def test_parts_sum_exactly_to_the_activations(rows, k_tiles, seed, spread):
+    # exact for activations down to 2^-140 times the row's largest (here 2^-120 at most)
+    rng = np.random.default_rng(seed)
+    k = 128 * k_tiles
+    mant = rng.standard_normal((rows, k))
+    expo = rng.uniform(-spread, spread, (rows, k)).round()
+    x = (mant * 2.0**expo).astype(np.float32)
+    x[rng.random((rows, k)) < 0.1] = 0.0
+    xb, parts, row_scale = bf16.prepare(x)
+    inverse = np.argsort(bf16.bf16_order(k))
+    total = sum(as_float(xb[p * rows:(p + 1) * rows])[:, inverse] for p in range(3))
+    np.testing.assert_array_equal(total * row_scale[:, None] * 2.0**-bf16.WEIGHT_SHIFT,
+                                  x.astype(np.float64))
+    assert 1 <= parts <= 3
+
+
+def test_activations_far_below_the_row_maximum_lose_only_their_low_bits():
+    x = np.array([[1e30] + [1e-12] * 127], np.float32)  # 2^-139 of the maximum
+    xb, _, row_scale = bf16.prepare(x)
+    inverse = np.argsort(bf16.bf16_order(128))
+    total = sum(as_float(xb[p:p + 1])[:, inverse] for p in range(3))
+    total = total * row_scale[:, None] * 2.0**-bf16.WEIGHT_SHIFT
+    np.testing.assert_allclose(total, x.astype(np.float64), rtol=1e-7)
+
+
+def test_bfloat16_activations_need_one_part_float32_three():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    as_bf16 = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    assert bf16.prepare(as_bf16)[1] == 1
+    sixteen_bits = (x.view(np.uint32) & np.uint32(0xFFFFFF00)).view(np.float32)
+    assert bf16.prepare(sixteen_bits)[1] <= 2
+    assert bf16.prepare(x)[1] == 3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_activations_go_to_the_fma_kernel(bad, monkeypatch):
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((64, 256)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    x[1, 7] = bad
+    assert bf16.prepare(x) is None
+    got = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
+    monkeypatch.setenv("FUSEKIT_FP8_BF16", "0")
+    want = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got[0]).all() and not np.isfinite(got[1]).any()
+
+
+def relative_errors(got, x, q, s):
+    ref = fp8_gemv_reference(x.astype(np.float64), q, s)
+    deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
+    bound = np.abs(x.astype(np.float64)) @ np.abs(deq.T)
+    return np.abs(got.astype(np.float64) - ref) / bound
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 64])
+@pytest.mark.parametrize("n,k", [(130, 384), (64, 128), (9, 256)])
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "subnormal-heavy"])
+def test_products_match_float64(m, n, k, kind):
+    rng = np.random.default_rng(m * 1000 + n)
+    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    if kind == "subnormal-heavy":
+        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    if kind == "bfloat16":
+        x = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    got = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
+    assert relative_errors(got, x, q, s).max() <= 1e-6
+
+
+def test_tiny_and_huge_rows_keep_their_scale():
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((32, 256)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    x[0] *= np.float32(1e-38)  # products below float32's normal range at the end
+    x[1] *= np.float32(1e30)
+    x[2] = 0.0
+    got = bf16.gemm(x, q, s)
+    ref = fp8_gemv_reference(x.astype(np.float64), q, s)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-44)
+    assert (got[2] == 0).all()
+
+
+def test_gate_up_matches_float64():
+    rng = np.random.default_rng(3)
+    mats = []
+    for _ in range(2):
+        w = (rng.standard_normal((130, 256)) * 0.05).astype(np.float32)
+        mats.append(fusekit.ops.fp8_block_quantize(w))
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    got = bf16.gate_up(x, *mats[0], *mats[1]).astype(np.float64)
+    want = fp8_gate_up_reference(x.astype(np.float64), *mats[0], *mats[1])
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_shapes_the_kernel_does_not_take_fall_back():
+    assert bf16.fits(7168, 128) and bf16.fits(128, 128)
+    assert not bf16.fits(7168 + 64, 128)  # a partial last tile
+    assert not bf16.fits(7168, 64)  # other tile sizes
+    assert not bf16.fits(0, 128)
+
+
+def test_empty_activations():
+    q = np.zeros((8, 128), np.uint8)
+    s = np.ones((1, 1), np.float32)
+    assert bf16.gemm(np.zeros((0, 128), np.float32), q, s).shape == (0, 8)
