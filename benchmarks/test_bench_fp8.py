@@ -2,6 +2,8 @@
 
 Every group times, on the same weights and the same activations:
 * ``fusekit_fp8_gemv``: fusekit's CPU kernel on the FP8 weight (1 byte per weight);
+* ``fusekit_fp8_gemv_bf16_activations``: the same with torch_bf16's activations (bfloat16
+  values), which the AVX-512 BF16 kernel multiplies in one part instead of three;
 * ``stream_read``: ``torch.sum`` over the same FP8 bytes viewed as float32, the streaming
   read limit for any kernel that reads the weight once (the physical bound at M=1);
 * ``torch_bf16``: ``F.linear`` with the weight dequantized to bfloat16 once at load time
@@ -57,6 +59,21 @@ def group(expert, m, extra=""):
 @pytest.mark.parametrize("m", [1, 4, 16])
 def test_fusekit_fp8_gemv(benchmark, expert, m):
     x = activations(m, expert["k"])
+    s = expert["s"]
+    y = fp8_gemv_cpu(x, expert["q"][0], s)
+    ref = fp8_gemv_reference(x.astype(np.float64), expert["q"][0], s)
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-6
+    nxt = rotating(expert["q"])
+    benchmark.group = group(expert, m)
+    benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
+    benchmark(lambda: fusekit.ops.fp8_gemv(x, nxt(), s, backend="cpu"))
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_fusekit_fp8_gemv_bf16_activations(benchmark, expert, m):
+    # the same activations as torch_bf16 gets (bfloat16 values, passed as float32): one
+    # bfloat16 part each where the CPU has AVX-512 BF16, three for general float32 above
+    x = torch.from_numpy(activations(m, expert["k"])).bfloat16().float().numpy()
     s = expert["s"]
     y = fp8_gemv_cpu(x, expert["q"][0], s)
     ref = fp8_gemv_reference(x.astype(np.float64), expert["q"][0], s)
@@ -187,15 +204,39 @@ def test_fusekit_fp8_expert(benchmark, experts, m):
 
 
 @pytest.mark.parametrize("m", [1, 16])
+def test_fusekit_fp8_expert_bf16(benchmark, experts, m):
+    # a bfloat16 model's call: torch bfloat16 activations in and out, the SiLU product
+    # rounded to bfloat16 between the two passes (as the torch bf16 expert rounds it)
+    x = torch.from_numpy(activations(m, 7168)).bfloat16()
+
+    def as_torch(mats):
+        return {k: (torch.from_numpy(q).view(torch.float8_e4m3fn), torch.from_numpy(sc))
+                for k, (q, sc) in mats.items()}
+
+    weights = [as_torch(mats) for mats, _ in experts]
+    with torch.no_grad():
+        want = torch_expert(x, experts[0][1]).double()
+        e = weights[0]
+        got = fusekit.ops.fp8_expert(x, e["gate"], e["up"], e["down"], backend="cpu")
+    assert got.dtype == torch.bfloat16
+    assert ((got.double() - want).norm() / want.norm()).item() <= 2e-2
+    nxt = rotating(weights)
+    benchmark.group = f"fp8 expert 7168/2048 M={m}"
+    with torch.no_grad():
+        benchmark(lambda: (lambda e: fusekit.ops.fp8_expert(x, e["gate"], e["up"], e["down"],
+                                                             backend="cpu"))(nxt()))
+
+
+def torch_expert(x, w):
+    """The torch bf16 expert: weights dequantized to bfloat16 at load time."""
+    F = torch.nn.functional
+    return F.linear(F.silu(F.linear(x, w["gate"])) * F.linear(x, w["up"]), w["down"])
+
+
+@pytest.mark.parametrize("m", [1, 16])
 def test_torch_bf16_expert(benchmark, experts, m):
     x = torch.from_numpy(activations(m, 7168)).bfloat16()
     nxt = rotating([bf16 for _, bf16 in experts])
-    F = torch.nn.functional
-
-    def expert():
-        w = nxt()
-        return F.linear(F.silu(F.linear(x, w["gate"])) * F.linear(x, w["up"]), w["down"])
-
     benchmark.group = f"fp8 expert 7168/2048 M={m}"
     with torch.no_grad():
-        benchmark(expert)
+        benchmark(lambda: torch_expert(x, nxt()))
