@@ -35,6 +35,54 @@ SHAPES = {"gate_up": (2048, 7168), "down": (7168, 2048)}
 COPIES = 6
 
 
+def run_case(label: str, m: int, weights: dict, rounds: int, threads: int) -> None:
+    """Time every contender at ``m`` rows, ``rounds`` rounds, and print one line each."""
+    qs, s, bf, views, subn = (weights[k] for k in ("q", "s", "bf16", "views", "subnormal"))
+    k = qs[0].shape[1]
+    x = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
+    xt = torch.from_numpy(x).bfloat16()
+    xbf = xt.float().numpy()
+
+    def gemv(xx: np.ndarray, w: np.ndarray) -> None:
+        fusekit.ops.fp8_gemv(xx, w, s, backend="cpu")
+
+    def one_thread(i: int) -> None:
+        fusekit.set_num_threads(1)
+        try:
+            gemv(x, qs[i])
+        finally:
+            fusekit.set_num_threads(threads)
+
+    calls = {
+        "fusekit": lambda i: gemv(x, qs[i]),
+        "fusekit_bf16x": lambda i: gemv(xbf, qs[i]),
+        "torch_bf16": lambda i: torch.nn.functional.linear(xt, bf[i]),
+    }
+    if m == 1:
+        calls["stream"] = lambda i: views[i].sum()
+        calls["fusekit_1t"] = one_thread
+        calls["fusekit_subn"] = lambda i: gemv(x, subn[i])
+    reference = "stream" if m == 1 else "torch_bf16"
+    times = {c: [] for c in calls}
+    with torch.no_grad():
+        for c in calls.values():
+            c(0)
+        order = list(calls)
+        turn = 0
+        for _ in range(rounds):
+            random.shuffle(order)
+            for c in order:  # each call on the next copy: none is in cache
+                t0 = time.perf_counter()
+                calls[c](turn % COPIES)
+                times[c].append(time.perf_counter() - t0)
+                turn += 1
+    ref = np.array(times[reference])
+    for c, ts in times.items():
+        ratio = np.median(np.array(ts) / ref)
+        print(f"{label + ' M=' + str(m):<22}{c:<15}{min(ts) * 1e6:>10.0f}{ratio:>14.2f}  "
+              f"{reference}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=200)
@@ -49,53 +97,17 @@ def main() -> None:
         w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
         q, s = fusekit.ops.fp8_block_quantize(w)
         qs = [np.roll(q, 7 * i, axis=1).copy() for i in range(COPIES)]
-        bf = [torch.from_numpy(fusekit.ops.fp8_block_dequantize(qi, s)).bfloat16() for qi in qs]
-        views = [torch.from_numpy(qi.reshape(-1).view(np.float32)) for qi in qs]
         sub_rng = np.random.default_rng(1)  # every code subnormal or zero, as test_bench_fp8
-        subn = [(qi & 0x87) | (sub_rng.integers(0, 8, qi.shape, dtype=np.uint8) & 0x07)
-                for qi in qs]
+        weights = {
+            "q": qs, "s": s,
+            "bf16": [torch.from_numpy(fusekit.ops.fp8_block_dequantize(qi, s)).bfloat16()
+                     for qi in qs],
+            "views": [torch.from_numpy(qi.reshape(-1).view(np.float32)) for qi in qs],
+            "subnormal": [(qi & 0x87) | (sub_rng.integers(0, 8, qi.shape, dtype=np.uint8) & 7)
+                          for qi in qs],
+        }
         for m in args.m:
-            x = rng.standard_normal((m, k)).astype(np.float32)
-            xt = torch.from_numpy(x).bfloat16()
-            xbf = xt.float().numpy()
-
-            def one_thread(i: int, x: np.ndarray = x) -> None:
-                fusekit.set_num_threads(1)
-                try:
-                    fusekit.ops.fp8_gemv(x, qs[i], s, backend="cpu")
-                finally:
-                    fusekit.set_num_threads(args.threads)
-
-            calls = {
-                "fusekit": lambda i, x=x: fusekit.ops.fp8_gemv(x, qs[i], s, backend="cpu"),
-                "fusekit_bf16x": lambda i, x=xbf: fusekit.ops.fp8_gemv(x, qs[i], s,
-                                                                       backend="cpu"),
-                "torch_bf16": lambda i, x=xt: torch.nn.functional.linear(x, bf[i]),
-            }
-            if m == 1:
-                calls["stream"] = lambda i: views[i].sum()
-                calls["fusekit_1t"] = one_thread
-                calls["fusekit_subn"] = lambda i, x=x: fusekit.ops.fp8_gemv(x, subn[i], s,
-                                                                            backend="cpu")
-            reference = "stream" if m == 1 else "torch_bf16"
-            times = {c: [] for c in calls}
-            with torch.no_grad():
-                for c in calls.values():
-                    c(0)
-                order = list(calls)
-                turn = 0
-                for _ in range(args.rounds):
-                    random.shuffle(order)
-                    for c in order:  # each call on the next copy: none is in cache
-                        t0 = time.perf_counter()
-                        calls[c](turn % COPIES)
-                        times[c].append(time.perf_counter() - t0)
-                        turn += 1
-            ref = np.array(times[reference])
-            for c, ts in times.items():
-                ratio = np.median(np.array(ts) / ref)
-                print(f"{name + ' M=' + str(m):<22}{c:<15}{min(ts) * 1e6:>10.0f}"
-                      f"{ratio:>14.2f}  {reference}", flush=True)
+            run_case(name, m, weights, args.rounds, args.threads)
 
 
 if __name__ == "__main__":
