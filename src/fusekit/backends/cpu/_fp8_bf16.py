@@ -233,12 +233,13 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
     """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x."""
 
     @intrinsic
-    def bf16_tiles(typingctx, w, offs, xb, xstride, m_rows, n_tiles, scales, tab,  # noqa: ARG001
-                   ahead, acc):
-        """``acc[c, r] += sum_t scales[t] * (W row r . xb row c over tile t)`` (16 lanes).
+    def bf16_tiles(typingctx, w, offs, xb, xstride, m_rows, parts, n_tiles, scales,  # noqa: ARG001
+                   tab, ahead, acc):
+        """``acc[c, r] += sum_t scales[t] * sum_p (W row r . xb row p * M + c over tile t)``.
 
-        ``w``: 1-D uint8 codes; ``offs``: R byte offsets of the rows (a UniTuple of intp);
-        ``xb``: 1-D uint16, row c from ``c * xstride``; ``n_tiles`` tiles of
+        (16 lanes each.) ``w``: 1-D uint8 codes; ``offs``: R byte offsets of the rows (a
+        UniTuple of intp); ``xb``: 1-D uint16, part p of row c of x from
+        ``(p * m_rows + c) * xstride``; ``parts`` parts a row; ``n_tiles`` tiles of
         ``groups_per_tile * 64`` codes; ``scales``: 1-D float32, one per tile; ``tab``:
         :func:`byte_tables`; ``ahead``: byte offset in ``w`` of the ``R`` rows to prefetch
         into L2, ``R * 64`` bytes per group; ``acc``: 1-D float32, ``m_rows * R * 16``.
@@ -248,8 +249,8 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
                 and isinstance(acc, types.Array) and acc.dtype == types.float32
                 and isinstance(offs, types.UniTuple) and len(offs) == r_rows):
             return None
-        sig = types.void(w, offs, xb, types.intp, types.intp, types.intp, scales, tab,
-                         types.intp, acc)
+        sig = types.void(w, offs, xb, types.intp, types.intp, types.intp, types.intp, scales,
+                         tab, types.intp, acc)
 
         def codegen(context, builder, signature, args):
             i8, i16 = ir.IntType(8), ir.IntType(16)
@@ -268,9 +269,9 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
             def c64(v):
                 return ir.Constant(i64, v)
 
-            w_base, x_base, s_base, t_base, a_base = data(0), data(2), data(6), data(7), data(9)
+            w_base, x_base, s_base, t_base, a_base = data(0), data(2), data(7), data(8), data(10)
             offs = [builder.extract_value(args[1], r) for r in range(r_rows)]
-            xstride, m_rows, n_tiles, ahead = args[3], args[4], args[5], args[8]
+            xstride, m_rows, parts, n_tiles, ahead = args[3], args[4], args[5], args[6], args[9]
             madd = mod.declare_intrinsic("llvm.x86.avx512.pmaddubs.w.512", (),
                                          ir.FunctionType(v32i16, [v64i8, v64i8]))
             perm = mod.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", (),
@@ -302,6 +303,9 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
             merge = builder.append_basic_block("bf16.merge")
             chead = builder.append_basic_block("bf16.chead")
             cbody = builder.append_basic_block("bf16.cbody")
+            phead = builder.append_basic_block("bf16.phead")
+            pbody = builder.append_basic_block("bf16.pbody")
+            pdone = builder.append_basic_block("bf16.pdone")
             tail = builder.append_basic_block("bf16.tail")
             done = builder.append_basic_block("bf16.done")
             builder.branch(head)
@@ -366,16 +370,38 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
             c.add_incoming(c64(0), merge)
             builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
 
+            # every part of row c of x into the same sums: one read and write of acc a tile
             builder.position_at_end(cbody)
-            xa = builder.add(x_base, builder.mul(builder.add(builder.mul(c, xstride), tb), c64(2)))
-            part = [zero] * r_rows
+            builder.branch(phead)
+            builder.position_at_end(phead)
+            p = builder.phi(i64)
+            p.add_incoming(c64(0), cbody)
+            part = []
+            for _ in range(r_rows):
+                ph = builder.phi(v16f)
+                ph.add_incoming(zero, cbody)
+                part.append(ph)
+            builder.cbranch(builder.icmp_signed("<", p, parts), pbody, pdone)
+
+            builder.position_at_end(pbody)
+            xrow = builder.add(builder.mul(p, m_rows), c)
+            xa = builder.add(x_base, builder.mul(builder.add(builder.mul(xrow, xstride), tb),
+                                                 c64(2)))
+            new = list(part)
             for g in range(groups_per_tile):
                 xg = builder.add(xa, c64(2 * g * GROUP))
                 xs = [load(xg, v16i32, 2), load(builder.add(xg, c64(64)), v16i32, 2)]
                 for r in range(r_rows):
                     q = 2 * (g * r_rows + r)
-                    part[r] = builder.call(dp, [part[r], regs[q], xs[0]])
-                    part[r] = builder.call(dp, [part[r], regs[q + 1], xs[1]])
+                    new[r] = builder.call(dp, [new[r], regs[q], xs[0]])
+                    new[r] = builder.call(dp, [new[r], regs[q + 1], xs[1]])
+            p_next = builder.add(p, c64(1))
+            builder.branch(phead)
+            p.add_incoming(p_next, pbody)
+            for ph, v in zip(part, new, strict=True):
+                ph.add_incoming(v, pbody)
+
+            builder.position_at_end(pdone)
             arow = builder.add(a_base, builder.mul(c, c64(64 * r_rows)))
             for r in range(r_rows):
                 addr = builder.add(arow, c64(64 * r))
@@ -383,7 +409,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
                 builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
             c_next = builder.add(c, c64(1))
             builder.branch(chead)
-            c.add_incoming(c_next, cbody)
+            c.add_incoming(c_next, pdone)
 
             builder.position_at_end(tail)
             t_next = builder.add(t, c64(1))
@@ -402,15 +428,15 @@ _tiles = _make_kernel(ROWS, TILE // GROUP)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
-def _rows_kernel(w, xb, x_rows, m_rows, scale, tab, y):
-    # y[m, i] = sum over the parts p of xb rows p * m_rows + m . W row i (x_rows = parts * M)
+def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
+    # y[m, i] = sum over the parts p of xb rows p * m_rows + m . W row i
     n, k = w.shape
     flat = w.reshape(-1)
     n_tiles = k // TILE
     xflat = xb.reshape(-1)
     last = max(0, flat.size - ROWS * k)
     for rb in prange((n + TILE - 1) // TILE):
-        acc = np.empty(x_rows * ROWS * 16, dtype=np.float32)
+        acc = np.empty(m_rows * ROWS * 16, dtype=np.float32)
         srow = scale[rb]
         i = rb * TILE
         i_end = min(n, i + TILE)
@@ -419,19 +445,14 @@ def _rows_kernel(w, xb, x_rows, m_rows, scale, tab, y):
             offs = (i * k, (i + min(1, rows - 1)) * k, (i + min(2, rows - 1)) * k,
                     (i + min(3, rows - 1)) * k)
             acc[:] = 0
-            _tiles(flat, offs, xflat, k, x_rows, n_tiles, srow, tab,
+            _tiles(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab,
                    min((i + AHEAD * ROWS) * k, last), acc)
             for m in range(m_rows):
                 for r in range(rows):
+                    o = (m * ROWS + r) * 16
                     total = np.float32(0)
-                    c = m
-                    while c < x_rows:
-                        o = (c * ROWS + r) * 16
-                        part = np.float32(0)
-                        for lane in range(16):
-                            part += acc[o + lane]
-                        total += part
-                        c += m_rows
+                    for lane in range(16):
+                        total += acc[o + lane]
                     y[m, i + r] = total
             i += rows
 
@@ -449,7 +470,7 @@ def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray) -> np.n
     xb, parts, row_scale = prepared
     m_rows = x.shape[0]
     y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
-    _rows_kernel(w_fp8, xb, parts * m_rows, m_rows, weight_scale_inv, byte_tables(), y)
+    _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), y)
     with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
         return (y * row_scale[:, None]).astype(np.float32)
 
@@ -481,8 +502,8 @@ def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndar
     g = np.empty((m_rows, n), dtype=np.float32)
     u = np.empty_like(g)
     tab = byte_tables()
-    _rows_kernel(w_gate, xb, parts * m_rows, m_rows, s_gate, tab, g)
-    _rows_kernel(w_up, xb, parts * m_rows, m_rows, s_up, tab, u)
+    _rows_kernel(w_gate, xb, parts, m_rows, s_gate, tab, g)
+    _rows_kernel(w_up, xb, parts, m_rows, s_up, tab, u)
     h = np.empty_like(g)
     _silu_times(g, u, row_scale, h)
     return h
