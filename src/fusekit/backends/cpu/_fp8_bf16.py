@@ -229,8 +229,12 @@ def prepare(x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
     return xb, int(needs.max()), row_scale
 
 
-def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0915
-    """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x."""
+def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # noqa: ANN202, C901, PLR0915
+    """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x.
+
+    With ``single``, for one row of x only: the running sums stay in registers from tile to
+    tile and are written to ``acc`` once at the end.
+    """
 
     @intrinsic
     def bf16_tiles(typingctx, w, offs, xb, xstride, m_rows, parts, n_tiles, scales,  # noqa: ARG001
@@ -312,6 +316,12 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
             builder.position_at_end(head)
             t = builder.phi(i64)
             t.add_incoming(c64(0), entry)
+            totals = []
+            if single:
+                for _ in range(r_rows):
+                    ph = builder.phi(v16f)
+                    ph.add_incoming(zero, entry)
+                    totals.append(ph)
             builder.cbranch(builder.icmp_signed("<", t, n_tiles), body, done)
 
             # fast decode of the tile, and whether any code has exponent field 0
@@ -363,12 +373,16 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
                                                                ir.Constant(i32, 0)),
                                         ir.Constant(v16f, None),
                                         ir.Constant(ir.VectorType(i32, 16), [0] * 16))
-            builder.branch(chead)
+            builder.branch(cbody if single else chead)
 
             builder.position_at_end(chead)
-            c = builder.phi(i64)
-            c.add_incoming(c64(0), merge)
-            builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
+            if single:
+                c = c64(0)
+                builder.unreachable()
+            else:
+                c = builder.phi(i64)
+                c.add_incoming(c64(0), merge)
+                builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
 
             # every part of row c of x into the same sums: one read and write of acc a tile
             builder.position_at_end(cbody)
@@ -402,21 +416,30 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
                 ph.add_incoming(v, pbody)
 
             builder.position_at_end(pdone)
-            arow = builder.add(a_base, builder.mul(c, c64(64 * r_rows)))
-            for r in range(r_rows):
-                addr = builder.add(arow, c64(64 * r))
-                total = builder.call(fma, [part[r], sv, load(addr, v16f, 4)])
-                builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
-            c_next = builder.add(c, c64(1))
-            builder.branch(chead)
-            c.add_incoming(c_next, pdone)
+            if single:
+                new_totals = [builder.call(fma, [part[r], sv, totals[r]]) for r in range(r_rows)]
+                builder.branch(tail)
+            else:
+                arow = builder.add(a_base, builder.mul(c, c64(64 * r_rows)))
+                for r in range(r_rows):
+                    addr = builder.add(arow, c64(64 * r))
+                    total = builder.call(fma, [part[r], sv, load(addr, v16f, 4)])
+                    builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
+                c_next = builder.add(c, c64(1))
+                builder.branch(chead)
+                c.add_incoming(c_next, pdone)
 
             builder.position_at_end(tail)
             t_next = builder.add(t, c64(1))
             builder.branch(head)
             t.add_incoming(t_next, tail)
+            for ph, v in zip(totals, new_totals if single else [], strict=True):
+                ph.add_incoming(v, tail)
 
             builder.position_at_end(done)
+            for r, v in enumerate(totals):
+                builder.store(v, builder.inttoptr(builder.add(a_base, c64(64 * r)),
+                                                  v16f.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -425,6 +448,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int):  # noqa: ANN202, C901, PLR0
 
 
 _tiles = _make_kernel(ROWS, TILE // GROUP)
+_tiles_one_row = _make_kernel(ROWS, TILE // GROUP, single=True)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
@@ -445,8 +469,12 @@ def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
             offs = (i * k, (i + min(1, rows - 1)) * k, (i + min(2, rows - 1)) * k,
                     (i + min(3, rows - 1)) * k)
             acc[:] = 0
-            _tiles(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab,
-                   min((i + AHEAD * ROWS) * k, last), acc)
+            ahead = min((i + AHEAD * ROWS) * k, last)
+            if m_rows == 1:
+                _tiles_one_row(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab, ahead,
+                               acc)
+            else:
+                _tiles(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab, ahead, acc)
             for m in range(m_rows):
                 for r in range(rows):
                     o = (m * ROWS + r) * 16
