@@ -6,6 +6,9 @@ Both steps are plain vector integer and float operations, so LLVM vectorises the
 (An E4M3 subnormal becomes a float32 denormal in between; see docs/benchmarks.md for what that
 costs on the machine at hand.)
 
+Where Numba's target has AVX-512 BF16 (and the tiles are DeepSeek-V3's), ``fp8_gemv`` and
+``fp8_gate_up`` run the bfloat16 dot-product kernels of ``_fp8_bf16`` instead.
+
 Rows of W are split across threads in one parallel launch. For each row and each 128-wide
 tile of K, every row of x is multiplied with the tile and the sum scaled once by the tile's
 ``weight_scale_inv``: W's bytes are read once per call, whatever M is.
@@ -38,8 +41,8 @@ def _e4m3_scaled(c):
 #: ``GROUP``; 128-512 measured alike, see docs/benchmarks.md).
 _CHUNK = 256
 _LINE = 64
-#: How many quads of rows ahead the M=1 kernel prefetches (into L2): 3 reached the stream
-#: figure on Zen 4 where 1 quad into L1 reached half of it (docs/benchmarks.md).
+#: How many quads of rows ahead the M=1 kernel prefetches (into L2): on Zen 4, 3 quads into
+#: L2 doubled one thread's bandwidth from DRAM against 1 quad into L1 (docs/benchmarks.md).
 _AHEAD_QUADS = 3
 
 
@@ -268,7 +271,10 @@ def fp8_gemv_cpu(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
                  dtypes=("float32",))
 def fp8_gate_up_cpu(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndarray,
                     s_up: np.ndarray, block: int = 128) -> np.ndarray:
-    """``silu(x W_gate^T) * (x W_up^T)`` in one parallel launch, each weight read once."""
+    """``silu(x W_gate^T) * (x W_up^T)``, each weight read once.
+
+    One parallel launch for the FMA kernels; two and the SiLU product for the BF16 ones.
+    """
     if _fp8_bf16.fits(w_gate.shape[1], block):
         h = _fp8_bf16.gate_up(fp8.as_rows(x), np.ascontiguousarray(w_gate),
                               np.ascontiguousarray(s_gate), np.ascontiguousarray(w_up),
