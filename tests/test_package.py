@@ -46,6 +46,7 @@ def test_cli_tour_prints_a_results_table(capsys):
     assert "NIR export of 20 branched cells" in out
     assert "SWC cell as NEURON imports it" in out
     assert "HH network weight gradient" in out and "branched-cell network gradient" in out
+    assert "tokens, float32 x" in out and "tokens, bf16 x" in out  # the FP8 expert both ways
 
 
 def test_bench_comparison_rows_rank_peers_against_fusekit():
