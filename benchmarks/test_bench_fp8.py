@@ -93,6 +93,29 @@ def test_torch_bf16(benchmark, expert, m):
         benchmark(lambda: torch.nn.functional.linear(x, nxt()))
 
 
+@pytest.mark.parametrize("m", [1, 16])
+def test_fusekit_fp8_gemv_t(benchmark, expert, m):
+    # the gradient w.r.t. x: g W, the transposed product
+    g = activations(m, expert["n"])
+    s = expert["s"]
+    got = fusekit.ops.fp8_gemv_t(g, expert["q"][0], s, backend="cpu")
+    deq = fusekit.ops.fp8_block_dequantize(expert["q"][0], s).astype(np.float64)
+    ref = g.astype(np.float64) @ deq
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5
+    nxt = rotating(expert["q"])
+    benchmark.group = group(expert, m, " transposed (g W)")
+    benchmark(lambda: fusekit.ops.fp8_gemv_t(g, nxt(), s, backend="cpu"))
+
+
+@pytest.mark.parametrize("m", [1, 16])
+def test_torch_bf16_t(benchmark, expert, m):
+    g = torch.from_numpy(activations(m, expert["n"])).bfloat16()
+    nxt = rotating(expert["bf16"])
+    benchmark.group = group(expert, m, " transposed (g W)")
+    with torch.no_grad():
+        benchmark(lambda: g @ nxt())
+
+
 @pytest.mark.parametrize("m", [1])
 def test_stream_read(benchmark, expert, m):
     views = [torch.from_numpy(q.reshape(-1).view(np.float32)) for q in expert["q"]]

@@ -114,3 +114,35 @@ def test_m1_gemv_with_ragged_rows_and_columns(n, k, block):
     want = x.astype(np.float64) @ deq.T
     bound = np.abs(x.astype(np.float64)) @ np.abs(deq.T) * 1e-6
     assert (np.abs(got - want) <= bound).all()
+
+
+@pytest.mark.parametrize("m", [1, 4, 5, 9])
+@pytest.mark.parametrize("n,k", [(130, 384), (7, 128), (256, 256)])
+@pytest.mark.parametrize("codes", ["realistic", "subnormal-heavy"])
+def test_transposed_product_by_tiles_matches_float64(m, n, k, codes):
+    # fp8_gemv_t's column-tile kernel (cols_t): K whole tiles, any N and M
+    rng = np.random.default_rng(m * 100 + n)
+    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    if codes == "subnormal-heavy":
+        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    got = fusekit.ops.fp8_gemv_t(g, q, s, backend="cpu").astype(np.float64)
+    deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
+    want = g.astype(np.float64) @ deq
+    bound = np.abs(g.astype(np.float64)) @ np.abs(deq) * 1e-6
+    assert (np.abs(got - want) <= bound + 1e-300).all()
+
+
+def test_transposed_product_tiles_and_columns_agree():
+    from fusekit.backends.cpu.fp8_matmul import _gemv_t_cols, _gemv_t_tiles
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((300, 256)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    g = rng.standard_normal((6, 300)).astype(np.float32) * np.float32(2.0**100)
+    a = np.empty((6, 256), np.float32)
+    b = np.empty((6, 256), np.float32)
+    _gemv_t_tiles(g, q, s, 128, plane_order(GROUP), a)
+    _gemv_t_cols(g, q, s, 128, b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())

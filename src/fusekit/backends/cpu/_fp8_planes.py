@@ -190,3 +190,107 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
 dot4_planes = _make_dot4("avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable")
 #: The same with the portable decode, on groups of the same size (for tests).
 dot4_planes_portable = _make_dot4("portable")
+
+
+#: Rows of g (the transposed product's left operand) handled by one call of ``cols_t``.
+T_ROWS = 4
+
+
+def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba intrinsic
+    """``cols_t``: one group of columns of W against four rows of g, summed over W's rows."""
+    group = 4 * lanes
+
+    @intrinsic
+    def cols_t(typingctx, w, col, row0, n_rows, k, ahead, gs, acc):  # noqa: ARG001
+        """``acc[m, p] += sum_i gs[i - row0, m] * W[i, col + plane p]``, m < 4, x 2^-120.
+
+        Rows ``i`` from ``row0``, ``n_rows`` of them; the same columns ``ahead`` rows on are
+        prefetched into L2 meanwhile. ``w``: 1-D uint8, rows of ``k`` codes;
+        ``col``: the group's first column (a multiple of ``GROUP``); ``gs``: 1-D float32,
+        ``n_rows * 4``: each row's four factors (g times the scale of its tile); ``acc``: 1-D
+        float32, ``4 * GROUP``, row m's sums in plane order, added to.
+        """
+        if not (isinstance(w, types.Array) and w.dtype == types.uint8
+                and isinstance(gs, types.Array) and gs.dtype == types.float32
+                and isinstance(acc, types.Array) and acc.dtype == types.float32):
+            return None
+        sig = types.void(w, types.intp, types.intp, types.intp, types.intp, types.intp, gs,
+                         acc)
+
+        def codegen(context, builder, signature, args):
+            i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+            vi, vf = ir.VectorType(i32, lanes), ir.VectorType(f32, lanes)
+            vcodes = ir.VectorType(ir.IntType(8), group)
+
+            def data(j):
+                ary = context.make_array(signature.args[j])(context, builder, args[j])
+                return builder.ptrtoint(ary.data, i64)
+
+            w_base, g_base, a_base = data(0), data(6), data(7)
+            col, row0, n_rows, k, ahead_rows = args[1], args[2], args[3], args[4], args[5]
+            fma = builder.module.declare_intrinsic(f"llvm.fma.v{lanes}f32", (),
+                                                   ir.FunctionType(vf, [vf] * 3))
+            i8p = ir.IntType(8).as_pointer()
+            pf = builder.module.declare_intrinsic(
+                "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+            mask = ir.Constant(vi, [_MASK - (1 << 32)] * lanes)
+            sixteen = ir.Constant(vi, [16] * lanes)
+            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            start = [builder.load(builder.inttoptr(builder.add(a_base, ir.Constant(
+                i64, 4 * lanes * q)), vf.as_pointer()), align=4) for q in range(T_ROWS * 4)]
+            entry = builder.block
+            head = builder.append_basic_block("colst.head")
+            body = builder.append_basic_block("colst.body")
+            done = builder.append_basic_block("colst.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            i = builder.phi(i64)
+            i.add_incoming(ir.Constant(i64, 0), entry)
+            acc = []
+            for q in range(T_ROWS * 4):
+                a = builder.phi(vf)
+                a.add_incoming(start[q], entry)
+                acc.append(a)
+            builder.cbranch(builder.icmp_signed("<", i, n_rows), body, done)
+
+            builder.position_at_end(body)
+            row = builder.add(w_base, builder.add(builder.mul(builder.add(row0, i), k), col))
+            ahead = builder.add(row, builder.mul(k, ahead_rows))
+            builder.call(pf, [builder.inttoptr(ahead, i8p), ir.Constant(i32, 0),
+                              ir.Constant(i32, 2), ir.Constant(i32, 1)])
+            raw = builder.load(builder.inttoptr(row, vcodes.as_pointer()), align=1)
+            even = builder.bitcast(_decode_pairs(builder, raw, False, isa), vi)
+            odd = builder.bitcast(_decode_pairs(builder, raw, True, isa), vi)
+            planes = [builder.and_(builder.shl(even, sixteen), mask), builder.and_(even, mask),
+                      builder.and_(builder.shl(odd, sixteen), mask), builder.and_(odd, mask)]
+            planes = [builder.bitcast(p, vf) for p in planes]
+            g_row = builder.add(g_base, builder.mul(i, ir.Constant(i64, 4 * T_ROWS)))
+            new = []
+            for m in range(T_ROWS):
+                gm = builder.load(builder.inttoptr(builder.add(g_row, ir.Constant(i64, 4 * m)),
+                                                   f32.as_pointer()), align=4)
+                gv = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vf, None), gm, ir.Constant(i32, 0)),
+                    ir.Constant(vf, None), splat)
+                new += [builder.call(fma, [gv, planes[p], acc[4 * m + p]]) for p in range(4)]
+            i_next = builder.add(i, ir.Constant(i64, 1))
+            end_body = builder.block
+            builder.branch(head)
+            i.add_incoming(i_next, end_body)
+            for a, v in zip(acc, new, strict=True):
+                a.add_incoming(v, end_body)
+
+            builder.position_at_end(done)
+            for q, a in enumerate(acc):
+                addr = builder.add(a_base, ir.Constant(i64, 4 * lanes * q))
+                builder.store(a, builder.inttoptr(addr, vf.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return cols_t
+
+
+#: The transposed product's column group, decoded as ``dot4_planes`` decodes.
+cols_t = _make_cols_t("avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable")

@@ -24,7 +24,7 @@ from numba import prange
 from ..._registry import register_kernel
 from ...ops import fp8, fp8_matmul
 from . import _fp8_bf16
-from ._fp8_planes import GROUP, dot4_planes, plane_order
+from ._fp8_planes import GROUP, T_ROWS, cols_t, dot4_planes, plane_order
 from ._numba import njit
 from ._vmath import prefetch_l2
 
@@ -183,7 +183,8 @@ def _gate_up_rows(x, xp, row_scale, w_gate, s_gate, w_up, s_up, block, g, u, h):
 
 @njit(parallel=True, fastmath=True)
 def _gemv_t_cols(g, w, scale, block, out):
-    # out[m, :] = sum_n g[m, n] * W[n, :]: threads own column ranges of K; W read once.
+    # out[m, :] = sum_n g[m, n] * W[n, :]: threads own column ranges of K; W read once. (For
+    # K not in whole tiles; ``_gemv_t_tiles`` below takes the rest, 2.6-3.7x faster on Zen 4.)
     m_rows, n = g.shape
     k = w.shape[1]
     chunk = block
@@ -203,6 +204,50 @@ def _gemv_t_cols(g, w, scale, block, out):
         for m in range(m_rows):
             for j in range(k0, k1):
                 out[m, j] = acc[m, j - k0]
+
+
+#: Columns of W one task of the transposed product owns (whole scale tiles).
+_T_COLS = 512
+
+
+@njit(parallel=True, fastmath=True)
+def _gemv_t_tiles(g, w, scale, block, order, out):
+    # out[m, :] = sum_n g[m, n] * W[n, :] by column chunks of W and groups of four rows of g.
+    # Within a task, row block by row block (so that a block's pages are reused by all of the
+    # chunk's column groups), each column group of 64 (or 32) is summed over the block's rows
+    # in registers (``cols_t``), its codes decoded as the M=1 kernel decodes them; the sums
+    # live in ``acc`` between blocks.
+    m_rows, n = g.shape
+    k = w.shape[1]
+    chunk = max(block, (_T_COLS // block) * block)
+    n_chunks = (k + chunk - 1) // chunk
+    n_groups = (m_rows + T_ROWS - 1) // T_ROWS
+    flat = w.reshape(-1)
+    for task in prange(n_chunks * n_groups):
+        c0 = (task // n_groups) * chunk
+        c1 = min(k, c0 + chunk)
+        q = task % n_groups
+        acc = np.zeros(((c1 - c0) // GROUP) * T_ROWS * GROUP, dtype=np.float32)
+        gs = np.empty(block * T_ROWS, dtype=np.float32)
+        for r0 in range(0, n, block):
+            rows = min(block, n - r0)
+            rb = r0 // block
+            for t in range(c0 // block, c1 // block):
+                s = scale[rb, t]
+                for i in range(rows):
+                    for m in range(T_ROWS):
+                        mm = q * T_ROWS + m
+                        gs[i * T_ROWS + m] = g[mm, r0 + i] * s if mm < m_rows else np.float32(0)
+                for c in range(t * block, (t + 1) * block, GROUP):
+                    a0 = ((c - c0) // GROUP) * T_ROWS * GROUP
+                    cols_t(flat, c, r0, rows, k, block, gs, acc[a0:a0 + T_ROWS * GROUP])
+        for c in range(c0, c1, GROUP):
+            a0 = ((c - c0) // GROUP) * T_ROWS * GROUP
+            for m in range(T_ROWS):
+                mm = q * T_ROWS + m
+                if mm < m_rows:
+                    for p in range(GROUP):
+                        out[mm, c + order[p]] = acc[a0 + m * GROUP + p]
 
 
 @njit
@@ -298,7 +343,10 @@ def fp8_gemv_t_cpu(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.n
     """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation."""
     gr, row_scale = _prescaled_rows(grad_y)
     out = np.empty((gr.shape[0], w_fp8.shape[1]), dtype=np.float32)
-    _gemv_t_cols(gr, np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv), block,
-                 out)
+    w, sc = np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv)
+    if w.shape[1] % block == 0 and block % GROUP == 0 and w.shape[0] > 0:
+        _gemv_t_tiles(gr, w, sc, block, plane_order(GROUP), out)
+    else:
+        _gemv_t_cols(gr, w, sc, block, out)
     out *= row_scale[:, None]
     return out.reshape(*grad_y.shape[:-1], w_fp8.shape[1])
