@@ -28,6 +28,7 @@ def test_info_reports_every_backend_and_the_cpu(capsys):
         if not b["available"]:
             assert b["reason"] in text
     assert "vector extensions" in text and "Numba CPU target" in text
+    assert "FP8 products on the CPU: " in text
     assert facts["ops"]["kron_linear"][-2:] == ["cpu", "reference"]
     assert "fp8_gemv" in text
 

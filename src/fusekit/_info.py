@@ -64,6 +64,16 @@ def collect() -> dict[str, Any]:
             f"threading layer {_threading_layer(numba)}, "
             f"{numba.get_num_threads()} threads"
         )
+    fp8_cpu = "not loaded"
+    if backends["cpu"]["available"]:
+        from .backends.cpu import _fp8_bf16
+
+        if _fp8_bf16.available():
+            fp8_cpu = "bfloat16 dot products (AVX-512 BF16; FUSEKIT_FP8_BF16=0 turns them off)"
+        elif os.environ.get("FUSEKIT_FP8_BF16", "1") == "0":
+            fp8_cpu = "float32 FMAs (bfloat16 dot products turned off by FUSEKIT_FP8_BF16=0)"
+        else:
+            fp8_cpu = "float32 FMAs (Numba's target has no AVX-512 BF16)"
     import importlib
 
     importlib.import_module("fusekit.ops")  # declares every op
@@ -81,6 +91,7 @@ def collect() -> dict[str, Any]:
         "cpu": cpu.llvm_name,
         "vector_extensions": cpu.vector_extensions,
         "numba_target": numba_target,
+        "fp8_cpu": fp8_cpu,
         "versions": {d: _version(d) for d in ("numpy", "numba", "torch", "cupy", "opt_einsum")},
         "backend_request": requested_backend(),
         "env": os.environ.get(ENV_VAR),
@@ -108,6 +119,7 @@ def info(file: Any = None) -> dict[str, Any]:
     exts = ", ".join(facts["vector_extensions"]) or "none"
     print(f"CPU: {facts['cpu']}; vector extensions: {exts}", file=out)
     print(f"Numba CPU target: {facts['numba_target']}", file=out)
+    print(f"FP8 products on the CPU: {facts['fp8_cpu']}", file=out)
     print(
         "Packages: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()), file=out
     )
