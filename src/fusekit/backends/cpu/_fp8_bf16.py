@@ -47,7 +47,7 @@ from numba.extending import intrinsic
 
 from ._fp8_planes import target_has
 from ._numba import njit
-from ._vmath import _float_bits_as_int, _int_bits_as_float
+from ._vmath import _float_bits_as_int, _int_bits_as_float, silu_mul
 
 #: Codes per group: one 512-bit load.
 GROUP = 64
@@ -128,18 +128,17 @@ def _hi16(h):
 
 
 @njit(fastmath={"contract", "nsz"})
-def _split_row(row, factor, t):
-    """The three bfloat16 parts of ``row * factor`` into ``t`` (3, K), in order.
+def _split_row(row, t):
+    """The three bfloat16 parts of each value of ``row`` into ``t`` (3, K), in order.
 
     Returns whether a second and a third part were needed. (Kept in order, so that LLVM
     vectorises it.)
     """
     second = np.int32(0)
     third = np.int32(0)
-    f = np.float32(factor)
     t0, t1, t2 = t[0], t[1], t[2]
     for j in range(row.size):
-        h0, h1, h2, r1, r2 = _split(row[j] * f)
+        h0, h1, h2, r1, r2 = _split(row[j])
         t0[j] = _hi16(h0)
         t1[j] = _hi16(h1)
         t2[j] = _hi16(h2)
@@ -208,7 +207,7 @@ def _prepare_into(x, xb, row_scale, needs):
         f2 = np.float32(math.ldexp(1.0, X_TOP - e - half_e))
         for j in range(k):
             scaled[j] = (row[j] * f1) * f2
-        second, third = _split_row(scaled, 1.0, t)
+        second, third = _split_row(scaled, t)
         needs[m] = 3 if third else 2 if second else 1
         for p in range(3):
             _deinterleave(t[p], xb[p * m_rows + m])
@@ -509,14 +508,11 @@ def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray) -> np.n
 
 @njit(fastmath={"contract", "nsz"})
 def _silu_times(g, u, row_scale, h):
-    # h = silu(g * rs) * (u * rs); sigmoid from exp(-|gi|) <= 1, finite for any gate
+    # h = silu(g * rs) * (u * rs), in float64: rs may be below float32's range
     for m in range(g.shape[0]):
         rs = row_scale[m]
         for i in range(g.shape[1]):
-            gi = g[m, i] * rs  # float64: rs may be below float32's range
-            e = np.exp(-abs(gi))
-            sig = (1.0 if gi >= 0 else e) / (1.0 + e)
-            h[m, i] = np.float32(gi * sig * (u[m, i] * rs))
+            h[m, i] = np.float32(silu_mul(g[m, i] * rs, u[m, i] * rs))
 
 
 def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndarray,

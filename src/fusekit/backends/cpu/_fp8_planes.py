@@ -87,6 +87,22 @@ def _decode_pairs(builder: ir.IRBuilder, raw: ir.Value, odd: bool, isa: str) -> 
     return builder.shl(builder.sext(codes, vwords), ir.Constant(vwords, [4] * (n // 2)))
 
 
+def _planes(builder: ir.IRBuilder, raw: ir.Value, isa: str, lanes: int) -> list:
+    """The four float32 vectors (value x 2^-120) of the ``4 * lanes`` codes in ``raw``.
+
+    Plane p lane t holds code ``4t``, ``4t + 2``, ``4t + 1``, ``4t + 3`` for p = 0..3
+    (:func:`plane_order`).
+    """
+    vi = ir.VectorType(ir.IntType(32), lanes)
+    mask = ir.Constant(vi, [_MASK - (1 << 32)] * lanes)
+    sixteen = ir.Constant(vi, [16] * lanes)
+    even = builder.bitcast(_decode_pairs(builder, raw, False, isa), vi)
+    odd = builder.bitcast(_decode_pairs(builder, raw, True, isa), vi)
+    planes = [builder.and_(builder.shl(even, sixteen), mask), builder.and_(even, mask),
+              builder.and_(builder.shl(odd, sixteen), mask), builder.and_(odd, mask)]
+    return [builder.bitcast(p, ir.VectorType(ir.FloatType(), lanes)) for p in planes]
+
+
 def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsic
     """:func:`dot4_planes` with the ``isa`` decode ("avx512", "avx2" or "portable").
 
@@ -109,7 +125,7 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
 
         def codegen(context, builder, signature, args):
             i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-            v8i32, v8f32 = ir.VectorType(i32, lanes), ir.VectorType(f32, lanes)
+            v8f32 = ir.VectorType(f32, lanes)
             v32i8 = ir.VectorType(ir.IntType(8), group)
             wa = context.make_array(signature.args[0])(context, builder, args[0])
             xa = context.make_array(signature.args[5])(context, builder, args[5])
@@ -121,8 +137,6 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
             n = context.cast(builder, args[7], signature.args[7], types.int64)
             fma = builder.module.declare_intrinsic(f"llvm.fma.v{lanes}f32", (),
                                                    ir.FunctionType(v8f32, [v8f32] * 3))
-            mask = ir.Constant(v8i32, [_MASK - (1 << 32)] * lanes)
-            sixteen = ir.Constant(v8i32, [16] * lanes)
             zero = ir.Constant(v8f32, [0.0] * lanes)
 
             entry = builder.block
@@ -153,12 +167,7 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
             for r in range(4):
                 ptr = builder.inttoptr(builder.add(builder.add(w_base, offs[r]), g32),
                                        v32i8.as_pointer())
-                raw = builder.load(ptr, align=1)
-                even = builder.bitcast(_decode_pairs(builder, raw, False, isa), v8i32)
-                odd = builder.bitcast(_decode_pairs(builder, raw, True, isa), v8i32)
-                planes = [builder.and_(builder.shl(even, sixteen), mask), builder.and_(even, mask),
-                          builder.and_(builder.shl(odd, sixteen), mask), builder.and_(odd, mask)]
-                planes = [builder.bitcast(p, v8f32) for p in planes]
+                planes = _planes(builder, builder.load(ptr, align=1), isa, lanes)
                 a0 = builder.call(fma, [xs[0], planes[0], acc[2 * r]])
                 a1 = builder.call(fma, [xs[1], planes[1], acc[2 * r + 1]])
                 new += [builder.call(fma, [xs[2], planes[2], a0]),
@@ -185,9 +194,10 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
     return dot4_planes
 
 
-#: Four dot products of E4M3FN codes with x in plane order, decoded with AVX-512BW or AVX2
-#: where Numba's target has it.
-dot4_planes = _make_dot4("avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable")
+#: The decode Numba's target allows: AVX-512BW, AVX2 or portable vector code.
+ISA = "avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable"
+#: Four dot products of E4M3FN codes with x in plane order, decoded with ``ISA``.
+dot4_planes = _make_dot4(ISA)
 #: The same with the portable decode, on groups of the same size (for tests).
 dot4_planes_portable = _make_dot4("portable")
 
@@ -219,7 +229,7 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
 
         def codegen(context, builder, signature, args):
             i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-            vi, vf = ir.VectorType(i32, lanes), ir.VectorType(f32, lanes)
+            vf = ir.VectorType(f32, lanes)
             vcodes = ir.VectorType(ir.IntType(8), group)
 
             def data(j):
@@ -233,8 +243,6 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
             i8p = ir.IntType(8).as_pointer()
             pf = builder.module.declare_intrinsic(
                 "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
-            mask = ir.Constant(vi, [_MASK - (1 << 32)] * lanes)
-            sixteen = ir.Constant(vi, [16] * lanes)
             splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             start = [builder.load(builder.inttoptr(builder.add(a_base, ir.Constant(
@@ -260,11 +268,7 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
             builder.call(pf, [builder.inttoptr(ahead, i8p), ir.Constant(i32, 0),
                               ir.Constant(i32, 2), ir.Constant(i32, 1)])
             raw = builder.load(builder.inttoptr(row, vcodes.as_pointer()), align=1)
-            even = builder.bitcast(_decode_pairs(builder, raw, False, isa), vi)
-            odd = builder.bitcast(_decode_pairs(builder, raw, True, isa), vi)
-            planes = [builder.and_(builder.shl(even, sixteen), mask), builder.and_(even, mask),
-                      builder.and_(builder.shl(odd, sixteen), mask), builder.and_(odd, mask)]
-            planes = [builder.bitcast(p, vf) for p in planes]
+            planes = _planes(builder, raw, isa, lanes)
             g_row = builder.add(g_base, builder.mul(i, ir.Constant(i64, 4 * T_ROWS)))
             new = []
             for m in range(T_ROWS):
@@ -293,4 +297,4 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
 
 
 #: The transposed product's column group, decoded as ``dot4_planes`` decodes.
-cols_t = _make_cols_t("avx512" if LANES == 16 else "avx2" if target_has_avx2() else "portable")
+cols_t = _make_cols_t(ISA)

@@ -26,7 +26,7 @@ from ...ops import fp8, fp8_matmul
 from . import _fp8_bf16
 from ._fp8_planes import GROUP, T_ROWS, cols_t, dot4_planes, plane_order
 from ._numba import njit
-from ._vmath import prefetch_l2
+from ._vmath import prefetch_l2, silu_mul
 
 
 @njit(inline="always")
@@ -173,12 +173,7 @@ def _gate_up_rows(x, xp, row_scale, w_gate, s_gate, w_up, s_up, block, g, u, h):
         for m in range(m_rows):
             rs = row_scale[m]
             for i in range(rb * block, min(w_gate.shape[0], (rb + 1) * block)):
-                gi = g[m, i] * rs
-                # sigmoid(gi) from exp(-|gi|) <= 1: exp(-gi) overflows for gi < -88, and
-                # fastmath (no infinities) then turned gi / (1 + inf) into NaN.
-                e = np.exp(-abs(gi))
-                sig = (np.float32(1) if gi >= 0 else e) / (np.float32(1) + e)
-                h[m, i] = gi * sig * (u[m, i] * rs)
+                h[m, i] = silu_mul(g[m, i] * rs, u[m, i] * rs)
 
 
 @njit(parallel=True, fastmath=True)
