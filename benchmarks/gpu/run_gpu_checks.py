@@ -1535,7 +1535,11 @@ def kernel_table(torch: Any, label: str, fn: Callable[[], Any], calls: int = 10)
 
 
 #: (rows per block, warps per row) of the fp8_gemv tuning sweep, and its (M, m_tile) columns.
-TUNE_BLOCKS = ((1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 2))
+#: (weight rows per block, warps per row, wide kernel, words unrolled) of the sweep.
+TUNE_BLOCKS = ((1, 4, False, 1), (2, 4, False, 1), (4, 4, False, 1), (1, 8, False, 1),
+               (2, 8, False, 1), (4, 2, False, 1),
+               (2, 4, True, 1), (2, 4, True, 2), (2, 4, True, 4), (4, 4, True, 2),
+               (1, 8, True, 2), (2, 8, True, 2), (8, 1, True, 4))
 TUNE_COLUMNS = ((1, 1), (4, 4), (16, 8), (16, 16), (64, 8), (64, 16))
 #: The weight of the sweep: gate/up of a DeepSeek-V3 expert.
 TUNE_SHAPE = (2048, 7168)
@@ -1556,28 +1560,30 @@ def tune_fp8(checks: Checks, torch: Any, cupy: Any) -> None:
     wd = fusekit.ops.fp8_block_dequantize(q, sc, backend="cuda")
     table = device_table(cupy, "e4m3fn", "float32")
     print(f"  fp8_gemv kernel [{n}, {k}], float32, us per call (torch.profiler, 10 calls):")
-    header = f"  {'rows x warps':>12} | " + " ".join(f"{f'M={m} t{t}':>10}"
+    header = f"  {'rows x warps':>18} | " + " ".join(f"{f'M={m} t{t}':>10}"
                                                     for m, t in TUNE_COLUMNS)
     print(header)
-    for rows, splits in TUNE_BLOCKS:
+    for rows, splits, wide, unroll in TUNE_BLOCKS:
+        name = f"{rows} x {splits}" + (f" wide u{unroll}" if wide else "")
         cells = []
         for m, tile in TUNE_COLUMNS:
             x = cupy.asarray(np.random.default_rng(m).standard_normal((m, k), np.float32))
             out = cupy.empty((m, n), cupy.float32)
 
-            def call(x=x, out=out, tile=tile, rows=rows, splits=splits) -> None:
+            def call(x=x, out=out, tile=tile, rows=rows, splits=splits, wide=wide,
+                     unroll=unroll) -> None:
                 fp8_gemv_launch(x, q, sc, out, table=table, rows_per_block=rows,
-                                splits=splits, m_tile=tile)
+                                splits=splits, m_tile=tile, wide=wide, unroll=unroll)
 
             call()
             ref = x @ wd.T
             err = float(cupy.abs(out - ref).max() / cupy.abs(ref).max())
             if err > 1e-4:
-                checks.fail(f"tune_fp8 {rows}x{splits} M={m} tile={tile}", f"error {err:.1e}")
+                checks.fail(f"tune_fp8 {name} M={m} tile={tile}", f"error {err:.1e}")
                 cells.append(f"{'wrong':>10}")
                 continue
             cells.append(f"{profiled(torch, call)[0]:>10.1f}")
-        print(f"  {f'{rows} x {splits}':>12} | " + " ".join(cells), flush=True)
+        print(f"  {name:>18} | " + " ".join(cells), flush=True)
     checks.expect("fp8_gemv tuning sweep ran", True)
 
 
@@ -1681,6 +1687,49 @@ def diag_launch(checks: Checks, torch: Any, cupy: Any) -> None:
           f"flattened arguments {launch_us(fast, sync):.1f}")
 
 
+def diag_profile(checks: Checks, torch: Any, cupy: Any) -> None:
+    """Where the host time of a small fp8_gemv call goes: cProfile of 200 calls.
+
+    M = 1 on the gate/up weight, through the public op, on bfloat16 torch CUDA tensors and on
+    float32 CuPy arrays; the 25 functions with the most time of their own, then the 25 with
+    the most cumulative time.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    n, k = 2048, 7168
+    w = cupy.asarray(fp8_weight(n, k, "float32", 11))
+    q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    x = cupy.asarray(np.random.default_rng(1).standard_normal((1, k), np.float32))
+    qt, st = torch.from_dlpack(q), torch.from_dlpack(sc)
+    xt = torch.from_dlpack(x).to(torch.bfloat16)
+    sync = cupy.cuda.get_current_stream().synchronize
+    cases = {
+        "torch bf16": lambda: fusekit.ops.fp8_gemv(xt, qt, st),
+        "cupy float32": lambda: fusekit.ops.fp8_gemv(x, q, sc),
+    }
+    for name, fn in cases.items():
+        fn()
+        sync()
+        torch.cuda.synchronize()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(200):
+            fn()
+        prof.disable()
+        sync()
+        torch.cuda.synchronize()
+        for order in ("tottime", "cumulative"):
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats(order).print_stats(25)
+            lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+            print(f"  fp8_gemv M=1, {name}, 200 calls, by {order}:")
+            for line in lines[2:]:
+                print("    " + line[:150])
+    checks.expect("fp8_gemv profile ran", True)
+
+
 def numba_versions() -> str:
     """Numba's version, and numba-cuda's where that package provides ``numba.cuda``."""
     import numba
@@ -1727,6 +1776,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         "time_network_grad": ("timing", lambda: time_network_grad(checks, torch, n)),
         "tune_fp8": ("extra", lambda: tune_fp8(checks, torch, cupy)),
         "diag_launch": ("extra", lambda: diag_launch(checks, torch, cupy)),
+        "diag_profile": ("extra", lambda: diag_profile(checks, torch, cupy)),
     }
 
 

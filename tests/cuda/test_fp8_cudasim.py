@@ -286,6 +286,28 @@ def test_gemv_splits_rows_over_warps_and_reads_vec_bytes_per_step(block, splits,
                                **TOL[np.float64])
 
 
+@pytest.mark.parametrize(("block", "splits", "rows_per_block", "unroll", "m", "dtype"),
+                         [(8, 2, 2, 2, 3, np.float64), (16, 1, 1, 3, 1, np.float32),
+                          (8, 1, 3, 1, 5, np.float64)])
+def test_wide_gemv_reads_8_byte_words_across_tiles_and_passes(block, splits, rows_per_block,
+                                                               unroll, m, dtype):
+    # K = 40: 5 words per row, so unrolled loads run past the row's end; N = 7 leaves a
+    # partial block of rows; m_tile=2 with m = 3 or 5 makes a partial last pass.
+    w_fp8, scale = fp8_block_quantize_reference(
+        np.random.default_rng(14).standard_normal((7, 40)), block)
+    x = np.random.default_rng(15).standard_normal((m, 40)).astype(dtype)
+    out = np.empty((m, 7), dtype)
+    cuda_mm.fp8_gemv_launch(x, w_fp8, scale, out, block=block, splits=splits,
+                            rows_per_block=rows_per_block, m_tile=2, wide=True, unroll=unroll)
+    np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, block), **TOL[dtype])
+
+
+def test_wide_gemv_refuses_a_weight_it_cannot_read_in_words():
+    w_fp8, scale = quantized_weight(5, 6)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        gemv(np.ones((1, 6)), w_fp8, scale, wide=True)
+
+
 def test_gemv_of_an_empty_batch_is_empty():
     w_fp8, scale = quantized_weight(5, 6)
     assert gemv(np.empty((0, 6)), w_fp8, scale).shape == (0, 5)

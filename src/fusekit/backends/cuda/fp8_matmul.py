@@ -58,6 +58,10 @@ SPLITS = 8
 #: local memory; not checked with -Xptxas -v).
 M_TILES = (1, 2, 4, 8)
 _MAX_GRID_Y = 65535
+#: Whether fp8_gemv reads the weight as 8-byte words where it can (:func:`_gemv_wide_kernel`).
+WIDE = False
+#: Words a lane of the wide kernel loads before decoding them.
+WIDE_UNROLL = 2
 
 
 def _m_tile(m: int) -> int:
@@ -134,6 +138,84 @@ def _gemv_kernel(dtype: str, m_tile: int, rows: int, splits: int, vec: int) -> A
 
 
 @functools.cache
+def _gemv_wide_kernel(dtype: str, m_tile: int, rows: int, splits: int, unroll: int) -> Any:
+    """:func:`_gemv_kernel` reading the weight as 8-byte words (``w`` viewed as uint64).
+
+    One load per lane brings 8 weights of one scale tile (``block % 8 == 0``); ``unroll``
+    words per lane are loaded before any is decoded, so that many loads are in flight. The
+    8 products of a word are summed, then multiplied by the tile's scale once. Each warp's
+    sums are added as a tree in shared memory (the simulator has no shuffles), then a row's
+    ``splits`` warps by one thread, in a fixed order.
+    """
+    scalar = np.dtype(dtype).type
+    warps = rows * splits
+
+    @cuda.jit
+    def gemv(x, w, scale, table_in, y, block):
+        table = cuda.shared.array(256, scalar)
+        sums = cuda.shared.array((warps, m_tile, WARP), scalar)
+        acc = cuda.local.array(m_tile, scalar)
+        part = cuda.local.array(m_tile, scalar)
+        words = cuda.local.array(unroll, np.uint64)
+        lane = cuda.threadIdx.x
+        warp = cuda.threadIdx.y
+        tid = warp * WARP + lane
+        for t in range(tid, 256, WARP * warps):
+            table[t] = table_in[t]
+        cuda.syncthreads()
+        m_rows = x.shape[0]
+        n, kw = w.shape
+        tile_words = block // 8
+        first_row = cuda.blockIdx.x * rows
+        row = first_row + warp // splits
+        step = WARP * splits
+        for m0 in range(cuda.blockIdx.y * m_tile, m_rows, cuda.gridDim.y * m_tile):
+            for m in range(m_tile):
+                acc[m] = scalar(0)
+            if row < n:
+                srow = row // block
+                for q0 in range((warp % splits) * WARP + lane, kw, step * unroll):
+                    for u in range(unroll):
+                        q = q0 + u * step
+                        words[u] = w[row, q] if q < kw else np.uint64(0)
+                    for u in range(unroll):
+                        q = q0 + u * step
+                        if q < kw:
+                            word = words[u]
+                            for m in range(m_tile):
+                                part[m] = scalar(0)
+                            for e in range(8):
+                                wv = table[np.int32((word >> np.uint64(8 * e)) & np.uint64(255))]
+                                for m in range(m_tile):
+                                    if m0 + m < m_rows:
+                                        part[m] += x[m0 + m, q * 8 + e] * wv
+                            s = scalar(scale[srow, q // tile_words])
+                            for m in range(m_tile):
+                                acc[m] += part[m] * s
+            for m in range(m_tile):
+                sums[warp, m, lane] = acc[m]
+            cuda.syncthreads()
+            offset = WARP // 2
+            while offset > 0:  # a tree over each warp's lanes, the same order every call
+                if lane < offset:
+                    for m in range(m_tile):
+                        sums[warp, m, lane] += sums[warp, m, lane + offset]
+                cuda.syncthreads()
+                offset //= 2
+            for i in range(tid, rows * m_tile, WARP * warps):
+                r = i // m_tile
+                m = i - r * m_tile
+                if first_row + r < n and m0 + m < m_rows:
+                    total = scalar(0)
+                    for p in range(splits):
+                        total += sums[r * splits + p, m, 0]
+                    y[m0 + m, first_row + r] = total
+            cuda.syncthreads()
+
+    return gemv
+
+
+@functools.cache
 def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
     """``out[m, k] = sum_nt scale[nt, k // b] * sum_{r in nt} g[m, r] * table[w[r, k]]``."""
     scalar = np.dtype(dtype).type
@@ -190,13 +272,19 @@ def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
 
 def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
                     weight_scale_inv: Any, out: Any, out_cols: int, grid_x: int, block: int,
-                    table: Any, stream: Any, m_tile: int | None) -> None:
-    """Launch ``kernel(dtype, m_tile)`` on a ``(grid_x, passes)`` grid of (32, threads_y)."""
+                    table: Any, stream: Any, m_tile: int | None,
+                    weight_view: Any = None) -> None:
+    """Launch ``kernel(dtype, m_tile)`` on a ``(grid_x, passes)`` grid of (32, threads_y).
+
+    ``weight_view``, if given, turns the weight's device array into what the kernel takes.
+    """
     reduced = a.shape[-1]
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
     dtype = np.dtype(a.dtype).name
     ad = to_device(name, a, stream).reshape(m, reduced)
     wd = to_device("w_fp8", w_fp8, stream)
+    if weight_view is not None:
+        wd = weight_view(wd)
     sd = to_device("weight_scale_inv", weight_scale_inv, stream)
     od, host = output("out", out, (m, out_cols), stream)
     if m > 0 and out_cols > 0:
@@ -219,6 +307,8 @@ def fp8_gemv_launch(
     rows_per_block: int = ROWS_PER_BLOCK,
     splits: int = ROW_SPLITS,
     m_tile: int | None = None,
+    wide: bool | None = None,
+    unroll: int = WIDE_UNROLL,
 ) -> None:
     """Write ``y = x W^T`` into ``out``, W = E4M3FN ``w_fp8`` times its tile scales.
 
@@ -235,6 +325,10 @@ def fp8_gemv_launch(
         splits: Warps that split each weight row's K (``rows_per_block * splits`` warps).
         m_tile: Rows of x served by one pass over the weight; by default the smallest of
             :data:`M_TILES` that holds all rows.
+        wide: Read the weight as 8-byte words (:func:`_gemv_wide_kernel`); needs ``K`` and
+            ``block`` multiples of 8 and an 8-byte aligned weight. ``None``: wide when those
+            hold and :data:`WIDE` is true; ``True`` raises ``ValueError`` when they do not.
+        unroll: Words a lane loads before decoding them (wide kernel only).
 
     Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
     and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
@@ -248,11 +342,33 @@ def fp8_gemv_launch(
         >>> y  # doctest: +SKIP
         array([[3., 3.]], dtype=float32)
     """
-    n = w_fp8.shape[0]
+    n, k = w_fp8.shape
+    fits = k % 8 == 0 and block % 8 == 0 and _aligned(w_fp8, 8)
+    if wide and not fits:
+        raise ValueError(
+            f"the wide fp8_gemv kernel needs K ({k}) and block ({block}) multiples of 8 and an "
+            "8-byte aligned weight; pass wide=None to fall back to the byte kernel"
+        )
+    if (WIDE if wide is None else wide) and fits:
+        _product_launch(
+            lambda dtype, mt: _gemv_wide_kernel(dtype, mt, rows_per_block, splits, unroll),
+            rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
+            -(-n // rows_per_block), block, table, stream, m_tile,
+            weight_view=lambda wd: wd.view(np.uint64))
+        return
     vec = _vec(block)
     _product_launch(lambda dtype, mt: _gemv_kernel(dtype, mt, rows_per_block, splits, vec),
                     rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
                     -(-n // rows_per_block), block, table, stream, m_tile)
+
+
+def _aligned(a: Any, alignment: int) -> bool:
+    """Whether the data of ``a`` (device or host array) starts at a multiple of ``alignment``."""
+    iface = getattr(a, "__cuda_array_interface__", None) or getattr(
+        a, "__array_interface__", None)
+    if iface is None:  # the simulator's device arrays: host memory, any alignment works
+        return True
+    return iface["data"][0] % alignment == 0
 
 
 def fp8_gemv_t_launch(
