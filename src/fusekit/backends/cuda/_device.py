@@ -7,6 +7,8 @@ back), so the CUDA simulator can run them without CuPy.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from typing import Any
 
 import numpy as np
@@ -79,7 +81,146 @@ def stream_sync(stream: Any) -> None:
         stream.synchronize()
 
 
+_external_streams: dict[int, Any] = {}
+
+
 def cupy_stream(cupy: Any) -> Any:
-    """CuPy's current stream as a Numba stream (``0`` for the legacy default stream)."""
+    """CuPy's current stream as a Numba stream (``0`` for the legacy default stream).
+
+    One Numba stream per CuPy stream pointer, made on first use (a new one costs several
+    microseconds per launch and the fast launch below keys its stream cache on it).
+    """
     ptr = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(ptr) if ptr else 0
+    if not ptr:
+        return 0
+    stream = _external_streams.get(ptr)
+    if stream is None:
+        stream = _external_streams[ptr] = cuda.external_stream(ptr)
+    return stream
+
+
+# ------------------------------------------------------------------------- fast launches
+# Numba's dispatcher costs about 150 us per launch of a kernel with six CuPy arrays on an
+# H200 (it types and wraps every array, then flattens it into the kernel's parameters). A
+# kernel launched again with arguments of the same kinds can skip that: the compiled
+# overload is looked up once, and later calls flatten the arrays themselves and call
+# cuda.core's launch, as Numba's own _Kernel.launch does (numba-cuda 0.30). On an H200
+# this launched fp8_gemv in 33.5 us a call (the kernel's own time) against 184 us, with
+# results equal bit for bit (benchmarks/gpu/run_gpu_checks.py, diag_launch).
+#
+# Only CuPy arrays (C-contiguous) and Python int/float/bool scalars take this path; the
+# first launch of each (kernel, argument kinds, device) goes through Numba, which compiles
+# it. Any other argument, the simulator, a numba-cuda without cuda.core, or
+# FUSEKIT_CUDA_FAST_LAUNCH=0 keep Numba's launch.
+
+
+def _fast_launch_parts() -> Any:
+    """``(launch, LaunchConfig, to_core_stream, cooperative flag name)`` or ``None``."""
+    from numba.core import config
+
+    if config.ENABLE_CUDASIM or os.environ.get("FUSEKIT_CUDA_FAST_LAUNCH", "1") == "0":
+        return None
+    try:
+        from cuda.core import LaunchConfig, launch
+        from numba.cuda._compat import CUDA_CORE_GE_1_0
+        from numba.cuda.cudadrv.driver import _to_core_stream
+    except ImportError:  # Numba's own numba.cuda, or an older numba-cuda
+        return None
+    flag = "is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch"
+    return launch, LaunchConfig, _to_core_stream, flag
+
+
+_parts: list[Any] = []  # [parts or None], filled on the first launch
+_launchers: dict[tuple[Any, ...], Any] = {}
+_configs: dict[tuple[Any, ...], Any] = {}
+_core_streams: dict[int, tuple[Any, Any]] = {}
+_SCALARS = {"float64": ctypes.c_double, "float32": ctypes.c_float}
+
+
+def _scalar_converter(ty: Any) -> Any:
+    """How Numba passes a scalar argument of Numba type ``ty``, or ``None`` if not handled."""
+    from numba import types
+
+    if isinstance(ty, types.Boolean):
+        return bool
+    if isinstance(ty, types.Integer):
+        return getattr(ctypes, f"c_{ty}")
+    return _SCALARS.get(str(ty))
+
+
+def _resolve(kernel: Any, args: tuple[Any, ...]) -> Any:
+    """``(cuda.core kernel, per-argument converter)`` of the overload ``args`` select, or None.
+
+    A converter of ``None`` marks an array argument.
+    """
+    from numba import types
+
+    argtypes = tuple(kernel.typeof_pyval(a) for a in args)
+    overload = kernel.overloads.get(argtypes)
+    if overload is None or getattr(overload, "debug", False) or getattr(
+            overload, "cooperative", False):
+        return None
+    converters = []
+    for ty in overload.argument_types:
+        if isinstance(ty, types.Array):
+            if ty.layout != "C":
+                return None
+            converters.append(None)
+        else:
+            conv = _scalar_converter(ty)
+            if conv is None:
+                return None
+            converters.append(conv)
+    return overload._codelibrary.get_cufunc().kernel, tuple(converters)
+
+
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], stream: Any,
+           args: tuple[Any, ...], device: int = 0) -> None:
+    """Launch the Numba CUDA ``kernel`` on ``grid`` x ``block`` on ``stream``.
+
+    ``args`` may be Numba device arrays, CuPy arrays, host arrays the simulator takes, and
+    scalars; with CuPy arrays and scalars only, repeated launches skip Numba's dispatcher
+    (see above). ``device`` is the CUDA device the arrays live on (CuPy's current device).
+    """
+    if not _parts:
+        _parts.append(_fast_launch_parts())
+    parts = _parts[0]
+    key = None
+    if parts is not None:
+        kinds = []
+        for a in args:
+            if isinstance(a, (int, float)):
+                kinds.append(type(a))
+            elif getattr(a, "data", None) is not None and hasattr(a.data, "ptr") and \
+                    a.flags.c_contiguous:
+                kinds.append((a.dtype.str, a.ndim))
+            else:
+                break
+        else:
+            key = (kernel, device, tuple(kinds))
+    if key is None:
+        kernel[grid, block, stream](*args)
+        return
+    launcher = _launchers.get(key)
+    if not launcher:  # first launch of its kind, or one the fast path cannot make
+        with cuda.gpus[device]:
+            kernel[grid, block, stream](*args)
+            if launcher is None:
+                _launchers[key] = _resolve(kernel, args) or False
+        return
+    core_launch, config_type, to_core_stream, flag = parts
+    cu_kernel, converters = launcher
+    flat: list[Any] = []
+    for a, conv in zip(args, converters, strict=True):
+        if conv is None:
+            flat += (0, 0, a.size, a.itemsize, a.data.ptr, *a.shape, *a.strides)
+        else:
+            flat.append(conv(a))
+    config = _configs.get((grid, block))
+    if config is None:
+        config = _configs[(grid, block)] = config_type(
+            grid=grid, block=block, shmem_size=0, **{flag: False})
+    known = _core_streams.get(id(stream))
+    if known is None or known[0] is not stream:
+        known = _core_streams[id(stream)] = (stream, to_core_stream(stream))
+    core_launch(known[1], config, cu_kernel, *flat)

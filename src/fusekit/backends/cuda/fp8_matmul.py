@@ -41,7 +41,7 @@ from numba import cuda
 from ..._registry import register_kernel
 from ...ops import fp8_matmul
 from ...ops.fp8 import FP8_BLOCK
-from ._device import copy_back, cupy_stream, output, to_device
+from ._device import copy_back, cupy_stream, launch, output, to_device
 from .fp8 import _table_on_device, device_table
 
 _FLOATS = ("float32", "float64")
@@ -273,25 +273,31 @@ def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
 def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
                     weight_scale_inv: Any, out: Any, out_cols: int, grid_x: int, block: int,
                     table: Any, stream: Any, m_tile: int | None,
-                    weight_view: Any = None) -> None:
+                    weight_view: Any = None, device: int | None = None) -> None:
     """Launch ``kernel(dtype, m_tile)`` on a ``(grid_x, passes)`` grid of (32, threads_y).
 
     ``weight_view``, if given, turns the weight's device array into what the kernel takes.
+    ``device`` set means every array (and ``table``) is a C-contiguous CuPy array on that
+    device, passed to the kernel as it is (see ``_device.launch``).
     """
     reduced = a.shape[-1]
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
     dtype = np.dtype(a.dtype).name
-    ad = to_device(name, a, stream).reshape(m, reduced)
-    wd = to_device("w_fp8", w_fp8, stream)
+    if device is None:
+        ad = to_device(name, a, stream).reshape(m, reduced)
+        wd = to_device("w_fp8", w_fp8, stream)
+        sd = to_device("weight_scale_inv", weight_scale_inv, stream)
+        od, host = output("out", out, (m, out_cols), stream)
+        table = _table_on_device(table, "e4m3fn", dtype, stream)
+    else:
+        ad, wd, sd, od, host = a.reshape(m, reduced), w_fp8, weight_scale_inv, out, None
     if weight_view is not None:
         wd = weight_view(wd)
-    sd = to_device("weight_scale_inv", weight_scale_inv, stream)
-    od, host = output("out", out, (m, out_cols), stream)
     if m > 0 and out_cols > 0:
         mt = _m_tile(m) if m_tile is None else m_tile
         grid = (grid_x, min(-(-m // mt), _MAX_GRID_Y))
-        kernel(dtype, mt)[grid, (WARP, threads_y), stream](
-            ad, wd, sd, _table_on_device(table, "e4m3fn", dtype, stream), od, block)
+        launch(kernel(dtype, mt), grid, (WARP, threads_y), stream,
+               (ad, wd, sd, table, od, block), device or 0)
     copy_back(stream, (od, host))
 
 
@@ -309,6 +315,7 @@ def fp8_gemv_launch(
     m_tile: int | None = None,
     wide: bool | None = None,
     unroll: int = WIDE_UNROLL,
+    device: int | None = None,
 ) -> None:
     """Write ``y = x W^T`` into ``out``, W = E4M3FN ``w_fp8`` times its tile scales.
 
@@ -329,6 +336,9 @@ def fp8_gemv_launch(
             ``block`` multiples of 8 and an 8-byte aligned weight. ``None``: wide when those
             hold and :data:`WIDE` is true; ``True`` raises ``ValueError`` when they do not.
         unroll: Words a lane loads before decoding them (wide kernel only).
+        device: Set (to the CUDA device) only when every array, ``table`` included, is a
+            C-contiguous CuPy array on it: they then go to the kernel as they are, and
+            repeated launches skip Numba's dispatcher (``_device.launch``).
 
     Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
     and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
@@ -354,12 +364,12 @@ def fp8_gemv_launch(
             lambda dtype, mt: _gemv_wide_kernel(dtype, mt, rows_per_block, splits, unroll),
             rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
             -(-n // rows_per_block), block, table, stream, m_tile,
-            weight_view=lambda wd: wd.view(np.uint64))
+            weight_view=lambda wd: wd.view(np.uint64), device=device)
         return
     vec = _vec(block)
     _product_launch(lambda dtype, mt: _gemv_kernel(dtype, mt, rows_per_block, splits, vec),
                     rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
-                    -(-n // rows_per_block), block, table, stream, m_tile)
+                    -(-n // rows_per_block), block, table, stream, m_tile, device=device)
 
 
 def _aligned(a: Any, alignment: int) -> bool:
@@ -382,6 +392,7 @@ def fp8_gemv_t_launch(
     stream: Any = 0,
     splits: int = SPLITS,
     m_tile: int | None = None,
+    device: int | None = None,
 ) -> None:
     """Write ``grad_x = grad_y W`` into ``out`` (the gradient of :func:`fp8_gemv_launch`).
 
@@ -396,13 +407,14 @@ def fp8_gemv_t_launch(
         splits: Warps that split the weight rows in a thread block.
         m_tile: Rows of ``grad_y`` served by one pass over the weight (default as for
             :func:`fp8_gemv_launch`).
+        device: As for :func:`fp8_gemv_launch`.
 
-    Arrays are taken as by :func:`fp8_gemv_launch`; ``N = 0`` gives zeros.
+    Arrays (and ``device``) are taken as by :func:`fp8_gemv_launch`; ``N = 0`` gives zeros.
     """
     k = w_fp8.shape[1]
     _product_launch(lambda dtype, mt: _gemv_t_kernel(dtype, mt, splits), splits, "grad_y",
                     grad_y, w_fp8, weight_scale_inv, out, k, -(-k // WARP), block, table,
-                    stream, m_tile)
+                    stream, m_tile, device=device)
 
 
 # ------------------------------------------------------------------ registered kernels
@@ -413,14 +425,14 @@ def _product_cuda(launch: Any, a: Any, w_fp8: Any, weight_scale_inv: Any, out_co
     import cupy
 
     m = int(np.prod(a.shape[:-1], dtype=np.int64))
-    with a.device, cuda.gpus[a.device.id]:
+    with a.device:
         if a.size == 0 or w_fp8.size == 0:  # nothing to sum over, or nothing to write
             return cupy.zeros((*a.shape[:-1], out_cols), dtype=a.dtype)
         A = cupy.ascontiguousarray(a).reshape(m, a.shape[-1])  # noqa: N806
         out = cupy.empty((m, out_cols), dtype=a.dtype)
         launch(A, cupy.ascontiguousarray(w_fp8), cupy.ascontiguousarray(weight_scale_inv), out,
                block=block, table=device_table(cupy, "e4m3fn", a.dtype.name),
-               stream=cupy_stream(cupy))
+               stream=cupy_stream(cupy), device=a.device.id)
     return out.reshape(*a.shape[:-1], out_cols)
 
 

@@ -37,7 +37,7 @@ from numba import cuda
 
 from ..._registry import register_kernel
 from ...ops import kron
-from ._device import checked_workspace, copy_back, cupy_stream, output, to_device
+from ._device import checked_workspace, copy_back, cupy_stream, launch, output, to_device
 
 _FLOATS = ("float32", "float64")
 #: Side of the square thread block and of the shared-memory tiles.
@@ -182,13 +182,27 @@ def _kernels(dtype: str, tile: int) -> _Kernels:
 
 def _launch(
     kernel: Any, P: Any, Q: Any, C: Any, n_z: int, n_i: int, n_j: int, n_q: int,  # noqa: N803
-    tile: int, stream: Any,
+    tile: int, stream: Any, device: int | None,
 ) -> None:
     blocks = ((n_i + tile - 1) // tile) * ((n_j + tile - 1) // tile)
     if blocks == 0 or n_z == 0:
         return
     grid = (blocks, 1, min(n_z, _MAX_GRID_Z))
-    kernel[grid, (tile, tile), stream](P, Q, C, n_z, n_i, n_j, n_q)
+    launch(kernel, grid, (tile, tile), stream, (P, Q, C, n_z, n_i, n_j, n_q), device or 0)
+
+
+def _arrays(stream: Any, device: int | None) -> tuple[Any, Any, Any]:
+    """The ``(input, output, workspace)`` wrappers of a launch function.
+
+    With ``device`` set the arrays are C-contiguous CuPy arrays on it and go to the kernels
+    as they are (``_device.launch``); else they become Numba device arrays.
+    """
+    if device is None:
+        return (lambda name, a: to_device(name, a, stream),
+                lambda name, a, shape: output(name, a, shape, stream),
+                lambda ws, shape, dtype: checked_workspace(ws, shape, dtype, stream))
+    return (lambda name, a: a, lambda name, a, shape: (a.reshape(shape), None),
+            lambda ws, shape, dtype: ws.reshape(shape))
 
 
 # ------------------------------------------------------------------------ device arrays
@@ -203,6 +217,7 @@ def kron_linear_launch(
     workspace: Any = None,
     stream: Any = 0,
     tile: int = TILE,
+    device: int | None = None,
 ) -> None:
     """Write ``y = sum_k (A[k] kron B[k]) x`` into ``out`` on the GPU (or the simulator).
 
@@ -215,6 +230,9 @@ def kron_linear_launch(
             dtype for the intermediate ``T``; allocated per call when ``None``.
         stream: Numba stream to launch on (``0``: the default stream).
         tile: Side of the thread block and shared-memory tiles.
+        device: Set (to the CUDA device) only when every array, the workspace included, is
+            a C-contiguous CuPy array on it: they then go to the kernels as they are, and
+            repeated launches skip Numba's dispatcher (``_device.launch``).
 
     Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
     and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
@@ -233,15 +251,17 @@ def kron_linear_launch(
     _, m2, n2 = B.shape
     nb = int(np.prod(x.shape[:-1], dtype=np.int64))
     dtype = np.dtype(x.dtype)
-    Xd = to_device("x", x, stream).reshape(nb, n1, n2)
-    Ad = to_device("A", A, stream)
-    Bd = to_device("B", B, stream)
-    Yd, host = output("out", out, (nb, m1, m2), stream)
-    T = checked_workspace(workspace, (nb, r, n1, m2), dtype, stream)
+    dev, out_view, ws_view = _arrays(stream, device)
+    Xd = dev("x", x).reshape(nb, n1, n2)
+    Ad = dev("A", A)
+    Bd = dev("B", B)
+    Yd, host = out_view("out", out, (nb, m1, m2))
+    T = ws_view(workspace, (nb, r, n1, m2), dtype)
     k = _kernels(dtype.name, tile)
     _launch(k.x_bt, Xd.reshape(nb * n1, n2), Bd.reshape(r * m2, n2), T,
-            1, nb * n1, r * m2, n2, tile, stream)
-    _launch(k.a_t, Ad, T.reshape(nb, r * n1, m2), Yd, nb, m1, m2, r * n1, tile, stream)
+            1, nb * n1, r * m2, n2, tile, stream, device)
+    _launch(k.a_t, Ad, T.reshape(nb, r * n1, m2), Yd, nb, m1, m2, r * n1, tile, stream,
+            device)
     copy_back(stream, (Yd, host))
 
 
@@ -257,6 +277,7 @@ def kron_factor_grads_launch(
     workspace_u: Any = None,
     stream: Any = 0,
     tile: int = TILE,
+    device: int | None = None,
 ) -> None:
     """Write the gradients of ``kron_linear(x, A, B)`` w.r.t. ``A`` and ``B`` into the outputs.
 
@@ -275,6 +296,7 @@ def kron_factor_grads_launch(
         workspace_u: Optional buffer of ``batch * r * m1 * n2`` elements for ``A X``.
         stream: Numba stream to launch on (``0``: the default stream).
         tile: Side of the thread block and shared-memory tiles.
+        device: As for :func:`kron_linear_launch` (both workspaces must then be given).
 
     Arrays are taken as by :func:`kron_linear_launch`.
     """
@@ -282,21 +304,22 @@ def kron_factor_grads_launch(
     _, m2, n2 = B.shape
     nb = int(np.prod(x.shape[:-1], dtype=np.int64))
     dtype = np.dtype(x.dtype)
-    Xd = to_device("x", x, stream).reshape(nb, n1, n2)
-    Gd = to_device("grad_y", grad_y, stream).reshape(nb, m1, m2)
-    Ad = to_device("A", A, stream)
-    Bd = to_device("B", B, stream)
-    gAd, host_a = output("grad_A", grad_A, (r, m1, n1), stream)
-    gBd, host_b = output("grad_B", grad_B, (r, m2, n2), stream)
-    T = checked_workspace(workspace_t, (nb, r, n1, m2), dtype, stream)
-    U = checked_workspace(workspace_u, (nb, r, m1, n2), dtype, stream)
+    dev, out_view, ws_view = _arrays(stream, device)
+    Xd = dev("x", x).reshape(nb, n1, n2)
+    Gd = dev("grad_y", grad_y).reshape(nb, m1, m2)
+    Ad = dev("A", A)
+    Bd = dev("B", B)
+    gAd, host_a = out_view("grad_A", grad_A, (r, m1, n1))
+    gBd, host_b = out_view("grad_B", grad_B, (r, m2, n2))
+    T = ws_view(workspace_t, (nb, r, n1, m2), dtype)
+    U = ws_view(workspace_u, (nb, r, m1, n2), dtype)
     k = _kernels(dtype.name, tile)
     _launch(k.x_bt, Xd.reshape(nb * n1, n2), Bd.reshape(r * m2, n2), T,
-            1, nb * n1, r * m2, n2, tile, stream)
-    _launch(k.g_tt, Gd, T, gAd, r, m1, n1, nb * m2, tile, stream)
+            1, nb * n1, r * m2, n2, tile, stream, device)
+    _launch(k.g_tt, Gd, T, gAd, r, m1, n1, nb * m2, tile, stream, device)
     _launch(k.a_x, Ad.reshape(r * m1, n1), Xd, U.reshape(nb, r * m1, n2),
-            nb, r * m1, n2, n1, tile, stream)
-    _launch(k.gt_u, Gd, U, gBd, r, m2, n2, nb * m1, tile, stream)
+            nb, r * m1, n2, n1, tile, stream, device)
+    _launch(k.gt_u, Gd, U, gBd, r, m2, n2, nb * m1, tile, stream, device)
     copy_back(stream, (gAd, host_a), (gBd, host_b))
 
 
@@ -307,7 +330,7 @@ def kron_linear_cuda(x: Any, A: Any, B: Any) -> Any:  # noqa: N803
 
     r, m1, n1 = A.shape
     _, m2, n2 = B.shape
-    with x.device, cuda.gpus[x.device.id]:
+    with x.device:
         X = cupy.ascontiguousarray(x).reshape(-1, n1 * n2)
         nb = X.shape[0]
         Y = cupy.empty((nb, m1 * m2), dtype=x.dtype)
@@ -315,7 +338,7 @@ def kron_linear_cuda(x: Any, A: Any, B: Any) -> Any:  # noqa: N803
             T = cupy.empty((nb, r, n1, m2), dtype=x.dtype)
             kron_linear_launch(
                 X, cupy.ascontiguousarray(A), cupy.ascontiguousarray(B), Y,
-                workspace=T, stream=cupy_stream(cupy),
+                workspace=T, stream=cupy_stream(cupy), device=x.device.id,
             )
     return Y.reshape(*x.shape[:-1], m1 * m2)
 
@@ -327,7 +350,7 @@ def kron_factor_grads_cuda(x: Any, grad_y: Any, A: Any, B: Any) -> tuple[Any, An
 
     r, m1, n1 = A.shape
     _, m2, n2 = B.shape
-    with x.device, cuda.gpus[x.device.id]:
+    with x.device:
         X = cupy.ascontiguousarray(x).reshape(-1, n1 * n2)
         G = cupy.ascontiguousarray(grad_y).reshape(-1, m1 * m2)
         nb = X.shape[0]
@@ -339,6 +362,6 @@ def kron_factor_grads_cuda(x: Any, grad_y: Any, A: Any, B: Any) -> tuple[Any, An
             X, G, cupy.ascontiguousarray(A), cupy.ascontiguousarray(B), gA, gB,
             workspace_t=cupy.empty((nb, r, n1, m2), dtype=x.dtype),
             workspace_u=cupy.empty((nb, r, m1, n2), dtype=x.dtype),
-            stream=cupy_stream(cupy),
+            stream=cupy_stream(cupy), device=x.device.id,
         )
     return gA, gB
