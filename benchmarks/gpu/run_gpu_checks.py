@@ -1680,7 +1680,7 @@ def diag_launch(checks: Checks, torch: Any, cupy: Any) -> None:
     table = device_table(cupy, "e4m3fn", "float32")
     x = cupy.asarray(np.random.default_rng(1).standard_normal((1, k), np.float32))
     want = cupy.empty((1, n), cupy.float32)
-    mm.fp8_gemv_launch(x, q, sc, want, table=table)  # compiles the kernel
+    mm.fp8_gemv_launch(x, q, sc, want, table=table, wide=False)  # compiles the byte kernel
     dispatcher = mm._gemv_kernel("float32", 1, mm.ROWS_PER_BLOCK, mm.ROW_SPLITS, mm._vec(128))
     overloads = list(dispatcher.overloads.values())
     kernel = overloads[0]._codelibrary.get_cufunc().kernel
@@ -1704,7 +1704,8 @@ def diag_launch(checks: Checks, torch: Any, cupy: Any) -> None:
     checks.same(f"fast launch equals Numba's launch ({len(overloads)} overload(s))",
                 cupy.asnumpy(got), cupy.asnumpy(want), bitwise=True)
     sync = cupy.cuda.get_current_stream().synchronize
-    normal = launch_us(lambda: mm.fp8_gemv_launch(x, q, sc, want, table=table), sync)
+    normal = launch_us(lambda: mm.fp8_gemv_launch(x, q, sc, want, table=table, wide=False),
+                       sync)
     print(f"  fp8_gemv M=1, us per call: Numba's launch {normal:.1f}, cuda.core.launch with "
           f"flattened arguments {launch_us(fast, sync):.1f}")
 
@@ -1749,9 +1750,9 @@ def diag_launch(checks: Checks, torch: Any, cupy: Any) -> None:
 def diag_profile(checks: Checks, torch: Any, cupy: Any) -> None:
     """Where the host time of a small fp8_gemv call goes: cProfile of 200 calls.
 
-    M = 1 on the gate/up weight, through the public op, on bfloat16 torch CUDA tensors and on
-    float32 CuPy arrays; the 25 functions with the most time of their own, then the 25 with
-    the most cumulative time.
+    M = 1 on the gate/up weight, through the public op, on bfloat16 and float32 torch CUDA
+    tensors and on float32 CuPy arrays: the time per call without the profiler, then the
+    35 functions with the most time of their own and the 35 with the most cumulative time.
     """
     import cProfile
     import io
@@ -1762,16 +1763,25 @@ def diag_profile(checks: Checks, torch: Any, cupy: Any) -> None:
     q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
     x = cupy.asarray(np.random.default_rng(1).standard_normal((1, k), np.float32))
     qt, st = torch.from_dlpack(q), torch.from_dlpack(sc)
-    xt = torch.from_dlpack(x).to(torch.bfloat16)
+    xf = torch.from_dlpack(x)
+    xt = xf.to(torch.bfloat16)
     sync = cupy.cuda.get_current_stream().synchronize
+
+    def sync_both() -> None:
+        sync()
+        torch.cuda.synchronize()
+
     cases = {
         "torch bf16": lambda: fusekit.ops.fp8_gemv(xt, qt, st),
+        "torch float32": lambda: fusekit.ops.fp8_gemv(xf, qt, st),
         "cupy float32": lambda: fusekit.ops.fp8_gemv(x, q, sc),
     }
     for name, fn in cases.items():
+        print(f"  fp8_gemv M=1, {name}: {launch_us(fn, sync_both):.1f} us per call without "
+              "the profiler (200 back to back)")
+    for name, fn in cases.items():
         fn()
-        sync()
-        torch.cuda.synchronize()
+        sync_both()
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(200):
@@ -1781,7 +1791,7 @@ def diag_profile(checks: Checks, torch: Any, cupy: Any) -> None:
         torch.cuda.synchronize()
         for order in ("tottime", "cumulative"):
             buf = io.StringIO()
-            pstats.Stats(prof, stream=buf).sort_stats(order).print_stats(25)
+            pstats.Stats(prof, stream=buf).sort_stats(order).print_stats(35)
             lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
             print(f"  fp8_gemv M=1, {name}, 200 calls, by {order}:")
             for line in lines[2:]:

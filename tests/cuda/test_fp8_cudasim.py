@@ -302,6 +302,22 @@ def test_wide_gemv_reads_8_byte_words_across_tiles_and_passes(block, splits, row
     np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, block), **TOL[dtype])
 
 
+@pytest.mark.parametrize(("m", "wide"), [(1, True), (4, True), (5, False)])
+def test_gemv_reads_words_by_default_for_a_few_rows(monkeypatch, m, wide):
+    used = []
+    for name in ("_gemv_wide_kernel", "_gemv_kernel"):
+        real = getattr(cuda_mm, name)
+        monkeypatch.setattr(cuda_mm, name,
+                            lambda *a, real=real, name=name: used.append(name) or real(*a))
+    w_fp8, scale = fp8_block_quantize_reference(
+        np.random.default_rng(16).standard_normal((9, 24)), 8)
+    x = np.random.default_rng(17).standard_normal((m, 24))
+    out = np.empty((m, 9))
+    cuda_mm.fp8_gemv_launch(x, w_fp8, scale, out, block=8)
+    assert used == ["_gemv_wide_kernel" if wide else "_gemv_kernel"]
+    np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, 8), **TOL[np.float64])
+
+
 def test_wide_gemv_refuses_a_weight_it_cannot_read_in_words():
     w_fp8, scale = quantized_weight(5, 6)
     with pytest.raises(ValueError, match="multiples of 8"):

@@ -58,10 +58,14 @@ SPLITS = 8
 #: local memory; not checked with -Xptxas -v).
 M_TILES = (1, 2, 4, 8)
 _MAX_GRID_Y = 65535
-#: Whether fp8_gemv reads the weight as 8-byte words where it can (:func:`_gemv_wide_kernel`).
-WIDE = False
-#: Words a lane of the wide kernel loads before decoding them.
-WIDE_UNROLL = 2
+#: fp8_gemv reads the weight as 8-byte words (:func:`_gemv_wide_kernel`) where it can for
+#: up to this many rows of x. On an H200 (gate/up [2048, 7168], float32, warm clock) the wide
+#: kernel with 8 rows per block and one warp per row took 26.2 us at M = 1 and 69.3 us at
+#: M = 4, the byte kernel's best 32.4 and 71.1 us; at M = 16 and 64 the byte kernel was
+#: faster (257 against 293 us at M = 16).
+WIDE_MAX_M = 4
+#: Weight rows per block, warps per row and words unrolled of the wide kernel by default.
+WIDE_ROWS, WIDE_SPLITS, WIDE_UNROLL = 8, 1, 2
 
 
 def _m_tile(m: int) -> int:
@@ -310,8 +314,8 @@ def fp8_gemv_launch(
     block: int = FP8_BLOCK,
     table: Any = None,
     stream: Any = 0,
-    rows_per_block: int = ROWS_PER_BLOCK,
-    splits: int = ROW_SPLITS,
+    rows_per_block: int | None = None,
+    splits: int | None = None,
     m_tile: int | None = None,
     wide: bool | None = None,
     unroll: int = WIDE_UNROLL,
@@ -328,13 +332,16 @@ def fp8_gemv_launch(
         table: Optional device copy of ``host_table("e4m3fn", x.dtype)``; copied per call
             when ``None``.
         stream: Numba stream to launch on (``0``: the default stream).
-        rows_per_block: Weight rows in a thread block.
-        splits: Warps that split each weight row's K (``rows_per_block * splits`` warps).
+        rows_per_block: Weight rows in a thread block (default :data:`ROWS_PER_BLOCK`, or
+            :data:`WIDE_ROWS` for the wide kernel).
+        splits: Warps that split each weight row's K (``rows_per_block * splits`` warps;
+            default :data:`ROW_SPLITS`, or :data:`WIDE_SPLITS` for the wide kernel).
         m_tile: Rows of x served by one pass over the weight; by default the smallest of
             :data:`M_TILES` that holds all rows.
         wide: Read the weight as 8-byte words (:func:`_gemv_wide_kernel`); needs ``K`` and
             ``block`` multiples of 8 and an 8-byte aligned weight. ``None``: wide when those
-            hold and :data:`WIDE` is true; ``True`` raises ``ValueError`` when they do not.
+            hold and x has at most :data:`WIDE_MAX_M` rows; ``True`` raises ``ValueError``
+            when they do not hold.
         unroll: Words a lane loads before decoding them (wide kernel only).
         device: Set (to the CUDA device) only when every array, ``table`` included, is a
             C-contiguous CuPy array on it: they then go to the kernel as they are, and
@@ -359,7 +366,11 @@ def fp8_gemv_launch(
             f"the wide fp8_gemv kernel needs K ({k}) and block ({block}) multiples of 8 and an "
             "8-byte aligned weight; pass wide=None to fall back to the byte kernel"
         )
-    if (WIDE if wide is None else wide) and fits:
+    if wide is None:
+        wide = fits and int(np.prod(x.shape[:-1], dtype=np.int64)) <= WIDE_MAX_M
+    if wide:
+        rows_per_block = WIDE_ROWS if rows_per_block is None else rows_per_block
+        splits = WIDE_SPLITS if splits is None else splits
         _product_launch(
             lambda dtype, mt: _gemv_wide_kernel(dtype, mt, rows_per_block, splits, unroll),
             rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
@@ -367,6 +378,8 @@ def fp8_gemv_launch(
             weight_view=lambda wd: wd.view(np.uint64), device=device)
         return
     vec = _vec(block)
+    rows_per_block = ROWS_PER_BLOCK if rows_per_block is None else rows_per_block
+    splits = ROW_SPLITS if splits is None else splits
     _product_launch(lambda dtype, mt: _gemv_kernel(dtype, mt, rows_per_block, splits, vec),
                     rows_per_block * splits, "x", x, w_fp8, weight_scale_inv, out, n,
                     -(-n // rows_per_block), block, table, stream, m_tile, device=device)
