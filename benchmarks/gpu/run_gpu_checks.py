@@ -1799,6 +1799,61 @@ def diag_profile(checks: Checks, torch: Any, cupy: Any) -> None:
     checks.expect("fp8_gemv profile ran", True)
 
 
+def diag_torch_view(checks: Checks, torch: Any, cupy: Any) -> None:
+    """Torch CUDA tensors as CuPy arrays without DLPack (``FUSEKIT_TORCH_CUDA_VIEW``).
+
+    Each op runs on torch CUDA tensors through DLPack (the default) and through
+    ``_arrays.cupy_view_of_tensor``; the outputs must be equal bit for bit, and the time per
+    call of both is printed. A transposed (non-contiguous) factor and a call on a side stream
+    (where the view must step aside for DLPack's event) are among the cases.
+    """
+    from fusekit import _arrays
+
+    n, k = 2048, 7168
+    rng = np.random.default_rng(3)
+    w = torch.as_tensor(fp8_weight(n, k, "float32", 11), device="cuda")
+    q, sc = fusekit.ops.fp8_block_quantize(w, backend="cuda")
+    x32 = torch.as_tensor(rng.standard_normal((1, k), np.float32), device="cuda")
+    xb = x32.to(torch.bfloat16)
+    xk = torch.as_tensor(rng.standard_normal((16, 4096), np.float32), device="cuda")
+    ak = torch.as_tensor(rng.standard_normal((4, 64, 64), np.float32), device="cuda")
+    bk = torch.as_tensor(rng.standard_normal((4, 64, 64), np.float32), device="cuda")
+    side = torch.cuda.Stream()
+
+    def on_side_stream() -> Any:
+        with torch.cuda.stream(side):
+            y = fusekit.ops.fp8_gemv(x32, q, sc, backend="cuda")
+        torch.cuda.current_stream().wait_stream(side)
+        return y
+
+    cases = {
+        "fp8_gemv M=1, float32": lambda: fusekit.ops.fp8_gemv(x32, q, sc, backend="cuda"),
+        "fp8_gemv M=1, bfloat16": lambda: fusekit.ops.fp8_gemv(xb, q, sc, backend="cuda"),
+        "kron_linear r=4, 16 tokens": lambda: fusekit.ops.kron_linear(xk, ak, bk,
+                                                                       backend="cuda"),
+        "kron_linear, transposed A": lambda: fusekit.ops.kron_linear(
+            xk, ak.transpose(1, 2), bk, backend="cuda"),
+        "fp8_gemv on a side stream": on_side_stream,
+    }
+    sync = torch.cuda.synchronize
+    print("  op on torch CUDA tensors, us per call (200 back to back): DLPack -> view")
+    try:
+        for label, fn in cases.items():
+            _arrays._TORCH_CUDA_VIEW = False
+            want = fn()
+            slow = launch_us(fn, sync)
+            _arrays._TORCH_CUDA_VIEW = True
+            got = fn()
+            fast = launch_us(fn, sync)
+            checks.same(f"{label}: the view equals DLPack", got.cpu().numpy() if
+                        got.dtype != torch.bfloat16 else got.float().cpu().numpy(),
+                        want.cpu().numpy() if want.dtype != torch.bfloat16
+                        else want.float().cpu().numpy(), bitwise=True)
+            print(f"    {label:30s} {slow:8.1f} -> {fast:8.1f}")
+    finally:
+        _arrays._TORCH_CUDA_VIEW = os.environ.get("FUSEKIT_TORCH_CUDA_VIEW", "0") == "1"
+
+
 def numba_versions() -> str:
     """Numba's version, and numba-cuda's where that package provides ``numba.cuda``."""
     import numba
@@ -1846,6 +1901,7 @@ def gpu_sections(checks: Checks, torch: Any, cupy: Any,
         "tune_fp8": ("extra", lambda: tune_fp8(checks, torch, cupy)),
         "diag_launch": ("extra", lambda: diag_launch(checks, torch, cupy)),
         "diag_profile": ("extra", lambda: diag_profile(checks, torch, cupy)),
+        "diag_torch_view": ("extra", lambda: diag_torch_view(checks, torch, cupy)),
     }
 
 

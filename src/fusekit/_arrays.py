@@ -8,6 +8,7 @@ touched when the user's arrays show it is already imported.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -113,8 +114,49 @@ def to_native(a: Any, kind: ArrayKind) -> Any:
         a = a.detach()
         import cupy
 
+        if _TORCH_CUDA_VIEW:
+            view = cupy_view_of_tensor(a, cupy)
+            if view is not None:
+                return view
         return cupy.from_dlpack(a)
     return a
+
+
+#: Whether CUDA tensors reach the CUDA kernels through :func:`cupy_view_of_tensor` instead of
+#: DLPack (``FUSEKIT_TORCH_CUDA_VIEW=1``). Off until checked on a GPU: on an H200 the three
+#: ``cupy.from_dlpack`` calls of a one-token ``fp8_gemv`` took about 0.19 ms under cProfile,
+#: most of the torch path's extra cost over CuPy arrays (docs/benchmarks.md, session 21).
+_TORCH_CUDA_VIEW = os.environ.get("FUSEKIT_TORCH_CUDA_VIEW", "0") == "1"
+_CUPY_DTYPES = {
+    "torch.float32": "float32", "torch.float64": "float64", "torch.float16": "float16",
+    "torch.int64": "int64", "torch.int32": "int32", "torch.int16": "int16",
+    "torch.int8": "int8", "torch.uint8": "uint8", "torch.bool": "bool",
+}
+
+
+def cupy_view_of_tensor(a: Any, cupy: Any) -> Any:
+    """A CuPy array over the memory of CUDA tensor ``a`` without DLPack, or ``None``.
+
+    The array keeps ``a`` alive (it owns the memory) and has its shape and strides. ``None``
+    (the caller then uses DLPack, which orders the two streams with an event) where the
+    dtype has no NumPy twin (bfloat16, FP8), the tensor is empty, or torch's current stream
+    on the tensor's device is not CuPy's current stream: work queued on the one would not be
+    ordered before a kernel launched on the other.
+    """
+    dtype = _CUPY_DTYPES.get(str(a.dtype))
+    if dtype is None or a.numel() == 0:
+        return None
+    torch = sys.modules["torch"]
+    current = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    index = a.device.index
+    if current is None or current(index) != cupy.cuda.get_current_stream().ptr:
+        return None
+    itemsize = a.element_size()
+    shape, strides = tuple(a.shape), a.stride()
+    extent = 1 + sum((n - 1) * st for n, st in zip(shape, strides, strict=True))
+    memory = cupy.cuda.UnownedMemory(a.data_ptr(), extent * itemsize, a, index)
+    return cupy.ndarray(shape, dtype, cupy.cuda.MemoryPointer(memory, 0),
+                        tuple(st * itemsize for st in strides))
 
 
 def from_native(out: Any, kind: ArrayKind) -> Any:
