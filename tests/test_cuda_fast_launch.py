@@ -54,9 +54,13 @@ class FakeKernel:
         return run
 
 
+class Calls(list):
+    views: list
+
+
 @pytest.fixture
 def fake_core(monkeypatch):
-    calls = []
+    calls = Calls()
 
     def core_launch(stream, config, kernel, *args):
         calls.append((stream, config, kernel, args))
@@ -74,7 +78,14 @@ def fake_core(monkeypatch):
         def __getitem__(self, device):
             return _Null()
 
-    monkeypatch.setattr(_device, "cuda", SimpleNamespace(gpus=Gpus()))
+    views = []
+
+    def as_cuda_array(a, sync=True):
+        views.append(sync)
+        return a
+
+    monkeypatch.setattr(_device, "cuda", SimpleNamespace(gpus=Gpus(), as_cuda_array=as_cuda_array))
+    calls.views = views
     return calls
 
 
@@ -92,6 +103,7 @@ def test_the_first_launch_goes_through_numba_and_later_ones_are_flattened(fake_c
     stream = object()
     _device.launch(kernel, (2, 1), (32, 4), stream, (a, 7))
     assert len(kernel.normal_launches) == 1 and fake_core == []
+    assert fake_core.views == [False]  # Numba's view of the array, without a stream sync
     _device.launch(kernel, (2, 1), (32, 4), stream, (a, 9))
     assert len(kernel.normal_launches) == 1
     (core_stream, config, handle, args), = fake_core

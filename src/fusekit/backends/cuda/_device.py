@@ -203,10 +203,14 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], stream: A
         return
     launcher = _launchers.get(key)
     if not launcher:  # first launch of its kind, or one the fast path cannot make
+        # Numba's views of the CuPy arrays, made without synchronising their stream (Numba
+        # would, given the CuPy arrays): the launch goes to that stream anyway.
+        views = tuple(a if isinstance(a, (int, float)) else cuda.as_cuda_array(a, sync=False)
+                      for a in args)
         with cuda.gpus[device]:
-            kernel[grid, block, stream](*args)
+            kernel[grid, block, stream](*views)
             if launcher is None:
-                _launchers[key] = _resolve(kernel, args) or False
+                _launchers[key] = _resolve(kernel, views) or False
         return
     core_launch, config_type, to_core_stream, flag = parts
     cu_kernel, converters = launcher
@@ -218,6 +222,8 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], stream: A
             flat.append(conv(a))
     config = _configs.get((grid, block))
     if config is None:
+        if len(_configs) > 4096:  # grids follow the batch size: keep the cache bounded
+            _configs.clear()
         config = _configs[(grid, block)] = config_type(
             grid=grid, block=block, shmem_size=0, **{flag: False})
     known = _core_streams.get(id(stream))
