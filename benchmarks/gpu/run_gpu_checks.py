@@ -1327,6 +1327,10 @@ def time_ion_adjoint(checks: Checks, torch: Any, repeats: int) -> None:
     )
 
 
+#: The most repeats of the network gradient timings (each a whole forward and backward).
+NETWORK_GRAD_REPEATS = 3
+
+
 def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "cuda") -> None:
     """network_simulate_torch forward and backward: torch CUDA tensors against the CPU kernel.
 
@@ -1339,6 +1343,9 @@ def time_network_grad(checks: Checks, torch: Any, repeats: int, device: str = "c
     """
     from fusekit.neuro import HH_CHANNELS, ChannelSet, network_simulate_torch, random_connectivity
 
+    # Each repeat is a whole forward and backward (seconds with the per-step engines on a
+    # GPU); the script's default of 15 repeats kept this section from finishing in two runs.
+    repeats = min(repeats, NETWORK_GRAD_REPEATS)
     hh = ChannelSet(HH_CHANNELS)
     n, steps = 500, 400
     indptr, indices, weights = random_connectivity(n, 0.05, 0.05, np.random.default_rng(0))
