@@ -38,11 +38,13 @@ Numba's dispatcher (``_device.launch``). CuPy is imported inside them, never at 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
 from numba import cuda
 
+from ..._arrays import dtype_name
 from ..._registry import register_kernel
 from ...ops import fp8_matmul
 from ...ops.fp8 import FP8_BLOCK
@@ -290,8 +292,8 @@ def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
     device, passed to the kernel as it is (see ``_device.launch``).
     """
     reduced = a.shape[-1]
-    m = int(np.prod(a.shape[:-1], dtype=np.int64))
-    dtype = np.dtype(a.dtype).name
+    m = math.prod(a.shape[:-1])
+    dtype = dtype_name(a)
     if device is None:
         ad = to_device(name, a, stream).reshape(m, reduced)
         wd = to_device("w_fp8", w_fp8, stream)
@@ -372,7 +374,7 @@ def fp8_gemv_launch(
             "8-byte aligned weight; pass wide=None to fall back to the byte kernel"
         )
     if wide is None:
-        wide = fits and int(np.prod(x.shape[:-1], dtype=np.int64)) <= WIDE_MAX_M
+        wide = fits and math.prod(x.shape[:-1]) <= WIDE_MAX_M
     if wide:
         rows_per_block = WIDE_ROWS if rows_per_block is None else rows_per_block
         splits = WIDE_SPLITS if splits is None else splits
@@ -442,14 +444,14 @@ def _product_cuda(launch: Any, a: Any, w_fp8: Any, weight_scale_inv: Any, out_co
                   block: int) -> Any:
     import cupy
 
-    m = int(np.prod(a.shape[:-1], dtype=np.int64))
+    m = math.prod(a.shape[:-1])
     with a.device:
         if a.size == 0 or w_fp8.size == 0:  # nothing to sum over, or nothing to write
             return cupy.zeros((*a.shape[:-1], out_cols), dtype=a.dtype)
         A = cupy.ascontiguousarray(a).reshape(m, a.shape[-1])  # noqa: N806
         out = cupy.empty((m, out_cols), dtype=a.dtype)
         launch(A, cupy.ascontiguousarray(w_fp8), cupy.ascontiguousarray(weight_scale_inv), out,
-               block=block, table=device_table(cupy, "e4m3fn", a.dtype.name),
+               block=block, table=device_table(cupy, "e4m3fn", dtype_name(a)),
                stream=cupy_stream(cupy), device=a.device.id)
     return out.reshape(*a.shape[:-1], out_cols)
 
