@@ -1560,6 +1560,9 @@ TUNE_BLOCKS = ((1, 4, False, 1), (2, 4, False, 1), (4, 4, False, 1), (1, 8, Fals
                (2, 8, False, 1), (4, 2, False, 1),
                (2, 4, True, 1), (2, 4, True, 2), (2, 4, True, 4), (1, 8, True, 2),
                (2, 8, True, 1), (8, 1, True, 2))
+#: (rows of x, rows of W, K chunk, rows and columns per thread) of the tiled kernel's rows.
+TUNE_TILED = ((16, 128, 32, 4, 4), (16, 64, 32, 4, 2), (32, 128, 32, 4, 4),
+              (16, 128, 64, 4, 4), (64, 128, 32, 8, 4), (32, 64, 32, 4, 4))
 #: The (M, m_tile) columns of the sweep.
 TUNE_COLUMNS = ((1, 1), (4, 4), (16, 8), (16, 16), (64, 8), (64, 16))
 #: The weight of the sweep: gate/up of a DeepSeek-V3 expert.
@@ -1569,11 +1572,14 @@ TUNE_SHAPE = (2048, 7168)
 def tune_fp8(checks: Checks, torch: Any, cupy: Any) -> None:
     """fp8_gemv's kernel time on the gate/up weight for each block shape and M tile.
 
-    Each configuration is first checked against a float32 product with the dequantized
-    weight (1e-4 of the largest value); a wrong one prints ``wrong`` and fails a check.
+    The byte and wide kernels (:data:`TUNE_BLOCKS`), then the tiled kernel
+    (:data:`TUNE_TILED`, whose rows of x per block replace the M tile: its two columns per M
+    are the same configuration twice). Each configuration is first checked against a float32
+    product with the dequantized weight (1e-4 of the largest value); a wrong one prints
+    ``wrong`` and fails a check.
     """
     from fusekit.backends.cuda.fp8 import device_table
-    from fusekit.backends.cuda.fp8_matmul import fp8_gemv_launch
+    from fusekit.backends.cuda.fp8_matmul import fp8_gemm_tiled_launch, fp8_gemv_launch
 
     n, k = TUNE_SHAPE
     w = cupy.asarray(fp8_weight(n, k, "float32", 11))
@@ -1582,21 +1588,27 @@ def tune_fp8(checks: Checks, torch: Any, cupy: Any) -> None:
     table = device_table(cupy, "e4m3fn", "float32")
     print(f"  fp8_gemv kernel [{n}, {k}], float32, us per call (torch.profiler, 50 calls "
           "back to back through the fast launch, after 30 ms of bf16 matmuls):")
-    header = f"  {'rows x warps':>18} | " + " ".join(f"{f'M={m} t{t}':>10}"
+    header = f"  {'rows x warps':>22} | " + " ".join(f"{f'M={m} t{t}':>10}"
                                                     for m, t in TUNE_COLUMNS)
     print(header)
-    for rows, splits, wide, unroll in TUNE_BLOCKS:
-        name = f"{rows} x {splits}" + (f" wide u{unroll}" if wide else "")
+    configs = [(f"{rows} x {splits}" + (f" wide u{unroll}" if wide else ""),
+                lambda x, out, tile, rows=rows, splits=splits, wide=wide, unroll=unroll:
+                fp8_gemv_launch(x, q, sc, out, table=table, rows_per_block=rows,
+                                splits=splits, m_tile=tile, wide=wide, unroll=unroll,
+                                device=0))
+               for rows, splits, wide, unroll in TUNE_BLOCKS]
+    configs += [(f"tiled {'x'.join(map(str, shape))}",
+                 lambda x, out, tile, shape=shape: fp8_gemm_tiled_launch(
+                     x, q, sc, out, table=table, shape=shape, device=0))
+                for shape in TUNE_TILED]
+    for name, launch_one in configs:
         cells = []
         for m, tile in TUNE_COLUMNS:
             x = cupy.asarray(np.random.default_rng(m).standard_normal((m, k), np.float32))
             out = cupy.empty((m, n), cupy.float32)
 
-            def call(x=x, out=out, tile=tile, rows=rows, splits=splits, wide=wide,
-                     unroll=unroll) -> None:
-                fp8_gemv_launch(x, q, sc, out, table=table, rows_per_block=rows,
-                                splits=splits, m_tile=tile, wide=wide, unroll=unroll,
-                                device=0)
+            def call(x=x, out=out, tile=tile, launch_one=launch_one) -> None:
+                launch_one(x, out, tile)
 
             try:
                 call()
@@ -1612,7 +1624,7 @@ def tune_fp8(checks: Checks, torch: Any, cupy: Any) -> None:
                 continue
             warm_gpu(torch)
             cells.append(f"{profiled(torch, call, calls=50)[0]:>10.1f}")
-        print(f"  {name:>18} | " + " ".join(cells), flush=True)
+        print(f"  {name:>22} | " + " ".join(cells), flush=True)
     checks.expect("fp8_gemv tuning sweep ran", True)
 
 

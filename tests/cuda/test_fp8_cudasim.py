@@ -318,6 +318,42 @@ def test_gemv_reads_words_by_default_for_a_few_rows(monkeypatch, m, wide):
     np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, 8), **TOL[np.float64])
 
 
+@pytest.mark.parametrize(("shape", "splits", "m", "dtype"), [
+    ((4, 8, 4, 2, 2), None, 5, np.float64),  # 2 x 4 threads, M and N in partial tiles
+    ((2, 4, 8, 1, 2), 3, 3, np.float32),     # K = 37: 5 chunks in 3 splits, a ragged last one
+    ((8, 8, 2, 4, 4), 1, 8, np.float64),     # one split, 2 x 2 threads
+])
+def test_tiled_gemm_matches_the_reference(shape, splits, m, dtype):
+    w_fp8, scale = fp8_block_quantize_reference(
+        np.random.default_rng(18).standard_normal((9, 37)), 8)
+    x = np.random.default_rng(19).standard_normal((m, 37)).astype(dtype)
+    out = np.empty((m, 9), dtype)
+    cuda_mm.fp8_gemm_tiled_launch(x, w_fp8, scale, out, block=8, shape=shape, splits=splits)
+    np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, 8), **TOL[dtype])
+
+
+def test_tiled_gemm_sums_nothing_to_zeros_and_refuses_a_shape_that_does_not_tile():
+    w_fp8, scale = quantized_weight(5, 6)
+    out = np.full((2, 5), np.nan)
+    cuda_mm.fp8_gemm_tiled_launch(np.empty((2, 0)), np.empty((5, 0), np.uint8),
+                                  np.ones((2, 0), np.float32), out, block=BLOCK,
+                                  shape=(2, 4, 4, 1, 2))
+    np.testing.assert_array_equal(out, 0)
+    with pytest.raises(ValueError, match="must divide"):
+        cuda_mm.fp8_gemm_tiled_launch(np.ones((1, 6)), w_fp8, scale, np.empty((1, 5)),
+                                      block=BLOCK, shape=(2, 4, 3, 1, 2))
+
+
+def test_gemv_takes_the_tiled_kernel_when_asked():
+    # the default shape: 128 threads, K chunks of 32 (so scale blocks of 32 or more)
+    w_fp8, scale = fp8_block_quantize_reference(
+        np.random.default_rng(21).standard_normal((9, 70)), 32)
+    x = np.random.default_rng(20).standard_normal((3, 70))
+    out = np.empty((3, 9))
+    cuda_mm.fp8_gemv_launch(x, w_fp8, scale, out, block=32, tiled=True)
+    np.testing.assert_allclose(out, fp8_gemv_reference(x, w_fp8, scale, 32), **TOL[np.float64])
+
+
 def test_wide_gemv_refuses_a_weight_it_cannot_read_in_words():
     w_fp8, scale = quantized_weight(5, 6)
     with pytest.raises(ValueError, match="multiples of 8"):

@@ -23,6 +23,10 @@ For up to :data:`WIDE_MAX_M` rows of x, where K and the block are multiples of 8
 kernel (:func:`_gemv_wide_kernel`) reads the weight as 8-byte words instead, 8 rows per block
 and one warp per row, 2 words in flight per lane (on an H200: 26 us at M = 1 on a [2048,
 7168] weight against the byte kernel's 33 us).
+:func:`fp8_gemm_tiled_launch` is for many rows of x: W and x in shared memory chunk by
+chunk, a block of sums per thread in registers, K split over the grid and the parts summed
+by a second kernel. It runs only when asked (``tiled=True``) until it has been timed on a GPU
+(:data:`TILED_MIN_M`).
 :func:`fp8_gemv_t_launch` (``g W``, the gradient w.r.t. x): one lane per column ``k`` (32
 columns per block) and ``SPLITS`` warps that split the rows ``n``; products are summed over
 one ``block``-wide tile of the rows, then multiplied by that tile's scale once.
@@ -73,6 +77,13 @@ _MAX_GRID_Y = 65535
 WIDE_MAX_M = 4
 #: Weight rows per block, warps per row and words unrolled of the wide kernel by default.
 WIDE_ROWS, WIDE_SPLITS, WIDE_UNROLL = 8, 1, 2
+#: The tiled kernel's (rows of x, rows of W, K chunk, rows and columns per thread) by default.
+TILED_SHAPE = (16, 128, 32, 4, 4)
+#: Thread blocks the tiled kernel aims for, splitting K to get there (2 per SM of an H200).
+TILED_BLOCKS = 264
+#: fp8_gemv runs the tiled kernel (:func:`_gemm_kernel`) from this many rows of x up; ``None``:
+#: only when asked (``tiled=True``), until it has been timed on a GPU.
+TILED_MIN_M: int | None = None
 
 
 def _m_tile(m: int) -> int:
@@ -227,6 +238,104 @@ def _gemv_wide_kernel(dtype: str, m_tile: int, rows: int, splits: int, unroll: i
 
 
 @functools.cache
+def _gemm_kernel(dtype: str, bm: int, bn: int, bk: int, tm: int, tn: int) -> Any:
+    """``part[z, m, n] = sum over split z's K chunks of x[m, k] * W[n, k]``, tiled.
+
+    A thread block computes ``bm`` rows of x against ``bn`` rows of W over the ``bk``-wide
+    K chunks of its split (grid z): each chunk of W is decoded once, times its tile's scale,
+    into shared memory (k-major, padded against bank conflicts), the x chunk beside it, and
+    each thread adds a ``tm x tn`` block of products in registers (rows ``ty + i * (bm //
+    tm)``, columns ``tx + j * (bn // tn)``, so that a warp reads consecutive words).
+    ``bk`` must divide the scale block, so that a chunk lies in one scale tile.
+    """
+    scalar = np.dtype(dtype).type
+    ty_n, tx_n = bm // tm, bn // tn
+    threads = ty_n * tx_n
+
+    @cuda.jit
+    def gemm(x, w, scale, table_in, part, block, chunks_per_split):
+        table = cuda.shared.array(256, scalar)
+        xs = cuda.shared.array((bk, bm + 1), scalar)
+        ws = cuda.shared.array((bk, bn + 1), scalar)
+        acc = cuda.local.array((tm, tn), scalar)
+        a = cuda.local.array(tm, scalar)
+        b = cuda.local.array(tn, scalar)
+        tid = cuda.threadIdx.x
+        tx = tid % tx_n
+        ty = tid // tx_n
+        for t in range(tid, 256, threads):
+            table[t] = table_in[t]
+        cuda.syncthreads()
+        m_rows, k = x.shape
+        n = w.shape[0]
+        n0 = cuda.blockIdx.x * bn
+        m0 = cuda.blockIdx.y * bm
+        split = cuda.blockIdx.z
+        c_begin = split * chunks_per_split
+        c_end = c_begin + chunks_per_split
+        n_chunks = (k + bk - 1) // bk
+        if c_end > n_chunks:
+            c_end = n_chunks
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = scalar(0)
+        for c in range(c_begin, c_end):
+            k0 = c * bk
+            # consecutive threads take consecutive bytes of a row: coalesced reads
+            for e in range(tid, bn * bk, threads):
+                r = e // bk
+                kk = e - r * bk
+                row = n0 + r
+                col = k0 + kk
+                v = scalar(0)
+                if row < n and col < k:
+                    v = table[w[row, col]] * scalar(scale[row // block, col // block])
+                ws[kk, r] = v
+            for e in range(tid, bm * bk, threads):
+                r = e // bk
+                kk = e - r * bk
+                mr = m0 + r
+                col = k0 + kk
+                v = scalar(0)
+                if mr < m_rows and col < k:
+                    v = x[mr, col]
+                xs[kk, r] = v
+            cuda.syncthreads()
+            for kk in range(bk):
+                for i in range(tm):
+                    a[i] = xs[kk, ty + i * ty_n]
+                for j in range(tn):
+                    b[j] = ws[kk, tx + j * tx_n]
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] += a[i] * b[j]
+            cuda.syncthreads()
+        for i in range(tm):
+            mr = m0 + ty + i * ty_n
+            if mr < m_rows:
+                for j in range(tn):
+                    col = n0 + tx + j * tx_n
+                    if col < n:
+                        part[split, mr, col] = acc[i, j]
+
+    return gemm
+
+
+@cuda.jit
+def _sum_splits(part, y):  # pragma: no cover - compiled
+    """``y[m, n] = sum_z part[z, m, n]``, z in order (the same result every call)."""
+    i = cuda.grid(1)
+    splits, m_rows, n = part.shape
+    if i < m_rows * n:
+        m = i // n
+        c = i - m * n
+        total = part[0, m, c]
+        for z in range(1, splits):
+            total += part[z, m, c]
+        y[m, c] = total
+
+
+@functools.cache
 def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
     """``out[m, k] = sum_nt scale[nt, k // b] * sum_{r in nt} g[m, r] * table[w[r, k]]``."""
     scalar = np.dtype(dtype).type
@@ -312,6 +421,77 @@ def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
     copy_back(stream, (od, host))
 
 
+def fp8_gemm_tiled_launch(
+    x: Any,
+    w_fp8: Any,
+    weight_scale_inv: Any,
+    out: Any,
+    *,
+    block: int = FP8_BLOCK,
+    table: Any = None,
+    stream: Any = 0,
+    shape: tuple[int, int, int, int, int] | None = None,
+    splits: int | None = None,
+    device: int | None = None,
+) -> None:
+    """Write ``y = x W^T`` into ``out`` with the tiled kernel (:func:`_gemm_kernel`).
+
+    For many rows of x: each weight byte is decoded once per ``bm`` rows of x in shared
+    memory, and each thread keeps a ``tm x tn`` block of sums in registers. K is split over
+    the grid's z axis (``splits``; by default enough for :data:`TILED_BLOCKS` blocks) into a
+    ``(splits, M, N)`` workspace, which a second kernel sums in a fixed order.
+
+    Args:
+        x: Activations ``(..., K)``, float32 or float64.
+        w_fp8: E4M3FN codes ``[N, K]``, uint8.
+        weight_scale_inv: float32 ``[ceil(N/block), ceil(K/block)]``.
+        out: ``(..., N)`` in x's dtype.
+        block: Scale tile side.
+        table: As for :func:`fp8_gemv_launch`.
+        stream: As for :func:`fp8_gemv_launch`.
+        device: As for :func:`fp8_gemv_launch`.
+        shape: ``(bm, bn, bk, tm, tn)``: rows of x and of W per block, the K chunk (a
+            divisor of ``block``), and the rows and columns each thread sums (divisors of
+            ``bm`` and ``bn``); default :data:`TILED_SHAPE`.
+        splits: How many parts K is split into (at most one per chunk).
+    """
+    bm, bn, bk, tm, tn = TILED_SHAPE if shape is None else shape
+    if bm % tm or bn % tn or block % bk:
+        raise ValueError(
+            f"tiled fp8_gemv shape {(bm, bn, bk, tm, tn)}: tm must divide bm, tn bn, and the "
+            f"K chunk bk the scale block {block}"
+        )
+    n, k = w_fp8.shape
+    m = math.prod(x.shape[:-1])
+    dtype = dtype_name(x)
+    if device is None:
+        ad = to_device("x", x, stream).reshape(m, k)
+        wd = to_device("w_fp8", w_fp8, stream)
+        sd = to_device("weight_scale_inv", weight_scale_inv, stream)
+        od, host = output("out", out, (m, n), stream)
+        table = _table_on_device(table, "e4m3fn", dtype, stream)
+    else:
+        ad, wd, sd, od, host = x.reshape(m, k), w_fp8, weight_scale_inv, out, None
+    if m > 0 and n > 0:
+        n_chunks = -(-k // bk)
+        grid_xy = -(-n // bn) * -(-m // bm)
+        if splits is None:
+            splits = -(-TILED_BLOCKS // grid_xy)
+        per_split = max(1, -(-n_chunks // max(1, min(splits, n_chunks))))
+        splits = max(1, -(-n_chunks // per_split))
+        if device is None:
+            part = cuda.device_array((splits, m, n), dtype=dtype, stream=stream)
+        else:
+            import cupy
+
+            part = cupy.empty((splits, m, n), dtype=dtype)
+        launch(_gemm_kernel(dtype, bm, bn, bk, tm, tn), (-(-n // bn), -(-m // bm), splits),
+               ((bm // tm) * (bn // tn),), stream, (ad, wd, sd, table, part, block, per_split),
+               device or 0)
+        launch(_sum_splits, (-(-(m * n) // 256),), (256,), stream, (part, od), device or 0)
+    copy_back(stream, (od, host))
+
+
 def fp8_gemv_launch(
     x: Any,
     w_fp8: Any,
@@ -327,6 +507,7 @@ def fp8_gemv_launch(
     wide: bool | None = None,
     unroll: int = WIDE_UNROLL,
     device: int | None = None,
+    tiled: bool | None = None,
 ) -> None:
     """Write ``y = x W^T`` into ``out``, W = E4M3FN ``w_fp8`` times its tile scales.
 
@@ -353,6 +534,8 @@ def fp8_gemv_launch(
         device: Set (to the CUDA device) only when every array, ``table`` included, is a
             C-contiguous CuPy array on it: they then go to the kernel as they are, and
             repeated launches skip Numba's dispatcher (``_device.launch``).
+        tiled: Run :func:`fp8_gemm_tiled_launch` (default shape) instead; ``None``: from
+            :data:`TILED_MIN_M` rows of x up where that is set and the block allows.
 
     Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
     and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
@@ -366,6 +549,13 @@ def fp8_gemv_launch(
         >>> y  # doctest: +SKIP
         array([[3., 3.]], dtype=float32)
     """
+    if tiled is None:
+        tiled = (TILED_MIN_M is not None and math.prod(x.shape[:-1]) >= TILED_MIN_M
+                 and block % TILED_SHAPE[2] == 0)
+    if tiled:
+        fp8_gemm_tiled_launch(x, w_fp8, weight_scale_inv, out, block=block, table=table,
+                              stream=stream, device=device)
+        return
     n, k = w_fp8.shape
     fits = k % 8 == 0 and block % 8 == 0 and _aligned(w_fp8, 8)
     if wide and not fits:
