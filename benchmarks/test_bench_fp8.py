@@ -68,12 +68,12 @@ def time_fp8_gemv(benchmark, expert, m, x):
     benchmark(lambda: fusekit.ops.fp8_gemv(x, nxt(), s, backend="cpu"))
 
 
-@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("m", [1, 4, 16, 64])
 def test_fusekit_fp8_gemv(benchmark, expert, m):
     time_fp8_gemv(benchmark, expert, m, activations(m, expert["k"]))
 
 
-@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("m", [1, 4, 16, 64])
 def test_fusekit_fp8_gemv_bf16_activations(benchmark, expert, m):
     # the same activations as torch_bf16 gets (bfloat16 values, passed as float32): one
     # bfloat16 part each where the CPU has AVX-512 BF16, three for general float32 above
@@ -81,7 +81,7 @@ def test_fusekit_fp8_gemv_bf16_activations(benchmark, expert, m):
     time_fp8_gemv(benchmark, expert, m, x)
 
 
-@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("m", [1, 4, 16, 64])
 def test_torch_bf16(benchmark, expert, m):
     x = torch.from_numpy(activations(m, expert["k"])).bfloat16()
     nxt = rotating(expert["bf16"])
@@ -90,7 +90,7 @@ def test_torch_bf16(benchmark, expert, m):
         benchmark(lambda: torch.nn.functional.linear(x, nxt()))
 
 
-@pytest.mark.parametrize("m", [1, 16])
+@pytest.mark.parametrize("m", [1, 16, 64])
 def test_fusekit_fp8_gemv_t(benchmark, expert, m):
     # the gradient w.r.t. x: g W, the transposed product
     g = activations(m, expert["n"])
@@ -104,7 +104,7 @@ def test_fusekit_fp8_gemv_t(benchmark, expert, m):
     benchmark(lambda: fusekit.ops.fp8_gemv_t(g, nxt(), s, backend="cpu"))
 
 
-@pytest.mark.parametrize("m", [1, 16])
+@pytest.mark.parametrize("m", [1, 16, 64])
 def test_torch_bf16_t(benchmark, expert, m):
     g = torch.from_numpy(activations(m, expert["n"])).bfloat16()
     nxt = rotating(expert["bf16"])
