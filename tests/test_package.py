@@ -29,8 +29,26 @@ def test_info_reports_every_backend_and_the_cpu(capsys):
             assert b["reason"] in text
     assert "vector extensions" in text and "Numba CPU target" in text
     assert "FP8 products on the CPU: " in text
+    assert f"CUDA launches: {facts['cuda_launch']}" in text
     assert facts["ops"]["kron_linear"][-2:] == ["cpu", "reference"]
     assert "fp8_gemv" in text
+
+
+def test_info_says_how_cuda_kernels_launch_and_how_tensors_reach_them(monkeypatch):
+    from fusekit import _arrays, _info
+    from fusekit.backends.cuda import _device
+
+    monkeypatch.setattr(_device, "_fast_launch_parts", lambda: ("parts",))
+    monkeypatch.setattr(_arrays, "_TORCH_CUDA_VIEW", True)
+    text = _info.cuda_launch_facts()
+    assert "skip Numba's dispatcher" in text and "FUSEKIT_TORCH_CUDA_VIEW=1" in text
+    monkeypatch.setattr(_device, "_fast_launch_parts", lambda: None)
+    monkeypatch.setattr(_arrays, "_TORCH_CUDA_VIEW", False)
+    monkeypatch.setenv("FUSEKIT_CUDA_FAST_LAUNCH", "0")
+    text = _info.cuda_launch_facts()
+    assert "turned off by FUSEKIT_CUDA_FAST_LAUNCH=0" in text and text.endswith("DLPack")
+    monkeypatch.delenv("FUSEKIT_CUDA_FAST_LAUNCH")
+    assert "no cuda.core launch" in _info.cuda_launch_facts()
 
 
 def test_cli_info_runs(capsys):

@@ -74,6 +74,8 @@ def collect() -> dict[str, Any]:
             fp8_cpu = "float32 FMAs (bfloat16 dot products turned off by FUSEKIT_FP8_BF16=0)"
         else:
             fp8_cpu = "float32 FMAs (Numba's target has no AVX-512 BF16)"
+    cuda_launch = (cuda_launch_facts() if backends["cuda"]["available"]
+                   else "none (the cuda backend is unavailable)")
     import importlib
 
     importlib.import_module("fusekit.ops")  # declares every op
@@ -92,6 +94,7 @@ def collect() -> dict[str, Any]:
         "vector_extensions": cpu.vector_extensions,
         "numba_target": numba_target,
         "fp8_cpu": fp8_cpu,
+        "cuda_launch": cuda_launch,
         "versions": {d: _version(d) for d in ("numpy", "numba", "torch", "cupy", "opt_einsum")},
         "backend_request": requested_backend(),
         "env": os.environ.get(ENV_VAR),
@@ -120,6 +123,7 @@ def info(file: Any = None) -> dict[str, Any]:
     print(f"CPU: {facts['cpu']}; vector extensions: {exts}", file=out)
     print(f"Numba CPU target: {facts['numba_target']}", file=out)
     print(f"FP8 products on the CPU: {facts['fp8_cpu']}", file=out)
+    print(f"CUDA launches: {facts['cuda_launch']}", file=out)
     print(
         "Packages: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()), file=out
     )
@@ -136,6 +140,24 @@ def info(file: Any = None) -> dict[str, Any]:
     for name, kernel_backends in facts["ops"].items():
         print(f"  {name:<{width}}  {', '.join(kernel_backends) or 'none'}", file=out)
     return facts
+
+
+def cuda_launch_facts() -> str:
+    """How the CUDA kernels are launched and how torch CUDA tensors reach them, in words."""
+    from . import _arrays
+    from .backends.cuda import _device
+
+    if _device._fast_launch_parts() is not None:
+        launch = ("repeated launches with CuPy arrays skip Numba's dispatcher "
+                  "(FUSEKIT_CUDA_FAST_LAUNCH=0 turns that off)")
+    elif os.environ.get("FUSEKIT_CUDA_FAST_LAUNCH", "1") == "0":
+        launch = "Numba's dispatcher (the fast launch turned off by FUSEKIT_CUDA_FAST_LAUNCH=0)"
+    else:
+        launch = ("Numba's dispatcher (this numba.cuda has no cuda.core launch; numba-cuda "
+                  "0.30 or later launches small kernels several times faster)")
+    tensors = ("CuPy views of their memory (FUSEKIT_TORCH_CUDA_VIEW=1)" if
+               _arrays._TORCH_CUDA_VIEW else "DLPack")
+    return f"{launch}; torch CUDA tensors cross by {tensors}"
 
 
 def _threading_layer(numba: Any) -> str:
