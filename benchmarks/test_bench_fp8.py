@@ -3,7 +3,8 @@
 Every group times, on the same weights and the same activations:
 * ``fusekit_fp8_gemv``: fusekit's CPU kernel on the FP8 weight (1 byte per weight);
 * ``fusekit_fp8_gemv_bf16_activations``: the same with torch_bf16's activations (bfloat16
-  values), which the AVX-512 BF16 kernel multiplies in one part instead of three;
+  values), which the AVX-512 BF16 kernel multiplies in one part instead of three (likewise
+  ``fusekit_fp8_gemv_t_bf16_grads`` for the transposed product ``g W``);
 * ``stream_read``: ``torch.sum`` over the same FP8 bytes viewed as float32, the streaming
   read limit for any kernel that reads the weight once (the physical bound at M=1);
 * ``torch_bf16``: ``F.linear`` with the weight dequantized to bfloat16 once at load time
@@ -90,10 +91,8 @@ def test_torch_bf16(benchmark, expert, m):
         benchmark(lambda: torch.nn.functional.linear(x, nxt()))
 
 
-@pytest.mark.parametrize("m", [1, 16, 64])
-def test_fusekit_fp8_gemv_t(benchmark, expert, m):
-    # the gradient w.r.t. x: g W, the transposed product
-    g = activations(m, expert["n"])
+def time_fp8_gemv_t(benchmark, expert, m, g):
+    """Check fusekit's ``g W`` against float64, then time it on rotating copies."""
     s = expert["s"]
     got = fusekit.ops.fp8_gemv_t(g, expert["q"][0], s, backend="cpu")
     deq = fusekit.ops.fp8_block_dequantize(expert["q"][0], s).astype(np.float64)
@@ -102,6 +101,20 @@ def test_fusekit_fp8_gemv_t(benchmark, expert, m):
     nxt = rotating(expert["q"])
     benchmark.group = group(expert, m, " transposed (g W)")
     benchmark(lambda: fusekit.ops.fp8_gemv_t(g, nxt(), s, backend="cpu"))
+
+
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_fusekit_fp8_gemv_t(benchmark, expert, m):
+    # the gradient w.r.t. x: g W, the transposed product
+    time_fp8_gemv_t(benchmark, expert, m, activations(m, expert["n"]))
+
+
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_fusekit_fp8_gemv_t_bf16_grads(benchmark, expert, m):
+    # the gradients torch_bf16_t gets (bfloat16 values, passed as float32), as a bfloat16
+    # model's backward passes them: from 12 rows the bfloat16 kernel on AVX-512 BF16 CPUs
+    g = torch.from_numpy(activations(m, expert["n"])).bfloat16().float().numpy()
+    time_fp8_gemv_t(benchmark, expert, m, g)
 
 
 @pytest.mark.parametrize("m", [1, 16, 64])

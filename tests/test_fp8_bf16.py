@@ -72,8 +72,9 @@ def test_parts_sum_exactly_to_the_activations(rows, k_tiles, seed, spread):
     x = (mant * 2.0**expo).astype(np.float32)
     x[rng.random((rows, k)) < 0.1] = 0.0
     xb, parts, row_scale = bf16.prepare(x)
+    assert xb.shape == (3 * rows, k + bf16.X_PAD)  # padded rows: the padding is not read
     inverse = np.argsort(bf16.bf16_order(k))
-    total = sum(as_float(xb[p * rows:(p + 1) * rows])[:, inverse] for p in range(3))
+    total = sum(as_float(xb[p * rows:(p + 1) * rows, :k])[:, inverse] for p in range(3))
     np.testing.assert_array_equal(total * row_scale[:, None] * 2.0**-bf16.WEIGHT_SHIFT,
                                   x.astype(np.float64))
     assert 1 <= parts <= 3
@@ -83,7 +84,7 @@ def test_activations_far_below_the_row_maximum_lose_only_their_low_bits():
     x = np.array([[1e30] + [1e-12] * 127], np.float32)  # 2^-139 of the maximum
     xb, _, row_scale = bf16.prepare(x)
     inverse = np.argsort(bf16.bf16_order(128))
-    total = sum(as_float(xb[p:p + 1])[:, inverse] for p in range(3))
+    total = sum(as_float(xb[p:p + 1, :128])[:, inverse] for p in range(3))
     total = total * row_scale[:, None] * 2.0**-bf16.WEIGHT_SHIFT
     np.testing.assert_allclose(total, x.astype(np.float64), rtol=1e-7)
 
@@ -174,3 +175,88 @@ def test_empty_activations():
     q = np.zeros((8, 128), np.uint8)
     s = np.ones((1, 1), np.float32)
     assert bf16.gemm(np.zeros((0, 128), np.float32), q, s).shape == (0, 8)
+
+
+# ------------------------------------------------------------ the transposed product g W
+
+
+def relative_errors_t(got, g, q, s):
+    deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
+    ref = g.astype(np.float64) @ deq
+    bound = np.abs(g.astype(np.float64)) @ np.abs(deq)
+    return np.abs(got.astype(np.float64) - ref) / np.maximum(bound, 1e-300)
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 9])
+@pytest.mark.parametrize("n,k", [(128, 64), (256, 384), (384, 1152)])
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "subnormal-heavy"])
+def test_transposed_products_match_float64(m, n, k, kind):
+    # k of 1152: two tasks of 512 columns and one of 128; m of 3 and 9: rows of g left over
+    # after the blocks of four
+    rng = np.random.default_rng(m * 1000 + n + k)
+    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    if kind == "subnormal-heavy":
+        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    if kind == "bfloat16":
+        g = (g.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    got = bf16.gemm_t(g, q, s)
+    assert got.shape == (m, k) and got.dtype == np.float32
+    assert relative_errors_t(got, g, q, s).max() <= 1e-6
+
+
+def test_every_code_goes_through_the_transposed_product_exactly():
+    # rows of W are pairs of code rows: every code meets a one-hot row of g exactly
+    codes = np.tile(np.arange(256, dtype=np.uint8).reshape(4, 64), (32, 1))  # 128 x 64
+    s = np.ones((1, 1), np.float32)
+    got = bf16.gemm_t(np.eye(128, dtype=np.float32), codes, s)
+    np.testing.assert_array_equal(got.astype(np.float64), e4m3_values()[codes])
+
+
+def test_transposed_product_keeps_tiny_and_huge_rows_and_refuses_nan():
+    rng = np.random.default_rng(4)
+    w = (rng.standard_normal((128, 128)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    g = rng.standard_normal((3, 128)).astype(np.float32)
+    g[0] *= np.float32(1e-38)
+    g[1] *= np.float32(1e30)
+    g[2] = 0.0
+    got = bf16.gemm_t(g, q, s)
+    ref = g.astype(np.float64) @ fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-44)
+    assert (got[2] == 0).all()
+    g[1, 5] = np.nan
+    assert bf16.gemm_t(g, q, s) is None
+    assert bf16.gemm_t(rng.standard_normal((2, 128)).astype(np.float32), q, s,
+                       max_parts=1) is None  # float32 values need three parts
+
+
+def test_gemv_t_takes_the_bf16_kernel_for_many_bfloat16_rows(monkeypatch):
+    from fusekit.backends.cpu import fp8_matmul as cpu_mm
+
+    calls = []
+    real = bf16.gemm_t
+    monkeypatch.setattr(bf16, "gemm_t", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((256, 128)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    m = cpu_mm.T_BF16_MIN_M
+    g = rng.standard_normal((2, m, 256)).astype(np.float32)
+    g_bf16 = (g.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    for gg in (g_bf16, g):  # bfloat16 values: the bf16 kernel; float32: it declines
+        got = fusekit.ops.fp8_gemv_t(gg, q, s, backend="cpu")
+        assert got.shape == (2, m, 128)
+        assert relative_errors_t(got.reshape(-1, 128), gg.reshape(-1, 256), q, s).max() <= 1e-6
+    assert calls == [{"max_parts": 1}] * 2
+    calls.clear()
+    fusekit.ops.fp8_gemv_t(g_bf16[0, : m - 1], q, s, backend="cpu")  # too few rows
+    assert calls == []
+
+
+def test_shapes_the_transposed_kernel_does_not_take():
+    assert bf16.fits_t(2048, 7168, 128) and bf16.fits_t(128, 128, 128)
+    assert not bf16.fits_t(2048 + 64, 7168, 128)  # a partial tile of rows
+    assert not bf16.fits_t(2048, 7168 + 64, 128)  # of columns
+    assert not bf16.fits_t(2048, 7168, 64) and not bf16.fits_t(0, 128, 128)

@@ -62,6 +62,8 @@ AHEAD = 3
 X_TOP = 64
 #: The decoded weights are the codes' values times ``2^-WEIGHT_SHIFT``.
 WEIGHT_SHIFT = 8
+#: Values of padding after each prepared row of x (one cache line).
+X_PAD = 32
 
 
 def available() -> bool:
@@ -181,11 +183,12 @@ def _deinterleave(typingctx, src, out):  # noqa: ARG001 - Numba's intrinsic sign
 
 
 @njit(parallel=True)
-def _prepare_into(x, xb, row_scale, needs):
+def _prepare_into(x, xb, row_scale, needs, in_order):
     """Scale each row of ``x`` (M, K) and split it into bfloat16 parts in :func:`bf16_order`.
 
     Part ``p`` of row ``m`` goes to row ``p * M + m`` of ``xb`` (3M, K); ``needs[m]`` becomes
     the number of parts row ``m`` needs (1 to 3), or 0 when it holds NaN or an infinity.
+    With ``in_order`` the parts keep x's order (for the transposed product).
     """
     m_rows, k = x.shape
     for m in prange(m_rows):
@@ -210,23 +213,29 @@ def _prepare_into(x, xb, row_scale, needs):
         second, third = _split_row(scaled, t)
         needs[m] = 3 if third else 2 if second else 1
         for p in range(3):
-            _deinterleave(t[p], xb[p * m_rows + m])
+            if in_order:
+                xb[p * m_rows + m, :k] = t[p]
+            else:
+                _deinterleave(t[p], xb[p * m_rows + m])
 
 
-def prepare(x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
+def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.ndarray] | None:
     """``(xb, parts, row_scale)`` for the kernel from float32 rows ``x`` (M, K), or None.
 
-    ``xb`` holds ``parts * M`` rows of bfloat16 bits in :func:`bf16_order`; the product of
-    row ``m`` is ``row_scale[m]`` times the sum of its parts' products. None when x holds NaN
-    or an infinity (the FMA kernels then propagate them as a matmul does).
+    ``xb`` holds ``parts * M`` rows of bfloat16 bits in :func:`bf16_order` (in x's own order
+    with ``in_order``), each :data:`X_PAD` values longer than K (not read); the product of
+    row ``m`` is ``row_scale[m]`` times the sum of its parts' products. None when x holds
+    NaN or an infinity (the FMA kernels then propagate them as a matmul does).
     """
     m_rows, k = x.shape
-    xb = np.empty((3 * m_rows, k), dtype=np.uint16)
+    # Rows X_PAD values longer than x's: rows 4 KiB apart (K = 2048) would all fall into
+    # the same few L1 sets, and the kernels read one stretch of every row at a time.
+    xb = np.empty((3 * m_rows, k + X_PAD), dtype=np.uint16)
     row_scale = np.empty(m_rows, dtype=np.float64)
     if m_rows == 0:
         return xb, 1, row_scale
     needs = np.empty(m_rows, dtype=np.int32)
-    _prepare_into(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs)
+    _prepare_into(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs, in_order)
     if not needs.all():
         return None
     return xb, int(needs.max()), row_scale
@@ -461,6 +470,7 @@ def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
     flat = w.reshape(-1)
     n_tiles = k // TILE
     xflat = xb.reshape(-1)
+    xstride = xb.shape[1]
     last = max(0, flat.size - ROWS * k)
     for rb in prange((n + TILE - 1) // TILE):
         acc = np.empty(m_rows * ROWS * 16, dtype=np.float32)
@@ -474,10 +484,11 @@ def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
             acc[:] = 0
             ahead = min((i + AHEAD * ROWS) * k, last)
             if m_rows == 1:
-                _tiles_one_row(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab, ahead,
-                               acc)
+                _tiles_one_row(flat, offs, xflat, xstride, m_rows, parts, n_tiles, srow, tab,
+                               ahead, acc)
             else:
-                _tiles(flat, offs, xflat, k, m_rows, parts, n_tiles, srow, tab, ahead, acc)
+                _tiles(flat, offs, xflat, xstride, m_rows, parts, n_tiles, srow, tab, ahead,
+                       acc)
             for m in range(m_rows):
                 for r in range(rows):
                     o = (m * ROWS + r) * 16
@@ -535,3 +546,313 @@ def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndar
     h = np.empty_like(g)
     _silu_times(g, u, row_scale, h)
     return h
+
+
+# --------------------------------------------------------------- the transposed product g W
+# out[m, k] = sum_n g[m, n] W[n, k] s[n // 128, k // 128]: the reduction runs down W's rows,
+# so two rows n, n + 1 are decoded and their words paired column by column (vpermt2w), and
+# each row of g supplies the matching pair (g[m, n], g[m, n + 1]) as one broadcast dword.
+
+#: Columns of W (and of out) a task owns: one 64-byte line of each row.
+T_COLS = 64
+#: Rows of g multiplied with each decoded pair of W rows at once.
+T_GROWS = 4
+
+
+def _decode_consts(builder: ir.IRBuilder, tab_base: ir.Value) -> dict:
+    """The constants of the fast and the table decode (see the module's docstring)."""
+    i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v64i8, v32i16 = ir.VectorType(i8, 64), ir.VectorType(i16, 32)
+    return {
+        "tables": [builder.load(builder.inttoptr(builder.add(tab_base, ir.Constant(i64, 64 * q)),
+                                                 v64i8.as_pointer()), align=1) for q in range(4)],
+        "pick": [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)],
+        "keep": ir.Constant(v32i16, [0x87F0 - 65536] * 32),
+        "bias": ir.Constant(v32i16, [0x3800] * 32),
+        "exp_bits": ir.Constant(v64i8, [0x78] * 64),
+        "sign": ir.Constant(v64i8, [0x80 - 256] * 64),
+        "zero8": ir.Constant(v64i8, [0] * 64),
+        "interleave": [ir.Constant(ir.VectorType(i32, 64),
+                                   [v for j in range(32) for v in (2 * j + h, 64 + 2 * j + h)])
+                       for h in (0, 1)],
+        "madd": builder.module.declare_intrinsic(
+            "llvm.x86.avx512.pmaddubs.w.512", (), ir.FunctionType(v32i16, [v64i8, v64i8])),
+        "perm": builder.module.declare_intrinsic(
+            "llvm.x86.avx512.vpermi2var.qi.512", (), ir.FunctionType(v64i8, [v64i8] * 3)),
+    }
+
+
+def _fast_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
+    """The even and the odd codes of ``raw`` (64 bytes) as bfloat16 words (x 2^-8), 2 x v32i16.
+
+    Wrong for codes with exponent field 0; :func:`_low_exponent` finds them.
+    """
+    return [builder.or_(builder.and_(builder.call(c["madd"], [c["pick"][h], raw]), c["keep"]),
+                        c["bias"]) for h in (0, 1)]
+
+
+def _low_exponent(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> ir.Value:
+    """A 64-bit mask of the codes of ``raw`` whose exponent field is 0."""
+    hit = builder.icmp_unsigned("==", builder.and_(raw, c["exp_bits"]), c["zero8"])
+    return builder.bitcast(hit, ir.IntType(64))
+
+
+def _exact_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
+    """:func:`_fast_words` by the byte tables: exact for every code."""
+    lo = builder.call(c["perm"], [c["tables"][0], raw, c["tables"][1]])
+    hi = builder.or_(builder.call(c["perm"], [c["tables"][2], raw, c["tables"][3]]),
+                     builder.and_(raw, c["sign"]))
+    v32i16 = ir.VectorType(ir.IntType(16), 32)
+    return [builder.bitcast(builder.shuffle_vector(lo, hi, m), v32i16) for m in c["interleave"]]
+
+
+def t_column_order() -> np.ndarray:
+    """Column (within a task's 64) of each lane of the four pair registers, in order.
+
+    Register 0 pairs the even columns 0, 2, .., 30; 1 the even columns 32 .. 62; 2 and 3 the
+    odd ones likewise.
+    """
+    even, odd = np.arange(0, T_COLS, 2), np.arange(1, T_COLS, 2)
+    return np.concatenate([even[:16], even[16:], odd[:16], odd[16:]])
+
+
+@intrinsic
+def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
+    """Decode ``2 * n_pairs`` rows x 64 codes of ``w`` into ``buf`` as column pairs.
+
+    Rows ``2q`` and ``2q + 1`` start at byte ``first + 2q * k`` and ``first + (2q + 1) * k``;
+    pair ``q`` becomes four registers of 16 dwords (bfloat16 of row 2q, of row 2q + 1) at
+    ``buf[64 q ..]``, lanes in :func:`t_column_order`. Exact for every code: a pair of rows
+    holding a code of exponent field 0 is decoded again by the tables.
+    """
+    if not (isinstance(w, types.Array) and w.dtype == types.uint8
+            and isinstance(buf, types.Array) and buf.dtype == types.int32):
+        return None
+    sig = types.void(w, types.intp, types.intp, types.intp, tab, buf)
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        v64i8, v32i16 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32)
+
+        def data(j):
+            ary = context.make_array(signature.args[j])(context, builder, args[j])
+            return builder.ptrtoint(ary.data, i64)
+
+        w_base, b_base = data(0), data(5)
+        first, k, n_pairs = args[1], args[2], args[3]
+        c = _decode_consts(builder, data(4))
+        # (a_h, b_h) word i -> dword i of the pair register: a's words 16 * half + i and b's
+        pair_masks = [ir.Constant(ir.VectorType(i32, 32),
+                                  [v for i in range(16)
+                                   for v in (16 * half + i, 32 + 16 * half + i)])
+                      for half in (0, 1)]
+        with cgutils.for_range(builder, n_pairs) as loop:
+            q = loop.index
+            a_addr = builder.add(w_base, builder.add(first, builder.mul(builder.shl(
+                q, ir.Constant(i64, 1)), k)))
+            raws = [builder.load(builder.inttoptr(addr, v64i8.as_pointer()), align=1)
+                    for addr in (a_addr, builder.add(a_addr, k))]
+            fast = [v for raw in raws for v in _fast_words(builder, c, raw)]
+            low = builder.or_(_low_exponent(builder, c, raws[0]),
+                              _low_exponent(builder, c, raws[1]))
+            fast_end = builder.block
+            slow = builder.append_basic_block("pairs.slow")
+            merge = builder.append_basic_block("pairs.merge")
+            builder.cbranch(builder.icmp_unsigned("!=", low, ir.Constant(i64, 0)), slow, merge)
+            builder.position_at_end(slow)
+            exact = [v for raw in raws for v in _exact_words(builder, c, raw)]
+            builder.branch(merge)
+            builder.position_at_end(merge)
+            words = []
+            for f, e in zip(fast, exact, strict=True):
+                ph = builder.phi(v32i16)
+                ph.add_incoming(f, fast_end)
+                ph.add_incoming(e, slow)
+                words.append(ph)
+            a_even, a_odd, b_even, b_odd = words
+            regs = [builder.shuffle_vector(a, b, m)
+                    for a, b in ((a_even, b_even), (a_odd, b_odd)) for m in pair_masks]
+            out = builder.add(b_base, builder.mul(q, ir.Constant(i64, 4 * 64)))
+            for j, r in enumerate(regs):
+                builder.store(r, builder.inttoptr(builder.add(out, ir.Constant(i64, 64 * j)),
+                                                  v32i16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_dot_pairs(r_rows: int):  # noqa: ANN202 - a Numba intrinsic
+    """The intrinsic ``dot_pairs``: decoded pairs of W rows against ``r_rows`` rows of g."""
+
+    @intrinsic
+    def dot_pairs(typingctx, buf, gb, m0, m_rows, n, row0, n_pairs, parts, s, acc):  # noqa: ARG001
+        """``acc[m0 + c, lanes] += s * sum_p sum_q (pair q of buf) . (g rows p*m_rows + m0 + c)``.
+
+        ``buf``: :func:`_decode_pairs`' output (int32); ``gb``: 1-D uint16, rows ``n`` values
+        apart, row ``p * m_rows + m`` part ``p`` of row ``m`` of g; pair ``q`` meets values
+        ``row0 + 2q`` and ``row0 + 2q + 1`` of each row; ``acc``: float32, 64 per row of g
+        in :func:`t_column_order`.
+        """
+        if not (isinstance(buf, types.Array) and buf.dtype == types.int32
+                and isinstance(gb, types.Array) and gb.dtype == types.uint16
+                and isinstance(acc, types.Array) and acc.dtype == types.float32):
+            return None
+        sig = types.void(buf, gb, types.intp, types.intp, types.intp, types.intp, types.intp,
+                         types.intp, types.float32, acc)
+
+        def codegen(context, builder, signature, args):
+            i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+            v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
+            mod = builder.module
+            dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
+                                       ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
+            fma = mod.declare_intrinsic("llvm.fma.v16f32", (), ir.FunctionType(v16f, [v16f] * 3))
+
+            def data(j):
+                ary = context.make_array(signature.args[j])(context, builder, args[j])
+                return builder.ptrtoint(ary.data, i64)
+
+            def c64(v):
+                return ir.Constant(i64, v)
+
+            def splat(value, ty):
+                one = builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0))
+                return builder.shuffle_vector(one, ir.Constant(ty, None),
+                                              ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+
+            b_base, g_base, a_base = data(0), data(1), data(9)
+            m0, m_rows, n, row0, n_pairs, parts, s = args[2:9]
+            zero = ir.Constant(v16f, [0.0] * 16)
+            n_acc = 4 * r_rows
+
+            entry = builder.block
+            phead = builder.append_basic_block("dp.phead")
+            qhead = builder.append_basic_block("dp.qhead")
+            qbody = builder.append_basic_block("dp.qbody")
+            qdone = builder.append_basic_block("dp.qdone")
+            pdone = builder.append_basic_block("dp.pdone")
+            builder.branch(phead)
+
+            builder.position_at_end(phead)
+            p = builder.phi(i64)
+            p.add_incoming(c64(0), entry)
+            p_acc = [builder.phi(v16f) for _ in range(n_acc)]
+            for ph in p_acc:
+                ph.add_incoming(zero, entry)
+            builder.cbranch(builder.icmp_signed("<", p, parts), qhead, pdone)
+
+            builder.position_at_end(qhead)
+            q = builder.phi(i64)
+            q.add_incoming(c64(0), phead)
+            q_acc = [builder.phi(v16f) for _ in range(n_acc)]
+            for ph, v in zip(q_acc, p_acc, strict=True):
+                ph.add_incoming(v, phead)
+            builder.cbranch(builder.icmp_signed("<", q, n_pairs), qbody, qdone)
+
+            builder.position_at_end(qbody)
+            pair = builder.add(b_base, builder.mul(q, c64(4 * 64)))
+            regs = [builder.load(builder.inttoptr(builder.add(pair, c64(64 * j)),
+                                                  v16i32.as_pointer()), align=4)
+                    for j in range(4)]
+            col = builder.add(row0, builder.shl(q, c64(1)))
+            new = []
+            for r in range(r_rows):
+                grow = builder.add(builder.mul(p, m_rows), builder.add(m0, c64(r)))
+                addr = builder.add(g_base, builder.shl(builder.add(builder.mul(grow, n), col),
+                                                       c64(1)))
+                gv = splat(builder.load(builder.inttoptr(addr, i32.as_pointer()), align=2),
+                           v16i32)
+                new += [builder.call(dp, [q_acc[4 * r + j], regs[j], gv]) for j in range(4)]
+            q_next = builder.add(q, c64(1))
+            builder.branch(qhead)
+            q.add_incoming(q_next, qbody)
+            for ph, v in zip(q_acc, new, strict=True):
+                ph.add_incoming(v, qbody)
+
+            builder.position_at_end(qdone)
+            p_next = builder.add(p, c64(1))
+            builder.branch(phead)
+            p.add_incoming(p_next, qdone)
+            for ph, v in zip(p_acc, q_acc, strict=True):
+                ph.add_incoming(v, qdone)
+
+            builder.position_at_end(pdone)
+            sv = splat(s, v16f)
+            for r in range(r_rows):
+                row = builder.add(a_base, builder.mul(builder.add(m0, c64(r)), c64(4 * T_COLS)))
+                for j in range(4):
+                    addr = builder.inttoptr(builder.add(row, c64(64 * j)), v16f.as_pointer())
+                    total = builder.call(fma, [p_acc[4 * r + j], sv, builder.load(addr, align=4)])
+                    builder.store(total, addr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dot_pairs
+
+
+_dot_pairs = _make_dot_pairs(T_GROWS)
+_dot_pairs_one = _make_dot_pairs(1)
+
+
+#: Column blocks (of :data:`T_COLS`) a task of the transposed product owns: 512 bytes of each
+#: row of W, read line after line.
+T_BLOCKS = 8
+
+
+@njit(parallel=True, fastmath={"contract", "nsz"})
+def _t_kernel(w, gb, parts, m_rows, scale, tab, order, out):
+    # out[m, c] = sum over the parts p of gb rows p * m_rows + m . W column c (x 2^-8)
+    n, k = w.shape
+    flat = w.reshape(-1)
+    gflat = gb.reshape(-1)
+    gstride = gb.shape[1]
+    n_blocks = k // T_COLS
+    for task in prange((n_blocks + T_BLOCKS - 1) // T_BLOCKS):
+        b_first = task * T_BLOCKS
+        b_end = min(n_blocks, b_first + T_BLOCKS)
+        acc = np.zeros((b_end - b_first) * m_rows * T_COLS, dtype=np.float32)
+        buf = np.empty(TILE // 2 * T_COLS, dtype=np.int32)
+        for t in range(n // TILE):
+            for cb in range(b_first, b_end):
+                col0 = cb * T_COLS
+                _decode_pairs(flat, t * TILE * k + col0, k, TILE // 2, tab, buf)
+                s = scale[t, col0 // TILE]
+                a = acc[(cb - b_first) * m_rows * T_COLS:]
+                m = 0
+                while m + T_GROWS <= m_rows:
+                    _dot_pairs(buf, gflat, m, m_rows, gstride, t * TILE, TILE // 2, parts, s,
+                               a)
+                    m += T_GROWS
+                while m < m_rows:
+                    _dot_pairs_one(buf, gflat, m, m_rows, gstride, t * TILE, TILE // 2, parts,
+                                   s, a)
+                    m += 1
+        for cb in range(b_first, b_end):
+            base = (cb - b_first) * m_rows * T_COLS
+            for m in range(m_rows):
+                for j in range(T_COLS):
+                    out[m, cb * T_COLS + order[j]] = acc[base + m * T_COLS + j]
+
+
+def fits_t(n: int, k: int, block: int) -> bool:
+    """Whether ``g W`` with W ``[n, k]`` and ``block``-wide scale tiles runs here."""
+    return available() and block == TILE and n % TILE == 0 and k % TILE == 0 and n > 0 < k
+
+
+def gemm_t(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+           max_parts: int = 3) -> np.ndarray | None:
+    """``g W`` (float32 rows g), or None.
+
+    None when g holds NaN/Inf (see :func:`prepare`) or needs more than ``max_parts``
+    bfloat16 parts (the float32 FMA kernel is faster for three).
+    """
+    prepared = prepare(g, in_order=True)
+    if prepared is None or prepared[1] > max_parts:
+        return None
+    gb, parts, row_scale = prepared
+    m_rows = g.shape[0]
+    out = np.empty((m_rows, w_fp8.shape[1]), dtype=np.float32)
+    _t_kernel(w_fp8, gb, parts, m_rows, weight_scale_inv, byte_tables(), t_column_order(), out)
+    with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
+        return (out * row_scale[:, None]).astype(np.float32)

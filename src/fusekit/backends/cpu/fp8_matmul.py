@@ -44,6 +44,9 @@ _LINE = 64
 #: How many quads of rows ahead the M=1 kernel prefetches (into L2): on Zen 4, 3 quads into
 #: L2 doubled one thread's bandwidth from DRAM against 1 quad into L1 (docs/benchmarks.md).
 _AHEAD_QUADS = 3
+#: Rows of g from which ``fp8_gemv_t`` takes the bfloat16 kernel for bfloat16-valued g
+#: (measured on Zen 4: docs/benchmarks.md, session 21).
+T_BF16_MIN_M = 12
 
 
 @njit(inline="always", fastmath=True)
@@ -335,7 +338,18 @@ def fp8_gate_up_cpu(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up:
 @register_kernel(fp8_matmul.fp8_gemv_t_op, backend="cpu", arrays=["numpy"], dtypes=("float32",))
 def fp8_gemv_t_cpu(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
                    block: int = 128) -> np.ndarray:
-    """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation."""
+    """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation.
+
+    From :data:`T_BF16_MIN_M` rows of bfloat16 values on (a bfloat16 model's gradients), on
+    AVX-512 BF16 CPUs, bfloat16 dot products (``_fp8_bf16.gemm_t``); else float32 FMAs.
+    """
+    rows = fp8.as_rows(grad_y)
+    n, k = w_fp8.shape
+    if rows.shape[0] >= T_BF16_MIN_M and _fp8_bf16.fits_t(n, k, block):
+        got = _fp8_bf16.gemm_t(rows, np.ascontiguousarray(w_fp8),
+                               np.ascontiguousarray(weight_scale_inv), max_parts=1)
+        if got is not None:
+            return got.reshape(*grad_y.shape[:-1], k)
     gr, row_scale = _prescaled_rows(grad_y)
     out = np.empty((gr.shape[0], w_fp8.shape[1]), dtype=np.float32)
     w, sc = np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv)
