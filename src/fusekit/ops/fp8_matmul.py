@@ -217,6 +217,10 @@ def fp8_gemv_t(grad_y: Any, w_fp8: Any, weight_scale_inv: Any, *, block: int = F
 
     Returns:
         ``(..., K)`` in ``grad_y``'s dtype.
+
+    Accuracy as for :func:`fp8_gemv` (float32 sums of exact products). On CPUs with AVX-512
+    BF16, from 12 rows of ``grad_y`` whose values are all bfloat16 (the gradients of a
+    bfloat16 model) the products run as bfloat16 dot products, 2x faster at 64 rows.
     """
     return _run_mixed(fp8_gemv_t_op, grad_y, w_fp8, weight_scale_inv, block, backend)
 

@@ -31,6 +31,18 @@ into registers once and multiplied with every row of x (every part of every row)
 running sum, in registers for one row of x, else in memory (read and written once per tile).
 W's bytes are read once per call; the tiles of the rows three quads on are prefetched into
 L2 meanwhile.
+
+**The transposed product** ``g W`` (:func:`gemm_t`, the gradient of ``x W^T`` w.r.t. x)
+sums down W's rows, so ``vdpbf16ps`` needs the codes of two rows side by side: rows ``2q``
+and ``2q + 1`` of a 128-row tile are decoded as above and their words paired column by
+column (``vpermt2w``), 64 columns at a time, into a buffer that stays in L1
+(:func:`_decode_pairs`); then each row of g (four at a time) broadcasts its pair of values
+``(g[2q], g[2q + 1])`` against the four paired registers (:func:`_make_dot_pairs`), and each
+tile's sums are multiplied by its scale once. A task owns 512 columns (a run of 8 lines of
+every row; tasks of 64 columns were slower on the 2048 x 7168 weight, one run each: M = 1
+3.4 against 1.6 ms, M = 64 14.0 against 12.6 ms). It pays from about 12 rows
+of g whose values are bfloat16 (one part); three parts are slower than the float32 FMA
+kernel.
 """
 
 from __future__ import annotations
@@ -62,8 +74,6 @@ AHEAD = 3
 X_TOP = 64
 #: The decoded weights are the codes' values times ``2^-WEIGHT_SHIFT``.
 WEIGHT_SHIFT = 8
-#: Values of padding after each prepared row of x (one cache line).
-X_PAD = 32
 
 
 def available() -> bool:
@@ -214,7 +224,7 @@ def _prepare_into(x, xb, row_scale, needs, in_order):
         needs[m] = 3 if third else 2 if second else 1
         for p in range(3):
             if in_order:
-                xb[p * m_rows + m, :k] = t[p]
+                xb[p * m_rows + m] = t[p]
             else:
                 _deinterleave(t[p], xb[p * m_rows + m])
 
@@ -223,14 +233,12 @@ def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.
     """``(xb, parts, row_scale)`` for the kernel from float32 rows ``x`` (M, K), or None.
 
     ``xb`` holds ``parts * M`` rows of bfloat16 bits in :func:`bf16_order` (in x's own order
-    with ``in_order``), each :data:`X_PAD` values longer than K (not read); the product of
-    row ``m`` is ``row_scale[m]`` times the sum of its parts' products. None when x holds
-    NaN or an infinity (the FMA kernels then propagate them as a matmul does).
+    with ``in_order``); the product of row ``m`` is ``row_scale[m]`` times the sum of its
+    parts' products. None when x holds NaN or an infinity (the FMA kernels then propagate
+    them as a matmul does).
     """
     m_rows, k = x.shape
-    # Rows X_PAD values longer than x's: rows 4 KiB apart (K = 2048) would all fall into
-    # the same few L1 sets, and the kernels read one stretch of every row at a time.
-    xb = np.empty((3 * m_rows, k + X_PAD), dtype=np.uint16)
+    xb = np.empty((3 * m_rows, k), dtype=np.uint16)
     row_scale = np.empty(m_rows, dtype=np.float64)
     if m_rows == 0:
         return xb, 1, row_scale
