@@ -249,6 +249,53 @@ def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.
     return xb, int(needs.max()), row_scale
 
 
+def _decode_consts(builder: ir.IRBuilder, tab_base: ir.Value) -> dict:
+    """The constants of the fast and the table decode (see the module's docstring)."""
+    i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v64i8, v32i16 = ir.VectorType(i8, 64), ir.VectorType(i16, 32)
+    return {
+        "tables": [builder.load(builder.inttoptr(builder.add(tab_base, ir.Constant(i64, 64 * q)),
+                                                 v64i8.as_pointer()), align=1) for q in range(4)],
+        "pick": [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)],
+        "keep": ir.Constant(v32i16, [0x87F0 - 65536] * 32),
+        "bias": ir.Constant(v32i16, [0x3800] * 32),
+        "exp_bits": ir.Constant(v64i8, [0x78] * 64),
+        "sign": ir.Constant(v64i8, [0x80 - 256] * 64),
+        "zero8": ir.Constant(v64i8, [0] * 64),
+        "interleave": [ir.Constant(ir.VectorType(i32, 64),
+                                   [v for j in range(32) for v in (2 * j + h, 64 + 2 * j + h)])
+                       for h in (0, 1)],
+        "madd": builder.module.declare_intrinsic(
+            "llvm.x86.avx512.pmaddubs.w.512", (), ir.FunctionType(v32i16, [v64i8, v64i8])),
+        "perm": builder.module.declare_intrinsic(
+            "llvm.x86.avx512.vpermi2var.qi.512", (), ir.FunctionType(v64i8, [v64i8] * 3)),
+    }
+
+
+def _fast_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
+    """The even and the odd codes of ``raw`` (64 bytes) as bfloat16 words (x 2^-8), 2 x v32i16.
+
+    Wrong for codes with exponent field 0; :func:`_low_exponent` finds them.
+    """
+    return [builder.or_(builder.and_(builder.call(c["madd"], [c["pick"][h], raw]), c["keep"]),
+                        c["bias"]) for h in (0, 1)]
+
+
+def _low_exponent(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> ir.Value:
+    """A 64-bit mask of the codes of ``raw`` whose exponent field is 0."""
+    hit = builder.icmp_unsigned("==", builder.and_(raw, c["exp_bits"]), c["zero8"])
+    return builder.bitcast(hit, ir.IntType(64))
+
+
+def _exact_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
+    """:func:`_fast_words` by the byte tables: exact for every code."""
+    lo = builder.call(c["perm"], [c["tables"][0], raw, c["tables"][1]])
+    hi = builder.or_(builder.call(c["perm"], [c["tables"][2], raw, c["tables"][3]]),
+                     builder.and_(raw, c["sign"]))
+    v32i16 = ir.VectorType(ir.IntType(16), 32)
+    return [builder.bitcast(builder.shuffle_vector(lo, hi, m), v32i16) for m in c["interleave"]]
+
+
 def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # noqa: ANN202, C901, PLR0915
     """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x.
 
@@ -277,9 +324,9 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                          tab, types.intp, acc)
 
         def codegen(context, builder, signature, args):
-            i8, i16 = ir.IntType(8), ir.IntType(16)
+            i8 = ir.IntType(8)
             i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-            v64i8, v32i16 = ir.VectorType(i8, 64), ir.VectorType(i16, 32)
+            v64i8 = ir.VectorType(i8, 64)
             v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
             mod = builder.module
 
@@ -296,26 +343,13 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
             w_base, x_base, s_base, t_base, a_base = data(0), data(2), data(7), data(8), data(10)
             offs = [builder.extract_value(args[1], r) for r in range(r_rows)]
             xstride, m_rows, parts, n_tiles, ahead = args[3], args[4], args[5], args[6], args[9]
-            madd = mod.declare_intrinsic("llvm.x86.avx512.pmaddubs.w.512", (),
-                                         ir.FunctionType(v32i16, [v64i8, v64i8]))
-            perm = mod.declare_intrinsic("llvm.x86.avx512.vpermi2var.qi.512", (),
-                                         ir.FunctionType(v64i8, [v64i8] * 3))
+            c = _decode_consts(builder, t_base)
             dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
                                        ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
             fma = mod.declare_intrinsic("llvm.fma.v16f32", (), ir.FunctionType(v16f, [v16f] * 3))
             i8p = i8.as_pointer()
             pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
                                        ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
-            tables = [load(builder.add(t_base, c64(64 * q)), v64i8, 1) for q in range(4)]
-            pick = [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)]
-            keep = ir.Constant(v32i16, [0x87F0 - 65536] * 32)
-            bias = ir.Constant(v32i16, [0x3800] * 32)
-            exp_bits = ir.Constant(v64i8, [0x78] * 64)
-            sign = ir.Constant(v64i8, [0x80 - 256] * 64)
-            zero8 = ir.Constant(v64i8, [0] * 64)
-            interleave = [ir.Constant(ir.VectorType(i32, 64),
-                                      [v for j in range(32) for v in (2 * j + h, 64 + 2 * j + h)])
-                          for h in (0, 1)]
             zero = ir.Constant(v16f, [0.0] * 16)
             tile_bytes = groups_per_tile * GROUP
             n_regs = groups_per_tile * r_rows * 2
@@ -360,12 +394,8 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                     addr = builder.add(builder.add(w_base, offs[r]), first)
                     raw = load(addr, v64i8, 1)
                     raws.append(raw)
-                    for h in (0, 1):
-                        word = builder.call(madd, [pick[h], raw])
-                        word = builder.or_(builder.and_(word, keep), bias)
-                        fast.append(builder.bitcast(word, v16i32))
-                    hit = builder.icmp_unsigned("==", builder.and_(raw, exp_bits), zero8)
-                    hit = builder.bitcast(hit, i64)
+                    fast += [builder.bitcast(v, v16i32) for v in _fast_words(builder, c, raw)]
+                    hit = _low_exponent(builder, c, raw)
                     low_exp = hit if low_exp is None else builder.or_(low_exp, hit)
             any_low = builder.icmp_unsigned("!=", low_exp, c64(0))
             builder.cbranch(any_low, slow, merge)
@@ -374,11 +404,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
             builder.position_at_end(slow)
             exact = []
             for raw in raws:
-                lo = builder.call(perm, [tables[0], raw, tables[1]])
-                hi = builder.or_(builder.call(perm, [tables[2], raw, tables[3]]),
-                                 builder.and_(raw, sign))
-                exact += [builder.bitcast(builder.shuffle_vector(lo, hi, m), v16i32)
-                          for m in interleave]
+                exact += [builder.bitcast(v, v16i32) for v in _exact_words(builder, c, raw)]
             builder.branch(merge)
 
             builder.position_at_end(merge)
@@ -565,53 +591,6 @@ def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndar
 T_COLS = 64
 #: Rows of g multiplied with each decoded pair of W rows at once.
 T_GROWS = 4
-
-
-def _decode_consts(builder: ir.IRBuilder, tab_base: ir.Value) -> dict:
-    """The constants of the fast and the table decode (see the module's docstring)."""
-    i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-    v64i8, v32i16 = ir.VectorType(i8, 64), ir.VectorType(i16, 32)
-    return {
-        "tables": [builder.load(builder.inttoptr(builder.add(tab_base, ir.Constant(i64, 64 * q)),
-                                                 v64i8.as_pointer()), align=1) for q in range(4)],
-        "pick": [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)],
-        "keep": ir.Constant(v32i16, [0x87F0 - 65536] * 32),
-        "bias": ir.Constant(v32i16, [0x3800] * 32),
-        "exp_bits": ir.Constant(v64i8, [0x78] * 64),
-        "sign": ir.Constant(v64i8, [0x80 - 256] * 64),
-        "zero8": ir.Constant(v64i8, [0] * 64),
-        "interleave": [ir.Constant(ir.VectorType(i32, 64),
-                                   [v for j in range(32) for v in (2 * j + h, 64 + 2 * j + h)])
-                       for h in (0, 1)],
-        "madd": builder.module.declare_intrinsic(
-            "llvm.x86.avx512.pmaddubs.w.512", (), ir.FunctionType(v32i16, [v64i8, v64i8])),
-        "perm": builder.module.declare_intrinsic(
-            "llvm.x86.avx512.vpermi2var.qi.512", (), ir.FunctionType(v64i8, [v64i8] * 3)),
-    }
-
-
-def _fast_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
-    """The even and the odd codes of ``raw`` (64 bytes) as bfloat16 words (x 2^-8), 2 x v32i16.
-
-    Wrong for codes with exponent field 0; :func:`_low_exponent` finds them.
-    """
-    return [builder.or_(builder.and_(builder.call(c["madd"], [c["pick"][h], raw]), c["keep"]),
-                        c["bias"]) for h in (0, 1)]
-
-
-def _low_exponent(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> ir.Value:
-    """A 64-bit mask of the codes of ``raw`` whose exponent field is 0."""
-    hit = builder.icmp_unsigned("==", builder.and_(raw, c["exp_bits"]), c["zero8"])
-    return builder.bitcast(hit, ir.IntType(64))
-
-
-def _exact_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
-    """:func:`_fast_words` by the byte tables: exact for every code."""
-    lo = builder.call(c["perm"], [c["tables"][0], raw, c["tables"][1]])
-    hi = builder.or_(builder.call(c["perm"], [c["tables"][2], raw, c["tables"][3]]),
-                     builder.and_(raw, c["sign"]))
-    v32i16 = ir.VectorType(ir.IntType(16), 32)
-    return [builder.bitcast(builder.shuffle_vector(lo, hi, m), v32i16) for m in c["interleave"]]
 
 
 def t_column_order() -> np.ndarray:
