@@ -101,10 +101,10 @@ def test_the_first_launch_goes_through_numba_and_later_ones_are_flattened(fake_c
     kernel = FakeKernel()
     a = FakeCupyArray((3, 5), ptr=8192)
     stream = object()
-    _device.launch(kernel, (2, 1), (32, 4), stream, (a, 7))
+    _device.launch(kernel, (2, 1), (32, 4), stream, (a, 7), device=0)
     assert len(kernel.normal_launches) == 1 and fake_core == []
     assert fake_core.views == [False]  # Numba's view of the array, without a stream sync
-    _device.launch(kernel, (2, 1), (32, 4), stream, (a, 9))
+    _device.launch(kernel, (2, 1), (32, 4), stream, (a, 9), device=0)
     assert len(kernel.normal_launches) == 1
     (core_stream, config, handle, args), = fake_core
     assert core_stream == ("core", stream)
@@ -119,7 +119,7 @@ def test_a_kernel_the_fast_path_cannot_pass_stays_on_numba(fake_core):
     kernel = FakeKernel(scalar=types.complex128)  # not a scalar kind the path flattens
     a = FakeCupyArray((4,))
     for _ in range(3):
-        _device.launch(kernel, (1,), (32,), 0, (a, 1))
+        _device.launch(kernel, (1,), (32,), 0, (a, 1), device=0)
     assert len(kernel.normal_launches) == 3 and fake_core == []
 
 
@@ -127,9 +127,19 @@ def test_a_kernel_the_fast_path_cannot_pass_stays_on_numba(fake_core):
 def test_arguments_other_than_contiguous_cupy_arrays_and_numbers_stay_on_numba(fake_core, arg):
     kernel = FakeKernel()
     for _ in range(2):
-        _device.launch(kernel, (1,), (32,), 0, (arg, 1))
+        _device.launch(kernel, (1,), (32,), 0, (arg, 1), device=0)
     assert len(kernel.normal_launches) == 2 and fake_core == []
     assert _device._launchers == {}
+
+
+def test_without_a_device_the_arguments_go_to_numba_as_they_are(fake_core):
+    # Numba device arrays, or the simulator's host arrays: no views, no device context
+    kernel = FakeKernel()
+    a = FakeCupyArray((4,))
+    for _ in range(2):
+        _device.launch(kernel, (1,), (32,), 0, (a, 1))
+    assert [args for _, args in kernel.normal_launches] == [(a, 1)] * 2
+    assert fake_core == [] and fake_core.views == []
 
 
 def test_the_switch_and_the_simulator_turn_the_fast_path_off(monkeypatch):

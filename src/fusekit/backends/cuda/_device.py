@@ -175,16 +175,21 @@ def _resolve(kernel: Any, args: tuple[Any, ...]) -> Any:
 
 
 def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], stream: Any,
-           args: tuple[Any, ...], device: int = 0) -> None:
+           args: tuple[Any, ...], device: int | None = None) -> None:
     """Launch the Numba CUDA ``kernel`` on ``grid`` x ``block`` on ``stream``.
 
-    ``args`` may be Numba device arrays, CuPy arrays, host arrays the simulator takes, and
-    scalars; with CuPy arrays and scalars only, repeated launches skip Numba's dispatcher
-    (see above). ``device`` is the CUDA device the arrays live on (CuPy's current device).
+    With ``device`` None, ``args`` go to Numba as they are (Numba device arrays, host arrays
+    the simulator takes, scalars). With ``device`` set (the CUDA device, CuPy's current one),
+    ``args`` are C-contiguous CuPy arrays and scalars: Numba gets views of the arrays made
+    without a stream sync, inside that device's context, and repeated launches skip Numba's
+    dispatcher (see above).
     """
     if not _parts:
         _parts.append(_fast_launch_parts())
     parts = _parts[0]
+    if device is None:
+        kernel[grid, block, stream](*args)
+        return
     key = None
     if parts is not None:
         kinds = []
@@ -198,18 +203,15 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], stream: A
                 break
         else:
             key = (kernel, device, tuple(kinds))
-    if key is None:
-        kernel[grid, block, stream](*args)
-        return
-    launcher = _launchers.get(key)
+    launcher = _launchers.get(key) if key is not None else None
     if not launcher:  # first launch of its kind, or one the fast path cannot make
         # Numba's views of the CuPy arrays, made without synchronising their stream (Numba
         # would, given the CuPy arrays): the launch goes to that stream anyway.
-        views = tuple(a if isinstance(a, (int, float)) else cuda.as_cuda_array(a, sync=False)
-                      for a in args)
+        views = tuple(a if isinstance(a, (int, float)) or _is_device_array(a)
+                      else cuda.as_cuda_array(a, sync=False) for a in args)
         with cuda.gpus[device]:
             kernel[grid, block, stream](*views)
-            if launcher is None:
+            if key is not None and launcher is None:
                 _launchers[key] = _resolve(kernel, views) or False
         return
     core_launch, config_type, to_core_stream, flag = parts

@@ -417,7 +417,7 @@ def _product_launch(kernel: Any, threads_y: int, name: str, a: Any, w_fp8: Any,
         mt = _m_tile(m) if m_tile is None else m_tile
         grid = (grid_x, min(-(-m // mt), _MAX_GRID_Y))
         launch(kernel(dtype, mt), grid, (WARP, threads_y), stream,
-               (ad, wd, sd, table, od, block), device or 0)
+               (ad, wd, sd, table, od, block), device)
     copy_back(stream, (od, host))
 
 
@@ -487,8 +487,8 @@ def fp8_gemm_tiled_launch(
             part = cupy.empty((splits, m, n), dtype=dtype)
         launch(_gemm_kernel(dtype, bm, bn, bk, tm, tn), (-(-n // bn), -(-m // bm), splits),
                ((bm // tm) * (bn // tn),), stream, (ad, wd, sd, table, part, block, per_split),
-               device or 0)
-        launch(_sum_splits, (-(-(m * n) // 256),), (256,), stream, (part, od), device or 0)
+               device)
+        launch(_sum_splits, (-(-(m * n) // 256),), (256,), stream, (part, od), device)
     copy_back(stream, (od, host))
 
 

@@ -188,7 +188,7 @@ def _launch(
     if blocks == 0 or n_z == 0:
         return
     grid = (blocks, 1, min(n_z, _MAX_GRID_Z))
-    launch(kernel, grid, (tile, tile), stream, (P, Q, C, n_z, n_i, n_j, n_q), device or 0)
+    launch(kernel, grid, (tile, tile), stream, (P, Q, C, n_z, n_i, n_j, n_q), device)
 
 
 def _arrays(stream: Any, device: int | None) -> tuple[Any, Any, Any]:
