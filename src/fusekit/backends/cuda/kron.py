@@ -201,8 +201,14 @@ def _arrays(stream: Any, device: int | None) -> tuple[Any, Any, Any]:
         return (lambda name, a: to_device(name, a, stream),
                 lambda name, a, shape: output(name, a, shape, stream),
                 lambda ws, shape, dtype: checked_workspace(ws, shape, dtype, stream))
-    return (lambda name, a: a, lambda name, a, shape: (a.reshape(shape), None),
-            lambda ws, shape, dtype: ws.reshape(shape))
+    def workspace(ws: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+        if ws is None:
+            import cupy
+
+            return cupy.empty(shape, dtype=dtype)
+        return ws.reshape(shape)
+
+    return lambda name, a: a, lambda name, a, shape: (a.reshape(shape), None), workspace
 
 
 # ------------------------------------------------------------------------ device arrays
@@ -230,9 +236,10 @@ def kron_linear_launch(
             dtype for the intermediate ``T``; allocated per call when ``None``.
         stream: Numba stream to launch on (``0``: the default stream).
         tile: Side of the thread block and shared-memory tiles.
-        device: Set (to the CUDA device) only when every array, the workspace included, is
-            a C-contiguous CuPy array on it: they then go to the kernels as they are, and
-            repeated launches skip Numba's dispatcher (``_device.launch``).
+        device: Set (to the CUDA device) only when every array (and the workspace, if
+            given; else one is made with CuPy) is a C-contiguous CuPy array on it: they then
+            go to the kernels as they are, and repeated launches skip Numba's dispatcher
+            (``_device.launch``).
 
     Device arrays (Numba's, or any ``__cuda_array_interface__`` array) must be C-contiguous
     and are used in place; host NumPy arrays are copied to the device, and a host ``out`` is
@@ -296,7 +303,7 @@ def kron_factor_grads_launch(
         workspace_u: Optional buffer of ``batch * r * m1 * n2`` elements for ``A X``.
         stream: Numba stream to launch on (``0``: the default stream).
         tile: Side of the thread block and shared-memory tiles.
-        device: As for :func:`kron_linear_launch` (both workspaces must then be given).
+        device: As for :func:`kron_linear_launch`.
 
     Arrays are taken as by :func:`kron_linear_launch`.
     """
