@@ -259,3 +259,28 @@ def test_shapes_the_transposed_kernel_does_not_take():
     assert not bf16.fits_t(2048 + 64, 7168, 128)  # a partial tile of rows
     assert not bf16.fits_t(2048, 7168 + 64, 128)  # of columns
     assert not bf16.fits_t(2048, 7168, 64) and not bf16.fits_t(0, 128, 128)
+
+
+def test_torch_backward_of_bf16_activations_runs_the_bf16_transposed_kernel(monkeypatch):
+    # a bfloat16 model's backward: the gradient reaching fp8_gemv_t holds bfloat16 values
+    import torch
+
+    from fusekit.backends.cpu import fp8_matmul as cpu_mm
+
+    calls = []
+    real = bf16.gemm_t
+    monkeypatch.setattr(bf16, "gemm_t", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((256, 384)) * 0.02).astype(np.float32)
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    m = cpu_mm.T_BF16_MIN_M + 4
+    x = torch.from_numpy(rng.standard_normal((m, 384)).astype(np.float32)).bfloat16()
+    x.requires_grad_()
+    y = fusekit.ops.fp8_gemv(x, torch.from_numpy(q), torch.from_numpy(s))
+    gy = torch.from_numpy(rng.standard_normal((m, 256)).astype(np.float32)).bfloat16()
+    (y * gy).sum().backward()
+    deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
+    want = gy.double().numpy() @ deq
+    got = x.grad.double().numpy()
+    assert calls == [1]
+    np.testing.assert_allclose(got, want, rtol=2**-7, atol=2**-7 * np.abs(want).max())
