@@ -59,7 +59,7 @@ from numba.extending import intrinsic
 
 from ._fp8_planes import target_has
 from ._numba import njit
-from ._vmath import _float_bits_as_int, _int_bits_as_float, silu_mul
+from ._vmath import _float_bits_as_int, _int_bits_as_float, carried_loop, silu_mul
 
 #: Codes per group: one 512-bit load.
 GROUP = 64
@@ -710,66 +710,34 @@ def _make_dot_pairs(r_rows: int):  # noqa: ANN202 - a Numba intrinsic
             b_base, g_base, a_base = data(0), data(1), data(9)
             m0, m_rows, n, row0, n_pairs, parts, s = args[2:9]
             zero = ir.Constant(v16f, [0.0] * 16)
-            n_acc = 4 * r_rows
 
-            entry = builder.block
-            phead = builder.append_basic_block("dp.phead")
-            qhead = builder.append_basic_block("dp.qhead")
-            qbody = builder.append_basic_block("dp.qbody")
-            qdone = builder.append_basic_block("dp.qdone")
-            pdone = builder.append_basic_block("dp.pdone")
-            builder.branch(phead)
+            def part(p, acc):  # the sums over every pair, for part p of the rows of g
+                def pair(q, acc):
+                    base = builder.add(b_base, builder.mul(q, c64(4 * 64)))
+                    regs = [builder.load(builder.inttoptr(builder.add(base, c64(64 * j)),
+                                                          v16i32.as_pointer()), align=4)
+                            for j in range(4)]
+                    col = builder.add(row0, builder.shl(q, c64(1)))
+                    new = []
+                    for r in range(r_rows):
+                        grow = builder.add(builder.mul(p, m_rows), builder.add(m0, c64(r)))
+                        addr = builder.add(g_base, builder.shl(
+                            builder.add(builder.mul(grow, n), col), c64(1)))
+                        gv = splat(builder.load(builder.inttoptr(addr, i32.as_pointer()),
+                                                align=2), v16i32)
+                        new += [builder.call(dp, [acc[4 * r + j], regs[j], gv])
+                                for j in range(4)]
+                    return new
 
-            builder.position_at_end(phead)
-            p = builder.phi(i64)
-            p.add_incoming(c64(0), entry)
-            p_acc = [builder.phi(v16f) for _ in range(n_acc)]
-            for ph in p_acc:
-                ph.add_incoming(zero, entry)
-            builder.cbranch(builder.icmp_signed("<", p, parts), qhead, pdone)
+                return carried_loop(builder, n_pairs, acc, pair, "dp.q")
 
-            builder.position_at_end(qhead)
-            q = builder.phi(i64)
-            q.add_incoming(c64(0), phead)
-            q_acc = [builder.phi(v16f) for _ in range(n_acc)]
-            for ph, v in zip(q_acc, p_acc, strict=True):
-                ph.add_incoming(v, phead)
-            builder.cbranch(builder.icmp_signed("<", q, n_pairs), qbody, qdone)
-
-            builder.position_at_end(qbody)
-            pair = builder.add(b_base, builder.mul(q, c64(4 * 64)))
-            regs = [builder.load(builder.inttoptr(builder.add(pair, c64(64 * j)),
-                                                  v16i32.as_pointer()), align=4)
-                    for j in range(4)]
-            col = builder.add(row0, builder.shl(q, c64(1)))
-            new = []
-            for r in range(r_rows):
-                grow = builder.add(builder.mul(p, m_rows), builder.add(m0, c64(r)))
-                addr = builder.add(g_base, builder.shl(builder.add(builder.mul(grow, n), col),
-                                                       c64(1)))
-                gv = splat(builder.load(builder.inttoptr(addr, i32.as_pointer()), align=2),
-                           v16i32)
-                new += [builder.call(dp, [q_acc[4 * r + j], regs[j], gv]) for j in range(4)]
-            q_next = builder.add(q, c64(1))
-            builder.branch(qhead)
-            q.add_incoming(q_next, qbody)
-            for ph, v in zip(q_acc, new, strict=True):
-                ph.add_incoming(v, qbody)
-
-            builder.position_at_end(qdone)
-            p_next = builder.add(p, c64(1))
-            builder.branch(phead)
-            p.add_incoming(p_next, qdone)
-            for ph, v in zip(p_acc, q_acc, strict=True):
-                ph.add_incoming(v, qdone)
-
-            builder.position_at_end(pdone)
+            sums = carried_loop(builder, parts, [zero] * (4 * r_rows), part, "dp.p")
             sv = splat(s, v16f)
             for r in range(r_rows):
                 row = builder.add(a_base, builder.mul(builder.add(m0, c64(r)), c64(4 * T_COLS)))
                 for j in range(4):
                     addr = builder.inttoptr(builder.add(row, c64(64 * j)), v16f.as_pointer())
-                    total = builder.call(fma, [p_acc[4 * r + j], sv, builder.load(addr, align=4)])
+                    total = builder.call(fma, [sums[4 * r + j], sv, builder.load(addr, align=4)])
                     builder.store(total, addr, align=4)
             return context.get_dummy_value()
 

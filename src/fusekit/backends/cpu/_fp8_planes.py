@@ -32,6 +32,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..._cpu import cpu_features
+from ._vmath import carried_loop
 
 #: The mask that keeps a float32's sign and the bits 26..20 that carry an E4M3 code's
 #: exponent and mantissa (as in ``fp8_matmul._e4m3_scaled``).
@@ -139,47 +140,27 @@ def _make_dot4(isa: str, lanes: int = LANES):  # noqa: ANN202 - a Numba intrinsi
                                                    ir.FunctionType(v8f32, [v8f32] * 3))
             zero = ir.Constant(v8f32, [0.0] * lanes)
 
-            entry = builder.block
-            head = builder.append_basic_block("fp8p.head")
-            body = builder.append_basic_block("fp8p.body")
-            done = builder.append_basic_block("fp8p.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            g = builder.phi(i64)
-            g.add_incoming(ir.Constant(i64, 0), entry)
-            acc = []
-            for _ in range(8):  # two accumulators a row
-                a = builder.phi(v8f32)
-                a.add_incoming(zero, entry)
-                acc.append(a)
-            builder.cbranch(builder.icmp_signed("<", g, n), body, done)
+            def step(g, acc):
+                first = builder.add(xo, builder.mul(g, ir.Constant(i64, group)))
+                x_addr = builder.add(x_base, builder.mul(first, ir.Constant(i64, 4)))
+                xs = []
+                for q in range(4):
+                    ptr = builder.inttoptr(builder.add(x_addr, ir.Constant(i64, 4 * lanes * q)),
+                                           v8f32.as_pointer())
+                    xs.append(builder.load(ptr, align=4))
+                g32 = builder.mul(g, ir.Constant(i64, group))
+                new = []
+                for r in range(4):
+                    ptr = builder.inttoptr(builder.add(builder.add(w_base, offs[r]), g32),
+                                           v32i8.as_pointer())
+                    planes = _planes(builder, builder.load(ptr, align=1), isa, lanes)
+                    a0 = builder.call(fma, [xs[0], planes[0], acc[2 * r]])
+                    a1 = builder.call(fma, [xs[1], planes[1], acc[2 * r + 1]])
+                    new += [builder.call(fma, [xs[2], planes[2], a0]),
+                            builder.call(fma, [xs[3], planes[3], a1])]
+                return new
 
-            builder.position_at_end(body)
-            first = builder.add(xo, builder.mul(g, ir.Constant(i64, group)))
-            x_addr = builder.add(x_base, builder.mul(first, ir.Constant(i64, 4)))
-            xs = []
-            for q in range(4):
-                ptr = builder.inttoptr(builder.add(x_addr, ir.Constant(i64, 4 * lanes * q)),
-                                       v8f32.as_pointer())
-                xs.append(builder.load(ptr, align=4))
-            g32 = builder.mul(g, ir.Constant(i64, group))
-            new = []
-            for r in range(4):
-                ptr = builder.inttoptr(builder.add(builder.add(w_base, offs[r]), g32),
-                                       v32i8.as_pointer())
-                planes = _planes(builder, builder.load(ptr, align=1), isa, lanes)
-                a0 = builder.call(fma, [xs[0], planes[0], acc[2 * r]])
-                a1 = builder.call(fma, [xs[1], planes[1], acc[2 * r + 1]])
-                new += [builder.call(fma, [xs[2], planes[2], a0]),
-                        builder.call(fma, [xs[3], planes[3], a1])]
-            nxt = builder.add(g, ir.Constant(i64, 1))
-            end_body = builder.block
-            builder.branch(head)
-            g.add_incoming(nxt, end_body)
-            for a, v in zip(acc, new, strict=True):
-                a.add_incoming(v, end_body)
-
-            builder.position_at_end(done)
+            acc = carried_loop(builder, n, [zero] * 8, step, "fp8p")  # two sums a row
             sums = []
             for r in range(4):
                 s = builder.fadd(acc[2 * r], acc[2 * r + 1])
@@ -247,45 +228,25 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
 
             start = [builder.load(builder.inttoptr(builder.add(a_base, ir.Constant(
                 i64, 4 * lanes * q)), vf.as_pointer()), align=4) for q in range(T_ROWS * 4)]
-            entry = builder.block
-            head = builder.append_basic_block("colst.head")
-            body = builder.append_basic_block("colst.body")
-            done = builder.append_basic_block("colst.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            i = builder.phi(i64)
-            i.add_incoming(ir.Constant(i64, 0), entry)
-            acc = []
-            for q in range(T_ROWS * 4):
-                a = builder.phi(vf)
-                a.add_incoming(start[q], entry)
-                acc.append(a)
-            builder.cbranch(builder.icmp_signed("<", i, n_rows), body, done)
+            def step(i, acc):
+                row = builder.add(w_base, builder.add(builder.mul(builder.add(row0, i), k), col))
+                ahead = builder.add(row, builder.mul(k, ahead_rows))
+                builder.call(pf, [builder.inttoptr(ahead, i8p), ir.Constant(i32, 0),
+                                  ir.Constant(i32, 2), ir.Constant(i32, 1)])
+                raw = builder.load(builder.inttoptr(row, vcodes.as_pointer()), align=1)
+                planes = _planes(builder, raw, isa, lanes)
+                g_row = builder.add(g_base, builder.mul(i, ir.Constant(i64, 4 * T_ROWS)))
+                new = []
+                for m in range(T_ROWS):
+                    gm = builder.load(builder.inttoptr(
+                        builder.add(g_row, ir.Constant(i64, 4 * m)), f32.as_pointer()), align=4)
+                    gv = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vf, None), gm, ir.Constant(i32, 0)),
+                        ir.Constant(vf, None), splat)
+                    new += [builder.call(fma, [gv, planes[p], acc[4 * m + p]]) for p in range(4)]
+                return new
 
-            builder.position_at_end(body)
-            row = builder.add(w_base, builder.add(builder.mul(builder.add(row0, i), k), col))
-            ahead = builder.add(row, builder.mul(k, ahead_rows))
-            builder.call(pf, [builder.inttoptr(ahead, i8p), ir.Constant(i32, 0),
-                              ir.Constant(i32, 2), ir.Constant(i32, 1)])
-            raw = builder.load(builder.inttoptr(row, vcodes.as_pointer()), align=1)
-            planes = _planes(builder, raw, isa, lanes)
-            g_row = builder.add(g_base, builder.mul(i, ir.Constant(i64, 4 * T_ROWS)))
-            new = []
-            for m in range(T_ROWS):
-                gm = builder.load(builder.inttoptr(builder.add(g_row, ir.Constant(i64, 4 * m)),
-                                                   f32.as_pointer()), align=4)
-                gv = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(vf, None), gm, ir.Constant(i32, 0)),
-                    ir.Constant(vf, None), splat)
-                new += [builder.call(fma, [gv, planes[p], acc[4 * m + p]]) for p in range(4)]
-            i_next = builder.add(i, ir.Constant(i64, 1))
-            end_body = builder.block
-            builder.branch(head)
-            i.add_incoming(i_next, end_body)
-            for a, v in zip(acc, new, strict=True):
-                a.add_incoming(v, end_body)
-
-            builder.position_at_end(done)
+            acc = carried_loop(builder, n_rows, start, step, "colst")
             for q, a in enumerate(acc):
                 addr = builder.add(a_base, ir.Constant(i64, 4 * lanes * q))
                 builder.store(a, builder.inttoptr(addr, vf.as_pointer()), align=4)

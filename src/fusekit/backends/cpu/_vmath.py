@@ -99,6 +99,40 @@ def _make_prefetch(locality: int, instruction: str):  # noqa: ANN202 - a Numba i
     return prefetch
 
 
+def carried_loop(builder: ir.IRBuilder, count: ir.Value, inits: list, body, name: str) -> list:  # noqa: ANN001
+    """Emit ``for i in range(count)`` (i64) carrying ``inits`` through ``body``; its values after.
+
+    ``body(i, values)`` emits the loop body at the builder's position (it may add blocks of
+    its own, nested loops too) and returns the new values, one per value carried. On return
+    the builder sits after the loop. (The loop scaffolding of the FP8 intrinsics.)
+    """
+    i64 = ir.IntType(64)
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    loop = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(i64)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    values = []
+    for v in inits:
+        ph = builder.phi(v.type)
+        ph.add_incoming(v, entry)
+        values.append(ph)
+    builder.cbranch(builder.icmp_signed("<", i, count), loop, done)
+    builder.position_at_end(loop)
+    new = body(i, values)
+    i_next = builder.add(i, ir.Constant(i64, 1))
+    end = builder.block
+    builder.branch(head)
+    i.add_incoming(i_next, end)
+    for ph, v in zip(values, new, strict=True):
+        ph.add_incoming(v, end)
+    builder.position_at_end(done)
+    return values
+
+
 #: Prefetch into L1 (``prefetcht0``).
 prefetch = _make_prefetch(3, "prefetcht0")
 #: Prefetch into L2 (``prefetcht1``): for streams read once, where L1 prefetches of many
