@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fusekit
+from fp8_data import bf16_values, quantized_weight
 from fusekit.backends.cpu import _fp8_bf16 as bf16
 from fusekit.ops.fp8_matmul import fp8_gate_up_reference, fp8_gemv_reference
 
@@ -91,7 +92,7 @@ def test_activations_far_below_the_row_maximum_lose_only_their_low_bits():
 def test_bfloat16_activations_need_one_part_float32_three():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 256)).astype(np.float32)
-    as_bf16 = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    as_bf16 = bf16_values(x)
     assert bf16.prepare(as_bf16)[1] == 1
     sixteen_bits = (x.view(np.uint32) & np.uint32(0xFFFFFF00)).view(np.float32)
     assert bf16.prepare(sixteen_bits)[1] <= 2
@@ -125,13 +126,10 @@ def relative_errors(got, x, q, s):
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "subnormal-heavy"])
 def test_products_match_float64(m, n, k, kind):
     rng = np.random.default_rng(m * 1000 + n)
-    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
-    q, s = fusekit.ops.fp8_block_quantize(w)
-    if kind == "subnormal-heavy":
-        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    q, s = quantized_weight(rng, n, k, kind)
     x = rng.standard_normal((m, k)).astype(np.float32)
     if kind == "bfloat16":
-        x = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+        x = bf16_values(x)
     got = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
     assert relative_errors(got, x, q, s).max() <= 1e-6
 
@@ -193,13 +191,10 @@ def test_transposed_products_match_float64(m, n, k, kind):
     # k of 1152: two tasks of 512 columns and one of 128; m of 3 and 9: rows of g left over
     # after the blocks of four
     rng = np.random.default_rng(m * 1000 + n + k)
-    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
-    q, s = fusekit.ops.fp8_block_quantize(w)
-    if kind == "subnormal-heavy":
-        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    q, s = quantized_weight(rng, n, k, kind)
     g = rng.standard_normal((m, n)).astype(np.float32)
     if kind == "bfloat16":
-        g = (g.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+        g = bf16_values(g)
     got = bf16.gemm_t(g, q, s)
     assert got.shape == (m, k) and got.dtype == np.float32
     assert relative_errors_t(got, g, q, s).max() <= 1e-6
@@ -243,7 +238,7 @@ def test_gemv_t_takes_the_bf16_kernel_for_many_bfloat16_rows(monkeypatch):
     q, s = fusekit.ops.fp8_block_quantize(w)
     m = cpu_mm.T_BF16_MIN_M
     g = rng.standard_normal((2, m, 256)).astype(np.float32)
-    g_bf16 = (g.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    g_bf16 = bf16_values(g)
     for gg in (g_bf16, g):  # bfloat16 values: the bf16 kernel; float32: it declines
         got = fusekit.ops.fp8_gemv_t(gg, q, s, backend="cpu")
         assert got.shape == (2, m, 128)

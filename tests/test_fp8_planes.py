@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fusekit
+from fp8_data import quantized_weight
 from fusekit._cpu import cpu_features
 from fusekit.backends.cpu._fp8_planes import GROUP, dot4_planes, dot4_planes_portable, plane_order
 
@@ -122,10 +123,7 @@ def test_m1_gemv_with_ragged_rows_and_columns(n, k, block):
 def test_transposed_product_by_tiles_matches_float64(m, n, k, codes):
     # fp8_gemv_t's column-tile kernel (cols_t): K whole tiles, any N and M
     rng = np.random.default_rng(m * 100 + n)
-    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
-    q, s = fusekit.ops.fp8_block_quantize(w)
-    if codes == "subnormal-heavy":
-        q = np.where(q & 0x78, q & 0x87, q).astype(np.uint8)
+    q, s = quantized_weight(rng, n, k, codes)
     g = rng.standard_normal((m, n)).astype(np.float32)
     got = fusekit.ops.fp8_gemv_t(g, q, s, backend="cpu").astype(np.float64)
     deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
