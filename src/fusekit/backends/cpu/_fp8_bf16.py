@@ -359,7 +359,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
             body = builder.append_basic_block("bf16.body")
             slow = builder.append_basic_block("bf16.slow")
             merge = builder.append_basic_block("bf16.merge")
-            chead = builder.append_basic_block("bf16.chead")
+            chead = None if single else builder.append_basic_block("bf16.chead")
             cbody = builder.append_basic_block("bf16.cbody")
             phead = builder.append_basic_block("bf16.phead")
             pbody = builder.append_basic_block("bf16.pbody")
@@ -421,11 +421,10 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                                         ir.Constant(ir.VectorType(i32, 16), [0] * 16))
             builder.branch(cbody if single else chead)
 
-            builder.position_at_end(chead)
-            if single:
+            if single:  # one row of x: no loop over the rows
                 c = c64(0)
-                builder.unreachable()
             else:
+                builder.position_at_end(chead)
                 c = builder.phi(i64)
                 c.add_incoming(c64(0), merge)
                 builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
