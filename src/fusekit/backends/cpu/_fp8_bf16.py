@@ -296,6 +296,35 @@ def _exact_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
     return [builder.bitcast(builder.shuffle_vector(lo, hi, m), v32i16) for m in c["interleave"]]
 
 
+def _decode(builder: ir.IRBuilder, c: dict, raws: list) -> list:
+    """The codes of ``raws`` (64-byte vectors) as words, exactly: 2 x v32i16 a vector.
+
+    The fast decode, and the tables (in a block of their own, taken only then) where any of
+    the codes has exponent field 0.
+    """
+    fast = [v for raw in raws for v in _fast_words(builder, c, raw)]
+    low = None
+    for raw in raws:
+        hit = _low_exponent(builder, c, raw)
+        low = hit if low is None else builder.or_(low, hit)
+    fast_end = builder.block
+    slow = builder.append_basic_block("fp8.tables")
+    merge = builder.append_basic_block("fp8.decoded")
+    builder.cbranch(builder.icmp_unsigned("!=", low, ir.Constant(ir.IntType(64), 0)), slow,
+                    merge)
+    builder.position_at_end(slow)
+    exact = [v for raw in raws for v in _exact_words(builder, c, raw)]
+    builder.branch(merge)
+    builder.position_at_end(merge)
+    words = []
+    for f, e in zip(fast, exact, strict=True):
+        ph = builder.phi(f.type)
+        ph.add_incoming(f, fast_end)
+        ph.add_incoming(e, slow)
+        words.append(ph)
+    return words
+
+
 def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # noqa: ANN202, C901, PLR0915
     """The intrinsic ``bf16_tiles``: ``r_rows`` rows of W against any number of rows of x.
 
@@ -352,136 +381,59 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                                        ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
             zero = ir.Constant(v16f, [0.0] * 16)
             tile_bytes = groups_per_tile * GROUP
-            n_regs = groups_per_tile * r_rows * 2
 
-            entry = builder.block
-            head = builder.append_basic_block("bf16.head")
-            body = builder.append_basic_block("bf16.body")
-            slow = builder.append_basic_block("bf16.slow")
-            merge = builder.append_basic_block("bf16.merge")
-            chead = None if single else builder.append_basic_block("bf16.chead")
-            cbody = builder.append_basic_block("bf16.cbody")
-            phead = builder.append_basic_block("bf16.phead")
-            pbody = builder.append_basic_block("bf16.pbody")
-            pdone = builder.append_basic_block("bf16.pdone")
-            tail = builder.append_basic_block("bf16.tail")
-            done = builder.append_basic_block("bf16.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            t = builder.phi(i64)
-            t.add_incoming(c64(0), entry)
-            totals = []
-            if single:
-                for _ in range(r_rows):
-                    ph = builder.phi(v16f)
-                    ph.add_incoming(zero, entry)
-                    totals.append(ph)
-            builder.cbranch(builder.icmp_signed("<", t, n_tiles), body, done)
+            def tile(t, totals):
+                # prefetch, then decode the tile of every row exactly
+                tb = builder.mul(t, c64(tile_bytes))
+                base = builder.add(builder.add(w_base, ahead), builder.mul(tb, c64(r_rows)))
+                for q in range(r_rows * groups_per_tile):
+                    ptr = builder.inttoptr(builder.add(base, c64(64 * q)), i8p)
+                    builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
+                                      ir.Constant(i32, 1)])
+                raws = [load(builder.add(builder.add(w_base, offs[r]),
+                                         builder.add(tb, c64(g * GROUP))), v64i8, 1)
+                        for g in range(groups_per_tile) for r in range(r_rows)]
+                regs = [builder.bitcast(v, v16i32) for v in _decode(builder, c, raws)]
+                s = load(builder.add(s_base, builder.mul(t, c64(4))), f32, 4)
+                sv = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(v16f, None), s, ir.Constant(i32, 0)),
+                    ir.Constant(v16f, None), ir.Constant(ir.VectorType(i32, 16), [0] * 16))
 
-            # fast decode of the tile, and whether any code has exponent field 0
-            builder.position_at_end(body)
-            tb = builder.mul(t, c64(tile_bytes))
-            base = builder.add(builder.add(w_base, ahead), builder.mul(tb, c64(r_rows)))
-            for q in range(r_rows * groups_per_tile):
-                ptr = builder.inttoptr(builder.add(base, c64(64 * q)), i8p)
-                builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
-                                  ir.Constant(i32, 1)])
-            raws, fast = [], []
-            low_exp = None
-            for g in range(groups_per_tile):
-                for r in range(r_rows):
-                    first = builder.add(tb, c64(g * GROUP))
-                    addr = builder.add(builder.add(w_base, offs[r]), first)
-                    raw = load(addr, v64i8, 1)
-                    raws.append(raw)
-                    fast += [builder.bitcast(v, v16i32) for v in _fast_words(builder, c, raw)]
-                    hit = _low_exponent(builder, c, raw)
-                    low_exp = hit if low_exp is None else builder.or_(low_exp, hit)
-            any_low = builder.icmp_unsigned("!=", low_exp, c64(0))
-            builder.cbranch(any_low, slow, merge)
+                def parts_of_row(row):  # every part of a row of x into the same sums
+                    def part(p, sums):
+                        xrow = builder.add(builder.mul(p, m_rows), row)
+                        xa = builder.add(x_base, builder.mul(
+                            builder.add(builder.mul(xrow, xstride), tb), c64(2)))
+                        new = list(sums)
+                        for g in range(groups_per_tile):
+                            xg = builder.add(xa, c64(2 * g * GROUP))
+                            xs = [load(xg, v16i32, 2), load(builder.add(xg, c64(64)), v16i32, 2)]
+                            for r in range(r_rows):
+                                q = 2 * (g * r_rows + r)
+                                new[r] = builder.call(dp, [new[r], regs[q], xs[0]])
+                                new[r] = builder.call(dp, [new[r], regs[q + 1], xs[1]])
+                        return new
 
-            # exact decode by the byte tables
-            builder.position_at_end(slow)
-            exact = []
-            for raw in raws:
-                exact += [builder.bitcast(v, v16i32) for v in _exact_words(builder, c, raw)]
-            builder.branch(merge)
+                    return carried_loop(builder, parts, [zero] * r_rows, part, "bf16.p")
 
-            builder.position_at_end(merge)
-            regs = []
-            for q in range(n_regs):
-                p = builder.phi(v16i32)
-                p.add_incoming(fast[q], body)
-                p.add_incoming(exact[q], slow)
-                regs.append(p)
-            s = load(builder.add(s_base, builder.mul(t, c64(4))), f32, 4)
-            sv = builder.shuffle_vector(builder.insert_element(ir.Constant(v16f, None), s,
-                                                               ir.Constant(i32, 0)),
-                                        ir.Constant(v16f, None),
-                                        ir.Constant(ir.VectorType(i32, 16), [0] * 16))
-            builder.branch(cbody if single else chead)
+                if single:  # one row of x: the running sums stay in registers
+                    sums = parts_of_row(c64(0))
+                    return [builder.call(fma, [sums[r], sv, totals[r]]) for r in range(r_rows)]
 
-            if single:  # one row of x: no loop over the rows
-                c = c64(0)
-            else:
-                builder.position_at_end(chead)
-                c = builder.phi(i64)
-                c.add_incoming(c64(0), merge)
-                builder.cbranch(builder.icmp_signed("<", c, m_rows), cbody, tail)
+                def row(m, _):  # one read and write of acc a tile and row of x
+                    sums = parts_of_row(m)
+                    arow = builder.add(a_base, builder.mul(m, c64(64 * r_rows)))
+                    for r in range(r_rows):
+                        addr = builder.add(arow, c64(64 * r))
+                        total = builder.call(fma, [sums[r], sv, load(addr, v16f, 4)])
+                        builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
+                    return []
 
-            # every part of row c of x into the same sums: one read and write of acc a tile
-            builder.position_at_end(cbody)
-            builder.branch(phead)
-            builder.position_at_end(phead)
-            p = builder.phi(i64)
-            p.add_incoming(c64(0), cbody)
-            part = []
-            for _ in range(r_rows):
-                ph = builder.phi(v16f)
-                ph.add_incoming(zero, cbody)
-                part.append(ph)
-            builder.cbranch(builder.icmp_signed("<", p, parts), pbody, pdone)
+                carried_loop(builder, m_rows, [], row, "bf16.c")
+                return []
 
-            builder.position_at_end(pbody)
-            xrow = builder.add(builder.mul(p, m_rows), c)
-            xa = builder.add(x_base, builder.mul(builder.add(builder.mul(xrow, xstride), tb),
-                                                 c64(2)))
-            new = list(part)
-            for g in range(groups_per_tile):
-                xg = builder.add(xa, c64(2 * g * GROUP))
-                xs = [load(xg, v16i32, 2), load(builder.add(xg, c64(64)), v16i32, 2)]
-                for r in range(r_rows):
-                    q = 2 * (g * r_rows + r)
-                    new[r] = builder.call(dp, [new[r], regs[q], xs[0]])
-                    new[r] = builder.call(dp, [new[r], regs[q + 1], xs[1]])
-            p_next = builder.add(p, c64(1))
-            builder.branch(phead)
-            p.add_incoming(p_next, pbody)
-            for ph, v in zip(part, new, strict=True):
-                ph.add_incoming(v, pbody)
-
-            builder.position_at_end(pdone)
-            if single:
-                new_totals = [builder.call(fma, [part[r], sv, totals[r]]) for r in range(r_rows)]
-                builder.branch(tail)
-            else:
-                arow = builder.add(a_base, builder.mul(c, c64(64 * r_rows)))
-                for r in range(r_rows):
-                    addr = builder.add(arow, c64(64 * r))
-                    total = builder.call(fma, [part[r], sv, load(addr, v16f, 4)])
-                    builder.store(total, builder.inttoptr(addr, v16f.as_pointer()), align=4)
-                c_next = builder.add(c, c64(1))
-                builder.branch(chead)
-                c.add_incoming(c_next, pdone)
-
-            builder.position_at_end(tail)
-            t_next = builder.add(t, c64(1))
-            builder.branch(head)
-            t.add_incoming(t_next, tail)
-            for ph, v in zip(totals, new_totals if single else [], strict=True):
-                ph.add_incoming(v, tail)
-
-            builder.position_at_end(done)
+            totals = carried_loop(builder, n_tiles, [zero] * r_rows if single else [], tile,
+                                  "bf16.t")
             for r, v in enumerate(totals):
                 builder.store(v, builder.inttoptr(builder.add(a_base, c64(64 * r)),
                                                   v16f.as_pointer()), align=4)
@@ -609,7 +561,7 @@ def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
     Rows ``2q`` and ``2q + 1`` start at byte ``first + 2q * k`` and ``first + (2q + 1) * k``;
     pair ``q`` becomes four registers of 16 dwords (bfloat16 of row 2q, of row 2q + 1) at
     ``buf[64 q ..]``, lanes in :func:`t_column_order`. Exact for every code: a pair of rows
-    holding a code of exponent field 0 is decoded again by the tables.
+    holding a code of exponent field 0 is decoded again by the tables (:func:`_decode`).
     """
     if not (isinstance(w, types.Array) and w.dtype == types.uint8
             and isinstance(buf, types.Array) and buf.dtype == types.int32):
@@ -638,23 +590,7 @@ def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
                 q, ir.Constant(i64, 1)), k)))
             raws = [builder.load(builder.inttoptr(addr, v64i8.as_pointer()), align=1)
                     for addr in (a_addr, builder.add(a_addr, k))]
-            fast = [v for raw in raws for v in _fast_words(builder, c, raw)]
-            low = builder.or_(_low_exponent(builder, c, raws[0]),
-                              _low_exponent(builder, c, raws[1]))
-            fast_end = builder.block
-            slow = builder.append_basic_block("pairs.slow")
-            merge = builder.append_basic_block("pairs.merge")
-            builder.cbranch(builder.icmp_unsigned("!=", low, ir.Constant(i64, 0)), slow, merge)
-            builder.position_at_end(slow)
-            exact = [v for raw in raws for v in _exact_words(builder, c, raw)]
-            builder.branch(merge)
-            builder.position_at_end(merge)
-            words = []
-            for f, e in zip(fast, exact, strict=True):
-                ph = builder.phi(v32i16)
-                ph.add_incoming(f, fast_end)
-                ph.add_incoming(e, slow)
-                words.append(ph)
+            words = _decode(builder, c, raws)
             a_even, a_odd, b_even, b_odd = words
             regs = [builder.shuffle_vector(a, b, m)
                     for a, b in ((a_even, b_even), (a_odd, b_odd)) for m in pair_masks]
