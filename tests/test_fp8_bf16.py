@@ -1,5 +1,7 @@
 """The AVX-512 BF16 FP8 kernels (backends/cpu/_fp8_bf16.py): decode, activation parts, sums."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -147,6 +149,21 @@ def test_tiny_and_huge_rows_keep_their_scale():
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-44)
     assert (got[2] == 0).all()
+
+
+def test_products_beyond_float32_come_out_infinite():
+    # the row's scale is applied in float64 and the result rounded once: +-inf, no warning
+    w = np.full((8, 128), 400.0, dtype=np.float32)
+    w[1::2] *= -1
+    q, s = fusekit.ops.fp8_block_quantize(w)
+    x = np.full((2, 128), 3e38, dtype=np.float32)
+    x[1] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = bf16.gemm(x, q, s)
+    assert (got[0, ::2] == np.inf).all() and (got[0, 1::2] == -np.inf).all()
+    np.testing.assert_allclose(got[1], fp8_gemv_reference(x[1:].astype(np.float64), q, s)[0],
+                               rtol=1e-6)
 
 
 def test_gate_up_matches_float64():

@@ -21,6 +21,7 @@ NaN stays NaN with its sign. Decoding gives the exact value; NaN codes decode to
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -715,7 +716,7 @@ def fp8_act_quantize(x: Any, *, block: int = FP8_BLOCK,
 
 def as_rows(x: Any) -> Any:
     """``x`` ``(..., K)`` as the 2-D ``(prod(...), K)`` (``reshape(-1, K)`` fails for K = 0)."""
-    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 def fp8_act_quantize_reference(x: np.ndarray, block: int = FP8_BLOCK

@@ -81,8 +81,12 @@ WEIGHT_SHIFT = 8
 
 def available() -> bool:
     """Whether Numba's target has AVX-512 BF16, VBMI and BW (this module's instructions)."""
-    if os.environ.get("FUSEKIT_FP8_BF16", "1") == "0":
-        return False
+    return os.environ.get("FUSEKIT_FP8_BF16", "1") != "0" and _target_ok()
+
+
+@functools.cache
+def _target_ok() -> bool:
+    # fixed once Numba has started: its target is chosen when it is imported (_numba.py)
     return all(target_has(f) for f in ("avx512bf16", "avx512vbmi", "avx512bw"))
 
 
@@ -195,6 +199,36 @@ def _deinterleave(typingctx, src, out):  # noqa: ARG001 - Numba's intrinsic sign
     return types.void(src, out), codegen
 
 
+@njit(inline="always")
+def _prepare_row(x, m, xb, row_scale, needs, in_order):
+    m_rows, k = x.shape
+    row = x[m]
+    top = np.int32(0)  # the largest magnitude's bits: integers compare like the floats
+    for j in range(k):
+        top = max(top, np.int32(_float_bits_as_int(row[j]) & np.int32(0x7FFFFFFF)))
+    if top >= np.int32(0x7F800000):  # an infinity or NaN
+        needs[m] = 0
+        return
+    amax = np.float64(_int_bits_as_float(top))
+    e = math.frexp(amax)[1] if amax > 0 else 0
+    row_scale[m] = math.ldexp(1.0, e - X_TOP + WEIGHT_SHIFT)  # float64: may be < 2^-149
+    # 2^(X_TOP - e) may exceed float32's range when the row is tiny: scale in two steps
+    t = np.empty((3, k), dtype=np.uint16)
+    half_e = (X_TOP - e) // 2
+    scaled = np.empty(k, dtype=np.float32)
+    f1 = np.float32(math.ldexp(1.0, half_e))
+    f2 = np.float32(math.ldexp(1.0, X_TOP - e - half_e))
+    for j in range(k):
+        scaled[j] = (row[j] * f1) * f2
+    second, third = _split_row(scaled, t)
+    needs[m] = 3 if third else 2 if second else 1
+    for p in range(3):
+        if in_order:
+            xb[p * m_rows + m] = t[p]
+        else:
+            _deinterleave(t[p], xb[p * m_rows + m])
+
+
 @njit(parallel=True)
 def _prepare_into(x, xb, row_scale, needs, in_order):
     """Scale each row of ``x`` (M, K) and split it into bfloat16 parts in :func:`bf16_order`.
@@ -203,33 +237,14 @@ def _prepare_into(x, xb, row_scale, needs, in_order):
     the number of parts row ``m`` needs (1 to 3), or 0 when it holds NaN or an infinity.
     With ``in_order`` the parts keep x's order (for the transposed product).
     """
-    m_rows, k = x.shape
-    for m in prange(m_rows):
-        row = x[m]
-        top = np.int32(0)  # the largest magnitude's bits: integers compare like the floats
-        for j in range(k):
-            top = max(top, np.int32(_float_bits_as_int(row[j]) & np.int32(0x7FFFFFFF)))
-        if top >= np.int32(0x7F800000):  # an infinity or NaN
-            needs[m] = 0
-            continue
-        amax = np.float64(_int_bits_as_float(top))
-        e = math.frexp(amax)[1] if amax > 0 else 0
-        row_scale[m] = math.ldexp(1.0, e - X_TOP + WEIGHT_SHIFT)  # float64: may be < 2^-149
-        # 2^(X_TOP - e) may exceed float32's range when the row is tiny: scale in two steps
-        t = np.empty((3, k), dtype=np.uint16)
-        half_e = (X_TOP - e) // 2
-        scaled = np.empty(k, dtype=np.float32)
-        f1 = np.float32(math.ldexp(1.0, half_e))
-        f2 = np.float32(math.ldexp(1.0, X_TOP - e - half_e))
-        for j in range(k):
-            scaled[j] = (row[j] * f1) * f2
-        second, third = _split_row(scaled, t)
-        needs[m] = 3 if third else 2 if second else 1
-        for p in range(3):
-            if in_order:
-                xb[p * m_rows + m] = t[p]
-            else:
-                _deinterleave(t[p], xb[p * m_rows + m])
+    for m in prange(x.shape[0]):
+        _prepare_row(x, m, xb, row_scale, needs, in_order)
+
+
+@njit
+def _prepare_one(x, xb, row_scale, needs, in_order):
+    # _prepare_into for one row, without a parallel launch (a few microseconds)
+    _prepare_row(x, 0, xb, row_scale, needs, in_order)
 
 
 def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.ndarray] | None:
@@ -246,7 +261,8 @@ def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.
     if m_rows == 0:
         return xb, 1, row_scale
     needs = np.empty(m_rows, dtype=np.int32)
-    _prepare_into(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs, in_order)
+    prep = _prepare_one if m_rows == 1 else _prepare_into
+    prep(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs, in_order)
     if not needs.all():
         return None
     return xb, int(needs.max()), row_scale
@@ -493,8 +509,9 @@ _tiles_one_row = _make_kernel(ROWS, TILE // GROUP, single=True)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
-def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
-    # y[m, i] = sum over the parts p of xb rows p * m_rows + m . W row i
+def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, y):
+    # y[m, i] = row_scale[m] * sum over the parts p of xb rows p * m_rows + m . W row i
+    # (the product in float64, then rounded once: row_scale may be below float32's range)
     n, k = w.shape
     flat = w.reshape(-1)
     n_tiles = k // TILE
@@ -521,7 +538,8 @@ def _rows_kernel(w, xb, parts, m_rows, scale, tab, y):
             for m in range(m_rows):
                 for r in range(rows):
                     o = m * 16 + 4 * FOLD_GROUP[r]
-                    y[m, i + r] = (acc[o] + acc[o + 1]) + (acc[o + 2] + acc[o + 3])
+                    total = (acc[o] + acc[o + 1]) + (acc[o + 2] + acc[o + 3])
+                    y[m, i + r] = np.float32(np.float64(total) * row_scale[m])
             i += rows
 
 
@@ -538,9 +556,8 @@ def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray) -> np.n
     xb, parts, row_scale = prepared
     m_rows = x.shape[0]
     y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
-    _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), y)
-    with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
-        return (y * row_scale[:, None]).astype(np.float32)
+    _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), row_scale, y)
+    return y  # a product beyond float32's range is +-inf
 
 
 @njit(fastmath={"contract", "nsz"})
@@ -567,8 +584,9 @@ def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndar
     g = np.empty((m_rows, n), dtype=np.float32)
     u = np.empty_like(g)
     tab = byte_tables()
-    _rows_kernel(w_gate, xb, parts, m_rows, s_gate, tab, g)
-    _rows_kernel(w_up, xb, parts, m_rows, s_up, tab, u)
+    ones = np.ones(m_rows)  # row_scale is applied in float64 by _silu_times
+    _rows_kernel(w_gate, xb, parts, m_rows, s_gate, tab, ones, g)
+    _rows_kernel(w_up, xb, parts, m_rows, s_up, tab, ones, u)
     h = np.empty_like(g)
     _silu_times(g, u, row_scale, h)
     return h
