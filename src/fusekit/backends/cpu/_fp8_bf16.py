@@ -5,11 +5,13 @@ product of two bfloat16 numbers is exact in float32, so ``vdpbf16ps`` (32 produc
 register, added pairwise into 16 float32 sums) computes the same float32 sums as the FMA
 kernels, from weights decoded in fewer instructions.
 
-**Decode.** ``vpmaddubsw`` with byte pairs (16, 0) (or (0, 16)) turns 64 codes into 32 words
-``16 * int8(code)``: sign in bit 15, copies of it in bits 14..11, the exponent in 10..7 and
+**Decode.** ``vpmaddubsw`` with byte pairs (16, 0) turns the 32 even codes of 64 into words
+``16 * int8(code)`` (an arithmetic shift right by 4 does the same for the odd codes, the
+high bytes, on other ports: 10% faster at M = 1 than two ``vpmaddubsw``, and than two shifts
+for the even codes): sign in bit 15, copies of it in bits 14..11, the exponent in 10..7 and
 the mantissa in 6..4. One ``vpternlogd`` keeps the sign, exponent and mantissa and sets bits
 14..11 to 0111: a bfloat16 of exponent field ``112 + e``, which is the code's value times 2^-8
-for every normal code: two instructions per 32 weights, none on the shuffle ports. Codes with
+for every normal code: two instructions per 32 weights. Codes with
 exponent field 0 (zero and the subnormals) would come out wrong, so each group of 64 codes is
 tested (``(code & 0x78) == 0``); a tile holding any is decoded again by two 128-entry byte
 tables (:func:`byte_tables`, the same values times 2^-8, exact and normal) with ``vpermi2b``
@@ -275,7 +277,7 @@ def _decode_consts(builder: ir.IRBuilder, tab_base: ir.Value) -> dict:
     return {
         "tables": [builder.load(builder.inttoptr(builder.add(tab_base, ir.Constant(i64, 64 * q)),
                                                  v64i8.as_pointer()), align=1) for q in range(4)],
-        "pick": [ir.Constant(v64i8, [16, 0] * 32), ir.Constant(v64i8, [0, 16] * 32)],
+        "pick": ir.Constant(v64i8, [16, 0] * 32),
         "keep": ir.Constant(v32i16, [0x87F0 - 65536] * 32),
         "bias": ir.Constant(v32i16, [0x3800] * 32),
         "exp_bits": ir.Constant(v64i8, [0x78] * 64),
@@ -296,8 +298,12 @@ def _fast_words(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> list:
 
     Wrong for codes with exponent field 0; :func:`_low_exponent` finds them.
     """
-    return [builder.or_(builder.and_(builder.call(c["madd"], [c["pick"][h], raw]), c["keep"]),
-                        c["bias"]) for h in (0, 1)]
+    v32i16 = ir.VectorType(ir.IntType(16), 32)
+    even = builder.call(c["madd"], [c["pick"], raw])
+    # the odd code is the word's high byte: shifted right 4 (arithmetically) it is 16 * code
+    # plus the even code's top bits in bits 3..0, which the mask drops
+    odd = builder.ashr(builder.bitcast(raw, v32i16), ir.Constant(v32i16, [4] * 32))
+    return [builder.or_(builder.and_(v, c["keep"]), c["bias"]) for v in (even, odd)]
 
 
 def _low_exponent(builder: ir.IRBuilder, c: dict, raw: ir.Value) -> ir.Value:
