@@ -151,6 +151,21 @@ def test_tiny_and_huge_rows_keep_their_scale():
     assert (got[2] == 0).all()
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 5 * 3 * 128 * 2])
+def test_k_in_chunks_gives_the_same_sums(chunk_bytes):
+    # x's parts (5 rows x 3 parts x 128 bfloat16 a tile) beyond X_CHUNK_BYTES: K = 5 tiles in
+    # chunks of one tile, and of two (a ragged last chunk); the same sums in the same order
+    rng = np.random.default_rng(4)
+    q, s = quantized_weight(rng, 130, 640)
+    x = rng.standard_normal((5, 640)).astype(np.float32)
+    whole = bf16.gemm(x, q, s)
+    got = bf16.gemm(x, q, s, x_chunk_bytes=chunk_bytes)
+    ref = fp8_gemv_reference(x.astype(np.float64), q, s)
+    bound = np.abs(x).astype(np.float64) @ np.abs(fusekit.ops.fp8_block_dequantize(q, s)).T
+    assert (np.abs(got - ref) <= 1e-6 * bound).all()
+    np.testing.assert_array_equal(got, whole)
+
+
 def test_products_beyond_float32_come_out_infinite():
     # the row's scale is applied in float64 and the result rounded once: +-inf, no warning
     w = np.full((8, 128), 400.0, dtype=np.float32)

@@ -75,6 +75,9 @@ TILE = 128
 ROWS = 4
 #: How many groups of ``ROWS`` rows ahead the kernel prefetches, into L2.
 AHEAD = 3
+#: Bytes of x's bfloat16 parts that one pass over a block of W's rows reads: beyond it, K is
+#: taken in chunks (x for 64 rows of K = 7168 is 0.9 MB, about L2).
+X_CHUNK_BYTES = 256 * 1024
 #: Power of two the largest magnitude of each row of x is scaled below.
 X_TOP = 64
 #: The decoded weights are the codes' values times ``2^-WEIGHT_SHIFT``.
@@ -515,7 +518,7 @@ _tiles_one_row = _make_kernel(ROWS, TILE // GROUP, single=True)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
-def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, y):
+def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, chunk_bytes, y):
     # y[m, i] = row_scale[m] * sum over the parts p of xb rows p * m_rows + m . W row i
     # (the product in float64, then rounded once: row_scale may be below float32's range)
     n, k = w.shape
@@ -523,30 +526,41 @@ def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, y):
     n_tiles = k // TILE
     xflat = xb.reshape(-1)
     xstride = xb.shape[1]
-    last = max(0, flat.size - ROWS * k)
+    # tiles of K a pass over a block's quads: every tile, unless the parts of x outgrow L2
+    chunk = n_tiles
+    if m_rows > 1:
+        chunk = min(n_tiles, max(1, chunk_bytes // (m_rows * parts * TILE * 2)))
     for rb in prange((n + TILE - 1) // TILE):
-        acc = np.empty(m_rows * 16, dtype=np.float32)
         srow = scale[rb]
-        i = rb * TILE
-        i_end = min(n, i + TILE)
-        while i < i_end:
-            rows = min(ROWS, i_end - i)
-            offs = (i * k, (i + min(1, rows - 1)) * k, (i + min(2, rows - 1)) * k,
-                    (i + min(3, rows - 1)) * k)
-            acc[:] = 0
-            ahead = min((i + AHEAD * ROWS) * k, last)
-            if m_rows == 1:
-                _tiles_one_row(flat, offs, xflat, xstride, m_rows, parts, n_tiles, srow, tab,
-                               ahead, acc)
-            else:
-                _tiles(flat, offs, xflat, xstride, m_rows, parts, n_tiles, srow, tab, ahead,
-                       acc)
+        i0 = rb * TILE
+        i_end = min(n, i0 + TILE)
+        n_quads = (i_end - i0 + ROWS - 1) // ROWS
+        acc = np.zeros(n_quads * m_rows * 16, dtype=np.float32)
+        for t0 in range(0, n_tiles, chunk):
+            nt = min(chunk, n_tiles - t0)
+            xpart = xflat[t0 * TILE:]
+            spart = srow[t0:]
+            for q in range(n_quads):
+                i = i0 + q * ROWS
+                rows = min(ROWS, i_end - i)
+                o = t0 * TILE
+                offs = (i * k + o, (i + min(1, rows - 1)) * k + o,
+                        (i + min(2, rows - 1)) * k + o, (i + min(3, rows - 1)) * k + o)
+                # prefetched: ROWS * nt * TILE bytes from here on, inside W
+                ahead = max(0, min((i + AHEAD * ROWS) * k + o, flat.size - ROWS * nt * TILE))
+                a = acc[q * m_rows * 16:(q + 1) * m_rows * 16]
+                if m_rows == 1:
+                    _tiles_one_row(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab,
+                                   ahead, a)
+                else:
+                    _tiles(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab, ahead, a)
+        for q in range(n_quads):
+            i = i0 + q * ROWS
             for m in range(m_rows):
-                for r in range(rows):
-                    o = m * 16 + 4 * FOLD_GROUP[r]
+                for r in range(min(ROWS, i_end - i)):
+                    o = (q * m_rows + m) * 16 + 4 * FOLD_GROUP[r]
                     total = (acc[o] + acc[o + 1]) + (acc[o + 2] + acc[o + 3])
                     y[m, i + r] = np.float32(np.float64(total) * row_scale[m])
-            i += rows
 
 
 def fits(k: int, block: int) -> bool:
@@ -554,15 +568,20 @@ def fits(k: int, block: int) -> bool:
     return available() and block == TILE and k % TILE == 0 and k > 0
 
 
-def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray) -> np.ndarray | None:
-    """``x W^T`` (float32 rows x), or None when x holds NaN/Inf (see :func:`prepare`)."""
+def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+         x_chunk_bytes: int = X_CHUNK_BYTES) -> np.ndarray | None:
+    """``x W^T`` (float32 rows x), or None when x holds NaN/Inf (see :func:`prepare`).
+
+    ``x_chunk_bytes``: see :data:`X_CHUNK_BYTES`.
+    """
     prepared = prepare(x)
     if prepared is None:
         return None
     xb, parts, row_scale = prepared
     m_rows = x.shape[0]
     y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
-    _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), row_scale, y)
+    _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), row_scale,
+                 x_chunk_bytes, y)
     return y  # a product beyond float32's range is +-inf
 
 
@@ -591,8 +610,8 @@ def gate_up(x: np.ndarray, w_gate: np.ndarray, s_gate: np.ndarray, w_up: np.ndar
     u = np.empty_like(g)
     tab = byte_tables()
     ones = np.ones(m_rows)  # row_scale is applied in float64 by _silu_times
-    _rows_kernel(w_gate, xb, parts, m_rows, s_gate, tab, ones, g)
-    _rows_kernel(w_up, xb, parts, m_rows, s_up, tab, ones, u)
+    _rows_kernel(w_gate, xb, parts, m_rows, s_gate, tab, ones, X_CHUNK_BYTES, g)
+    _rows_kernel(w_up, xb, parts, m_rows, s_up, tab, ones, X_CHUNK_BYTES, u)
     h = np.empty_like(g)
     _silu_times(g, u, row_scale, h)
     return h
