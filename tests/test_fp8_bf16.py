@@ -82,6 +82,23 @@ def test_parts_sum_exactly_to_the_activations(rows, k_tiles, seed, spread):
     assert 1 <= parts <= 3
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_split_gives_three_bfloat16s_that_sum_exactly(seed):
+    # any float32 bit pattern of magnitude 2^-60 .. 2^64 (prepare's range), ties included
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**23, 256, dtype=np.uint32)
+    bits[:64] |= np.uint32(0x7FFF)  # low halves at and around the rounding ties
+    bits[64:96] = (bits[64:96] & np.uint32(0x7F0000)) | np.uint32(0x8000)  # exact ties
+    expo = rng.integers(127 - 60, 127 + 64, 256, dtype=np.uint32)
+    sign = rng.integers(0, 2, 256, dtype=np.uint32) << np.uint32(31)
+    row = (sign | (expo << np.uint32(23)) | bits).view(np.float32)
+    t = np.empty((3, row.size), np.uint16)
+    bf16._split_row(row, t)
+    parts = (t.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(parts.sum(axis=0), row.astype(np.float64))
+
+
 def test_activations_far_below_the_row_maximum_lose_only_their_low_bits():
     x = np.array([[1e30] + [1e-12] * 127], np.float32)  # 2^-139 of the maximum
     xb, _, row_scale = bf16.prepare(x)

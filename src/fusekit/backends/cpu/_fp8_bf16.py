@@ -121,54 +121,54 @@ def bf16_order(k: int) -> np.ndarray:
     return (np.arange(0, k, GROUP)[:, None] + group[None, :]).reshape(-1)
 
 
-@njit(inline="always")
-def _bf16_head(u):
-    """Float32 bits ``u`` (int32, finite) rounded to the nearest bfloat16, as float32 bits.
-
-    Ties to even; the low 16 bits come out zero. No overflow: finite magnitudes stay below
-    0x7F800000.
-    """
-    return np.int32((u + np.int32(0x7FFF) + ((u >> np.int32(16)) & np.int32(1)))
-                    & np.int32(-65536))
+#: Veltkamp's splitter for float32: ``c = v * SPLITTER; c - (c - v)`` is ``v`` rounded to
+#: 24 - 16 = 8 significant bits, a bfloat16, and the rest ``v - hi`` is exact.
+SPLITTER = np.float32(2**16 + 1)
 
 
 @njit(inline="always")
-def _split(v):
-    """The three bfloat16 parts of finite float32 ``v`` (as float32 bits), summing to ``v``.
+def _head(v):
+    """Finite float32 ``v`` rounded to 8 significant bits (a bfloat16), and the exact rest.
 
-    Also the two remainders before rounding: their bits or'ed tell whether the second and
-    third parts were needed.
+    Float32 arithmetic throughout (no contraction, no reassociation: the caller compiles
+    without fastmath), so it runs in 16-lane vectors. No overflow: ``|v| < 2^64`` here.
     """
-    h0 = _bf16_head(_float_bits_as_int(v))
-    r1 = _float_bits_as_int(v - _int_bits_as_float(h0))  # exact
-    h1 = _bf16_head(r1)
-    r2 = _float_bits_as_int(_int_bits_as_float(r1) - _int_bits_as_float(h1))  # exact
-    return h0, h1, _bf16_head(r2), r1, r2  # r2 has at most 8 significant bits: exact
+    c = v * SPLITTER
+    hi = c - (c - v)
+    return hi, v - hi
 
 
 @njit(inline="always")
 def _hi16(h):
-    return np.uint16(np.int32(h >> np.int32(16)) & np.int32(0xFFFF))
+    # the high 16 bits of float32 h, whose low 16 are zero: its bfloat16
+    return np.uint16(np.uint32(_float_bits_as_int(h)) >> np.uint32(16))
 
 
-@njit(fastmath={"contract", "nsz"})
+@njit
 def _split_row(row, t):
     """The three bfloat16 parts of each value of ``row`` into ``t`` (3, K), in order.
 
-    Returns whether a second and a third part were needed. (Kept in order, so that LLVM
-    vectorises it.)
+    Their sum is exactly the value (the last rest has at most 8 significant bits). Returns
+    whether a second and a third part were needed. (No fastmath, which would undo the split;
+    kept in order and free of float reductions, so that LLVM vectorises it.)
     """
-    second = np.int32(0)
-    third = np.int32(0)
     t0, t1, t2 = t[0], t[1], t[2]
     for j in range(row.size):
-        h0, h1, h2, r1, r2 = _split(row[j])
+        h0, r1 = _head(row[j])
+        h1, r2 = _head(r1)
         t0[j] = _hi16(h0)
         t1[j] = _hi16(h1)
-        t2[j] = _hi16(h2)
-        second |= r1
-        third |= r2
-    return np.int32(second), np.int32(third)
+        t2[j] = _hi16(r2)
+    return _any_set(t1), _any_set(t2)
+
+
+@njit
+def _any_set(bits):
+    # whether any value of a uint16 row is nonzero (a -0.0 part counts: harmless)
+    acc = np.uint16(0)
+    for j in range(bits.size):
+        acc |= bits[j]
+    return acc != 0
 
 
 @intrinsic
