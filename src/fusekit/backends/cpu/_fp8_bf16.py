@@ -16,9 +16,10 @@ exponent field 0 (zero and the subnormals) would come out wrong, so each group o
 tested (``(code & 0x78) == 0``); a tile holding any is decoded again by two 128-entry byte
 tables (:func:`byte_tables`, the same values times 2^-8, exact and normal) with ``vpermi2b``
 and an interleave, which realistic weights need for a few percent of tiles. Measured with W in
-L2, one thread, M=1: the fast decode and its test 35.8 GB/s, the tables for every tile 32.0
-GB/s (so subnormal-heavy weights lose about a tenth), the fast decode without the test (not
-exact) 42 GB/s; at M=16 the three are alike.
+L2, one thread, M=1 (session 20): the fast decode and its test 35.8 GB/s, the tables for
+every tile 32.0 GB/s (so subnormal-heavy weights lose about a tenth), the fast decode without
+the test (not exact) 42 GB/s; at M=16 the three are alike. With the shift for the odd codes
+(session 22, W in L3): 41 GB/s with the test, 47.5 without.
 
 **Activations.** A float32 row of x is scaled by a power of two (its largest magnitude to
 [2^63, 2^64), exact) and split into up to three bfloat16 parts whose sum is exactly it
