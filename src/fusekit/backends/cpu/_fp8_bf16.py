@@ -235,22 +235,36 @@ def _prepare_row(x, m, xb, row_scale, needs, in_order):
             _deinterleave(t[p], xb[p * m_rows + m])
 
 
+@njit(inline="always")
+def _parts(needs):
+    # the parts every row gets: the most any row needs, or 0 when a row holds NaN or Inf
+    most = 1
+    for m in range(needs.size):
+        if needs[m] == 0:
+            return 0
+        most = max(most, needs[m])
+    return most
+
+
 @njit(parallel=True)
 def _prepare_into(x, xb, row_scale, needs, in_order):
     """Scale each row of ``x`` (M, K) and split it into bfloat16 parts in :func:`bf16_order`.
 
     Part ``p`` of row ``m`` goes to row ``p * M + m`` of ``xb`` (3M, K); ``needs[m]`` becomes
     the number of parts row ``m`` needs (1 to 3), or 0 when it holds NaN or an infinity.
-    With ``in_order`` the parts keep x's order (for the transposed product).
+    With ``in_order`` the parts keep x's order (for the transposed product). Returns the
+    parts every row gets (:func:`_parts`).
     """
     for m in prange(x.shape[0]):
         _prepare_row(x, m, xb, row_scale, needs, in_order)
+    return _parts(needs)
 
 
 @njit
 def _prepare_one(x, xb, row_scale, needs, in_order):
     # _prepare_into for one row, without a parallel launch (a few microseconds)
     _prepare_row(x, 0, xb, row_scale, needs, in_order)
+    return _parts(needs)
 
 
 def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.ndarray] | None:
@@ -266,12 +280,10 @@ def prepare(x: np.ndarray, in_order: bool = False) -> tuple[np.ndarray, int, np.
     row_scale = np.empty(m_rows, dtype=np.float64)
     if m_rows == 0:
         return xb, 1, row_scale
-    needs = np.empty(m_rows, dtype=np.int32)
     prep = _prepare_one if m_rows == 1 else _prepare_into
-    prep(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale, needs, in_order)
-    if not needs.all():
-        return None
-    return xb, int(needs.max()), row_scale
+    parts = prep(np.ascontiguousarray(x, dtype=np.float32), xb, row_scale,
+                 np.empty(m_rows, dtype=np.int32), in_order)
+    return None if parts == 0 else (xb, int(parts), row_scale)
 
 
 def _decode_consts(builder: ir.IRBuilder, tab_base: ir.Value) -> dict:
