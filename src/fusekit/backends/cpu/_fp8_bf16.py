@@ -7,8 +7,8 @@ kernels, from weights decoded in fewer instructions.
 
 **Decode.** ``vpmaddubsw`` with byte pairs (16, 0) turns the 32 even codes of 64 into words
 ``16 * int8(code)`` (an arithmetic shift right by 4 does the same for the odd codes, the
-high bytes, on other ports: 10% faster at M = 1 than two ``vpmaddubsw``, and than two shifts
-for the even codes): sign in bit 15, copies of it in bits 14..11, the exponent in 10..7 and
+high bytes: measured 10% faster at M = 1 than a second ``vpmaddubsw``, and than shifts for
+the even codes too): sign in bit 15, copies of it in bits 14..11, the exponent in 10..7 and
 the mantissa in 6..4. One ``vpternlogd`` keeps the sign, exponent and mantissa and sets bits
 14..11 to 0111: a bfloat16 of exponent field ``112 + e``, which is the code's value times 2^-8
 for every normal code: two instructions per 32 weights. Codes with
