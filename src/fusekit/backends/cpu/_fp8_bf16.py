@@ -651,6 +651,21 @@ def t_column_order() -> np.ndarray:
     return np.concatenate([even[:16], even[16:], odd[:16], odd[16:]])
 
 
+def _pair_rows(builder: ir.IRBuilder, words: list) -> list:
+    """Two rows' words ``[a_even, a_odd, b_even, b_odd]`` paired column by column.
+
+    Four v32i16 registers of 16 dwords (a's word, b's word), lanes in
+    :func:`t_column_order`: word i of (a_h, b_h) and its 16 * half + i.
+    """
+    i32 = ir.IntType(32)
+    masks = [ir.Constant(ir.VectorType(i32, 32),
+                         [v for i in range(16) for v in (16 * half + i, 32 + 16 * half + i)])
+             for half in (0, 1)]
+    a_even, a_odd, b_even, b_odd = words
+    return [builder.shuffle_vector(a, b, m) for a, b in ((a_even, b_even), (a_odd, b_odd))
+            for m in masks]
+
+
 @intrinsic
 def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
     """Decode ``2 * n_pairs`` rows x 64 codes of ``w`` into ``buf`` as column pairs.
@@ -666,7 +681,7 @@ def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
     sig = types.void(w, types.intp, types.intp, types.intp, tab, buf)
 
     def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
+        i64 = ir.IntType(64)
         v64i8, v32i16 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32)
 
         def data(j):
@@ -676,21 +691,13 @@ def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
         w_base, b_base = data(0), data(5)
         first, k, n_pairs = args[1], args[2], args[3]
         c = _decode_consts(builder, data(4))
-        # (a_h, b_h) word i -> dword i of the pair register: a's words 16 * half + i and b's
-        pair_masks = [ir.Constant(ir.VectorType(i32, 32),
-                                  [v for i in range(16)
-                                   for v in (16 * half + i, 32 + 16 * half + i)])
-                      for half in (0, 1)]
         with cgutils.for_range(builder, n_pairs) as loop:
             q = loop.index
             a_addr = builder.add(w_base, builder.add(first, builder.mul(builder.shl(
                 q, ir.Constant(i64, 1)), k)))
             raws = [builder.load(builder.inttoptr(addr, v64i8.as_pointer()), align=1)
                     for addr in (a_addr, builder.add(a_addr, k))]
-            words = _decode(builder, c, raws)
-            a_even, a_odd, b_even, b_odd = words
-            regs = [builder.shuffle_vector(a, b, m)
-                    for a, b in ((a_even, b_even), (a_odd, b_odd)) for m in pair_masks]
+            regs = _pair_rows(builder, _decode(builder, c, raws))
             out = builder.add(b_base, builder.mul(q, ir.Constant(i64, 4 * 64)))
             for j, r in enumerate(regs):
                 builder.store(r, builder.inttoptr(builder.add(out, ir.Constant(i64, 64 * j)),
@@ -841,5 +848,169 @@ def gemm_t(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     m_rows = g.shape[0]
     out = np.empty((m_rows, w_fp8.shape[1]), dtype=np.float32)
     _t_kernel(w_fp8, gb, parts, m_rows, weight_scale_inv, byte_tables(), t_column_order(), out)
+    with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
+        return (out * row_scale[:, None]).astype(np.float32)
+
+
+# ------------------------------------------------- the transposed product for one row of g
+# g W with one row of g: no buffer of decoded pairs (which pays only when many rows of g
+# share it). Each thread owns a run of W's row tiles and reads four rows at a time whole,
+# line by line (four streams, the next rows prefetched into L2 as it goes): each pair of
+# rows is decoded, paired column by column and multiplied at once into K sums (L1/L2);
+# the threads' sums are added at the end. Column tasks (each thread reading 512 bytes of
+# every row) ran at half the rate from DRAM.
+
+#: Runs of W's row tiles the one-row transposed product splits W into, whatever the threads
+#: (their sums are added in a fixed order: the same result on any number of threads).
+T1_TASKS = 8
+#: Steps (of four rows of W) ahead whose lines the one-row transposed product prefetches:
+#: 1-4 measured alike on Zen 4 (2 threads, rotating weights: 404-542 us a 2048x7168 product).
+T1_AHEAD = 4
+
+
+@intrinsic
+def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride, tab,  # noqa: ARG001
+               rows_left, acc):
+    """``acc[l, lanes] += sum_p sum_q (pair q, line l of W) . (g part p at g0 + 2q, + 1)``.
+
+    Rows ``2q`` and ``2q + 1`` of W start at bytes ``first + 2q * k`` and ``+ k``; line ``l``
+    is their 64 codes from byte ``64 l`` on, decoded exactly (:func:`_decode`) and paired
+    as :func:`_decode_pairs` pairs them (lanes in :func:`t_column_order`). ``gb``: 1-D
+    uint16, part ``p`` of g from ``p * gstride``; ``acc``: float32, 64 a line. Two pairs a
+    step; the lines of the four rows ``T1_AHEAD`` steps on are prefetched into L2 line by
+    line while they are inside W (``rows_left`` rows from ``first`` on).
+    """
+    if not (isinstance(w, types.Array) and w.dtype == types.uint8
+            and isinstance(gb, types.Array) and gb.dtype == types.uint16
+            and isinstance(acc, types.Array) and acc.dtype == types.float32):
+        return None
+    sig = types.void(w, types.intp, types.intp, types.intp, types.intp, gb, types.intp,
+                     types.intp, types.intp, tab, types.intp, acc)
+
+    def codegen(context, builder, signature, args):
+        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v64i8, v16i32, v16f = ir.VectorType(ir.IntType(8), 64), ir.VectorType(i32, 16), \
+            ir.VectorType(f32, 16)
+        mod = builder.module
+        dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
+                                   ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
+
+        def data(j):
+            ary = context.make_array(signature.args[j])(context, builder, args[j])
+            return builder.ptrtoint(ary.data, i64)
+
+        def c64(v):
+            return ir.Constant(i64, v)
+
+        w_base, g_base, a_base = data(0), data(5), data(11)
+        first, k, n_pairs, n_lines, g0, parts, gstride = (args[1], args[2], args[3], args[4],
+                                                          args[6], args[7], args[8])
+        rows_left = args[10]
+        c = _decode_consts(builder, data(9))
+        i8p = ir.IntType(8).as_pointer()
+        pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
+                                   ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        def pair(qq, _):  # pairs 2 qq and 2 qq + 1: rows 4 qq .. 4 qq + 3
+            q = builder.shl(qq, c64(1))
+            a_addr = builder.add(w_base, builder.add(first, builder.mul(builder.shl(
+                q, c64(1)), k)))
+            # the rows T1_AHEAD steps on (4 a step), prefetched line by line below; the
+            # current rows again where those would pass W's end
+            ahead_ok = builder.icmp_signed("<", builder.add(builder.shl(q, c64(1)), c64(
+                4 * T1_AHEAD + 3)), rows_left)
+            p_addr = builder.select(ahead_ok, builder.add(a_addr, builder.mul(c64(
+                4 * T1_AHEAD), k)), a_addr)
+
+            def line(ln, _):
+                off = builder.shl(ln, c64(6))
+                for r in range(4):
+                    ptr = builder.inttoptr(builder.add(builder.add(
+                        p_addr, builder.mul(c64(r), k)), off), i8p)
+                    builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
+                                      ir.Constant(i32, 1)])
+                raws = [builder.load(builder.inttoptr(builder.add(builder.add(
+                    a_addr, builder.mul(c64(r), k)), off), v64i8.as_pointer()), align=1)
+                        for r in range(4)]
+                words = _decode(builder, c, raws)
+                regs = [[builder.bitcast(v, v16i32) for v in _pair_rows(
+                    builder, words[4 * h:4 * h + 4])] for h in (0, 1)]  # rows 0, 1 and 2, 3
+                base = builder.add(a_base, builder.shl(ln, c64(8)))
+                ptrs = [builder.inttoptr(builder.add(base, c64(64 * j)), v16f.as_pointer())
+                        for j in range(4)]
+                sums = [builder.load(p, align=4) for p in ptrs]
+
+                def part(p, sums):
+                    for h in (0, 1):
+                        gi = builder.add(builder.mul(p, gstride), builder.add(
+                            g0, builder.add(builder.shl(q, c64(1)), c64(2 * h))))
+                        gv = builder.load(builder.inttoptr(builder.add(g_base, builder.shl(
+                            gi, c64(1))), i32.as_pointer()), align=2)
+                        one = builder.insert_element(ir.Constant(v16i32, None), gv,
+                                                     ir.Constant(i32, 0))
+                        splat = builder.shuffle_vector(one, ir.Constant(v16i32, None),
+                                                       ir.Constant(v16i32, [0] * 16))
+                        sums = [builder.call(dp, [s, r, splat])
+                                for s, r in zip(sums, regs[h], strict=True)]
+                    return sums
+
+                sums = carried_loop(builder, parts, sums, part, "t1.p")
+                for s, p in zip(sums, ptrs, strict=True):
+                    builder.store(s, p, align=4)
+                return []
+
+            carried_loop(builder, n_lines, [], line, "t1.l")
+            return []
+
+        carried_loop(builder, builder.ashr(n_pairs, c64(1)), [], pair, "t1.q")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, fastmath={"contract", "nsz"})
+def _t_one_kernel(w, gb, parts, scale, tab, order, n_tasks, out):
+    # out[c] = sum over the parts p of gb row p . W column c (x 2^-8), one row of g: each
+    # task owns a run of W's row tiles and reads its rows whole, four at a time
+    n, k = w.shape
+    flat = w.reshape(-1)
+    gflat = gb.reshape(-1)
+    gstride = gb.shape[1]
+    n_lines = k // T_COLS
+    n_row_tiles = n // TILE
+    partial = np.zeros((n_tasks, k), dtype=np.float32)
+    for task in prange(n_tasks):
+        t_first = task * n_row_tiles // n_tasks
+        t_end = (task + 1) * n_row_tiles // n_tasks
+        acc = np.empty(k, dtype=np.float32)
+        total = partial[task]
+        for t in range(t_first, t_end):
+            acc[:] = 0
+            _pairs_dot(flat, t * TILE * k, k, TILE // 2, n_lines, gflat, t * TILE, parts,
+                       gstride, tab, n - t * TILE, acc)
+            for c in range(k):
+                total[c] += scale[t, c // TILE] * acc[c]
+    for ln in range(n_lines):
+        for j in range(T_COLS):
+            v = np.float32(0)
+            for task in range(n_tasks):
+                v += partial[task, ln * T_COLS + j]
+            out[0, ln * T_COLS + order[j]] = v
+
+
+def gemm_t_one(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+               max_parts: int = 3) -> np.ndarray | None:
+    """:func:`gemm_t` for one row of g (shape ``(1, n)``), without the buffer of pairs.
+
+    Runs where :func:`fits_t` does; None as for :func:`gemm_t`. Float32 g (three parts)
+    too: 2x faster than the FMA kernel at one row (docs/benchmarks.md, session 22).
+    """
+    prepared = prepare(g, in_order=True)
+    if prepared is None or prepared[1] > max_parts:
+        return None
+    gb, parts, row_scale = prepared
+    out = np.empty((1, w_fp8.shape[1]), dtype=np.float32)
+    n_tasks = max(1, min(T1_TASKS, w_fp8.shape[0] // TILE))
+    _t_one_kernel(w_fp8, gb, parts, weight_scale_inv, byte_tables(), t_column_order(), n_tasks,
+                  out)
     with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
         return (out * row_scale[:, None]).astype(np.float32)

@@ -340,14 +340,17 @@ def fp8_gemv_t_cpu(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.n
                    block: int = 128) -> np.ndarray:
     """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation.
 
-    From :data:`T_BF16_MIN_M` rows of bfloat16 values on (a bfloat16 model's gradients), on
-    AVX-512 BF16 CPUs, bfloat16 dot products (``_fp8_bf16.gemm_t``); else float32 FMAs.
+    On AVX-512 BF16 CPUs, bfloat16 dot products for one row of g (``_fp8_bf16.gemm_t_one``,
+    float32 g too) and from :data:`T_BF16_MIN_M` rows of bfloat16 values on (a bfloat16
+    model's gradients, ``_fp8_bf16.gemm_t``); else float32 FMAs.
     """
     rows = fp8.as_rows(grad_y)
     n, k = w_fp8.shape
-    if rows.shape[0] >= T_BF16_MIN_M and _fp8_bf16.fits_t(n, k, block):
-        got = _fp8_bf16.gemm_t(rows, np.ascontiguousarray(w_fp8),
-                               np.ascontiguousarray(weight_scale_inv), max_parts=1)
+    m_rows = rows.shape[0]
+    if (m_rows == 1 or m_rows >= T_BF16_MIN_M) and _fp8_bf16.fits_t(n, k, block):
+        w, sc = np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv)
+        got = (_fp8_bf16.gemm_t_one(rows, w, sc) if m_rows == 1
+               else _fp8_bf16.gemm_t(rows, w, sc, max_parts=1))
         if got is not None:
             return got.reshape(*grad_y.shape[:-1], k)
     gr, row_scale = _prescaled_rows(grad_y)
