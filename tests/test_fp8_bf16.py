@@ -298,57 +298,65 @@ def test_gemv_t_takes_the_bf16_kernel_for_many_bfloat16_rows(monkeypatch):
     assert calls == []
 
 
+@pytest.mark.parametrize("m", [1, 2, 5])
 @pytest.mark.parametrize("n,k", [(128, 128), (256, 384), (1152, 256)])
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "subnormal-heavy"])
-def test_one_row_transposed_product_matches_float64(n, k, kind):
+def test_few_rows_transposed_product_matches_float64(m, n, k, kind):
     # n of 1152: nine row tiles over T1_TASKS = 8 runs (one run of two); the prefetch of the
     # rows ahead stops at W's end
-    rng = np.random.default_rng(n + k)
+    rng = np.random.default_rng(m + n + k)
     q, s = quantized_weight(rng, n, k, kind)
-    g = rng.standard_normal((1, n)).astype(np.float32)
+    g = rng.standard_normal((m, n)).astype(np.float32)
     if kind == "bfloat16":
         g = bf16_values(g)
-    got = bf16.gemm_t_one(g, q, s)
-    assert got.shape == (1, k) and got.dtype == np.float32
+    got = bf16.gemm_t_rows(g, q, s)
+    assert got.shape == (m, k) and got.dtype == np.float32
     assert relative_errors_t(got, g, q, s).max() <= 1e-6
     huge = g * np.float32(1e30)  # the row's scale keeps these exact
-    assert relative_errors_t(bf16.gemm_t_one(huge, q, s), huge, q, s).max() <= 1e-6
+    assert relative_errors_t(bf16.gemm_t_rows(huge, q, s), huge, q, s).max() <= 1e-6
     tiny = g * np.float32(1e-30)  # outputs near 1e-30 (float32's normal range ends at 1e-38)
-    assert relative_errors_t(bf16.gemm_t_one(tiny, q, s), tiny, q, s).max() <= 1e-6
+    assert relative_errors_t(bf16.gemm_t_rows(tiny, q, s), tiny, q, s).max() <= 1e-6
 
 
-def test_one_row_transposed_product_is_the_same_on_any_threads_and_refuses_nan():
+def test_few_rows_transposed_product_is_the_same_on_any_threads_and_refuses_nan():
     rng = np.random.default_rng(6)
     q, s = quantized_weight(rng, 640, 256)
-    g = rng.standard_normal((1, 640)).astype(np.float32)
+    g = rng.standard_normal((2, 640)).astype(np.float32)
     before = fusekit.get_num_threads()
     try:
         fusekit.set_num_threads(1)
-        one = bf16.gemm_t_one(g, q, s)
+        one = bf16.gemm_t_rows(g, q, s)
         fusekit.set_num_threads(2)
-        two = bf16.gemm_t_one(g, q, s)
+        two = bf16.gemm_t_rows(g, q, s)
     finally:
         fusekit.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
-    g[0, 7] = np.nan
-    assert bf16.gemm_t_one(g, q, s) is None
+    assert bf16.gemm_t_rows(g, q, s, max_parts=1) is None  # float32 values need three parts
+    g[1, 7] = np.nan
+    assert bf16.gemm_t_rows(g, q, s) is None
 
 
-def test_gemv_t_takes_the_one_row_kernel_for_one_row(monkeypatch):
-    calls = []
-    real = bf16.gemm_t_one
-    monkeypatch.setattr(bf16, "gemm_t_one", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+def test_gemv_t_takes_the_few_rows_kernel_below_the_buffered_one(monkeypatch):
+    from fusekit.backends.cpu import fp8_matmul as cpu_mm
+
+    used = []
+    real = bf16.gemm_t_rows
+    monkeypatch.setattr(bf16, "gemm_t_rows",
+                        lambda *a, **kw: used.append(real(*a, **kw) is not None) or real(*a, **kw))
     rng = np.random.default_rng(7)
     q, s = quantized_weight(rng, 256, 128)
-    for g in (rng.standard_normal(256).astype(np.float32),  # float32 values: three parts
-              bf16_values(rng.standard_normal((1, 1, 256)).astype(np.float32))):
+    f32_max = cpu_mm.T_ROWS_F32_MAX_M
+    cases = [(rng.standard_normal(256).astype(np.float32), True),  # one float32 row
+             (rng.standard_normal((f32_max, 256)).astype(np.float32), True),
+             (rng.standard_normal((f32_max + 1, 256)).astype(np.float32), False),  # FMA
+             (bf16_values(rng.standard_normal((1, cpu_mm.T_BF16_MIN_M - 1, 256))
+                          .astype(np.float32)), True)]
+    for g, taken in cases:
+        used.clear()
         got = fusekit.ops.fp8_gemv_t(g, q, s, backend="cpu")
         assert got.shape == (*g.shape[:-1], 128)
-        assert relative_errors_t(got.reshape(1, 128), g.reshape(1, 256), q, s).max() <= 1e-6
-    assert calls == [1, 1]
-    fusekit.ops.fp8_gemv_t(rng.standard_normal((2, 256)).astype(np.float32), q, s,
-                           backend="cpu")  # two rows: the FMA kernel
-    assert calls == [1, 1]
+        assert relative_errors_t(got.reshape(-1, 128), g.reshape(-1, 256), q, s).max() <= 1e-6
+        assert used == [taken]
 
 
 def test_shapes_the_transposed_kernel_does_not_take():

@@ -869,23 +869,24 @@ T1_AHEAD = 4
 
 
 @intrinsic
-def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride, tab,  # noqa: ARG001
-               rows_left, acc):
-    """``acc[l, lanes] += sum_p sum_q (pair q, line l of W) . (g part p at g0 + 2q, + 1)``.
+def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride, m_rows,  # noqa: ARG001
+               tab, rows_left, acc):
+    """``acc[m, l, lanes] += sum_p sum_q (pair q, line l of W) . (g row m part p, g0 + 2q..)``.
 
     Rows ``2q`` and ``2q + 1`` of W start at bytes ``first + 2q * k`` and ``+ k``; line ``l``
     is their 64 codes from byte ``64 l`` on, decoded exactly (:func:`_decode`) and paired
     as :func:`_decode_pairs` pairs them (lanes in :func:`t_column_order`). ``gb``: 1-D
-    uint16, part ``p`` of g from ``p * gstride``; ``acc``: float32, 64 a line. Two pairs a
-    step; the lines of the four rows ``T1_AHEAD`` steps on are prefetched into L2 line by
-    line while they are inside W (``rows_left`` rows from ``first`` on).
+    uint16, part ``p`` of row ``m`` of g from ``(p * m_rows + m) * gstride``; ``acc``:
+    float32, ``k`` a row of g, 64 a line. Two pairs a step; the lines of the four rows
+    ``T1_AHEAD`` steps on are prefetched into L2 line by line while they are inside W
+    (``rows_left`` rows from ``first`` on).
     """
     if not (isinstance(w, types.Array) and w.dtype == types.uint8
             and isinstance(gb, types.Array) and gb.dtype == types.uint16
             and isinstance(acc, types.Array) and acc.dtype == types.float32):
         return None
     sig = types.void(w, types.intp, types.intp, types.intp, types.intp, gb, types.intp,
-                     types.intp, types.intp, tab, types.intp, acc)
+                     types.intp, types.intp, types.intp, tab, types.intp, acc)
 
     def codegen(context, builder, signature, args):
         i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -902,11 +903,11 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
         def c64(v):
             return ir.Constant(i64, v)
 
-        w_base, g_base, a_base = data(0), data(5), data(11)
+        w_base, g_base, a_base = data(0), data(5), data(12)
         first, k, n_pairs, n_lines, g0, parts, gstride = (args[1], args[2], args[3], args[4],
                                                           args[6], args[7], args[8])
-        rows_left = args[10]
-        c = _decode_consts(builder, data(9))
+        m_rows, rows_left = args[9], args[11]
+        c = _decode_consts(builder, data(10))
         i8p = ir.IntType(8).as_pointer()
         pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
                                    ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
@@ -934,28 +935,35 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
                 words = _decode(builder, c, raws)
                 regs = [[builder.bitcast(v, v16i32) for v in _pair_rows(
                     builder, words[4 * h:4 * h + 4])] for h in (0, 1)]  # rows 0, 1 and 2, 3
-                base = builder.add(a_base, builder.shl(ln, c64(8)))
-                ptrs = [builder.inttoptr(builder.add(base, c64(64 * j)), v16f.as_pointer())
-                        for j in range(4)]
-                sums = [builder.load(p, align=4) for p in ptrs]
+                def row(m, _):  # row m of g: its sums of this line, read and written once
+                    base = builder.add(a_base, builder.add(builder.shl(builder.mul(m, k),
+                                                                       c64(2)),
+                                                           builder.shl(ln, c64(8))))
+                    ptrs = [builder.inttoptr(builder.add(base, c64(64 * j)),
+                                             v16f.as_pointer()) for j in range(4)]
 
-                def part(p, sums):
-                    for h in (0, 1):
-                        gi = builder.add(builder.mul(p, gstride), builder.add(
-                            g0, builder.add(builder.shl(q, c64(1)), c64(2 * h))))
-                        gv = builder.load(builder.inttoptr(builder.add(g_base, builder.shl(
-                            gi, c64(1))), i32.as_pointer()), align=2)
-                        one = builder.insert_element(ir.Constant(v16i32, None), gv,
-                                                     ir.Constant(i32, 0))
-                        splat = builder.shuffle_vector(one, ir.Constant(v16i32, None),
-                                                       ir.Constant(v16i32, [0] * 16))
-                        sums = [builder.call(dp, [s, r, splat])
-                                for s, r in zip(sums, regs[h], strict=True)]
-                    return sums
+                    def part(p, sums):
+                        g_row = builder.mul(builder.add(builder.mul(p, m_rows), m), gstride)
+                        for h in (0, 1):
+                            gi = builder.add(g_row, builder.add(g0, builder.add(
+                                builder.shl(q, c64(1)), c64(2 * h))))
+                            gv = builder.load(builder.inttoptr(builder.add(
+                                g_base, builder.shl(gi, c64(1))), i32.as_pointer()), align=2)
+                            one = builder.insert_element(ir.Constant(v16i32, None), gv,
+                                                         ir.Constant(i32, 0))
+                            splat = builder.shuffle_vector(one, ir.Constant(v16i32, None),
+                                                           ir.Constant(v16i32, [0] * 16))
+                            sums = [builder.call(dp, [s, r, splat])
+                                    for s, r in zip(sums, regs[h], strict=True)]
+                        return sums
 
-                sums = carried_loop(builder, parts, sums, part, "t1.p")
-                for s, p in zip(sums, ptrs, strict=True):
-                    builder.store(s, p, align=4)
+                    sums = carried_loop(builder, parts, [builder.load(p, align=4)
+                                                         for p in ptrs], part, "t1.p")
+                    for s, p in zip(sums, ptrs, strict=True):
+                        builder.store(s, p, align=4)
+                    return []
+
+                carried_loop(builder, m_rows, [], row, "t1.m")
                 return []
 
             carried_loop(builder, n_lines, [], line, "t1.l")
@@ -968,8 +976,8 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
 
 
 @njit(parallel=True, fastmath={"contract", "nsz"})
-def _t_one_kernel(w, gb, parts, scale, tab, order, n_tasks, out):
-    # out[c] = sum over the parts p of gb row p . W column c (x 2^-8), one row of g: each
+def _t_rows_kernel(w, gb, parts, m_rows, scale, tab, order, n_tasks, out):
+    # out[m, c] = sum over the parts p of gb rows p * m_rows + m . W column c (x 2^-8): each
     # task owns a run of W's row tiles and reads its rows whole, four at a time
     n, k = w.shape
     flat = w.reshape(-1)
@@ -977,40 +985,44 @@ def _t_one_kernel(w, gb, parts, scale, tab, order, n_tasks, out):
     gstride = gb.shape[1]
     n_lines = k // T_COLS
     n_row_tiles = n // TILE
-    partial = np.zeros((n_tasks, k), dtype=np.float32)
+    partial = np.zeros((n_tasks, m_rows, k), dtype=np.float32)
     for task in prange(n_tasks):
         t_first = task * n_row_tiles // n_tasks
         t_end = (task + 1) * n_row_tiles // n_tasks
-        acc = np.empty(k, dtype=np.float32)
+        acc = np.empty((m_rows, k), dtype=np.float32)
         total = partial[task]
         for t in range(t_first, t_end):
             acc[:] = 0
             _pairs_dot(flat, t * TILE * k, k, TILE // 2, n_lines, gflat, t * TILE, parts,
-                       gstride, tab, n - t * TILE, acc)
-            for c in range(k):
-                total[c] += scale[t, c // TILE] * acc[c]
-    for ln in range(n_lines):
-        for j in range(T_COLS):
-            v = np.float32(0)
-            for task in range(n_tasks):
-                v += partial[task, ln * T_COLS + j]
-            out[0, ln * T_COLS + order[j]] = v
+                       gstride, m_rows, tab, n - t * TILE, acc.reshape(-1))
+            for m in range(m_rows):
+                for c in range(k):
+                    total[m, c] += scale[t, c // TILE] * acc[m, c]
+    for m in range(m_rows):
+        for ln in range(n_lines):
+            for j in range(T_COLS):
+                v = np.float32(0)
+                for task in range(n_tasks):
+                    v += partial[task, m, ln * T_COLS + j]
+                out[m, ln * T_COLS + order[j]] = v
 
 
-def gemm_t_one(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
-               max_parts: int = 3) -> np.ndarray | None:
-    """:func:`gemm_t` for one row of g (shape ``(1, n)``), without the buffer of pairs.
+def gemm_t_rows(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
+                max_parts: int = 3) -> np.ndarray | None:
+    """:func:`gemm_t` for a few rows of g, without the buffer of decoded pairs.
 
     Runs where :func:`fits_t` does; None as for :func:`gemm_t`. Float32 g (three parts)
-    too: 2x faster than the FMA kernel at one row (docs/benchmarks.md, session 22).
+    too: from one row to about eight, faster than the FMA kernel (docs/benchmarks.md,
+    session 22).
     """
     prepared = prepare(g, in_order=True)
     if prepared is None or prepared[1] > max_parts:
         return None
     gb, parts, row_scale = prepared
-    out = np.empty((1, w_fp8.shape[1]), dtype=np.float32)
+    m_rows = g.shape[0]
+    out = np.empty((m_rows, w_fp8.shape[1]), dtype=np.float32)
     n_tasks = max(1, min(T1_TASKS, w_fp8.shape[0] // TILE))
-    _t_one_kernel(w_fp8, gb, parts, weight_scale_inv, byte_tables(), t_column_order(), n_tasks,
-                  out)
+    _t_rows_kernel(w_fp8, gb, parts, m_rows, weight_scale_inv, byte_tables(), t_column_order(),
+                   n_tasks, out)
     with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
         return (out * row_scale[:, None]).astype(np.float32)

@@ -47,6 +47,12 @@ _AHEAD_QUADS = 3
 #: Rows of g from which ``fp8_gemv_t`` takes the bfloat16 kernel for bfloat16-valued g
 #: (measured on Zen 4: docs/benchmarks.md, session 21).
 T_BF16_MIN_M = 12
+#: Rows of float32 (three-part) g up to which ``fp8_gemv_t`` takes ``gemm_t_rows`` on
+#: AVX-512 BF16 CPUs (Zen 4, 2 threads, rotating weights, ms: 1 row 0.54-0.83 against the
+#: FMA kernel's 0.92-1.50, 2 rows 0.74-1.05 against 0.96-1.20, 4 rows 1.32-1.43 against
+#: 1.03-1.20); bfloat16-valued g takes it below T_BF16_MIN_M (8 rows 1.66-1.94 against
+#: 1.84-2.99, the buffered kernel 2.03-2.04).
+T_ROWS_F32_MAX_M = 2
 
 
 @njit(inline="always", fastmath=True)
@@ -340,17 +346,21 @@ def fp8_gemv_t_cpu(grad_y: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.n
                    block: int = 128) -> np.ndarray:
     """``g W`` on the CPU (the gradient of ``fp8_gemv`` w.r.t. x), float32 accumulation.
 
-    On AVX-512 BF16 CPUs, bfloat16 dot products for one row of g (``_fp8_bf16.gemm_t_one``,
-    float32 g too) and from :data:`T_BF16_MIN_M` rows of bfloat16 values on (a bfloat16
-    model's gradients, ``_fp8_bf16.gemm_t``); else float32 FMAs.
+    On AVX-512 BF16 CPUs, bfloat16 dot products: below :data:`T_BF16_MIN_M` rows of g
+    ``_fp8_bf16.gemm_t_rows`` (for float32 g up to :data:`T_ROWS_F32_MAX_M` rows, for
+    bfloat16 values, a bfloat16 model's gradients, at any count), from it
+    ``_fp8_bf16.gemm_t`` for bfloat16 values; else float32 FMAs.
     """
     rows = fp8.as_rows(grad_y)
     n, k = w_fp8.shape
     m_rows = rows.shape[0]
-    if (m_rows == 1 or m_rows >= T_BF16_MIN_M) and _fp8_bf16.fits_t(n, k, block):
+    if m_rows and _fp8_bf16.fits_t(n, k, block):
         w, sc = np.ascontiguousarray(w_fp8), np.ascontiguousarray(weight_scale_inv)
-        got = (_fp8_bf16.gemm_t_one(rows, w, sc) if m_rows == 1
-               else _fp8_bf16.gemm_t(rows, w, sc, max_parts=1))
+        if m_rows >= T_BF16_MIN_M:
+            got = _fp8_bf16.gemm_t(rows, w, sc, max_parts=1)
+        else:
+            got = _fp8_bf16.gemm_t_rows(rows, w, sc,
+                                        max_parts=3 if m_rows <= T_ROWS_F32_MAX_M else 1)
         if got is not None:
             return got.reshape(*grad_y.shape[:-1], k)
     gr, row_scale = _prescaled_rows(grad_y)
