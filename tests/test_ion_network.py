@@ -374,10 +374,15 @@ def test_compiled_membrane_gives_the_eager_results_and_gradients():
 @pytest.mark.parametrize("bad", [-1, 2.5, True])
 def test_checkpoint_every_must_be_a_non_negative_int(bad):
     v0, S, P, _ = population(2)
+    args = (v0, S, P, np.zeros(2), np.array([0, 1, 1]), np.array([1]),
+            torch.tensor([0.1], dtype=torch.float64))
+    kw = dict(dt=0.025, n_steps=10, delay_steps=2)
     with pytest.raises(fusekit.InputError, match="checkpoint_every"):
-        _torch_run(v0, S, P, np.zeros(2), np.array([0, 1, 1]), np.array([1]),
-                   torch.tensor([0.1], dtype=torch.float64), dt=0.025, n_steps=10,
-                   delay_steps=2, checkpoint_every=bad)
+        _torch_run(*args, **kw, checkpoint_every=bad)
+    # NumPy integers are whole numbers too (np.int64(4) was refused before session 22)
+    out = _torch_run(*args, **kw, checkpoint_every=np.int64(4))
+    ref = _torch_run(*args, **kw, checkpoint_every=4)
+    np.testing.assert_array_equal(out.v.detach().numpy(), ref.v.detach().numpy())
 
 
 # ------------------------------------------------------------------- spikes in flight

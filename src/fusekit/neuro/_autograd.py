@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import ops
 from .._errors import InputError
+from ..ops._common import is_whole
 from ..ops.ion import IonSimulation
 from ..ops.ion_channel import Channel, ChannelSet, channel_set, gates_and_conductances
 from ..ops.ion_grad import spike_crossing, torch_step
@@ -688,8 +689,7 @@ def _torch_network(
                          "be negative or NaN (make a synapse inhibitory with e_syn). When "
                          "training them, keep them non-negative: weights.data.clamp_(min=0) "
                          "after each optimizer step, or weights = softplus(raw)")
-    if isinstance(delay_steps, bool) or not isinstance(delay_steps, int | np.integer) \
-            or delay_steps < 1:
+    if not is_whole(delay_steps) or delay_steps < 1:
         raise InputError(f"{op}: delay_steps must be an integer >= 1 (the synaptic delay in "
                          f"steps), got {delay_steps!r}")
     delay_steps = int(delay_steps)
@@ -697,8 +697,7 @@ def _torch_network(
         raise InputError(f"{op}: surrogate must be a callable x -> spike (such as "
                          f"fusekit.neuro.SuperSpike(1.0)) or None for the default, got "
                          f"{surrogate!r}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
-            or checkpoint_every < 0:
+    if not is_whole(checkpoint_every) or checkpoint_every < 0:
         raise InputError(f"{op}: checkpoint_every must be an int >= 0 (0: no checkpoints), got "
                          f"{checkpoint_every!r}")
     taus, es, typed = synapse_kinds(tau_syn, e_syn)

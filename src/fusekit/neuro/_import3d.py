@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..ops._common import is_whole
 from ._cable import CableTree
 
 #: NEURON's section names per SWC type (``Import3d_GUI.type2name``).
@@ -328,7 +329,7 @@ def _per_section(name: str, value: Any, kinds: list[int],
                     raise InputError(f"{where} has the key {key!r}; give SWC types (1-4, ...) "
                                      f"or NEURON's section names soma, axon, dend, apic, "
                                      f"dend_<type>")
-            elif isinstance(key, int | np.integer) and not isinstance(key, bool):
+            elif is_whole(key):
                 kind = int(key)
             else:
                 raise InputError(f"{where} has the key {key!r}; give SWC types or NEURON's "

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from ..ops._common import is_whole
 
 
 def _values(fn: str, name: str, a: Any, ndim: int, shape: str) -> np.ndarray:
@@ -31,7 +32,7 @@ def _indices(fn: str, name: str, idx: Any, size: int, what: str) -> list[int]:
                          f"{name}=[{idx!r}]")
     out = []
     for i in idx:
-        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+        if not is_whole(i):
             raise InputError(f"{fn}: {name} must hold integer {what} indices, got {i!r}")
         if not -size <= i < size:
             raise InputError(f"{fn}: {name} has {i!r}, but there are {size} {what}s "

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, TextIO
 import numpy as np
 
 from .._errors import InputError
+from ..ops._common import is_whole
 from ._cable_network import CableNetwork
 from ._network import Network
 from ._population import Population, progress_bar, run_in_pieces, run_steps
@@ -73,8 +74,7 @@ def record(model: Population | Network | CableNetwork, duration: float, *, recor
     if not isinstance(model, Population | Network | CableNetwork):
         raise InputError(f"record: model must be a fusekit.neuro Population, Network or "
                          f"CableNetwork, got {type(model).__name__}")
-    if isinstance(record_every, bool) or not isinstance(record_every, int | np.integer) \
-            or record_every < 1:
+    if not is_whole(record_every) or record_every < 1:
         raise InputError(f"record: record_every must be a whole number of steps >= 1, got "
                          f"{record_every!r}")
     n_steps = run_steps("record", duration, dt)

@@ -27,6 +27,7 @@ import numpy as np
 
 from .._arrays import common_kind, from_native, to_native
 from .._errors import InputError
+from ._common import is_whole
 from .ion_channel import ChannelSet, channel_set, gates_and_conductances
 
 
@@ -83,8 +84,7 @@ def segment_length(n_steps: int, checkpoint_every: int, record_every: int) -> in
 
 def check_checkpoint_every(checkpoint_every: Any) -> None:
     """Raise :class:`InputError` unless ``checkpoint_every`` is a non-negative integer."""
-    if (not isinstance(checkpoint_every, int | np.integer) or isinstance(checkpoint_every, bool)
-            or checkpoint_every < 0):
+    if not is_whole(checkpoint_every) or checkpoint_every < 0:
         raise InputError(
             "ion_simulate: checkpoint_every must be a non-negative integer (steps between the "
             f"checkpoints of the backward pass; 0 picks about sqrt(n_steps)), got "

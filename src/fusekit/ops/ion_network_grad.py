@@ -38,7 +38,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._registry import Op, array_dtype
-from ._common import require_shapes
+from ._common import is_whole, require_shapes
 from .ion import _check_network_simulate, synapse_decays, synapse_kinds
 
 __all__ = ["StepKernels", "network_run_loop", "network_run_vjp_loop"]
@@ -240,7 +240,7 @@ def network_run_vjp_loop(k: StepKernels, ck_v: np.ndarray, ck_S: np.ndarray, ck_
 
 
 def _check_segment(op: str, segment: Any) -> None:
-    if isinstance(segment, bool) or not isinstance(segment, int | np.integer) or segment < 1:
+    if not is_whole(segment) or segment < 1:
         raise InputError(f"{op}: segment must be a positive number of steps, got {segment!r}")
 
 
