@@ -339,6 +339,8 @@ def ion_simulate(
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)
+    # here, before int() below would truncate 2.5 into 2 on the way to torch; the op's own
+    # check repeats it for calls that go through the registry directly
     check_counts("ion_simulate", n_steps=n_steps, record_every=record_every,
                  max_spikes=max_spikes)
     if is_tensor(v0) and any(getattr(a, "requires_grad", False)
@@ -847,6 +849,7 @@ def cable_simulate(
     """
     cs = channel_set(channels)
     check_checkpoint_every(checkpoint_every)
+    # before int() below truncates (as in ion_simulate)
     check_counts("cable_simulate", n_steps=n_steps, record_every=record_every,
                  max_spikes=max_spikes)
     record_at = check_record_at("cable_simulate", record_at, int(v0.shape[-1]))
