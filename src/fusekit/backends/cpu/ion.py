@@ -158,23 +158,78 @@ def ion_kernel(V, S, P, I, i_rows, dt, n_steps, record_every, thr, max_spikes,
 '''
 
 
-def _vtrap(exp: Callable[..., Any], scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_channel.vtrap`` for one dtype on top of ``exp`` (same series, same cut-off)."""
-    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
-                                                      1 / 720, 1 / 30240, 1.0))
+def _vtrap_fns(exp: Callable[..., Any], scalar: Callable[[float], Any],
+               fastmath: set[str]) -> dict[str, Any]:
+    """The ``vtrap`` family for one dtype, on top of ``exp`` (same series and cut-off).
 
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
+    ``vtrap`` (``ion_channel.vtrap``), ``vtrap_e`` given ``e = exp(x / y)``, ``vtrap_dx``
+    (its derivative in x), and ``vtrap_r``, ``vtrap_er``, ``vtrap_dxr``: vtrap and its
+    derivative around one reciprocal (``ion_symbolic``). Near ``x = 0`` (``|x / y|`` below
+    the cut-off) every one takes its Taylor series, written once here.
+    """
+    cut, half, one = scalar(VTRAP_SERIES_BELOW), scalar(0.5), scalar(1.0)
+    c1, c2, c3, c4, c5, c6 = (scalar(c) for c in (1 / 6, 1 / 12, 1 / 180, 1 / 720,
+                                                  1 / 5040, 1 / 30240))
+    jit = njit(cache=False, fastmath=fastmath, error_model="numpy")
+    inline = njit(cache=False, fastmath=fastmath, error_model="numpy", inline="always")
+
+    @inline
+    def series(y, u, u2):  # vtrap(x, y) near x = 0, u = x / y
+        return y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
+
+    @inline
+    def dseries(u, u2):  # its derivative in x
+        return u * (c1 - u2 * (c3 - u2 * c5)) - half
+
+    @jit
     def vtrap(x, y):
         u = x / y
         small = abs(u) < cut
-        u2 = u * u
-        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
-        denom = exp(u) - one
-        denom = one if small else denom
+        denom = one if small else exp(u) - one
         direct = x / denom
-        return series if small else direct
+        return series(y, u, u * u) if small else direct
 
-    return vtrap
+    @jit
+    def vtrap_e(x, y, e):
+        u = x / y
+        small = abs(u) < cut
+        denom = one if small else e - one
+        direct = x / denom
+        return series(y, u, u * u) if small else direct
+
+    @jit
+    def vtrap_dx(x, y, value):
+        u = x / y
+        small = abs(u) < cut
+        xs = y if small else x
+        direct = value * (y - value - xs) / (xs * y)
+        return dseries(u, u * u) if small else direct
+
+    @jit
+    def vtrap_r(x, y, e):
+        u = x * (one / y)
+        return one / (one if abs(u) < cut else e - one)
+
+    @jit
+    def vtrap_er(x, y, r):
+        u = x * (one / y)
+        return series(y, u, u * u) if abs(u) < cut else x * r
+
+    @jit
+    def vtrap_dxr(x, y, value, r):
+        u = x * (one / y)
+        return dseries(u, u * u) if abs(u) < cut else (y - value - x) * r * (one / y)
+
+    return {"vtrap": vtrap, "vtrap_e": vtrap_e, "vtrap_dx": vtrap_dx, "vtrap_r": vtrap_r,
+            "vtrap_er": vtrap_er, "vtrap_dxr": vtrap_dxr}
+
+
+@functools.cache
+def _vtraps(dtype: str) -> dict[str, Any]:
+    """:func:`_vtrap_fns` for ``dtype``, made once a process."""
+    scalar = np.float32 if dtype == "float32" else np.float64
+    exp = exp_f32 if dtype == "float32" else exp_f64
+    return _vtrap_fns(exp, scalar, _FASTMATH[dtype])
 
 
 def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
@@ -182,75 +237,8 @@ def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
 
     scalar = np.float32 if dtype == "float32" else np.float64
     exp = exp_f32 if dtype == "float32" else exp_f64
-    return {"exp": exp, "vtrap": _vtrap(exp, scalar, _FASTMATH[dtype]), "log": math.log,
+    return {"exp": exp, "vtrap": _vtraps(dtype)["vtrap"], "log": math.log,
             "sqrt": math.sqrt}, scalar
-
-
-def _vtrap_e(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_e``: ``vtrap(x, y)`` given ``e = exp(x / y)`` (same series, cut)."""
-    cut, half, c2, c4, c6, one = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 12,
-                                                      1 / 720, 1 / 30240, 1.0))
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_e(x, y, e):
-        u = x / y
-        small = abs(u) < cut
-        u2 = u * u
-        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
-        denom = one if small else e - one
-        direct = x / denom
-        return series if small else direct
-
-    return vtrap_e
-
-
-def _vtrap_dx(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_dx`` for one dtype (same series, cut-off and formula)."""
-    cut, half, c1, c3, c5 = (scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180,
-                                                 1 / 5040))
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_dx(x, y, value):
-        u = x / y
-        small = abs(u) < cut
-        u2 = u * u
-        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
-        xs = y if small else x
-        direct = value * (y - value - xs) / (xs * y)
-        return series if small else direct
-
-    return vtrap_dx
-
-
-def _vtrap_r(scalar: Callable[[float], Any], fastmath: set[str]) -> Any:
-    """``ion_symbolic.vtrap_r``, ``vtrap_er`` and ``vtrap_dxr`` for one dtype.
-
-    ``vtrap`` and its derivative around one reciprocal (same series and cut-off).
-    """
-    cut, half, c1, c3, c5, c2, c4, c6, one = (
-        scalar(c) for c in (VTRAP_SERIES_BELOW, 0.5, 1 / 6, 1 / 180, 1 / 5040, 1 / 12,
-                            1 / 720, 1 / 30240, 1.0))
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_r(x, y, e):
-        u = x * (one / y)
-        return one / (one if abs(u) < cut else e - one)
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_er(x, y, r):
-        u = x * (one / y)
-        u2 = u * u
-        series = y * (one - half * u + u2 * (c2 - u2 * (c4 - u2 * c6)))
-        return series if abs(u) < cut else x * r
-
-    @njit(cache=False, fastmath=fastmath, error_model="numpy")
-    def vtrap_dxr(x, y, value, r):
-        u = x * (one / y)
-        u2 = u * u
-        series = u * (c1 - u2 * (c3 - u2 * c5)) - half
-        return series if abs(u) < cut else (y - value - x) * r * (one / y)
-
-    return vtrap_r, vtrap_er, vtrap_dxr
 
 
 def _sign(scalar: Callable[[float], Any]) -> Any:
@@ -273,13 +261,11 @@ def graph_math(dtype: str) -> dict[str, Any]:
     import math
 
     math_fns, scalar = _math(dtype)
-    fastmath = _FASTMATH[dtype]
-    vtrap_r, vtrap_er, vtrap_dxr = _vtrap_r(scalar, fastmath)
-    return {"EXP": math_fns["exp"], "VTRAP": math_fns["vtrap"],
-            "VTRAP_E": _vtrap_e(scalar, fastmath), "VTRAP_DX": _vtrap_dx(scalar, fastmath),
-            "VTRAP_R": vtrap_r, "VTRAP_ER": vtrap_er, "VTRAP_DXR": vtrap_dxr,
-            "LOG": math.log, "SQRT": math.sqrt, "ABS": abs, "SIGN": _sign(scalar),
-            "ONE": scalar(1.0), "ZERO": scalar(0.0)}
+    v = _vtraps(dtype)
+    return {"EXP": math_fns["exp"], "VTRAP": v["vtrap"], "VTRAP_E": v["vtrap_e"],
+            "VTRAP_DX": v["vtrap_dx"], "VTRAP_R": v["vtrap_r"], "VTRAP_ER": v["vtrap_er"],
+            "VTRAP_DXR": v["vtrap_dxr"], "LOG": math.log, "SQRT": math.sqrt, "ABS": abs,
+            "SIGN": _sign(scalar), "ONE": scalar(1.0), "ZERO": scalar(0.0)}
 
 
 _kernels: dict[tuple[str, str, str], Any] = {}  # (family, channel key, dtype)
