@@ -127,6 +127,18 @@ def _encode(x, bits, out, shift, rebias, round_bias, min_normal_bits, subnormal_
         out[i] = np.uint8(code | (sign << 7))
 
 
+@cuda.jit(device=True)
+def stage_table(table, table_in, first, stride):
+    """Copy the 256-entry decode table into shared memory, then wait for the whole block.
+
+    Thread ``first`` of ``stride`` threads copies entries ``first, first + stride, ...``;
+    every thread of the block must call it (it ends in a barrier).
+    """
+    for t in range(first, 256, stride):
+        table[t] = table_in[t]
+    cuda.syncthreads()
+
+
 @functools.cache
 def _lookup_kernels(dtype: str) -> tuple[Any, Any]:
     """Table decode and block dequantize kernels whose shared table holds ``dtype``."""
@@ -135,18 +147,14 @@ def _lookup_kernels(dtype: str) -> tuple[Any, Any]:
     @cuda.jit
     def decode(codes, table_in, out):
         table = cuda.shared.array(256, scalar)
-        for t in range(cuda.threadIdx.x, 256, cuda.blockDim.x):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, cuda.threadIdx.x, cuda.blockDim.x)
         for i in range(cuda.grid(1), codes.size, cuda.gridsize(1)):
             out[i] = table[codes[i]]
 
     @cuda.jit
     def dequantize(w, table_in, scale, block, out):
         table = cuda.shared.array(256, scalar)
-        for t in range(cuda.threadIdx.x, 256, cuda.blockDim.x):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, cuda.threadIdx.x, cuda.blockDim.x)
         k = w.shape[1]
         for e in range(cuda.grid(1), w.size, cuda.gridsize(1)):
             i = e // k

@@ -53,7 +53,7 @@ from ..._registry import register_kernel
 from ...ops import fp8_matmul
 from ...ops.fp8 import FP8_BLOCK
 from ._device import copy_back, cupy_stream, launch, output, to_device
-from .fp8 import _table_on_device, device_table
+from .fp8 import _table_on_device, device_table, stage_table
 
 _FLOATS = ("float32", "float64")
 WARP = 32
@@ -112,9 +112,7 @@ def _gemv_kernel(dtype: str, m_tile: int, rows: int, splits: int, vec: int) -> A
         lane = cuda.threadIdx.x
         warp = cuda.threadIdx.y
         tid = warp * WARP + lane
-        for t in range(tid, 256, WARP * warps):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, tid, WARP * warps)
         m_rows, k = x.shape
         n = w.shape[0]
         first_row = cuda.blockIdx.x * rows
@@ -182,9 +180,7 @@ def _gemv_wide_kernel(dtype: str, m_tile: int, rows: int, splits: int, unroll: i
         lane = cuda.threadIdx.x
         warp = cuda.threadIdx.y
         tid = warp * WARP + lane
-        for t in range(tid, 256, WARP * warps):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, tid, WARP * warps)
         m_rows = x.shape[0]
         n, kw = w.shape
         tile_words = block // 8
@@ -263,9 +259,7 @@ def _gemm_kernel(dtype: str, bm: int, bn: int, bk: int, tm: int, tn: int) -> Any
         tid = cuda.threadIdx.x
         tx = tid % tx_n
         ty = tid // tx_n
-        for t in range(tid, 256, threads):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, tid, threads)
         m_rows, k = x.shape
         n = w.shape[0]
         n0 = cuda.blockIdx.x * bn
@@ -348,9 +342,7 @@ def _gemv_t_kernel(dtype: str, m_tile: int, splits: int) -> Any:
         part = cuda.local.array(m_tile, scalar)
         lane = cuda.threadIdx.x
         split = cuda.threadIdx.y
-        for t in range(split * WARP + lane, 256, WARP * splits):
-            table[t] = table_in[t]
-        cuda.syncthreads()
+        stage_table(table, table_in, split * WARP + lane, WARP * splits)
         m_rows, n = g.shape
         k = w.shape[1]
         col = cuda.blockIdx.x * WARP + lane
