@@ -226,6 +226,14 @@ def test_empty_activations():
 # ------------------------------------------------------------ the transposed product g W
 
 
+def transposed_case(seed, m, n, k, kind):
+    """``(g, q, s)``: m rows of g (bfloat16 values for ``kind="bfloat16"``), a weight of kind."""
+    rng = np.random.default_rng(seed)
+    q, s = quantized_weight(rng, n, k, kind)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    return (bf16_values(g) if kind == "bfloat16" else g), q, s
+
+
 def relative_errors_t(got, g, q, s):
     deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)
     ref = g.astype(np.float64) @ deq
@@ -239,11 +247,7 @@ def relative_errors_t(got, g, q, s):
 def test_transposed_products_match_float64(m, n, k, kind):
     # k of 1152: two tasks of 512 columns and one of 128; m of 3 and 9: rows of g left over
     # after the blocks of four
-    rng = np.random.default_rng(m * 1000 + n + k)
-    q, s = quantized_weight(rng, n, k, kind)
-    g = rng.standard_normal((m, n)).astype(np.float32)
-    if kind == "bfloat16":
-        g = bf16_values(g)
+    g, q, s = transposed_case(m * 1000 + n + k, m, n, k, kind)
     got = bf16.gemm_t(g, q, s)
     assert got.shape == (m, k) and got.dtype == np.float32
     assert relative_errors_t(got, g, q, s).max() <= 1e-6
@@ -304,11 +308,7 @@ def test_gemv_t_takes_the_bf16_kernel_for_many_bfloat16_rows(monkeypatch):
 def test_few_rows_transposed_product_matches_float64(m, n, k, kind):
     # n of 1152: nine row tiles over T1_TASKS = 8 runs (one run of two); the prefetch of the
     # rows ahead stops at W's end
-    rng = np.random.default_rng(m + n + k)
-    q, s = quantized_weight(rng, n, k, kind)
-    g = rng.standard_normal((m, n)).astype(np.float32)
-    if kind == "bfloat16":
-        g = bf16_values(g)
+    g, q, s = transposed_case(m + n + k, m, n, k, kind)
     got = bf16.gemm_t_rows(g, q, s)
     assert got.shape == (m, k) and got.dtype == np.float32
     assert relative_errors_t(got, g, q, s).max() <= 1e-6

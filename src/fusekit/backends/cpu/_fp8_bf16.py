@@ -56,6 +56,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -841,29 +842,39 @@ def gemm_t(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     None when g holds NaN/Inf (see :func:`prepare`) or needs more than ``max_parts``
     bfloat16 parts (the float32 FMA kernel is faster for three).
     """
+    return _transposed(g, w_fp8, max_parts, lambda gb, parts, out: _t_kernel(
+        w_fp8, gb, parts, g.shape[0], weight_scale_inv, byte_tables(), t_column_order(), out))
+
+
+def _transposed(g: np.ndarray, w_fp8: np.ndarray, max_parts: int, run: Any
+                ) -> np.ndarray | None:
+    """What the ``g W`` kernels share around ``run(gb, parts, out)``.
+
+    g split into bfloat16 parts before, the rows' scales applied after; None where
+    :func:`gemm_t` says.
+    """
     prepared = prepare(g, in_order=True)
     if prepared is None or prepared[1] > max_parts:
         return None
     gb, parts, row_scale = prepared
-    m_rows = g.shape[0]
-    out = np.empty((m_rows, w_fp8.shape[1]), dtype=np.float32)
-    _t_kernel(w_fp8, gb, parts, m_rows, weight_scale_inv, byte_tables(), t_column_order(), out)
+    out = np.empty((g.shape[0], w_fp8.shape[1]), dtype=np.float32)
+    run(gb, parts, out)
     with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
         return (out * row_scale[:, None]).astype(np.float32)
 
 
-# ------------------------------------------------- the transposed product for one row of g
-# g W with one row of g: no buffer of decoded pairs (which pays only when many rows of g
-# share it). Each thread owns a run of W's row tiles and reads four rows at a time whole,
+# ---------------------------------------------- the transposed product for a few rows of g
+# g W with a few rows of g: no buffer of decoded pairs (which pays only when many rows of g
+# share it). Each task owns a run of W's row tiles and reads four rows at a time whole,
 # line by line (four streams, the next rows prefetched into L2 as it goes): each pair of
-# rows is decoded, paired column by column and multiplied at once into K sums (L1/L2);
-# the threads' sums are added at the end. Column tasks (each thread reading 512 bytes of
-# every row) ran at half the rate from DRAM.
+# rows is decoded, paired column by column and multiplied at once into K sums per row of g
+# (L1/L2); the tasks' sums are added at the end. Column tasks (each thread reading 512
+# bytes of every row) ran at half the rate from DRAM.
 
-#: Runs of W's row tiles the one-row transposed product splits W into, whatever the threads
+#: Runs of W's row tiles the few-rows transposed product splits W into, whatever the threads
 #: (their sums are added in a fixed order: the same result on any number of threads).
 T1_TASKS = 8
-#: Steps (of four rows of W) ahead whose lines the one-row transposed product prefetches:
+#: Steps (of four rows of W) ahead whose lines the few-rows transposed product prefetches:
 #: 1-4 measured alike on Zen 4 (2 threads, rotating weights: 404-542 us a 2048x7168 product).
 T1_AHEAD = 4
 
@@ -911,6 +922,7 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
         i8p = ir.IntType(8).as_pointer()
         pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
                                    ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+
         def pair(qq, _):  # pairs 2 qq and 2 qq + 1: rows 4 qq .. 4 qq + 3
             q = builder.shl(qq, c64(1))
             a_addr = builder.add(w_base, builder.add(first, builder.mul(builder.shl(
@@ -935,6 +947,7 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
                 words = _decode(builder, c, raws)
                 regs = [[builder.bitcast(v, v16i32) for v in _pair_rows(
                     builder, words[4 * h:4 * h + 4])] for h in (0, 1)]  # rows 0, 1 and 2, 3
+
                 def row(m, _):  # row m of g: its sums of this line, read and written once
                     base = builder.add(a_base, builder.add(builder.shl(builder.mul(m, k),
                                                                        c64(2)),
@@ -1011,18 +1024,11 @@ def gemm_t_rows(g: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
                 max_parts: int = 3) -> np.ndarray | None:
     """:func:`gemm_t` for a few rows of g, without the buffer of decoded pairs.
 
-    Runs where :func:`fits_t` does; None as for :func:`gemm_t`. Float32 g (three parts)
-    too: from one row to about eight, faster than the FMA kernel (docs/benchmarks.md,
-    session 22).
+    Runs where :func:`fits_t` does; None as for :func:`gemm_t`. Faster than the FMA kernel
+    for float32 g (three parts) at one and two rows and for bfloat16-valued g below the
+    buffered kernel's 12 rows (docs/benchmarks.md, session 22).
     """
-    prepared = prepare(g, in_order=True)
-    if prepared is None or prepared[1] > max_parts:
-        return None
-    gb, parts, row_scale = prepared
-    m_rows = g.shape[0]
-    out = np.empty((m_rows, w_fp8.shape[1]), dtype=np.float32)
     n_tasks = max(1, min(T1_TASKS, w_fp8.shape[0] // TILE))
-    _t_rows_kernel(w_fp8, gb, parts, m_rows, weight_scale_inv, byte_tables(), t_column_order(),
-                   n_tasks, out)
-    with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf
-        return (out * row_scale[:, None]).astype(np.float32)
+    return _transposed(g, w_fp8, max_parts, lambda gb, parts, out: _t_rows_kernel(
+        w_fp8, gb, parts, g.shape[0], weight_scale_inv, byte_tables(), t_column_order(),
+        n_tasks, out))

@@ -224,19 +224,22 @@ def _vtrap_fns(exp: Callable[..., Any], scalar: Callable[[float], Any],
             "vtrap_er": vtrap_er, "vtrap_dxr": vtrap_dxr}
 
 
+def _scalar_exp(dtype: str) -> tuple[Callable[[float], Any], Any]:
+    """The scalar type and the vectorisable ``exp`` of ``dtype``."""
+    return (np.float32, exp_f32) if dtype == "float32" else (np.float64, exp_f64)
+
+
 @functools.cache
 def _vtraps(dtype: str) -> dict[str, Any]:
     """:func:`_vtrap_fns` for ``dtype``, made once a process."""
-    scalar = np.float32 if dtype == "float32" else np.float64
-    exp = exp_f32 if dtype == "float32" else exp_f64
+    scalar, exp = _scalar_exp(dtype)
     return _vtrap_fns(exp, scalar, _FASTMATH[dtype])
 
 
 def _math(dtype: str) -> tuple[dict[str, Any], Callable[[float], Any]]:
     import math
 
-    scalar = np.float32 if dtype == "float32" else np.float64
-    exp = exp_f32 if dtype == "float32" else exp_f64
+    scalar, exp = _scalar_exp(dtype)
     return {"exp": exp, "vtrap": _vtraps(dtype)["vtrap"], "log": math.log,
             "sqrt": math.sqrt}, scalar
 
