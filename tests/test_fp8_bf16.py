@@ -94,7 +94,7 @@ def test_split_gives_three_bfloat16s_that_sum_exactly(seed):
     sign = rng.integers(0, 2, 256, dtype=np.uint32) << np.uint32(31)
     row = (sign | (expo << np.uint32(23)) | bits).view(np.float32)
     t = np.empty((3, row.size), np.uint16)
-    bf16._split_row(row, t)
+    bf16._split_row(row, t, np.float32(1), np.float32(1))
     parts = (t.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
     np.testing.assert_array_equal(parts.sum(axis=0), row.astype(np.float64))
 
@@ -142,13 +142,16 @@ def relative_errors(got, x, q, s):
 
 @pytest.mark.parametrize("m", [1, 2, 5, 16, 64])
 @pytest.mark.parametrize("n,k", [(130, 384), (64, 128), (9, 256)])
-@pytest.mark.parametrize("kind", ["float32", "bfloat16", "subnormal-heavy"])
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "two-parts", "subnormal-heavy"])
 def test_products_match_float64(m, n, k, kind):
     rng = np.random.default_rng(m * 1000 + n)
-    q, s = quantized_weight(rng, n, k, kind)
+    q, s = quantized_weight(rng, n, k, "float32" if kind == "two-parts" else kind)
     x = rng.standard_normal((m, k)).astype(np.float32)
     if kind == "bfloat16":
         x = bf16_values(x)
+    if kind == "two-parts":  # 16 significant bits: two bfloat16 parts
+        x = (x.view(np.uint32) & np.uint32(0xFFFFFF00)).view(np.float32)
+        assert bf16.prepare(x)[1] == 2
     got = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
     assert relative_errors(got, x, q, s).max() <= 1e-6
 
@@ -161,11 +164,11 @@ def test_tiny_and_huge_rows_keep_their_scale():
     x[0] *= np.float32(1e-38)  # products below float32's normal range at the end
     x[1] *= np.float32(1e30)
     x[2] = 0.0
-    got = bf16.gemm(x, q, s)
     ref = fp8_gemv_reference(x.astype(np.float64), q, s)
-    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
-    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-44)
-    assert (got[2] == 0).all()
+    for got in (bf16.gemm(x, q, s), np.concatenate([bf16.gemm(r[None], q, s) for r in x])):
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)  # all rows, and one by one
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-44)
+        assert (got[2] == 0).all()
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 5 * 3 * 128 * 2])

@@ -147,30 +147,29 @@ def _hi16(h):
 
 
 @njit
-def _split_row(row, t):
-    """The three bfloat16 parts of each value of ``row`` into ``t`` (3, K), in order.
+def _split_row(row, t, f1, f2):
+    """The three bfloat16 parts of each value of ``(row * f1) * f2`` into ``t`` (3, K), in order.
 
-    Their sum is exactly the value (the last rest has at most 8 significant bits). Returns
-    whether a second and a third part were needed. (No fastmath, which would undo the split;
-    kept in order and free of float reductions, so that LLVM vectorises it.)
+    Their sum is exactly the scaled value (the last rest has at most 8 significant bits).
+    Returns whether a second and a third part were needed (a -0.0 part counts: harmless).
+    (No fastmath, which would undo the split; kept in order and free of float reductions, so
+    that LLVM vectorises it. The parts' largest bits, not their "or", which Numba widens to
+    64-bit lanes: 1.7 against 2.7 us for a row of 7168.)
     """
     t0, t1, t2 = t[0], t[1], t[2]
+    top1 = np.uint16(0)
+    top2 = np.uint16(0)
     for j in range(row.size):
-        h0, r1 = _head(row[j])
+        h0, r1 = _head((row[j] * f1) * f2)
         h1, r2 = _head(r1)
         t0[j] = _hi16(h0)
-        t1[j] = _hi16(h1)
-        t2[j] = _hi16(r2)
-    return _any_set(t1), _any_set(t2)
-
-
-@njit
-def _any_set(bits):
-    # whether any value of a uint16 row is nonzero (a -0.0 part counts: harmless)
-    acc = np.uint16(0)
-    for j in range(bits.size):
-        acc |= bits[j]
-    return acc != 0
+        b1 = _hi16(h1)
+        b2 = _hi16(r2)
+        t1[j] = b1
+        t2[j] = b2
+        top1 = max(top1, b1)
+        top2 = max(top2, b2)
+    return top1 != 0, top2 != 0
 
 
 @intrinsic
@@ -222,14 +221,12 @@ def _prepare_row(x, m, xb, row_scale, needs, in_order):
     # 2^(X_TOP - e) may exceed float32's range when the row is tiny: scale in two steps
     t = np.empty((3, k), dtype=np.uint16)
     half_e = (X_TOP - e) // 2
-    scaled = np.empty(k, dtype=np.float32)
     f1 = np.float32(math.ldexp(1.0, half_e))
     f2 = np.float32(math.ldexp(1.0, X_TOP - e - half_e))
-    for j in range(k):
-        scaled[j] = (row[j] * f1) * f2
-    second, third = _split_row(scaled, t)
+    second, third = _split_row(row, t, f1, f2)
     needs[m] = 3 if third else 2 if second else 1
-    for p in range(3):
+    # the parts beyond a row's own are zeros the kernel reads when another row needs them
+    for p in range(3 if m_rows > 1 else needs[m]):
         if in_order:
             xb[p * m_rows + m] = t[p]
         else:
@@ -531,50 +528,75 @@ _tiles = _make_kernel(ROWS, TILE // GROUP)
 _tiles_one_row = _make_kernel(ROWS, TILE // GROUP, single=True)
 
 
-@njit(parallel=True, fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
-def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, chunk_bytes, y):
-    # y[m, i] = row_scale[m] * sum over the parts p of xb rows p * m_rows + m . W row i
-    # (the product in float64, then rounded once: row_scale may be below float32's range)
+@njit(fastmath={"reassoc", "contract", "nsz"})  # sums of 16 lanes as vectors
+def _row_block(w, xb, parts, m_rows, scale, tab, row_scale, chunk, rb, y):
+    # rows rb * TILE .. of y: y[m, i] = row_scale[m] * sum over the parts p of
+    # xb rows p * m_rows + m . W row i (the product in float64, then rounded once: row_scale
+    # may be below float32's range); K in runs of ``chunk`` tiles
     n, k = w.shape
     flat = w.reshape(-1)
     n_tiles = k // TILE
     xflat = xb.reshape(-1)
     xstride = xb.shape[1]
+    srow = scale[rb]
+    i0 = rb * TILE
+    i_end = min(n, i0 + TILE)
+    n_quads = (i_end - i0 + ROWS - 1) // ROWS
+    acc = np.zeros(n_quads * m_rows * 16, dtype=np.float32)
+    for t0 in range(0, n_tiles, chunk):
+        nt = min(chunk, n_tiles - t0)
+        xpart = xflat[t0 * TILE:]
+        spart = srow[t0:]
+        for q in range(n_quads):
+            i = i0 + q * ROWS
+            rows = min(ROWS, i_end - i)
+            o = t0 * TILE
+            offs = (i * k + o, (i + min(1, rows - 1)) * k + o,
+                    (i + min(2, rows - 1)) * k + o, (i + min(3, rows - 1)) * k + o)
+            # prefetched: ROWS * nt * TILE bytes from here on, inside W
+            ahead = max(0, min((i + AHEAD * ROWS) * k + o, flat.size - ROWS * nt * TILE))
+            a = acc[q * m_rows * 16:(q + 1) * m_rows * 16]
+            if m_rows == 1:
+                _tiles_one_row(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab,
+                               ahead, a)
+            else:
+                _tiles(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab, ahead, a)
+    for q in range(n_quads):
+        i = i0 + q * ROWS
+        for m in range(m_rows):
+            for r in range(min(ROWS, i_end - i)):
+                o = (q * m_rows + m) * 16 + 4 * FOLD_GROUP[r]
+                total = (acc[o] + acc[o + 1]) + (acc[o + 2] + acc[o + 3])
+                y[m, i + r] = np.float32(np.float64(total) * row_scale[m])
+
+
+@njit(parallel=True)
+def _rows_kernel(w, xb, parts, m_rows, scale, tab, row_scale, chunk_bytes, y):
+    # y = x W^T from x's prepared parts (see _row_block), a task per block of TILE rows of W
+    n_tiles = w.shape[1] // TILE
     # tiles of K a pass over a block's quads: every tile, unless the parts of x outgrow L2
     chunk = n_tiles
     if m_rows > 1:
         chunk = min(n_tiles, max(1, chunk_bytes // (m_rows * parts * TILE * 2)))
-    for rb in prange((n + TILE - 1) // TILE):
-        srow = scale[rb]
-        i0 = rb * TILE
-        i_end = min(n, i0 + TILE)
-        n_quads = (i_end - i0 + ROWS - 1) // ROWS
-        acc = np.zeros(n_quads * m_rows * 16, dtype=np.float32)
-        for t0 in range(0, n_tiles, chunk):
-            nt = min(chunk, n_tiles - t0)
-            xpart = xflat[t0 * TILE:]
-            spart = srow[t0:]
-            for q in range(n_quads):
-                i = i0 + q * ROWS
-                rows = min(ROWS, i_end - i)
-                o = t0 * TILE
-                offs = (i * k + o, (i + min(1, rows - 1)) * k + o,
-                        (i + min(2, rows - 1)) * k + o, (i + min(3, rows - 1)) * k + o)
-                # prefetched: ROWS * nt * TILE bytes from here on, inside W
-                ahead = max(0, min((i + AHEAD * ROWS) * k + o, flat.size - ROWS * nt * TILE))
-                a = acc[q * m_rows * 16:(q + 1) * m_rows * 16]
-                if m_rows == 1:
-                    _tiles_one_row(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab,
-                                   ahead, a)
-                else:
-                    _tiles(flat, offs, xpart, xstride, m_rows, parts, nt, spart, tab, ahead, a)
-        for q in range(n_quads):
-            i = i0 + q * ROWS
-            for m in range(m_rows):
-                for r in range(min(ROWS, i_end - i)):
-                    o = (q * m_rows + m) * 16 + 4 * FOLD_GROUP[r]
-                    total = (acc[o] + acc[o + 1]) + (acc[o + 2] + acc[o + 3])
-                    y[m, i + r] = np.float32(np.float64(total) * row_scale[m])
+    for rb in prange((w.shape[0] + TILE - 1) // TILE):
+        _row_block(w, xb, parts, m_rows, scale, tab, row_scale, chunk, rb, y)
+
+
+@njit(parallel=True)
+def _one_row_kernel(x, w, scale, tab, y):
+    # _rows_kernel for one row of x (1, K), prepared here: one call from Python instead of
+    # two. Returns the parts (0, nothing computed, when x holds NaN or an infinity).
+    k = x.shape[1]
+    xb = np.empty((3, k), dtype=np.uint16)
+    row_scale = np.empty(1, dtype=np.float64)
+    needs = np.empty(1, dtype=np.int32)
+    _prepare_row(x, 0, xb, row_scale, needs, False)
+    parts = _parts(needs)
+    if parts == 0:
+        return 0
+    for rb in prange((w.shape[0] + TILE - 1) // TILE):
+        _row_block(w, xb, parts, 1, scale, tab, row_scale, k // TILE, rb, y)
+    return parts
 
 
 def fits(k: int, block: int) -> bool:
@@ -588,12 +610,16 @@ def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
 
     ``x_chunk_bytes``: see :data:`X_CHUNK_BYTES`.
     """
+    m_rows = x.shape[0]
+    y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
+    if m_rows == 1:
+        x = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
+            x, dtype=np.float32)
+        return y if _one_row_kernel(x, w_fp8, weight_scale_inv, byte_tables(), y) else None
     prepared = prepare(x)
     if prepared is None:
         return None
     xb, parts, row_scale = prepared
-    m_rows = x.shape[0]
-    y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
     _rows_kernel(w_fp8, xb, parts, m_rows, weight_scale_inv, byte_tables(), row_scale,
                  x_chunk_bytes, y)
     return y  # a product beyond float32's range is +-inf
