@@ -18,6 +18,7 @@ cache here), so each call reads its weight from DRAM.
 """
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +134,45 @@ def test_stream_read(benchmark, expert, m):
     benchmark.group = group(expert, m)
     benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
     benchmark(lambda: nxt().sum())
+
+
+@pytest.mark.parametrize("m", [1])
+def test_fusekit_fp8_gemv_paired_with_stream_read(benchmark, expert, m):
+    """Each fusekit call (bfloat16-valued x) followed by a stream read of another copy.
+
+    This host's DRAM bandwidth drifts up to 2x between minutes, so the stream ratio from two
+    tests run apart is noisy; here each pair is taken moments apart and ``extra_info`` holds
+    both sides' min and median and their ratios (the benchmark's own time is the pair's).
+    """
+    x = torch.from_numpy(activations(m, expert["k"])).bfloat16().float().numpy()
+    s, qs = expert["s"], expert["q"]
+    ref = fp8_gemv_reference(x.astype(np.float64), qs[0], s)
+    y = fusekit.ops.fp8_gemv(x, qs[0], s, backend="cpu")
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-6
+    views = [torch.from_numpy(q.reshape(-1).view(np.float32)) for q in qs]
+    times: dict[str, list[float]] = {"fusekit": [], "stream": []}
+    calls = itertools.count()
+
+    def pair():
+        i = next(calls) % len(qs)
+        t0 = time.perf_counter()
+        fusekit.ops.fp8_gemv(x, qs[i], s, backend="cpu")
+        t1 = time.perf_counter()
+        views[(i + len(qs) // 2) % len(qs)].sum()
+        times["fusekit"].append(t1 - t0)
+        times["stream"].append(time.perf_counter() - t1)
+
+    benchmark.group = group(expert, m, " paired with the stream read")
+    benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
+    disabled = benchmark.disabled
+    benchmark.pedantic(pair, rounds=1 if disabled else 600, warmup_rounds=0 if disabled else 12)
+    ours, stream = np.array(times["fusekit"]), np.array(times["stream"])
+    assert ours.size and stream.size and (ours > 0).all()
+    for name, t in (("fusekit", ours), ("stream", stream)):
+        benchmark.extra_info[f"{name}_min_us"] = float(t.min() * 1e6)
+        benchmark.extra_info[f"{name}_median_us"] = float(np.median(t) * 1e6)
+    benchmark.extra_info["stream_ratio_min"] = float(stream.min() / ours.min())
+    benchmark.extra_info["stream_ratio_median"] = float(np.median(stream) / np.median(ours))
 
 
 @pytest.mark.parametrize("m", [1])

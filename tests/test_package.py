@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import fusekit
-from fusekit._cli import comparison_rows, main
+from fusekit._cli import comparison_rows, main, paired_rows
 
 
 def test_import_fusekit_loads_no_heavy_framework():
@@ -75,6 +75,17 @@ def test_bench_comparison_rows_rank_peers_against_fusekit():
     ]}
     rows = comparison_rows(report)
     assert rows == [["g", "fusekit[x]", "1 ms", "1.00x"], ["g", "dense", "4 ms", "4.00x"]]
+
+
+def test_bench_paired_rows_list_the_ratios_a_benchmark_measured_in_pairs():
+    report = {"benchmarks": [
+        {"group": "g", "name": "test_fusekit_paired[a-1]", "stats": {"median": 1e-3},
+         "extra_info": {"stream_ratio_median": 0.876, "stream_ratio_min": 0.86,
+                        "weight_bytes": 14680064, "fusekit_min_us": 347.4}},
+        {"group": "g", "name": "test_dense", "stats": {"median": 4e-3}},
+    ]}
+    assert paired_rows(report) == [["fusekit_paired[a-1]", "stream_ratio_median", "0.876"],
+                                   ["fusekit_paired[a-1]", "stream_ratio_min", "0.860"]]
 
 
 def test_python_dash_m_fusekit_works():

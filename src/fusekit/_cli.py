@@ -44,6 +44,20 @@ def comparison_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def paired_rows(report: dict) -> list[list[str]]:
+    """Rows of ``benchmark, measure, value`` for the ratios a benchmark measured in pairs.
+
+    (``extra_info`` keys ending in ``_ratio_min`` or ``_ratio_median``: e.g. the FP8 product
+    against a stream read of the same bytes, each pair timed moments apart.)
+    """
+    rows = []
+    for b in report.get("benchmarks", []):
+        for key, value in sorted(b.get("extra_info", {}).items()):
+            if key.endswith(("_ratio_min", "_ratio_median")) and isinstance(value, float):
+                rows.append([b["name"].removeprefix("test_"), key, f"{value:.3f}"])
+    return rows
+
+
 def _bench(args: argparse.Namespace) -> int:
     bench_dir = _find_benchmarks(args.path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,10 +89,15 @@ def _bench(args: argparse.Namespace) -> int:
         print("$ " + " ".join(cmd), flush=True)
         rc = subprocess.call(cmd, env=env)
         if report_path.exists() and report_path.stat().st_size:
-            rows = comparison_rows(json.loads(report_path.read_text()))
+            report = json.loads(report_path.read_text())
+            rows = comparison_rows(report)
             if rows:
                 print("\nComparison (time relative to the fastest fusekit entry of each group)")
                 print(table(["group", "benchmark", "median", "vs fusekit"], rows))
+            pairs = paired_rows(report)
+            if pairs:
+                print("\nRatios measured in pairs (the other side's time over fusekit's)")
+                print(table(["benchmark", "measure", "ratio"], pairs))
     return rc
 
 
