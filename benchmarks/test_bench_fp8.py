@@ -136,43 +136,67 @@ def test_stream_read(benchmark, expert, m):
     benchmark(lambda: nxt().sum())
 
 
+def time_pairs(benchmark, ours, other, name: str) -> None:
+    """Time ``ours(i)`` and then ``other(i)`` for i = 0, 1, ... in pairs, moments apart.
+
+    This host's DRAM bandwidth drifts up to 2x between minutes, so a ratio of two tests run
+    apart is noisy; ``extra_info`` gets both sides' min and median and ``<name>_ratio_min``
+    and ``<name>_ratio_median`` (other's time over ours). The benchmark's own time is a pair's.
+    """
+    times: dict[str, list[float]] = {"fusekit": [], name: []}
+    calls = itertools.count()
+
+    def pair():
+        i = next(calls)
+        t0 = time.perf_counter()
+        ours(i)
+        t1 = time.perf_counter()
+        other(i)
+        times["fusekit"].append(t1 - t0)
+        times[name].append(time.perf_counter() - t1)
+
+    disabled = benchmark.disabled
+    benchmark.pedantic(pair, rounds=1 if disabled else 600, warmup_rounds=0 if disabled else 12)
+    a, b = np.array(times["fusekit"]), np.array(times[name])
+    assert a.size and b.size and (a > 0).all()
+    for key, t in (("fusekit", a), (name, b)):
+        benchmark.extra_info[f"{key}_min_us"] = float(t.min() * 1e6)
+        benchmark.extra_info[f"{key}_median_us"] = float(np.median(t) * 1e6)
+    benchmark.extra_info[f"{name}_ratio_min"] = float(b.min() / a.min())
+    benchmark.extra_info[f"{name}_ratio_median"] = float(np.median(b) / np.median(a))
+
+
 @pytest.mark.parametrize("m", [1])
 def test_fusekit_fp8_gemv_paired_with_stream_read(benchmark, expert, m):
-    """Each fusekit call (bfloat16-valued x) followed by a stream read of another copy.
-
-    This host's DRAM bandwidth drifts up to 2x between minutes, so the stream ratio from two
-    tests run apart is noisy; here each pair is taken moments apart and ``extra_info`` holds
-    both sides' min and median and their ratios (the benchmark's own time is the pair's).
-    """
+    # each call (bfloat16-valued x) followed by a stream read of another copy of the weight
     x = torch.from_numpy(activations(m, expert["k"])).bfloat16().float().numpy()
     s, qs = expert["s"], expert["q"]
     ref = fp8_gemv_reference(x.astype(np.float64), qs[0], s)
     y = fusekit.ops.fp8_gemv(x, qs[0], s, backend="cpu")
     assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-6
     views = [torch.from_numpy(q.reshape(-1).view(np.float32)) for q in qs]
-    times: dict[str, list[float]] = {"fusekit": [], "stream": []}
-    calls = itertools.count()
-
-    def pair():
-        i = next(calls) % len(qs)
-        t0 = time.perf_counter()
-        fusekit.ops.fp8_gemv(x, qs[i], s, backend="cpu")
-        t1 = time.perf_counter()
-        views[(i + len(qs) // 2) % len(qs)].sum()
-        times["fusekit"].append(t1 - t0)
-        times["stream"].append(time.perf_counter() - t1)
-
     benchmark.group = group(expert, m, " paired with the stream read")
     benchmark.extra_info["weight_bytes"] = expert["n"] * expert["k"]
-    disabled = benchmark.disabled
-    benchmark.pedantic(pair, rounds=1 if disabled else 600, warmup_rounds=0 if disabled else 12)
-    ours, stream = np.array(times["fusekit"]), np.array(times["stream"])
-    assert ours.size and stream.size and (ours > 0).all()
-    for name, t in (("fusekit", ours), ("stream", stream)):
-        benchmark.extra_info[f"{name}_min_us"] = float(t.min() * 1e6)
-        benchmark.extra_info[f"{name}_median_us"] = float(np.median(t) * 1e6)
-    benchmark.extra_info["stream_ratio_min"] = float(stream.min() / ours.min())
-    benchmark.extra_info["stream_ratio_median"] = float(np.median(stream) / np.median(ours))
+    time_pairs(benchmark, lambda i: fusekit.ops.fp8_gemv(x, qs[i % len(qs)], s, backend="cpu"),
+               lambda i: views[(i + len(qs) // 2) % len(qs)].sum(), "stream")
+
+
+@pytest.mark.parametrize("m", [1])
+def test_fusekit_fp8_gemv_paired_one_thread(benchmark, expert, m):
+    # each call on every thread (float32 x, as one_thread below) followed by one on one thread
+    x = activations(m, expert["k"])
+    s, qs = expert["s"], expert["q"]
+    before = fusekit.get_num_threads()
+
+    def one_thread(i):
+        fusekit.set_num_threads(1)
+        try:
+            fp8_gemv_cpu(x, qs[(i + len(qs) // 2) % len(qs)], s)
+        finally:
+            fusekit.set_num_threads(before)
+
+    benchmark.group = group(expert, m, f" paired on {before} threads and one")
+    time_pairs(benchmark, lambda i: fp8_gemv_cpu(x, qs[i % len(qs)], s), one_thread, "one_thread")
 
 
 @pytest.mark.parametrize("m", [1])
