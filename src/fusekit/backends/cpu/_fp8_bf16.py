@@ -81,7 +81,8 @@ AHEAD = 3
 #: with W from DRAM the L2 prefetch alone left the rows' lines to arrive from L2 at the load
 #: (two threads, each call paired with a stream read: the 7168 x 2048 product 0.82-0.83 of
 #: the stream's rate by medians without, 0.87-0.88 with 4-8 tiles ahead; 2048 x 7168
-#: 0.87-0.88 against 0.89-0.90).
+#: 0.87-0.88 against 0.89-0.90). Past a row's end they are the next quad's row's first lines
+#: (down, 16 tiles a row: 0.89-0.91 against 0.86-0.89 in four alternated rounds).
 L1_AHEAD = 6
 #: Bytes of x's bfloat16 parts that one pass over a block of W's rows reads: beyond it, K is
 #: taken in chunks (x for 64 rows of K = 7168 is 0.9 MB, about L2).
@@ -476,15 +477,19 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                     ptr = builder.inttoptr(builder.add(base, c64(64 * q)), i8p)
                     builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
                                       ir.Constant(i32, 1)])
-                if single:  # and each row's own lines L1_AHEAD tiles on into L1 (inside W)
-                    d = c64(L1_AHEAD * tile_bytes)
-                    last = builder.add(builder.add(offs[r_rows - 1], tb),
-                                       c64((L1_AHEAD + 1) * tile_bytes))
-                    d = builder.select(builder.icmp_signed("<=", last, w_len), d, c64(0))
+                if single:  # and each row's own lines L1_AHEAD tiles on into L1: past the
+                    # row's end, the next quad's row's first ones (inside W)
+                    row_bytes = builder.mul(n_tiles, c64(tile_bytes))
+                    near_b = builder.add(tb, c64(L1_AHEAD * tile_bytes))
+                    near_b = builder.select(
+                        builder.icmp_signed(">=", near_b, row_bytes),
+                        builder.add(near_b, builder.sub(quad_step, row_bytes)), near_b)
+                    last = builder.add(builder.add(offs[r_rows - 1], near_b), c64(tile_bytes))
+                    near_b = builder.select(builder.icmp_signed("<=", last, w_len), near_b, tb)
                     for r in range(r_rows):
                         for g in range(groups_per_tile):
-                            near = builder.add(builder.add(w_base, offs[r]), builder.add(
-                                tb, builder.add(d, c64(GROUP * g))))
+                            near = builder.add(builder.add(w_base, offs[r]),
+                                               builder.add(near_b, c64(GROUP * g)))
                             builder.call(pf, [builder.inttoptr(near, i8p), ir.Constant(i32, 0),
                                               ir.Constant(i32, 3), ir.Constant(i32, 1)])
                 raws = [load(builder.add(builder.add(w_base, offs[r]),
