@@ -133,6 +133,21 @@ def test_non_finite_activations_go_to_the_fma_kernel(bad, monkeypatch):
     assert np.isfinite(got[0]).all() and not np.isfinite(got[1]).any()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_one_row_with_nan_or_inf_goes_to_the_fma_kernel(bad, monkeypatch):
+    # the one-row kernel prepares x inside its launch and reports NaN/Inf by 0 parts
+    rng = np.random.default_rng(2)
+    q, s = fusekit.ops.fp8_block_quantize((rng.standard_normal((64, 256)) * 0.02)
+                                          .astype(np.float32))
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    x[0, 5] = bad
+    assert bf16.gemm(x, q, s) is None
+    got = fusekit.ops.fp8_gemv(x, q, s, backend="cpu")
+    monkeypatch.setenv("FUSEKIT_FP8_BF16", "0")
+    np.testing.assert_array_equal(got, fusekit.ops.fp8_gemv(x, q, s, backend="cpu"))
+    assert not np.isfinite(got).any()
+
+
 def relative_errors(got, x, q, s):
     ref = fp8_gemv_reference(x.astype(np.float64), q, s)
     deq = fusekit.ops.fp8_block_dequantize(q, s).astype(np.float64)

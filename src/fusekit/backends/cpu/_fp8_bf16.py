@@ -68,7 +68,15 @@ from numba.extending import intrinsic
 
 from ._fp8_planes import target_has
 from ._numba import njit
-from ._vmath import _float_bits_as_int, _int_bits_as_float, carried_loop, silu_mul
+from ._vmath import (
+    _float_bits_as_int,
+    _int_bits_as_float,
+    array_address,
+    carried_loop,
+    emit_prefetch,
+    silu_mul,
+    splat,
+)
 
 #: Codes per group: one 512-bit load.
 GROUP = 64
@@ -440,9 +448,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
             v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
             mod = builder.module
 
-            def data(k):
-                ary = context.make_array(signature.args[k])(context, builder, args[k])
-                return builder.ptrtoint(ary.data, i64)
+            data = functools.partial(array_address, context, builder, signature, args)
 
             w_len = builder.extract_value(
                 context.make_array(signature.args[0])(context, builder, args[0]).shape, 0)
@@ -462,9 +468,6 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
             dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
                                        ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
             fma = mod.declare_intrinsic("llvm.fma.v16f32", (), ir.FunctionType(v16f, [v16f] * 3))
-            i8p = i8.as_pointer()
-            pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
-                                       ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
             zero = ir.Constant(v16f, [0.0] * 16)
             tile_bytes = groups_per_tile * GROUP
 
@@ -476,9 +479,7 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                 tb = builder.mul(t, c64(tile_bytes))
                 base = builder.add(builder.add(w_base, ahead), builder.mul(tb, c64(r_rows)))
                 for q in range(r_rows * groups_per_tile):
-                    ptr = builder.inttoptr(builder.add(base, c64(64 * q)), i8p)
-                    builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
-                                      ir.Constant(i32, 1)])
+                    emit_prefetch(builder, builder.add(base, c64(64 * q)), 2)
                 if single:  # and each row's own lines L1_AHEAD tiles on into L1: past the
                     # row's end, the next quad's row's first ones (inside W)
                     row_bytes = builder.mul(n_tiles, c64(tile_bytes))
@@ -490,18 +491,14 @@ def _make_kernel(r_rows: int, groups_per_tile: int, single: bool = False):  # no
                     near_b = builder.select(builder.icmp_signed("<=", last, w_len), near_b, tb)
                     for r in range(r_rows):
                         for g in range(groups_per_tile):
-                            near = builder.add(builder.add(w_base, offs[r]),
-                                               builder.add(near_b, c64(GROUP * g)))
-                            builder.call(pf, [builder.inttoptr(near, i8p), ir.Constant(i32, 0),
-                                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                            emit_prefetch(builder, builder.add(builder.add(w_base, offs[r]),
+                                          builder.add(near_b, c64(GROUP * g))), 3)
                 raws = [load(builder.add(builder.add(w_base, offs[r]),
                                          builder.add(tb, c64(g * GROUP))), v64i8, 1)
                         for g in range(groups_per_tile) for r in range(r_rows)]
                 regs = [builder.bitcast(v, v16i32) for v in _decode(builder, c, raws)]
                 s = load(builder.add(s_base, builder.mul(t, c64(4))), f32, 4)
-                sv = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(v16f, None), s, ir.Constant(i32, 0)),
-                    ir.Constant(v16f, None), ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+                sv = splat(builder, s, v16f)
 
                 def parts_of_rows(rows):  # every part of each row of x into its own sums
                     def part(p, sums):
@@ -641,9 +638,7 @@ def _one_row_kernel(x, w, scale, tab, y):
     k = x.shape[1]
     xb = np.empty((3, k), dtype=np.uint16)
     row_scale = np.empty(1, dtype=np.float64)
-    needs = np.empty(1, dtype=np.int32)
-    _prepare_row(x, 0, xb, row_scale, needs, False)
-    parts = _parts(needs)
+    parts = _prepare_one(x, xb, row_scale, np.empty(1, dtype=np.int32), False)
     if parts == 0:
         return 0
     for rb in prange((w.shape[0] + TILE - 1) // TILE):
@@ -665,9 +660,9 @@ def gemm(x: np.ndarray, w_fp8: np.ndarray, weight_scale_inv: np.ndarray,
     m_rows = x.shape[0]
     y = np.empty((m_rows, w_fp8.shape[0]), dtype=np.float32)
     if m_rows == 1:
-        x = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
-            x, dtype=np.float32)
-        return y if _one_row_kernel(x, w_fp8, weight_scale_inv, byte_tables(), y) else None
+        parts = _one_row_kernel(np.ascontiguousarray(x, dtype=np.float32), w_fp8,
+                                weight_scale_inv, byte_tables(), y)
+        return y if parts else None
     prepared = prepare(x)
     if prepared is None:
         return None
@@ -763,9 +758,7 @@ def _decode_pairs(typingctx, w, first, k, n_pairs, tab, buf):  # noqa: ARG001
         i64 = ir.IntType(64)
         v64i8, v32i16 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32)
 
-        def data(j):
-            ary = context.make_array(signature.args[j])(context, builder, args[j])
-            return builder.ptrtoint(ary.data, i64)
+        data = functools.partial(array_address, context, builder, signature, args)
 
         w_base, b_base = data(0), data(5)
         first, k, n_pairs = args[1], args[2], args[3]
@@ -813,17 +806,10 @@ def _make_dot_pairs(r_rows: int):  # noqa: ANN202 - a Numba intrinsic
                                        ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
             fma = mod.declare_intrinsic("llvm.fma.v16f32", (), ir.FunctionType(v16f, [v16f] * 3))
 
-            def data(j):
-                ary = context.make_array(signature.args[j])(context, builder, args[j])
-                return builder.ptrtoint(ary.data, i64)
+            data = functools.partial(array_address, context, builder, signature, args)
 
             def c64(v):
                 return ir.Constant(i64, v)
-
-            def splat(value, ty):
-                one = builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0))
-                return builder.shuffle_vector(one, ir.Constant(ty, None),
-                                              ir.Constant(ir.VectorType(i32, 16), [0] * 16))
 
             b_base, g_base, a_base = data(0), data(1), data(9)
             m0, m_rows, n, row0, n_pairs, parts, s = args[2:9]
@@ -841,8 +827,8 @@ def _make_dot_pairs(r_rows: int):  # noqa: ANN202 - a Numba intrinsic
                         grow = builder.add(builder.mul(p, m_rows), builder.add(m0, c64(r)))
                         addr = builder.add(g_base, builder.shl(
                             builder.add(builder.mul(grow, n), col), c64(1)))
-                        gv = splat(builder.load(builder.inttoptr(addr, i32.as_pointer()),
-                                                align=2), v16i32)
+                        gv = splat(builder, builder.load(builder.inttoptr(addr, i32.as_pointer()),
+                                                         align=2), v16i32)
                         new += [builder.call(dp, [acc[4 * r + j], regs[j], gv])
                                 for j in range(4)]
                     return new
@@ -850,7 +836,7 @@ def _make_dot_pairs(r_rows: int):  # noqa: ANN202 - a Numba intrinsic
                 return carried_loop(builder, n_pairs, acc, pair, "dp.q")
 
             sums = carried_loop(builder, parts, [zero] * (4 * r_rows), part, "dp.p")
-            sv = splat(s, v16f)
+            sv = splat(builder, s, v16f)
             for r in range(r_rows):
                 row = builder.add(a_base, builder.mul(builder.add(m0, c64(r)), c64(4 * T_COLS)))
                 for j in range(4):
@@ -985,9 +971,7 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
         dp = mod.declare_intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", (),
                                    ir.FunctionType(v16f, [v16f, v16i32, v16i32]))
 
-        def data(j):
-            ary = context.make_array(signature.args[j])(context, builder, args[j])
-            return builder.ptrtoint(ary.data, i64)
+        data = functools.partial(array_address, context, builder, signature, args)
 
         def c64(v):
             return ir.Constant(i64, v)
@@ -997,9 +981,6 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
                                                           args[6], args[7], args[8])
         m_rows, rows_left = args[9], args[11]
         c = _decode_consts(builder, data(10))
-        i8p = ir.IntType(8).as_pointer()
-        pf = mod.declare_intrinsic("llvm.prefetch", [i8p],
-                                   ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
 
         def pair(qq, _):  # pairs 2 qq and 2 qq + 1: rows 4 qq .. 4 qq + 3
             q = builder.shl(qq, c64(1))
@@ -1015,10 +996,8 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
             def line(ln, _):
                 off = builder.shl(ln, c64(6))
                 for r in range(4):
-                    ptr = builder.inttoptr(builder.add(builder.add(
-                        p_addr, builder.mul(c64(r), k)), off), i8p)
-                    builder.call(pf, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2),
-                                      ir.Constant(i32, 1)])
+                    emit_prefetch(builder, builder.add(builder.add(
+                        p_addr, builder.mul(c64(r), k)), off), 2)
                 raws = [builder.load(builder.inttoptr(builder.add(builder.add(
                     a_addr, builder.mul(c64(r), k)), off), v64i8.as_pointer()), align=1)
                         for r in range(4)]
@@ -1040,11 +1019,8 @@ def _pairs_dot(typingctx, w, first, k, n_pairs, n_lines, gb, g0, parts, gstride,
                                 builder.shl(q, c64(1)), c64(2 * h))))
                             gv = builder.load(builder.inttoptr(builder.add(
                                 g_base, builder.shl(gi, c64(1))), i32.as_pointer()), align=2)
-                            one = builder.insert_element(ir.Constant(v16i32, None), gv,
-                                                         ir.Constant(i32, 0))
-                            splat = builder.shuffle_vector(one, ir.Constant(v16i32, None),
-                                                           ir.Constant(v16i32, [0] * 16))
-                            sums = [builder.call(dp, [s, r, splat])
+                            gs = splat(builder, gv, v16i32)
+                            sums = [builder.call(dp, [s, r, gs])
                                     for s, r in zip(sums, regs[h], strict=True)]
                         return sums
 

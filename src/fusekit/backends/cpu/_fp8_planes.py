@@ -24,6 +24,7 @@ which every target compiles: the same bits, but LLVM does not find ``vpmaddubsw`
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -32,7 +33,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..._cpu import cpu_features
-from ._vmath import carried_loop
+from ._vmath import array_address, carried_loop, emit_prefetch, splat
 
 #: The mask that keeps a float32's sign and the bits 26..20 that carry an E4M3 code's
 #: exponent and mantissa (as in ``fp8_matmul._e4m3_scaled``).
@@ -209,30 +210,23 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
                          acc)
 
         def codegen(context, builder, signature, args):
-            i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+            i64, f32 = ir.IntType(64), ir.FloatType()
             vf = ir.VectorType(f32, lanes)
             vcodes = ir.VectorType(ir.IntType(8), group)
 
-            def data(j):
-                ary = context.make_array(signature.args[j])(context, builder, args[j])
-                return builder.ptrtoint(ary.data, i64)
+            data = functools.partial(array_address, context, builder, signature, args)
 
             w_base, g_base, a_base = data(0), data(6), data(7)
             col, row0, n_rows, k, ahead_rows = args[1], args[2], args[3], args[4], args[5]
             fma = builder.module.declare_intrinsic(f"llvm.fma.v{lanes}f32", (),
                                                    ir.FunctionType(vf, [vf] * 3))
-            i8p = ir.IntType(8).as_pointer()
-            pf = builder.module.declare_intrinsic(
-                "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
-            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             start = [builder.load(builder.inttoptr(builder.add(a_base, ir.Constant(
                 i64, 4 * lanes * q)), vf.as_pointer()), align=4) for q in range(T_ROWS * 4)]
             def step(i, acc):
                 row = builder.add(w_base, builder.add(builder.mul(builder.add(row0, i), k), col))
                 ahead = builder.add(row, builder.mul(k, ahead_rows))
-                builder.call(pf, [builder.inttoptr(ahead, i8p), ir.Constant(i32, 0),
-                                  ir.Constant(i32, 2), ir.Constant(i32, 1)])
+                emit_prefetch(builder, ahead, 2)
                 raw = builder.load(builder.inttoptr(row, vcodes.as_pointer()), align=1)
                 planes = _planes(builder, raw, isa, lanes)
                 g_row = builder.add(g_base, builder.mul(i, ir.Constant(i64, 4 * T_ROWS)))
@@ -240,9 +234,7 @@ def _make_cols_t(isa: str, lanes: int = LANES):  # noqa: ANN202, C901 - a Numba 
                 for m in range(T_ROWS):
                     gm = builder.load(builder.inttoptr(
                         builder.add(g_row, ir.Constant(i64, 4 * m)), f32.as_pointer()), align=4)
-                    gv = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vf, None), gm, ir.Constant(i32, 0)),
-                        ir.Constant(vf, None), splat)
+                    gv = splat(builder, gm, vf)
                     new += [builder.call(fma, [gv, planes[p], acc[4 * m + p]]) for p in range(4)]
                 return new
 

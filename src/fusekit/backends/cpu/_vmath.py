@@ -18,6 +18,8 @@ Measured maximum relative error against float64/``np.exp`` over ``[-87, 88]`` (f
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -67,6 +69,34 @@ def _int_bits_as_float(typingctx, bits):  # noqa: ARG001 - Numba's intrinsic sig
     return sig, codegen
 
 
+def array_address(context: Any, builder: ir.IRBuilder, signature: Any, args: Any,
+                  j: int) -> ir.Value:
+    """In an intrinsic's codegen: the data address of array argument ``j``, as an i64."""
+    ary = context.make_array(signature.args[j])(context, builder, args[j])
+    return builder.ptrtoint(ary.data, ir.IntType(64))
+
+
+def emit_prefetch(builder: ir.IRBuilder, addr: ir.Value, locality: int) -> None:
+    """Emit ``llvm.prefetch`` of the i64 address ``addr``: a read into the data cache.
+
+    ``locality`` 3 is ``prefetcht0`` (into L1), 2 ``prefetcht1`` (L2). A hint: it never
+    faults.
+    """
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = builder.module.declare_intrinsic(
+        "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+    builder.call(fn, [builder.inttoptr(addr, i8p), ir.Constant(i32, 0),
+                      ir.Constant(i32, locality), ir.Constant(i32, 1)])
+
+
+def splat(builder: ir.IRBuilder, value: ir.Value, ty: ir.VectorType) -> ir.Value:
+    """``value`` in every lane of a vector of type ``ty``."""
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(ty, None),
+                                  ir.Constant(ir.VectorType(i32, ty.count), [0] * ty.count))
+
+
 def _make_prefetch(locality: int, instruction: str):  # noqa: ANN202 - a Numba intrinsic
 
     @intrinsic
@@ -76,16 +106,9 @@ def _make_prefetch(locality: int, instruction: str):  # noqa: ANN202 - a Numba i
             return None
 
         def codegen(context, builder, signature, args):
-            ary = context.make_array(signature.args[0])(context, builder, args[0])
             off = context.cast(builder, args[1], signature.args[1], types.intp)
-            i8p = ir.IntType(8).as_pointer()
-            addr = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), off)
-            i32 = ir.IntType(32)
-            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-            fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-            # read, the given temporal locality, data cache
-            builder.call(fn, [builder.inttoptr(addr, i8p), ir.Constant(i32, 0),
-                              ir.Constant(i32, locality), ir.Constant(i32, 1)])
+            emit_prefetch(builder, builder.add(array_address(context, builder, signature,
+                                                             args, 0), off), locality)
             return context.get_dummy_value()
 
         return types.void(arr, offset), codegen
